@@ -1,0 +1,157 @@
+// Package config loads and validates rollback.yaml: the services rollback
+// knows, and where each one runs. Every validation error names the file,
+// the line and the field, and says what is expected.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// APIVersion is the only config version this build understands.
+const APIVersion = "rollback/v1"
+
+// Config is the whole rollback.yaml.
+type Config struct {
+	APIVersion string              `yaml:"apiVersion" json:"apiVersion"`
+	Kind       string              `yaml:"kind" json:"kind"`
+	Services   map[string]*Service `yaml:"services" json:"services"`
+
+	// Path is the file the config was read from ("" when built in code).
+	Path string `yaml:"-" json:"-"`
+}
+
+// Service is one deployable service.
+type Service struct {
+	Kubernetes Kubernetes `yaml:"kubernetes" json:"kubernetes"`
+}
+
+// Kubernetes says where a service's workload runs.
+type Kubernetes struct {
+	Context   string `yaml:"context,omitempty" json:"context,omitempty"`
+	Namespace string `yaml:"namespace,omitempty" json:"namespace,omitempty"`
+	Kind      string `yaml:"kind,omitempty" json:"kind,omitempty"`
+	Name      string `yaml:"name,omitempty" json:"name,omitempty"`
+}
+
+// Kinds of workload rollback can roll back.
+var supportedKinds = []string{"Deployment"}
+
+// ErrNotFound is returned by Find when no config file exists where looked.
+var ErrNotFound = errors.New("no rollback.yaml found")
+
+// Error is a validation error at a place in a config file.
+type Error struct {
+	File  string
+	Line  int
+	Field string // dotted path, e.g. services.api.kubernetes.kind
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Msg)
+}
+
+// Errors is every problem found in one file.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Find returns the path of the config to use: explicit (from --config),
+// else $ROLLBACK_CONFIG, else ./rollback.yaml. An explicit path that does
+// not exist is an error; an implicit one is ErrNotFound.
+func Find(explicit string, getenv func(string) string) (string, error) {
+	if explicit != "" {
+		if _, err := os.Stat(explicit); err != nil {
+			return "", fmt.Errorf("config %s: %w", explicit, err)
+		}
+		return explicit, nil
+	}
+	if env := getenv("ROLLBACK_CONFIG"); env != "" {
+		if _, err := os.Stat(env); err != nil {
+			return "", fmt.Errorf("config %s (from $ROLLBACK_CONFIG): %w", env, err)
+		}
+		return env, nil
+	}
+	if _, err := os.Stat("rollback.yaml"); err == nil {
+		return "rollback.yaml", nil
+	}
+	return "", ErrNotFound
+}
+
+// Load reads and validates the config at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a config. name is used in error messages.
+func Parse(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		return nil, &Error{File: name, Line: yamlErrLine(err), Msg: "not valid YAML: " + yamlErrMsg(err)}
+	}
+	v := &validator{file: name}
+	cfg := &Config{Path: name}
+	if len(root.Content) == 0 {
+		return nil, &Error{File: name, Line: 1, Msg: "the file is empty; expected apiVersion, kind and services"}
+	}
+	v.config(root.Content[0], cfg)
+	if len(v.errs) > 0 {
+		return nil, v.errs
+	}
+	return cfg, nil
+}
+
+// ServiceNames returns the configured service names, sorted.
+func (c *Config) ServiceNames() []string {
+	names := make([]string, 0, len(c.Services))
+	for n := range c.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+var (
+	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	yamlLineRe   = regexp.MustCompile(`line (\d+)`)
+)
+
+func yamlErrLine(err error) int {
+	if m := yamlLineRe.FindStringSubmatch(err.Error()); m != nil {
+		var n int
+		fmt.Sscanf(m[1], "%d", &n)
+		return n
+	}
+	return 0
+}
+
+func yamlErrMsg(err error) string {
+	return strings.TrimPrefix(yamlLineRe.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), ""), ": ")
+}

@@ -1,0 +1,234 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ErrImageMismatch means the rollout finished but the running image is not
+// the target revision's.
+var ErrImageMismatch = errors.New("running image does not match the target revision")
+
+// Event reports progress of a rollback: a step starting, a status message
+// within it, or the step ending.
+type Event struct {
+	Time    time.Time
+	Step    string
+	Message string
+	Phase   Phase
+	Err     error
+}
+
+// Phase of an Event.
+type Phase int
+
+// Event phases.
+const (
+	StepStarted Phase = iota
+	StepProgress
+	StepDone
+	StepFailed
+)
+
+// RollbackOptions configure Rollback.
+type RollbackOptions struct {
+	ToRevision int64
+	DryRun     DryRun
+	Timeout    time.Duration
+	// Confirm, when set, is asked before the cluster is changed; false
+	// aborts with ErrAborted.
+	Confirm func(p *Plan) (bool, error)
+	// Events receives progress; may be nil.
+	Events func(Event)
+	Now    func() time.Time
+}
+
+// ErrAborted means the user declined the confirmation.
+var ErrAborted = errors.New("aborted: not confirmed")
+
+// Result is what a rollback did.
+type Result struct {
+	Plan         *Plan         `json:"plan"`
+	DryRun       DryRun        `json:"dryRun"`
+	RolledOut    bool          `json:"rolledOut"`
+	Images       []string      `json:"images,omitempty"`
+	ReadyPods    int           `json:"readyPods"`
+	Revision     int64         `json:"revision,omitempty"`
+	MarkedBad    string        `json:"markedBad,omitempty"`
+	MarkedGood   string        `json:"markedGood,omitempty"`
+	Duration     time.Duration `json:"-"`
+	DurationSecs float64       `json:"durationSeconds"`
+}
+
+// Rollback plans and performs an undo of the Deployment, waits until it
+// has rolled out, checks that the running image is the target's, and marks
+// the abandoned revision bad and the restored one good.
+func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o RollbackOptions) (*Result, error) {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	start := now()
+	emit := func(step string, ph Phase, msg string, err error) {
+		if o.Events != nil {
+			o.Events(Event{Time: now(), Step: step, Phase: ph, Message: msg, Err: err})
+		}
+	}
+	res := &Result{DryRun: o.DryRun}
+	finish := func(err error) (*Result, error) {
+		res.Duration = now().Sub(start)
+		res.DurationSecs = res.Duration.Seconds()
+		return res, err
+	}
+	step := func(name string, fn func() (string, error)) error {
+		emit(name, StepStarted, "", nil)
+		msg, err := fn()
+		if err != nil {
+			emit(name, StepFailed, msg, err)
+			return err
+		}
+		emit(name, StepDone, msg, nil)
+		return nil
+	}
+
+	var h *History
+	if err := step("plan", func() (string, error) {
+		var err error
+		if h, err = GetHistory(ctx, cs, t); err != nil {
+			return "", err
+		}
+		if res.Plan, err = PlanUndo(h, o.ToRevision); err != nil {
+			return "", err
+		}
+		return res.Plan.Summary() + "; " + res.Plan.Reason, nil
+	}); err != nil {
+		return finish(err)
+	}
+	p := res.Plan
+	if p.NoOp {
+		emit("undo", StepDone, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
+		return finish(nil)
+	}
+	if o.Confirm != nil && o.DryRun == DryRunNone {
+		ok, err := o.Confirm(p)
+		if err != nil {
+			return finish(err)
+		}
+		if !ok {
+			return finish(ErrAborted)
+		}
+	}
+	if err := step("undo", func() (string, error) {
+		if _, err := Undo(ctx, cs, h, p, o.DryRun); err != nil {
+			return "", err
+		}
+		switch o.DryRun {
+		case DryRunClient:
+			return "dry run (client): nothing sent", nil
+		case DryRunServer:
+			return "dry run (server): accepted by the API server, nothing stored", nil
+		}
+		return fmt.Sprintf("rolled back to revision %d", p.To.Number), nil
+	}); err != nil || o.DryRun != DryRunNone {
+		return finish(err)
+	}
+
+	if err := step("rollout", func() (string, error) {
+		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+		d, err := WaitRolledOut(wctx, cs, t, func(msg string) { emit("rollout", StepProgress, msg, nil) })
+		if err != nil {
+			return "", err
+		}
+		res.RolledOut = true
+		if v, ok := d.Annotations[RevisionAnnotation]; ok {
+			fmt.Sscanf(v, "%d", &res.Revision)
+		}
+		return fmt.Sprintf("deployment %q successfully rolled out", d.Name), nil
+	}); err != nil {
+		return finish(err)
+	}
+
+	if err := step("verify-image", func() (string, error) {
+		return verifyImages(ctx, cs, t, p, res)
+	}); err != nil {
+		return finish(err)
+	}
+
+	if err := step("mark", func() (string, error) {
+		var parts []string
+		if p.From != nil {
+			reason := fmt.Sprintf("rolled back to revision %d at %s", p.To.Number, now().UTC().Format(time.RFC3339))
+			if err := Mark(ctx, cs, t.Namespace, p.From.ReplicaSet, Bad, reason, now()); err != nil {
+				return "", err
+			}
+			res.MarkedBad = p.From.ReplicaSet
+			parts = append(parts, fmt.Sprintf("revision %d (%s) marked bad", p.From.Number, p.From.ReplicaSet))
+		}
+		if err := Mark(ctx, cs, t.Namespace, p.To.ReplicaSet, Good, "restored by rollback and verified running", now()); err != nil {
+			return "", err
+		}
+		res.MarkedGood = p.To.ReplicaSet
+		parts = append(parts, fmt.Sprintf("%s marked good", p.To.ReplicaSet))
+		return strings.Join(parts, "; "), nil
+	}); err != nil {
+		return finish(err)
+	}
+	return finish(nil)
+}
+
+// verifyImages checks the Deployment's template and its Ready pods run the
+// target revision's images (the runbook's "verify the running image").
+func verifyImages(ctx context.Context, cs kubernetes.Interface, t Target, p *Plan, res *Result) (string, error) {
+	d, err := cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	want := strings.Join(p.To.Images, ",")
+	got := make([]string, 0, len(d.Spec.Template.Spec.Containers))
+	for _, c := range d.Spec.Template.Spec.Containers {
+		got = append(got, c.Image)
+	}
+	res.Images = got
+	if strings.Join(got, ",") != want {
+		return "", fmt.Errorf("%w: deployment/%s runs %s, want %s", ErrImageMismatch, t.Name, strings.Join(got, ","), want)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return "", err
+	}
+	pods, err := cs.CoreV1().Pods(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return "", err
+	}
+	for _, pod := range pods.Items {
+		if pod.DeletionTimestamp != nil || !podReady(&pod) {
+			continue
+		}
+		var imgs []string
+		for _, c := range pod.Spec.Containers {
+			imgs = append(imgs, c.Image)
+		}
+		if strings.Join(imgs, ",") != want {
+			return "", fmt.Errorf("%w: ready pod %s runs %s, want %s", ErrImageMismatch, pod.Name, strings.Join(imgs, ","), want)
+		}
+		res.ReadyPods++
+	}
+	return fmt.Sprintf("running image %s on %d ready pods", want, res.ReadyPods), nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -1,0 +1,106 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// DryRun is kubectl's --dry-run: none changes the cluster, client sends
+// nothing, server sends the change with dryRun=All so admission runs but
+// nothing is stored.
+type DryRun string
+
+// The dry-run modes.
+const (
+	DryRunNone   DryRun = "none"
+	DryRunClient DryRun = "client"
+	DryRunServer DryRun = "server"
+)
+
+// ParseDryRun accepts none, client or server ("" is none).
+func ParseDryRun(s string) (DryRun, error) {
+	switch d := DryRun(s); d {
+	case "":
+		return DryRunNone, nil
+	case DryRunNone, DryRunClient, DryRunServer:
+		return d, nil
+	}
+	return "", fmt.Errorf("invalid --dry-run %q: expected none, client or server", s)
+}
+
+// ErrConflict means the Deployment changed between planning and patching.
+var ErrConflict = errors.New("deployment changed while planning")
+
+// annotationsToSkip are the ReplicaSet annotations an undo does not copy
+// to the Deployment: kubectl's list, plus rollback's own marks, which
+// belong to one ReplicaSet and must not spread to the next revision.
+var annotationsToSkip = map[string]bool{
+	corev1.LastAppliedConfigAnnotation:  true,
+	RevisionAnnotation:                  true,
+	RevisionHistoryAnnotation:           true,
+	"deployment.kubernetes.io/desired-replicas": true,
+	"deployment.kubernetes.io/max-replicas":     true,
+	appsv1.DeprecatedRollbackTo:                 true,
+}
+
+func skipAnnotation(k string) bool {
+	return annotationsToSkip[k] || strings.HasPrefix(k, annotationPrefix)
+}
+
+// undoPatch builds the JSON patch kubectl's undo sends: the target's pod
+// template (without its pod-template-hash label) and its annotations, with
+// a test of the resourceVersion the plan was made from, so a Deployment
+// changed in between is not overwritten.
+func undoPatch(p *Plan, resourceVersion string) ([]byte, error) {
+	tmpl := p.To.template.DeepCopy()
+	delete(tmpl.Labels, podTemplateHashLabel)
+	ann := map[string]string{}
+	for k, v := range p.To.rs.Annotations {
+		if !skipAnnotation(k) {
+			ann[k] = v
+		}
+	}
+	ops := []map[string]any{
+		{"op": "test", "path": "/metadata/resourceVersion", "value": resourceVersion},
+		{"op": "replace", "path": "/spec/template", "value": tmpl},
+		{"op": "add", "path": "/metadata/annotations", "value": ann},
+	}
+	return json.Marshal(ops)
+}
+
+// Undo applies the plan to the cluster (unless dry is client) and returns
+// the Deployment as the API server answered.
+func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry DryRun) (*appsv1.Deployment, error) {
+	if p.NoOp {
+		return h.Deployment, nil
+	}
+	patch, err := undoPatch(p, h.Deployment.ResourceVersion)
+	if err != nil {
+		return nil, err
+	}
+	if dry == DryRunClient {
+		return h.Deployment, nil
+	}
+	opts := metav1.PatchOptions{FieldManager: "rollback"}
+	if dry == DryRunServer {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	d, err := cs.AppsV1().Deployments(p.Target.Namespace).Patch(ctx, p.Target.Name, types.JSONPatchType, patch, opts)
+	if apierrors.IsInvalid(err) && strings.Contains(err.Error(), "test") || apierrors.IsConflict(err) {
+		return nil, fmt.Errorf("%w: deployment/%s was modified after the plan was made; run the command again", ErrConflict, p.Target.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("patch deployment/%s: %w", p.Target.Name, err)
+	}
+	return d, nil
+}
