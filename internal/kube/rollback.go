@@ -176,7 +176,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			return "", err
 		}
 		res.MarkedGood = p.To.ReplicaSet
-		parts = append(parts, fmt.Sprintf("%s marked good", p.To.ReplicaSet))
+		parts = append(parts, fmt.Sprintf("revision %d (%s) marked good", res.Revision, p.To.ReplicaSet))
 		return strings.Join(parts, "; "), nil
 	}); err != nil {
 		return finish(err)

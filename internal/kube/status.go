@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -78,7 +79,7 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, t Target, progr
 			if err != nil {
 				return false, err
 			}
-			if msg != lastMsg && progress != nil {
+			if !done && msg != lastMsg && progress != nil {
 				progress(msg)
 				lastMsg = msg
 			}
@@ -90,7 +91,10 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, t Target, progr
 		if errors.Is(err, ErrProgressDeadline) || errors.Is(err, ErrDeleted) {
 			return last, err
 		}
-		if ctx.Err() != nil || errors.Is(err, watchtools.ErrWatchClosed) || wait(err) {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return last, fmt.Errorf("interrupted while waiting for deployment/%s to roll out: %w", t.Name, context.Canceled)
+		}
+		if ctx.Err() != nil || errors.Is(err, watchtools.ErrWatchClosed) || timedOut(err) {
 			detail := lastMsg
 			if detail == "" {
 				detail = "no status seen"
@@ -102,6 +106,6 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, t Target, progr
 	return last, nil
 }
 
-func wait(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+func timedOut(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || wait.Interrupted(err)
 }

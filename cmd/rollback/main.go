@@ -1,0 +1,20 @@
+// Command rollback makes deployment rollback a planned, tested,
+// minutes-long operation. See `rollback --help`.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"rollback/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, filepath.Base(os.Args[0]), os.Args[1:], cli.System())
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"rollback/internal/config"
+	"rollback/internal/kube"
+)
+
+// Exit codes, documented in the README.
+const (
+	ExitOK          = 0   // success, including "nothing to do"
+	ExitError       = 1   // unexpected failure (API server unreachable, ...)
+	ExitUsage       = 2   // bad flags, arguments or configuration
+	ExitRefused     = 3   // rollback refused: paused, unknown revision, no good target, ...
+	ExitTimeout     = 4   // the rollout did not finish within --timeout
+	ExitFailed      = 5   // the rollout failed or the running image is wrong
+	ExitAborted     = 6   // declined at the confirmation prompt
+	ExitInterrupted = 130 // interrupted (Ctrl-C)
+)
+
+// usageError marks an error as the user's input being wrong.
+type usageError struct {
+	err      error
+	showHelp bool
+}
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{err: fmt.Errorf(format, a...)} }
+
+// ExitCode maps an error to the documented exit code.
+func ExitCode(err error) int {
+	var ue usageError
+	var ce config.Errors
+	var ce1 *config.Error
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &ce1), errors.Is(err, config.ErrNotFound):
+		return ExitUsage
+	case errors.Is(err, kube.ErrAborted):
+		return ExitAborted
+	case errors.Is(err, kube.ErrTimeout):
+		return ExitTimeout
+	case errors.Is(err, kube.ErrProgressDeadline), errors.Is(err, kube.ErrImageMismatch), errors.Is(err, kube.ErrDeleted):
+		return ExitFailed
+	case errors.Is(err, kube.ErrPaused), errors.Is(err, kube.ErrRevisionNotFound), errors.Is(err, kube.ErrNoTarget),
+		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound):
+		return ExitRefused
+	case errors.Is(err, context.Canceled):
+		return ExitInterrupted
+	}
+	return ExitError
+}

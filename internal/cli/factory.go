@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"rollback/internal/config"
+	"rollback/internal/kube"
+)
+
+// Factory builds what commands need, lazily, from the global flags.
+type Factory struct {
+	IO  *IOStreams
+	Now func() time.Time
+
+	ConfigPath string
+	Kubeconfig string
+	Context    string
+	Namespace  string
+
+	cfg       *config.Config
+	cfgErr    error
+	cfgLoaded bool
+}
+
+// Config returns the loaded rollback.yaml, or nil when there is none.
+func (f *Factory) Config() (*config.Config, error) {
+	if f.cfgLoaded {
+		return f.cfg, f.cfgErr
+	}
+	f.cfgLoaded = true
+	path, err := config.Find(f.ConfigPath, f.IO.Getenv)
+	if errors.Is(err, config.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		f.cfgErr = usageError{err: err}
+		return nil, f.cfgErr
+	}
+	f.cfg, f.cfgErr = config.Load(path)
+	return f.cfg, f.cfgErr
+}
+
+// Workload is a resolved SERVICE argument.
+type Workload struct {
+	Service string // configured service name, "" for deployment/NAME
+	Target  kube.Target
+	Context string // kubeconfig context ("" for the current one)
+	Client  kubernetes.Interface
+}
+
+// Resolve turns a SERVICE argument (a configured service, or
+// deployment/NAME as kubectl takes it) into a Deployment and a client.
+// Flags win over the config, which wins over the kubeconfig's defaults.
+func (f *Factory) Resolve(arg string) (*Workload, error) {
+	w := &Workload{Context: f.Context}
+	ns := f.Namespace
+	if kind, name, ok := strings.Cut(arg, "/"); ok {
+		switch strings.ToLower(kind) {
+		case "deployment", "deployments", "deploy", "deployment.apps", "deployments.apps":
+		default:
+			return nil, usagef("unsupported kind %q in %q: rollback works on deployments (deployment/NAME)", kind, arg)
+		}
+		if name == "" {
+			return nil, usagef("missing name in %q: expected deployment/NAME", arg)
+		}
+		w.Target.Name = name
+	} else {
+		cfg, err := f.Config()
+		if err != nil {
+			return nil, err
+		}
+		if cfg == nil {
+			return nil, usagef("unknown service %q: no rollback.yaml found (looked at --config, $ROLLBACK_CONFIG and ./rollback.yaml); pass deployment/NAME with -n NAMESPACE, or define the service in rollback.yaml", arg)
+		}
+		svc, ok := cfg.Services[arg]
+		if !ok {
+			return nil, usagef("unknown service %q in %s; configured services: %s; or pass deployment/NAME with -n NAMESPACE",
+				arg, cfg.Path, strings.Join(cfg.ServiceNames(), ", "))
+		}
+		w.Service = arg
+		w.Target.Name = svc.Kubernetes.Name
+		if w.Context == "" {
+			w.Context = svc.Kubernetes.Context
+		}
+		if ns == "" {
+			ns = svc.Kubernetes.Namespace
+		}
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+		&clientcmd.ConfigOverrides{CurrentContext: w.Context})
+	if ns == "" {
+		var err error
+		if ns, _, err = cc.Namespace(); err != nil {
+			return nil, usagef("read kubeconfig: %v", err)
+		}
+	}
+	w.Target.Namespace = ns
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	rc.UserAgent = "rollback/" + Version
+	if w.Client, err = kubernetes.NewForConfig(rc); err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return w, nil
+}

@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"rollback/internal/kube"
+)
+
+var stepTitles = map[string]string{
+	"plan":         "Plan",
+	"undo":         "Kubernetes undo",
+	"rollout":      "Wait for rollout",
+	"verify-image": "Verify running image",
+	"mark":         "Mark revisions",
+}
+
+func stepTitle(s string) string {
+	if t, ok := stepTitles[s]; ok {
+		return t
+	}
+	return s
+}
+
+// progress renders step events: on a terminal a live line per step with a
+// running timer, otherwise plain timestamped lines.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	color bool
+	now   func() time.Time
+
+	mu      sync.Mutex
+	step    string
+	msg     string
+	started time.Time
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func newProgress(s *IOStreams, now func() time.Time) *progress {
+	return &progress{w: s.ErrOut, tty: s.ErrTTY, color: s.Color, now: now}
+}
+
+// Event is the kube.RollbackOptions.Events callback.
+func (p *progress) Event(e kube.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.tty {
+		p.plain(e)
+		return
+	}
+	switch e.Phase {
+	case kube.StepStarted:
+		p.step, p.msg, p.started = e.Step, "", e.Time
+		p.stop, p.done = make(chan struct{}), make(chan struct{})
+		go p.tick(p.stop, p.done)
+	case kube.StepProgress:
+		p.msg = e.Message
+	case kube.StepDone, kube.StepFailed:
+		if p.stop != nil && p.step == e.Step {
+			close(p.stop)
+			p.mu.Unlock()
+			<-p.done
+			p.mu.Lock()
+			p.stop = nil
+		}
+		start := p.started
+		if p.step != e.Step {
+			start = e.Time
+		}
+		mark, col := "✓", "32"
+		msg := e.Message
+		if e.Phase == kube.StepFailed {
+			mark, col = "✗", "31"
+			if e.Err != nil {
+				msg = e.Err.Error()
+			}
+		}
+		fmt.Fprintf(p.w, "\r\033[K%s %-22s %6s  %s\n", p.paint(col, mark), stepTitle(e.Step), fmtDur(e.Time.Sub(start)), msg)
+		p.step = ""
+	}
+}
+
+func (p *progress) tick(stop, done chan struct{}) {
+	defer close(done)
+	frames := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		p.mu.Lock()
+		fmt.Fprintf(p.w, "\r\033[K%s %-22s %6s  %s", p.paint("36", frames[i%len(frames)]), stepTitle(p.step), fmtDur(p.now().Sub(p.started)), p.msg)
+		p.mu.Unlock()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *progress) plain(e kube.Event) {
+	ts := e.Time.UTC().Format(time.RFC3339)
+	switch e.Phase {
+	case kube.StepStarted:
+		fmt.Fprintf(p.w, "%s  %s: started\n", ts, stepTitle(e.Step))
+	case kube.StepProgress:
+		fmt.Fprintf(p.w, "%s  %s: %s\n", ts, stepTitle(e.Step), e.Message)
+	case kube.StepDone:
+		fmt.Fprintf(p.w, "%s  %s: done: %s\n", ts, stepTitle(e.Step), e.Message)
+	case kube.StepFailed:
+		fmt.Fprintf(p.w, "%s  %s: failed: %v\n", ts, stepTitle(e.Step), e.Err)
+	}
+}
+
+func (p *progress) paint(code, s string) string {
+	if !p.color {
+		return s
+	}
+	return "\033[" + code + "m" + s + "\033[0m"
+}
+
+func fmtDur(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+}

@@ -1,0 +1,145 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"rollback/internal/kube"
+)
+
+// RunOptions are the flags of `rollback run`.
+type RunOptions struct {
+	Service    string
+	ToRevision int64
+	DryRun     string
+	Timeout    time.Duration
+	Yes        bool
+	Output     string
+}
+
+func newRunCmd(f *Factory) *cobra.Command {
+	o := &RunOptions{}
+	cmd := &cobra.Command{
+		Use:   "run SERVICE",
+		Short: "Roll a Deployment back to its last known-good revision and verify it",
+		Long: `Roll back a Deployment: choose the target (--to-revision, or the newest
+older revision marked good, never one marked bad; with no marks at all the
+previous revision, as kubectl does), apply kubectl's undo (the target
+ReplicaSet's pod template and annotations), watch until it has rolled out
+with kubectl rollout status' conditions, check that the running image is the
+target's, then mark the abandoned revision bad and the restored one good, so
+a second rollback never returns to the broken version.
+
+On a terminal it asks for confirmation unless --yes; without a terminal it
+never prompts.`,
+		Example: `  rollback run transaction-service
+  rollback run deployment/transaction-service -n payments --yes
+  rollback run transaction-service --to-revision 1 --timeout 3m
+  rollback run transaction-service --dry-run=server
+  rollback run transaction-service --yes -o json`,
+		Args: exactArgs(1, "one SERVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Service = args[0]
+			return runRun(cmd.Context(), f, o)
+		},
+	}
+	fl := cmd.Flags()
+	fl.Int64Var(&o.ToRevision, "to-revision", 0, "revision to roll back to (default: last known good)")
+	fl.StringVar(&o.DryRun, "dry-run", "none", "none, client (send nothing) or server (the API server checks the change, stores nothing)")
+	fl.Lookup("dry-run").NoOptDefVal = "client"
+	fl.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for the rollout to finish")
+	fl.BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation")
+	fl.StringVarP(&o.Output, "output", "o", "", "print the result as json or yaml")
+	return cmd
+}
+
+func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
+	format, err := outputFormat(o.Output)
+	if err != nil {
+		return err
+	}
+	dry, err := kube.ParseDryRun(o.DryRun)
+	if err != nil {
+		return usageError{err: err}
+	}
+	if o.Timeout <= 0 {
+		return usagef("--timeout must be positive, got %s", o.Timeout)
+	}
+	if o.ToRevision < 0 {
+		return usagef("--to-revision must be a positive revision number, got %d", o.ToRevision)
+	}
+	w, err := f.Resolve(o.Service)
+	if err != nil {
+		return err
+	}
+	pr := newProgress(f.IO, f.Now)
+	opts := kube.RollbackOptions{
+		ToRevision: o.ToRevision, DryRun: dry, Timeout: o.Timeout, Events: pr.Event, Now: f.Now,
+	}
+	if !o.Yes && f.IO.CanPrompt() {
+		opts.Confirm = func(p *kube.Plan) (bool, error) { return confirm(f.IO, p) }
+	}
+	res, err := kube.Rollback(ctx, w.Client, w.Target, opts)
+	if format != "" && res != nil && res.Plan != nil {
+		if perr := printStructured(f.IO.Out, format, runView(res, err)); perr != nil {
+			return perr
+		}
+	} else if err == nil {
+		printRunSummary(f.IO, res)
+	}
+	return err
+}
+
+// runResult is the -o json|yaml shape of `rollback run`.
+type runResult struct {
+	*kube.Result
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
+	Exit    int    `json:"exitCode"`
+}
+
+func runView(res *kube.Result, err error) runResult {
+	v := runResult{Result: res, Outcome: "rolled-back", Exit: ExitCode(err)}
+	switch {
+	case err != nil:
+		v.Outcome, v.Error = "failed", err.Error()
+	case res.Plan.NoOp:
+		v.Outcome = "noop"
+	case res.DryRun != kube.DryRunNone:
+		v.Outcome = "dry-run"
+	}
+	return v
+}
+
+func printRunSummary(s *IOStreams, res *kube.Result) {
+	p := res.Plan
+	switch {
+	case p.NoOp:
+		fmt.Fprintf(s.Out, "Nothing to do: deployment/%s already runs revision %d (%s).\n", p.Target.Name, p.To.Number, strings.Join(p.To.Images, ", "))
+	case res.DryRun != kube.DryRunNone:
+		fmt.Fprintf(s.Out, "Dry run (%s): would roll back %s. Nothing was changed.\n", res.DryRun, p.Summary())
+	default:
+		fmt.Fprintf(s.Out, "Rolled back %s in %s; now revision %d, %d ready pod(s) on %s.\n",
+			p.Summary(), fmtDur(res.Duration), res.Revision, res.ReadyPods, strings.Join(res.Images, ", "))
+	}
+}
+
+// confirm shows the plan and asks on the terminal.
+func confirm(s *IOStreams, p *kube.Plan) (bool, error) {
+	printPlan(&IOStreams{Out: s.ErrOut}, p)
+	fmt.Fprintf(s.ErrOut, "Roll back deployment/%s to revision %d? [y/N] ", p.Target.Name, p.To.Number)
+	line, err := bufio.NewReader(s.In).ReadString('\n')
+	if err != nil && line == "" {
+		return false, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true, nil
+	}
+	return false, nil
+}
