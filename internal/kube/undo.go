@@ -45,9 +45,9 @@ var ErrConflict = errors.New("deployment changed while planning")
 // to the Deployment: kubectl's list, plus rollback's own marks, which
 // belong to one ReplicaSet and must not spread to the next revision.
 var annotationsToSkip = map[string]bool{
-	corev1.LastAppliedConfigAnnotation:  true,
-	RevisionAnnotation:                  true,
-	RevisionHistoryAnnotation:           true,
+	corev1.LastAppliedConfigAnnotation:          true,
+	RevisionAnnotation:                          true,
+	RevisionHistoryAnnotation:                   true,
 	"deployment.kubernetes.io/desired-replicas": true,
 	"deployment.kubernetes.io/max-replicas":     true,
 	appsv1.DeprecatedRollbackTo:                 true,

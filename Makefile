@@ -1,0 +1,47 @@
+# rollback — see README.md.
+SHELL   := /bin/bash
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X rollback/internal/cli.Version=$(VERSION)
+GO      ?= go
+
+.PHONY: all build deps test unit e2e demo bench fuzz lint clean
+
+all: build
+
+## deps: install what a fresh machine lacks (apt-get packages)
+deps:
+	@scripts/install-deps.sh
+
+## build: bin/rollback, bin/kubectl-rollback, bin/rollback-sandbox, bin/kwok
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rollback ./cmd/rollback
+	ln -sf rollback bin/kubectl-rollback
+	scripts/build-sandbox.sh
+
+## test: everything, against a real sandbox (the README's test command)
+test: deps build
+	$(GO) vet ./...
+	cd sandbox && $(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+	cd sandbox && $(GO) test -count=1 ./...
+
+## unit: the fast tests only (no sandbox)
+unit:
+	$(GO) test -count=1 ./internal/...
+
+## demo: a full rollback fire drill on the local sandbox (the README's first command)
+demo: deps build
+	scripts/demo.sh
+
+## bench: rollback run against kubectl rollout undo, and sandbox start times
+bench: deps build
+	scripts/bench.sh
+
+## fuzz: run every fuzz target for FUZZTIME each (default 20s)
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/cli -run '^$$' -fuzz FuzzParseWorkloadArg -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

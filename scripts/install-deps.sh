@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what rollback's build, tests and demo need and a fresh machine
+# may lack: Debian's etcd-server (the sandbox's etcd) and kubectl's presence
+# check. Go modules are fetched by the go command itself.
+set -euo pipefail
+
+need=()
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
+command -v git >/dev/null 2>&1 || need+=(git)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "install-deps: kubectl not found; the end-to-end tests compare with the real kubectl" >&2
+  exit 1
+fi
+command -v go >/dev/null 2>&1 || { echo "install-deps: Go is required (https://go.dev/dl)" >&2; exit 1; }
