@@ -3,10 +3,12 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"rollback/internal/config"
@@ -22,6 +24,9 @@ type Factory struct {
 	Kubeconfig string
 	Context    string
 	Namespace  string
+
+	// NewClient builds the Kubernetes client; nil means client-go's.
+	NewClient func(*rest.Config) (kubernetes.Interface, error)
 
 	cfg       *config.Config
 	cfgErr    error
@@ -60,15 +65,11 @@ type Workload struct {
 func (f *Factory) Resolve(arg string) (*Workload, error) {
 	w := &Workload{Context: f.Context}
 	ns := f.Namespace
-	if kind, name, ok := strings.Cut(arg, "/"); ok {
-		switch strings.ToLower(kind) {
-		case "deployment", "deployments", "deploy", "deployment.apps", "deployments.apps":
-		default:
-			return nil, usagef("unsupported kind %q in %q: rollback works on deployments (deployment/NAME)", kind, arg)
-		}
-		if name == "" {
-			return nil, usagef("missing name in %q: expected deployment/NAME", arg)
-		}
+	name, isRef, err := parseWorkloadArg(arg)
+	if err != nil {
+		return nil, err
+	}
+	if isRef {
 		w.Target.Name = name
 	} else {
 		cfg, err := f.Config()
@@ -108,8 +109,42 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	}
 	rc.QPS, rc.Burst = 50, 100
 	rc.UserAgent = "rollback/" + Version
-	if w.Client, err = kubernetes.NewForConfig(rc); err != nil {
+	newClient := f.NewClient
+	if newClient == nil {
+		newClient = func(rc *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(rc) }
+	}
+	if w.Client, err = newClient(rc); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return w, nil
 }
+
+// parseWorkloadArg splits a SERVICE argument: deployment/NAME (and
+// kubectl's other spellings of the kind) is a reference to a Deployment;
+// anything else must be a configured service name.
+func parseWorkloadArg(arg string) (name string, isRef bool, err error) {
+	if arg == "" {
+		return "", false, usagef("empty SERVICE: expected a service from rollback.yaml or deployment/NAME")
+	}
+	kind, name, ok := strings.Cut(arg, "/")
+	if !ok {
+		if !serviceName.MatchString(arg) {
+			return "", false, usagef("invalid SERVICE %q: expected a service name from rollback.yaml (lowercase letters, digits, '-') or deployment/NAME", arg)
+		}
+		return arg, false, nil
+	}
+	switch strings.ToLower(kind) {
+	case "deployment", "deployments", "deploy", "deployment.apps", "deployments.apps":
+	default:
+		return "", false, usagef("unsupported kind %q in %q: rollback works on deployments (deployment/NAME)", kind, arg)
+	}
+	if !objectName.MatchString(name) || len(name) > 253 {
+		return "", false, usagef("invalid deployment name %q in %q: expected a lowercase DNS subdomain such as deployment/transaction-service", name, arg)
+	}
+	return name, true, nil
+}
+
+var (
+	serviceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	objectName  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)

@@ -1,0 +1,132 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseValid(t *testing.T) {
+	cfg, err := Parse("rollback.yaml", []byte(`apiVersion: rollback/v1
+kind: Config
+services:
+  transaction-service:
+    kubernetes:
+      context: prod
+      namespace: payments
+  ledger:
+    kubernetes:
+      name: ledger-api
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := cfg.Services["transaction-service"].Kubernetes
+	if ts != (Kubernetes{Context: "prod", Namespace: "payments", Kind: "Deployment", Name: "transaction-service"}) {
+		t.Errorf("transaction-service = %+v, want the defaults filled in (kind Deployment, name = service)", ts)
+	}
+	if got := cfg.Services["ledger"].Kubernetes.Name; got != "ledger-api" {
+		t.Errorf("ledger name = %q, want ledger-api", got)
+	}
+	if got := strings.Join(cfg.ServiceNames(), ","); got != "ledger,transaction-service" {
+		t.Errorf("ServiceNames = %s", got)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // each must appear in the error
+	}{
+		{"empty", ``, []string{"rollback.yaml:1", "empty"}},
+		{"not yaml", "services: [\n", []string{"rollback.yaml:", "not valid YAML"}},
+		{"wrong version", "apiVersion: rollback/v9\nservices: {}\n", []string{"rollback.yaml:1: apiVersion", `expected "rollback/v1"`}},
+		{"missing services", "apiVersion: rollback/v1\n", []string{"services: missing"}},
+		{"unknown top field", "apiVersion: rollback/v1\nservices: {}\nservice: {}\n", []string{"rollback.yaml:3: service: unknown field; expected one of: apiVersion, kind, services"}},
+		{"unknown nested field", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      namespce: x\n",
+			[]string{"rollback.yaml:5: services.api.kubernetes.namespce: unknown field", "namespace"}},
+		{"bad kind", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      kind: StatefulSet\n",
+			[]string{"rollback.yaml:5: services.api.kubernetes.kind", `unsupported kind "StatefulSet"`, "Deployment"}},
+		{"bad namespace", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      namespace: Pay_ments\n",
+			[]string{"rollback.yaml:5: services.api.kubernetes.namespace", "not a valid namespace"}},
+		{"bad service name", "apiVersion: rollback/v1\nservices:\n  API:\n    kubernetes: {}\n", []string{"rollback.yaml:3: services.API", "DNS label"}},
+		{"missing kubernetes", "apiVersion: rollback/v1\nservices:\n  api: {}\n", []string{"services.api.kubernetes: missing"}},
+		{"list instead of map", "apiVersion: rollback/v1\nservices:\n  - api\n", []string{"rollback.yaml:3: services: expected a mapping"}},
+		{"number not string", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      name: [a]\n", []string{"services.api.kubernetes.name: expected a string"}},
+		{"duplicate key", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      name: a\n      name: b\n", []string{"rollback.yaml:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("rollback.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("got no error, want one containing %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryError(t *testing.T) {
+	_, err := Parse("c.yaml", []byte("apiVersion: rollback/v2\nservices:\n  a:\n    kubernetes:\n      kind: Job\n      bogus: 1\n"))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 3 {
+		t.Fatalf("got %v, want 3 errors (version, kind, unknown field)", err)
+	}
+}
+
+func TestFind(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.yaml")
+	if err := os.WriteFile(path, []byte("apiVersion: rollback/v1\nservices: {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	noenv := func(string) string { return "" }
+	if got, err := Find(path, noenv); err != nil || got != path {
+		t.Errorf("explicit: got %q, %v", got, err)
+	}
+	if _, err := Find(filepath.Join(dir, "missing.yaml"), noenv); err == nil {
+		t.Error("explicit missing file: want an error")
+	}
+	env := func(k string) string {
+		if k == "ROLLBACK_CONFIG" {
+			return path
+		}
+		return ""
+	}
+	if got, err := Find("", env); err != nil || got != path {
+		t.Errorf("from env: got %q, %v", got, err)
+	}
+	t.Chdir(dir)
+	if _, err := Find("", noenv); !errors.Is(err, ErrNotFound) {
+		t.Errorf("nothing anywhere: got %v, want ErrNotFound", err)
+	}
+}
+
+// FuzzParse: any input either parses into a config whose services all have
+// a kind and a name, or fails with an error that names the file.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  a:\n    kubernetes:\n      namespace: n\n"))
+	f.Add([]byte("services: [\n"))
+	f.Add([]byte("apiVersion: rollback/v1\nservices:\n  a: &x {kubernetes: {}}\n  b: *x\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("f.yaml", data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		for name, s := range cfg.Services {
+			if s.Kubernetes.Kind != "Deployment" || s.Kubernetes.Name == "" {
+				t.Fatalf("service %q parsed without kind or name: %+v", name, s.Kubernetes)
+			}
+		}
+	})
+}
