@@ -1,0 +1,48 @@
+package config
+
+import (
+	"encoding/json"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// TestSchemaMatchesTypes keeps the published JSON Schema and the Go types
+// in step: every field of each type is in the schema and nothing else is.
+func TestSchemaMatchesTypes(t *testing.T) {
+	b, err := os.ReadFile("../../schema/rollback.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Properties map[string]json.RawMessage `json:"properties"`
+		Defs       map[string]struct {
+			Properties map[string]json.RawMessage `json:"properties"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("schema is not valid JSON: %v", err)
+	}
+	check := func(name string, typ reflect.Type, props map[string]json.RawMessage) {
+		var want, got []string
+		for i := 0; i < typ.NumField(); i++ {
+			tag, _, _ := strings.Cut(typ.Field(i).Tag.Get("yaml"), ",")
+			if tag != "" && tag != "-" {
+				want = append(want, tag)
+			}
+		}
+		for k := range props {
+			got = append(got, k)
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: schema has %v, Go type has %v", name, got, want)
+		}
+	}
+	check("root", reflect.TypeOf(Config{}), s.Properties)
+	check("service", reflect.TypeOf(Service{}), s.Defs["service"].Properties)
+	check("kubernetes", reflect.TypeOf(Kubernetes{}), s.Defs["kubernetes"].Properties)
+}
