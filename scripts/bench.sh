@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Benchmarks, printed as a table:
+#  - `rollback run` against `kubectl rollout undo && kubectl rollout status`
+#    on the same sandbox scenario (3 replicas, v1.1.5 -> broken v1.2.0),
+#    median of RUNS runs each;
+#  - the sandbox's start time: `up` with cached binaries (warm), and, with
+#    BENCH_COLD=1, the cold path: building the binaries with an empty Go
+#    build cache and binary cache, then `up`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+bin="$PWD/bin"
+dir=$(mktemp -d "${TMPDIR:-/tmp}/rollback-bench.XXXXXX")
+trap '"$bin/rollback-sandbox" down --dir "$dir/sbx" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+
+now() { date +%s.%N; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
+
+# Sandbox start times.
+ups=()
+for i in $(seq 1 "$RUNS"); do
+  s=$(now); "$bin/rollback-sandbox" up --dir "$dir/sbx" >/dev/null 2>&1; e=$(now)
+  ups+=("$(elapsed "$s" "$e")")
+  [ "$i" -lt "$RUNS" ] && "$bin/rollback-sandbox" down --dir "$dir/sbx" >/dev/null 2>&1
+done
+export KUBECONFIG="$dir/sbx/kubeconfig"
+
+scenario() { # namespace
+  kubectl create namespace "$1" >/dev/null
+  sed "s/namespace: payments/namespace: $1/" examples/transaction-service.yaml | kubectl apply -f - >/dev/null
+  kubectl -n "$1" rollout status deployment/transaction-service --timeout=2m >/dev/null
+  kubectl -n "$1" set image deployment/transaction-service transaction-service=registry.local/transaction-service:v1.2.0 >/dev/null
+  kubectl -n "$1" rollout status deployment/transaction-service --timeout=2m >/dev/null
+}
+rb=(); kc=()
+for i in $(seq 1 "$RUNS"); do
+  scenario "rb-$i"
+  s=$(now); "$bin/rollback" run deployment/transaction-service -n "rb-$i" --yes >/dev/null 2>&1; e=$(now)
+  rb+=("$(elapsed "$s" "$e")")
+  scenario "kc-$i"
+  s=$(now)
+  kubectl -n "kc-$i" rollout undo deployment/transaction-service >/dev/null
+  kubectl -n "kc-$i" rollout status deployment/transaction-service --timeout=5m >/dev/null
+  e=$(now)
+  kc+=("$(elapsed "$s" "$e")")
+done
+
+warm_build_s=$(now); scripts/build-sandbox.sh >/dev/null; warm_build=$(elapsed "$warm_build_s" "$(now)")
+
+printf '\n%-58s %10s %10s %10s   (%d runs)\n' "benchmark" "median s" "min s" "max s" "$RUNS"
+row() { # name values...
+  local name=$1; shift
+  printf '%s\n' "$@" > "$dir/v"
+  printf '%-58s %10s %10s %10s\n' "$name" "$(median < "$dir/v")" "$(sort -g "$dir/v" | head -1)" "$(sort -g "$dir/v" | tail -1)"
+}
+row "rollback run (undo+watch+verify image+marks)" "${rb[@]}"
+row "kubectl rollout undo && kubectl rollout status" "${kc[@]}"
+row "rollback-sandbox up (binaries cached)" "${ups[@]}"
+row "scripts/build-sandbox.sh (binary cache hit)" "$warm_build"
+
+if [ "${BENCH_COLD:-0}" = 1 ]; then
+  cold=$(mktemp -d "${TMPDIR:-/tmp}/rollback-cold.XXXXXX")
+  s=$(now)
+  GOCACHE="$cold/gocache" ROLLBACK_CACHE_DIR="$cold/bin" scripts/build-sandbox.sh >/dev/null
+  b=$(now)
+  "$bin/rollback-sandbox" down --dir "$dir/sbx" >/dev/null 2>&1
+  "$bin/rollback-sandbox" up --dir "$dir/sbx" >/dev/null 2>&1
+  e=$(now)
+  rm -rf "$cold"
+  row "cold build (empty Go build cache, modules downloaded)" "$(elapsed "$s" "$b")"
+  row "cold build + up" "$(elapsed "$s" "$e")"
+fi
