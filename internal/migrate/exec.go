@@ -1,0 +1,336 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// UndoOptions configure Undo.
+type UndoOptions struct {
+	// LockTimeout bounds how long any statement waits for a lock, so an
+	// undo never queues behind a long query and stalls all traffic.
+	LockTimeout time.Duration
+	// StatementTimeout bounds each statement.
+	StatementTimeout time.Duration
+	// Retries is how many more times a segment is tried after a lock
+	// timeout, with exponential Backoff between tries.
+	Retries int
+	Backoff time.Duration
+	// DryRun prints what would run and changes nothing.
+	DryRun bool
+	// Log receives progress lines; may be nil.
+	Log func(string)
+}
+
+// DefaultUndoOptions are the defaults of `rollback db undo`.
+func DefaultUndoOptions() UndoOptions {
+	return UndoOptions{LockTimeout: 2 * time.Second, StatementTimeout: 10 * time.Minute, Retries: 5, Backoff: 500 * time.Millisecond}
+}
+
+// ErrLockBudget means every try hit lock_timeout: something holds a lock
+// the undo needs. Nothing of the failed segment was applied.
+var ErrLockBudget = errors.New("could not take the locks the undo needs")
+
+// ErrMigrationLocked means another process holds golang-migrate's lock.
+var ErrMigrationLocked = errors.New("another migration is running")
+
+// UndoResult reports what Undo did.
+type UndoResult struct {
+	Segments   int           `json:"segments"`
+	Statements int           `json:"statements"`
+	Retries    int           `json:"lockRetries"`
+	Duration   time.Duration `json:"-"`
+	Seconds    float64       `json:"seconds"`
+	DryRun     bool          `json:"dryRun"`
+}
+
+// action is one statement to run, with where it came from.
+type action struct {
+	sql   string
+	args  []any
+	where string
+	nonTx bool
+}
+
+// segment is a unit run atomically: a transaction, or one statement that
+// PostgreSQL refuses to run inside a transaction.
+type segment struct {
+	actions []action
+	nonTx   bool
+}
+
+// AdvisoryLockID is the key golang-migrate's PostgreSQL driver locks with
+// (pg_advisory_lock): CRC32 of "schema\x00table\x00database" times its salt,
+// as an unsigned 32-bit number.
+func AdvisoryLockID(database, schema, table string) int64 {
+	sum := crc32.ChecksumIEEE([]byte(strings.Join([]string{schema, table, database}, "\x00")))
+	return int64(sum * 1486364155)
+}
+
+// segments groups the plan into transactions: every run of transactional
+// statements, each step's history fix included, is one transaction; a
+// statement that cannot run in one runs alone, guarded with IF [NOT] EXISTS
+// so a re-run after a failure is safe.
+func (p *Plan) segments() ([]segment, []string, error) {
+	var segs []segment
+	var warnings []string
+	cur := segment{}
+	flush := func() {
+		if len(cur.actions) > 0 {
+			segs = append(segs, cur)
+		}
+		cur = segment{}
+	}
+	for i, s := range p.Steps {
+		for _, st := range s.Statements {
+			where := fmt.Sprintf("%s:%d", s.Undo.Path, st.Line)
+			if nonTransactional(st.SQL) {
+				guarded := guard(st.SQL)
+				warnings = append(warnings, fmt.Sprintf("%s: %q cannot run in a transaction: it runs alone, outside the undo's transaction (guarded: %s)", where, firstLine(st.SQL), firstLine(guarded)))
+				flush()
+				segs = append(segs, segment{nonTx: true, actions: []action{{sql: guarded, where: where, nonTx: true}}})
+				continue
+			}
+			cur.actions = append(cur.actions, action{sql: st.SQL, where: where})
+		}
+		cur.actions = append(cur.actions, p.historyFix(i)...)
+	}
+	flush()
+	return segs, warnings, nil
+}
+
+// historyFix returns the statements that take step i out of the history.
+func (p *Plan) historyFix(i int) []action {
+	table := pgx.Identifier{p.Table}.Sanitize()
+	s := p.Steps[i]
+	where := "history fix for " + s.VersionText
+	if p.Format == Flyway {
+		return []action{{sql: "DELETE FROM " + table + " WHERE version = $1", args: []any{s.VersionText}, where: where}}
+	}
+	// golang-migrate: the version below this step, or no row at all.
+	prev := p.after
+	if i+1 < len(p.Steps) {
+		prev = p.Steps[i+1].Version
+	}
+	acts := []action{{sql: "DELETE FROM " + table, where: where}}
+	if !prev.IsZero() {
+		acts = append(acts, action{sql: "INSERT INTO " + table + " (version, dirty) VALUES ($1, false)", args: []any{int64(prev.parts[0])}, where: where})
+	}
+	return acts
+}
+
+var (
+	nonTxRe   = regexp.MustCompile(`(?is)^\s*((create\s+(unique\s+)?index|drop\s+index|reindex\b.*)\s+concurrently\b|vacuum\b|create\s+database\b|drop\s+database\b|alter\s+system\b|(create|drop)\s+tablespace\b)`)
+	createIdx = regexp.MustCompile(`(?is)^(\s*create\s+(unique\s+)?index\s+concurrently\s+)(if\s+not\s+exists\s+)?`)
+	dropIdx   = regexp.MustCompile(`(?is)^(\s*drop\s+index\s+concurrently\s+)(if\s+exists\s+)?`)
+)
+
+func nonTransactional(sql string) bool { return nonTxRe.MatchString(stripLeadingComments(sql)) }
+
+// guard makes a concurrent index statement safe to run twice.
+func guard(sql string) string {
+	s := stripLeadingComments(sql)
+	if m := createIdx.FindStringSubmatch(s); m != nil && m[3] == "" {
+		return m[1] + "IF NOT EXISTS " + s[len(m[0]):]
+	}
+	if m := dropIdx.FindStringSubmatch(s); m != nil && m[2] == "" {
+		return m[1] + "IF EXISTS " + s[len(m[0]):]
+	}
+	return s
+}
+
+func stripLeadingComments(sql string) string {
+	for {
+		t := strings.TrimLeft(sql, " \t\r\n")
+		if strings.HasPrefix(t, "--") {
+			if i := strings.IndexByte(t, '\n'); i >= 0 {
+				sql = t[i+1:]
+				continue
+			}
+			return ""
+		}
+		return t
+	}
+}
+
+func firstLine(s string) string {
+	s = stripLeadingComments(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}
+
+// Describe returns the SQL the undo would run, segment by segment, with
+// the checks it makes: what --dry-run prints.
+func (p *Plan) Describe(o UndoOptions) (string, error) {
+	segs, warnings, err := p.segments()
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- down migration %s -> %s (%s, history table %s)\n", p.From, p.To, p.Format, p.Table)
+	fmt.Fprintf(&b, "-- checks: golang-migrate's advisory lock held throughout; lock_timeout=%s with %d retries; statement_timeout=%s\n",
+		o.LockTimeout, o.Retries, o.StatementTimeout)
+	for _, w := range append(p.Warnings, warnings...) {
+		fmt.Fprintf(&b, "-- warning: %s\n", w)
+	}
+	for _, s := range segs {
+		if s.nonTx {
+			fmt.Fprintf(&b, "\n-- outside a transaction (%s)\n%s;\n", s.actions[0].where, s.actions[0].sql)
+			continue
+		}
+		fmt.Fprintf(&b, "\nBEGIN;\nSET LOCAL lock_timeout = '%dms';\nSET LOCAL statement_timeout = '%dms';\n", o.LockTimeout.Milliseconds(), o.StatementTimeout.Milliseconds())
+		for _, a := range s.actions {
+			sql := a.sql
+			for i, arg := range a.args {
+				sql = strings.Replace(sql, fmt.Sprintf("$%d", i+1), fmt.Sprintf("'%v'", arg), 1)
+			}
+			fmt.Fprintf(&b, "-- %s\n%s;\n", a.where, sql)
+		}
+		fmt.Fprintf(&b, "COMMIT;\n")
+	}
+	return b.String(), nil
+}
+
+// Undo runs the plan on conn. Each transaction segment either applies
+// whole or not at all; on a lock timeout it is rolled back and retried
+// with backoff, and after the budget Undo fails with ErrLockBudget. The
+// whole run holds golang-migrate's advisory lock, so the application
+// cannot migrate at the same time.
+func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoResult, error) {
+	start := time.Now()
+	res := &UndoResult{DryRun: o.DryRun}
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			o.Log(fmt.Sprintf(format, a...))
+		}
+	}
+	segs, warnings, err := p.segments()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		logf("warning: %s", w)
+	}
+	if o.DryRun || len(p.Steps) == 0 {
+		res.Duration = time.Since(start)
+		res.Seconds = res.Duration.Seconds()
+		return res, nil
+	}
+	var dbName, schema string
+	if err := conn.QueryRow(ctx, `SELECT current_database(), current_schema()`).Scan(&dbName, &schema); err != nil {
+		return nil, err
+	}
+	lockID := AdvisoryLockID(dbName, schema, GolangMigrateTable)
+	if err := advisoryLock(ctx, conn, lockID, o, logf); err != nil {
+		return nil, err
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockID) }()
+
+	for i, s := range segs {
+		for try := 0; ; try++ {
+			err := runSegment(ctx, conn, s, o)
+			if err == nil {
+				break
+			}
+			if !isLockTimeout(err) {
+				return res, err
+			}
+			if try >= o.Retries {
+				return res, fmt.Errorf("%w: %d tries of lock_timeout=%s failed (%v); nothing of this transaction was applied. Find the blocker with: SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(<pid>)), or retry when traffic is lower",
+					ErrLockBudget, try+1, o.LockTimeout, err)
+			}
+			res.Retries++
+			wait := o.Backoff << try
+			logf("segment %d/%d: lock_timeout (%v); retry %d/%d in %s", i+1, len(segs), lockWhere(err), try+1, o.Retries, wait)
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		res.Segments++
+		res.Statements += len(s.actions)
+		logf("segment %d/%d applied (%d statements)", i+1, len(segs), len(s.actions))
+	}
+	res.Duration = time.Since(start)
+	res.Seconds = res.Duration.Seconds()
+	return res, nil
+}
+
+func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) error {
+	if s.nonTx {
+		a := s.actions[0]
+		if _, err := conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = '%dms'", o.LockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		if _, err := conn.Exec(ctx, a.sql, a.args...); err != nil {
+			return fmt.Errorf("%s: %w", a.where, err)
+		}
+		return nil
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for _, set := range []string{
+		fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", o.LockTimeout.Milliseconds()),
+		fmt.Sprintf("SET LOCAL statement_timeout = '%dms'", o.StatementTimeout.Milliseconds()),
+	} {
+		if _, err := tx.Exec(ctx, set); err != nil {
+			return err
+		}
+	}
+	for _, a := range s.actions {
+		if _, err := tx.Exec(ctx, a.sql, a.args...); err != nil {
+			return fmt.Errorf("%s: %w (the transaction was rolled back: schema and history are unchanged)", a.where, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// advisoryLock takes golang-migrate's lock, trying for the same budget as
+// the statements' locks.
+func advisoryLock(ctx context.Context, conn *pgx.Conn, id int64, o UndoOptions, logf func(string, ...any)) error {
+	for try := 0; ; try++ {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, id).Scan(&ok); err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if try >= o.Retries {
+			return fmt.Errorf("%w: golang-migrate's advisory lock %d is held by another session; wait for the migration to finish (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %d)", ErrMigrationLocked, id, uint32(id))
+		}
+		wait := o.Backoff << try
+		logf("advisory lock %d is held; retry %d/%d in %s", id, try+1, o.Retries, wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+func isLockTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
+}
+
+func lockWhere(err error) string {
+	if i := strings.Index(err.Error(), ": "); i > 0 {
+		return err.Error()[:i]
+	}
+	return err.Error()
+}

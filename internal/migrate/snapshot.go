@@ -1,0 +1,153 @@
+package migrate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// SnapshotMode says what to dump before an undo.
+type SnapshotMode string
+
+// Snapshot modes.
+const (
+	SnapshotTables SnapshotMode = "tables" // the tables the undo touches (default)
+	SnapshotFull   SnapshotMode = "full"   // the whole database
+	SnapshotNone   SnapshotMode = "none"   // only when asked
+)
+
+// ParseSnapshotMode accepts tables, full or none.
+func ParseSnapshotMode(s string) (SnapshotMode, error) {
+	switch m := SnapshotMode(s); m {
+	case SnapshotTables, SnapshotFull, SnapshotNone:
+		return m, nil
+	}
+	return "", fmt.Errorf("invalid --snapshot %q: expected tables, full or none", s)
+}
+
+// Snapshot is a dump taken before an undo.
+type Snapshot struct {
+	Path    string   `json:"path"`
+	SHA256  string   `json:"sha256"`
+	Bytes   int64    `json:"bytes"`
+	Tables  []string `json:"tables,omitempty"`
+	Restore string   `json:"restoreCommand"`
+}
+
+// ErrSnapshot means the snapshot failed; the undo must not run.
+var ErrSnapshot = errors.New("snapshot failed")
+
+// TouchedTables lists the tables the plan's undo scripts name, found with
+// the PostgreSQL grammar.
+func (p *Plan) TouchedTables() ([]string, error) {
+	seen := map[string]bool{}
+	for _, s := range p.Steps {
+		infos, err := AnalyzeScript(s.Undo.Path, s.Script)
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range infos {
+			for _, t := range in.Tables {
+				if t != p.Table && t != "public."+p.Table {
+					seen[t] = true
+				}
+			}
+		}
+	}
+	var out []string
+	for t := range seen {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// TakeSnapshot dumps (pg_dump, custom format) the tables the undo touches
+// or the whole database into dir, writes NAME.sha256 beside it, and returns
+// the exact restore command. Tables that do not exist (an undo's
+// IF EXISTS) are skipped by pg_dump's pattern matching.
+func TakeSnapshot(ctx context.Context, dsn string, p *Plan, mode SnapshotMode, dir string, now time.Time) (*Snapshot, error) {
+	if mode == SnapshotNone {
+		return nil, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	name := fmt.Sprintf("before-undo-%s-to-%s-%s.dump", p.From, p.To, now.UTC().Format("20060102T150405Z"))
+	s := &Snapshot{Path: filepath.Join(dir, name)}
+	args := []string{"--format=custom", "--no-owner", "--file", s.Path}
+	if mode == SnapshotTables {
+		tables, err := p.TouchedTables()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+		}
+		if len(tables) == 0 {
+			return nil, fmt.Errorf("%w: the undo scripts name no tables; use --snapshot=full", ErrSnapshot)
+		}
+		s.Tables = tables
+		for _, t := range tables {
+			args = append(args, "--table", t)
+		}
+	}
+	args = append(args, "--dbname", dsn)
+	cmd := exec.CommandContext(ctx, "pg_dump", args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		_ = os.Remove(s.Path)
+		return nil, fmt.Errorf("%w: pg_dump: %v: %s", ErrSnapshot, err, redact(string(out), dsn))
+	}
+	f, err := os.Open(s.Path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if s.Bytes, err = io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	s.SHA256 = hex.EncodeToString(h.Sum(nil))
+	if err := os.WriteFile(s.Path+".sha256", []byte(s.SHA256+"  "+name+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	s.Restore = fmt.Sprintf("sha256sum -c %s.sha256 && pg_restore --clean --if-exists --single-transaction --dbname %q %s",
+		s.Path, SafeDSN(dsn), s.Path)
+	return s, nil
+}
+
+// SafeDSN removes the password from a connection string for display.
+func SafeDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		// key=value form: drop password=...
+		var kept []string
+		for _, f := range strings.Fields(dsn) {
+			if !strings.HasPrefix(f, "password=") {
+				kept = append(kept, f)
+			}
+		}
+		return strings.Join(kept, " ")
+	}
+	if u.User != nil {
+		u.User = url.User(u.User.Username())
+	}
+	return u.String()
+}
+
+func redact(s, dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			s = strings.ReplaceAll(s, pw, "***")
+		}
+	}
+	return s
+}

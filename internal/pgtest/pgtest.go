@@ -1,0 +1,126 @@
+// Package pgtest starts a real, throw-away PostgreSQL server for tests:
+// initdb in a temporary directory, pg_ctl on a free loopback port, trust
+// authentication. As root it runs the server as the postgres user.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Server is a running PostgreSQL.
+type Server struct {
+	Dir  string
+	Port int
+	bin  string
+	uid  *syscall.Credential
+}
+
+// BinDir finds PostgreSQL's server programs (initdb, pg_ctl).
+func BinDir() (string, error) {
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		d := strings.TrimSpace(string(out))
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(matches) > 0 {
+		return filepath.Dir(matches[len(matches)-1]), nil
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", fmt.Errorf("PostgreSQL server programs (initdb, pg_ctl) not found: install Debian's postgresql package (make deps does)")
+}
+
+// Start initializes and starts a server. Stop it with Stop.
+func Start(ctx context.Context) (*Server, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "rollback-pg-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Dir: dir, bin: bin}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("running as root needs a postgres user to run the server as: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		s.uid = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.Port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	data := filepath.Join(dir, "data")
+	if out, err := s.run(ctx, "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", s.Port, dir)
+	if out, err := s.run(ctx, "pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "log"))
+		s.Stop()
+		return nil, fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, log)
+	}
+	return s, nil
+}
+
+func (s *Server) run(ctx context.Context, prog string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, prog), args...)
+	if s.uid != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.uid}
+	}
+	cmd.Dir = s.Dir
+	return cmd.CombinedOutput()
+}
+
+// DSN is the connection string for a database on the server.
+func (s *Server) DSN(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.Port, db)
+}
+
+// CreateDB creates a fresh database and returns its DSN.
+func (s *Server) CreateDB(ctx context.Context, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, s.DSN("postgres"))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", err
+	}
+	return s.DSN(name), nil
+}
+
+// Stop stops the server and removes its files.
+func (s *Server) Stop() {
+	if _, err := os.Stat(filepath.Join(s.Dir, "data", "postmaster.pid")); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, _ = s.run(ctx, "pg_ctl", "-D", filepath.Join(s.Dir, "data"), "-m", "immediate", "-w", "stop")
+		cancel()
+	}
+	_ = os.RemoveAll(s.Dir)
+}
