@@ -128,10 +128,10 @@ SELECT "we;ird" FROM t;
 		}
 		t.Fatalf("got %d statements, want 4", len(got))
 	}
-	if got[0].Line != 1 || !strings.HasSuffix(got[0].SQL, "SET category = NULL") {
+	if got[0].Line != 2 || !strings.HasSuffix(got[0].SQL, "SET category = NULL") {
 		t.Errorf("first: %+v", got[0])
 	}
-	if !strings.Contains(got[1].SQL, "$body$ SELECT 1; $body$") || got[1].Line != 3 {
+	if !strings.Contains(got[1].SQL, "$body$ SELECT 1; $body$") || got[1].Line != 4 {
 		t.Errorf("dollar-quoted body split or wrong line: %+v", got[1])
 	}
 	if !strings.Contains(got[2].SQL, "'it''s; fine'") || got[3].Line != 6 {

@@ -24,7 +24,8 @@ func Split(script string) []Statement {
 	i := 0
 	for i < len(script) {
 		c := script[i]
-		if !inStmt && !isSpace(c) {
+		comment := i+1 < len(script) && (c == '-' && script[i+1] == '-' || c == '/' && script[i+1] == '*')
+		if !inStmt && !isSpace(c) && !comment {
 			inStmt, startLine = true, line
 			start = i
 		}
