@@ -1,0 +1,392 @@
+package migrate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DataLoss is what an undo destroys: rows with values in a dropped column,
+// or rows of a dropped table.
+type DataLoss struct {
+	Table  string `json:"table"`
+	Column string `json:"column,omitempty"`
+	Rows   int64  `json:"rows"`
+}
+
+// DrillStep is the round trip of one migration on the clone.
+type DrillStep struct {
+	Version string `json:"version"`
+	// Applied is true for a migration the database had (undo, re-apply,
+	// undo); false for a pending one (apply, undo).
+	Applied  bool       `json:"applied"`
+	Passed   bool       `json:"passed"`
+	Diff     []string   `json:"schemaDiff,omitempty"`
+	DataLoss []DataLoss `json:"dataLoss,omitempty"`
+	Error    string     `json:"error,omitempty"`
+	UndoHash string     `json:"undoSha256"`
+}
+
+// DrillResult is a whole drill.
+type DrillResult struct {
+	Database string      `json:"database"`
+	Clone    string      `json:"clone"`
+	CloneBy  string      `json:"cloneMethod"`
+	Steps    []DrillStep `json:"steps"`
+	Passed   bool        `json:"passed"`
+	At       time.Time   `json:"at"`
+	Seconds  float64     `json:"seconds"`
+}
+
+// DrillOptions configure Drill.
+type DrillOptions struct {
+	// To: applied migrations newer than To are drilled (zero: the newest
+	// applied one only). Pending migrations are always drilled.
+	To   Version
+	Keep bool // keep the clone database
+	Log  func(string)
+	Now  func() time.Time
+}
+
+// Drill clones the database (CREATE DATABASE ... TEMPLATE, or pg_dump and
+// pg_restore when others are connected) and, on the clone only, proves
+// every recent applied migration's undo and every pending migration's
+// up/undo round trip: the schema after the undo equals the schema before.
+// It reports the data each undo destroys, measured on the clone's copy of
+// the data.
+func Drill(ctx context.Context, dsn string, src *Source, format Format, table string, o DrillOptions) (*DrillResult, error) {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	start := now()
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			o.Log(fmt.Sprintf(format, a...))
+		}
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" || strings.Trim(u.Path, "/") == "" {
+		return nil, fmt.Errorf("drill needs a URL DSN with a database name (postgres://user@host:port/db), got %q", SafeDSN(dsn))
+	}
+	dbName := strings.Trim(u.Path, "/")
+	clone := fmt.Sprintf("%s_drill_%d", dbName, start.Unix())
+	if len(clone) > 63 {
+		clone = clone[len(clone)-63:]
+	}
+	res := &DrillResult{Database: dbName, Clone: clone, At: start.UTC()}
+	admin := *u
+	admin.Path = "/postgres"
+	cloneURL := *u
+	cloneURL.Path = "/" + clone
+
+	ac, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		return nil, fmt.Errorf("connect to the maintenance database: %w", err)
+	}
+	defer ac.Close(context.WithoutCancel(ctx))
+	logf("cloning %s into %s", dbName, clone)
+	if _, err := ac.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", pgx.Identifier{clone}.Sanitize(), pgx.Identifier{dbName}.Sanitize())); err == nil {
+		res.CloneBy = "template"
+	} else {
+		logf("CREATE DATABASE ... TEMPLATE failed (%v); copying with pg_dump/pg_restore", err)
+		if err := dumpRestore(ctx, ac, dsn, clone, cloneURL.String()); err != nil {
+			return nil, err
+		}
+		res.CloneBy = "pg_dump"
+	}
+	if !o.Keep {
+		defer func() {
+			_, _ = ac.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+pgx.Identifier{clone}.Sanitize()+" WITH (FORCE)")
+		}()
+	}
+	cc, err := pgx.Connect(ctx, cloneURL.String())
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close(context.WithoutCancel(ctx))
+	st, err := ReadState(ctx, cc, format, table)
+	if err != nil {
+		return nil, err
+	}
+	if st.Dirty || len(st.Failed) > 0 {
+		return nil, fmt.Errorf("%w: the history shows a failed or dirty migration; repair it before a drill", ErrUnsafe)
+	}
+	to := o.To
+	if to.IsZero() && len(st.Applied) > 0 {
+		// Only the newest applied migration by default.
+		to = Version{}
+		for _, a := range st.Applied {
+			if a.Version.Compare(st.Current) < 0 && a.Version.Compare(to) > 0 {
+				to = a.Version
+			}
+		}
+	}
+	plan, err := PlanUndo(src, st, to)
+	if err != nil {
+		return nil, err
+	}
+	res.Passed = true
+	uo := DefaultUndoOptions()
+	// Applied migrations, newest first: undo, re-apply, undo.
+	for i, s := range plan.Steps {
+		one := &Plan{Format: plan.Format, Table: plan.Table, From: s.VersionText, Steps: []*Step{s}, after: plan.after}
+		if i+1 < len(plan.Steps) {
+			one.after = plan.Steps[i+1].Version
+		}
+		ds := DrillStep{Version: s.VersionText, Applied: true, UndoHash: hashString(s.Script)}
+		err := func() error {
+			before, err := TakeFingerprint(ctx, cc)
+			if err != nil {
+				return err
+			}
+			if ds.DataLoss, err = measureLoss(ctx, cc, s); err != nil {
+				return err
+			}
+			if _, err := Undo(ctx, cc, one, uo); err != nil {
+				return fmt.Errorf("undo: %w", err)
+			}
+			if err := runScript(ctx, cc, s.Up.Path); err != nil {
+				return fmt.Errorf("re-apply %s after the undo: %w", s.Up.Name(), err)
+			}
+			again, err := TakeFingerprint(ctx, cc)
+			if err != nil {
+				return err
+			}
+			ds.Diff = again.Diff(before)
+			if _, err := Undo(ctx, cc, one, uo); err != nil {
+				return fmt.Errorf("second undo: %w", err)
+			}
+			return nil
+		}()
+		finishStep(res, &ds, err)
+		logf("version %s (applied): undo, re-apply, undo: %s", s.VersionText, verdict(ds))
+	}
+	// Pending migrations, oldest first: apply, undo, compare, re-apply.
+	for _, m := range src.Migrations {
+		if m.Version.Compare(st.Current) <= 0 {
+			continue
+		}
+		ds := DrillStep{Version: m.Version.String()}
+		if m.Undo == nil {
+			ds.Error = fmt.Sprintf("%s has no undo script", m.Up.Path)
+			finishStep(res, &ds, nil)
+			continue
+		}
+		undo, err := os.ReadFile(m.Undo.Path)
+		if err != nil {
+			return nil, err
+		}
+		s := &Step{Version: m.Version, VersionText: m.Version.String(), Up: m.Up, Undo: m.Undo, Script: string(undo), Statements: Split(string(undo))}
+		ds.UndoHash = hashString(s.Script)
+		err = func() error {
+			before, err := TakeFingerprint(ctx, cc)
+			if err != nil {
+				return err
+			}
+			if err := runScript(ctx, cc, m.Up.Path); err != nil {
+				return fmt.Errorf("apply %s: %w", m.Up.Name(), err)
+			}
+			one := &Plan{Format: format, Table: st.Table, Steps: []*Step{s}, after: st.Current}
+			if _, err := Undo(ctx, cc, one, uo); err != nil {
+				return fmt.Errorf("undo: %w", err)
+			}
+			after, err := TakeFingerprint(ctx, cc)
+			if err != nil {
+				return err
+			}
+			ds.Diff = after.Diff(before)
+			return runScript(ctx, cc, m.Up.Path) // later pending migrations build on it
+		}()
+		finishStep(res, &ds, err)
+		logf("version %s (pending): apply, undo: %s", ds.Version, verdict(ds))
+	}
+	res.Seconds = now().Sub(start).Seconds()
+	return res, nil
+}
+
+func finishStep(res *DrillResult, ds *DrillStep, err error) {
+	if err != nil {
+		ds.Error = err.Error()
+	}
+	ds.Passed = ds.Error == "" && len(ds.Diff) == 0
+	res.Passed = res.Passed && ds.Passed
+	res.Steps = append(res.Steps, *ds)
+}
+
+func verdict(ds DrillStep) string {
+	switch {
+	case ds.Error != "":
+		return "FAILED: " + ds.Error
+	case len(ds.Diff) > 0:
+		return fmt.Sprintf("FAILED: the schema differs after the round trip:\n  %s", strings.Join(ds.Diff, "\n  "))
+	}
+	return "schema restored"
+}
+
+func runScript(ctx context.Context, db *pgx.Conn, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for _, st := range Split(string(b)) {
+		if _, err := tx.Exec(ctx, st.SQL); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, st.Line, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// measureLoss counts, before the undo runs, the rows it destroys.
+func measureLoss(ctx context.Context, db DB, s *Step) ([]DataLoss, error) {
+	infos, err := AnalyzeScript(s.Undo.Path, s.Script)
+	if err != nil {
+		return nil, err
+	}
+	var out []DataLoss
+	count := func(table, column string) error {
+		var exists bool
+		if err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil || !exists {
+			return err
+		}
+		q := "SELECT count(*) FROM " + quoteQualified(table)
+		if column != "" {
+			var has bool
+			if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)`, table, column).Scan(&has); err != nil || !has {
+				return err
+			}
+			q += " WHERE " + pgx.Identifier{column}.Sanitize() + " IS NOT NULL"
+		}
+		var n int64
+		if err := db.QueryRow(ctx, q).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			out = append(out, DataLoss{Table: table, Column: column, Rows: n})
+		}
+		return nil
+	}
+	for _, in := range infos {
+		for _, c := range in.DropColumns {
+			if err := count(c.Table, c.Column); err != nil {
+				return nil, err
+			}
+		}
+		for _, c := range in.NullingColumns {
+			if err := count(c.Table, c.Column); err != nil {
+				return nil, err
+			}
+		}
+		for _, t := range in.DropTables {
+			if err := count(t, ""); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return dedupeLoss(out), nil
+}
+
+func dedupeLoss(in []DataLoss) []DataLoss {
+	seen := map[DataLoss]bool{}
+	var out []DataLoss
+	for _, d := range in {
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func quoteQualified(name string) string {
+	return pgx.Identifier(strings.Split(name, ".")).Sanitize()
+}
+
+func dumpRestore(ctx context.Context, ac *pgx.Conn, dsn, clone, cloneDSN string) error {
+	tmp, err := os.MkdirTemp("", "rollback-drill-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	dump := filepath.Join(tmp, "db.dump")
+	if out, err := exec.CommandContext(ctx, "pg_dump", "--format=custom", "--no-owner", "--file", dump, "--dbname", dsn).CombinedOutput(); err != nil {
+		return fmt.Errorf("clone with pg_dump: %v: %s", err, redact(string(out), dsn))
+	}
+	if _, err := ac.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{clone}.Sanitize()); err != nil {
+		return fmt.Errorf("create clone: %w", err)
+	}
+	if out, err := exec.CommandContext(ctx, "pg_restore", "--no-owner", "--dbname", cloneDSN, dump).CombinedOutput(); err != nil {
+		return fmt.Errorf("clone with pg_restore: %v: %s", err, redact(string(out), dsn))
+	}
+	return nil
+}
+
+func hashString(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// DrillLog keeps drill results in a JSON-lines file, so "down migration
+// tested" is a fact later commands can check.
+type DrillLog struct{ Path string }
+
+// Append records a drill.
+func (l DrillLog) Append(r *DrillResult) error {
+	if err := os.MkdirAll(filepath.Dir(l.Path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.Path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	return err
+}
+
+// Tested reports whether the undo script with this content passed a drill
+// on the named database, and when.
+func (l DrillLog) Tested(database, version, undoScript string) (bool, time.Time, error) {
+	b, err := os.ReadFile(l.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, time.Time{}, nil
+	}
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	want := hashString(undoScript)
+	var when time.Time
+	ok := false
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r DrillResult
+		if json.Unmarshal([]byte(line), &r) != nil || r.Database != database {
+			continue
+		}
+		for _, s := range r.Steps {
+			if s.Version == version && s.UndoHash == want && s.Passed {
+				ok, when = true, r.At
+			}
+		}
+	}
+	return ok, when, nil
+}
