@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what rollback's build, tests and demo need and a fresh machine
-# may lack: Debian's etcd-server (the sandbox's etcd) and kubectl's presence
-# check. Go modules are fetched by the go command itself.
+# may lack: Debian's etcd-server (the sandbox's etcd) and PostgreSQL, and
+# checks that kubectl is there. Go modules are fetched by the go command itself.
 set -euo pipefail
 
 need=()
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 command -v git >/dev/null 2>&1 || need+=(git)
+# PostgreSQL 15 (initdb, pg_ctl, pg_dump, pg_restore, pgbench) for the database
+# tests and the postgres user the test server runs as.
+{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; } || need+=(postgresql-15)
+command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"

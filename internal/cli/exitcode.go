@@ -7,6 +7,7 @@ import (
 
 	"rollback/internal/config"
 	"rollback/internal/kube"
+	"rollback/internal/migrate"
 )
 
 // Exit codes, documented in the README.
@@ -44,15 +45,23 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, kube.ErrAborted):
 		return ExitAborted
-	case errors.Is(err, kube.ErrTimeout):
+	case errors.Is(err, kube.ErrTimeout), errors.Is(err, migrate.ErrLockBudget):
 		return ExitTimeout
-	case errors.Is(err, kube.ErrProgressDeadline), errors.Is(err, kube.ErrImageMismatch), errors.Is(err, kube.ErrDeleted):
+	case errors.Is(err, kube.ErrProgressDeadline), errors.Is(err, kube.ErrImageMismatch), errors.Is(err, kube.ErrDeleted),
+		errors.Is(err, migrate.ErrSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, errLintFailed):
 		return ExitFailed
 	case errors.Is(err, kube.ErrPaused), errors.Is(err, kube.ErrRevisionNotFound), errors.Is(err, kube.ErrNoTarget),
-		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound):
+		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound),
+		errors.Is(err, migrate.ErrUnsafe), errors.Is(err, migrate.ErrMigrationLocked), errors.Is(err, migrate.ErrNoHistory),
+		errors.Is(err, migrate.ErrNoRecord):
 		return ExitRefused
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
 	}
 	return ExitError
 }
+
+var (
+	errAborted    = kube.ErrAborted
+	errLintFailed = errors.New("lint found problems")
+)

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"rollback/internal/kube"
+	"rollback/internal/progress"
 )
 
 var stepTitles = map[string]string{
@@ -24,9 +24,9 @@ func stepTitle(s string) string {
 	return s
 }
 
-// progress renders step events: on a terminal a live line per step with a
+// renderer renders step events: on a terminal a live line per step with a
 // running timer, otherwise plain timestamped lines.
-type progress struct {
+type renderer struct {
 	w     io.Writer
 	tty   bool
 	color bool
@@ -40,12 +40,12 @@ type progress struct {
 	done    chan struct{}
 }
 
-func newProgress(s *IOStreams, now func() time.Time) *progress {
-	return &progress{w: s.ErrOut, tty: s.ErrTTY, color: s.Color, now: now}
+func newRenderer(s *IOStreams, now func() time.Time) *renderer {
+	return &renderer{w: s.ErrOut, tty: s.ErrTTY, color: s.Color, now: now}
 }
 
-// Event is the kube.RollbackOptions.Events callback.
-func (p *progress) Event(e kube.Event) {
+// Event renders one progress event.
+func (p *renderer) Event(e progress.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.tty {
@@ -53,13 +53,13 @@ func (p *progress) Event(e kube.Event) {
 		return
 	}
 	switch e.Phase {
-	case kube.StepStarted:
+	case progress.Started:
 		p.step, p.msg, p.started = e.Step, "", e.Time
 		p.stop, p.done = make(chan struct{}), make(chan struct{})
 		go p.tick(p.stop, p.done)
-	case kube.StepProgress:
+	case progress.Progress:
 		p.msg = e.Message
-	case kube.StepDone, kube.StepFailed:
+	case progress.Done, progress.Failed:
 		if p.stop != nil && p.step == e.Step {
 			close(p.stop)
 			p.mu.Unlock()
@@ -73,7 +73,7 @@ func (p *progress) Event(e kube.Event) {
 		}
 		mark, col := "✓", "32"
 		msg := e.Message
-		if e.Phase == kube.StepFailed {
+		if e.Phase == progress.Failed {
 			mark, col = "✗", "31"
 			if e.Err != nil {
 				msg = e.Err.Error()
@@ -84,7 +84,7 @@ func (p *progress) Event(e kube.Event) {
 	}
 }
 
-func (p *progress) tick(stop, done chan struct{}) {
+func (p *renderer) tick(stop, done chan struct{}) {
 	defer close(done)
 	frames := []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 	t := time.NewTicker(100 * time.Millisecond)
@@ -101,21 +101,21 @@ func (p *progress) tick(stop, done chan struct{}) {
 	}
 }
 
-func (p *progress) plain(e kube.Event) {
+func (p *renderer) plain(e progress.Event) {
 	ts := e.Time.UTC().Format(time.RFC3339)
 	switch e.Phase {
-	case kube.StepStarted:
+	case progress.Started:
 		fmt.Fprintf(p.w, "%s  %s: started\n", ts, stepTitle(e.Step))
-	case kube.StepProgress:
+	case progress.Progress:
 		fmt.Fprintf(p.w, "%s  %s: %s\n", ts, stepTitle(e.Step), e.Message)
-	case kube.StepDone:
+	case progress.Done:
 		fmt.Fprintf(p.w, "%s  %s: done: %s\n", ts, stepTitle(e.Step), e.Message)
-	case kube.StepFailed:
+	case progress.Failed:
 		fmt.Fprintf(p.w, "%s  %s: failed: %v\n", ts, stepTitle(e.Step), e.Err)
 	}
 }
 
-func (p *progress) paint(code, s string) string {
+func (p *renderer) paint(code, s string) string {
 	if !p.color {
 		return s
 	}

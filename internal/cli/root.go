@@ -83,6 +83,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newPlanCmd(f),
 		newRunCmd(f),
 		newMarkCmd(f),
+		newDBCmd(f),
 		newVersionCmd(f),
 	)
 	return root

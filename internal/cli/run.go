@@ -77,7 +77,7 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 	if err != nil {
 		return err
 	}
-	pr := newProgress(f.IO, f.Now)
+	pr := newRenderer(f.IO, f.Now)
 	opts := kube.RollbackOptions{
 		ToRevision: o.ToRevision, DryRun: dry, Timeout: o.Timeout, Events: pr.Event, Now: f.Now,
 	}

@@ -10,32 +10,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"rollback/internal/progress"
 )
 
 // ErrImageMismatch means the rollout finished but the running image is not
 // the target revision's.
 var ErrImageMismatch = errors.New("running image does not match the target revision")
-
-// Event reports progress of a rollback: a step starting, a status message
-// within it, or the step ending.
-type Event struct {
-	Time    time.Time
-	Step    string
-	Message string
-	Phase   Phase
-	Err     error
-}
-
-// Phase of an Event.
-type Phase int
-
-// Event phases.
-const (
-	StepStarted Phase = iota
-	StepProgress
-	StepDone
-	StepFailed
-)
 
 // RollbackOptions configure Rollback.
 type RollbackOptions struct {
@@ -46,7 +27,7 @@ type RollbackOptions struct {
 	// aborts with ErrAborted.
 	Confirm func(p *Plan) (bool, error)
 	// Events receives progress; may be nil.
-	Events func(Event)
+	Events progress.Func
 	Now    func() time.Time
 }
 
@@ -76,27 +57,14 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		now = time.Now
 	}
 	start := now()
-	emit := func(step string, ph Phase, msg string, err error) {
-		if o.Events != nil {
-			o.Events(Event{Time: now(), Step: step, Phase: ph, Message: msg, Err: err})
-		}
-	}
+	emit := func(step string, ph progress.Phase, msg string, err error) { o.Events.Emit(now(), step, ph, msg, err) }
 	res := &Result{DryRun: o.DryRun}
 	finish := func(err error) (*Result, error) {
 		res.Duration = now().Sub(start)
 		res.DurationSecs = res.Duration.Seconds()
 		return res, err
 	}
-	step := func(name string, fn func() (string, error)) error {
-		emit(name, StepStarted, "", nil)
-		msg, err := fn()
-		if err != nil {
-			emit(name, StepFailed, msg, err)
-			return err
-		}
-		emit(name, StepDone, msg, nil)
-		return nil
-	}
+	step := func(name string, fn func() (string, error)) error { return o.Events.Run(now, name, fn) }
 
 	var h *History
 	if err := step("plan", func() (string, error) {
@@ -113,7 +81,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	}
 	p := res.Plan
 	if p.NoOp {
-		emit("undo", StepDone, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
+		emit("undo", progress.Done, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
 		return finish(nil)
 	}
 	if o.Confirm != nil && o.DryRun == DryRunNone {
@@ -143,7 +111,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	if err := step("rollout", func() (string, error) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		d, err := WaitRolledOut(wctx, cs, t, func(msg string) { emit("rollout", StepProgress, msg, nil) })
+		d, err := WaitRolledOut(wctx, cs, t, func(msg string) { emit("rollout", progress.Progress, msg, nil) })
 		if err != nil {
 			return "", err
 		}

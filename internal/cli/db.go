@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"rollback/internal/migrate"
+)
+
+// DBOptions are the flags every `rollback db` command shares.
+type DBOptions struct {
+	DSN     string
+	Dir     string
+	Format  string
+	Table   string
+	To      string
+	Release string
+	Output  string
+}
+
+func newDBCmd(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "db",
+		Short: "Database down migrations on PostgreSQL: plan, record, undo, verify, drill, lint",
+		Long: `Down-migrate a PostgreSQL database the way the runbook's Step 3 says, but
+ordered, locked and verified: plan which applied migrations to undo (newest
+first, each with its undo script), snapshot what the undo touches, run it in
+one transaction under lock_timeout with retries while holding golang-migrate's
+advisory lock, fix the history in the same transaction, and verify version
+and schema fingerprint.
+
+Migrations are read from --dir: Flyway (V<ver>__<desc>.sql, U<ver>__<desc>.sql,
+R__<desc>.sql, and the runbook's rollback/V<ver>__Undo__<desc>.sql) or
+golang-migrate (<n>_<name>.up.sql / .down.sql).
+
+The connection string comes from --dsn, else $ROLLBACK_DB_DSN, else
+$DATABASE_URL. Passwords are never printed.`,
+		Example: `  export ROLLBACK_DB_DSN=postgres://app@db:5432/payments
+  rollback db record --dir migrations --release v1.2.0     # before deploying v1.2.0
+  rollback db plan --dir migrations --release v1.2.0
+  rollback db undo --dir migrations --release v1.2.0 --dry-run
+  rollback db undo --dir migrations --to-version 1.1.0 --yes
+  rollback db drill --dir migrations
+  rollback db lint --dir migrations`,
+	}
+	cmd.AddCommand(newDBPlanCmd(f), newDBRecordCmd(f), newDBUndoCmd(f), newDBVerifyCmd(f), newDBDrillCmd(f), newDBLintCmd(f))
+	return cmd
+}
+
+// addDBFlags registers the shared flags; target adds --to-version and --release.
+func addDBFlags(cmd *cobra.Command, o *DBOptions, target bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&o.DSN, "dsn", "", "PostgreSQL connection string (default $ROLLBACK_DB_DSN, then $DATABASE_URL)")
+	fl.StringVar(&o.Dir, "dir", "migrations", "directory of migration scripts")
+	fl.StringVar(&o.Format, "format", "auto", "migration layout: auto (from --dir), flyway or golang-migrate")
+	fl.StringVar(&o.Table, "table", "", "history table (default flyway_schema_history or schema_migrations)")
+	fl.StringVarP(&o.Output, "output", "o", "", "output format: json or yaml")
+	if target {
+		fl.StringVar(&o.To, "to-version", "", "version the abandoned release started from: undo everything newer")
+		fl.StringVar(&o.Release, "release", "", "take the target version from the record 'rollback db record --release' made")
+	}
+}
+
+// dbSession is what a db command works with.
+type dbSession struct {
+	dsn    string
+	conn   *pgx.Conn
+	src    *migrate.Source
+	format migrate.Format
+}
+
+func (o *DBOptions) open(ctx context.Context, f *Factory, needSource bool) (*dbSession, error) {
+	if _, err := outputFormat(o.Output); err != nil {
+		return nil, err
+	}
+	s := &dbSession{dsn: o.DSN}
+	if s.dsn == "" {
+		s.dsn = f.IO.Getenv("ROLLBACK_DB_DSN")
+	}
+	if s.dsn == "" {
+		s.dsn = f.IO.Getenv("DATABASE_URL")
+	}
+	if needSource || o.Format == "auto" {
+		src, err := migrate.LoadDir(o.Dir)
+		if err != nil {
+			return nil, usagef("%v (pass the directory of migration scripts with --dir)", err)
+		}
+		s.src, s.format = src, src.Format
+	}
+	switch o.Format {
+	case "auto":
+	case string(migrate.Flyway), string(migrate.GolangMigrate):
+		if s.src != nil && string(s.src.Format) != o.Format {
+			return nil, usagef("--format %s, but %s holds %s files", o.Format, o.Dir, s.src.Format)
+		}
+		s.format = migrate.Format(o.Format)
+	default:
+		return nil, usagef("invalid --format %q: expected auto, flyway or golang-migrate", o.Format)
+	}
+	if s.dsn == "" {
+		return nil, usagef("no database: pass --dsn or set $ROLLBACK_DB_DSN (e.g. postgres://user@host:5432/db)")
+	}
+	conn, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", migrate.SafeDSN(s.dsn), scrub(err, s.dsn))
+	}
+	s.conn = conn
+	return s, nil
+}
+
+func (s *dbSession) close() {
+	if s.conn != nil {
+		s.conn.Close(context.Background())
+	}
+}
+
+// target resolves --to-version or --release to a version (and the record).
+func (o *DBOptions) target(ctx context.Context, s *dbSession) (migrate.Version, *migrate.Release, error) {
+	switch {
+	case o.To != "" && o.Release != "":
+		return migrate.Version{}, nil, usagef("pass --to-version or --release, not both")
+	case o.To != "":
+		if o.To == "0" {
+			return migrate.Version{}, nil, nil
+		}
+		v, err := migrate.ParseVersion(o.To)
+		if err != nil {
+			return v, nil, usagef("--to-version: %v", err)
+		}
+		return v, nil, nil
+	case o.Release != "":
+		rel, err := migrate.LoadRelease(ctx, s.conn, o.Release)
+		if err != nil {
+			return migrate.Version{}, nil, err
+		}
+		if rel.Version == "" {
+			return migrate.Version{}, rel, nil
+		}
+		v, err := migrate.ParseVersion(rel.Version)
+		return v, rel, err
+	}
+	return migrate.Version{}, nil, usagef("which version should the database go back to? pass --to-version VERSION or --release NAME (recorded with 'rollback db record')")
+}
+
+// scrub removes the DSN's password from an error.
+func scrub(err error, dsn string) error {
+	safe := migrate.SafeDSN(dsn)
+	if safe == dsn {
+		return err
+	}
+	msg := strings.ReplaceAll(err.Error(), dsn, safe)
+	return errors.New(msg)
+}
+
+func defaultStateDir(getenv func(string) string) string {
+	if d := getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "rollback")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "rollback")
+	}
+	return filepath.Join(os.TempDir(), "rollback")
+}

@@ -1,0 +1,517 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"rollback/internal/migrate"
+	"rollback/internal/progress"
+)
+
+func newDBPlanCmd(f *Factory) *cobra.Command {
+	o := &DBOptions{}
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "List the applied migrations to undo, newest first, each with its undo script",
+		Example: `  rollback db plan --dir migrations --release v1.2.0
+  rollback db plan --dir migrations --to-version 1.1.0 -o json`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.open(cmd.Context(), f, true)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			p, _, err := planDB(cmd.Context(), o, s)
+			if err != nil {
+				return err
+			}
+			if o.Output != "" {
+				return printStructured(f.IO.Out, o.Output, p)
+			}
+			printDBPlan(f.IO, p)
+			return nil
+		},
+	}
+	addDBFlags(cmd, o, true)
+	return cmd
+}
+
+func planDB(ctx context.Context, o *DBOptions, s *dbSession) (*migrate.Plan, *migrate.Release, error) {
+	to, rel, err := o.target(ctx, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := migrate.ReadState(ctx, s.conn, s.format, o.Table)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := migrate.PlanUndo(s.src, st, to)
+	return p, rel, err
+}
+
+func printDBPlan(s *IOStreams, p *migrate.Plan) {
+	if len(p.Steps) == 0 {
+		fmt.Fprintf(s.Out, "Nothing to undo: the database is at version %s, the target is %s.\n", orNone(p.From), orNone(p.To))
+		return
+	}
+	fmt.Fprintf(s.Out, "Down migration %s -> %s (%s, history table %s), newest first:\n", orNone(p.From), orNone(p.To), p.Format, p.Table)
+	tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+	for i, st := range p.Steps {
+		fmt.Fprintf(tw, "  %d.\t%s\t%s\tundo: %s\n", i+1, st.VersionText, st.Description, st.Undo.Path)
+	}
+	tw.Flush()
+	fmt.Fprintf(s.Out, "History afterwards: %s.\n", orNone(p.After))
+	for _, w := range p.Warnings {
+		fmt.Fprintf(s.Out, "warning: %s\n", w)
+	}
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "none"
+	}
+	return v
+}
+
+func newDBRecordCmd(f *Factory) *cobra.Command {
+	o := &DBOptions{}
+	var release string
+	cmd := &cobra.Command{
+		Use:   "record --release NAME",
+		Short: "Before a release migrates: store the schema version and fingerprint it starts from",
+		Long: `Store, in the database itself (schema "rollback"), the current migration
+version and the schema fingerprint, under the release's name. 'db plan',
+'db undo' and 'db verify' with --release use it: the target version, and the
+schema the undo must restore. Run it in the deploy pipeline right before the
+migration step.`,
+		Example: "  rollback db record --dir migrations --release v1.2.0",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if release == "" {
+				return usagef("--release is required: the name of the release about to migrate (e.g. v1.2.0)")
+			}
+			s, err := o.open(cmd.Context(), f, false)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			st, err := migrate.ReadState(cmd.Context(), s.conn, s.format, o.Table)
+			if err != nil {
+				return err
+			}
+			rel, err := migrate.Record(cmd.Context(), s.conn, release, st)
+			if err != nil {
+				return err
+			}
+			if o.Output != "" {
+				return printStructured(f.IO.Out, o.Output, rel)
+			}
+			fmt.Fprintf(f.IO.Out, "Recorded release %s: version %s, schema fingerprint %s (%d objects).\n",
+				rel.Name, orNone(rel.Version), rel.Fingerprint.Hash[:12], len(rel.Fingerprint.Lines))
+			return nil
+		},
+	}
+	addDBFlags(cmd, o, false)
+	cmd.Flags().StringVar(&release, "release", "", "name of the release about to migrate")
+	return cmd
+}
+
+// DBUndoOptions are the flags of `rollback db undo`.
+type DBUndoOptions struct {
+	DBOptions
+	Snapshot    string
+	SnapshotDir string
+	Lock        time.Duration
+	Statement   time.Duration
+	Retries     int
+	DryRun      bool
+	Yes         bool
+}
+
+func newDBUndoCmd(f *Factory) *cobra.Command {
+	o := &DBUndoOptions{}
+	cmd := &cobra.Command{
+		Use:   "undo",
+		Short: "Snapshot, then run the down migration in one transaction, fix the history, verify",
+		Long: `Run the planned down migration:
+  1. snapshot (pg_dump) the tables the undo touches (--snapshot=full: the whole
+     database; --snapshot=none only when asked); a failed snapshot stops here;
+  2. take golang-migrate's advisory lock, so the application cannot migrate
+     meanwhile;
+  3. run every undo script and the history fix in one transaction with
+     lock_timeout (default 2s) and statement_timeout; a lock timeout rolls back
+     and retries with backoff, any other failure rolls back and leaves schema
+     and history exactly as they were. Statements PostgreSQL cannot run in a
+     transaction (… CONCURRENTLY) run alone, after a warning, guarded with
+     IF [NOT] EXISTS;
+  4. verify that the history shows the target version and, with --release, that
+     the schema fingerprint equals the one recorded before the release.`,
+		Example: `  rollback db undo --dir migrations --release v1.2.0 --dry-run
+  rollback db undo --dir migrations --release v1.2.0 --yes
+  rollback db undo --dir migrations --to-version 1.1.0 --snapshot=full --lock-timeout 1s`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDBUndo(cmd.Context(), f, o) },
+	}
+	addDBFlags(cmd, &o.DBOptions, true)
+	fl := cmd.Flags()
+	fl.StringVar(&o.Snapshot, "snapshot", "tables", "what to dump first: tables (those the undo touches), full, or none")
+	fl.StringVar(&o.SnapshotDir, "snapshot-dir", "", "where snapshots go (default: the state directory's snapshots/)")
+	fl.DurationVar(&o.Lock, "lock-timeout", 2*time.Second, "longest wait for any lock; the undo never queues behind a long query for longer")
+	fl.DurationVar(&o.Statement, "statement-timeout", 10*time.Minute, "longest run of any statement")
+	fl.IntVar(&o.Retries, "retries", 5, "tries after a lock timeout, with exponential backoff")
+	fl.BoolVar(&o.DryRun, "dry-run", false, "print the SQL and the checks; change nothing")
+	fl.BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
+
+type dbUndoResult struct {
+	Plan     *migrate.Plan         `json:"plan"`
+	Snapshot *migrate.Snapshot     `json:"snapshot,omitempty"`
+	Undo     *migrate.UndoResult   `json:"undo,omitempty"`
+	Verify   *migrate.Verification `json:"verify,omitempty"`
+	SQL      string                `json:"sql,omitempty"`
+}
+
+// ErrVerifyFailed means the database is not where the undo should leave it.
+var ErrVerifyFailed = fmt.Errorf("verification failed")
+
+func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
+	mode, err := migrate.ParseSnapshotMode(o.Snapshot)
+	if err != nil {
+		return usageError{err: err}
+	}
+	if o.Lock <= 0 || o.Statement <= 0 || o.Retries < 0 {
+		return usagef("--lock-timeout and --statement-timeout must be positive and --retries not negative")
+	}
+	s, err := o.open(ctx, f, true)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	p, rel, err := planDB(ctx, &o.DBOptions, s)
+	if err != nil {
+		return err
+	}
+	uo := migrate.DefaultUndoOptions()
+	uo.LockTimeout, uo.StatementTimeout, uo.Retries, uo.DryRun = o.Lock, o.Statement, o.Retries, o.DryRun
+	out := &dbUndoResult{Plan: p}
+	if o.DryRun {
+		if out.SQL, err = p.Describe(uo); err != nil {
+			return err
+		}
+		if o.Output != "" {
+			return printStructured(f.IO.Out, o.Output, out)
+		}
+		fmt.Fprint(f.IO.Out, out.SQL)
+		fmt.Fprintln(f.IO.Out, "-- dry run: nothing was changed")
+		return nil
+	}
+	if len(p.Steps) == 0 {
+		printDBPlan(f.IO, p)
+		return nil
+	}
+	if !o.Yes && f.IO.CanPrompt() {
+		printDBPlan(&IOStreams{Out: f.IO.ErrOut}, p)
+		fmt.Fprintf(f.IO.ErrOut, "Down-migrate %s from %s to %s? This destroys data the forward migrations added. [y/N] ", filepath.Base(migrate.SafeDSN(s.dsn)), orNone(p.From), orNone(p.To))
+		var answer string
+		fmt.Fscanln(f.IO.In, &answer)
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			return errAborted
+		}
+	}
+	r := newRenderer(f.IO, f.Now)
+	ev := progress.Func(r.Event)
+	uo.Log = func(msg string) { ev.Emit(f.Now(), "db-undo", progress.Progress, msg, nil) }
+	err = ev.Run(f.Now, "snapshot", func() (string, error) {
+		if mode == migrate.SnapshotNone {
+			return "skipped (--snapshot=none)", nil
+		}
+		dir := o.SnapshotDir
+		if dir == "" {
+			dir = filepath.Join(defaultStateDir(f.IO.Getenv), "snapshots")
+		}
+		snap, err := migrate.TakeSnapshot(ctx, s.dsn, p, mode, dir, f.Now())
+		if err != nil {
+			return "", err
+		}
+		out.Snapshot = snap
+		return fmt.Sprintf("%s (%d bytes, sha256 %s…); restore with: %s", snap.Path, snap.Bytes, snap.SHA256[:12], snap.Restore), nil
+	})
+	if err != nil {
+		return err
+	}
+	err = ev.Run(f.Now, "db-undo", func() (string, error) {
+		res, err := migrate.Undo(ctx, s.conn, p, uo)
+		out.Undo = res
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d migration(s) undone, %d statement(s) in %d transaction(s), %d lock retries", len(p.Steps), res.Statements, res.Segments, res.Retries), nil
+	})
+	if err != nil {
+		return err
+	}
+	err = ev.Run(f.Now, "db-verify", func() (string, error) {
+		v, err := verifyDB(ctx, s, &o.DBOptions, p, rel)
+		out.Verify = v
+		if err != nil {
+			return "", err
+		}
+		return verifySummary(v), nil
+	})
+	if o.Output != "" {
+		if perr := printStructured(f.IO.Out, o.Output, out); perr != nil {
+			return perr
+		}
+	} else if err == nil {
+		fmt.Fprintf(f.IO.Out, "Down-migrated from %s to %s; history fixed; %s.\n", orNone(p.From), orNone(p.To), verifySummary(out.Verify))
+	}
+	return err
+}
+
+func verifyDB(ctx context.Context, s *dbSession, o *DBOptions, p *migrate.Plan, rel *migrate.Release) (*migrate.Verification, error) {
+	want, err := migrate.ParseVersion(p.After)
+	if p.After == "" {
+		want, err = migrate.Version{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, err := migrate.Verify(ctx, s.conn, s.format, o.Table, want, rel)
+	if err != nil {
+		return nil, err
+	}
+	if !v.OK {
+		return v, fmt.Errorf("%w: %s", ErrVerifyFailed, verifySummary(v))
+	}
+	return v, nil
+}
+
+func verifySummary(v *migrate.Verification) string {
+	if v == nil {
+		return "not verified"
+	}
+	msg := fmt.Sprintf("history at version %s (want %s)", orNone(v.GotVersion), orNone(v.WantVersion))
+	switch {
+	case !v.Fingerprint:
+		msg += "; schema fingerprint not checked (no --release record)"
+	case len(v.SchemaDiff) == 0:
+		msg += "; schema equals the one recorded before the release"
+	default:
+		msg += "; schema differs from the recorded one:\n  " + strings.Join(v.SchemaDiff, "\n  ")
+	}
+	return msg
+}
+
+func newDBVerifyCmd(f *Factory) *cobra.Command {
+	o := &DBOptions{}
+	cmd := &cobra.Command{
+		Use:     "verify",
+		Short:   "Check the history shows the target version and the schema equals the recorded one",
+		Example: "  rollback db verify --dir migrations --release v1.2.0",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.open(cmd.Context(), f, false)
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			to, rel, err := o.target(cmd.Context(), s)
+			if err != nil {
+				return err
+			}
+			v, err := migrate.Verify(cmd.Context(), s.conn, s.format, o.Table, to, rel)
+			if err != nil {
+				return err
+			}
+			if o.Output != "" {
+				if err := printStructured(f.IO.Out, o.Output, v); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(f.IO.Out, verifySummary(v))
+			}
+			if !v.OK {
+				return fmt.Errorf("%w: %s", ErrVerifyFailed, verifySummary(v))
+			}
+			return nil
+		},
+	}
+	addDBFlags(cmd, o, true)
+	return cmd
+}
+
+func newDBDrillCmd(f *Factory) *cobra.Command {
+	o := &DBOptions{}
+	var keep bool
+	var logPath string
+	cmd := &cobra.Command{
+		Use:   "drill",
+		Short: "On a clone of the database, prove each recent and pending migration's undo round trip",
+		Long: `The runbook's "test down migration in staging against a copy of prod data":
+clone the database (CREATE DATABASE … TEMPLATE, or pg_dump/pg_restore when
+others are connected), then on the clone only undo, re-apply and undo every
+applied migration newer than --to-version (default: the newest one), and apply
+and undo every pending one, proving the schema after each undo equals the
+schema before. Reports the data each undo destroys. Results are appended to
+the drill log, where 'down migration tested' is looked up later.`,
+		Example: `  rollback db drill --dir migrations
+  rollback db drill --dir migrations --to-version 1.1.0 -o json`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.open(cmd.Context(), f, true)
+			if err != nil {
+				return err
+			}
+			s.close() // the drill clones; our own connection would block TEMPLATE
+			var to migrate.Version
+			if o.To != "" {
+				if to, err = migrate.ParseVersion(o.To); err != nil {
+					return usagef("--to-version: %v", err)
+				}
+			}
+			r := newRenderer(f.IO, f.Now)
+			ev := progress.Func(r.Event)
+			var res *migrate.DrillResult
+			err = ev.Run(f.Now, "db-drill", func() (string, error) {
+				var err error
+				res, err = migrate.Drill(cmd.Context(), s.dsn, s.src, s.format, o.Table, migrate.DrillOptions{To: to, Keep: keep, Now: f.Now,
+					Log: func(m string) { ev.Emit(f.Now(), "db-drill", progress.Progress, m, nil) }})
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("%d migration(s) drilled on clone %s", len(res.Steps), res.Clone), nil
+			})
+			if err != nil {
+				return err
+			}
+			if logPath == "" {
+				logPath = filepath.Join(defaultStateDir(f.IO.Getenv), "drills.jsonl")
+			}
+			if err := (migrate.DrillLog{Path: logPath}).Append(res); err != nil {
+				return err
+			}
+			if o.Output != "" {
+				if err := printStructured(f.IO.Out, o.Output, res); err != nil {
+					return err
+				}
+			} else {
+				for _, st := range res.Steps {
+					mark := "pass"
+					if !st.Passed {
+						mark = "FAIL"
+					}
+					kind := "pending"
+					if st.Applied {
+						kind = "applied"
+					}
+					fmt.Fprintf(f.IO.Out, "%s  %s (%s)", mark, st.Version, kind)
+					for _, l := range st.DataLoss {
+						fmt.Fprintf(f.IO.Out, "; undo destroys %d row(s) of %s", l.Rows, strings.TrimSuffix(l.Table+"."+l.Column, "."))
+					}
+					if st.Error != "" {
+						fmt.Fprintf(f.IO.Out, "; %s", st.Error)
+					}
+					for _, d := range st.Diff {
+						fmt.Fprintf(f.IO.Out, "\n      %s", d)
+					}
+					fmt.Fprintln(f.IO.Out)
+				}
+			}
+			if !res.Passed {
+				return fmt.Errorf("%w: a down migration did not restore the schema (see above)", ErrVerifyFailed)
+			}
+			return nil
+		},
+	}
+	addDBFlags(cmd, o, false)
+	cmd.Flags().StringVar(&o.To, "to-version", "", "drill every applied migration newer than this (default: the newest one)")
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the clone database for inspection")
+	cmd.Flags().StringVar(&logPath, "log", "", "drill log (default: the state directory's drills.jsonl)")
+	return cmd
+}
+
+func newDBLintCmd(f *Factory) *cobra.Command {
+	var dir, output string
+	var strict bool
+	cmd := &cobra.Command{
+		Use:   "lint [FILE.sql ...]",
+		Short: "Check undo scripts with the PostgreSQL grammar: destructive statements, locks, re-run safety",
+		Long: `Parse every undo script of --dir (or the files given) with PostgreSQL's own
+grammar (libpg_query) and report: destructive statements; UPDATE … SET col =
+NULL before DROP COLUMN col (a full-table rewrite the drop makes pointless);
+DROP without IF EXISTS; statements that take ACCESS EXCLUSIVE locks; statements
+that cannot run in a transaction; migrations without an undo script (errors).
+Exits 5 on errors, and on warnings with --strict.`,
+		Example: `  rollback db lint --dir migrations
+  rollback db lint migrations/rollback/V1_2_0__Undo__add_transaction_category.sql --strict`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(output)
+			if err != nil {
+				return err
+			}
+			var fs []migrate.Finding
+			if len(args) > 0 {
+				for _, a := range args {
+					b, err := os.ReadFile(a)
+					if err != nil {
+						return usageError{err: err}
+					}
+					got, err := migrate.LintScript(a, string(b))
+					if err != nil {
+						return usageError{err: err}
+					}
+					fs = append(fs, got...)
+				}
+			} else {
+				src, err := migrate.LoadDir(dir)
+				if err != nil {
+					return usagef("%v (pass the directory with --dir, or files)", err)
+				}
+				if fs, err = migrate.LintSource(src); err != nil {
+					return usageError{err: err}
+				}
+			}
+			if fs == nil {
+				fs = []migrate.Finding{}
+			}
+			if format != "" {
+				if err := printStructured(f.IO.Out, format, fs); err != nil {
+					return err
+				}
+			} else {
+				for _, x := range fs {
+					fmt.Fprintln(f.IO.Out, x.String())
+				}
+			}
+			errs, warns := 0, 0
+			for _, x := range fs {
+				switch x.Severity {
+				case migrate.SevError:
+					errs++
+				case migrate.SevWarning:
+					warns++
+				}
+			}
+			if format == "" {
+				fmt.Fprintf(f.IO.ErrOut, "%d error(s), %d warning(s)\n", errs, warns)
+			}
+			if errs > 0 || strict && warns > 0 {
+				return fmt.Errorf("%w: %d error(s), %d warning(s)", errLintFailed, errs, warns)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "migrations", "directory of migration scripts")
+	cmd.Flags().BoolVar(&strict, "strict", false, "fail on warnings too")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml")
+	return cmd
+}

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"rollback/internal/migrate"
+	"rollback/internal/pgtest"
+)
+
+var pg *pgtest.Server
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if pg, err = pgtest.Start(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "cli tests need PostgreSQL:", err)
+			return 1
+		}
+		defer pg.Stop()
+		return m.Run()
+	}())
+}
+
+// runCLI runs rollback with the given environment, no terminal.
+func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut strings.Builder
+	io := &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, Getenv: func(k string) string { return env[k] }}
+	code := Main(context.Background(), "rollback", args, io)
+	t.Logf("rollback %s -> %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+	return code, out.String(), errOut.String()
+}
+
+func TestDBCommandsOnTheSeedExample(t *testing.T) {
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, "cli_seed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A password in the DSN must never be printed.
+	secretDSN := strings.Replace(dsn, "postgres@", "postgres:s3cr3t-pw@", 1)
+	dir := t.TempDir()
+	files := map[string]string{
+		"V1_1_0__create_transactions.sql":      "CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric NOT NULL);\n",
+		"V1_2_0__add_transaction_category.sql": "ALTER TABLE transactions ADD COLUMN category text;\n",
+		"rollback/V1_2_0__Undo__add_transaction_category.sql": "UPDATE transactions SET category = NULL;\n" +
+			"ALTER TABLE transactions DROP COLUMN IF EXISTS category;\n" +
+			"DELETE FROM flyway_schema_history WHERE version = '1.2.0';\n",
+	}
+	for n, b := range files {
+		_ = os.MkdirAll(filepath.Join(dir, filepath.Dir(n)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	apply := func(rank int, version, file string) {
+		b, _ := os.ReadFile(filepath.Join(dir, file))
+		if _, err := conn.Exec(ctx, string(b)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO flyway_schema_history VALUES ($1, $2, 'x', 'SQL', $3, $4, 'ci', now(), 1, true)`,
+			rank, version, file, migrate.FlywayChecksum(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version varchar(50), description varchar(200) NOT NULL,
+		type varchar(20) NOT NULL, script varchar(1000) NOT NULL, checksum int, installed_by varchar(100) NOT NULL,
+		installed_on timestamp NOT NULL DEFAULT now(), execution_time int NOT NULL, success boolean NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	apply(1, "1.1.0", "V1_1_0__create_transactions.sql")
+	env := map[string]string{"ROLLBACK_DB_DSN": secretDSN, "XDG_STATE_HOME": t.TempDir()}
+
+	if code, out, _ := runCLI(t, env, "db", "record", "--dir", dir, "--release", "v1.2.0"); code != 0 || !strings.Contains(out, "Recorded release v1.2.0: version 1.1.0") {
+		t.Fatalf("record: %d %s", code, out)
+	}
+	apply(2, "1.2.0", "V1_2_0__add_transaction_category.sql")
+
+	code, out, _ := runCLI(t, env, "db", "plan", "--dir", dir, "--release", "v1.2.0")
+	if code != 0 || !strings.Contains(out, "Down migration 1.2.0 -> 1.1.0") || !strings.Contains(out, "V1_2_0__Undo__add_transaction_category.sql") {
+		t.Errorf("plan: %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, env, "db", "undo", "--dir", dir, "--release", "v1.2.0", "--dry-run")
+	if code != 0 || !strings.Contains(out, "BEGIN;") || !strings.Contains(out, "nothing was changed") {
+		t.Errorf("dry run: %d\n%s", code, out)
+	}
+	var n int
+	_ = conn.QueryRow(ctx, `SELECT count(*) FROM flyway_schema_history`).Scan(&n)
+	if n != 2 {
+		t.Fatalf("dry run changed the history: %d rows", n)
+	}
+	code, out, errOut := runCLI(t, env, "db", "undo", "--dir", dir, "--release", "v1.2.0", "-o", "json")
+	if code != 0 {
+		t.Fatalf("undo: exit %d\n%s", code, errOut)
+	}
+	var res struct {
+		Snapshot struct {
+			Path    string `json:"path"`
+			Restore string `json:"restoreCommand"`
+		}
+		Verify struct {
+			OK          bool `json:"ok"`
+			Fingerprint bool `json:"fingerprintChecked"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !res.Verify.OK || !res.Verify.Fingerprint || res.Snapshot.Path == "" || !strings.Contains(res.Snapshot.Restore, "pg_restore") {
+		t.Errorf("result %+v", res)
+	}
+	if strings.Contains(out+errOut, "s3cr3t-pw") {
+		t.Error("the DSN's password was printed")
+	}
+	if _, err := os.Stat(res.Snapshot.Path); err != nil {
+		t.Errorf("snapshot: %v", err)
+	}
+	if code, out, _ := runCLI(t, env, "db", "verify", "--dir", dir, "--release", "v1.2.0"); code != 0 || !strings.Contains(out, "schema equals the one recorded") {
+		t.Errorf("verify: %d %s", code, out)
+	}
+	// Nothing left to undo.
+	if code, out, _ := runCLI(t, env, "db", "plan", "--dir", dir, "--to-version", "1.1.0"); code != 0 || !strings.Contains(out, "Nothing to undo") {
+		t.Errorf("plan after undo: %d %s", code, out)
+	}
+	// Lint flags the runbook's UPDATE before DROP COLUMN; --strict fails on it.
+	code, out, _ = runCLI(t, env, "db", "lint", "--dir", dir, "--strict")
+	if code != ExitFailed || !strings.Contains(out, "null-before-drop") {
+		t.Errorf("lint --strict: %d %s", code, out)
+	}
+}
+
+func TestDBUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	_ = os.WriteFile(filepath.Join(dir, "V1__a.sql"), []byte("SELECT 1;"), 0o644)
+	tests := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{}, []string{"db", "plan", "--dir", dir, "--to-version", "1"}, "no database: pass --dsn"},
+		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", filepath.Join(dir, "nope"), "--to-version", "1"}, "read migrations"},
+		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", dir}, "pass --to-version VERSION or --release NAME"},
+		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", dir, "--to-version", "x.1"}, "--to-version"},
+		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "undo", "--dir", dir, "--to-version", "1", "--snapshot", "some"}, "invalid --snapshot"},
+		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", dir, "--format", "liquibase", "--to-version", "1"}, "invalid --format"},
+		{map[string]string{}, []string{"db", "record", "--dir", dir}, "--release is required"},
+	}
+	for _, tt := range tests {
+		code, _, errOut := runCLI(t, tt.env, tt.args...)
+		if code != ExitUsage || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: exit %d %q, want %d and %q", tt.args, code, errOut, ExitUsage, tt.want)
+		}
+	}
+	// A database without a history table is refused with exit 3.
+	code, _, errOut := runCLI(t, map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, "db", "plan", "--dir", dir, "--to-version", "1")
+	if code != ExitRefused || !strings.Contains(errOut, "flyway_schema_history does not exist") {
+		t.Errorf("no history: exit %d %q", code, errOut)
+	}
+}
