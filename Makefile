@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X rollback/internal/cli.Version=$(VERSION)
 GO      ?= go
 
-.PHONY: all build deps test unit e2e demo bench fuzz lint clean
+.PHONY: all build deps test unit e2e demo bench bench-db fuzz lint clean
 
 all: build
 
@@ -25,7 +25,7 @@ test: deps build
 	$(GO) test -count=1 -timeout 30m ./...
 	cd sandbox && $(GO) test -count=1 ./...
 
-## unit: the fast tests only (no sandbox)
+## unit: the tests that need no sandbox (PostgreSQL is started for internal/migrate and internal/cli)
 unit:
 	$(GO) test -count=1 ./internal/...
 
@@ -37,11 +37,17 @@ demo: deps build
 bench: deps build
 	scripts/bench.sh
 
+## bench-db: down-migration timings and query latency under load (real PostgreSQL)
+bench-db: deps
+	$(GO) run ./bench/dbbench
+
 ## fuzz: run every fuzz target for FUZZTIME each (default 20s)
 FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/cli -run '^$$' -fuzz FuzzParseWorkloadArg -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzSplit -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzParseName -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

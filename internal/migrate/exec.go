@@ -250,8 +250,8 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 					ErrLockBudget, try+1, o.LockTimeout, err)
 			}
 			res.Retries++
-			wait := o.Backoff << try
-			logf("segment %d/%d: lock_timeout (%v); retry %d/%d in %s", i+1, len(segs), lockWhere(err), try+1, o.Retries, wait)
+			wait := backoff(o.Backoff, try)
+			logf("segment %d/%d: %s at %v; rolled back; retry %d/%d in %s", i+1, len(segs), lockReason(err), lockWhere(err), try+1, o.Retries, wait)
 			select {
 			case <-ctx.Done():
 				return res, ctx.Err()
@@ -313,7 +313,7 @@ func advisoryLock(ctx context.Context, conn *pgx.Conn, id int64, o UndoOptions, 
 		if try >= o.Retries {
 			return fmt.Errorf("%w: golang-migrate's advisory lock %d is held by another session; wait for the migration to finish (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %d)", ErrMigrationLocked, id, uint32(id))
 		}
-		wait := o.Backoff << try
+		wait := backoff(o.Backoff, try)
 		logf("advisory lock %d is held; retry %d/%d in %s", id, try+1, o.Retries, wait)
 		select {
 		case <-ctx.Done():
@@ -323,9 +323,29 @@ func advisoryLock(ctx context.Context, conn *pgx.Conn, id int64, o UndoOptions, 
 	}
 }
 
+// isLockTimeout reports a lock_timeout (55P03) or a deadlock (40P01): in
+// both the transaction was rolled back and a later try may get through.
+// backoff doubles base per try, up to 5 seconds.
+func backoff(base time.Duration, try int) time.Duration {
+	const limit = 5 * time.Second
+	d := base
+	for i := 0; i < try && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
 func isLockTimeout(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "55P03"
+	return errors.As(err, &pe) && (pe.Code == "55P03" || pe.Code == "40P01")
+}
+
+func lockReason(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "40P01" {
+		return "deadlock"
+	}
+	return "lock_timeout"
 }
 
 func lockWhere(err error) string {
