@@ -166,7 +166,8 @@ func run(rows, clients int, hold time.Duration) error {
 		{"rollback db undo (lock_timeout 2s, the default)", undoWith(2*time.Second, undoWithoutUpdate, 50)},
 		{"rollback db undo (lock_timeout 200ms)", undoWith(200*time.Millisecond, undoWithoutUpdate, 50)},
 		{"psql -f (no lock_timeout)", func(dsn string) error {
-			f := filepath.Join(dir, "undo.sql")
+			f := dir + "-psql-undo.sql"
+			defer os.Remove(f)
 			if err := os.WriteFile(f, []byte(undoWithoutUpdate), 0o644); err != nil {
 				return err
 			}
