@@ -131,14 +131,8 @@ func TestFailingStatementLeavesEverythingUntouched(t *testing.T) {
 	conn, _ := newDB(t)
 	files := seedFiles()
 	files["rollback/V1_2_0__Undo__add_transaction_category.sql"] = "ALTER TABLE transactions DROP COLUMN category;\nALTER TABLE transactions DROP COLUMN no_such_column;\n"
-	dir := writeFiles(t, files)
-	src, _ := LoadDir(dir)
-	flywayApply(t, conn, src, "1.2.0")
-	p, err := loadPlan(t, conn, dir, Flyway, "1.1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = Undo(ctx, conn, p, opts())
+	p := applyAndPlan(t, conn, files)
+	_, err := Undo(ctx, conn, p, opts())
 	if err == nil || !strings.Contains(err.Error(), "V1_2_0__Undo__add_transaction_category.sql:2") || !strings.Contains(err.Error(), "rolled back") {
 		t.Fatalf("got %v, want the failing file:line and that it was rolled back", err)
 	}
@@ -153,13 +147,7 @@ func TestFailingStatementLeavesEverythingUntouched(t *testing.T) {
 func TestLockContention(t *testing.T) {
 	ctx := context.Background()
 	conn, dsn := newDB(t)
-	dir := writeFiles(t, seedFiles())
-	src, _ := LoadDir(dir)
-	flywayApply(t, conn, src, "1.2.0")
-	p, err := loadPlan(t, conn, dir, Flyway, "1.1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := applyAndPlan(t, conn, seedFiles())
 	// A long transaction holds a lock on the table.
 	holder := connect(t, dsn)
 	tx, err := holder.Begin(ctx)
@@ -227,13 +215,7 @@ func TestLockContention(t *testing.T) {
 func TestAdvisoryLockHeldRefuses(t *testing.T) {
 	ctx := context.Background()
 	conn, dsn := newDB(t)
-	dir := writeFiles(t, seedFiles())
-	src, _ := LoadDir(dir)
-	flywayApply(t, conn, src, "1.2.0")
-	p, err := loadPlan(t, conn, dir, Flyway, "1.1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := applyAndPlan(t, conn, seedFiles())
 	other := connect(t, dsn)
 	var db string
 	_ = other.QueryRow(ctx, `SELECT current_database()`).Scan(&db)
@@ -253,13 +235,7 @@ func TestNonTransactionalStatementRunsAloneAndRerunsSafely(t *testing.T) {
 	conn, _ := newDB(t)
 	files := seedFiles()
 	files["rollback/V1_2_0__Undo__add_transaction_category.sql"] = "DROP INDEX CONCURRENTLY transactions_category_idx;\nALTER TABLE transactions DROP COLUMN IF EXISTS category;\n"
-	dir := writeFiles(t, files)
-	src, _ := LoadDir(dir)
-	flywayApply(t, conn, src, "1.2.0")
-	p, err := loadPlan(t, conn, dir, Flyway, "1.1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := applyAndPlan(t, conn, files)
 	desc, _ := p.Describe(opts())
 	if !strings.Contains(desc, "DROP INDEX CONCURRENTLY IF EXISTS transactions_category_idx") || !strings.Contains(desc, "cannot run in a transaction") {
 		t.Errorf("description should warn and guard:\n%s", desc)
@@ -378,4 +354,21 @@ func TestGolangMigrateLayout(t *testing.T) {
 	if _, err := loadPlan(t, conn, dir, GolangMigrate, ""); !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "dirty") {
 		t.Errorf("dirty: got %v", err)
 	}
+}
+
+// applyAndPlan applies files up to 1.2.0 the way Flyway does and plans the
+// undo back to 1.1.0.
+func applyAndPlan(t *testing.T, conn DB, files map[string]string) *Plan {
+	t.Helper()
+	dir := writeFiles(t, files)
+	src, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flywayApply(t, conn, src, "1.2.0")
+	p, err := loadPlan(t, conn, dir, Flyway, "1.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
