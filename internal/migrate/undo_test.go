@@ -372,3 +372,19 @@ func applyAndPlan(t *testing.T, conn DB, files map[string]string) *Plan {
 	}
 	return p
 }
+
+func TestSnapshotFailureIsReported(t *testing.T) {
+	conn, _ := newDB(t)
+	p := applyAndPlan(t, conn, seedFiles())
+	dir := t.TempDir()
+	_, err := TakeSnapshot(context.Background(), pg.DSN("no_such_database"), p, SnapshotTables, dir, time.Now())
+	if !errors.Is(err, ErrSnapshot) || !strings.Contains(err.Error(), "pg_dump") {
+		t.Fatalf("got %v, want ErrSnapshot from pg_dump", err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("a failed snapshot left %d file(s) behind", len(left))
+	}
+	if s, err := TakeSnapshot(context.Background(), pg.DSN("no_such_database"), p, SnapshotNone, dir, time.Now()); s != nil || err != nil {
+		t.Errorf("--snapshot=none: got %v, %v; want nothing done", s, err)
+	}
+}
