@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KWOK_VERSION=v0.7.0
 cache_root="${ROLLBACK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback}"
-key=$(cat sandbox/go.mod sandbox/go.sum $(find sandbox -name '*.go' | LC_ALL=C sort) | sha256sum | cut -c1-16)
+key=$(cat sandbox/go.mod sandbox/go.sum $(find sandbox -name '*.go' ! -name '*_test.go' | LC_ALL=C sort) | sha256sum | cut -c1-16)
 sbx="$cache_root/sandbox-bin/$key"
 kwk="$cache_root/kwok-bin/$KWOK_VERSION"
 mkdir -p bin
