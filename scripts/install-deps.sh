@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what rollback's build, tests and demo need and a fresh machine
-# may lack: Debian's etcd-server (the sandbox's etcd) and PostgreSQL, and
+# may lack: Debian's etcd-server (the sandbox's etcd), PostgreSQL and Prometheus, and
 # checks that kubectl is there. Go modules are fetched by the go command itself.
 set -euo pipefail
 
@@ -11,6 +11,8 @@ command -v git >/dev/null 2>&1 || need+=(git)
 # tests and the postgres user the test server runs as.
 { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; } || need+=(postgresql-15)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
+# Prometheus for the metrics provider's tests.
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
