@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X rollback/internal/cli.Version=$(VERSION)
 GO      ?= go
 
-.PHONY: all build deps test unit e2e demo bench bench-db fuzz lint clean
+.PHONY: all build deps test unit e2e demo bench bench-db bench-canary fuzz lint clean
 
 all: build
 
@@ -40,6 +40,10 @@ bench: deps build
 ## bench-db: down-migration timings and query latency under load (real PostgreSQL)
 bench-db: deps
 	$(GO) run ./bench/dbbench
+
+## bench-canary: time to detect and false rollbacks, sequential test vs Flagger's default
+bench-canary:
+	$(GO) run ./bench/canarybench
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 20s)
 FUZZTIME ?= 20s

@@ -1,0 +1,86 @@
+// Command canarybench compares canary detectors on seeded synthetic request
+// streams: the time to detect a broken canary (median and p95) and the
+// false-rollback rate on healthy canaries, for rollback's sequential test
+// and for Flagger's default analysis (interval 1m, threshold 3, success
+// rate min 99%). It prints a table. Run it with `make bench-canary`.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+
+	"rollback/internal/canary"
+)
+
+func main() {
+	runs := flag.Int("runs", 200, "runs per scenario")
+	rps := flag.Float64("rps", 20, "requests per second to the canary and to the baseline")
+	brokenRate := flag.Float64("broken", 0.05, "error rate of a broken canary")
+	baseRate := flag.Float64("baseline", 0.001, "error rate of the baseline (and of a healthy canary)")
+	healthySecs := flag.Int("healthy-seconds", 3600, "how long each healthy run lasts")
+	flag.Parse()
+
+	base := canary.Stream{RPS: *rps, ErrorRate: *baseRate}
+	broken := canary.Stream{RPS: *rps, ErrorRate: *brokenRate}
+
+	type detector struct {
+		name string
+		new  func() func(c, b canary.Counts) bool
+	}
+	dets := []detector{
+		{"rollback sequential test (ratio 5, α 1e-4, β 0.01, floor 1%)", func() func(c, b canary.Counts) bool {
+			s := &canary.Sequential{}
+			return func(c, b canary.Counts) bool { return s.Observe(c, b).Breach }
+		}},
+		{"Flagger default (interval 1m, threshold 3, success ≥ 99%)", func() func(c, b canary.Counts) bool {
+			f := &canary.FlaggerDefault{}
+			return func(c, _ canary.Counts) bool { return f.Observe(c) }
+		}},
+	}
+	fmt.Printf("streams: %.0f req/s to the canary and %.0f to the baseline; broken canary %.1f%% errors, baseline and healthy canary %.1f%%; %d runs each\n\n",
+		*rps, *rps, 100**brokenRate, 100**baseRate, *runs)
+	fmt.Printf("%-62s %12s %12s %12s %18s\n", "detector", "median TTD", "p95 TTD", "missed (1h)", "false rollbacks")
+	for _, d := range dets {
+		var ttd []int
+		missed := 0
+		for i := 0; i < *runs; i++ {
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			obs := d.new()
+			got := -1
+			for sec := 1; sec <= 3600; sec++ {
+				if obs(broken.Next(rng), base.Next(rng)) {
+					got = sec
+					break
+				}
+			}
+			if got < 0 {
+				missed++
+				continue
+			}
+			ttd = append(ttd, got)
+		}
+		falses := 0
+		for i := 0; i < *runs; i++ {
+			rng := rand.New(rand.NewPCG(uint64(i), 2))
+			obs := d.new()
+			for sec := 1; sec <= *healthySecs; sec++ {
+				if obs(base.Next(rng), base.Next(rng)) {
+					falses++
+					break
+				}
+			}
+		}
+		sort.Ints(ttd)
+		fmt.Printf("%-62s %11ds %11ds %12d %10d/%d (%d h)\n", d.name, pct(ttd, 0.5), pct(ttd, 0.95), missed, falses, *runs, *healthySecs/3600)
+	}
+}
+
+func pct(xs []int, p float64) int {
+	if len(xs) == 0 {
+		return -1
+	}
+	i := int(p*float64(len(xs)+1)) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}

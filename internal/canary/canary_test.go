@@ -1,0 +1,127 @@
+package canary
+
+import (
+	"context"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"rollback/internal/metrics"
+)
+
+// timeToDetect feeds seconds of canary and baseline traffic to the
+// sequential test and returns the second it breached, or -1.
+func timeToDetect(seed uint64, canary, baseline Stream, limit int) int {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	s := &Sequential{}
+	for sec := 1; sec <= limit; sec++ {
+		if s.Observe(canary.Next(rng), baseline.Next(rng)).Breach {
+			return sec
+		}
+	}
+	return -1
+}
+
+func TestSequentialCatchesABrokenCanaryFast(t *testing.T) {
+	broken, base := Stream{RPS: 20, ErrorRate: 0.05}, Stream{RPS: 20, ErrorRate: 0.001}
+	for seed := uint64(1); seed <= 50; seed++ {
+		if got := timeToDetect(seed, broken, base, 600); got < 0 || got > 120 {
+			t.Errorf("seed %d: a 5%% canary against a 0.1%% baseline detected at %ds, want within 2 minutes", seed, got)
+		}
+	}
+}
+
+func TestSequentialLeavesAHealthyCanaryAlone(t *testing.T) {
+	healthy := Stream{RPS: 20, ErrorRate: 0.001}
+	for seed := uint64(1); seed <= 30; seed++ {
+		if got := timeToDetect(seed, healthy, healthy, 3600); got >= 0 {
+			t.Errorf("seed %d: a healthy canary was flagged at %ds", seed, got)
+		}
+	}
+}
+
+func TestSequentialNeedsTheAbsoluteFloor(t *testing.T) {
+	// 0.5% against a perfect baseline is relatively worse but under 1%.
+	if got := timeToDetect(3, Stream{RPS: 20, ErrorRate: 0.005}, Stream{RPS: 20, ErrorRate: 0}, 1800); got >= 0 {
+		t.Errorf("flagged at %ds below the 1%% floor", got)
+	}
+}
+
+func TestSequentialIgnoresEmptyIntervals(t *testing.T) {
+	s := &Sequential{}
+	if v := s.Observe(Counts{}, Counts{Requests: 10}); v.Breach || v.LLR != 0 {
+		t.Errorf("no canary traffic moved the test: %+v", v)
+	}
+}
+
+func TestFlaggerDefault(t *testing.T) {
+	f := &FlaggerDefault{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	broken := Stream{RPS: 20, ErrorRate: 0.05}
+	sec := 0
+	for sec = 1; sec <= 600; sec++ {
+		if f.Observe(broken.Next(rng)) {
+			break
+		}
+	}
+	if sec != 180 {
+		t.Errorf("Flagger's default (1m interval, threshold 3) rolled back at %ds, want 180s", sec)
+	}
+}
+
+// fakeProvider answers queries from a map; missing queries have no data.
+type fakeProvider map[string]float64
+
+func (f fakeProvider) Query(_ context.Context, q string, _ time.Time) (float64, error) {
+	v, ok := f[q]
+	if !ok {
+		return 0, metrics.ErrNoData
+	}
+	return v, nil
+}
+
+func (f fakeProvider) QueryRange(context.Context, string, time.Time, time.Time, time.Duration) ([]metrics.Sample, error) {
+	return nil, metrics.ErrNoData
+}
+
+var _ metrics.Provider = fakeProvider(nil)
+
+func TestAnalyzerThresholds(t *testing.T) {
+	a := SeedAnalysis(`app="transaction-service"`)
+	sr, lat := a.Checks[0].Query, a.Checks[1].Query
+	ctx := context.Background()
+	z := &Analyzer{A: a, P: fakeProvider{sr: 99.5, lat: 120}}
+	if r, _ := z.Evaluate(ctx, time.Now()); r.Rollback || r.Failed != 0 {
+		t.Fatalf("healthy: %+v", r)
+	}
+	z.P = fakeProvider{sr: 97, lat: 120}
+	for i := 1; i <= 3; i++ {
+		r, err := z.Evaluate(ctx, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Rollback != (i == 3) {
+			t.Errorf("evaluation %d: rollback %v, want %v (threshold 3)", i, r.Rollback, i == 3)
+		}
+		if i == 3 && !strings.Contains(r.Reason, "3 failed checks") {
+			t.Errorf("reason %q", r.Reason)
+		}
+	}
+	// p99 latency over 500ms fails too.
+	z = &Analyzer{A: a, P: fakeProvider{sr: 100, lat: 750}}
+	r, _ := z.Evaluate(ctx, time.Now())
+	if r.Values[1].Passed || !strings.Contains(r.Values[1].Message, "above the maximum 500") {
+		t.Errorf("latency check: %+v", r.Values[1])
+	}
+	// No data is inconclusive, never healthy.
+	z = &Analyzer{A: a, P: fakeProvider{}}
+	r, _ = z.Evaluate(ctx, time.Now())
+	if r.Inconclusive != 2 || r.Values[0].Passed {
+		t.Errorf("no data: %+v", r)
+	}
+	r, _ = z.Evaluate(ctx, time.Now())
+	if !r.Rollback || !strings.Contains(r.Reason, "inconclusive") {
+		t.Errorf("inconclusive limit: %+v", r)
+	}
+}

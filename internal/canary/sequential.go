@@ -1,0 +1,92 @@
+package canary
+
+import (
+	"fmt"
+	"math"
+)
+
+// Counts are the requests and errors one side served in one interval.
+type Counts struct {
+	Requests, Errors float64
+}
+
+// Sequential is a sequential probability ratio test (Wald) on the errors
+// of canary and baseline. Conditioned on the total number of errors in an
+// interval, the canary's share of them is binomial: under H0 (the canary
+// is as good as the baseline) with p0 = its share of the traffic; under H1
+// (the canary's error rate is Ratio times the baseline's) with
+// p1 = Ratio·n_c / (Ratio·n_c + n_b). Each error moves the log-likelihood
+// ratio; crossing log((1-β)/α) means breach, crossing log(β/(1-α)) accepts
+// H0 and the test starts over, so a long healthy canary keeps being
+// watched. Traffic changes between intervals are handled because p0 and p1
+// are recomputed per interval.
+type Sequential struct {
+	Ratio float64 // error-rate ratio to detect (default 5)
+	Alpha float64 // false breach probability per test (default 1e-4)
+	Beta  float64 // missed breach probability (default 0.01)
+	// MinErrorRate: a breach also needs the canary's observed error rate
+	// over the current test to reach this (default 0.01, the runbook's 1%),
+	// so a canary at 0.3% against a perfect baseline is not rolled back.
+	MinErrorRate float64
+
+	llr        float64
+	reqs, errs float64
+}
+
+// Verdict of one step of the test.
+type Verdict struct {
+	Breach bool    `json:"breach"`
+	LLR    float64 `json:"llr"`
+	Upper  float64 `json:"upper"`
+	Lower  float64 `json:"lower"`
+	Reason string  `json:"reason,omitempty"`
+}
+
+func (s *Sequential) defaults() (ratio, alpha, beta, minRate float64) {
+	ratio, alpha, beta, minRate = s.Ratio, s.Alpha, s.Beta, s.MinErrorRate
+	if ratio <= 1 {
+		ratio = 5
+	}
+	if alpha <= 0 {
+		alpha = 1e-4
+	}
+	if beta <= 0 {
+		beta = 0.01
+	}
+	if minRate <= 0 {
+		minRate = 0.01
+	}
+	return
+}
+
+// Observe adds one interval's counts and returns the test's verdict.
+func (s *Sequential) Observe(canary, baseline Counts) Verdict {
+	ratio, alpha, beta, minRate := s.defaults()
+	upper, lower := math.Log((1-beta)/alpha), math.Log(beta/(1-alpha))
+	v := Verdict{Upper: upper, Lower: lower}
+	if canary.Requests <= 0 || baseline.Requests <= 0 {
+		v.LLR = s.llr
+		return v
+	}
+	p0 := canary.Requests / (canary.Requests + baseline.Requests)
+	p1 := ratio * canary.Requests / (ratio*canary.Requests + baseline.Requests)
+	s.llr += canary.Errors*math.Log(p1/p0) + baseline.Errors*math.Log((1-p1)/(1-p0))
+	s.reqs += canary.Requests
+	s.errs += canary.Errors
+	v.LLR = s.llr
+	rate := s.errs / s.reqs
+	switch {
+	case s.llr >= upper && rate >= minRate:
+		v.Breach = true
+		v.Reason = fmt.Sprintf("canary error rate %.2f%% is at least %.0fx the baseline's (sequential test: log-likelihood ratio %.1f ≥ %.1f, α=%g)", 100*rate, ratio, s.llr, upper, alpha)
+	case s.llr <= lower:
+		s.reset() // healthy so far: accept H0 and keep watching
+	case s.llr >= upper:
+		// Relatively worse but under the absolute floor: keep the
+		// evidence from running away.
+		s.llr = upper
+	}
+	return v
+}
+
+func (s *Sequential) reset() { s.llr, s.reqs, s.errs = 0, 0, 0 }
