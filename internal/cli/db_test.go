@@ -39,15 +39,16 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, s
 	return code, out.String(), errOut.String()
 }
 
-func TestDBCommandsOnTheSeedExample(t *testing.T) {
+// seedDB creates a database at Flyway version 1.1.0 with the runbook's
+// migrations in a directory; apply(rank, version, file) applies one more.
+func seedDB(t *testing.T, name string) (dsn, dir string, conn *pgx.Conn, apply func(int, string, string)) {
+	t.Helper()
 	ctx := context.Background()
-	dsn, err := pg.CreateDB(ctx, "cli_seed")
+	dsn, err := pg.CreateDB(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A password in the DSN must never be printed.
-	secretDSN := strings.Replace(dsn, "postgres@", "postgres:s3cr3t-pw@", 1)
-	dir := t.TempDir()
+	dir = t.TempDir()
 	files := map[string]string{
 		"V1_1_0__create_transactions.sql":      "CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric NOT NULL);\n",
 		"V1_2_0__add_transaction_category.sql": "ALTER TABLE transactions ADD COLUMN category text;\n",
@@ -61,12 +62,12 @@ func TestDBCommandsOnTheSeedExample(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err = pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	apply := func(rank int, version, file string) {
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	apply = func(rank int, version, file string) {
 		b, _ := os.ReadFile(filepath.Join(dir, file))
 		if _, err := conn.Exec(ctx, string(b)); err != nil {
 			t.Fatal(err)
@@ -82,6 +83,14 @@ func TestDBCommandsOnTheSeedExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	apply(1, "1.1.0", "V1_1_0__create_transactions.sql")
+	return dsn, dir, conn, apply
+}
+
+func TestDBCommandsOnTheSeedExample(t *testing.T) {
+	ctx := context.Background()
+	dsn, dir, conn, apply := seedDB(t, "cli_seed")
+	// A password in the DSN must never be printed.
+	secretDSN := strings.Replace(dsn, "postgres@", "postgres:s3cr3t-pw@", 1)
 	env := map[string]string{"ROLLBACK_DB_DSN": secretDSN, "XDG_STATE_HOME": t.TempDir()}
 
 	if code, out, _ := runCLI(t, env, "db", "record", "--dir", dir, "--release", "v1.2.0"); code != 0 || !strings.Contains(out, "Recorded release v1.2.0: version 1.1.0") {

@@ -84,6 +84,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newRunCmd(f),
 		newMarkCmd(f),
 		newDBCmd(f),
+		newDecideCmd(f),
 		newVersionCmd(f),
 	)
 	return root

@@ -77,10 +77,10 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 		}
 	}
 	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" || strings.Trim(u.Path, "/") == "" {
+	dbName := DatabaseName(dsn)
+	if err != nil || u.Scheme == "" || dbName == "" {
 		return nil, fmt.Errorf("drill needs a URL DSN with a database name (postgres://user@host:port/db), got %q", SafeDSN(dsn))
 	}
-	dbName := strings.Trim(u.Path, "/")
 	clone := fmt.Sprintf("%s_drill_%d", dbName, start.Unix())
 	if len(clone) > 63 {
 		clone = clone[len(clone)-63:]
@@ -335,6 +335,15 @@ func dumpRestore(ctx context.Context, ac *pgx.Conn, dsn, clone, cloneDSN string)
 		return fmt.Errorf("clone with pg_restore: %v: %s", err, redact(string(out), dsn))
 	}
 	return nil
+}
+
+// DatabaseName is the database a URL DSN names ("" when it names none).
+func DatabaseName(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return ""
+	}
+	return strings.Trim(u.Path, "/")
 }
 
 func hashString(s string) string {

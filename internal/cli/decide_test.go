@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestDecideWithOverrides(t *testing.T) {
+	env := map[string]string{}
+	code, out, _ := runCLI(t, env, "decide", "transaction-service", "--severity", "P1", "--migration-ran=false", "--api-adopted=false")
+	if code != 0 || !strings.Contains(out, "ROLL BACK") || !strings.Contains(out, "[override]") || !strings.Contains(out, "--migration-ran=false") {
+		t.Errorf("exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, env, "decide", "transaction-service", "--severity", "P1", "--hotfix-eta", "10m")
+	if code != 0 || !strings.Contains(out, "ROLL FORWARD") || !strings.Contains(out, "ETA 10m0s") {
+		t.Errorf("exit %d\n%s", code, out)
+	}
+	code, out, _ = runCLI(t, env, "decide", "transaction-service", "--severity", "P3")
+	if code != 0 || !strings.Contains(out, "NO ACTION") {
+		t.Errorf("exit %d\n%s", code, out)
+	}
+	for _, args := range [][]string{
+		{"decide", "transaction-service"},
+		{"decide", "transaction-service", "--severity", "P7"},
+		{"decide", "transaction-service", "--severity", "P1", "--api-adopted=maybe"},
+		{"decide", "transaction-service", "--severity", "P1", "--error-rate-query", "x"},
+	} {
+		if code, _, _ := runCLI(t, env, args...); code != ExitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, ExitUsage)
+		}
+	}
+}
+
+func TestDecideFromTheDatabase(t *testing.T) {
+	dsn, dir, _, apply := seedDB(t, "cli_decide")
+	env := map[string]string{"ROLLBACK_DB_DSN": dsn, "XDG_STATE_HOME": t.TempDir()}
+	if code, _, errOut := runCLI(t, env, "db", "record", "--dir", dir, "--release", "v1.2.0"); code != 0 {
+		t.Fatal(errOut)
+	}
+	decideJSON := func() (string, map[string]any) {
+		code, out, errOut := runCLI(t, env, "decide", "transaction-service", "--severity", "P1", "--dir", dir, "--release", "v1.2.0", "--api-adopted=false", "-o", "json")
+		if code != 0 {
+			t.Fatalf("decide: %d %s", code, errOut)
+		}
+		var v struct {
+			Facts    map[string]any `json:"facts"`
+			Decision struct {
+				Action string `json:"action"`
+			} `json:"decision"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v.Decision.Action, v.Facts
+	}
+	// Before the migration: it has not run, roll back immediately.
+	if a, facts := decideJSON(); a != "roll-back" || facts["migrationRan"].(map[string]any)["source"] != "measured" {
+		t.Errorf("before migrating: %s %v", a, facts["migrationRan"])
+	}
+	apply(2, "1.2.0", "V1_2_0__add_transaction_category.sql")
+	// Ran, undo present but never drilled: not safe.
+	a, facts := decideJSON()
+	if a != "roll-forward-only-option" || !strings.Contains(facts["canDownMigrate"].(map[string]any)["evidence"].(string), "has not passed a drill") {
+		t.Errorf("undrilled: %s %v", a, facts["canDownMigrate"])
+	}
+	if code, _, errOut := runCLI(t, env, "db", "drill", "--dir", dir); code != 0 {
+		t.Fatalf("drill: %s", errOut)
+	}
+	if a, facts := decideJSON(); a != "roll-back-with-down-migration" {
+		t.Errorf("after a passing drill: %s %v", a, facts["canDownMigrate"])
+	}
+}
