@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$PWD/bin"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/rollback-demo.XXXXXX")
+pids=()
 cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   "$bin/rollback-sandbox" down --dir "$dir" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
@@ -24,12 +27,41 @@ kubectl create namespace payments
 kubectl apply -f examples/transaction-service.yaml
 kubectl -n payments rollout status deployment/transaction-service --timeout=2m
 
+free_port() { # first free loopback port from $1
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+svc_port=$(free_port 18080)
+"$bin/rollback-sandbox" demo-service --dir "$dir" -n payments --deployment transaction-service \
+  --listen "127.0.0.1:$svc_port" --broken v1.2.0 --rps 40 > "$dir/demo-service.log" 2>&1 &
+pids+=($!)
+prom_port=$(free_port 19090)
+cat > "$dir/prometheus.yml" <<EOP
+global: {scrape_interval: 2s, evaluation_interval: 2s}
+scrape_configs:
+  - job_name: transaction-service
+    static_configs: [{targets: ['127.0.0.1:$svc_port']}]
+EOP
+prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/prom" \
+  --web.listen-address="127.0.0.1:$prom_port" > "$dir/prometheus.log" 2>&1 &
+pids+=($!)
+export ROLLBACK_PROMETHEUS_URL="http://127.0.0.1:$prom_port"
+err_q='sum(rate(http_requests_total{code=~"5.."}[20s])) / sum(rate(http_requests_total[20s]))'
+echo "demo-service on 127.0.0.1:$svc_port (40 req/s), Prometheus on 127.0.0.1:$prom_port"
+
 say "Releasing v1.2.0 (broken)"
 kubectl -n payments set image deployment/transaction-service transaction-service=registry.local/transaction-service:v1.2.0
 kubectl -n payments annotate deployment/transaction-service kubernetes.io/change-cause="v1.2.0 — current (broken)" --overwrite
 kubectl -n payments rollout status deployment/transaction-service --timeout=2m
 
-say "P1 detected: history before the rollback"
+echo "waiting 25s for the broken version's errors to show in Prometheus..."
+sleep 25
+
+say "P1 detected: decide from live signals"
+rb decide transaction-service --severity P1 --error-rate-query "$err_q" --migration-ran=false --api-adopted=false
+
+say "History before the rollback"
 rb history transaction-service
 rb plan transaction-service
 
@@ -44,6 +76,11 @@ echo "\$ kubectl rollout history deployment/transaction-service -n payments"
 kubectl -n payments rollout history deployment/transaction-service
 echo "\$ kubectl get deployment transaction-service -o jsonpath='{.spec.template.spec.containers[0].image}'"
 kubectl -n payments get deployment transaction-service -o jsonpath='{.spec.template.spec.containers[0].image}'; echo
+
+echo "waiting 25s for the recovery to show in Prometheus..."
+sleep 25
+say "After the rollback: the error rate, measured"
+rb decide transaction-service --severity P3 --error-rate-query "$err_q"
 
 say "A second rollback does not return to the broken v1.2.0"
 rb run transaction-service --yes || echo "(refused, exit $?: there is no older good revision; the broken one is never a target)"

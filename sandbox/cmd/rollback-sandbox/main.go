@@ -7,15 +7,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"rollback/sandbox/internal/cluster"
 	"rollback/sandbox/internal/components"
+	"rollback/sandbox/internal/demo"
 )
 
 func main() {
@@ -120,6 +125,53 @@ Stop it with: rollback-sandbox down --dir %s
 			return cluster.Down(abs, cmd.ErrOrStderr())
 		},
 	}
-	root.AddCommand(up, env, down)
+	root.AddCommand(up, env, down, newDemoServiceCmd(&dir))
 	return root
+}
+
+func newDemoServiceCmd(dir *string) *cobra.Command {
+	var o demo.Options
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "demo-service",
+		Short: "Run the stand-in for transaction-service: behaves as the Ready pods' versions do, exports metrics",
+		Long: `Serve an HTTP API whose answers follow the image versions of the Ready pods
+of a Deployment in the sandbox: a request is served by a random Ready pod, and
+a pod on a --broken version answers --error-rate of requests with 500 and adds
+--extra-latency. Prometheus metrics on /metrics: http_requests_total{code,version}
+and http_request_duration_seconds{version}. With --rps it sends itself load.`,
+		Example: `  rollback-sandbox demo-service --dir /tmp/sbx -n payments --deployment transaction-service \
+    --listen 127.0.0.1:8080 --broken v1.2.0 --rps 20`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			abs, err := filepath.Abs(*dir)
+			if err != nil {
+				return err
+			}
+			rc, err := clientcmd.BuildConfigFromFlags("", cluster.Kubeconfig(abs))
+			if err != nil {
+				return fmt.Errorf("no sandbox kubeconfig in %s (start one with 'rollback-sandbox up --dir %s'): %w", abs, abs, err)
+			}
+			cs, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return err
+			}
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "demo-service listening on http://%s (metrics on /metrics)\n", l.Addr())
+			return demo.New(cs, o).Run(cmd.Context(), l)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&o.Namespace, "namespace", "n", "default", "namespace of the Deployment")
+	fl.StringVar(&o.Deployment, "deployment", "transaction-service", "the Deployment whose pods serve")
+	fl.StringVar(&listen, "listen", "127.0.0.1:0", "address to serve on (loopback)")
+	fl.StringSliceVar(&o.Broken, "broken", []string{"v1.2.0"}, "image tags that misbehave")
+	fl.Float64Var(&o.ErrorRate, "error-rate", 0.05, "share of a broken pod's answers that are 500")
+	fl.DurationVar(&o.ExtraLatency, "extra-latency", 300*time.Millisecond, "latency a broken pod adds")
+	fl.DurationVar(&o.BaseLatency, "base-latency", 10*time.Millisecond, "latency of a healthy answer (plus up to as much again)")
+	fl.Float64Var(&o.RPS, "rps", 0, "requests per second to send to itself (0: none)")
+	return cmd
 }
