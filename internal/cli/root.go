@@ -85,6 +85,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newMarkCmd(f),
 		newDBCmd(f),
 		newDecideCmd(f),
+		newVerifyCmd(f),
 		newVersionCmd(f),
 	)
 	return root

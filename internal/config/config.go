@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -32,6 +33,29 @@ type Config struct {
 // Service is one deployable service.
 type Service struct {
 	Kubernetes Kubernetes `yaml:"kubernetes" json:"kubernetes"`
+	Verify     *Verify    `yaml:"verify,omitempty" json:"verify,omitempty"`
+}
+
+// Verify says how to tell that a rollback worked (runbook Step 4).
+type Verify struct {
+	Prometheus     string        `yaml:"prometheus,omitempty" json:"prometheus,omitempty"`
+	ErrorRateQuery string        `yaml:"errorRateQuery,omitempty" json:"errorRateQuery,omitempty"`
+	MaxErrorRate   float64       `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
+	LatencyQuery   string        `yaml:"latencyQuery,omitempty" json:"latencyQuery,omitempty"`
+	MaxLatency     time.Duration `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
+	Within         time.Duration `yaml:"within,omitempty" json:"within,omitempty"`
+	Smoke          []Smoke       `yaml:"smoke,omitempty" json:"smoke,omitempty"`
+}
+
+// Smoke is one HTTP smoke check against the rolled-back version.
+type Smoke struct {
+	Name         string            `yaml:"name" json:"name"`
+	Method       string            `yaml:"method,omitempty" json:"method,omitempty"`
+	URL          string            `yaml:"url" json:"url"`
+	Headers      map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+	ExpectStatus int               `yaml:"expectStatus,omitempty" json:"expectStatus,omitempty"`
+	ExpectBody   string            `yaml:"expectBody,omitempty" json:"expectBody,omitempty"`
+	MaxLatency   time.Duration     `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
 }
 
 // Kubernetes says where a service's workload runs.

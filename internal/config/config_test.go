@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseValid(t *testing.T) {
@@ -19,6 +20,18 @@ services:
   ledger:
     kubernetes:
       name: ledger-api
+    verify:
+      prometheus: http://127.0.0.1:9090
+      errorRateQuery: sum(rate(x[1m]))
+      maxErrorRate: 0.001
+      within: 5m
+      maxLatency: 500ms
+      smoke:
+        - name: health
+          url: http://127.0.0.1:8080/
+          headers: {Authorization: "Bearer ${INFLIGHT_API_KEY}"}
+          expectStatus: 200
+          maxLatency: 1s
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +42,11 @@ services:
 	}
 	if got := cfg.Services["ledger"].Kubernetes.Name; got != "ledger-api" {
 		t.Errorf("ledger name = %q, want ledger-api", got)
+	}
+	vf := cfg.Services["ledger"].Verify
+	if vf == nil || vf.MaxErrorRate != 0.001 || vf.Within != 5*time.Minute || vf.MaxLatency != 500*time.Millisecond ||
+		len(vf.Smoke) != 1 || vf.Smoke[0].Headers["Authorization"] != "Bearer ${INFLIGHT_API_KEY}" || vf.Smoke[0].MaxLatency != time.Second {
+		t.Errorf("verify = %+v", vf)
 	}
 	if got := strings.Join(cfg.ServiceNames(), ","); got != "ledger,transaction-service" {
 		t.Errorf("ServiceNames = %s", got)
@@ -56,6 +74,14 @@ func TestParseErrors(t *testing.T) {
 		{"missing kubernetes", "apiVersion: rollback/v1\nservices:\n  api: {}\n", []string{"services.api.kubernetes: missing"}},
 		{"list instead of map", "apiVersion: rollback/v1\nservices:\n  - api\n", []string{"rollback.yaml:3: services: expected a mapping"}},
 		{"number not string", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      name: [a]\n", []string{"services.api.kubernetes.name: expected a string"}},
+		{"bad verify duration", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    verify:\n      within: five minutes\n",
+			[]string{"rollback.yaml:6: services.api.verify.within", "not a positive duration"}},
+		{"bad error rate", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    verify:\n      maxErrorRate: 5\n",
+			[]string{"services.api.verify.maxErrorRate", "fraction between 0 and 1"}},
+		{"smoke without url", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    verify:\n      smoke:\n        - name: x\n",
+			[]string{"rollback.yaml:7: services.api.verify.smoke[0]", "needs a name and a url"}},
+		{"smoke bad status", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    verify:\n      smoke:\n        - {name: x, url: 'http://a/', expectStatus: 9000}\n",
+			[]string{"services.api.verify.smoke[0].expectStatus", "HTTP status code"}},
 		{"duplicate key", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      name: a\n      name: b\n", []string{"rollback.yaml:"}},
 	}
 	for _, tt := range tests {

@@ -45,4 +45,6 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("root", reflect.TypeOf(Config{}), s.Properties)
 	check("service", reflect.TypeOf(Service{}), s.Defs["service"].Properties)
 	check("kubernetes", reflect.TypeOf(Kubernetes{}), s.Defs["kubernetes"].Properties)
+	check("verify", reflect.TypeOf(Verify{}), s.Defs["verify"].Properties)
+	check("smoke", reflect.TypeOf(Smoke{}), s.Defs["smoke"].Properties)
 }

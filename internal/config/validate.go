@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -109,8 +110,14 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 			v.add(k, path, "service name must be a DNS label (lowercase letters, digits and '-', at most 63 characters)")
 		}
 		svc := &Service{}
-		v.fields(val, path, []string{"kubernetes"}, func(key string, kn *yaml.Node) {
-			svc.Kubernetes = v.kubernetes(kn, path+".kubernetes", k.Value)
+		svc.Kubernetes = Kubernetes{Kind: "Deployment", Name: k.Value}
+		v.fields(val, path, []string{"kubernetes", "verify"}, func(key string, kn *yaml.Node) {
+			switch key {
+			case "kubernetes":
+				svc.Kubernetes = v.kubernetes(kn, path+".kubernetes", k.Value)
+			case "verify":
+				svc.Verify = v.verify(kn, path+".verify")
+			}
 		})
 		if val.Kind == yaml.MappingNode && !v.has(val, "kubernetes") {
 			v.add(val, path+".kubernetes", "missing; expected the service's kind, name and namespace")
@@ -179,4 +186,93 @@ func contains(xs []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func (v *validator) duration(n *yaml.Node, path string) time.Duration {
+	s, ok := v.str(n, path)
+	if !ok {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		v.add(n, path, "%q is not a positive duration; expected e.g. 500ms, 30s or 5m", s)
+		return 0
+	}
+	return d
+}
+
+func (v *validator) verify(n *yaml.Node, path string) *Verify {
+	out := &Verify{}
+	v.fields(n, path, []string{"prometheus", "errorRateQuery", "maxErrorRate", "latencyQuery", "maxLatency", "within", "smoke"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "prometheus":
+			if s, ok := v.str(val, fp); ok {
+				if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+					v.add(val, fp, "%q is not a URL; expected http://host:9090", s)
+				}
+				out.Prometheus = s
+			}
+		case "errorRateQuery":
+			out.ErrorRateQuery, _ = v.str(val, fp)
+		case "latencyQuery":
+			out.LatencyQuery, _ = v.str(val, fp)
+		case "maxErrorRate":
+			var f float64
+			if err := val.Decode(&f); err != nil || f < 0 || f > 1 {
+				v.add(val, fp, "expected a fraction between 0 and 1 (0.001 is 0.1%%), got %s", kindName(val))
+				return
+			}
+			out.MaxErrorRate = f
+		case "maxLatency":
+			out.MaxLatency = v.duration(val, fp)
+		case "within":
+			out.Within = v.duration(val, fp)
+		case "smoke":
+			if val.Kind != yaml.SequenceNode {
+				v.add(val, fp, "expected a list of checks, got %s", kindName(val))
+				return
+			}
+			for i, item := range val.Content {
+				out.Smoke = append(out.Smoke, v.smoke(item, fmt.Sprintf("%s[%d]", fp, i)))
+			}
+		}
+	})
+	return out
+}
+
+func (v *validator) smoke(n *yaml.Node, path string) Smoke {
+	s := Smoke{}
+	v.fields(n, path, []string{"name", "method", "url", "headers", "expectStatus", "expectBody", "maxLatency"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "name":
+			s.Name, _ = v.str(val, fp)
+		case "method":
+			s.Method, _ = v.str(val, fp)
+		case "url":
+			if u, ok := v.str(val, fp); ok {
+				if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+					v.add(val, fp, "%q is not an http(s) URL", u)
+				}
+				s.URL = u
+			}
+		case "headers":
+			if err := val.Decode(&s.Headers); err != nil {
+				v.add(val, fp, "expected a mapping of header name to value")
+			}
+		case "expectStatus":
+			if err := val.Decode(&s.ExpectStatus); err != nil || s.ExpectStatus < 100 || s.ExpectStatus > 599 {
+				v.add(val, fp, "expected an HTTP status code (100-599)")
+			}
+		case "expectBody":
+			s.ExpectBody, _ = v.str(val, fp)
+		case "maxLatency":
+			s.MaxLatency = v.duration(val, fp)
+		}
+	})
+	if n.Kind == yaml.MappingNode && (s.Name == "" || s.URL == "") {
+		v.add(n, path, "a smoke check needs a name and a url")
+	}
+	return s
 }

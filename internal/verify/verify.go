@@ -1,0 +1,224 @@
+// Package verify measures whether a rollback worked, as the runbook's
+// Step 4 says: pod health, smoke tests against the rolled-back version, and
+// the error rate and latency recovered in the metrics. Every check reports
+// the value it measured; nothing is assumed.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"rollback/internal/kube"
+	"rollback/internal/metrics"
+)
+
+// Result is one check's verdict with what it measured.
+type Result struct {
+	Check    string `json:"check"`
+	Passed   bool   `json:"passed"`
+	Measured string `json:"measured"`
+	Message  string `json:"message,omitempty"`
+}
+
+// Pods checks that every pod of the Deployment is Ready and runs the
+// Deployment's image(s), that there are as many as desired, and that
+// restart counts do not climb over settle.
+func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, settle time.Duration) (Result, error) {
+	r := Result{Check: "pod-health"}
+	d, err := cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return r, err
+	}
+	want := images(d.Spec.Template.Spec.Containers)
+	sample := func() (ready, total int, restarts int32, bad []string, err error) {
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil {
+			return 0, 0, 0, nil, err
+		}
+		pods, err := cs.CoreV1().Pods(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		if err != nil {
+			return 0, 0, 0, nil, err
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			total++
+			if isReady(&p) {
+				ready++
+			}
+			if got := images(p.Spec.Containers); got != want {
+				bad = append(bad, fmt.Sprintf("%s runs %s", p.Name, got))
+			}
+			for _, s := range p.Status.ContainerStatuses {
+				restarts += s.RestartCount
+			}
+		}
+		return ready, total, restarts, bad, nil
+	}
+	ready, total, r0, bad, err := sample()
+	if err != nil {
+		return r, err
+	}
+	select {
+	case <-ctx.Done():
+		return r, ctx.Err()
+	case <-time.After(settle):
+	}
+	ready2, total2, r1, bad2, err := sample()
+	if err != nil {
+		return r, err
+	}
+	desired := int32(1)
+	if d.Spec.Replicas != nil {
+		desired = *d.Spec.Replicas
+	}
+	ready, total, bad = min(ready, ready2), max(total, total2), append(bad, bad2...)
+	r.Measured = fmt.Sprintf("%d/%d ready (desired %d) on %s; restarts %d -> %d over %s", ready, total, desired, want, r0, r1, settle)
+	var problems []string
+	if ready < int(desired) || ready < total {
+		problems = append(problems, "not every pod is Ready")
+	}
+	if len(bad) > 0 {
+		problems = append(problems, "pods on another image: "+strings.Join(bad, "; "))
+	}
+	if r1 > r0 {
+		problems = append(problems, "restarts are climbing")
+	}
+	r.Passed = len(problems) == 0
+	r.Message = strings.Join(problems, "; ")
+	return r, nil
+}
+
+func images(cs []corev1.Container) string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Image)
+	}
+	return strings.Join(out, ",")
+}
+
+func isReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// Smoke is one HTTP check: the runbook's "inflight" tests.
+type Smoke struct {
+	Name         string            `yaml:"name" json:"name"`
+	Method       string            `yaml:"method,omitempty" json:"method,omitempty"`
+	URL          string            `yaml:"url" json:"url"`
+	Headers      map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+	ExpectStatus int               `yaml:"expectStatus,omitempty" json:"expectStatus,omitempty"`
+	ExpectBody   string            `yaml:"expectBody,omitempty" json:"expectBody,omitempty"`
+	MaxLatency   time.Duration     `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
+}
+
+// RunSmoke runs one smoke check. Header values may name environment
+// variables as ${NAME}; their values are never reported.
+func RunSmoke(ctx context.Context, c *http.Client, s Smoke, getenv func(string) string) Result {
+	r := Result{Check: "smoke:" + s.Name}
+	method := s.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.URL, nil)
+	if err != nil {
+		r.Message = err.Error()
+		return r
+	}
+	for k, v := range s.Headers {
+		req.Header.Set(k, os.Expand(v, getenv))
+	}
+	start := time.Now()
+	resp, err := c.Do(req)
+	lat := time.Since(start)
+	if err != nil {
+		r.Measured, r.Message = fmt.Sprintf("no answer after %s", lat.Round(time.Millisecond)), err.Error()
+		return r
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	want := s.ExpectStatus
+	if want == 0 {
+		want = http.StatusOK
+	}
+	r.Measured = fmt.Sprintf("%s %s -> %d in %s", method, s.URL, resp.StatusCode, lat.Round(time.Millisecond))
+	var problems []string
+	if resp.StatusCode != want {
+		problems = append(problems, fmt.Sprintf("status %d, want %d", resp.StatusCode, want))
+	}
+	if s.ExpectBody != "" && !strings.Contains(string(body), s.ExpectBody) {
+		problems = append(problems, fmt.Sprintf("body does not contain %q", s.ExpectBody))
+	}
+	if s.MaxLatency > 0 && lat > s.MaxLatency {
+		problems = append(problems, fmt.Sprintf("latency %s over %s", lat.Round(time.Millisecond), s.MaxLatency))
+	}
+	r.Passed, r.Message = len(problems) == 0, strings.Join(problems, "; ")
+	return r
+}
+
+// Threshold is a metric check: Query's value must be at most Max, and the
+// check passes as soon as it is, within the Within window.
+type Threshold struct {
+	Name   string
+	Query  string
+	Max    float64
+	Unit   func(float64) string
+	Within time.Duration
+	Every  time.Duration
+}
+
+// Metric polls the query until it is at most Max or Within has passed. No
+// data and NaN count as failing, never as healthy.
+func Metric(ctx context.Context, p metrics.Provider, th Threshold, now func() time.Time) (Result, error) {
+	r := Result{Check: th.Name}
+	unit := th.Unit
+	if unit == nil {
+		unit = func(v float64) string { return fmt.Sprintf("%g", v) }
+	}
+	deadline := now().Add(th.Within)
+	every := th.Every
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	for {
+		v, err := p.Query(ctx, th.Query, now())
+		switch {
+		case errors.Is(err, metrics.ErrNoData) || errors.Is(err, metrics.ErrNaN):
+			r.Measured, r.Message = "no data", err.Error()
+		case err != nil:
+			return r, err
+		default:
+			r.Measured = unit(v)
+			if v <= th.Max {
+				r.Passed, r.Message = true, fmt.Sprintf("at most %s", unit(th.Max))
+				return r, nil
+			}
+			r.Message = fmt.Sprintf("over %s", unit(th.Max))
+		}
+		if !now().Add(every).Before(deadline) {
+			r.Message += fmt.Sprintf(" (still, after %s)", th.Within)
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}

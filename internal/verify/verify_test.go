@@ -1,0 +1,136 @@
+package verify
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+
+	"rollback/internal/kube"
+	"rollback/internal/metrics"
+)
+
+func TestSmoke(t *testing.T) {
+	var gotAuth string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotAuth = r.Header.Get("Authorization")
+		if r.URL.Path == "/slow" {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if r.URL.Path == "/down" {
+			w.WriteHeader(500)
+		}
+		w.Write([]byte(`{"version":"v1.1.5"}`))
+	}))
+	defer srv.Close()
+	env := func(k string) string {
+		if k == "INFLIGHT_API_KEY" {
+			return "sekret"
+		}
+		return ""
+	}
+	c := srv.Client()
+	ctx := context.Background()
+	r := RunSmoke(ctx, c, Smoke{Name: "ok", URL: srv.URL + "/", Headers: map[string]string{"Authorization": "Bearer ${INFLIGHT_API_KEY}"}, ExpectBody: "v1.1.5"}, env)
+	if !r.Passed || gotAuth != "Bearer sekret" {
+		t.Errorf("ok: %+v, auth %q", r, gotAuth)
+	}
+	if strings.Contains(r.Measured+r.Message, "sekret") {
+		t.Error("a secret was reported")
+	}
+	if r := RunSmoke(ctx, c, Smoke{Name: "down", URL: srv.URL + "/down"}, env); r.Passed || !strings.Contains(r.Message, "status 500, want 200") {
+		t.Errorf("down: %+v", r)
+	}
+	if r := RunSmoke(ctx, c, Smoke{Name: "body", URL: srv.URL + "/", ExpectBody: "v1.2.0"}, env); r.Passed {
+		t.Errorf("body: %+v", r)
+	}
+	if r := RunSmoke(ctx, c, Smoke{Name: "slow", URL: srv.URL + "/slow", MaxLatency: 10 * time.Millisecond}, env); r.Passed || !strings.Contains(r.Message, "latency") {
+		t.Errorf("slow: %+v", r)
+	}
+	if r := RunSmoke(ctx, c, Smoke{Name: "gone", URL: "http://127.0.0.1:1/"}, env); r.Passed {
+		t.Errorf("unreachable: %+v", r)
+	}
+}
+
+// seq answers successive queries from a list; past its end, no data.
+type seq struct{ vals []float64 }
+
+func (s *seq) Query(context.Context, string, time.Time) (float64, error) {
+	if len(s.vals) == 0 {
+		return 0, metrics.ErrNoData
+	}
+	v := s.vals[0]
+	s.vals = s.vals[1:]
+	return v, nil
+}
+
+func (s *seq) QueryRange(context.Context, string, time.Time, time.Time, time.Duration) ([]metrics.Sample, error) {
+	return nil, metrics.ErrNoData
+}
+
+func TestMetricRecoversWithinWindow(t *testing.T) {
+	ctx := context.Background()
+	th := Threshold{Name: "error-rate", Max: 0.001, Within: time.Second, Every: 10 * time.Millisecond}
+	r, err := Metric(ctx, &seq{vals: []float64{0.05, 0.02, 0.0005}}, th, time.Now)
+	if err != nil || !r.Passed {
+		t.Errorf("recovering: %+v %v", r, err)
+	}
+	r, _ = Metric(ctx, &seq{vals: []float64{0.05, 0.05, 0.05}}, Threshold{Name: "e", Max: 0.001, Within: 50 * time.Millisecond, Every: 10 * time.Millisecond}, time.Now)
+	if r.Passed || !strings.Contains(r.Message, "still, after") {
+		t.Errorf("never recovers: %+v", r)
+	}
+	r, _ = Metric(ctx, &seq{}, Threshold{Name: "e", Max: 1, Within: 30 * time.Millisecond, Every: 10 * time.Millisecond}, time.Now)
+	if r.Passed || r.Measured != "no data" {
+		t.Errorf("no data must fail: %+v", r)
+	}
+}
+
+func TestPods(t *testing.T) {
+	lbl := map[string]string{"app": "a"}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ns"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: lbl},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: "r/a:v1"}}}}}}
+	pod := func(name, img string, ready bool) *corev1.Pod {
+		st := corev1.ConditionTrue
+		if !ready {
+			st = corev1.ConditionFalse
+		}
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: lbl},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: img}}},
+			Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}}}
+	}
+	tgt := kube.Target{Namespace: "ns", Name: "a"}
+	ctx := context.Background()
+	r, err := Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", true)), tgt, time.Millisecond)
+	if err != nil || !r.Passed {
+		t.Errorf("healthy: %+v %v", r, err)
+	}
+	r, _ = Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v2", true)), tgt, time.Millisecond)
+	if r.Passed || !strings.Contains(r.Message, "p2 runs r/a:v2") {
+		t.Errorf("wrong image: %+v", r)
+	}
+	r, _ = Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", false)), tgt, time.Millisecond)
+	if r.Passed || !strings.Contains(r.Message, "not every pod is Ready") {
+		t.Errorf("not ready: %+v", r)
+	}
+	// Restarts climbing between the two samples.
+	cs := fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", true))
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		p := pod("p1", "r/a:v1", true)
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", RestartCount: 3}}
+		_, _ = cs.CoreV1().Pods("ns").UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	}()
+	r, _ = Pods(ctx, cs, tgt, 200*time.Millisecond)
+	if r.Passed || !strings.Contains(r.Message, "restarts are climbing") {
+		t.Errorf("restarts: %+v", r)
+	}
+}
