@@ -29,6 +29,7 @@ import (
 
 var (
 	binDir     string
+	sandboxDir string
 	kubeconfig string
 	cs         kubernetes.Interface
 )
@@ -60,6 +61,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	sandboxDir = dir
 	sbx := filepath.Join(binDir, "rollback-sandbox")
 	up := exec.Command(sbx, "up", "--dir", dir)
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr

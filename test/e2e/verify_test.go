@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"rollback/internal/cli"
+	"rollback/internal/metrics"
+)
+
+// startDemo runs the sandbox's demo service for the namespace's
+// transaction-service with self-load, and a real Prometheus scraping it
+// every second. It returns the service and Prometheus URLs.
+func startDemo(t *testing.T, ns string) (svcURL, promURL string) {
+	t.Helper()
+	prom, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatal("prometheus is not installed (make deps installs it)")
+	}
+	cmd := exec.Command(filepath.Join(binDir, "rollback-sandbox"), "demo-service", "--dir", sandboxDir, "-n", ns,
+		"--deployment", app, "--broken", "v1.2.0", "--error-rate", "0.2", "--rps", "50")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("demo-service: %v", err)
+	}
+	f := strings.Fields(line) // demo-service listening on http://ADDR (metrics on /metrics)
+	svcURL = f[3]
+	dir := t.TempDir()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	cfg := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: ts\n    static_configs: [{targets: ['%s']}]\n", strings.TrimPrefix(svcURL, "http://"))
+	_ = os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
+	p := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Process.Kill(); _ = p.Wait() })
+	return svcURL, "http://" + addr
+}
+
+const errQuery = `sum(rate(http_requests_total{code=~"5.."}[5s])) / sum(rate(http_requests_total[5s]))`
+
+func TestVerifyMeasuresTheRollback(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	svc, prom := startDemo(t, ns)
+	// Wait until Prometheus sees the broken version's errors.
+	p, _ := metrics.NewPrometheus(prom)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		v, err := p.Query(context.Background(), errQuery, time.Now())
+		if err == nil && v > 0.05 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Prometheus never saw the broken version's errors (last %v, %v)", v, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	args := []string{"verify", "deployment/" + app, "-n", ns, "--prometheus", prom, "--error-rate-query", errQuery,
+		"--smoke-url", svc + "/", "--settle", "1s"}
+	r := rollback(t, append(args, "--within", "2s")...)
+	m := regexp.MustCompile(`error-rate\s+FAIL\s+(\d+\.\d+)%`).FindStringSubmatch(r.stdout)
+	if r.code != cli.ExitFailed || m == nil {
+		t.Errorf("verify on the broken version: exit %d (want %d)\n%s", r.code, cli.ExitFailed, r.stdout)
+	} else if v, _ := strconv.ParseFloat(m[1], 64); v < 5 {
+		t.Errorf("measured error rate %s%%, want about 20%% (the broken version's)", m[1])
+	}
+	if r := rollback(t, "run", "deployment/"+app, "-n", ns); r.code != 0 {
+		t.Fatalf("run: %d %s", r.code, r.stderr)
+	}
+	r = rollback(t, append(args, "--within", "60s", "-o", "json")...)
+	if r.code != 0 || !strings.Contains(r.stdout, `"passed": true`) {
+		t.Errorf("verify after the rollback: exit %d\n%s", r.code, r.stdout)
+	}
+	for _, want := range []string{`"check": "pod-health"`, `"check": "smoke:url-1"`, `"check": "error-rate"`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("verify output lacks %s", want)
+		}
+	}
+}
