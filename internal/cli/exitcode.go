@@ -19,6 +19,7 @@ const (
 	ExitTimeout     = 4   // the rollout did not finish within --timeout
 	ExitFailed      = 5   // the rollout failed or the running image is wrong
 	ExitAborted     = 6   // declined at the confirmation prompt
+	ExitRolledBack  = 7   // rollback watch rolled the service back
 	ExitInterrupted = 130 // interrupted (Ctrl-C)
 )
 
@@ -43,6 +44,8 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &ce1), errors.Is(err, config.ErrNotFound):
 		return ExitUsage
+	case errors.Is(err, ErrRolledBack):
+		return ExitRolledBack
 	case errors.Is(err, kube.ErrAborted):
 		return ExitAborted
 	case errors.Is(err, kube.ErrTimeout), errors.Is(err, migrate.ErrLockBudget):

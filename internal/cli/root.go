@@ -86,6 +86,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newDBCmd(f),
 		newDecideCmd(f),
 		newVerifyCmd(f),
+		newWatchCmd(f),
 		newVersionCmd(f),
 	)
 	return root

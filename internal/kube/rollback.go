@@ -56,6 +56,12 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	if now == nil {
 		now = time.Now
 	}
+	if o.DryRun == "" {
+		o.DryRun = DryRunNone
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 5 * time.Minute
+	}
 	start := now()
 	emit := func(step string, ph progress.Phase, msg string, err error) { o.Events.Emit(now(), step, ph, msg, err) }
 	res := &Result{DryRun: o.DryRun}

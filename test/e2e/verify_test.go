@@ -100,3 +100,29 @@ func TestVerifyMeasuresTheRollback(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchRollsBackABrokenRelease(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	_, prom := startDemo(t, ns)
+	r := rollback(t, "watch", "deployment/"+app, "-n", ns, "--prometheus", prom,
+		"--interval", "2s", "--analysis-interval", "4s", "--threshold", "2", "--for", "90s", "-o", "json")
+	if r.code != cli.ExitRolledBack {
+		t.Fatalf("watch: exit %d, want %d (rolled back)\n%s", r.code, cli.ExitRolledBack, r.stderr)
+	}
+	for _, want := range []string{`"breach": true`, `"canaryVersion": "v1.2.0"`, `"baselineVersion": "v1.1.5"`, `"markedBad"`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("outcome lacks %s:\n%s", want, r.stdout)
+		}
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the watch: %s, want %s", got, image("v1.1.5"))
+	}
+	// Watching the restored version finds nothing to roll back.
+	r = rollback(t, "watch", "deployment/"+app, "-n", ns, "--prometheus", prom,
+		"--interval", "2s", "--analysis-interval", "4s", "--threshold", "2", "--for", "12s", "--inconclusive", "100")
+	if r.code != 0 || !strings.Contains(r.stdout, "No breach") {
+		t.Errorf("watch of the healthy version: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
