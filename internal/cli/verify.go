@@ -11,23 +11,26 @@ import (
 	"github.com/spf13/pflag"
 
 	"rollback/internal/config"
+	"rollback/internal/kube"
 	"rollback/internal/metrics"
 	"rollback/internal/verify"
 )
 
 // VerifyOptions are the flags of `rollback verify`.
 type VerifyOptions struct {
-	Service      string
-	PromURL      string
-	ErrorQuery   string
-	MaxErrorRate float64
-	LatencyQuery string
-	MaxLatency   time.Duration
-	Within       time.Duration
-	Settle       time.Duration
-	SmokeURLs    []string
-	Output       string
-	set          map[string]bool
+	Service       string
+	PromURL       string
+	ErrorQuery    string
+	MaxErrorRate  float64
+	LatencyQuery  string
+	MaxLatency    time.Duration
+	LatencyFactor float64
+	BaselineAt    string
+	Within        time.Duration
+	Settle        time.Duration
+	SmokeURLs     []string
+	Output        string
+	set           map[string]bool
 }
 
 func newVerifyCmd(f *Factory) *cobra.Command {
@@ -61,6 +64,8 @@ Exit code 0 when every check passes, 5 when one fails.`,
 	fl.Float64Var(&o.MaxErrorRate, "max-error-rate", 0.001, "largest acceptable error rate (the runbook: < 0.1%)")
 	fl.StringVar(&o.LatencyQuery, "latency-query", "", "PromQL: p99 latency in seconds")
 	fl.DurationVar(&o.MaxLatency, "max-latency", 0, "largest acceptable p99 latency")
+	fl.Float64Var(&o.LatencyFactor, "latency-factor", 0, "largest acceptable p99 latency as a multiple of the pre-release baseline (e.g. 1.5)")
+	fl.StringVar(&o.BaselineAt, "baseline-at", "", "when the pre-release baseline is measured: RFC 3339 time (default: just before the newest revision marked bad was created)")
 	fl.DurationVar(&o.Within, "within", 5*time.Minute, "how long the metrics may take to recover")
 	fl.DurationVar(&o.Settle, "settle", 3*time.Second, "how long to watch restart counts")
 	fl.StringArrayVar(&o.SmokeURLs, "smoke-url", nil, "a GET that must answer 200 (repeatable)")
@@ -126,8 +131,8 @@ func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
 	if (o.ErrorQuery != "" || o.LatencyQuery != "") && o.PromURL == "" {
 		return usagef("metric checks need a Prometheus: --prometheus, the service's verify.prometheus, or $ROLLBACK_PROMETHEUS_URL")
 	}
-	if o.LatencyQuery != "" && o.MaxLatency <= 0 {
-		return usagef("--latency-query needs --max-latency (e.g. 500ms)")
+	if o.LatencyQuery != "" && o.MaxLatency <= 0 && o.LatencyFactor <= 0 {
+		return usagef("--latency-query needs --max-latency (e.g. 500ms) or --latency-factor (e.g. 1.5 times the pre-release baseline)")
 	}
 	view := verifyView{Service: o.Service, Passed: true}
 	add := func(r verify.Result) {
@@ -164,7 +169,24 @@ func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
 			}
 			add(r)
 		}
-		if o.LatencyQuery != "" {
+		if o.LatencyQuery != "" && o.LatencyFactor > 0 {
+			at, err := baselineTime(ctx, w, o.BaselineAt)
+			if err != nil {
+				return err
+			}
+			base, err := p.Query(ctx, o.LatencyQuery, at)
+			if err != nil {
+				add(verify.Result{Check: "p99-latency", Measured: "no baseline", Message: fmt.Sprintf("pre-release baseline at %s: %v", at.UTC().Format(time.RFC3339), err)})
+			} else {
+				limit := time.Duration(base * o.LatencyFactor * float64(time.Second))
+				if o.MaxLatency <= 0 || limit < o.MaxLatency {
+					o.MaxLatency = limit
+				}
+				fmt.Fprintf(f.IO.ErrOut, "p99 latency baseline %s at %s; limit %.3gx = %s\n",
+					time.Duration(base*float64(time.Second)).Round(time.Millisecond), at.UTC().Format(time.RFC3339), o.LatencyFactor, o.MaxLatency.Round(time.Millisecond))
+			}
+		}
+		if o.LatencyQuery != "" && o.MaxLatency > 0 {
 			r, err := verify.Metric(ctx, p, verify.Threshold{Name: "p99-latency", Query: o.LatencyQuery, Max: o.MaxLatency.Seconds(), Within: o.Within,
 				Unit: func(v float64) string {
 					return time.Duration(v * float64(time.Second)).Round(time.Millisecond).String()
@@ -195,4 +217,30 @@ func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
 		return fmt.Errorf("%w: see the failing checks above", ErrVerifyFailed)
 	}
 	return nil
+}
+
+// baselineTime is when the pre-release latency is measured: --baseline-at,
+// or just before the newest revision marked bad was created.
+func baselineTime(ctx context.Context, w *Workload, flag string) (time.Time, error) {
+	if flag != "" {
+		t, err := time.Parse(time.RFC3339, flag)
+		if err != nil {
+			return t, usagef("--baseline-at: want an RFC 3339 time such as 2026-11-26T03:00:00Z, got %q", flag)
+		}
+		return t, nil
+	}
+	h, err := kube.GetHistory(ctx, w.Client, w.Target)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var bad *kube.Revision
+	for i := range h.Revisions {
+		if r := &h.Revisions[i]; r.Health == kube.Bad && (bad == nil || r.Created.After(bad.Created)) {
+			bad = r
+		}
+	}
+	if bad == nil {
+		return time.Time{}, usagef("--latency-factor needs a pre-release baseline: no revision is marked bad, so pass --baseline-at")
+	}
+	return bad.Created.Add(-time.Second), nil
 }

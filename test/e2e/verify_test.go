@@ -60,24 +60,36 @@ func startDemo(t *testing.T, ns string) (svcURL, promURL string) {
 
 const errQuery = `sum(rate(http_requests_total{code=~"5.."}[5s])) / sum(rate(http_requests_total[5s]))`
 
-func TestVerifyMeasuresTheRollback(t *testing.T) {
-	t.Parallel()
-	ns := namespace(t)
-	deploy(t, ns, "v1.1.5", "v1.2.0")
-	svc, prom := startDemo(t, ns)
-	// Wait until Prometheus sees the broken version's errors.
-	p, _ := metrics.NewPrometheus(prom)
+const latQuery = `histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[5s])))`
+
+// waitFor polls a Prometheus query until ok(value) or a minute passes.
+func waitForQuery(t *testing.T, p *metrics.Prometheus, q string, ok func(float64) bool, what string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		v, err := p.Query(context.Background(), errQuery, time.Now())
-		if err == nil && v > 0.05 {
-			break
+		v, err := p.Query(context.Background(), q, time.Now())
+		if err == nil && ok(v) {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus never saw the broken version's errors (last %v, %v)", v, err)
+			t.Fatalf("Prometheus never showed %s (last %v, %v)", what, v, err)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+func TestVerifyMeasuresTheRollback(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5")
+	svc, prom := startDemo(t, ns)
+	p, _ := metrics.NewPrometheus(prom)
+	// The pre-release baseline exists before the broken release.
+	waitForQuery(t, p, latQuery, func(v float64) bool { return v > 0 && v < 0.1 }, "the healthy version's latency")
+	time.Sleep(2 * time.Second)
+	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
+	waitRolledOut(t, ns)
+	waitForQuery(t, p, errQuery, func(v float64) bool { return v > 0.05 }, "the broken version's errors")
 	args := []string{"verify", "deployment/" + app, "-n", ns, "--prometheus", prom, "--error-rate-query", errQuery,
 		"--smoke-url", svc + "/", "--settle", "1s"}
 	r := rollback(t, append(args, "--within", "2s")...)
@@ -90,11 +102,15 @@ func TestVerifyMeasuresTheRollback(t *testing.T) {
 	if r := rollback(t, "run", "deployment/"+app, "-n", ns); r.code != 0 {
 		t.Fatalf("run: %d %s", r.code, r.stderr)
 	}
+	args = append(args, "--latency-query", latQuery, "--latency-factor", "2")
 	r = rollback(t, append(args, "--within", "60s", "-o", "json")...)
 	if r.code != 0 || !strings.Contains(r.stdout, `"passed": true`) {
 		t.Errorf("verify after the rollback: exit %d\n%s", r.code, r.stdout)
 	}
-	for _, want := range []string{`"check": "pod-health"`, `"check": "smoke:url-1"`, `"check": "error-rate"`} {
+	if !strings.Contains(r.stderr, "p99 latency baseline") {
+		t.Errorf("the latency limit should come from the pre-release baseline:\n%s", r.stderr)
+	}
+	for _, want := range []string{`"check": "pod-health"`, `"check": "smoke:url-1"`, `"check": "error-rate"`, `"check": "p99-latency"`} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("verify output lacks %s", want)
 		}
