@@ -49,6 +49,8 @@ pids+=($!)
 export ROLLBACK_PROMETHEUS_URL="http://127.0.0.1:$prom_port"
 err_q='sum(rate(http_requests_total{code=~"5.."}[20s])) / sum(rate(http_requests_total[20s]))'
 echo "demo-service on 127.0.0.1:$svc_port (40 req/s), Prometheus on 127.0.0.1:$prom_port"
+echo "collecting 20s of pre-release baseline..."
+sleep 20
 
 say "Releasing v1.2.0 (broken)"
 kubectl -n payments set image deployment/transaction-service transaction-service=registry.local/transaction-service:v1.2.0
@@ -77,10 +79,10 @@ kubectl -n payments rollout history deployment/transaction-service
 echo "\$ kubectl get deployment transaction-service -o jsonpath='{.spec.template.spec.containers[0].image}'"
 kubectl -n payments get deployment transaction-service -o jsonpath='{.spec.template.spec.containers[0].image}'; echo
 
-echo "waiting 25s for the recovery to show in Prometheus..."
-sleep 25
-say "After the rollback: the error rate, measured"
-rb decide transaction-service --severity P3 --error-rate-query "$err_q"
+say "Verifying the recovery (pods, smoke test, 5xx < 0.1% and p99 latency within 2x the pre-release baseline, within 5 minutes)"
+lat_q='histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[20s])))'
+rb verify transaction-service --error-rate-query "$err_q" --latency-query "$lat_q" --latency-factor 2 \
+  --smoke-url "http://127.0.0.1:$svc_port/"
 
 say "A second rollback does not return to the broken v1.2.0"
 rb run transaction-service --yes || echo "(refused, exit $?: there is no older good revision; the broken one is never a target)"
