@@ -153,8 +153,7 @@ func runVerify(ctx context.Context, f *Factory, o *VerifyOptions) error {
 	add(pods)
 	client := &http.Client{Timeout: 30 * time.Second}
 	for _, s := range smokes {
-		add(verify.RunSmoke(ctx, client, verify.Smoke{Name: s.Name, Method: s.Method, URL: s.URL, Headers: s.Headers,
-			ExpectStatus: s.ExpectStatus, ExpectBody: s.ExpectBody, MaxLatency: s.MaxLatency}, f.IO.Getenv))
+		add(verify.RunSmoke(ctx, client, s, f.IO.Getenv))
 	}
 	if o.PromURL != "" {
 		p, err := metrics.NewPrometheus(o.PromURL)

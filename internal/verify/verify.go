@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"rollback/internal/config"
 	"rollback/internal/kube"
 	"rollback/internal/metrics"
 )
@@ -117,20 +118,9 @@ func isReady(p *corev1.Pod) bool {
 	return false
 }
 
-// Smoke is one HTTP check: the runbook's "inflight" tests.
-type Smoke struct {
-	Name         string            `yaml:"name" json:"name"`
-	Method       string            `yaml:"method,omitempty" json:"method,omitempty"`
-	URL          string            `yaml:"url" json:"url"`
-	Headers      map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
-	ExpectStatus int               `yaml:"expectStatus,omitempty" json:"expectStatus,omitempty"`
-	ExpectBody   string            `yaml:"expectBody,omitempty" json:"expectBody,omitempty"`
-	MaxLatency   time.Duration     `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
-}
-
 // RunSmoke runs one smoke check. Header values may name environment
 // variables as ${NAME}; their values are never reported.
-func RunSmoke(ctx context.Context, c *http.Client, s Smoke, getenv func(string) string) Result {
+func RunSmoke(ctx context.Context, c *http.Client, s config.Smoke, getenv func(string) string) Result {
 	r := Result{Check: "smoke:" + s.Name}
 	method := s.Method
 	if method == "" {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
+	"rollback/internal/config"
 	"rollback/internal/kube"
 	"rollback/internal/metrics"
 )
@@ -39,23 +40,23 @@ func TestSmoke(t *testing.T) {
 	}
 	c := srv.Client()
 	ctx := context.Background()
-	r := RunSmoke(ctx, c, Smoke{Name: "ok", URL: srv.URL + "/", Headers: map[string]string{"Authorization": "Bearer ${INFLIGHT_API_KEY}"}, ExpectBody: "v1.1.5"}, env)
+	r := RunSmoke(ctx, c, config.Smoke{Name: "ok", URL: srv.URL + "/", Headers: map[string]string{"Authorization": "Bearer ${INFLIGHT_API_KEY}"}, ExpectBody: "v1.1.5"}, env)
 	if !r.Passed || gotAuth != "Bearer sekret" {
 		t.Errorf("ok: %+v, auth %q", r, gotAuth)
 	}
 	if strings.Contains(r.Measured+r.Message, "sekret") {
 		t.Error("a secret was reported")
 	}
-	if r := RunSmoke(ctx, c, Smoke{Name: "down", URL: srv.URL + "/down"}, env); r.Passed || !strings.Contains(r.Message, "status 500, want 200") {
+	if r := RunSmoke(ctx, c, config.Smoke{Name: "down", URL: srv.URL + "/down"}, env); r.Passed || !strings.Contains(r.Message, "status 500, want 200") {
 		t.Errorf("down: %+v", r)
 	}
-	if r := RunSmoke(ctx, c, Smoke{Name: "body", URL: srv.URL + "/", ExpectBody: "v1.2.0"}, env); r.Passed {
+	if r := RunSmoke(ctx, c, config.Smoke{Name: "body", URL: srv.URL + "/", ExpectBody: "v1.2.0"}, env); r.Passed {
 		t.Errorf("body: %+v", r)
 	}
-	if r := RunSmoke(ctx, c, Smoke{Name: "slow", URL: srv.URL + "/slow", MaxLatency: 10 * time.Millisecond}, env); r.Passed || !strings.Contains(r.Message, "latency") {
+	if r := RunSmoke(ctx, c, config.Smoke{Name: "slow", URL: srv.URL + "/slow", MaxLatency: 10 * time.Millisecond}, env); r.Passed || !strings.Contains(r.Message, "latency") {
 		t.Errorf("slow: %+v", r)
 	}
-	if r := RunSmoke(ctx, c, Smoke{Name: "gone", URL: "http://127.0.0.1:1/"}, env); r.Passed {
+	if r := RunSmoke(ctx, c, config.Smoke{Name: "gone", URL: "http://127.0.0.1:1/"}, env); r.Passed {
 		t.Errorf("unreachable: %+v", r)
 	}
 }
