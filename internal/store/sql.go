@@ -1,0 +1,370 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
+)
+
+// sqlStore implements Store for SQLite and PostgreSQL; the SQL is shared,
+// only placeholders differ.
+type sqlStore struct {
+	db       *sql.DB
+	postgres bool
+}
+
+var _ Store = (*sqlStore)(nil)
+
+// Open opens the store at location: a postgres:// or postgresql:// URL,
+// or a path of an SQLite file (created, with its directory, when missing).
+func Open(ctx context.Context, location string) (Store, error) {
+	s := &sqlStore{}
+	var err error
+	if strings.HasPrefix(location, "postgres://") || strings.HasPrefix(location, "postgresql://") {
+		s.postgres = true
+		s.db, err = sql.Open("pgx", location)
+	} else {
+		if err := os.MkdirAll(filepath.Dir(location), 0o700); err != nil {
+			return nil, err
+		}
+		s.db, err = sql.Open("sqlite", "file:"+location+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
+		if err == nil {
+			s.db.SetMaxOpenConns(1) // one writer; WAL keeps readers cheap
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// schema is applied in order; store_schema records how far a store is.
+var schema = []string{
+	// 1: incidents, journal, leases, blocks
+	`CREATE TABLE incidents (
+		id TEXT PRIMARY KEY, service TEXT NOT NULL, severity TEXT NOT NULL DEFAULT '',
+		bad_version TEXT NOT NULL DEFAULT '', good_version TEXT NOT NULL DEFAULT '',
+		decision TEXT NOT NULL DEFAULT '', rationale TEXT NOT NULL DEFAULT '',
+		status TEXT NOT NULL, opened_at TEXT NOT NULL, closed_at TEXT);
+	CREATE INDEX incidents_service ON incidents (service, opened_at);
+	CREATE TABLE events (
+		incident TEXT NOT NULL REFERENCES incidents(id), seq INTEGER NOT NULL,
+		at TEXT NOT NULL, step TEXT NOT NULL, phase TEXT NOT NULL, key TEXT,
+		message TEXT NOT NULL DEFAULT '', evidence TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (incident, seq), UNIQUE (incident, key));
+	CREATE TABLE leases (service TEXT PRIMARY KEY, holder TEXT NOT NULL, since TEXT NOT NULL, expires TEXT NOT NULL);
+	CREATE TABLE blocks (service TEXT NOT NULL, version TEXT NOT NULL, incident TEXT NOT NULL DEFAULT '',
+		reason TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (service, version))`,
+}
+
+func (s *sqlStore) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS store_schema (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("store schema: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if s.postgres {
+		// Serialize concurrent upgrades of one PostgreSQL store.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7316240153)`); err != nil {
+			return err
+		}
+	}
+	var v int
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM store_schema`).Scan(&v); err != nil {
+		return err
+	}
+	if v > len(schema) {
+		return fmt.Errorf("the store is at schema version %d, newer than this rollback understands (%d): upgrade rollback", v, len(schema))
+	}
+	for i := v; i < len(schema); i++ {
+		for _, stmt := range strings.Split(schema[i], ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("store schema %d: %w", i+1, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO store_schema (version) VALUES (?)`), i+1); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// q rewrites ? placeholders to PostgreSQL's $n.
+func (s *sqlStore) q(query string) string {
+	if !s.postgres {
+		return query
+	}
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func ts(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func parseTS(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s)
+	return t
+}
+
+func (s *sqlStore) Close() error { return s.db.Close() }
+
+func (s *sqlStore) CreateIncident(ctx context.Context, inc *Incident) error {
+	if inc.OpenedAt.IsZero() {
+		inc.OpenedAt = time.Now()
+	}
+	if inc.Status == "" {
+		inc.Status = "open"
+	}
+	auto := inc.ID == ""
+	for try := 0; try < 50; try++ {
+		if auto {
+			prefix := "INC-" + inc.OpenedAt.UTC().Format("20060102") + "-"
+			var n int
+			if err := s.db.QueryRowContext(ctx, s.q(`SELECT count(*) FROM incidents WHERE id LIKE ?`), prefix+"%").Scan(&n); err != nil {
+				return err
+			}
+			inc.ID = prefix + strconv.Itoa(n+1+try)
+		}
+		_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO incidents (id, service, severity, bad_version, good_version, decision, rationale, status, opened_at, closed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`), inc.ID, inc.Service, inc.Severity, inc.BadVersion, inc.GoodVersion,
+			inc.Decision, inc.Rationale, inc.Status, ts(inc.OpenedAt), nullTS(inc.ClosedAt))
+		if err == nil {
+			return nil
+		}
+		if !auto || !isUnique(err) {
+			return fmt.Errorf("create incident: %w", err)
+		}
+	}
+	return fmt.Errorf("create incident: could not find a free id for %s", inc.OpenedAt.Format("2006-01-02"))
+}
+
+func nullTS(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return ts(*t)
+}
+
+func isUnique(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "23505"
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+const incidentCols = `id, service, severity, bad_version, good_version, decision, rationale, status, opened_at, closed_at`
+
+func scanIncident(row interface{ Scan(...any) error }) (*Incident, error) {
+	var inc Incident
+	var opened string
+	var closed sql.NullString
+	if err := row.Scan(&inc.ID, &inc.Service, &inc.Severity, &inc.BadVersion, &inc.GoodVersion, &inc.Decision,
+		&inc.Rationale, &inc.Status, &opened, &closed); err != nil {
+		return nil, err
+	}
+	inc.OpenedAt = parseTS(opened)
+	if closed.Valid {
+		t := parseTS(closed.String)
+		inc.ClosedAt = &t
+	}
+	return &inc, nil
+}
+
+func (s *sqlStore) GetIncident(ctx context.Context, id string) (*Incident, error) {
+	inc, err := scanIncident(s.db.QueryRowContext(ctx, s.q(`SELECT `+incidentCols+` FROM incidents WHERE id = ?`), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("incident %s: %w", id, ErrNotFound)
+	}
+	return inc, err
+}
+
+func (s *sqlStore) UpdateIncident(ctx context.Context, inc *Incident) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE incidents SET service = ?, severity = ?, bad_version = ?, good_version = ?,
+		decision = ?, rationale = ?, status = ?, opened_at = ?, closed_at = ? WHERE id = ?`),
+		inc.Service, inc.Severity, inc.BadVersion, inc.GoodVersion, inc.Decision, inc.Rationale, inc.Status,
+		ts(inc.OpenedAt), nullTS(inc.ClosedAt), inc.ID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("incident %s: %w", inc.ID, ErrNotFound)
+	}
+	return nil
+}
+
+func (s *sqlStore) ListIncidents(ctx context.Context, service string) ([]Incident, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+incidentCols+` FROM incidents WHERE ? = '' OR service = ? ORDER BY opened_at DESC, id DESC`), service, service)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Incident
+	for rows.Next() {
+		inc, err := scanIncident(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *inc)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqlStore) AppendEvent(ctx context.Context, ev Event) (bool, error) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	var key any
+	if ev.Key != "" {
+		key = ev.Key
+	}
+	for try := 0; try < 20; try++ {
+		res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO events (incident, seq, at, step, phase, key, message, evidence)
+			SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ?, ? FROM events WHERE incident = ?
+			ON CONFLICT (incident, key) DO NOTHING`),
+			ev.Incident, ts(ev.Time), ev.Step, ev.Phase, key, ev.Message, ev.Evidence, ev.Incident)
+		if err != nil {
+			if isUnique(err) { // a concurrent append took this seq
+				continue
+			}
+			return false, fmt.Errorf("journal %s/%s: %w", ev.Incident, ev.Step, err)
+		}
+		n, _ := res.RowsAffected()
+		return n == 1, nil
+	}
+	return false, fmt.Errorf("journal %s/%s: too much contention", ev.Incident, ev.Step)
+}
+
+func (s *sqlStore) Events(ctx context.Context, incident string) ([]Event, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT incident, seq, at, step, phase, coalesce(key, ''), message, evidence
+		FROM events WHERE incident = ? ORDER BY seq`), incident)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var ev Event
+		var at string
+		if err := rows.Scan(&ev.Incident, &ev.Seq, &at, &ev.Step, &ev.Phase, &ev.Key, &ev.Message, &ev.Evidence); err != nil {
+			return nil, err
+		}
+		ev.Time = parseTS(at)
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqlStore) AcquireLease(ctx context.Context, service, holder string, ttl time.Duration, now time.Time) (*Lease, error) {
+	l := &Lease{Service: service, Holder: holder, Since: now, Expires: now.Add(ttl)}
+	// One statement: take a free or expired lease, or renew our own.
+	var since string
+	err := s.db.QueryRowContext(ctx, s.q(`INSERT INTO leases (service, holder, since, expires) VALUES (?, ?, ?, ?)
+		ON CONFLICT (service) DO UPDATE SET holder = excluded.holder, expires = excluded.expires,
+		  since = CASE WHEN leases.holder = excluded.holder THEN leases.since ELSE excluded.since END
+		WHERE leases.holder = excluded.holder OR leases.expires < ?
+		RETURNING since`), service, holder, ts(l.Since), ts(l.Expires), ts(now)).Scan(&since)
+	if err == nil {
+		l.Since = parseTS(since)
+		return l, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("lease %s: %w", service, err)
+	}
+	var cur Lease
+	var s1, e1 string
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT service, holder, since, expires FROM leases WHERE service = ?`), service).
+		Scan(&cur.Service, &cur.Holder, &s1, &e1); err != nil {
+		return nil, fmt.Errorf("lease %s: %w", service, err)
+	}
+	cur.Since, cur.Expires = parseTS(s1), parseTS(e1)
+	return nil, &LeaseError{Lease: cur}
+}
+
+func (s *sqlStore) ReleaseLease(ctx context.Context, service, holder string) error {
+	_, err := s.db.ExecContext(ctx, s.q(`DELETE FROM leases WHERE service = ? AND holder = ?`), service, holder)
+	return err
+}
+
+func (s *sqlStore) SetBlock(ctx context.Context, b Block) error {
+	if b.At.IsZero() {
+		b.At = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO blocks (service, version, incident, reason, at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (service, version) DO UPDATE SET incident = excluded.incident, reason = excluded.reason, at = excluded.at`),
+		b.Service, b.Version, b.Incident, b.Reason, ts(b.At))
+	return err
+}
+
+func (s *sqlStore) DeleteBlock(ctx context.Context, service, version string) error {
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM blocks WHERE service = ? AND version = ?`), service, version)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%s %s is not blocked: %w", service, version, ErrNotFound)
+	}
+	return nil
+}
+
+func (s *sqlStore) GetBlock(ctx context.Context, service, version string) (*Block, error) {
+	var b Block
+	var at string
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT service, version, incident, reason, at FROM blocks WHERE service = ? AND version = ?`), service, version).
+		Scan(&b.Service, &b.Version, &b.Incident, &b.Reason, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%s %s is not blocked: %w", service, version, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.At = parseTS(at)
+	return &b, nil
+}
+
+func (s *sqlStore) ListBlocks(ctx context.Context, service string) ([]Block, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT service, version, incident, reason, at FROM blocks WHERE ? = '' OR service = ? ORDER BY service, at`), service, service)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Block
+	for rows.Next() {
+		var b Block
+		var at string
+		if err := rows.Scan(&b.Service, &b.Version, &b.Incident, &b.Reason, &at); err != nil {
+			return nil, err
+		}
+		b.At = parseTS(at)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,104 @@
+// Package store keeps rollback's state: incidents, their journal of
+// events (with idempotency keys so a resumed run never repeats a side
+// effect), per-service leases (one run per service at a time) and blocked
+// versions. One Store interface, two implementations on database/sql:
+// embedded SQLite (pure Go, the default) and PostgreSQL (for teams and the
+// controller). The schema is versioned and upgrades itself on Open.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors the Store returns.
+var (
+	// ErrNotFound: no such incident or block.
+	ErrNotFound = errors.New("not found")
+	// ErrLeaseHeld: another holder has the service's lease; see LeaseError.
+	ErrLeaseHeld = errors.New("lease held")
+)
+
+// LeaseError says who holds a lease and since when.
+type LeaseError struct{ Lease Lease }
+
+func (e *LeaseError) Error() string {
+	return "a rollback of " + e.Lease.Service + " is already running: held by " + e.Lease.Holder +
+		" since " + e.Lease.Since.UTC().Format(time.RFC3339) + " (expires " + e.Lease.Expires.UTC().Format(time.RFC3339) + ")"
+}
+
+func (e *LeaseError) Unwrap() error { return ErrLeaseHeld }
+
+// Incident is one rollback incident.
+type Incident struct {
+	ID          string     `json:"id"`
+	Service     string     `json:"service"`
+	Severity    string     `json:"severity,omitempty"`
+	BadVersion  string     `json:"badVersion,omitempty"`
+	GoodVersion string     `json:"goodVersion,omitempty"`
+	Decision    string     `json:"decision,omitempty"`
+	Rationale   string     `json:"rationale,omitempty"` // JSON of the decision's reasons
+	Status      string     `json:"status"`              // open, closed
+	OpenedAt    time.Time  `json:"openedAt"`
+	ClosedAt    *time.Time `json:"closedAt,omitempty"`
+}
+
+// Event is one journal entry of an incident.
+type Event struct {
+	Incident string    `json:"incident"`
+	Seq      int64     `json:"seq"`
+	Time     time.Time `json:"time"`
+	Step     string    `json:"step"`
+	Phase    string    `json:"phase"` // started, done, failed, note
+	// Key, when set, makes the event unique within the incident: appending
+	// it again is a no-op that reports added = false.
+	Key      string `json:"key,omitempty"`
+	Message  string `json:"message,omitempty"`
+	Evidence string `json:"evidence,omitempty"`
+}
+
+// Lease is a service's run lock.
+type Lease struct {
+	Service string    `json:"service"`
+	Holder  string    `json:"holder"`
+	Since   time.Time `json:"since"`
+	Expires time.Time `json:"expires"`
+}
+
+// Block is a version that must not be deployed.
+type Block struct {
+	Service  string    `json:"service"`
+	Version  string    `json:"version"`
+	Incident string    `json:"incident,omitempty"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+// Store is rollback's state.
+type Store interface {
+	// CreateIncident stores inc, assigning ID (INC-YYYYMMDD-N) when empty.
+	CreateIncident(ctx context.Context, inc *Incident) error
+	GetIncident(ctx context.Context, id string) (*Incident, error)
+	UpdateIncident(ctx context.Context, inc *Incident) error
+	// ListIncidents lists incidents, newest first; service "" means all.
+	ListIncidents(ctx context.Context, service string) ([]Incident, error)
+
+	// AppendEvent journals ev; with a Key already journaled for the
+	// incident it changes nothing and returns added = false.
+	AppendEvent(ctx context.Context, ev Event) (added bool, err error)
+	Events(ctx context.Context, incident string) ([]Event, error)
+
+	// AcquireLease takes or renews the service's lease for holder until
+	// now+ttl; a live lease of another holder is a *LeaseError.
+	AcquireLease(ctx context.Context, service, holder string, ttl time.Duration, now time.Time) (*Lease, error)
+	ReleaseLease(ctx context.Context, service, holder string) error
+
+	SetBlock(ctx context.Context, b Block) error
+	DeleteBlock(ctx context.Context, service, version string) error
+	// GetBlock returns ErrNotFound when the version is not blocked.
+	GetBlock(ctx context.Context, service, version string) (*Block, error)
+	ListBlocks(ctx context.Context, service string) ([]Block, error)
+
+	Close() error
+}

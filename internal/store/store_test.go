@@ -1,0 +1,258 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"rollback/internal/pgtest"
+)
+
+var pg *pgtest.Server
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		var err error
+		if pg, err = pgtest.Start(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, "store tests need PostgreSQL:", err)
+			return 1
+		}
+		defer pg.Stop()
+		return m.Run()
+	}())
+}
+
+// backends opens a fresh store of every kind.
+func backends(t *testing.T) map[string]func() Store {
+	n := 0
+	return map[string]func() Store{
+		"sqlite": func() Store {
+			s, err := Open(context.Background(), filepath.Join(t.TempDir(), "state", "rollback.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+		"postgres": func() Store {
+			n++
+			dsn, err := pg.CreateDB(context.Background(), fmt.Sprintf("store_%d_%d", time.Now().UnixNano()%1e6, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(context.Background(), dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	}
+}
+
+// TestContract runs one suite against every implementation.
+func TestContract(t *testing.T) {
+	for name, open := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Run("incidents", func(t *testing.T) { testIncidents(t, open()) })
+			t.Run("journal", func(t *testing.T) { testJournal(t, open()) })
+			t.Run("leases", func(t *testing.T) { testLeases(t, open()) })
+			t.Run("blocks", func(t *testing.T) { testBlocks(t, open()) })
+		})
+	}
+}
+
+func testIncidents(t *testing.T, s Store) {
+	ctx := context.Background()
+	day := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	a := &Incident{Service: "transaction-service", BadVersion: "v1.2.0", GoodVersion: "v1.1.5", Severity: "P1", OpenedAt: day}
+	b := &Incident{Service: "ledger", OpenedAt: day.Add(time.Minute)}
+	for _, inc := range []*Incident{a, b} {
+		if err := s.CreateIncident(ctx, inc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.ID != "INC-20261126-1" || b.ID != "INC-20261126-2" || a.Status != "open" {
+		t.Errorf("ids %s %s status %s", a.ID, b.ID, a.Status)
+	}
+	got, err := s.GetIncident(ctx, a.ID)
+	if err != nil || got.BadVersion != "v1.2.0" || !got.OpenedAt.Equal(day) || got.ClosedAt != nil {
+		t.Errorf("get: %+v %v", got, err)
+	}
+	closed := day.Add(12 * time.Minute)
+	got.Status, got.ClosedAt, got.Decision = "closed", &closed, "roll-back"
+	if err := s.UpdateIncident(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := s.GetIncident(ctx, a.ID)
+	if again.Status != "closed" || again.ClosedAt == nil || !again.ClosedAt.Equal(closed) || again.Decision != "roll-back" {
+		t.Errorf("after update: %+v", again)
+	}
+	if _, err := s.GetIncident(ctx, "INC-nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing: %v", err)
+	}
+	if err := s.UpdateIncident(ctx, &Incident{ID: "INC-nope", OpenedAt: day}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("update missing: %v", err)
+	}
+	all, _ := s.ListIncidents(ctx, "")
+	mine, _ := s.ListIncidents(ctx, "transaction-service")
+	if len(all) != 2 || all[0].ID != b.ID || len(mine) != 1 || mine[0].ID != a.ID {
+		t.Errorf("list: all %d (first %s), mine %d", len(all), all[0].ID, len(mine))
+	}
+}
+
+func testJournal(t *testing.T, s Store) {
+	ctx := context.Background()
+	inc := &Incident{Service: "svc"}
+	if err := s.CreateIncident(ctx, inc); err != nil {
+		t.Fatal(err)
+	}
+	add := func(ev Event) bool {
+		ev.Incident = inc.ID
+		added, err := s.AppendEvent(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return added
+	}
+	if !add(Event{Step: "declare", Phase: "started"}) || !add(Event{Step: "declare", Phase: "started"}) {
+		t.Error("events without a key must always be added")
+	}
+	if !add(Event{Step: "notify", Phase: "done", Key: "slack-start"}) {
+		t.Error("first keyed event not added")
+	}
+	if add(Event{Step: "notify", Phase: "done", Key: "slack-start", Message: "again"}) {
+		t.Error("the same key was added twice")
+	}
+	// Concurrent appends keep a gapless order and one row per key.
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, err := s.AppendEvent(ctx, Event{Incident: inc.ID, Step: "undo", Phase: "progress", Key: fmt.Sprintf("k%d", i%10)})
+			if err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	evs, err := s.Events(ctx, inc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 13 {
+		t.Fatalf("%d events, want 13 (2 unkeyed, 1 slack-start, 10 distinct keys)", len(evs))
+	}
+	for i, ev := range evs {
+		if ev.Seq != int64(i+1) {
+			t.Errorf("event %d has seq %d", i, ev.Seq)
+		}
+	}
+}
+
+func testLeases(t *testing.T, s Store) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	// Concurrent acquirers: exactly one wins.
+	var wg sync.WaitGroup
+	wins := make(chan string, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			holder := fmt.Sprintf("host-%d", i)
+			_, err := s.AcquireLease(ctx, "svc", holder, time.Minute, now)
+			var le *LeaseError
+			switch {
+			case err == nil:
+				wins <- holder
+			case errors.As(err, &le) && errors.Is(err, ErrLeaseHeld):
+			default:
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(wins)
+	var winners []string
+	for w := range wins {
+		winners = append(winners, w)
+	}
+	if len(winners) != 1 {
+		t.Fatalf("winners %v, want exactly one", winners)
+	}
+	_, err := s.AcquireLease(ctx, "svc", "other", time.Minute, now.Add(30*time.Second))
+	var le *LeaseError
+	if !errors.As(err, &le) || le.Lease.Holder != winners[0] || !le.Lease.Since.Equal(now) {
+		t.Errorf("held lease: %v", err)
+	}
+	// The holder renews, keeping since; after expiry another takes it.
+	l, err := s.AcquireLease(ctx, "svc", winners[0], time.Minute, now.Add(50*time.Second))
+	if err != nil || !l.Since.Equal(now) {
+		t.Errorf("renew: %+v %v", l, err)
+	}
+	if _, err := s.AcquireLease(ctx, "svc", "other", time.Minute, now.Add(3*time.Minute)); err != nil {
+		t.Errorf("expired lease not taken over: %v", err)
+	}
+	if err := s.ReleaseLease(ctx, "svc", "other"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLease(ctx, "svc", "third", time.Minute, now.Add(3*time.Minute)); err != nil {
+		t.Errorf("released lease not free: %v", err)
+	}
+}
+
+func testBlocks(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, err := s.GetBlock(ctx, "svc", "v1.2.0"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unblocked: %v", err)
+	}
+	b := Block{Service: "svc", Version: "v1.2.0", Incident: "INC-20261126-1", Reason: "P1: 5xx spike"}
+	if err := s.SetBlock(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	b.Reason = "root cause open"
+	if err := s.SetBlock(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetBlock(ctx, "svc", "v1.2.0")
+	if err != nil || got.Reason != "root cause open" || got.Incident != "INC-20261126-1" {
+		t.Errorf("block: %+v %v", got, err)
+	}
+	if bs, _ := s.ListBlocks(ctx, "svc"); len(bs) != 1 {
+		t.Errorf("list: %v", bs)
+	}
+	if err := s.DeleteBlock(ctx, "svc", "v1.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteBlock(ctx, "svc", "v1.2.0"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second unblock: %v", err)
+	}
+}
+
+func TestSchemaUpgradesOnceAndRefusesNewer(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "r.db")
+	for i := 0; i < 2; i++ {
+		s, err := Open(ctx, path)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		s.Close()
+	}
+	s, _ := Open(ctx, path)
+	_, err := s.(*sqlStore).db.ExecContext(ctx, `INSERT INTO store_schema (version) VALUES (99)`)
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, path); err == nil {
+		t.Error("a store from a newer rollback opened without complaint")
+	}
+}
