@@ -20,6 +20,7 @@ const (
 	ExitFailed      = 5   // the rollout failed or the running image is wrong
 	ExitAborted     = 6   // declined at the confirmation prompt
 	ExitRolledBack  = 7   // rollback watch rolled the service back
+	ExitBlocked     = 8   // rollback gate: the version is blocked
 	ExitInterrupted = 130 // interrupted (Ctrl-C)
 )
 
@@ -44,6 +45,8 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &ce1), errors.Is(err, config.ErrNotFound):
 		return ExitUsage
+	case errors.Is(err, ErrBlocked):
+		return ExitBlocked
 	case errors.Is(err, ErrRolledBack):
 		return ExitRolledBack
 	case errors.Is(err, kube.ErrAborted):

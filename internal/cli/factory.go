@@ -24,6 +24,7 @@ type Factory struct {
 	Kubeconfig string
 	Context    string
 	Namespace  string
+	StorePath  string
 
 	// NewClient builds the Kubernetes client; nil means client-go's.
 	NewClient func(*rest.Config) (kubernetes.Interface, error)

@@ -75,6 +75,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 	pf.StringVar(&f.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
 	pf.StringVar(&f.Context, "context", "", "kubeconfig context to use")
 	pf.StringVarP(&f.Namespace, "namespace", "n", "", "namespace of the workload (default: the service's, then the context's)")
+	pf.StringVar(&f.StorePath, "store", "", "state store: an SQLite file or a postgres:// URL (default $ROLLBACK_STORE, then the state directory's rollback.db)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{err: err, showHelp: true}
 	})
@@ -87,6 +88,9 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newDecideCmd(f),
 		newVerifyCmd(f),
 		newWatchCmd(f),
+		newBlockCmd(f),
+		newUnblockCmd(f),
+		newGateCmd(f),
 		newVersionCmd(f),
 	)
 	return root
