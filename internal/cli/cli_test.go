@@ -76,8 +76,8 @@ current-context: x
 	return p
 }
 
-// exec runs the CLI against a fake cluster holding objs.
-func exec(t *testing.T, objs []runtime.Object, args ...string) (int, string, string) {
+// runFake runs the CLI against a fake cluster holding objs.
+func runFake(t *testing.T, objs []runtime.Object, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	io := &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, Getenv: func(string) string { return "" }}
@@ -125,7 +125,7 @@ func TestGoldenOutput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, out, errOut := exec(t, fixture(), tt.args...)
+			code, out, errOut := runFake(t, fixture(), tt.args...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errOut)
 			}
@@ -152,7 +152,7 @@ func TestUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			t.Chdir(t.TempDir()) // no ./rollback.yaml
-			code, _, errOut := exec(t, fixture(), tt.args...)
+			code, _, errOut := runFake(t, fixture(), tt.args...)
 			if code != ExitUsage || !strings.Contains(errOut, tt.want) {
 				t.Errorf("got exit %d and %q, want exit %d and %q", code, errOut, ExitUsage, tt.want)
 			}

@@ -54,7 +54,8 @@ func ExitCode(err error) int {
 	case errors.Is(err, kube.ErrTimeout), errors.Is(err, migrate.ErrLockBudget):
 		return ExitTimeout
 	case errors.Is(err, kube.ErrProgressDeadline), errors.Is(err, kube.ErrImageMismatch), errors.Is(err, kube.ErrDeleted),
-		errors.Is(err, migrate.ErrSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, errLintFailed):
+		errors.Is(err, migrate.ErrSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, errLintFailed),
+		errors.Is(err, ErrCheckFailed):
 		return ExitFailed
 	case errors.Is(err, kube.ErrPaused), errors.Is(err, kube.ErrRevisionNotFound), errors.Is(err, kube.ErrNoTarget),
 		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound),

@@ -91,6 +91,8 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newBlockCmd(f),
 		newUnblockCmd(f),
 		newGateCmd(f),
+		newCheckCmd(f),
+		newRunbookCmd(f),
 		newVersionCmd(f),
 	)
 	return root

@@ -69,6 +69,9 @@ var schema = []string{
 	CREATE TABLE leases (service TEXT PRIMARY KEY, holder TEXT NOT NULL, since TEXT NOT NULL, expires TEXT NOT NULL);
 	CREATE TABLE blocks (service TEXT NOT NULL, version TEXT NOT NULL, incident TEXT NOT NULL DEFAULT '',
 		reason TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (service, version))`,
+	// 2: runbook sign-offs
+	`CREATE TABLE approvals (service TEXT NOT NULL, release TEXT NOT NULL, approved_by TEXT NOT NULL,
+		note TEXT NOT NULL DEFAULT '', at TEXT NOT NULL, PRIMARY KEY (service, release))`,
 }
 
 func (s *sqlStore) migrate(ctx context.Context) error {
@@ -367,4 +370,29 @@ func (s *sqlStore) ListBlocks(ctx context.Context, service string) ([]Block, err
 		out = append(out, b)
 	}
 	return out, rows.Err()
+}
+
+func (s *sqlStore) Approve(ctx context.Context, a Approval) error {
+	if a.At.IsZero() {
+		a.At = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO approvals (service, release, approved_by, note, at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (service, release) DO UPDATE SET approved_by = excluded.approved_by, note = excluded.note, at = excluded.at`),
+		a.Service, a.Release, a.By, a.Note, ts(a.At))
+	return err
+}
+
+func (s *sqlStore) GetApproval(ctx context.Context, service, release string) (*Approval, error) {
+	var a Approval
+	var at string
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT service, release, approved_by, note, at FROM approvals WHERE service = ? AND release = ?`), service, release).
+		Scan(&a.Service, &a.Release, &a.By, &a.Note, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("no runbook sign-off for %s %s: %w", service, release, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.At = parseTS(at)
+	return &a, nil
 }

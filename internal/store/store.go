@@ -75,6 +75,17 @@ type Block struct {
 	At       time.Time `json:"at"`
 }
 
+// Approval is an on-call engineer's sign-off of the rollback runbook
+// before a release (the runbook's "reviewed by on-call engineer before
+// deployment").
+type Approval struct {
+	Service string    `json:"service"`
+	Release string    `json:"release"`
+	By      string    `json:"by"`
+	Note    string    `json:"note,omitempty"`
+	At      time.Time `json:"at"`
+}
+
 // Store is rollback's state.
 type Store interface {
 	// CreateIncident stores inc, assigning ID (INC-YYYYMMDD-N) when empty.
@@ -99,6 +110,11 @@ type Store interface {
 	// GetBlock returns ErrNotFound when the version is not blocked.
 	GetBlock(ctx context.Context, service, version string) (*Block, error)
 	ListBlocks(ctx context.Context, service string) ([]Block, error)
+
+	// Approve records that the rollback runbook was reviewed for a release.
+	Approve(ctx context.Context, a Approval) error
+	// GetApproval returns ErrNotFound when nobody signed off.
+	GetApproval(ctx context.Context, service, release string) (*Approval, error)
 
 	Close() error
 }

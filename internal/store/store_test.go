@@ -63,6 +63,7 @@ func TestContract(t *testing.T) {
 			t.Run("journal", func(t *testing.T) { testJournal(t, open()) })
 			t.Run("leases", func(t *testing.T) { testLeases(t, open()) })
 			t.Run("blocks", func(t *testing.T) { testBlocks(t, open()) })
+			t.Run("approvals", func(t *testing.T) { testApprovals(t, open()) })
 		})
 	}
 }
@@ -254,5 +255,47 @@ func TestSchemaUpgradesOnceAndRefusesNewer(t *testing.T) {
 	}
 	if _, err := Open(ctx, path); err == nil {
 		t.Error("a store from a newer rollback opened without complaint")
+	}
+}
+
+func testApprovals(t *testing.T, s Store) {
+	ctx := context.Background()
+	if _, err := s.GetApproval(ctx, "svc", "v1.2.0"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("before: %v", err)
+	}
+	if err := s.Approve(ctx, Approval{Service: "svc", Release: "v1.2.0", By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Approve(ctx, Approval{Service: "svc", Release: "v1.2.0", By: "bob", Note: "re-reviewed"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.GetApproval(ctx, "svc", "v1.2.0")
+	if err != nil || a.By != "bob" || a.Note != "re-reviewed" {
+		t.Errorf("after: %+v %v", a, err)
+	}
+}
+
+func TestSchemaUpgradeFromVersion1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := s.(*sqlStore).db
+	// Make it a version-1 store, as an older rollback left it.
+	for _, q := range []string{`DROP TABLE approvals`, `DELETE FROM store_schema WHERE version = 2`} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Approve(ctx, Approval{Service: "svc", Release: "v1", By: "alice"}); err != nil {
+		t.Errorf("the upgrade did not add approvals: %v", err)
 	}
 }

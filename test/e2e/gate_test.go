@@ -61,3 +61,26 @@ func TestAdmissionPolicyRefusesTheBlockedImage(t *testing.T) {
 		t.Errorf("a fixed version was refused too: %v\n%s", err, out)
 	}
 }
+
+func TestCheckAgainstTheCluster(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	st := filepath.Join(t.TempDir(), "r.db")
+	deploy(t, ns, "v1.1.5")
+	// One revision only: nothing to roll back to yet.
+	r := rollback(t, "check", "deployment/"+app, "-n", ns, "--release", "v1.1.5", "--store", st)
+	if r.code != 5 || !strings.Contains(r.stdout, "no older revision in the cluster") {
+		t.Errorf("first revision: exit %d\n%s", r.code, r.stdout)
+	}
+	deploy2 := exec.Command("kubectl", "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
+	deploy2.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	if out, err := deploy2.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	waitRolledOut(t, ns)
+	rollback(t, "runbook", "approve", "deployment/"+app, "--release", "v1.2.0", "--by", "oncall", "--store", st)
+	r = rollback(t, "check", "deployment/"+app, "-n", ns, "--release", "v1.2.0", "--store", st)
+	if r.code != 0 || !strings.Contains(r.stdout, "1 revision(s) to roll back to") {
+		t.Errorf("second revision: exit %d\n%s", r.code, r.stdout)
+	}
+}
