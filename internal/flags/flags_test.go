@@ -1,0 +1,200 @@
+package flags
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// fakeLD is LaunchDarkly's API as documented, for one flag: it checks every
+// request's shape and keeps the flag's state per environment.
+func fakeLD(t *testing.T, token string) (*httptest.Server, map[string]bool, *[]string) {
+	var mu sync.Mutex
+	state := map[string]bool{"production": true, "staging": true}
+	var comments []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get("Authorization") != token {
+			http.Error(w, `{"code":"unauthorized"}`, http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path != "/api/v2/flags/payments/transaction-category" {
+			http.Error(w, `{"code":"not_found"}`, http.StatusNotFound)
+			return
+		}
+		switch r.Method {
+		case http.MethodPatch:
+			if r.Header.Get("Content-Type") != "application/json; domain-model=launchdarkly.semanticpatch" {
+				http.Error(w, `{"code":"invalid_request","message":"not a semantic patch"}`, http.StatusBadRequest)
+				return
+			}
+			var body struct {
+				EnvironmentKey string `json:"environmentKey"`
+				Comment        string `json:"comment"`
+				Instructions   []struct {
+					Kind string `json:"kind"`
+				} `json:"instructions"`
+			}
+			b, _ := io.ReadAll(r.Body)
+			if err := json.Unmarshal(b, &body); err != nil || len(body.Instructions) != 1 || body.Instructions[0].Kind != "turnFlagOff" {
+				http.Error(w, `{"code":"invalid_request"}`, http.StatusBadRequest)
+				return
+			}
+			if _, ok := state[body.EnvironmentKey]; !ok {
+				http.Error(w, `{"code":"invalid_request","message":"unknown environment"}`, http.StatusBadRequest)
+				return
+			}
+			state[body.EnvironmentKey] = false
+			comments = append(comments, body.Comment)
+			w.Write([]byte(`{"key":"transaction-category"}`))
+		case http.MethodGet:
+			envs := map[string]any{}
+			for k, v := range state {
+				envs[k] = map[string]any{"on": v}
+			}
+			json.NewEncoder(w).Encode(map[string]any{"key": "transaction-category", "environments": envs})
+		default:
+			http.Error(w, "", http.StatusMethodNotAllowed)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, state, &comments
+}
+
+func TestLaunchDarkly(t *testing.T) {
+	srv, state, comments := fakeLD(t, "api-secret-token")
+	ld := &LaunchDarkly{BaseURL: srv.URL, Token: "api-secret-token", Project: "payments", Environment: "production"}
+	ctx := context.Background()
+	if err := TurnOffAndConfirm(ctx, ld, "transaction-category", "INC-20261126-1: rollback of v1.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	if state["production"] || !state["staging"] {
+		t.Errorf("state %v: want production off, staging untouched", state)
+	}
+	if len(*comments) != 1 || !strings.Contains((*comments)[0], "INC-20261126-1") {
+		t.Errorf("comments %v", *comments)
+	}
+	// Idempotent.
+	if err := TurnOffAndConfirm(ctx, ld, "transaction-category", "again"); err != nil {
+		t.Fatal(err)
+	}
+	bad := &LaunchDarkly{BaseURL: srv.URL, Token: "wrong", Project: "payments", Environment: "production"}
+	err := bad.TurnOff(ctx, "transaction-category", "x")
+	if err == nil || !strings.Contains(err.Error(), "HTTP 401") || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("bad token: %v (must not echo the token)", err)
+	}
+	// The runbook's mistake: "production" as the project key.
+	seed := &LaunchDarkly{BaseURL: srv.URL, Token: "api-secret-token", Project: "production", Environment: "production"}
+	if err := seed.TurnOff(ctx, "transaction-category", "x"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("project key = environment: %v", err)
+	}
+}
+
+func TestUnleash(t *testing.T) {
+	var mu sync.Mutex
+	enabled := map[string]bool{"production": true, "development": true}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get("Authorization") != "unleash-admin-token" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		const base = "/api/admin/projects/default/features/transaction-category"
+		switch {
+		case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, base+"/environments/") && strings.HasSuffix(r.URL.Path, "/off"):
+			env := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, base+"/environments/"), "/off")
+			if _, ok := enabled[env]; !ok {
+				http.Error(w, "no such environment", http.StatusNotFound)
+				return
+			}
+			enabled[env] = false
+			w.WriteHeader(http.StatusOK)
+		case r.Method == http.MethodGet && r.URL.Path == base:
+			var envs []map[string]any
+			for k, v := range enabled {
+				envs = append(envs, map[string]any{"name": k, "enabled": v})
+			}
+			json.NewEncoder(w).Encode(map[string]any{"name": "transaction-category", "environments": envs})
+		default:
+			http.Error(w, "not found", http.StatusNotFound)
+		}
+	}))
+	defer srv.Close()
+	u := &Unleash{BaseURL: srv.URL, Token: "unleash-admin-token", Environment: "production"}
+	if err := TurnOffAndConfirm(context.Background(), u, "transaction-category", "INC-1"); err != nil {
+		t.Fatal(err)
+	}
+	if enabled["production"] || !enabled["development"] {
+		t.Errorf("state %v", enabled)
+	}
+	u.Environment = "nope"
+	if err := u.TurnOff(context.Background(), "transaction-category", ""); err == nil {
+		t.Error("unknown environment: want an error")
+	}
+}
+
+func TestFlagd(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "flags.json")
+	orig := `{
+  "$schema": "https://flagd.dev/schema/v0/flags.json",
+  "flags": {
+    "transaction-category": {
+      "state": "ENABLED",
+      "variants": {"on": true, "off": false},
+      "defaultVariant": "on",
+      "targeting": {"if": [{"==": [{"var": "tier"}, "beta"]}, "on", "off"]}
+    },
+    "new-checkout": {"state": "ENABLED", "variants": {"a": "x", "b": "y"}, "defaultVariant": "a"},
+    "untouched": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}
+  }
+}`
+	if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	f := &Flagd{Path: path}
+	ctx := context.Background()
+	if on, _ := f.IsOn(ctx, "transaction-category"); !on {
+		t.Fatal("flag should start on")
+	}
+	if err := TurnOffAndConfirm(ctx, f, "transaction-category", "INC-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := TurnOffAndConfirm(ctx, f, "new-checkout", "INC-1"); err != nil {
+		t.Fatal(err)
+	}
+	_, flags, err := f.read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := flags["transaction-category"].(map[string]any)
+	if tc["defaultVariant"] != "off" || tc["targeting"] != nil {
+		t.Errorf("transaction-category %v", tc)
+	}
+	if flags["new-checkout"].(map[string]any)["state"] != "DISABLED" {
+		t.Errorf("a flag without a false variant is disabled: %v", flags["new-checkout"])
+	}
+	if on, _ := f.IsOn(ctx, "untouched"); !on {
+		t.Error("another flag changed")
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v not kept", st.Mode().Perm())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".flagd-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	if err := f.TurnOff(ctx, "no-such-flag", ""); !errors.Is(err, ErrNoFlag) {
+		t.Errorf("missing flag: %v", err)
+	}
+}
