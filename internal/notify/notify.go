@@ -1,0 +1,174 @@
+// Package notify tells people about a rollback, as the runbook's Steps 1 and
+// 6 say: a Slack incident channel with the start message and the closing
+// summary (Slack Web API, or an incoming webhook), a generic JSON webhook,
+// and PagerDuty (Events API v2 trigger/acknowledge/resolve with one
+// dedup_key per incident). Failures are retried with backoff and reported;
+// callers never let them block a recovery step.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Incident is what the messages talk about.
+type Incident struct {
+	ID          string
+	Service     string
+	BadVersion  string
+	GoodVersion string
+	Date        time.Time
+}
+
+// Summary is the runbook's closing message.
+type Summary struct {
+	TimeToRecover time.Duration
+	ErrorRate     string // e.g. "< 0.1%"
+	DownMigration string // "applied ✅", "not needed"
+	SmokeTests    string // "✅ all passing"
+	PIRDue        time.Time
+	Blocked       bool
+}
+
+// StartText is the runbook's Step 1 message, with the roles tagged.
+func StartText(inc Incident, mentions []string) string {
+	s := fmt.Sprintf("🔴 Initiating rollback of %s %s → %s", inc.Service, inc.BadVersion, inc.GoodVersion)
+	if len(mentions) > 0 {
+		s += "\n" + strings.Join(mentions, " ")
+	}
+	return s
+}
+
+// SummaryText is the runbook's Step 6 message.
+func SummaryText(inc Incident, s Summary) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "✅ Rollback complete\nService: %s\nRolled back: %s → %s\n", inc.Service, inc.BadVersion, inc.GoodVersion)
+	fmt.Fprintf(&b, "Time to recover: %d minutes\n", int(s.TimeToRecover.Round(time.Minute).Minutes()))
+	fmt.Fprintf(&b, "Error rate: %s\nDB down-migration: %s\nInflight smoke tests: %s\n", s.ErrorRate, s.DownMigration, s.SmokeTests)
+	fmt.Fprintf(&b, "Root cause investigation ongoing — PIR within 48 hours (due %s).\n", s.PIRDue.UTC().Format("2006-01-02 15:04 MST"))
+	if s.Blocked {
+		fmt.Fprintf(&b, "Deployment of %s blocked until root cause resolved.\n", inc.BadVersion)
+	}
+	return b.String()
+}
+
+var channelChars = regexp.MustCompile(`[^a-z0-9_-]+`)
+
+// ChannelName is incident-YYYY-MM-DD-<service> under Slack's rules:
+// lowercase, only a-z 0-9 - _, at most 80 characters.
+func ChannelName(inc Incident) string {
+	name := "incident-" + inc.Date.UTC().Format("2006-01-02") + "-" + strings.ToLower(inc.Service)
+	name = channelChars.ReplaceAllString(name, "-")
+	name = strings.Trim(name, "-_")
+	if len(name) > 80 {
+		name = strings.TrimRight(name[:80], "-_")
+	}
+	return name
+}
+
+// Retry calls fn until it succeeds, its error is permanent, or attempts
+// run out, waiting base, 2·base, 4·base… between tries.
+func Retry(ctx context.Context, attempts int, base time.Duration, fn func() error) error {
+	var err error
+	for i := 0; i < attempts; i++ {
+		if err = fn(); err == nil {
+			return nil
+		}
+		var p permanent
+		if asPermanent(err, &p) {
+			return err
+		}
+		if i+1 < attempts {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(base << i):
+			}
+		}
+	}
+	return fmt.Errorf("after %d attempts: %w", attempts, err)
+}
+
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+func asPermanent(err error, p *permanent) bool {
+	for err != nil {
+		if q, ok := err.(permanent); ok {
+			*p = q
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
+
+// postJSON sends v as JSON; 5xx and 429 are retryable, other 4xx permanent.
+func postJSON(ctx context.Context, c *http.Client, url string, headers map[string]string, v any, out any) error {
+	return sendJSON(ctx, c, http.MethodPost, url, headers, v, out)
+}
+
+func sendJSON(ctx context.Context, c *http.Client, method, url string, headers map[string]string, v any, out any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return permanent{err}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return permanent{err}
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+		return fmt.Errorf("HTTP %d from %s", resp.StatusCode, hostOf(url))
+	}
+	if resp.StatusCode/100 != 2 {
+		return permanent{fmt.Errorf("HTTP %d from %s: %s", resp.StatusCode, hostOf(url), trim(string(b)))}
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("answer from %s: %w", hostOf(url), err)
+		}
+	}
+	return nil
+}
+
+// hostOf keeps secrets in webhook URLs' paths out of messages.
+func hostOf(url string) string {
+	s := strings.TrimPrefix(strings.TrimPrefix(url, "https://"), "http://")
+	if i := strings.IndexByte(s, '/'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func trim(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 300 {
+		return s[:300] + "…"
+	}
+	return s
+}
