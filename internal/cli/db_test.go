@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,17 +16,7 @@ import (
 
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if pg, err = pgtest.Start(context.Background()); err != nil {
-			fmt.Fprintln(os.Stderr, "cli tests need PostgreSQL:", err)
-			return 1
-		}
-		defer pg.Stop()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, "cli", &pg)) }
 
 // runCLI runs rollback with the given environment, no terminal.
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {

@@ -16,19 +16,7 @@ import (
 
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		pg, err = pgtest.Start(context.Background())
-		if err != nil {
-			// A missing PostgreSQL fails the tests, never skips them.
-			fmt.Fprintln(os.Stderr, "migrate tests need PostgreSQL:", err)
-			return 1
-		}
-		defer pg.Stop()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, "migrate", &pg)) }
 
 var dbSeq atomic.Int64
 

@@ -73,6 +73,17 @@ func ChannelName(inc Incident) string {
 	return name
 }
 
+// retryParams fills in the default attempts (4) and first backoff (500ms).
+func retryParams(attempts int, backoff time.Duration) (int, time.Duration) {
+	if attempts <= 0 {
+		attempts = 4
+	}
+	if backoff <= 0 {
+		backoff = 500 * time.Millisecond
+	}
+	return attempts, backoff
+}
+
 // Retry calls fn until it succeeds, its error is permanent, or attempts
 // run out, waiting base, 2·base, 4·base… between tries.
 func Retry(ctx context.Context, attempts int, base time.Duration, fn func() error) error {

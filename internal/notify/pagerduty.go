@@ -43,13 +43,7 @@ func (p *PagerDuty) Send(ctx context.Context, action string, inc Incident, summa
 			},
 		}
 	}
-	attempts, backoff := p.Attempts, p.Backoff
-	if attempts <= 0 {
-		attempts = 4
-	}
-	if backoff <= 0 {
-		backoff = 500 * time.Millisecond
-	}
+	attempts, backoff := retryParams(p.Attempts, p.Backoff)
 	var ans struct {
 		Status  string `json:"status"`
 		Message string `json:"message"`
@@ -94,13 +88,7 @@ func (p *PagerDutyREST) SetStatus(ctx context.Context, id, status string) error 
 		"From":          p.From,
 	}
 	body := map[string]any{"incident": map[string]any{"type": "incident_reference", "status": status}}
-	attempts, backoff := p.Attempts, p.Backoff
-	if attempts <= 0 {
-		attempts = 4
-	}
-	if backoff <= 0 {
-		backoff = 500 * time.Millisecond
-	}
+	attempts, backoff := retryParams(p.Attempts, p.Backoff)
 	err := Retry(ctx, attempts, backoff, func() error {
 		return sendJSON(ctx, p.Client, http.MethodPut, base+"/incidents/"+id, headers, body, nil)
 	})

@@ -35,13 +35,7 @@ func (s *Slack) call(ctx context.Context, method string, body any) (*slackAnswer
 		base = "https://slack.com/api"
 	}
 	var ans slackAnswer
-	attempts, backoff := s.Attempts, s.Backoff
-	if attempts <= 0 {
-		attempts = 4
-	}
-	if backoff <= 0 {
-		backoff = 500 * time.Millisecond
-	}
+	attempts, backoff := retryParams(s.Attempts, s.Backoff)
 	err := Retry(ctx, attempts, backoff, func() error {
 		ans = slackAnswer{}
 		if err := postJSON(ctx, s.Client, base+"/"+method, map[string]string{"Authorization": "Bearer " + s.Token}, body, &ans); err != nil {
@@ -101,12 +95,6 @@ type Webhook struct {
 
 // Send posts v as JSON.
 func (w *Webhook) Send(ctx context.Context, v any) error {
-	attempts, backoff := w.Attempts, w.Backoff
-	if attempts <= 0 {
-		attempts = 4
-	}
-	if backoff <= 0 {
-		backoff = 500 * time.Millisecond
-	}
+	attempts, backoff := retryParams(w.Attempts, w.Backoff)
 	return Retry(ctx, attempts, backoff, func() error { return postJSON(ctx, w.Client, w.URL, nil, v, nil) })
 }

@@ -124,3 +124,17 @@ func (s *Server) Stop() {
 	}
 	_ = os.RemoveAll(s.Dir)
 }
+
+// Main is a TestMain body for packages whose tests need PostgreSQL: it
+// starts a server, stores it in *srv, runs the tests and stops it. A
+// missing PostgreSQL fails the tests; it never skips them.
+func Main(m interface{ Run() int }, pkg string, srv **Server) int {
+	s, err := Start(context.Background())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s tests need PostgreSQL: %v\n", pkg, err)
+		return 1
+	}
+	defer s.Stop()
+	*srv = s
+	return m.Run()
+}

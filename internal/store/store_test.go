@@ -15,17 +15,7 @@ import (
 
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		var err error
-		if pg, err = pgtest.Start(context.Background()); err != nil {
-			fmt.Fprintln(os.Stderr, "store tests need PostgreSQL:", err)
-			return 1
-		}
-		defer pg.Stop()
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, "store", &pg)) }
 
 // backends opens a fresh store of every kind.
 func backends(t *testing.T) map[string]func() Store {
