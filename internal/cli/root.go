@@ -93,6 +93,8 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newGateCmd(f),
 		newCheckCmd(f),
 		newRunbookCmd(f),
+		newStatusCmd(f),
+		newReportCmd(f),
 		newVersionCmd(f),
 	)
 	return root

@@ -1,0 +1,174 @@
+// Package incident turns an incident's journal into the runbook's
+// checklist (11 items, each with its status, evidence and timing), the time
+// to recover, the post-incident review's due date, and a review draft.
+// Everything here is a pure function of the store's records.
+package incident
+
+import (
+	"strings"
+	"time"
+
+	"rollback/internal/store"
+)
+
+// Step names the whole-runbook run journals under; the checklist reads them.
+const (
+	StepDeclare  = "declare"
+	StepSnapshot = "snapshot"
+	StepKube     = "kube-undo"
+	StepDownMig  = "down-migrate"
+	StepSmoke    = "smoke"
+	StepMetrics  = "metrics"
+	StepFlagOff  = "flag-off"
+	StepClose    = "close"
+	StepBlock    = "block"
+	StepReview   = "schedule-review"
+	// StepReviewDone is journaled when the review took place.
+	StepReviewDone = "review-done"
+)
+
+// ReviewWithin is the runbook's "PIR within 48 hours".
+const ReviewWithin = 48 * time.Hour
+
+// Status of a checklist item.
+type Status string
+
+// Item statuses.
+const (
+	Pending Status = "pending"
+	Running Status = "running"
+	Done    Status = "done"
+	Skipped Status = "n/a"
+	Failed  Status = "failed"
+)
+
+// Item is one line of the runbook's checklist.
+type Item struct {
+	Text     string        `json:"item"`
+	Step     string        `json:"step"`
+	Status   Status        `json:"status"`
+	Evidence string        `json:"evidence,omitempty"`
+	Started  time.Time     `json:"started,omitempty"`
+	Took     time.Duration `json:"took,omitempty"`
+	Overrun  string        `json:"overrun,omitempty"`
+}
+
+// The runbook's checklist, in its order, with the step that ticks each item.
+var checklist = []struct{ text, step string }{
+	{"Incident declared and stakeholders notified", StepDeclare},
+	{"Decision to roll-backward documented (rationale)", ""},
+	{"Database snapshot taken (if migration involved)", StepSnapshot},
+	{"Kubernetes rollback executed (kubectl rollout undo)", StepKube},
+	{"Down migration run and verified (if applicable)", StepDownMig},
+	{"Inflight smoke tests passed on rolled-back version", StepSmoke},
+	{"Monitoring dashboards confirm recovery", StepMetrics},
+	{"Feature flag disabled to prevent re-triggering", StepFlagOff},
+	{"Incident closed and stakeholders notified of recovery", StepClose},
+	{"Broken version blocked in CI/CD pipeline", StepBlock},
+	{"Post-incident review scheduled (within 48 hours)", StepReview},
+}
+
+// Checklist derives the 11 items from the incident and its journal.
+func Checklist(inc *store.Incident, events []store.Event) []Item {
+	type state struct {
+		started, ended time.Time
+		phase          string
+		evidence, msg  string
+		overrun        string
+	}
+	steps := map[string]*state{}
+	get := func(n string) *state {
+		if steps[n] == nil {
+			steps[n] = &state{}
+		}
+		return steps[n]
+	}
+	for _, ev := range events {
+		s := get(ev.Step)
+		switch ev.Phase {
+		case "started":
+			s.started, s.phase = ev.Time, "started"
+		case "done":
+			s.ended, s.phase, s.evidence = ev.Time, "done", ev.Evidence
+		case "failed":
+			s.ended, s.phase, s.msg = ev.Time, "failed", ev.Message
+		case "overrun":
+			s.overrun = ev.Message
+		}
+	}
+	items := make([]Item, 0, len(checklist))
+	for _, c := range checklist {
+		it := Item{Text: c.text, Step: c.step, Status: Pending}
+		if c.step == "" { // the decision lives on the incident itself
+			if inc.Decision != "" {
+				it.Status, it.Evidence = Done, inc.Decision
+				if inc.Rationale != "" {
+					it.Evidence += " — rationale recorded"
+				}
+			}
+			items = append(items, it)
+			continue
+		}
+		s := steps[c.step]
+		if s != nil {
+			it.Started, it.Overrun = s.started, s.overrun
+			switch s.phase {
+			case "started":
+				it.Status = Running
+			case "done":
+				it.Status, it.Evidence = Done, s.evidence
+				if strings.HasPrefix(s.evidence, "skipped: ") {
+					it.Status, it.Evidence = Skipped, strings.TrimPrefix(s.evidence, "skipped: ")
+				}
+			case "failed":
+				it.Status, it.Evidence = Failed, s.msg
+			}
+			if !s.ended.IsZero() && !s.started.IsZero() {
+				it.Took = s.ended.Sub(s.started)
+			}
+		}
+		items = append(items, it)
+	}
+	return items
+}
+
+// TimeToRecover runs from the incident's opening to the end of the last
+// recovery step (Kubernetes undo, down migration, verification).
+func TimeToRecover(inc *store.Incident, events []store.Event) (time.Duration, bool) {
+	var last time.Time
+	for _, ev := range events {
+		if ev.Phase == "done" && (ev.Step == StepKube || ev.Step == StepDownMig || ev.Step == StepSmoke || ev.Step == StepMetrics) && ev.Time.After(last) {
+			last = ev.Time
+		}
+	}
+	if last.IsZero() {
+		return 0, false
+	}
+	return last.Sub(inc.OpenedAt), true
+}
+
+// ReviewDue is when the post-incident review is due: 48 hours after the
+// incident closed (or opened, while it is still open).
+func ReviewDue(inc *store.Incident) time.Time {
+	if inc.ClosedAt != nil {
+		return inc.ClosedAt.Add(ReviewWithin)
+	}
+	return inc.OpenedAt.Add(ReviewWithin)
+}
+
+// ReviewState says whether a review is done, due soon or overdue at now.
+func ReviewState(inc *store.Incident, events []store.Event, now time.Time) string {
+	for _, ev := range events {
+		if ev.Step == StepReviewDone {
+			return "done"
+		}
+	}
+	due := ReviewDue(inc)
+	switch {
+	case now.After(due):
+		return "overdue"
+	case due.Sub(now) <= 24*time.Hour:
+		return "due"
+	}
+	return "scheduled"
+}
