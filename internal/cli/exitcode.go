@@ -8,6 +8,7 @@ import (
 	"rollback/internal/config"
 	"rollback/internal/kube"
 	"rollback/internal/migrate"
+	"rollback/internal/store"
 )
 
 // Exit codes, documented in the README.
@@ -21,6 +22,7 @@ const (
 	ExitAborted     = 6   // declined at the confirmation prompt
 	ExitRolledBack  = 7   // rollback watch rolled the service back
 	ExitBlocked     = 8   // rollback gate: the version is blocked
+	ExitLocked      = 9   // another rollback of the service is running
 	ExitInterrupted = 130 // interrupted (Ctrl-C)
 )
 
@@ -45,6 +47,8 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &ce1), errors.Is(err, config.ErrNotFound):
 		return ExitUsage
+	case errors.Is(err, store.ErrLeaseHeld):
+		return ExitLocked
 	case errors.Is(err, ErrBlocked):
 		return ExitBlocked
 	case errors.Is(err, ErrRolledBack):

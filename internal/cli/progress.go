@@ -10,11 +10,21 @@ import (
 )
 
 var stepTitles = map[string]string{
-	"plan":         "Plan",
-	"undo":         "Kubernetes undo",
-	"rollout":      "Wait for rollout",
-	"verify-image": "Verify running image",
-	"mark":         "Mark revisions",
+	"declare":         "Declare incident",
+	"snapshot":        "Database snapshot",
+	"kube-undo":       "Kubernetes rollback",
+	"down-migrate":    "Down migration",
+	"smoke":           "Verify: pods and smoke",
+	"metrics":         "Verify: metrics",
+	"flag-off":        "Feature flag off",
+	"close":           "Communicate and close",
+	"block":           "Block broken version",
+	"schedule-review": "Schedule review",
+	"plan":            "Plan",
+	"undo":            "Kubernetes undo",
+	"rollout":         "Wait for rollout",
+	"verify-image":    "Verify running image",
+	"mark":            "Mark revisions",
 }
 
 func stepTitle(s string) string {
@@ -54,6 +64,14 @@ func (p *renderer) Event(e progress.Event) {
 	}
 	switch e.Phase {
 	case progress.Started:
+		if p.stop != nil { // a nested step starts: stop the outer one's timer line
+			close(p.stop)
+			p.mu.Unlock()
+			<-p.done
+			p.mu.Lock()
+			p.stop = nil
+			fmt.Fprint(p.w, "\r\033[K")
+		}
 		p.step, p.msg, p.started = e.Step, "", e.Time
 		p.stop, p.done = make(chan struct{}), make(chan struct{})
 		go p.tick(p.stop, p.done)

@@ -94,6 +94,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newCheckCmd(f),
 		newRunbookCmd(f),
 		newStatusCmd(f),
+		newResumeCmd(f),
 		newReportCmd(f),
 		newVersionCmd(f),
 	)

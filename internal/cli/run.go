@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"rollback/internal/kube"
+	"rollback/internal/progress"
 )
 
 // RunOptions are the flags of `rollback run`.
@@ -78,19 +79,69 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		return err
 	}
 	pr := newRenderer(f.IO, f.Now)
-	opts := kube.RollbackOptions{
-		ToRevision: o.ToRevision, DryRun: dry, Timeout: o.Timeout, Events: pr.Event, Now: f.Now,
+	if dry != kube.DryRunNone {
+		res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{ToRevision: o.ToRevision, DryRun: dry, Timeout: o.Timeout, Events: pr.Event, Now: f.Now})
+		return printRun(f, format, res, err, "")
+	}
+	// Plan first, read-only: a refusal or "nothing to do" opens no incident.
+	var p *kube.Plan
+	err = progress.Func(pr.Event).Run(f.Now, "plan", func() (string, error) {
+		h, err := kube.GetHistory(ctx, w.Client, w.Target)
+		if err != nil {
+			return "", err
+		}
+		if p, err = kube.PlanUndo(h, o.ToRevision); err != nil {
+			return "", err
+		}
+		return p.Summary() + "; " + p.Reason, nil
+	})
+	if err != nil {
+		return err
+	}
+	if p.NoOp {
+		pr.Event(progress.Event{Time: f.Now(), Step: "undo", Phase: progress.Done, Message: fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number)})
+		return printRun(f, format, &kube.Result{Plan: p, DryRun: dry}, nil, "")
 	}
 	if !o.Yes && f.IO.CanPrompt() {
-		opts.Confirm = func(p *kube.Plan) (bool, error) { return confirm(f.IO, p) }
+		ok, err := confirm(f.IO, p)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return kube.ErrAborted
+		}
 	}
-	res, err := kube.Rollback(ctx, w.Client, w.Target, opts)
+	s, err := f.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	inc, t, err := startIncident(ctx, f, s, o, w, p)
+	if err != nil {
+		return err
+	}
+	res, err := execute(ctx, f, s, inc, t, w, pr)
+	if err != nil {
+		fmt.Fprintf(f.IO.ErrOut, "incident %s is open: see 'rollback status %s'; continue with 'rollback resume %s'\n", inc.ID, inc.ID, inc.ID)
+	}
+	if res.Plan == nil {
+		res.Plan = p
+	}
+	return printRun(f, format, res, err, inc.ID)
+}
+
+func printRun(f *Factory, format string, res *kube.Result, err error, incID string) error {
 	if format != "" && res != nil && res.Plan != nil {
-		if perr := printStructured(f.IO.Out, format, runView(res, err)); perr != nil {
+		v := runView(res, err)
+		v.Incident = incID
+		if perr := printStructured(f.IO.Out, format, v); perr != nil {
 			return perr
 		}
 	} else if err == nil {
 		printRunSummary(f.IO, res)
+		if incID != "" {
+			fmt.Fprintf(f.IO.Out, "Incident %s: checklist with 'rollback status %s', review draft with 'rollback report %s'.\n", incID, incID, incID)
+		}
 	}
 	return err
 }
@@ -98,9 +149,10 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 // runResult is the -o json|yaml shape of `rollback run`.
 type runResult struct {
 	*kube.Result
-	Outcome string `json:"outcome"`
-	Error   string `json:"error,omitempty"`
-	Exit    int    `json:"exitCode"`
+	Incident string `json:"incident,omitempty"`
+	Outcome  string `json:"outcome"`
+	Error    string `json:"error,omitempty"`
+	Exit     int    `json:"exitCode"`
 }
 
 func runView(res *kube.Result, err error) runResult {

@@ -105,6 +105,16 @@ func (h *History) Find(n int64) *Revision {
 	return nil
 }
 
+// FindReplicaSet returns the revision of the named ReplicaSet, or nil.
+func (h *History) FindReplicaSet(name string) *Revision {
+	for i := range h.Revisions {
+		if h.Revisions[i].ReplicaSet == name {
+			return &h.Revisions[i]
+		}
+	}
+	return nil
+}
+
 // ErrNotFound wraps a missing Deployment.
 var ErrNotFound = fmt.Errorf("not found")
 

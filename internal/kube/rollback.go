@@ -29,6 +29,14 @@ type RollbackOptions struct {
 	// Events receives progress; may be nil.
 	Events progress.Func
 	Now    func() time.Time
+
+	// ToReplicaSet and FromReplicaSet pin the target and the abandoned
+	// revision by ReplicaSet (stable across renumbering), so a resumed run
+	// finishes the rollback it started instead of choosing anew.
+	ToReplicaSet, FromReplicaSet string
+	// Resume: when the Deployment already matches the target (the undo
+	// happened before an interruption), still wait, verify and mark.
+	Resume bool
 }
 
 // ErrAborted means the user declined the confirmation.
@@ -78,19 +86,32 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		if h, err = GetHistory(ctx, cs, t); err != nil {
 			return "", err
 		}
-		if res.Plan, err = PlanUndo(h, o.ToRevision); err != nil {
+		to := o.ToRevision
+		if o.ToReplicaSet != "" {
+			r := h.FindReplicaSet(o.ToReplicaSet)
+			if r == nil {
+				return "", fmt.Errorf("%w: replicaset %s is no longer in the history of deployment/%s", ErrRevisionNotFound, o.ToReplicaSet, t.Name)
+			}
+			to = r.Number
+		}
+		if res.Plan, err = PlanUndo(h, to); err != nil {
 			return "", err
+		}
+		if o.FromReplicaSet != "" {
+			if r := h.FindReplicaSet(o.FromReplicaSet); r != nil {
+				res.Plan.From = r
+			}
 		}
 		return res.Plan.Summary() + "; " + res.Plan.Reason, nil
 	}); err != nil {
 		return finish(err)
 	}
 	p := res.Plan
-	if p.NoOp {
+	if p.NoOp && !o.Resume {
 		emit("undo", progress.Done, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
 		return finish(nil)
 	}
-	if o.Confirm != nil && o.DryRun == DryRunNone {
+	if o.Confirm != nil && o.DryRun == DryRunNone && !p.NoOp {
 		ok, err := o.Confirm(p)
 		if err != nil {
 			return finish(err)
@@ -100,6 +121,9 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		}
 	}
 	if err := step("undo", func() (string, error) {
+		if p.NoOp {
+			return fmt.Sprintf("already at revision %d (resumed)", p.To.Number), nil
+		}
 		if _, err := Undo(ctx, cs, h, p, o.DryRun); err != nil {
 			return "", err
 		}
@@ -138,7 +162,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 
 	if err := step("mark", func() (string, error) {
 		var parts []string
-		if p.From != nil {
+		if p.From != nil && p.From.ReplicaSet != p.To.ReplicaSet {
 			reason := fmt.Sprintf("rolled back to revision %d at %s", p.To.Number, now().UTC().Format(time.RFC3339))
 			if err := Mark(ctx, cs, t.Namespace, p.From.ReplicaSet, Bad, reason, now()); err != nil {
 				return "", err

@@ -45,11 +45,24 @@ func Open(ctx context.Context, location string) (Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	if err := s.migrate(ctx); err != nil {
+	// Two processes opening a new SQLite store at once can see SQLITE_BUSY
+	// outside the busy handler's reach (a lock upgrade); try again.
+	for try := 0; ; try++ {
+		err = s.migrate(ctx)
+		if err == nil || try >= 50 || !isBusy(err) {
+			break
+		}
+		time.Sleep(time.Duration(20+try*10) * time.Millisecond)
+	}
+	if err != nil {
 		s.db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+func isBusy(err error) bool {
+	return strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked")
 }
 
 // schema is applied in order; store_schema records how far a store is.
@@ -75,12 +88,9 @@ var schema = []string{
 }
 
 func (s *sqlStore) migrate(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS store_schema (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("store schema: %w", err)
-	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("store schema: %w", err)
 	}
 	defer tx.Rollback()
 	if s.postgres {
@@ -89,9 +99,12 @@ func (s *sqlStore) migrate(ctx context.Context) error {
 			return err
 		}
 	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS store_schema (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("store schema: %w", err)
+	}
 	var v int
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM store_schema`).Scan(&v); err != nil {
-		return err
+		return fmt.Errorf("store schema: %w", err)
 	}
 	if v > len(schema) {
 		return fmt.Errorf("the store is at schema version %d, newer than this rollback understands (%d): upgrade rollback", v, len(schema))
@@ -109,7 +122,10 @@ func (s *sqlStore) migrate(ctx context.Context) error {
 			return err
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store schema: %w", err)
+	}
+	return nil
 }
 
 // q rewrites ? placeholders to PostgreSQL's $n.

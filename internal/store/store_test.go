@@ -289,3 +289,31 @@ func TestSchemaUpgradeFromVersion1(t *testing.T) {
 		t.Errorf("the upgrade did not add approvals: %v", err)
 	}
 }
+
+// TestConcurrentOpen: several openers of one new SQLite file (as two
+// 'rollback run' processes) all get a working store.
+func TestConcurrentOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "shared.db")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := Open(context.Background(), path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			if err := s.CreateIncident(context.Background(), &Incident{Service: fmt.Sprintf("svc-%d", i)}); err != nil {
+				errs <- err
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

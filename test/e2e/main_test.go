@@ -30,6 +30,7 @@ import (
 var (
 	binDir     string
 	sandboxDir string
+	storePath  string
 	kubeconfig string
 	cs         kubernetes.Interface
 )
@@ -62,6 +63,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	sandboxDir = dir
+	storePath = filepath.Join(dir, "state", "rollback.db")
 	sbx := filepath.Join(binDir, "rollback-sandbox")
 	up := exec.Command(sbx, "up", "--dir", dir)
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr
@@ -214,8 +216,11 @@ func rollback(t *testing.T, args ...string) result {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	io := &cli.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, Getenv: func(k string) string {
-		if k == "ROLLBACK_CONFIG" {
+		switch k {
+		case "ROLLBACK_CONFIG":
 			return ""
+		case "ROLLBACK_STORE":
+			return storePath
 		}
 		return os.Getenv(k)
 	}}
@@ -233,7 +238,7 @@ func kubectl(t *testing.T, args ...string) string {
 	// kubectl takes no flags before a plugin's name, so the kubeconfig
 	// comes from the environment.
 	cmd := exec.Command("kubectl", args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "ROLLBACK_STORE="+storePath, "PATH="+binDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -1,0 +1,233 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"rollback/internal/incident"
+	"rollback/internal/kube"
+	"rollback/internal/runbook"
+	"rollback/internal/store"
+	"rollback/internal/verify"
+)
+
+// runTarget is journaled when an incident starts, so resume knows what to
+// finish even if the run died before its first step.
+type runTarget struct {
+	Service        string `json:"service"` // as the user named it
+	Namespace      string `json:"namespace"`
+	Name           string `json:"name"`
+	Context        string `json:"context,omitempty"`
+	ToReplicaSet   string `json:"to"`
+	FromReplicaSet string `json:"from"`
+	Timeout        string `json:"timeout"`
+}
+
+func holderName() string {
+	h, _ := os.Hostname()
+	return h + ":" + strconv.Itoa(os.Getpid())
+}
+
+// startIncident creates the incident for a planned rollback and journals
+// its target.
+func startIncident(ctx context.Context, f *Factory, s store.Store, o *RunOptions, w *Workload, p *kube.Plan) (*store.Incident, *runTarget, error) {
+	inc := &store.Incident{Service: o.Service, GoodVersion: tagOfRev(p.To), Decision: "roll-back", OpenedAt: f.Now()}
+	if p.From != nil {
+		inc.BadVersion = tagOfRev(p.From)
+	}
+	reasons, _ := json.Marshal([]map[string]string{
+		{"question": "Who decided?", "answer": "the operator ran 'rollback run'", "source": "override"},
+		{"question": "Target", "answer": p.Summary(), "source": "measured", "evidence": p.Reason},
+	})
+	inc.Rationale = string(reasons)
+	if err := s.CreateIncident(ctx, inc); err != nil {
+		return nil, nil, err
+	}
+	t := &runTarget{Service: o.Service, Namespace: w.Target.Namespace, Name: w.Target.Name, Context: w.Context,
+		ToReplicaSet: p.To.ReplicaSet, Timeout: o.Timeout.String()}
+	if p.From != nil {
+		t.FromReplicaSet = p.From.ReplicaSet
+	}
+	b, _ := json.Marshal(t)
+	if _, err := s.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: f.Now(), Step: "run", Phase: "note", Key: "target", Evidence: string(b)}); err != nil {
+		return nil, nil, err
+	}
+	return inc, t, nil
+}
+
+func tagOfRev(r *kube.Revision) string {
+	if r == nil || len(r.Images) == 0 {
+		return ""
+	}
+	return tagOf(r.Images[0])
+}
+
+// runbookPlan is the runbook's order of steps for one incident. Steps that
+// need settings this run does not have are skipped with the reason.
+func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w *Workload, r *renderer, out *kube.Result) runbook.Plan {
+	timeout, _ := time.ParseDuration(t.Timeout)
+	skip := func(why string) func(context.Context, *runbook.StepContext) (string, error) {
+		return func(context.Context, *runbook.StepContext) (string, error) {
+			return "", fmt.Errorf("%s: %w", why, runbook.ErrSkip)
+		}
+	}
+	return runbook.Plan{Service: t.Namespace + "/deployment/" + t.Name, Steps: []runbook.Step{
+		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare,
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				return fmt.Sprintf("incident %s: rollback of %s %s → %s; no notifier configured", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion)), nil
+			}},
+		{Name: incident.StepSnapshot, Title: "Database snapshot", Run: skip("no database migration in this run (use 'rollback db undo')")},
+		{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{Timeout: timeout, Events: r.Event, Now: f.Now,
+					ToReplicaSet: t.ToReplicaSet, FromReplicaSet: t.FromReplicaSet, Resume: true})
+				if res != nil {
+					*out = *res
+				}
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("%s; now revision %d, %d ready pod(s) on %s", res.Plan.Summary(), res.Revision, res.ReadyPods, strings.Join(res.Images, ",")), nil
+			}},
+		{Name: incident.StepDownMig, Title: "Database down migration", Run: skip("no database migration in this run")},
+		{Name: incident.StepSmoke, Title: "Verify pods (and smoke tests)", Budget: runbook.BudgetVerify,
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				res, err := verify.Pods(ctx, w.Client, w.Target, 2*time.Second)
+				if err != nil {
+					return "", err
+				}
+				if !res.Passed {
+					return "", fmt.Errorf("%w: %s: %s", ErrVerifyFailed, res.Measured, res.Message)
+				}
+				return res.Measured, nil
+			}},
+		{Name: incident.StepMetrics, Title: "Verify metrics", Run: skip("no metric checks configured (see 'rollback verify')")},
+		{Name: incident.StepFlagOff, Title: "Feature flag off", Run: skip("no feature flag configured")},
+		{Name: incident.StepClose, Title: "Communicate and close",
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				cur, err := s.GetIncident(ctx, inc.ID)
+				if err != nil {
+					return "", err
+				}
+				if cur.Status != "closed" {
+					now := f.Now()
+					cur.Status, cur.ClosedAt = "closed", &now
+					if err := s.UpdateIncident(ctx, cur); err != nil {
+						return "", err
+					}
+					*inc = *cur
+				}
+				return "incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339) + "; no notifier configured", nil
+			}},
+		{Name: incident.StepBlock, Title: "Block the broken version",
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				if inc.BadVersion == "" {
+					return "", fmt.Errorf("the abandoned version is unknown: %w", runbook.ErrSkip)
+				}
+				err := s.SetBlock(ctx, store.Block{Service: inc.Service, Version: inc.BadVersion, Incident: inc.ID,
+					Reason: "rolled back in " + inc.ID + "; root cause open", At: f.Now()})
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("%s %s blocked: 'rollback gate %s %s' fails in CI", inc.Service, inc.BadVersion, inc.Service, inc.BadVersion), nil
+			}},
+		{Name: incident.StepReview, Title: "Schedule post-incident review",
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				cur, err := s.GetIncident(ctx, inc.ID)
+				if err != nil {
+					return "", err
+				}
+				return "review due " + incident.ReviewDue(cur).UTC().Format(time.RFC3339) + "; draft: rollback report " + inc.ID, nil
+			}},
+	}}
+}
+
+// execute runs (or resumes) the incident's runbook, taking over a lease
+// left by a dead run of this machine.
+func execute(ctx context.Context, f *Factory, s store.Store, inc *store.Incident, t *runTarget, w *Workload, r *renderer) (*kube.Result, error) {
+	res := &kube.Result{}
+	ex := &runbook.Executor{Store: s, Holder: holderName(), Now: f.Now, Events: r.Event}
+	p := runbookPlan(f, s, inc, t, w, r, res)
+	err := ex.Run(ctx, inc.ID, p)
+	var le *store.LeaseError
+	if errors.As(err, &le) && deadLocalHolder(le.Lease.Holder) {
+		_ = s.ReleaseLease(ctx, le.Lease.Service, le.Lease.Holder)
+		err = ex.Run(ctx, inc.ID, p)
+	}
+	return res, err
+}
+
+// deadLocalHolder: the lease was held by a process of this host that no
+// longer runs (a run killed before it could release it).
+func deadLocalHolder(holder string) bool {
+	host, pid, ok := strings.Cut(holder, ":")
+	me, _ := os.Hostname()
+	n, err := strconv.Atoi(pid)
+	if !ok || host != me || err != nil || n <= 0 {
+		return false
+	}
+	return syscall.Kill(n, 0) != nil
+}
+
+func newResumeCmd(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume INCIDENT",
+		Short: "Continue an interrupted 'rollback run' where its journal says it stopped",
+		Long: `Continue a rollback that was interrupted (killed, machine lost, Ctrl-C):
+finished steps are not repeated, recorded side effects are not repeated, and
+the Kubernetes rollback finishes towards the target it had chosen.`,
+		Example: "  rollback resume INC-20261126-1",
+		Args:    exactArgs(1, "one INCIDENT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			s, err := f.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			inc, evs, err := loadIncident(ctx, s, args[0])
+			if err != nil {
+				return err
+			}
+			var t runTarget
+			for _, ev := range evs {
+				if ev.Key == "target" {
+					_ = json.Unmarshal([]byte(ev.Evidence), &t)
+				}
+			}
+			if t.Name == "" {
+				return fmt.Errorf("incident %s has no recorded target; it was not started by 'rollback run'", inc.ID)
+			}
+			if f.Namespace == "" {
+				f.Namespace = t.Namespace
+			}
+			if f.Context == "" {
+				f.Context = t.Context
+			}
+			w, err := f.Resolve("deployment/" + t.Name)
+			if err != nil {
+				return err
+			}
+			r := newRenderer(f.IO, f.Now)
+			res, err := execute(ctx, f, s, inc, &t, w, r)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(f.IO.Out, "Incident %s complete", inc.ID)
+			if res.Plan != nil {
+				fmt.Fprintf(f.IO.Out, ": %s", res.Plan.Summary())
+			}
+			fmt.Fprintf(f.IO.Out, "; see 'rollback status %s'.\n", inc.ID)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"rollback/internal/cli"
+)
+
+func rollbackCmd(st string, args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(binDir, "rollback"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "ROLLBACK_STORE="+st)
+	return cmd
+}
+
+type statusJSON struct {
+	Incident struct {
+		ID         string `json:"id"`
+		Status     string `json:"status"`
+		BadVersion string `json:"badVersion"`
+	} `json:"incident"`
+	Checklist []struct {
+		Item   string `json:"item"`
+		Status string `json:"status"`
+	} `json:"checklist"`
+}
+
+func incidentStatus(t *testing.T, st, id string) statusJSON {
+	t.Helper()
+	out, err := rollbackCmd(st, "status", id, "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("status %s: %v", id, err)
+	}
+	var s statusJSON
+	if err := json.Unmarshal(out, &s); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return s
+}
+
+func checkFinished(t *testing.T, st, id, ns string) {
+	t.Helper()
+	s := incidentStatus(t, st, id)
+	if s.Incident.Status != "closed" || s.Incident.BadVersion != "v1.2.0" || len(s.Checklist) != 11 {
+		t.Errorf("incident %+v, %d checklist items", s.Incident, len(s.Checklist))
+	}
+	for i, it := range s.Checklist {
+		if it.Status != "done" && it.Status != "n/a" {
+			t.Errorf("item %d %q is %s", i+1, it.Item, it.Status)
+		}
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("running %s, want %s", got, image("v1.1.5"))
+	}
+	// The broken version is blocked for CI.
+	err := rollbackCmd(st, "gate", "deployment/"+app, "v1.2.0").Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitBlocked {
+		t.Errorf("gate after the run: %v, want exit %d", err, cli.ExitBlocked)
+	}
+}
+
+func TestWholeRunbook(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	st := filepath.Join(t.TempDir(), "r.db")
+	out, err := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes", "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out)
+	}
+	var res struct {
+		Incident string `json:"incident"`
+		Outcome  string `json:"outcome"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.Incident == "" || res.Outcome != "rolled-back" {
+		t.Fatalf("run result %s (%v)", out, err)
+	}
+	checkFinished(t, st, res.Incident, ns)
+	rep, err := rollbackCmd(st, "report", res.Incident).Output()
+	if err != nil || !strings.Contains(string(rep), "# Post-incident review: "+res.Incident) || !strings.Contains(string(rep), "Time to recover:") {
+		t.Errorf("report: %v\n%s", err, rep)
+	}
+}
+
+// TestKilledRunResumes kills the run (SIGKILL) right after the Kubernetes
+// undo and resumes it: it converges, and nothing finished is done twice.
+func TestKilledRunResumes(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	st := filepath.Join(t.TempDir(), "r.db")
+	cmd := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	killed := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "Kubernetes undo: done") {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+			break
+		}
+	}
+	_ = cmd.Wait()
+	if !killed {
+		t.Fatal("the run ended before it could be killed")
+	}
+	list, err := rollbackCmd(st, "status", "-o", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []struct{ ID string }
+	if err := json.Unmarshal(list, &open); err != nil || len(open) != 1 {
+		t.Fatalf("open incidents: %s (%v)", list, err)
+	}
+	id := open[0].ID
+	if out, err := rollbackCmd(st, "resume", id).CombinedOutput(); err != nil {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
+	checkFinished(t, st, id, ns)
+	// A second resume finds everything done and changes nothing.
+	out, err := rollbackCmd(st, "resume", id).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "already done") {
+		t.Errorf("second resume: %v\n%s", err, out)
+	}
+}
+
+func TestConcurrentRunsOneProceeds(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	st := filepath.Join(t.TempDir(), "r.db")
+	codes := make([]int, 2)
+	outs := make([]string, 2)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			out, err := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes").CombinedOutput()
+			outs[i] = string(out)
+			if ee, ok := err.(*exec.ExitError); ok {
+				codes[i] = ee.ExitCode()
+			} else if err != nil {
+				codes[i] = -1
+			}
+		}(i)
+	}
+	wg.Wait()
+	ok, other := 0, -1
+	for i, c := range codes {
+		if c == 0 {
+			ok++
+		} else {
+			other = i
+		}
+	}
+	if ok != 1 || other < 0 {
+		t.Fatalf("exit codes %v, want exactly one success\n%s\n%s", codes, outs[0], outs[1])
+	}
+	// The other one either met the lease, or came after and found nothing
+	// safe to roll back to; it never rolled back a second time.
+	switch codes[other] {
+	case cli.ExitLocked:
+		if !strings.Contains(outs[other], "already running") {
+			t.Errorf("lease refusal should say who holds it:\n%s", outs[other])
+		}
+	case cli.ExitRefused:
+	default:
+		t.Errorf("second run: exit %d\n%s", codes[other], outs[other])
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("running %s", got)
+	}
+}
