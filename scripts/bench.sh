@@ -25,6 +25,7 @@ for i in $(seq 1 "$RUNS"); do
   [ "$i" -lt "$RUNS" ] && "$bin/rollback-sandbox" down --dir "$dir/sbx" >/dev/null 2>&1
 done
 export KUBECONFIG="$dir/sbx/kubeconfig"
+export ROLLBACK_STORE="$dir/state/rollback.db"
 
 scenario() { # namespace
   kubectl create namespace "$1" >/dev/null
@@ -54,7 +55,7 @@ row() { # name values...
   printf '%s\n' "$@" > "$dir/v"
   printf '%-58s %10s %10s %10s\n' "$name" "$(median < "$dir/v")" "$(sort -g "$dir/v" | head -1)" "$(sort -g "$dir/v" | tail -1)"
 }
-row "rollback run (undo+watch+verify image+marks)" "${rb[@]}"
+row "rollback run (whole runbook: incident, undo, watch, verify, block)" "${rb[@]}"
 row "kubectl rollout undo && kubectl rollout status" "${kc[@]}"
 row "rollback-sandbox up (binaries cached)" "${ups[@]}"
 row "scripts/build-sandbox.sh (binary cache hit)" "$warm_build"

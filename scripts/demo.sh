@@ -23,6 +23,7 @@ rb() { echo "\$ rollback $*"; "$bin/rollback" --config examples/rollback.yaml "$
 say "Starting the sandbox (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
 "$bin/rollback-sandbox" up --dir "$dir"
 export KUBECONFIG="$dir/kubeconfig"
+export ROLLBACK_STORE="$dir/state/rollback.db"   # incidents, journal, blocks: kept in the demo's directory
 
 say "Deploying transaction-service v1.1.5 (stable)"
 kubectl create namespace payments
@@ -69,10 +70,13 @@ say "History before the rollback"
 rb history transaction-service
 rb plan transaction-service
 
-say "Rolling back"
+say "Rolling back (the whole runbook, journaled)"
 start=$(date +%s.%N)
-rb run transaction-service --yes
+rb run transaction-service --yes -o json > "$dir/run.json"
 end=$(date +%s.%N)
+incident=$(sed -n 's/.*"incident": "\(INC-[^"]*\)".*/\1/p' "$dir/run.json" | head -1)
+echo "incident: $incident"
+rb status "$incident"
 
 say "History after the rollback (v1.2.0 is marked bad, v1.1.5 good)"
 rb history transaction-service
@@ -88,5 +92,11 @@ rb verify transaction-service --error-rate-query "$err_q" --latency-query "$lat_
 
 say "A second rollback does not return to the broken v1.2.0"
 rb run transaction-service --yes || echo "(refused, exit $?: there is no older good revision; the broken one is never a target)"
+
+say "CI gate: the broken version is blocked"
+rb gate transaction-service v1.2.0 || echo "(exit $?: blocked)"
+
+say "Post-incident review draft"
+rb report "$incident" | head -40
 
 printf '\nRollback took %.1fs (the runbook budgets 3 minutes for this step). Stopping the sandbox.\n' "$(awk -v a="$start" -v b="$end" 'BEGIN{print b-a}')"
