@@ -2,8 +2,9 @@
 # A rollback fire drill on the local sandbox: deploy transaction-service
 # v1.1.5 with the demo service and Prometheus measuring it, roll out a broken
 # v1.2.0, decide from the measured error rate, roll it back with `rollback
-# run`, show the history before and after, and verify the recovery. Leaves
-# nothing running.
+# run` (the journaled runbook: incident, checklist, block), show the history
+# before and after, verify the recovery, show the CI gate and the review
+# draft. Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="$PWD/bin"
