@@ -13,8 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"rollback/internal/config"
+	"rollback/internal/flags"
 	"rollback/internal/incident"
 	"rollback/internal/kube"
+	"rollback/internal/notify"
 	"rollback/internal/runbook"
 	"rollback/internal/store"
 	"rollback/internal/verify"
@@ -75,6 +78,8 @@ func tagOfRev(r *kube.Revision) string {
 // need settings this run does not have are skipped with the reason.
 func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w *Workload, r *renderer, out *kube.Result) runbook.Plan {
 	timeout, _ := time.ParseDuration(t.Timeout)
+	svc := f.serviceConfig(t.Service)
+	ninc := notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt}
 	skip := func(why string) func(context.Context, *runbook.StepContext) (string, error) {
 		return func(context.Context, *runbook.StepContext) (string, error) {
 			return "", fmt.Errorf("%s: %w", why, runbook.ErrSkip)
@@ -83,7 +88,9 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 	return runbook.Plan{Service: t.Namespace + "/deployment/" + t.Name, Steps: []runbook.Step{
 		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
-				return fmt.Sprintf("incident %s: rollback of %s %s → %s; no notifier configured", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion)), nil
+				parts := []string{fmt.Sprintf("incident %s: rollback of %s %s → %s", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion))}
+				parts = append(parts, announce(ctx, f, sc, svc, ninc)...)
+				return strings.Join(parts, "; "), nil
 			}},
 		{Name: incident.StepSnapshot, Title: "Database snapshot", Run: skip("no database migration in this run (use 'rollback db undo')")},
 		{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
@@ -111,7 +118,22 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				return res.Measured, nil
 			}},
 		{Name: incident.StepMetrics, Title: "Verify metrics", Run: skip("no metric checks configured (see 'rollback verify')")},
-		{Name: incident.StepFlagOff, Title: "Feature flag off", Run: skip("no feature flag configured")},
+		{Name: incident.StepFlagOff, Title: "Feature flag off",
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				if svc == nil || svc.Flag == nil {
+					return "", fmt.Errorf("no feature flag configured (flag: in rollback.yaml): %w", runbook.ErrSkip)
+				}
+				p, err := flagProvider(f, svc.Flag)
+				if err != nil {
+					return "", err
+				}
+				return sc.Once(ctx, "flag-off", func() (string, error) {
+					if err := flags.TurnOffAndConfirm(ctx, p, svc.Flag.Key, inc.ID+": rolled back "+inc.BadVersion); err != nil {
+						return "", err
+					}
+					return fmt.Sprintf("%s flag %s off (read back)", svc.Flag.Provider, svc.Flag.Key), nil
+				})
+			}},
 		{Name: incident.StepClose, Title: "Communicate and close",
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				cur, err := s.GetIncident(ctx, inc.ID)
@@ -126,7 +148,16 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 					}
 					*inc = *cur
 				}
-				return "incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339) + "; no notifier configured", nil
+				evs, err := s.Events(ctx, inc.ID)
+				if err != nil {
+					return "", err
+				}
+				ttr, _ := incident.TimeToRecover(cur, evs)
+				sum := notify.Summary{TimeToRecover: ttr, ErrorRate: "not measured in this run (see 'rollback verify')",
+					DownMigration: "not applicable", SmokeTests: "pods verified Ready on the restored image", PIRDue: incident.ReviewDue(cur), Blocked: inc.BadVersion != ""}
+				parts := []string{"incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339)}
+				parts = append(parts, conclude(ctx, f, sc, svc, ninc, sum)...)
+				return strings.Join(parts, "; "), nil
 			}},
 		{Name: incident.StepBlock, Title: "Block the broken version",
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
@@ -230,4 +261,109 @@ the Kubernetes rollback finishes towards the target it had chosen.`,
 			return nil
 		},
 	}
+}
+
+// serviceConfig returns the configured service, or nil (deployment/NAME,
+// or no rollback.yaml).
+func (f *Factory) serviceConfig(name string) *config.Service {
+	cfg, err := f.Config()
+	if err != nil || cfg == nil {
+		return nil
+	}
+	return cfg.Services[name]
+}
+
+// announce is Step 1's notification: the Slack incident channel and start
+// message, and PagerDuty trigger + acknowledge ("In Progress"). Failures are
+// reported in the evidence and never stop the rollback.
+func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident) []string {
+	if svc == nil || svc.Notify == nil {
+		return []string{"no notifier configured"}
+	}
+	var out []string
+	if sl := svc.Notify.Slack; sl != nil {
+		out = append(out, slackPost(ctx, f, sc, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions)))
+	}
+	if pd := svc.Notify.PagerDuty; pd != nil {
+		out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, pd, inc, notify.Acknowledge))
+	}
+	return out
+}
+
+// conclude is Step 6's: the closing summary and PagerDuty resolve.
+func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident, sum notify.Summary) []string {
+	if svc == nil || svc.Notify == nil {
+		return []string{"no notifier configured"}
+	}
+	var out []string
+	if sl := svc.Notify.Slack; sl != nil {
+		out = append(out, slackPost(ctx, f, sc, sl, inc, "slack-summary", notify.SummaryText(inc, sum)))
+	}
+	if pd := svc.Notify.PagerDuty; pd != nil {
+		out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Resolve))
+	}
+	return out
+}
+
+func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.SlackNotify, inc notify.Incident, key, text string) string {
+	token := f.IO.Getenv(cfg.TokenEnv)
+	if token == "" {
+		return fmt.Sprintf("slack: $%s is not set; nothing posted", cfg.TokenEnv)
+	}
+	sl := &notify.Slack{BaseURL: cfg.APIURL, Token: token}
+	ch, err := sc.Once(ctx, "slack-channel", func() (string, error) {
+		id, name, err := sl.CreateChannel(ctx, notify.ChannelName(inc))
+		return id + " #" + name, err
+	})
+	if err != nil || ch == runbook.Uncertain {
+		return fmt.Sprintf("slack: channel not created (%v)", orErr(err, ch))
+	}
+	id, name, _ := strings.Cut(ch, " ")
+	ts, err := sc.Once(ctx, key, func() (string, error) { return sl.Post(ctx, id, text) })
+	if err != nil {
+		return fmt.Sprintf("slack: %s failed: %v", key, err)
+	}
+	return fmt.Sprintf("slack %s in %s (%s)", key, name, ts)
+}
+
+func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, action string) string {
+	key := f.IO.Getenv(cfg.RoutingKeyEnv)
+	if key == "" {
+		return fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)
+	}
+	pd := &notify.PagerDuty{EventsURL: cfg.EventsURL, RoutingKey: key}
+	_, err := sc.Once(ctx, "pagerduty-"+action, func() (string, error) {
+		return action + " sent", pd.Send(ctx, action, inc, notify.StartText(inc, nil))
+	})
+	if err != nil {
+		return fmt.Sprintf("pagerduty %s failed: %v", action, err)
+	}
+	return "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")"
+}
+
+func orErr(err error, s string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return s
+}
+
+// flagProvider builds the configured flag provider with its token from the
+// environment.
+func flagProvider(f *Factory, c *config.Flag) (flags.Provider, error) {
+	token := ""
+	if c.TokenEnv != "" {
+		if token = f.IO.Getenv(c.TokenEnv); token == "" {
+			return nil, fmt.Errorf("flag %s: $%s is not set", c.Key, c.TokenEnv)
+		}
+	}
+	switch c.Provider {
+	case "launchdarkly":
+		return &flags.LaunchDarkly{BaseURL: c.URL, Token: token, Project: c.Project, Environment: c.Environment}, nil
+	case "unleash":
+		return &flags.Unleash{BaseURL: c.URL, Token: token, Project: c.Project, Environment: c.Environment}, nil
+	case "flagd":
+		return &flags.Flagd{Path: c.Path}, nil
+	}
+	return nil, fmt.Errorf("flag %s: unsupported provider %q", c.Key, c.Provider)
 }

@@ -34,6 +34,39 @@ type Config struct {
 type Service struct {
 	Kubernetes Kubernetes `yaml:"kubernetes" json:"kubernetes"`
 	Verify     *Verify    `yaml:"verify,omitempty" json:"verify,omitempty"`
+	Notify     *Notify    `yaml:"notify,omitempty" json:"notify,omitempty"`
+	Flag       *Flag      `yaml:"flag,omitempty" json:"flag,omitempty"`
+}
+
+// Notify says whom a rollback tells (runbook Steps 1 and 6). Secrets are
+// never in the file: each *Env field names an environment variable.
+type Notify struct {
+	Slack     *SlackNotify     `yaml:"slack,omitempty" json:"slack,omitempty"`
+	PagerDuty *PagerDutyNotify `yaml:"pagerduty,omitempty" json:"pagerduty,omitempty"`
+}
+
+// SlackNotify posts to an incident channel through the Web API.
+type SlackNotify struct {
+	TokenEnv string   `yaml:"tokenEnv" json:"tokenEnv"`
+	APIURL   string   `yaml:"apiURL,omitempty" json:"apiURL,omitempty"`
+	Mentions []string `yaml:"mentions,omitempty" json:"mentions,omitempty"`
+}
+
+// PagerDutyNotify sends Events API v2 events.
+type PagerDutyNotify struct {
+	RoutingKeyEnv string `yaml:"routingKeyEnv" json:"routingKeyEnv"`
+	EventsURL     string `yaml:"eventsURL,omitempty" json:"eventsURL,omitempty"`
+}
+
+// Flag is the feature flag to turn off (runbook Step 5).
+type Flag struct {
+	Provider    string `yaml:"provider" json:"provider"` // launchdarkly, unleash, flagd
+	Key         string `yaml:"key" json:"key"`
+	Project     string `yaml:"project,omitempty" json:"project,omitempty"`
+	Environment string `yaml:"environment,omitempty" json:"environment,omitempty"`
+	URL         string `yaml:"url,omitempty" json:"url,omitempty"`
+	TokenEnv    string `yaml:"tokenEnv,omitempty" json:"tokenEnv,omitempty"`
+	Path        string `yaml:"path,omitempty" json:"path,omitempty"`
 }
 
 // Verify says how to tell that a rollback worked (runbook Step 4).

@@ -20,6 +20,10 @@ services:
   ledger:
     kubernetes:
       name: ledger-api
+    notify:
+      slack: {tokenEnv: SLACK_BOT_TOKEN, mentions: ["<@U01TECHLEAD>"]}
+      pagerduty: {routingKeyEnv: PD_ROUTING_KEY}
+    flag: {provider: flagd, key: transaction-category, path: /etc/flagd/flags.json}
     verify:
       prometheus: http://127.0.0.1:9090
       errorRateQuery: sum(rate(x[1m]))
@@ -42,6 +46,12 @@ services:
 	}
 	if got := cfg.Services["ledger"].Kubernetes.Name; got != "ledger-api" {
 		t.Errorf("ledger name = %q, want ledger-api", got)
+	}
+	if n := cfg.Services["ledger"].Notify; n == nil || n.Slack.TokenEnv != "SLACK_BOT_TOKEN" || n.PagerDuty.RoutingKeyEnv != "PD_ROUTING_KEY" || len(n.Slack.Mentions) != 1 {
+		t.Errorf("notify = %+v", n)
+	}
+	if fl := cfg.Services["ledger"].Flag; fl == nil || fl.Provider != "flagd" || fl.Path != "/etc/flagd/flags.json" {
+		t.Errorf("flag = %+v", fl)
 	}
 	vf := cfg.Services["ledger"].Verify
 	if vf == nil || vf.MaxErrorRate != 0.001 || vf.Within != 5*time.Minute || vf.MaxLatency != 500*time.Millisecond ||
@@ -82,6 +92,12 @@ func TestParseErrors(t *testing.T) {
 			[]string{"rollback.yaml:7: services.api.verify.smoke[0]", "needs a name and a url"}},
 		{"smoke bad status", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    verify:\n      smoke:\n        - {name: x, url: 'http://a/', expectStatus: 9000}\n",
 			[]string{"services.api.verify.smoke[0].expectStatus", "HTTP status code"}},
+		{"secret in the file", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      slack: {tokenEnv: 'xoxb-123-abc'}\n",
+			[]string{"rollback.yaml:6: services.api.notify.slack.tokenEnv", "not an environment variable name"}},
+		{"launchdarkly without project", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    flag: {provider: launchdarkly, key: f, environment: production, tokenEnv: LD_TOKEN}\n",
+			[]string{"services.api.flag.project", "project key (not the environment)"}},
+		{"unknown flag provider", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    flag: {provider: split, key: f}\n",
+			[]string{"services.api.flag.provider", "unsupported provider"}},
 		{"duplicate key", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      name: a\n      name: b\n", []string{"rollback.yaml:"}},
 	}
 	for _, tt := range tests {

@@ -47,4 +47,8 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("kubernetes", reflect.TypeOf(Kubernetes{}), s.Defs["kubernetes"].Properties)
 	check("verify", reflect.TypeOf(Verify{}), s.Defs["verify"].Properties)
 	check("smoke", reflect.TypeOf(Smoke{}), s.Defs["smoke"].Properties)
+	check("notify", reflect.TypeOf(Notify{}), s.Defs["notify"].Properties)
+	check("slackNotify", reflect.TypeOf(SlackNotify{}), s.Defs["slackNotify"].Properties)
+	check("pagerdutyNotify", reflect.TypeOf(PagerDutyNotify{}), s.Defs["pagerdutyNotify"].Properties)
+	check("flag", reflect.TypeOf(Flag{}), s.Defs["flag"].Properties)
 }

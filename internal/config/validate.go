@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -111,12 +112,16 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 		}
 		svc := &Service{}
 		svc.Kubernetes = Kubernetes{Kind: "Deployment", Name: k.Value}
-		v.fields(val, path, []string{"kubernetes", "verify"}, func(key string, kn *yaml.Node) {
+		v.fields(val, path, []string{"kubernetes", "verify", "notify", "flag"}, func(key string, kn *yaml.Node) {
 			switch key {
 			case "kubernetes":
 				svc.Kubernetes = v.kubernetes(kn, path+".kubernetes", k.Value)
 			case "verify":
 				svc.Verify = v.verify(kn, path+".verify")
+			case "notify":
+				svc.Notify = v.notify(kn, path+".notify")
+			case "flag":
+				svc.Flag = v.flag(kn, path+".flag")
 			}
 		})
 		if val.Kind == yaml.MappingNode && !v.has(val, "kubernetes") {
@@ -275,4 +280,115 @@ func (v *validator) smoke(n *yaml.Node, path string) Smoke {
 		v.add(n, path, "a smoke check needs a name and a url")
 	}
 	return s
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// envRef reads the name of an environment variable holding a secret.
+func (v *validator) envRef(n *yaml.Node, path string) string {
+	s, ok := v.str(n, path)
+	if ok && !envName.MatchString(s) {
+		v.add(n, path, "%q is not an environment variable name; put the secret in the environment and its name here", s)
+	}
+	return s
+}
+
+func (v *validator) notify(n *yaml.Node, path string) *Notify {
+	out := &Notify{}
+	v.fields(n, path, []string{"slack", "pagerduty"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "slack":
+			sl := &SlackNotify{}
+			v.fields(val, fp, []string{"tokenEnv", "apiURL", "mentions"}, func(k string, x *yaml.Node) {
+				switch k {
+				case "tokenEnv":
+					sl.TokenEnv = v.envRef(x, join(fp, k))
+				case "apiURL":
+					sl.APIURL, _ = v.str(x, join(fp, k))
+				case "mentions":
+					if err := x.Decode(&sl.Mentions); err != nil {
+						v.add(x, join(fp, k), "expected a list of Slack mentions such as <@U123> or <!subteam^S123>")
+					}
+				}
+			})
+			if sl.TokenEnv == "" && val.Kind == yaml.MappingNode {
+				v.add(val, fp+".tokenEnv", "missing; name the environment variable holding the bot token (xoxb-...)")
+			}
+			out.Slack = sl
+		case "pagerduty":
+			pd := &PagerDutyNotify{}
+			v.fields(val, fp, []string{"routingKeyEnv", "eventsURL"}, func(k string, x *yaml.Node) {
+				switch k {
+				case "routingKeyEnv":
+					pd.RoutingKeyEnv = v.envRef(x, join(fp, k))
+				case "eventsURL":
+					pd.EventsURL, _ = v.str(x, join(fp, k))
+				}
+			})
+			if pd.RoutingKeyEnv == "" && val.Kind == yaml.MappingNode {
+				v.add(val, fp+".routingKeyEnv", "missing; name the environment variable holding the integration's routing key")
+			}
+			out.PagerDuty = pd
+		}
+	})
+	return out
+}
+
+func (v *validator) flag(n *yaml.Node, path string) *Flag {
+	f := &Flag{}
+	v.fields(n, path, []string{"provider", "key", "project", "environment", "url", "tokenEnv", "path"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "provider":
+			if s, ok := v.str(val, fp); ok {
+				if !contains([]string{"launchdarkly", "unleash", "flagd"}, s) {
+					v.add(val, fp, "unsupported provider %q; expected launchdarkly, unleash or flagd", s)
+				}
+				f.Provider = s
+			}
+		case "key":
+			f.Key, _ = v.str(val, fp)
+		case "project":
+			f.Project, _ = v.str(val, fp)
+		case "environment":
+			f.Environment, _ = v.str(val, fp)
+		case "url":
+			f.URL, _ = v.str(val, fp)
+		case "tokenEnv":
+			f.TokenEnv = v.envRef(val, fp)
+		case "path":
+			f.Path, _ = v.str(val, fp)
+		}
+	})
+	if n.Kind != yaml.MappingNode {
+		return f
+	}
+	need := func(ok bool, field, what string) {
+		if !ok {
+			v.add(n, join(path, field), "missing: %s needs %s", orProvider(f.Provider), what)
+		}
+	}
+	need(f.Provider != "", "provider", "a provider (launchdarkly, unleash or flagd)")
+	need(f.Key != "", "key", "the flag's key")
+	switch f.Provider {
+	case "launchdarkly":
+		need(f.Project != "", "project", "the project key (not the environment)")
+		need(f.Environment != "", "environment", "the environment key, e.g. production")
+		need(f.TokenEnv != "", "tokenEnv", "the environment variable holding the API access token")
+	case "unleash":
+		need(f.URL != "", "url", "the Unleash URL")
+		need(f.Environment != "", "environment", "the environment, e.g. production")
+		need(f.TokenEnv != "", "tokenEnv", "the environment variable holding an admin API token")
+	case "flagd":
+		need(f.Path != "", "path", "the flag definition file")
+	}
+	return f
+}
+
+func orProvider(p string) string {
+	if p == "" {
+		return "a flag"
+	}
+	return p
 }

@@ -87,22 +87,28 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 		return ev.Evidence, nil
 	}
 	if _, ok := sc.journal["intent:"+key]; ok {
-		_, err := sc.ex.Store.AppendEvent(ctx, store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note",
-			Key: "done:" + key, Evidence: Uncertain, Message: key + ": " + Uncertain})
+		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note",
+			Key: "done:" + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
+		_, err := sc.ex.Store.AppendEvent(ctx, note)
+		sc.journal[note.Key] = note
 		return Uncertain, err
 	}
-	if _, err := sc.ex.Store.AppendEvent(ctx, store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "intent", Key: "intent:" + key}); err != nil {
+	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "intent", Key: "intent:" + key}
+	if _, err := sc.ex.Store.AppendEvent(ctx, intent); err != nil {
 		return "", err
 	}
+	sc.journal[intent.Key] = intent
 	out, err := fn()
 	if err != nil {
 		// A failed attempt may be retried by a later run: forget the intent.
 		_, _ = sc.ex.Store.AppendEvent(ctx, store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect-failed", Message: key + ": " + err.Error()})
 		return "", err
 	}
-	if _, err := sc.ex.Store.AppendEvent(ctx, store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect", Key: "done:" + key, Evidence: out}); err != nil {
+	done := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect", Key: "done:" + key, Evidence: out}
+	if _, err := sc.ex.Store.AppendEvent(ctx, done); err != nil {
 		return "", err
 	}
+	sc.journal[done.Key] = done
 	return out, nil
 }
 

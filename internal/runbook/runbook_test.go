@@ -231,3 +231,23 @@ func TestBudgetOverrunIsJournaled(t *testing.T) {
 		t.Errorf("describe: %s", p.Describe())
 	}
 }
+
+// TestOnceAcrossSteps: a later step asking for an effect an earlier step
+// of the same run already performed gets its evidence, not a second effect.
+func TestOnceAcrossSteps(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	inc := &store.Incident{Service: "svc"}
+	_ = s.CreateIncident(ctx, inc)
+	var n atomic.Int32
+	use := func(ctx context.Context, sc *StepContext) (string, error) {
+		return sc.Once(ctx, "slack-channel", func() (string, error) { n.Add(1); return "C1", nil })
+	}
+	p := Plan{Service: "svc", Steps: []Step{{Name: "declare", Run: use}, {Name: "close", Run: use}}}
+	if err := (&Executor{Store: s, Holder: "h"}).Run(ctx, inc.ID, p); err != nil {
+		t.Fatal(err)
+	}
+	if n.Load() != 1 {
+		t.Errorf("channel created %d times in one run", n.Load())
+	}
+}

@@ -214,8 +214,17 @@ type result struct {
 // rollback runs the CLI in-process, without a terminal.
 func rollback(t *testing.T, args ...string) result {
 	t.Helper()
+	return rollbackEnv(t, nil, args...)
+}
+
+// rollbackEnv is rollback with extra environment variables.
+func rollbackEnv(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	io := &cli.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut, Getenv: func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
 		switch k {
 		case "ROLLBACK_CONFIG":
 			return ""

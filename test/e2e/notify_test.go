@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestRunbookNotifiesAndTurnsTheFlagOff: a configured service's run posts
+// the start and closing messages in a new incident channel (a local
+// stand-in for Slack's Web API), turns the flagd flag off, and never lets
+// the token reach output, journal or store.
+func TestRunbookNotifiesAndTurnsTheFlagOff(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	const token = "xoxb-SECRET-4242-do-not-leak"
+	var mu sync.Mutex
+	var channels []string
+	var posts []string
+	slack := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "invalid_auth"})
+			return
+		}
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		switch r.URL.Path {
+		case "/api/conversations.create":
+			channels = append(channels, fmt.Sprint(body["name"]))
+			json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": map[string]any{"id": "C1", "name": body["name"]}})
+		case "/api/chat.postMessage":
+			posts = append(posts, fmt.Sprint(body["text"]))
+			json.NewEncoder(w).Encode(map[string]any{"ok": true, "ts": "1.2"})
+		default:
+			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "unknown_method"})
+		}
+	}))
+	defer slack.Close()
+	dir := t.TempDir()
+	flagFile := filepath.Join(dir, "flags.json")
+	_ = os.WriteFile(flagFile, []byte(`{"flags": {"transaction-category": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}`), 0o644)
+	cfg := filepath.Join(dir, "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  payments-api:
+    kubernetes: {namespace: %s, name: %s}
+    notify:
+      slack: {tokenEnv: TEST_SLACK_TOKEN, apiURL: %s/api, mentions: ["<@U0TECHLEAD>"]}
+    flag: {provider: flagd, key: transaction-category, path: %s}
+`, ns, app, slack.URL, flagFile)), 0o644)
+	st := filepath.Join(dir, "state.db")
+	env := map[string]string{"TEST_SLACK_TOKEN": token, "ROLLBACK_STORE": st}
+	r := rollbackEnv(t, env, "run", "payments-api", "--config", cfg, "--yes", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	mu.Lock()
+	if len(channels) != 1 || !strings.HasPrefix(channels[0], "incident-") || !strings.HasSuffix(channels[0], "-payments-api") {
+		t.Errorf("channels %v", channels)
+	}
+	if len(posts) != 2 || !strings.HasPrefix(posts[0], "🔴 Initiating rollback of payments-api v1.2.0 → v1.1.5") || !strings.Contains(posts[0], "<@U0TECHLEAD>") ||
+		!strings.HasPrefix(posts[1], "✅ Rollback complete") {
+		t.Errorf("posts %q", posts)
+	}
+	mu.Unlock()
+	b, _ := os.ReadFile(flagFile)
+	if !strings.Contains(string(b), `"defaultVariant": "off"`) {
+		t.Errorf("flag file: %s", b)
+	}
+	var res struct{ Incident string }
+	_ = json.Unmarshal([]byte(r.stdout), &res)
+	s := rollbackEnv(t, env, "status", res.Incident)
+	if !strings.Contains(s.stdout, "flagd flag transaction-category off (read back)") || !strings.Contains(s.stdout, "slack slack-summary in #incident-") {
+		t.Errorf("status:\n%s", s.stdout)
+	}
+	// The token is in none of the output, the journal or the store's files.
+	leak := r.stdout + r.stderr + s.stdout + s.stderr + rollbackEnv(t, env, "report", res.Incident).stdout
+	files, _ := filepath.Glob(st + "*")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		leak += string(b)
+	}
+	if strings.Contains(leak, token) || strings.Contains(leak, "SECRET-4242") {
+		t.Error("the Slack token leaked into output or the store")
+	}
+	if len(files) == 0 {
+		t.Error("no store files to check")
+	}
+}
