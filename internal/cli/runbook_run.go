@@ -6,17 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"rollback/internal/config"
 	"rollback/internal/flags"
 	"rollback/internal/incident"
 	"rollback/internal/kube"
+	"rollback/internal/migrate"
 	"rollback/internal/notify"
 	"rollback/internal/runbook"
 	"rollback/internal/store"
@@ -92,7 +95,23 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				parts = append(parts, announce(ctx, f, sc, svc, ninc)...)
 				return strings.Join(parts, "; "), nil
 			}},
-		{Name: incident.StepSnapshot, Title: "Database snapshot", Run: skip("no database migration in this run (use 'rollback db undo')")},
+		{Name: incident.StepSnapshot, Title: "Database snapshot",
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				d, err := prepareDB(ctx, f, svc, inc)
+				if err != nil {
+					return "", err
+				}
+				defer d.close()
+				mode, _ := migrate.ParseSnapshotMode(firstNonEmpty(svc.Database.Snapshot, "tables"))
+				snap, err := migrate.TakeSnapshot(ctx, d.dsn, d.plan, mode, filepath.Join(defaultStateDir(f.IO.Getenv), "snapshots"), f.Now())
+				if err != nil {
+					return "", err
+				}
+				if snap == nil {
+					return "", fmt.Errorf("snapshot: none in rollback.yaml: %w", runbook.ErrSkip)
+				}
+				return fmt.Sprintf("%s (%d bytes, sha256 %s); restore: %s", snap.Path, snap.Bytes, snap.SHA256, snap.Restore), nil
+			}},
 		{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{Timeout: timeout, Events: r.Event, Now: f.Now,
@@ -105,7 +124,28 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				}
 				return fmt.Sprintf("%s; now revision %d, %d ready pod(s) on %s", res.Plan.Summary(), res.Revision, res.ReadyPods, strings.Join(res.Images, ",")), nil
 			}},
-		{Name: incident.StepDownMig, Title: "Database down migration", Run: skip("no database migration in this run")},
+		{Name: incident.StepDownMig, Title: "Database down migration",
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				// No Once: re-planning from the history makes this step
+				// idempotent (the history fix commits with the undo).
+				d, err := prepareDB(ctx, f, svc, inc)
+				if err != nil {
+					return "", err
+				}
+				defer d.close()
+				res, err := migrate.Undo(ctx, d.conn, d.plan, migrate.DefaultUndoOptions())
+				if err != nil {
+					return "", err
+				}
+				v, err := migrate.Verify(ctx, d.conn, d.plan.Format, d.plan.Table, d.to, d.rel)
+				if err != nil {
+					return "", err
+				}
+				if !v.OK {
+					return "", fmt.Errorf("%w: %s", ErrVerifyFailed, verifySummary(v))
+				}
+				return fmt.Sprintf("%d migration(s) undone in %d transaction(s); %s", len(d.plan.Steps), res.Segments, verifySummary(v)), nil
+			}},
 		{Name: incident.StepSmoke, Title: "Verify pods (and smoke tests)", Budget: runbook.BudgetVerify,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				res, err := verify.Pods(ctx, w.Client, w.Target, 2*time.Second)
@@ -366,4 +406,70 @@ func flagProvider(f *Factory, c *config.Flag) (flags.Provider, error) {
 		return &flags.Flagd{Path: c.Path}, nil
 	}
 	return nil, fmt.Errorf("flag %s: unsupported provider %q", c.Key, c.Provider)
+}
+
+// dbRun is a service's database prepared for the snapshot or the undo.
+type dbRun struct {
+	dsn  string
+	conn *pgx.Conn
+	plan *migrate.Plan
+	rel  *migrate.Release
+	to   migrate.Version
+}
+
+func (d *dbRun) close() { d.conn.Close(context.Background()) }
+
+// prepareDB plans the down migration of the abandoned release: its target
+// is the version 'rollback db record --release BAD' stored at deploy time.
+// It skips (ErrSkip, with the reason) when the service has no database, no
+// record, or the migration has not run (or was already undone).
+func prepareDB(ctx context.Context, f *Factory, svc *config.Service, inc *store.Incident) (*dbRun, error) {
+	if svc == nil || svc.Database == nil {
+		return nil, fmt.Errorf("no database configured (database: in rollback.yaml): %w", runbook.ErrSkip)
+	}
+	c := svc.Database
+	dsn := f.IO.Getenv(c.DSNEnv)
+	if dsn == "" {
+		return nil, fmt.Errorf("database: $%s is not set", c.DSNEnv)
+	}
+	src, err := migrate.LoadDir(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	format := src.Format
+	if c.Format != "" && c.Format != "auto" {
+		format = migrate.Format(c.Format)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", migrate.SafeDSN(dsn), scrub(err, dsn))
+	}
+	d := &dbRun{dsn: dsn, conn: conn}
+	fail := func(err error) (*dbRun, error) { d.close(); return nil, err }
+	if d.rel, err = migrate.LoadRelease(ctx, conn, inc.BadVersion); err != nil {
+		if errors.Is(err, migrate.ErrNoRecord) {
+			return fail(fmt.Errorf("no release record for %s (run 'rollback db record --release %s' before migrating): %w", inc.BadVersion, inc.BadVersion, runbook.ErrSkip))
+		}
+		return fail(err)
+	}
+	if d.rel.Version != "" {
+		if d.to, err = migrate.ParseVersion(d.rel.Version); err != nil {
+			return fail(err)
+		}
+	}
+	st, err := migrate.ReadState(ctx, conn, format, "")
+	if err != nil {
+		return fail(err)
+	}
+	if d.plan, err = migrate.PlanUndo(src, st, d.to); err != nil {
+		return fail(err)
+	}
+	if len(d.plan.Steps) == 0 {
+		v, err := migrate.Verify(ctx, conn, format, "", d.to, d.rel)
+		if err == nil && v.OK {
+			return fail(fmt.Errorf("database at %s, where %s started: nothing to undo (%s): %w", orNone(st.Current.String()), inc.BadVersion, verifySummary(v), runbook.ErrSkip))
+		}
+		return fail(fmt.Errorf("database at %s, where %s started: nothing to undo: %w", orNone(st.Current.String()), inc.BadVersion, runbook.ErrSkip))
+	}
+	return d, nil
 }

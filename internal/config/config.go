@@ -36,6 +36,16 @@ type Service struct {
 	Verify     *Verify    `yaml:"verify,omitempty" json:"verify,omitempty"`
 	Notify     *Notify    `yaml:"notify,omitempty" json:"notify,omitempty"`
 	Flag       *Flag      `yaml:"flag,omitempty" json:"flag,omitempty"`
+	Database   *Database  `yaml:"database,omitempty" json:"database,omitempty"`
+}
+
+// Database says where a service's migrations live, so 'rollback run' can
+// snapshot and down-migrate when the abandoned release migrated.
+type Database struct {
+	DSNEnv   string `yaml:"dsnEnv" json:"dsnEnv"`
+	Dir      string `yaml:"dir" json:"dir"`
+	Format   string `yaml:"format,omitempty" json:"format,omitempty"`
+	Snapshot string `yaml:"snapshot,omitempty" json:"snapshot,omitempty"`
 }
 
 // Notify says whom a rollback tells (runbook Steps 1 and 6). Secrets are

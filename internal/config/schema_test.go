@@ -51,4 +51,5 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("slackNotify", reflect.TypeOf(SlackNotify{}), s.Defs["slackNotify"].Properties)
 	check("pagerdutyNotify", reflect.TypeOf(PagerDutyNotify{}), s.Defs["pagerdutyNotify"].Properties)
 	check("flag", reflect.TypeOf(Flag{}), s.Defs["flag"].Properties)
+	check("database", reflect.TypeOf(Database{}), s.Defs["database"].Properties)
 }

@@ -112,7 +112,7 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 		}
 		svc := &Service{}
 		svc.Kubernetes = Kubernetes{Kind: "Deployment", Name: k.Value}
-		v.fields(val, path, []string{"kubernetes", "verify", "notify", "flag"}, func(key string, kn *yaml.Node) {
+		v.fields(val, path, []string{"kubernetes", "verify", "notify", "flag", "database"}, func(key string, kn *yaml.Node) {
 			switch key {
 			case "kubernetes":
 				svc.Kubernetes = v.kubernetes(kn, path+".kubernetes", k.Value)
@@ -122,6 +122,8 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 				svc.Notify = v.notify(kn, path+".notify")
 			case "flag":
 				svc.Flag = v.flag(kn, path+".flag")
+			case "database":
+				svc.Database = v.database(kn, path+".database")
 			}
 		})
 		if val.Kind == yaml.MappingNode && !v.has(val, "kubernetes") {
@@ -391,4 +393,40 @@ func orProvider(p string) string {
 		return "a flag"
 	}
 	return p
+}
+
+func (v *validator) database(n *yaml.Node, path string) *Database {
+	d := &Database{}
+	v.fields(n, path, []string{"dsnEnv", "dir", "format", "snapshot"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "dsnEnv":
+			d.DSNEnv = v.envRef(val, fp)
+		case "dir":
+			d.Dir, _ = v.str(val, fp)
+		case "format":
+			if s, ok := v.str(val, fp); ok {
+				if !contains([]string{"auto", "flyway", "golang-migrate"}, s) {
+					v.add(val, fp, "unsupported format %q; expected auto, flyway or golang-migrate", s)
+				}
+				d.Format = s
+			}
+		case "snapshot":
+			if s, ok := v.str(val, fp); ok {
+				if !contains([]string{"tables", "full", "none"}, s) {
+					v.add(val, fp, "unsupported snapshot %q; expected tables, full or none", s)
+				}
+				d.Snapshot = s
+			}
+		}
+	})
+	if n.Kind == yaml.MappingNode {
+		if d.DSNEnv == "" {
+			v.add(n, path+".dsnEnv", "missing; name the environment variable holding the connection string")
+		}
+		if d.Dir == "" {
+			v.add(n, path+".dir", "missing; the directory of migration scripts")
+		}
+	}
+	return d
 }

@@ -25,12 +25,14 @@ import (
 
 	"rollback/internal/cli"
 	"rollback/internal/kube"
+	"rollback/internal/pgtest"
 )
 
 var (
 	binDir     string
 	sandboxDir string
 	storePath  string
+	pg         *pgtest.Server
 	kubeconfig string
 	cs         kubernetes.Interface
 )
@@ -77,6 +79,11 @@ func run(m *testing.M) int {
 		down.Stdout, down.Stderr = os.Stderr, os.Stderr
 		_ = down.Run()
 	}()
+	if pg, err = pgtest.Start(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: PostgreSQL:", err)
+		return 1
+	}
+	defer pg.Stop()
 	kubeconfig = filepath.Join(dir, "kubeconfig")
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {

@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"rollback/internal/migrate"
+)
+
+// TestRunbookDownMigrates: a service with a database snapshots it and
+// down-migrates the abandoned release's migration inside 'rollback run'.
+func TestRunbookDownMigrates(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, "e2e_"+strings.ReplaceAll(ns, "-", "_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mig := filepath.Join(dir, "migrations")
+	files := map[string]string{
+		"V1_1_0__create_transactions.sql":      "CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric NOT NULL);\n",
+		"V1_2_0__add_transaction_category.sql": "ALTER TABLE transactions ADD COLUMN category text;\n",
+		"rollback/V1_2_0__Undo__add_transaction_category.sql": "ALTER TABLE transactions DROP COLUMN IF EXISTS category;\n" +
+			"DELETE FROM flyway_schema_history WHERE version = '1.2.0';\n",
+	}
+	for n, b := range files {
+		_ = os.MkdirAll(filepath.Join(mig, filepath.Dir(n)), 0o755)
+		_ = os.WriteFile(filepath.Join(mig, n), []byte(b), 0o644)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	exec := func(q string, args ...any) {
+		if _, err := conn.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	apply := func(rank int, v, f string) {
+		b, _ := os.ReadFile(filepath.Join(mig, f))
+		exec(string(b))
+		exec(`INSERT INTO flyway_schema_history VALUES ($1, $2, 'x', 'SQL', $3, $4, 'ci', now(), 1, true)`, rank, v, f, migrate.FlywayChecksum(b))
+	}
+	exec(`CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version varchar(50), description varchar(200) NOT NULL,
+		type varchar(20) NOT NULL, script varchar(1000) NOT NULL, checksum int, installed_by varchar(100) NOT NULL,
+		installed_on timestamp NOT NULL DEFAULT now(), execution_time int NOT NULL, success boolean NOT NULL)`)
+	apply(1, "1.1.0", "V1_1_0__create_transactions.sql")
+
+	cfg := filepath.Join(dir, "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  payments-db:
+    kubernetes: {namespace: %s, name: %s}
+    database: {dsnEnv: TEST_DSN, dir: %s}
+`, ns, app, mig)), 0o644)
+	env := map[string]string{"TEST_DSN": dsn, "ROLLBACK_DB_DSN": dsn, "ROLLBACK_STORE": filepath.Join(dir, "state.db"), "XDG_STATE_HOME": filepath.Join(dir, "xdg")}
+
+	// The release pipeline: record, migrate, deploy.
+	deploy(t, ns, "v1.1.5")
+	if r := rollbackEnv(t, env, "db", "record", "--dir", mig, "--release", "v1.2.0"); r.code != 0 {
+		t.Fatalf("record: %s", r.stderr)
+	}
+	apply(2, "1.2.0", "V1_2_0__add_transaction_category.sql")
+	exec(`INSERT INTO transactions (amount, category) VALUES (1, 'food')`)
+	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
+	waitRolledOut(t, ns)
+
+	r := rollbackEnv(t, env, "run", "payments-db", "--config", cfg, "--yes", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	var cols []string
+	rows, _ := conn.Query(ctx, `SELECT column_name FROM information_schema.columns WHERE table_name = 'transactions' ORDER BY ordinal_position`)
+	for rows.Next() {
+		var c string
+		_ = rows.Scan(&c)
+		cols = append(cols, c)
+	}
+	rows.Close()
+	if strings.Join(cols, ",") != "id,amount" {
+		t.Errorf("columns after the run: %v", cols)
+	}
+	var versions string
+	_ = conn.QueryRow(ctx, `SELECT string_agg(version, ',' ORDER BY installed_rank) FROM flyway_schema_history`).Scan(&versions)
+	if versions != "1.1.0" {
+		t.Errorf("history after the run: %s", versions)
+	}
+	id := ""
+	if i := strings.Index(r.stdout, `"incident": "`); i >= 0 {
+		id = strings.SplitN(r.stdout[i+len(`"incident": "`):], `"`, 2)[0]
+	}
+	s := rollbackEnv(t, env, "status", id, "--config", cfg)
+	for _, want := range []string{"Database snapshot taken", "before-undo-1.2.0-to-1.1.0", "1 migration(s) undone", "schema equals the one recorded"} {
+		if !strings.Contains(s.stdout, want) {
+			t.Errorf("status lacks %q:\n%s", want, s.stdout)
+		}
+	}
+}
