@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"rollback/internal/flags"
 	"rollback/internal/incident"
 	"rollback/internal/kube"
+	"rollback/internal/metrics"
 	"rollback/internal/migrate"
 	"rollback/internal/notify"
 	"rollback/internal/runbook"
@@ -83,11 +85,6 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 	timeout, _ := time.ParseDuration(t.Timeout)
 	svc := f.serviceConfig(t.Service)
 	ninc := notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt}
-	skip := func(why string) func(context.Context, *runbook.StepContext) (string, error) {
-		return func(context.Context, *runbook.StepContext) (string, error) {
-			return "", fmt.Errorf("%s: %w", why, runbook.ErrSkip)
-		}
-	}
 	return runbook.Plan{Service: t.Namespace + "/deployment/" + t.Name, Steps: []runbook.Step{
 		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
@@ -146,18 +143,64 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				}
 				return fmt.Sprintf("%d migration(s) undone in %d transaction(s); %s", len(d.plan.Steps), res.Segments, verifySummary(v)), nil
 			}},
-		{Name: incident.StepSmoke, Title: "Verify pods (and smoke tests)", Budget: runbook.BudgetVerify,
+		{Name: incident.StepSmoke, Title: "Verify pods and smoke tests", Budget: runbook.BudgetVerify,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				res, err := verify.Pods(ctx, w.Client, w.Target, 2*time.Second)
 				if err != nil {
 					return "", err
 				}
-				if !res.Passed {
-					return "", fmt.Errorf("%w: %s: %s", ErrVerifyFailed, res.Measured, res.Message)
+				results := []verify.Result{res}
+				if svc != nil && svc.Verify != nil {
+					client := &http.Client{Timeout: 30 * time.Second}
+					for _, sm := range svc.Verify.Smoke {
+						results = append(results, verify.RunSmoke(ctx, client, sm, f.IO.Getenv))
+					}
 				}
-				return res.Measured, nil
+				return verdict(results)
 			}},
-		{Name: incident.StepMetrics, Title: "Verify metrics", Run: skip("no metric checks configured (see 'rollback verify')")},
+		{Name: incident.StepMetrics, Title: "Verify metrics", Budget: runbook.BudgetVerify,
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				if svc == nil || svc.Verify == nil || (svc.Verify.ErrorRateQuery == "" && svc.Verify.LatencyQuery == "") {
+					return "", fmt.Errorf("no metric checks configured (verify: in rollback.yaml): %w", runbook.ErrSkip)
+				}
+				v := svc.Verify
+				url := firstNonEmpty(v.Prometheus, f.IO.Getenv("ROLLBACK_PROMETHEUS_URL"))
+				if url == "" {
+					return "", fmt.Errorf("metric checks need verify.prometheus or $ROLLBACK_PROMETHEUS_URL")
+				}
+				p, err := metrics.NewPrometheus(url)
+				if err != nil {
+					return "", err
+				}
+				within := v.Within
+				if within <= 0 {
+					within = runbook.BudgetVerify
+				}
+				var results []verify.Result
+				if v.ErrorRateQuery != "" {
+					max := v.MaxErrorRate
+					if max <= 0 {
+						max = 0.001
+					}
+					r, err := verify.Metric(ctx, p, verify.Threshold{Name: "error-rate", Query: v.ErrorRateQuery, Max: max, Within: within,
+						Unit: func(x float64) string { return fmt.Sprintf("%.3f%%", 100*x) }}, f.Now)
+					if err != nil {
+						return "", err
+					}
+					results = append(results, r)
+				}
+				if v.LatencyQuery != "" && v.MaxLatency > 0 {
+					r, err := verify.Metric(ctx, p, verify.Threshold{Name: "p99-latency", Query: v.LatencyQuery, Max: v.MaxLatency.Seconds(), Within: within,
+						Unit: func(x float64) string {
+							return time.Duration(x * float64(time.Second)).Round(time.Millisecond).String()
+						}}, f.Now)
+					if err != nil {
+						return "", err
+					}
+					results = append(results, r)
+				}
+				return verdict(results)
+			}},
 		{Name: incident.StepFlagOff, Title: "Feature flag off",
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				if svc == nil || svc.Flag == nil {
@@ -472,4 +515,21 @@ func prepareDB(ctx context.Context, f *Factory, svc *config.Service, inc *store.
 		return fail(fmt.Errorf("database at %s, where %s started: nothing to undo: %w", orNone(st.Current.String()), inc.BadVersion, runbook.ErrSkip))
 	}
 	return d, nil
+}
+
+// verdict joins check results into a step's evidence, failing when one failed.
+func verdict(results []verify.Result) (string, error) {
+	var parts, failed []string
+	for _, r := range results {
+		line := r.Check + ": " + r.Measured
+		if !r.Passed {
+			line += " (" + r.Message + ")"
+			failed = append(failed, line)
+		}
+		parts = append(parts, line)
+	}
+	if len(failed) > 0 {
+		return "", fmt.Errorf("%w: %s", ErrVerifyFailed, strings.Join(failed, "; "))
+	}
+	return strings.Join(parts, "; "), nil
 }

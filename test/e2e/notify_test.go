@@ -57,7 +57,9 @@ services:
     notify:
       slack: {tokenEnv: TEST_SLACK_TOKEN, apiURL: %s/api, mentions: ["<@U0TECHLEAD>"]}
     flag: {provider: flagd, key: transaction-category, path: %s}
-`, ns, app, slack.URL, flagFile)), 0o644)
+    verify:
+      smoke: [{name: health, url: "%s/healthz", expectStatus: 200}]
+`, ns, app, slack.URL, flagFile, slack.URL)), 0o644)
 	st := filepath.Join(dir, "state.db")
 	env := map[string]string{"TEST_SLACK_TOKEN": token, "ROLLBACK_STORE": st}
 	r := rollbackEnv(t, env, "run", "payments-api", "--config", cfg, "--yes", "-o", "json")
@@ -80,7 +82,8 @@ services:
 	var res struct{ Incident string }
 	_ = json.Unmarshal([]byte(r.stdout), &res)
 	s := rollbackEnv(t, env, "status", res.Incident)
-	if !strings.Contains(s.stdout, "flagd flag transaction-category off (read back)") || !strings.Contains(s.stdout, "slack slack-summary in #incident-") {
+	if !strings.Contains(s.stdout, "flagd flag transaction-category off (read back)") || !strings.Contains(s.stdout, "slack slack-summary in #incident-") ||
+		!strings.Contains(s.stdout, "smoke:health: GET") {
 		t.Errorf("status:\n%s", s.stdout)
 	}
 	// The token is in none of the output, the journal or the store's files.

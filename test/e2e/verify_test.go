@@ -99,8 +99,18 @@ func TestVerifyMeasuresTheRollback(t *testing.T) {
 	} else if v, _ := strconv.ParseFloat(m[1], 64); v < 5 {
 		t.Errorf("measured error rate %s%%, want about 20%% (the broken version's)", m[1])
 	}
-	if r := rollback(t, "run", "deployment/"+app, "-n", ns); r.code != 0 {
-		t.Fatalf("run: %d %s", r.code, r.stderr)
+	// The run itself waits for the error rate to recover (its metrics step).
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  ts:
+    kubernetes: {namespace: %s, name: %s}
+    verify: {prometheus: "%s", errorRateQuery: '%s', maxErrorRate: 0.001, within: 60s}
+`, ns, app, prom, errQuery)), 0o644)
+	run := rollback(t, "run", "ts", "--config", cfg, "--yes")
+	if run.code != 0 || !strings.Contains(run.stderr, "error-rate: 0.000%") {
+		t.Fatalf("run: %d\n%s", run.code, run.stderr)
 	}
 	args = append(args, "--latency-query", latQuery, "--latency-factor", "2")
 	r = rollback(t, append(args, "--within", "60s", "-o", "json")...)
