@@ -230,9 +230,7 @@ func prepare(ctx context.Context, dsn string, rows int) error {
 	}
 	defer c.Close(ctx)
 	for _, q := range []string{
-		`CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version varchar(50), description varchar(200) NOT NULL,
-			type varchar(20) NOT NULL, script varchar(1000) NOT NULL, checksum int, installed_by varchar(100) NOT NULL,
-			installed_on timestamp NOT NULL DEFAULT now(), execution_time int NOT NULL, success boolean NOT NULL)`,
+		pgtest.FlywayHistoryDDL,
 		`INSERT INTO flyway_schema_history VALUES (1, '1.1.0', 'create', 'SQL', 'V1_1_0__create_transactions.sql', NULL, 'bench', now(), 1, true),
 			(2, '1.2.0', 'add category', 'SQL', 'V1_2_0__add_transaction_category.sql', NULL, 'bench', now(), 1, true)`,
 		`CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric(12,2) NOT NULL, category text)`,

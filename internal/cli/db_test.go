@@ -66,9 +66,7 @@ func seedDB(t *testing.T, name string) (dsn, dir string, conn *pgx.Conn, apply f
 			t.Fatal(err)
 		}
 	}
-	if _, err := conn.Exec(ctx, `CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version varchar(50), description varchar(200) NOT NULL,
-		type varchar(20) NOT NULL, script varchar(1000) NOT NULL, checksum int, installed_by varchar(100) NOT NULL,
-		installed_on timestamp NOT NULL DEFAULT now(), execution_time int NOT NULL, success boolean NOT NULL)`); err != nil {
+	if _, err := conn.Exec(ctx, pgtest.FlywayHistoryDDL); err != nil {
 		t.Fatal(err)
 	}
 	apply(1, "1.1.0", "V1_1_0__create_transactions.sql")

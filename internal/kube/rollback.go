@@ -23,9 +23,6 @@ type RollbackOptions struct {
 	ToRevision int64
 	DryRun     DryRun
 	Timeout    time.Duration
-	// Confirm, when set, is asked before the cluster is changed; false
-	// aborts with ErrAborted.
-	Confirm func(p *Plan) (bool, error)
 	// Events receives progress; may be nil.
 	Events progress.Func
 	Now    func() time.Time
@@ -39,7 +36,8 @@ type RollbackOptions struct {
 	Resume bool
 }
 
-// ErrAborted means the user declined the confirmation.
+// ErrAborted means the user declined the confirmation (asked by the CLI
+// before anything changes).
 var ErrAborted = errors.New("aborted: not confirmed")
 
 // Result is what a rollback did.
@@ -110,15 +108,6 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	if p.NoOp && !o.Resume {
 		emit("undo", progress.Done, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
 		return finish(nil)
-	}
-	if o.Confirm != nil && o.DryRun == DryRunNone && !p.NoOp {
-		ok, err := o.Confirm(p)
-		if err != nil {
-			return finish(err)
-		}
-		if !ok {
-			return finish(ErrAborted)
-		}
 	}
 	if err := step("undo", func() (string, error) {
 		if p.NoOp {
@@ -207,7 +196,7 @@ func verifyImages(ctx context.Context, cs kubernetes.Interface, t Target, p *Pla
 		return "", err
 	}
 	for _, pod := range pods.Items {
-		if pod.DeletionTimestamp != nil || !podReady(&pod) {
+		if pod.DeletionTimestamp != nil || !PodReady(&pod) {
 			continue
 		}
 		var imgs []string
@@ -222,7 +211,8 @@ func verifyImages(ctx context.Context, cs kubernetes.Interface, t Target, p *Pla
 	return fmt.Sprintf("running image %s on %d ready pods", want, res.ReadyPods), nil
 }
 
-func podReady(p *corev1.Pod) bool {
+// PodReady reports whether the pod's Ready condition is true.
+func PodReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

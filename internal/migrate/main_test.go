@@ -68,17 +68,7 @@ func writeFiles(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-const flywayHistoryDDL = `CREATE TABLE flyway_schema_history (
-	installed_rank INT NOT NULL PRIMARY KEY,
-	version VARCHAR(50),
-	description VARCHAR(200) NOT NULL,
-	type VARCHAR(20) NOT NULL,
-	script VARCHAR(1000) NOT NULL,
-	checksum INT,
-	installed_by VARCHAR(100) NOT NULL,
-	installed_on TIMESTAMP NOT NULL DEFAULT now(),
-	execution_time INT NOT NULL,
-	success BOOLEAN NOT NULL)`
+const flywayHistoryDDL = pgtest.FlywayHistoryDDL
 
 // flywayApply runs every versioned migration of src the way Flyway does:
 // the script, then a history row with its checksum.

@@ -138,3 +138,17 @@ func Main(m interface{ Run() int }, pkg string, srv **Server) int {
 	*srv = s
 	return m.Run()
 }
+
+// FlywayHistoryDDL creates flyway_schema_history as Flyway does, for tests
+// and benches that play Flyway's part.
+const FlywayHistoryDDL = `CREATE TABLE flyway_schema_history (
+	installed_rank INT NOT NULL PRIMARY KEY,
+	version VARCHAR(50),
+	description VARCHAR(200) NOT NULL,
+	type VARCHAR(20) NOT NULL,
+	script VARCHAR(1000) NOT NULL,
+	checksum INT,
+	installed_by VARCHAR(100) NOT NULL,
+	installed_on TIMESTAMP NOT NULL DEFAULT now(),
+	execution_time INT NOT NULL,
+	success BOOLEAN NOT NULL)`

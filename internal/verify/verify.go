@@ -55,7 +55,7 @@ func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, settle ti
 				continue
 			}
 			total++
-			if isReady(&p) {
+			if kube.PodReady(&p) {
 				ready++
 			}
 			if got := images(p.Spec.Containers); got != want {
@@ -107,15 +107,6 @@ func images(cs []corev1.Container) string {
 		out = append(out, c.Image)
 	}
 	return strings.Join(out, ",")
-}
-
-func isReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // RunSmoke runs one smoke check. Header values may name environment

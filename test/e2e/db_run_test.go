@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"rollback/internal/migrate"
+	"rollback/internal/pgtest"
 )
 
 // TestRunbookDownMigrates: a service with a database snapshots it and
@@ -50,9 +51,7 @@ func TestRunbookDownMigrates(t *testing.T) {
 		exec(string(b))
 		exec(`INSERT INTO flyway_schema_history VALUES ($1, $2, 'x', 'SQL', $3, $4, 'ci', now(), 1, true)`, rank, v, f, migrate.FlywayChecksum(b))
 	}
-	exec(`CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version varchar(50), description varchar(200) NOT NULL,
-		type varchar(20) NOT NULL, script varchar(1000) NOT NULL, checksum int, installed_by varchar(100) NOT NULL,
-		installed_on timestamp NOT NULL DEFAULT now(), execution_time int NOT NULL, success boolean NOT NULL)`)
+	exec(pgtest.FlywayHistoryDDL)
 	apply(1, "1.1.0", "V1_1_0__create_transactions.sql")
 
 	cfg := filepath.Join(dir, "rollback.yaml")
