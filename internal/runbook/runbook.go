@@ -2,7 +2,8 @@
 // from the runbook, journaling every step before and after it acts in the
 // store, so a run killed at any point resumes without repeating a finished
 // step or a recorded side effect. One run per service at a time: the
-// executor holds the service's lease in the store for the whole run.
+// executor holds the service's lease in the store for the whole run (and,
+// with PostgreSQL, a session advisory lock beside it).
 package runbook
 
 import (
@@ -125,6 +126,16 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 	ttl := e.LeaseTTL
 	if ttl <= 0 {
 		ttl = time.Minute
+	}
+	// With PostgreSQL, a session advisory lock first: the server drops it
+	// when the holder's connection dies, and it holds even if a lease
+	// renewal stalls past the TTL.
+	if l, ok := e.Store.(store.RunLocker); ok {
+		unlock, err := l.LockRun(ctx, p.Service, e.Holder)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	if _, err := e.Store.AcquireLease(ctx, p.Service, e.Holder, ttl, e.now()); err != nil {
 		return err

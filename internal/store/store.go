@@ -9,6 +9,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -29,6 +30,42 @@ func (e *LeaseError) Error() string {
 }
 
 func (e *LeaseError) Unwrap() error { return ErrLeaseHeld }
+
+// RunLocker is implemented by stores that can back the lease with a lock
+// the database itself drops when the holder's connection dies: with
+// PostgreSQL a session advisory lock, so a run whose lease expired while it
+// still works (a stalled renewal, a clock jump) still keeps a second run out.
+type RunLocker interface {
+	// LockRun takes the service's run lock for holder; a lock held by
+	// another session is a *LockError. unlock releases it.
+	LockRun(ctx context.Context, service, holder string) (unlock func(), err error)
+}
+
+// LockError says which session holds a service's run lock.
+type LockError struct {
+	Service string
+	Holder  string // the holder's application_name, "" if not visible
+	PID     int    // the holder's server process
+	Since   time.Time
+}
+
+func (e *LockError) Error() string {
+	who := e.Holder
+	if who == "" {
+		who = "another session"
+	}
+	s := "a rollback of " + e.Service + " is already running: PostgreSQL advisory lock held by " + who
+	if e.PID > 0 {
+		s += " (backend pid " + strconv.Itoa(e.PID)
+		if !e.Since.IsZero() {
+			s += ", connected since " + e.Since.UTC().Format(time.RFC3339)
+		}
+		s += ")"
+	}
+	return s
+}
+
+func (e *LockError) Unwrap() error { return ErrLeaseHeld }
 
 // Incident is one rollback incident.
 type Incident struct {

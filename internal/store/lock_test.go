@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+)
+
+// TestRunLockPostgres: the advisory lock keeps a second run out even when
+// the lease is gone, says who holds it, and frees itself when the holder's
+// connection dies.
+func TestRunLockPostgres(t *testing.T) {
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, fmt.Sprintf("lock_%d", time.Now().UnixNano()%1e6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() Store {
+		s, err := Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open().(RunLocker), open().(RunLocker)
+
+	unlock, err := a.LockRun(ctx, "svc", "host-a:101")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.LockRun(ctx, "svc", "host-b:202")
+	var le *LockError
+	if !errors.As(err, &le) || !errors.Is(err, ErrLeaseHeld) {
+		t.Fatalf("second lock: got %v, want a *LockError", err)
+	}
+	if le.Holder != "host-a:101" || le.PID <= 0 || le.Since.IsZero() || !strings.Contains(err.Error(), "host-a:101") {
+		t.Errorf("lock error does not say who holds it: %+v (%v)", le, err)
+	}
+	// Another service is independent.
+	u2, err := b.LockRun(ctx, "other-svc", "host-b:202")
+	if err != nil {
+		t.Fatalf("other service: %v", err)
+	}
+	u2()
+	unlock()
+	u3, err := b.LockRun(ctx, "svc", "host-b:202")
+	if err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+	// The holder's connection dies (as when its process is killed): the
+	// server drops the lock.
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var n int
+	if err := admin.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'rollback host-b:202'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminate the holder's backend: %d, %v", n, err)
+	}
+	var got error
+	for i := 0; i < 50; i++ {
+		var u func()
+		if u, got = a.LockRun(ctx, "svc", "host-a:101"); got == nil {
+			u()
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got != nil {
+		t.Errorf("lock not freed after the holder's connection died: %v", got)
+	}
+	u3() // unlocking on a dead connection does not panic or hang
+}
+
+func TestRunLockSQLiteIsLeaseOnly(t *testing.T) {
+	s := backends(t)["sqlite"]()
+	u, err := s.(RunLocker).LockRun(context.Background(), "svc", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u()
+}
