@@ -37,6 +37,17 @@ type Service struct {
 	Notify     *Notify    `yaml:"notify,omitempty" json:"notify,omitempty"`
 	Flag       *Flag      `yaml:"flag,omitempty" json:"flag,omitempty"`
 	Database   *Database  `yaml:"database,omitempty" json:"database,omitempty"`
+	Decide     *Decide    `yaml:"decide,omitempty" json:"decide,omitempty"`
+}
+
+// Decide gives 'rollback run --severity' (and 'rollback decide') the live
+// signals of the runbook's flowchart. The error-rate fact defaults to
+// verify.errorRateQuery.
+type Decide struct {
+	ErrorRateQuery       string  `yaml:"errorRateQuery,omitempty" json:"errorRateQuery,omitempty"`
+	LatencyRatioQuery    string  `yaml:"latencyRatioQuery,omitempty" json:"latencyRatioQuery,omitempty"`
+	APIAdoptionQuery     string  `yaml:"apiAdoptionQuery,omitempty" json:"apiAdoptionQuery,omitempty"`
+	APIAdoptionThreshold float64 `yaml:"apiAdoptionThreshold,omitempty" json:"apiAdoptionThreshold,omitempty"`
 }
 
 // Database says where a service's migrations live, so 'rollback run' can
@@ -53,6 +64,18 @@ type Database struct {
 type Notify struct {
 	Slack     *SlackNotify     `yaml:"slack,omitempty" json:"slack,omitempty"`
 	PagerDuty *PagerDutyNotify `yaml:"pagerduty,omitempty" json:"pagerduty,omitempty"`
+	Webhooks  []WebhookNotify  `yaml:"webhooks,omitempty" json:"webhooks,omitempty"`
+}
+
+// WebhookNotify posts the start message and the closing summary to a URL:
+// a Slack incoming webhook ({"text": ...}) or a generic JSON webhook (the
+// incident as JSON). The URL is in the file (url) or, when it carries a
+// secret as Slack's do, in an environment variable (urlEnv).
+type WebhookNotify struct {
+	Name   string `yaml:"name" json:"name"`
+	Format string `yaml:"format" json:"format"` // slack or json
+	URL    string `yaml:"url,omitempty" json:"url,omitempty"`
+	URLEnv string `yaml:"urlEnv,omitempty" json:"urlEnv,omitempty"`
 }
 
 // SlackNotify posts to an incident channel through the Web API.

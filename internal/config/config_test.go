@@ -23,6 +23,12 @@ services:
     notify:
       slack: {tokenEnv: SLACK_BOT_TOKEN, mentions: ["<@U01TECHLEAD>"]}
       pagerduty: {routingKeyEnv: PD_ROUTING_KEY}
+      webhooks:
+        - {name: ops-slack, format: slack, urlEnv: SLACK_WEBHOOK_URL}
+        - {name: status-page, format: json, url: "https://status.example/hooks/rollback"}
+    decide:
+      apiAdoptionQuery: sum(rate(api_v2[5m])) / sum(rate(api[5m]))
+      apiAdoptionThreshold: 0.05
     flag: {provider: flagd, key: transaction-category, path: /etc/flagd/flags.json}
     verify:
       prometheus: http://127.0.0.1:9090
@@ -49,6 +55,12 @@ services:
 	}
 	if n := cfg.Services["ledger"].Notify; n == nil || n.Slack.TokenEnv != "SLACK_BOT_TOKEN" || n.PagerDuty.RoutingKeyEnv != "PD_ROUTING_KEY" || len(n.Slack.Mentions) != 1 {
 		t.Errorf("notify = %+v", n)
+	}
+	if wh := cfg.Services["ledger"].Notify.Webhooks; len(wh) != 2 || wh[0] != (WebhookNotify{Name: "ops-slack", Format: "slack", URLEnv: "SLACK_WEBHOOK_URL"}) || wh[1].URL != "https://status.example/hooks/rollback" {
+		t.Errorf("webhooks = %+v", wh)
+	}
+	if d := cfg.Services["ledger"].Decide; d == nil || d.APIAdoptionThreshold != 0.05 || d.APIAdoptionQuery == "" {
+		t.Errorf("decide = %+v", d)
 	}
 	if fl := cfg.Services["ledger"].Flag; fl == nil || fl.Provider != "flagd" || fl.Path != "/etc/flagd/flags.json" {
 		t.Errorf("flag = %+v", fl)
@@ -98,6 +110,16 @@ func TestParseErrors(t *testing.T) {
 			[]string{"services.api.flag.project", "project key (not the environment)"}},
 		{"unknown flag provider", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    flag: {provider: split, key: f}\n",
 			[]string{"services.api.flag.provider", "unsupported provider"}},
+		{"webhook url and urlEnv", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      webhooks:\n        - {name: a, format: json, url: 'http://x/', urlEnv: HOOK}\n",
+			[]string{"rollback.yaml:7: services.api.notify.webhooks[0]", "exactly one of url and urlEnv"}},
+		{"webhook bad format", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      webhooks:\n        - {name: a, format: teams, urlEnv: HOOK}\n",
+			[]string{"services.api.notify.webhooks[0].format", "unsupported format \"teams\""}},
+		{"webhook duplicate name", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      webhooks:\n        - {name: a, format: json, url: 'http://x/'}\n        - {name: a, format: slack, urlEnv: HOOK}\n",
+			[]string{"rollback.yaml:8: services.api.notify.webhooks[1].name", "duplicate webhook name"}},
+		{"webhooks not a list", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      webhooks: {name: a}\n",
+			[]string{"services.api.notify.webhooks", "expected a list of webhooks"}},
+		{"decide bad threshold", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    decide:\n      apiAdoptionThreshold: 5\n",
+			[]string{"rollback.yaml:6: services.api.decide.apiAdoptionThreshold", "fraction between 0 and 1"}},
 		{"duplicate key", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      name: a\n      name: b\n", []string{"rollback.yaml:"}},
 	}
 	for _, tt := range tests {

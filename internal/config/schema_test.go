@@ -52,4 +52,6 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("pagerdutyNotify", reflect.TypeOf(PagerDutyNotify{}), s.Defs["pagerdutyNotify"].Properties)
 	check("flag", reflect.TypeOf(Flag{}), s.Defs["flag"].Properties)
 	check("database", reflect.TypeOf(Database{}), s.Defs["database"].Properties)
+	check("decide", reflect.TypeOf(Decide{}), s.Defs["decide"].Properties)
+	check("webhookNotify", reflect.TypeOf(WebhookNotify{}), s.Defs["webhookNotify"].Properties)
 }

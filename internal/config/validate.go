@@ -112,7 +112,7 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 		}
 		svc := &Service{}
 		svc.Kubernetes = Kubernetes{Kind: "Deployment", Name: k.Value}
-		v.fields(val, path, []string{"kubernetes", "verify", "notify", "flag", "database"}, func(key string, kn *yaml.Node) {
+		v.fields(val, path, []string{"kubernetes", "verify", "notify", "flag", "database", "decide"}, func(key string, kn *yaml.Node) {
 			switch key {
 			case "kubernetes":
 				svc.Kubernetes = v.kubernetes(kn, path+".kubernetes", k.Value)
@@ -124,6 +124,8 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 				svc.Flag = v.flag(kn, path+".flag")
 			case "database":
 				svc.Database = v.database(kn, path+".database")
+			case "decide":
+				svc.Decide = v.decide(kn, path+".decide")
 			}
 		})
 		if val.Kind == yaml.MappingNode && !v.has(val, "kubernetes") {
@@ -297,7 +299,7 @@ func (v *validator) envRef(n *yaml.Node, path string) string {
 
 func (v *validator) notify(n *yaml.Node, path string) *Notify {
 	out := &Notify{}
-	v.fields(n, path, []string{"slack", "pagerduty"}, func(key string, val *yaml.Node) {
+	v.fields(n, path, []string{"slack", "pagerduty", "webhooks"}, func(key string, val *yaml.Node) {
 		fp := join(path, key)
 		switch key {
 		case "slack":
@@ -332,9 +334,91 @@ func (v *validator) notify(n *yaml.Node, path string) *Notify {
 				v.add(val, fp+".routingKeyEnv", "missing; name the environment variable holding the integration's routing key")
 			}
 			out.PagerDuty = pd
+		case "webhooks":
+			if val.Kind != yaml.SequenceNode {
+				v.add(val, fp, "expected a list of webhooks, got %s", kindName(val))
+				return
+			}
+			seen := map[string]bool{}
+			for i, item := range val.Content {
+				wh := v.webhook(item, fmt.Sprintf("%s[%d]", fp, i))
+				if wh.Name != "" && seen[wh.Name] {
+					v.add(item, fmt.Sprintf("%s[%d].name", fp, i), "duplicate webhook name %q", wh.Name)
+				}
+				seen[wh.Name] = true
+				out.Webhooks = append(out.Webhooks, wh)
+			}
 		}
 	})
 	return out
+}
+
+func (v *validator) webhook(n *yaml.Node, path string) WebhookNotify {
+	w := WebhookNotify{}
+	v.fields(n, path, []string{"name", "format", "url", "urlEnv"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "name":
+			if s, ok := v.str(val, fp); ok {
+				if !dnsLabel.MatchString(s) {
+					v.add(val, fp, "%q is not a valid name (lowercase letters, digits and '-')", s)
+				}
+				w.Name = s
+			}
+		case "format":
+			if s, ok := v.str(val, fp); ok {
+				if !contains([]string{"slack", "json"}, s) {
+					v.add(val, fp, "unsupported format %q; expected slack (an incoming webhook) or json", s)
+				}
+				w.Format = s
+			}
+		case "url":
+			if s, ok := v.str(val, fp); ok {
+				if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+					v.add(val, fp, "%q is not an http(s) URL", s)
+				}
+				w.URL = s
+			}
+		case "urlEnv":
+			w.URLEnv = v.envRef(val, fp)
+		}
+	})
+	if n.Kind != yaml.MappingNode {
+		return w
+	}
+	if w.Name == "" {
+		v.add(n, path+".name", "missing; name the webhook (it names the webhook in the incident's evidence)")
+	}
+	if w.Format == "" {
+		v.add(n, path+".format", "missing; expected slack or json")
+	}
+	if (w.URL == "") == (w.URLEnv == "") {
+		v.add(n, path, "give exactly one of url and urlEnv (urlEnv when the URL holds a secret, as a Slack incoming webhook's does)")
+	}
+	return w
+}
+
+func (v *validator) decide(n *yaml.Node, path string) *Decide {
+	d := &Decide{}
+	v.fields(n, path, []string{"errorRateQuery", "latencyRatioQuery", "apiAdoptionQuery", "apiAdoptionThreshold"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "errorRateQuery":
+			d.ErrorRateQuery, _ = v.str(val, fp)
+		case "latencyRatioQuery":
+			d.LatencyRatioQuery, _ = v.str(val, fp)
+		case "apiAdoptionQuery":
+			d.APIAdoptionQuery, _ = v.str(val, fp)
+		case "apiAdoptionThreshold":
+			var f float64
+			if err := val.Decode(&f); err != nil || f < 0 || f > 1 {
+				v.add(val, fp, "expected a fraction between 0 and 1 (0.01 is 1%%), got %s", kindName(val))
+				return
+			}
+			d.APIAdoptionThreshold = f
+		}
+	})
+	return d
 }
 
 func (v *validator) flag(n *yaml.Node, path string) *Flag {

@@ -29,12 +29,43 @@ type Incident struct {
 
 // Summary is the runbook's closing message.
 type Summary struct {
-	TimeToRecover time.Duration
-	ErrorRate     string // e.g. "< 0.1%"
-	DownMigration string // "applied ✅", "not needed"
-	SmokeTests    string // "✅ all passing"
-	PIRDue        time.Time
-	Blocked       bool
+	TimeToRecover time.Duration `json:"-"`
+	ErrorRate     string        `json:"errorRate"`     // e.g. "0.000% (limit 0.100%)"
+	DownMigration string        `json:"downMigration"` // "applied ✅", "not needed"
+	SmokeTests    string        `json:"smokeTests"`    // "✅ all passing"
+	PIRDue        time.Time     `json:"pirDue"`
+	Blocked       bool          `json:"blocked"`
+}
+
+// Webhook payload formats.
+const (
+	FormatSlack = "slack" // a Slack incoming webhook: {"text": ...}
+	FormatJSON  = "json"  // a generic webhook: Event
+)
+
+// Event is the generic JSON webhook's body.
+type Event struct {
+	Event         string   `json:"event"` // rollback.started, rollback.completed
+	Incident      string   `json:"incident"`
+	Service       string   `json:"service"`
+	BadVersion    string   `json:"badVersion"`
+	GoodVersion   string   `json:"goodVersion"`
+	Text          string   `json:"text"`
+	TimeToRecover float64  `json:"timeToRecoverSeconds,omitempty"`
+	Summary       *Summary `json:"summary,omitempty"`
+}
+
+// WebhookBody is what a webhook of the format receives: the start message
+// (sum nil) or the closing summary.
+func WebhookBody(format string, inc Incident, text string, sum *Summary) any {
+	if format == FormatSlack {
+		return map[string]string{"text": text}
+	}
+	e := Event{Event: "rollback.started", Incident: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Text: text}
+	if sum != nil {
+		e.Event, e.Summary, e.TimeToRecover = "rollback.completed", sum, sum.TimeToRecover.Seconds()
+	}
+	return e
 }
 
 // StartText is the runbook's Step 1 message, with the roles tagged.

@@ -224,3 +224,26 @@ func TestPagerDutyREST(t *testing.T) {
 		t.Errorf("bad token: %v", err)
 	}
 }
+
+func TestWebhookBody(t *testing.T) {
+	b, _ := json.Marshal(WebhookBody(FormatSlack, inc, "🔴 start", nil))
+	if string(b) != `{"text":"🔴 start"}` {
+		t.Errorf("slack incoming webhook body = %s", b)
+	}
+	b, _ = json.Marshal(WebhookBody(FormatJSON, inc, "🔴 start", nil))
+	var start map[string]any
+	_ = json.Unmarshal(b, &start)
+	if start["event"] != "rollback.started" || start["incident"] != inc.ID || start["badVersion"] != "v1.2.0" || start["goodVersion"] != "v1.1.5" || start["summary"] != nil {
+		t.Errorf("json start body = %s", b)
+	}
+	sum := &Summary{TimeToRecover: 90 * time.Second, ErrorRate: "0.000%", DownMigration: "not needed", SmokeTests: "✅", PIRDue: inc.Date.Add(48 * time.Hour), Blocked: true}
+	b, _ = json.Marshal(WebhookBody(FormatJSON, inc, "✅ done", sum))
+	var done struct {
+		Event   string  `json:"event"`
+		TTR     float64 `json:"timeToRecoverSeconds"`
+		Summary Summary `json:"summary"`
+	}
+	if err := json.Unmarshal(b, &done); err != nil || done.Event != "rollback.completed" || done.TTR != 90 || done.Summary.ErrorRate != "0.000%" || !done.Summary.Blocked {
+		t.Errorf("json summary body = %s (%v)", b, err)
+	}
+}
