@@ -79,12 +79,12 @@ answer.`,
 	fl.StringVar(&o.Severity, "severity", "", "incident severity: P1, P2, P3 or P4 (required)")
 	fl.DurationVar(&o.Hotfix, "hotfix-eta", 0, "how far away a fix is (e.g. 40m); not given: no hotfix in sight")
 	fl.StringVar(&o.DB.DSN, "dsn", "", "PostgreSQL connection string (default $ROLLBACK_DB_DSN, then $DATABASE_URL)")
-	fl.StringVar(&o.DB.Dir, "dir", "migrations", "directory of migration scripts")
+	fl.StringVar(&o.DB.Dir, "dir", "", "directory of migration scripts (default: database.dir in rollback.yaml, else migrations)")
 	fl.StringVar(&o.DB.Release, "release", "", "the abandoned release, as recorded with 'rollback db record'")
 	fl.StringVar(&o.DrillLog, "drill-log", "", "drill log (default: the state directory's drills.jsonl)")
 	fl.StringVar(&o.PromURL, "prometheus", "", "Prometheus URL for the metric facts (default $ROLLBACK_PROMETHEUS_URL)")
 	fl.StringVar(&o.APIQuery, "api-adoption-query", "", "PromQL: share (0..1) of traffic on the new API version")
-	fl.Float64Var(&o.APIShare, "api-adoption-threshold", 0.01, "share above which the new API version counts as adopted")
+	fl.Float64Var(&o.APIShare, "api-adoption-threshold", 0, "share above which the new API version counts as adopted (default 0.01, or decide.apiAdoptionThreshold)")
 	fl.StringVar(&o.ErrQuery, "error-rate-query", "", "PromQL: the new version's error rate (0..1); over 0.01 is a breach")
 	fl.StringVar(&o.LatQuery, "latency-ratio-query", "", "PromQL: new p99 latency / baseline p99 latency; over 2 is a breach")
 	fl.StringVarP(&o.Output, "output", "o", "", "output format: json or yaml")
@@ -113,35 +113,10 @@ func runDecide(ctx context.Context, f *Factory, o *DecideOptions) error {
 	if err != nil {
 		return usageError{err: err}
 	}
-	facts := decide.Facts{Severity: sev, HotfixETA: o.Hotfix, HotfixKnown: o.Hotfix > 0}
-	unknown := func(why string) decide.Bool { return decide.Bool{Source: decide.Unknown, Evidence: why} }
-	facts.MigrationRan, facts.CanDownMigrate = dbFacts(ctx, f, o)
-	facts.APIAdopted, facts.CanaryBreached = unknown("no --api-adoption-query"), unknown("no --error-rate-query or --latency-ratio-query")
-	if url := firstNonEmpty(o.PromURL, f.IO.Getenv("ROLLBACK_PROMETHEUS_URL")); url != "" {
-		p, err := metrics.NewPrometheus(url)
-		if err != nil {
-			return usageError{err: err}
-		}
-		facts.APIAdopted, facts.CanaryBreached = metricFacts(ctx, f, p, o)
-	} else if o.APIQuery != "" || o.ErrQuery != "" || o.LatQuery != "" {
-		return usagef("metric queries need --prometheus URL (or $ROLLBACK_PROMETHEUS_URL)")
-	}
-	for fact, val := range o.Overrides {
-		b, err := strconv.ParseBool(*val)
-		if err != nil {
-			return usagef("--%s: want true or false, got %q", flagOf(fact), *val)
-		}
-		ov := decide.Bool{Value: b, Source: decide.Override, Evidence: fmt.Sprintf("--%s=%t", flagOf(fact), b)}
-		switch fact {
-		case "migrationRan":
-			facts.MigrationRan = ov
-		case "canDownMigrate":
-			facts.CanDownMigrate = ov
-		case "apiAdopted":
-			facts.APIAdopted = ov
-		case "canaryBreached":
-			facts.CanaryBreached = ov
-		}
+	fillDecideFromConfig(f, o)
+	facts, err := gatherFacts(ctx, f, o, sev)
+	if err != nil {
+		return err
 	}
 	d := decide.Decide(facts)
 	if format != "" {
@@ -163,12 +138,94 @@ func runDecide(ctx context.Context, f *Factory, o *DecideOptions) error {
 	return nil
 }
 
+// gatherFacts establishes the flowchart's facts live (database, Prometheus)
+// and applies the overrides.
+func gatherFacts(ctx context.Context, f *Factory, o *DecideOptions, sev decide.Severity) (decide.Facts, error) {
+	facts := decide.Facts{Severity: sev, HotfixETA: o.Hotfix, HotfixKnown: o.Hotfix > 0}
+	unknown := func(why string) decide.Bool { return decide.Bool{Source: decide.Unknown, Evidence: why} }
+	facts.MigrationRan, facts.CanDownMigrate = dbFacts(ctx, f, o)
+	facts.APIAdopted, facts.CanaryBreached = unknown("no --api-adoption-query"), unknown("no --error-rate-query or --latency-ratio-query")
+	if url := firstNonEmpty(o.PromURL, f.IO.Getenv("ROLLBACK_PROMETHEUS_URL")); url != "" {
+		p, err := metrics.NewPrometheus(url)
+		if err != nil {
+			return facts, usageError{err: err}
+		}
+		facts.APIAdopted, facts.CanaryBreached = metricFacts(ctx, f, p, o)
+	} else if o.APIQuery != "" || o.ErrQuery != "" || o.LatQuery != "" {
+		return facts, usagef("metric queries need --prometheus URL (or $ROLLBACK_PROMETHEUS_URL)")
+	}
+	for fact, val := range o.Overrides {
+		b, err := strconv.ParseBool(*val)
+		if err != nil {
+			return facts, usagef("--%s: want true or false, got %q", flagOf(fact), *val)
+		}
+		ov := decide.Bool{Value: b, Source: decide.Override, Evidence: fmt.Sprintf("--%s=%t", flagOf(fact), b)}
+		switch fact {
+		case "migrationRan":
+			facts.MigrationRan = ov
+		case "canDownMigrate":
+			facts.CanDownMigrate = ov
+		case "apiAdopted":
+			facts.APIAdopted = ov
+		case "canaryBreached":
+			facts.CanaryBreached = ov
+		}
+	}
+	return facts, nil
+}
+
+// fillDecideFromConfig takes what the flags left empty from the service's
+// rollback.yaml: its database (DSN from dsnEnv, migrations dir, format),
+// Prometheus and the decide: queries (the error rate defaulting to
+// verify.errorRateQuery).
+func fillDecideFromConfig(f *Factory, o *DecideOptions) {
+	defer func() {
+		o.DB.Dir = firstNonEmpty(o.DB.Dir, "migrations")
+		if o.DB.Format == "" {
+			o.DB.Format = "auto"
+		}
+		if o.APIShare <= 0 {
+			o.APIShare = 0.01
+		}
+	}()
+	svc := f.serviceConfig(o.Service)
+	if svc == nil {
+		return
+	}
+	if db := svc.Database; db != nil {
+		if o.DB.DSN == "" {
+			o.DB.DSN = f.IO.Getenv(db.DSNEnv)
+		}
+		o.DB.Dir = firstNonEmpty(o.DB.Dir, db.Dir)
+		if (o.DB.Format == "" || o.DB.Format == "auto") && db.Format != "" {
+			o.DB.Format = db.Format
+		}
+	}
+	if d := svc.Decide; d != nil {
+		o.ErrQuery = firstNonEmpty(o.ErrQuery, d.ErrorRateQuery)
+		o.LatQuery = firstNonEmpty(o.LatQuery, d.LatencyRatioQuery)
+		o.APIQuery = firstNonEmpty(o.APIQuery, d.APIAdoptionQuery)
+		if d.APIAdoptionThreshold > 0 && o.APIShare <= 0 {
+			o.APIShare = d.APIAdoptionThreshold
+		}
+	}
+	if v := svc.Verify; v != nil {
+		o.PromURL = firstNonEmpty(o.PromURL, v.Prometheus)
+		o.ErrQuery = firstNonEmpty(o.ErrQuery, v.ErrorRateQuery)
+	}
+}
+
 // dbFacts establishes "has the migration run" and "can we safely
 // down-migrate" from the release record, the history and the drill log.
 func dbFacts(ctx context.Context, f *Factory, o *DecideOptions) (ran, can decide.Bool) {
 	unknown := func(why string) (decide.Bool, decide.Bool) {
 		u := decide.Bool{Source: decide.Unknown, Evidence: why}
 		return u, u
+	}
+	if svc := f.serviceConfig(o.Service); svc != nil && svc.Database == nil &&
+		firstNonEmpty(o.DB.DSN, f.IO.Getenv("ROLLBACK_DB_DSN"), f.IO.Getenv("DATABASE_URL")) == "" {
+		none := decide.Bool{Source: decide.Config, Value: false, Evidence: o.Service + " has no database: in rollback.yaml"}
+		return none, none
 	}
 	if o.DB.Release == "" {
 		return unknown("no --release: which release's migration?")

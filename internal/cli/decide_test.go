@@ -2,6 +2,8 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -69,5 +71,24 @@ func TestDecideFromTheDatabase(t *testing.T) {
 	}
 	if a, facts := decideJSON(); a != "roll-back-with-down-migration" {
 		t.Errorf("after a passing drill: %s %v", a, facts["canDownMigrate"])
+	}
+}
+
+// A service that rollback.yaml gives no database has no migration to have
+// run: the config says so, and the flowchart reads it as a known "no".
+func TestDecideServiceWithoutDatabase(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	if err := os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  web:\n    kubernetes: {namespace: shop}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, map[string]string{}, "decide", "web", "--config", cfg, "--severity", "P1", "--api-adopted=false")
+	if code != 0 || !strings.Contains(out, "ROLL BACK") || !strings.Contains(out, "[config]") || !strings.Contains(out, "web has no database: in rollback.yaml") {
+		t.Errorf("exit %d\n%s%s", code, out, errOut)
+	}
+	// A service not in the file: unknown, treated as ran, no safe down
+	// migration known: roll forward.
+	code, out, _ = runCLI(t, map[string]string{}, "decide", "other", "--severity", "P1", "--api-adopted=false")
+	if code != 0 || !strings.Contains(out, "ROLL FORWARD ONLY OPTION") {
+		t.Errorf("exit %d\n%s", code, out)
 	}
 }

@@ -64,7 +64,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, kube.ErrPaused), errors.Is(err, kube.ErrRevisionNotFound), errors.Is(err, kube.ErrNoTarget),
 		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound),
 		errors.Is(err, migrate.ErrUnsafe), errors.Is(err, migrate.ErrMigrationLocked), errors.Is(err, migrate.ErrNoHistory),
-		errors.Is(err, migrate.ErrNoRecord):
+		errors.Is(err, migrate.ErrNoRecord), errors.Is(err, ErrDecisionAgainst):
 		return ExitRefused
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
@@ -73,6 +73,9 @@ func ExitCode(err error) int {
 }
 
 var (
-	errAborted    = kube.ErrAborted
-	errLintFailed = errors.New("lint found problems")
+	// ErrDecisionAgainst: the flowchart, from live signals, does not say
+	// roll back (rollback run --severity without --force).
+	ErrDecisionAgainst = errors.New("the decision flowchart does not say roll back")
+	errAborted         = kube.ErrAborted
+	errLintFailed      = errors.New("lint found problems")
 )

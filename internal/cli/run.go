@@ -21,6 +21,10 @@ type RunOptions struct {
 	Timeout    time.Duration
 	Yes        bool
 	Output     string
+	// Decide: with a severity, the flowchart is walked from live signals
+	// before anything changes, and its decision is the incident's.
+	Decide DecideOptions
+	Force  bool
 }
 
 func newRunCmd(f *Factory) *cobra.Command {
@@ -36,16 +40,36 @@ with kubectl rollout status' conditions, check that the running image is the
 target's, then mark the abandoned revision bad and the restored one good, so
 a second rollback never returns to the broken version.
 
+With --severity, the runbook's decision flowchart is walked first from live
+signals, as 'rollback decide' does (database and Prometheus from
+rollback.yaml, overrides by flag); the decision and its reasons become the
+incident's rationale, and a decision other than "roll back" refuses the run
+(exit 3) unless --force, which is recorded as the operator overruling it.
+Without --severity the operator's run is recorded as the decision.
+
+The run is the whole runbook, journaled: declare and notify, snapshot, the
+Kubernetes rollback, the down migration, verification, feature flag off,
+close and notify, block the broken version, schedule the review. See
+'rollback plan SERVICE' for the steps and their budgets, 'rollback status'
+for the checklist, 'rollback resume' after an interruption.
+
 On a terminal it asks for confirmation unless --yes; without a terminal it
 never prompts.`,
 		Example: `  rollback run transaction-service
   rollback run deployment/transaction-service -n payments --yes
   rollback run transaction-service --to-revision 1 --timeout 3m
   rollback run transaction-service --dry-run=server
-  rollback run transaction-service --yes -o json`,
+  rollback run transaction-service --yes -o json
+  rollback run transaction-service --severity P1 --hotfix-eta 40m --yes
+  rollback run transaction-service --severity P1 --api-adopted=false --yes`,
 		Args: exactArgs(1, "one SERVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Service = args[0]
+			for _, ov := range overrideFlags {
+				if !cmd.Flags().Changed(ov.flag) {
+					delete(o.Decide.Overrides, ov.fact)
+				}
+			}
 			return runRun(cmd.Context(), f, o)
 		},
 	}
@@ -56,6 +80,13 @@ never prompts.`,
 	fl.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for the rollout to finish")
 	fl.BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation")
 	fl.StringVarP(&o.Output, "output", "o", "", "print the result as json or yaml")
+	fl.StringVar(&o.Decide.Severity, "severity", "", "walk the decision flowchart first: P1, P2, P3 or P4")
+	fl.DurationVar(&o.Decide.Hotfix, "hotfix-eta", 0, "with --severity: how far away a fix is (e.g. 40m)")
+	fl.BoolVar(&o.Force, "force", false, "with --severity: roll back even when the flowchart says otherwise (recorded)")
+	o.Decide.Overrides = map[string]*string{}
+	for _, ov := range overrideFlags {
+		o.Decide.Overrides[ov.fact] = fl.String(ov.flag, "", "with --severity, "+ov.help)
+	}
 	return cmd
 }
 
@@ -73,6 +104,9 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 	}
 	if o.ToRevision < 0 {
 		return usagef("--to-revision must be a positive revision number, got %d", o.ToRevision)
+	}
+	if err := checkDecideFlags(o); err != nil {
+		return err
 	}
 	w, err := f.Resolve(o.Service)
 	if err != nil {
@@ -102,6 +136,10 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		pr.Event(progress.Event{Time: f.Now(), Step: "undo", Phase: progress.Done, Message: fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number)})
 		return printRun(f, format, &kube.Result{Plan: p, DryRun: dry}, nil, "")
 	}
+	dec, err := runDecision(ctx, f, o, p, pr)
+	if err != nil {
+		return err
+	}
 	if !o.Yes && f.IO.CanPrompt() {
 		ok, err := confirm(f.IO, p)
 		if err != nil {
@@ -116,7 +154,7 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		return err
 	}
 	defer s.Close()
-	inc, t, err := startIncident(ctx, f, s, o, w, p)
+	inc, t, err := startIncident(ctx, f, s, o, w, p, dec)
 	if err != nil {
 		return err
 	}

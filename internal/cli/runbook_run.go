@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"rollback/internal/config"
+	"rollback/internal/decide"
 	"rollback/internal/flags"
 	"rollback/internal/incident"
 	"rollback/internal/kube"
@@ -47,16 +48,28 @@ func holderName() string {
 
 // startIncident creates the incident for a planned rollback and journals
 // its target.
-func startIncident(ctx context.Context, f *Factory, s store.Store, o *RunOptions, w *Workload, p *kube.Plan) (*store.Incident, *runTarget, error) {
-	inc := &store.Incident{Service: o.Service, GoodVersion: tagOfRev(p.To), Decision: "roll-back", OpenedAt: f.Now()}
+func startIncident(ctx context.Context, f *Factory, s store.Store, o *RunOptions, w *Workload, p *kube.Plan, dec *runDecisionResult) (*store.Incident, *runTarget, error) {
+	inc := &store.Incident{Service: o.Service, GoodVersion: tagOfRev(p.To), Decision: string(decide.RollBack), OpenedAt: f.Now()}
 	if p.From != nil {
 		inc.BadVersion = tagOfRev(p.From)
 	}
-	reasons, _ := json.Marshal([]map[string]string{
-		{"question": "Who decided?", "answer": "the operator ran 'rollback run'", "source": "override"},
-		{"question": "Target", "answer": p.Summary(), "source": "measured", "evidence": p.Reason},
-	})
-	inc.Rationale = string(reasons)
+	var reasons []decide.Reason
+	if dec == nil {
+		reasons = append(reasons, decide.Reason{Question: "Who decided?", Answer: "the operator ran 'rollback run' (the flowchart was not walked: no --severity)", Source: decide.Override})
+	} else {
+		inc.Severity, inc.Decision = string(dec.Severity), string(dec.Decision.Action)
+		reasons = append(reasons, dec.Decision.Reasons...)
+		for _, n := range dec.Decision.Notes {
+			reasons = append(reasons, decide.Reason{Question: "Note", Answer: n})
+		}
+		if dec.Forced && !isRollBack(dec.Decision.Action) {
+			inc.Decision = string(decide.RollBack)
+			reasons = append(reasons, decide.Reason{Question: "Who decided?", Answer: fmt.Sprintf("the operator overruled the flowchart's %s with --force", dec.Decision.Action), Source: decide.Override})
+		}
+	}
+	reasons = append(reasons, decide.Reason{Question: "Target", Answer: p.Summary(), Source: decide.Measured, Evidence: p.Reason})
+	b, _ := json.Marshal(reasons)
+	inc.Rationale = string(b)
 	if err := s.CreateIncident(ctx, inc); err != nil {
 		return nil, nil, err
 	}
@@ -65,7 +78,7 @@ func startIncident(ctx context.Context, f *Factory, s store.Store, o *RunOptions
 	if p.From != nil {
 		t.FromReplicaSet = p.From.ReplicaSet
 	}
-	b, _ := json.Marshal(t)
+	b, _ = json.Marshal(t)
 	if _, err := s.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: f.Now(), Step: "run", Phase: "note", Key: "target", Evidence: string(b)}); err != nil {
 		return nil, nil, err
 	}
@@ -236,8 +249,9 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 					return "", err
 				}
 				ttr, _ := incident.TimeToRecover(cur, evs)
-				sum := notify.Summary{TimeToRecover: ttr, ErrorRate: "not measured in this run (see 'rollback verify')",
-					DownMigration: "not applicable", SmokeTests: "pods verified Ready on the restored image", PIRDue: incident.ReviewDue(cur), Blocked: inc.BadVersion != ""}
+				out := incident.SummaryOutcomes(incident.Checklist(cur, evs))
+				sum := notify.Summary{TimeToRecover: ttr, ErrorRate: out.ErrorRate, DownMigration: out.DownMigration,
+					SmokeTests: out.SmokeTests, PIRDue: incident.ReviewDue(cur), Blocked: inc.BadVersion != ""}
 				parts := []string{"incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339)}
 				parts = append(parts, conclude(ctx, f, sc, svc, ninc, sum)...)
 				return strings.Join(parts, "; "), nil
@@ -370,6 +384,9 @@ func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 	if pd := svc.Notify.PagerDuty; pd != nil {
 		out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, pd, inc, notify.Acknowledge))
 	}
+	for _, wh := range svc.Notify.Webhooks {
+		out = append(out, webhookPost(ctx, f, sc, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil)))
+	}
 	return out
 }
 
@@ -385,7 +402,29 @@ func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 	if pd := svc.Notify.PagerDuty; pd != nil {
 		out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Resolve))
 	}
+	for _, wh := range svc.Notify.Webhooks {
+		out = append(out, webhookPost(ctx, f, sc, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum)))
+	}
 	return out
+}
+
+// webhookPost sends one message to a configured webhook, at most once per
+// incident. The URL (which may hold a secret) is never in the evidence.
+func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg config.WebhookNotify, what string, body any) string {
+	url := cfg.URL
+	if cfg.URLEnv != "" {
+		if url = f.IO.Getenv(cfg.URLEnv); url == "" {
+			return fmt.Sprintf("webhook %s: $%s is not set; nothing sent", cfg.Name, cfg.URLEnv)
+		}
+	}
+	key := "webhook-" + cfg.Name + "-" + what
+	_, err := sc.Once(ctx, key, func() (string, error) {
+		return what + " sent", (&notify.Webhook{URL: url}).Send(ctx, body)
+	})
+	if err != nil {
+		return fmt.Sprintf("webhook %s: %s failed: %v", cfg.Name, what, err)
+	}
+	return fmt.Sprintf("webhook %s: %s sent (%s)", cfg.Name, what, cfg.Format)
 }
 
 func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.SlackNotify, inc notify.Incident, key, text string) string {

@@ -57,6 +57,7 @@ type Source string
 const (
 	Measured Source = "measured" // read live from a system
 	Override Source = "override" // set by a human with a flag
+	Config   Source = "config"   // stated by rollback.yaml (e.g. no database)
 	Unknown  Source = "unknown"  // could not be established
 )
 

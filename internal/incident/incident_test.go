@@ -106,3 +106,25 @@ func TestReportGolden(t *testing.T) {
 		t.Errorf("report differs from %s:\n%s", path, got)
 	}
 }
+
+func TestSummaryOutcomes(t *testing.T) {
+	inc, evs := sample()
+	o := SummaryOutcomes(Checklist(inc, evs))
+	want := Outcomes{ErrorRate: "5xx 0.04% ≤ 0.1%", DownMigration: "applied ✅ (1.2.0 undone; history at 1.1.0; schema equals the recorded one)",
+		SmokeTests: "✅ 1/1 smoke checks passed"}
+	if o != want {
+		t.Errorf("got %+v\nwant %+v", o, want)
+	}
+	// The metric step's error-rate part is picked out; skipped steps say why.
+	at := t0.Add(time.Hour)
+	evs = append(evs,
+		store.Event{Step: StepMetrics, Phase: "done", Time: at, Evidence: "error-rate: 0.000%; p99-latency: 25ms"},
+		store.Event{Step: StepDownMig, Phase: "done", Time: at, Evidence: "skipped: no database configured"})
+	o = SummaryOutcomes(Checklist(inc, evs))
+	if o.ErrorRate != "0.000% ✅" || o.DownMigration != "not needed (no database configured)" {
+		t.Errorf("got %+v", o)
+	}
+	if o := SummaryOutcomes(nil); o.ErrorRate != "not verified (pending)" || o.SmokeTests != "pending" {
+		t.Errorf("nothing journaled: %+v", o)
+	}
+}

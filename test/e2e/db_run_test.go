@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"rollback/internal/cli"
 	"rollback/internal/migrate"
 	"rollback/internal/pgtest"
 )
@@ -74,7 +75,24 @@ services:
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 	waitRolledOut(t, ns)
 
-	r := rollbackEnv(t, env, "run", "payments-db", "--config", cfg, "--yes", "-o", "json")
+	// The decision from live signals: the migration has run (history) and
+	// its undo exists but was never drilled, so the flowchart says roll
+	// forward; the run refuses and changes nothing.
+	r := rollbackEnv(t, env, "run", "payments-db", "--config", cfg, "--yes", "--severity", "P1", "--api-adopted=false")
+	if r.code != cli.ExitRefused || !strings.Contains(r.stderr, "roll-forward-only-option") || !strings.Contains(r.stderr, "has not passed a drill") {
+		t.Fatalf("run before the drill: exit %d, want %d (the flowchart says roll forward)\n%s", r.code, cli.ExitRefused, r.stderr)
+	}
+	if got := runningImage(t, ns); got != image("v1.2.0") {
+		t.Fatalf("a refused run changed the deployment: %s", got)
+	}
+	if l := rollbackEnv(t, env, "status", "-o", "json"); strings.TrimSpace(l.stdout) != "[]" {
+		t.Fatalf("a refused run opened an incident: %s", l.stdout)
+	}
+	// Drilled: the flowchart says roll back with the down migration.
+	if d := rollbackEnv(t, env, "db", "drill", "--dir", mig); d.code != 0 {
+		t.Fatalf("drill: exit %d\n%s%s", d.code, d.stdout, d.stderr)
+	}
+	r = rollbackEnv(t, env, "run", "payments-db", "--config", cfg, "--yes", "--severity", "P1", "--api-adopted=false", "-o", "json")
 	if r.code != 0 {
 		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
 	}
@@ -99,9 +117,17 @@ services:
 		id = strings.SplitN(r.stdout[i+len(`"incident": "`):], `"`, 2)[0]
 	}
 	s := rollbackEnv(t, env, "status", id, "--config", cfg)
-	for _, want := range []string{"Database snapshot taken", "before-undo-1.2.0-to-1.1.0", "1 migration(s) undone", "schema equals the one recorded"} {
+	for _, want := range []string{"Database snapshot taken", "before-undo-1.2.0-to-1.1.0", "1 migration(s) undone", "schema equals the one recorded",
+		"roll-back-with-down-migration — rationale recorded"} {
 		if !strings.Contains(s.stdout, want) {
 			t.Errorf("status lacks %q:\n%s", want, s.stdout)
+		}
+	}
+	// The rationale is the flowchart's, with the measured facts.
+	rep := rollbackEnv(t, env, "report", id)
+	for _, want := range []string{"Decision: **roll-back-with-down-migration**", "Has the DB migration run?", "history at 1.2.0", "drilled"} {
+		if !strings.Contains(rep.stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, rep.stdout)
 		}
 	}
 }

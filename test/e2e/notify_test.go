@@ -45,6 +45,21 @@ func TestRunbookNotifiesAndTurnsTheFlagOff(t *testing.T) {
 		}
 	}))
 	defer slack.Close()
+	// Webhooks: a Slack incoming webhook whose URL holds a secret (given
+	// through the environment) and a generic JSON one.
+	const hookSecret = "B0HOOK-SECRET-777"
+	hooks := map[string][]map[string]any{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || r.Header.Get("Content-Type") == "" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		hooks[r.URL.Path] = append(hooks[r.URL.Path], body)
+	}))
+	defer hook.Close()
 	dir := t.TempDir()
 	flagFile := filepath.Join(dir, "flags.json")
 	_ = os.WriteFile(flagFile, []byte(`{"flags": {"transaction-category": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}`), 0o644)
@@ -56,12 +71,15 @@ services:
     kubernetes: {namespace: %s, name: %s}
     notify:
       slack: {tokenEnv: TEST_SLACK_TOKEN, apiURL: %s/api, mentions: ["<@U0TECHLEAD>"]}
+      webhooks:
+        - {name: ops, format: slack, urlEnv: TEST_SLACK_WEBHOOK}
+        - {name: status-page, format: json, url: "%s/status"}
     flag: {provider: flagd, key: transaction-category, path: %s}
     verify:
       smoke: [{name: health, url: "%s/healthz", expectStatus: 200}]
-`, ns, app, slack.URL, flagFile, slack.URL)), 0o644)
+`, ns, app, slack.URL, hook.URL, flagFile, slack.URL)), 0o644)
 	st := filepath.Join(dir, "state.db")
-	env := map[string]string{"TEST_SLACK_TOKEN": token, "ROLLBACK_STORE": st}
+	env := map[string]string{"TEST_SLACK_TOKEN": token, "ROLLBACK_STORE": st, "TEST_SLACK_WEBHOOK": hook.URL + "/services/T0/" + hookSecret}
 	r := rollbackEnv(t, env, "run", "payments-api", "--config", cfg, "--yes", "-o", "json")
 	if r.code != 0 {
 		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
@@ -73,6 +91,19 @@ services:
 	if len(posts) != 2 || !strings.HasPrefix(posts[0], "🔴 Initiating rollback of payments-api v1.2.0 → v1.1.5") || !strings.Contains(posts[0], "<@U0TECHLEAD>") ||
 		!strings.HasPrefix(posts[1], "✅ Rollback complete") {
 		t.Errorf("posts %q", posts)
+	}
+	// The closing summary says what the run measured.
+	if len(posts) == 2 && (!strings.Contains(posts[1], "Inflight smoke tests: ✅ pods:") || !strings.Contains(posts[1], "smoke:health: GET") ||
+		!strings.Contains(posts[1], "DB down-migration: not needed (no database configured")) {
+		t.Errorf("closing summary does not carry the measured outcomes:\n%s", posts[1])
+	}
+	if in := hooks["/services/T0/"+hookSecret]; len(in) != 2 || !strings.HasPrefix(fmt.Sprint(in[0]["text"]), "🔴 Initiating rollback") ||
+		!strings.HasPrefix(fmt.Sprint(in[1]["text"]), "✅ Rollback complete") {
+		t.Errorf("slack incoming webhook got %v", in)
+	}
+	if in := hooks["/status"]; len(in) != 2 || in[0]["event"] != "rollback.started" || in[1]["event"] != "rollback.completed" ||
+		in[1]["badVersion"] != "v1.2.0" || in[1]["summary"] == nil {
+		t.Errorf("json webhook got %v", in)
 	}
 	mu.Unlock()
 	b, _ := os.ReadFile(flagFile)
@@ -95,6 +126,12 @@ services:
 	}
 	if strings.Contains(leak, token) || strings.Contains(leak, "SECRET-4242") {
 		t.Error("the Slack token leaked into output or the store")
+	}
+	if strings.Contains(leak, hookSecret) {
+		t.Error("the webhook URL's secret leaked into output or the store")
+	}
+	if !strings.Contains(s.stdout, "webhook ops: summary sent") || !strings.Contains(s.stdout, "webhook status-page: start sent") {
+		t.Errorf("status does not show the webhooks:\n%s", s.stdout)
 	}
 	if len(files) == 0 {
 		t.Error("no store files to check")

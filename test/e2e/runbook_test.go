@@ -185,3 +185,37 @@ func TestConcurrentRunsOneProceeds(t *testing.T) {
 		t.Errorf("running %s", got)
 	}
 }
+
+// TestRunWalksTheDecision: with --severity the flowchart runs first; a
+// hotfix minutes away means roll forward, so the run refuses and changes
+// nothing; --force rolls back and records the operator overruling it.
+func TestRunWalksTheDecision(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	dir := t.TempDir()
+	st := filepath.Join(dir, "r.db")
+	cfg := filepath.Join(dir, "rollback.yaml")
+	if err := os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  web:\n    kubernetes: {namespace: "+ns+", name: "+app+"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := getDeployment(t, ns)
+	out, err := rollbackCmd(st, "run", "web", "--config", cfg, "--yes", "--severity", "P1", "--hotfix-eta", "5m", "--api-adopted=false").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitRefused || !strings.Contains(string(out), "roll-forward (P1)") || !strings.Contains(string(out), "--force") {
+		t.Fatalf("hotfix in 5m: %v, want exit %d saying roll forward\n%s", err, cli.ExitRefused, out)
+	}
+	assertUnchanged(t, ns, before)
+	out, err = rollbackCmd(st, "run", "web", "--config", cfg, "--yes", "--severity", "P1", "--hotfix-eta", "5m", "--api-adopted=false", "--force", "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("--force: %v\n%s", err, out)
+	}
+	var res struct{ Incident string }
+	_ = json.Unmarshal(out, &res)
+	checkFinished(t, st, res.Incident, ns)
+	rep, _ := rollbackCmd(st, "report", res.Incident).Output()
+	for _, want := range []string{"Decision: **roll-back**", "overruled the flowchart's roll-forward with --force", "Is a hotfix available in < 15 min?", "yes: ETA 5m0s"} {
+		if !strings.Contains(string(rep), want) {
+			t.Errorf("report lacks %q:\n%s", want, rep)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"rollback/internal/decide"
+	"rollback/internal/kube"
+	"rollback/internal/progress"
+)
+
+// runDecisionResult is what 'rollback run' records as the incident's
+// decision.
+type runDecisionResult struct {
+	Severity decide.Severity
+	Decision decide.Decision
+	Forced   bool
+}
+
+// runDecision walks the flowchart for 'rollback run --severity' from live
+// signals before anything changes. nil without --severity. A decision
+// other than roll back is ErrDecisionAgainst unless --force.
+func runDecision(ctx context.Context, f *Factory, o *RunOptions, p *kube.Plan, pr *renderer) (*runDecisionResult, error) {
+	d := &o.Decide
+	if d.Severity == "" {
+		return nil, nil
+	}
+	sev, err := decide.ParseSeverity(d.Severity)
+	if err != nil {
+		return nil, usageError{err: err}
+	}
+	d.Service = o.Service
+	if d.DB.Release == "" && p.From != nil {
+		d.DB.Release = tagOfRev(p.From) // the abandoned release
+	}
+	fillDecideFromConfig(f, d)
+	res := &runDecisionResult{Severity: sev, Forced: o.Force}
+	err = progress.Func(pr.Event).Run(f.Now, "decide", func() (string, error) {
+		facts, err := gatherFacts(ctx, f, d, sev)
+		if err != nil {
+			return "", err
+		}
+		res.Decision = decide.Decide(facts)
+		msg := decisionLine(sev, res.Decision)
+		if !isRollBack(res.Decision.Action) {
+			if !o.Force {
+				return "", fmt.Errorf("%w: %s; if you must roll back anyway, run again with --force (recorded as overruling the flowchart)", ErrDecisionAgainst, msg)
+			}
+			msg += "; overruled with --force"
+		}
+		return msg, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// checkDecideFlags rejects decision flags that cannot apply, before
+// anything is read or changed.
+func checkDecideFlags(o *RunOptions) error {
+	d := &o.Decide
+	if d.Severity == "" {
+		if d.Hotfix > 0 || len(d.Overrides) > 0 || o.Force {
+			return usagef("--hotfix-eta, --force and the fact overrides need --severity (the decision flowchart runs only with a severity)")
+		}
+		return nil
+	}
+	if _, err := decide.ParseSeverity(d.Severity); err != nil {
+		return usageError{err: err}
+	}
+	if d.Hotfix < 0 {
+		return usagef("--hotfix-eta must be positive, got %s", d.Hotfix)
+	}
+	return nil
+}
+
+func isRollBack(a decide.Action) bool {
+	return a == decide.RollBack || a == decide.RollBackWithDownMigrate
+}
+
+// decisionLine is the decision with the facts it turned on, in one line.
+func decisionLine(sev decide.Severity, d decide.Decision) string {
+	parts := []string{string(d.Action) + " (" + string(sev) + ")"}
+	for _, r := range d.Reasons[1:] {
+		a := r.Answer
+		if r.Source != "" {
+			a += " [" + string(r.Source) + "]"
+		}
+		parts = append(parts, strings.TrimSuffix(r.Question, "?")+": "+a)
+	}
+	return strings.Join(parts, "; ")
+}
