@@ -85,7 +85,10 @@ func decisionLine(sev decide.Severity, d decide.Decision) string {
 	parts := []string{string(d.Action) + " (" + string(sev) + ")"}
 	for _, r := range d.Reasons[1:] {
 		a := r.Answer
-		if r.Source != "" {
+		switch {
+		case r.Source != "" && r.Evidence != "":
+			a += " [" + string(r.Source) + ": " + r.Evidence + "]"
+		case r.Source != "":
 			a += " [" + string(r.Source) + "]"
 		}
 		parts = append(parts, strings.TrimSuffix(r.Question, "?")+": "+a)

@@ -81,13 +81,25 @@ func StartText(inc Incident, mentions []string) string {
 func SummaryText(inc Incident, s Summary) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "✅ Rollback complete\nService: %s\nRolled back: %s → %s\n", inc.Service, inc.BadVersion, inc.GoodVersion)
-	fmt.Fprintf(&b, "Time to recover: %d minutes\n", int(s.TimeToRecover.Round(time.Minute).Minutes()))
+	fmt.Fprintf(&b, "Time to recover: %s\n", humanDuration(s.TimeToRecover))
 	fmt.Fprintf(&b, "Error rate: %s\nDB down-migration: %s\nInflight smoke tests: %s\n", s.ErrorRate, s.DownMigration, s.SmokeTests)
 	fmt.Fprintf(&b, "Root cause investigation ongoing — PIR within 48 hours (due %s).\n", s.PIRDue.UTC().Format("2006-01-02 15:04 MST"))
 	if s.Blocked {
 		fmt.Fprintf(&b, "Deployment of %s blocked until root cause resolved.\n", inc.BadVersion)
 	}
 	return b.String()
+}
+
+// humanDuration is the runbook's "12 minutes", or seconds under a minute.
+func humanDuration(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%d seconds", int(d.Round(time.Second).Seconds()))
+	}
+	m := int(d.Round(time.Minute).Minutes())
+	if m == 1 {
+		return "1 minute"
+	}
+	return fmt.Sprintf("%d minutes", m)
 }
 
 var channelChars = regexp.MustCompile(`[^a-z0-9_-]+`)

@@ -41,6 +41,11 @@ func TestTexts(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}
 	}
+	for d, want := range map[time.Duration]string{4 * time.Second: "4 seconds", 61 * time.Second: "1 minute", 150 * time.Second: "3 minutes"} {
+		if s := SummaryText(inc, Summary{TimeToRecover: d}); !strings.Contains(s, "Time to recover: "+want+"\n") {
+			t.Errorf("%s: %s", d, s)
+		}
+	}
 }
 
 // fakeSlack checks requests against the Web API's documented shape.

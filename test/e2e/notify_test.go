@@ -93,7 +93,7 @@ services:
 		t.Errorf("posts %q", posts)
 	}
 	// The closing summary says what the run measured.
-	if len(posts) == 2 && (!strings.Contains(posts[1], "Inflight smoke tests: ✅ pods:") || !strings.Contains(posts[1], "smoke:health: GET") ||
+	if len(posts) == 2 && (!strings.Contains(posts[1], "Inflight smoke tests: ✅ pod-health:") || !strings.Contains(posts[1], "smoke:health: GET") ||
 		!strings.Contains(posts[1], "DB down-migration: not needed (no database configured")) {
 		t.Errorf("closing summary does not carry the measured outcomes:\n%s", posts[1])
 	}

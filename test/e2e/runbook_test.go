@@ -23,6 +23,7 @@ func rollbackCmd(st string, args ...string) *exec.Cmd {
 type statusJSON struct {
 	Incident struct {
 		ID         string `json:"id"`
+		Service    string `json:"service"`
 		Status     string `json:"status"`
 		BadVersion string `json:"badVersion"`
 	} `json:"incident"`
@@ -60,7 +61,7 @@ func checkFinished(t *testing.T, st, id, ns string) {
 		t.Errorf("running %s, want %s", got, image("v1.1.5"))
 	}
 	// The broken version is blocked for CI.
-	err := rollbackCmd(st, "gate", "deployment/"+app, "v1.2.0").Run()
+	err := rollbackCmd(st, "gate", s.Incident.Service, "v1.2.0").Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitBlocked {
 		t.Errorf("gate after the run: %v, want exit %d", err, cli.ExitBlocked)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"rollback/sandbox/internal/cluster"
 	"rollback/sandbox/internal/components"
 	"rollback/sandbox/internal/demo"
+	"rollback/sandbox/internal/slackstub"
 )
 
 func main() {
@@ -125,7 +127,7 @@ Stop it with: rollback-sandbox down --dir %s
 			return cluster.Down(abs, cmd.ErrOrStderr())
 		},
 	}
-	root.AddCommand(up, env, down, newDemoServiceCmd(&dir))
+	root.AddCommand(up, env, down, newDemoServiceCmd(&dir), newSlackCmd())
 	return root
 }
 
@@ -173,5 +175,39 @@ and http_request_duration_seconds{version}. With --rps it sends itself load.`,
 	fl.DurationVar(&o.ExtraLatency, "extra-latency", 300*time.Millisecond, "latency a broken pod adds")
 	fl.DurationVar(&o.BaseLatency, "base-latency", 10*time.Millisecond, "latency of a healthy answer (plus up to as much again)")
 	fl.Float64Var(&o.RPS, "rps", 0, "requests per second to send to itself (0: none)")
+	return cmd
+}
+
+func newSlackCmd() *cobra.Command {
+	var listen, tokenEnv string
+	cmd := &cobra.Command{
+		Use:   "slack",
+		Short: "Run a local stand-in for Slack's Web API (conversations.create, chat.postMessage)",
+		Long: `Serve the two Slack Web API methods rollback uses, with Slack's request and
+answer shapes, and print every channel and message as it arrives. Point
+rollback.yaml's notify.slack.apiURL at http://ADDR/api. The bot token it
+accepts is read from the environment variable --token-env names (any token
+when it is unset).`,
+		Example: `  SLACK_BOT_TOKEN=xoxb-demo rollback-sandbox slack --listen 127.0.0.1:18081`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "slack stand-in listening on http://%s (API base http://%s/api)\n", l.Addr(), l.Addr())
+			srv := &http.Server{Handler: &slackstub.Server{Token: os.Getenv(tokenEnv), Log: cmd.OutOrStdout()}, ReadHeaderTimeout: 10 * time.Second}
+			go func() {
+				<-cmd.Context().Done()
+				_ = srv.Close()
+			}()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to serve on (loopback)")
+	cmd.Flags().StringVar(&tokenEnv, "token-env", "SLACK_BOT_TOKEN", "environment variable holding the accepted bot token")
 	return cmd
 }
