@@ -105,7 +105,7 @@ func listStatus(ctx context.Context, f *Factory, s store.Store, format string) e
 		ID, Service, Status, Review string
 		Due                         time.Time
 	}
-	var rows []row
+	rows := []row{}
 	for i := range incs {
 		inc := &incs[i]
 		evs, err := s.Events(ctx, inc.ID)

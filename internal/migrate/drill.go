@@ -173,6 +173,20 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 		finishStep(res, &ds, err)
 		logf("version %s (applied): undo, re-apply, undo: %s", s.VersionText, verdict(ds))
 	}
+	// The applied round trips end undone: put those migrations back,
+	// oldest first, so pending ones are drilled on the schema they will
+	// meet.
+	pending := false
+	for _, m := range src.Migrations {
+		pending = pending || m.Version.Compare(st.Current) > 0
+	}
+	if pending {
+		for i := len(plan.Steps) - 1; i >= 0; i-- {
+			if err := runScript(ctx, cc, plan.Steps[i].Up.Path); err != nil {
+				return nil, fmt.Errorf("drill: re-applying %s before the pending migrations: %w", plan.Steps[i].Up.Name(), err)
+			}
+		}
+	}
 	// Pending migrations, oldest first: apply, undo, compare, re-apply.
 	for _, m := range src.Migrations {
 		if m.Version.Compare(st.Current) <= 0 {

@@ -11,8 +11,10 @@ func TestDrill(t *testing.T) {
 	ctx := context.Background()
 	conn, dsn := newDB(t)
 	files := seedFiles()
-	files["V1_3_0__add_amount_index.sql"] = "CREATE INDEX transactions_amount_idx ON transactions (amount);\n"
-	files["U1_3_0__add_amount_index.sql"] = "DROP INDEX IF EXISTS transactions_amount_idx;\n"
+	// The pending migration builds on the applied one (its column): the
+	// drill must put the applied one back before drilling it.
+	files["V1_3_0__add_category_index.sql"] = "CREATE INDEX transactions_category_amount_idx ON transactions (category, amount);\n"
+	files["U1_3_0__add_category_index.sql"] = "DROP INDEX IF EXISTS transactions_category_amount_idx;\n"
 	dir := writeFiles(t, files)
 	src, _ := LoadDir(dir)
 	flywayApply(t, conn, src, "1.2.0")
