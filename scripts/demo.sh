@@ -123,13 +123,14 @@ say "Release pipeline for v1.2.0: sign-off, record, drill, prerequisites"
 rb runbook approve transaction-service --release v1.2.0 --by on-call-demo
 rb db record --dir examples/migrations --release v1.2.0
 rb db drill --dir examples/migrations
-rb check transaction-service --release v1.2.0 --dir examples/migrations
+sed 's/transaction-service:v1.1.5/transaction-service:v1.2.0/' examples/transaction-service.yaml > "$dir/release-v1.2.0.yaml"
+rb check transaction-service -f "$dir/release-v1.2.0.yaml" --release v1.2.0 --dir examples/migrations
 
 say "Releasing v1.2.0 (migration 2, then the broken image)"
 psql_ "$TXN_DB_DSN" -f examples/migrations/000002_add_transaction_category.up.sql \
   -c 'UPDATE schema_migrations SET version = 2' \
   -c "UPDATE transactions SET category = (ARRAY['food','travel','rent'])[1 + id % 3]"
-kubectl -n payments set image deployment/transaction-service transaction-service=registry.local/transaction-service:v1.2.0
+kubectl apply -f "$dir/release-v1.2.0.yaml"
 kubectl -n payments annotate deployment/transaction-service kubernetes.io/change-cause="v1.2.0 — current (broken)" --overwrite
 kubectl -n payments rollout status deployment/transaction-service --timeout=2m
 echo "waiting 25s for the broken version's errors to show in Prometheus..."

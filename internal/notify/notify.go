@@ -203,8 +203,10 @@ func sendJSON(ctx context.Context, c *http.Client, method, url string, headers m
 		return permanent{fmt.Errorf("HTTP %d from %s: %s", resp.StatusCode, hostOf(url), trim(string(b)))}
 	}
 	if out != nil && len(b) > 0 {
+		// The request was taken (2xx): retrying because its answer is
+		// unreadable would repeat the side effect.
 		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("answer from %s: %w", hostOf(url), err)
+			return permanent{fmt.Errorf("answer from %s: %w", hostOf(url), err)}
 		}
 	}
 	return nil

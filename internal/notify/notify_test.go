@@ -94,7 +94,9 @@ func (f *fakeSlack) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.posts = append(f.posts, body)
-		reply(map[string]any{"ok": true, "ts": "1700000000.000100"})
+		// Slack's documented answer: "channel" is the channel id here.
+		reply(map[string]any{"ok": true, "channel": body["channel"], "ts": "1700000000.000100",
+			"message": map[string]any{"text": body["text"], "type": "message"}})
 	default:
 		reply(map[string]any{"ok": false, "error": "unknown_method"})
 	}

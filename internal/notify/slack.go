@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -19,14 +20,18 @@ type Slack struct {
 	Backoff  time.Duration
 }
 
+// slackAnswer holds the fields rollback reads. "channel" is an object in
+// conversations.create's answer and the channel id (a string) in
+// chat.postMessage's, so it is decoded per method.
 type slackAnswer struct {
-	OK      bool   `json:"ok"`
-	Error   string `json:"error"`
-	TS      string `json:"ts"`
-	Channel struct {
+	OK         bool            `json:"ok"`
+	Error      string          `json:"error"`
+	TS         string          `json:"ts"`
+	RawChannel json.RawMessage `json:"channel"`
+	Channel    struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
-	} `json:"channel"`
+	} `json:"-"`
 }
 
 func (s *Slack) call(ctx context.Context, method string, body any) (*slackAnswer, error) {
@@ -43,6 +48,13 @@ func (s *Slack) call(ctx context.Context, method string, body any) (*slackAnswer
 		}
 		switch {
 		case ans.OK:
+			if len(ans.RawChannel) > 0 && ans.RawChannel[0] == '{' {
+				// The call succeeded: a body we cannot read is not retried
+				// (that would post twice).
+				if err := json.Unmarshal(ans.RawChannel, &ans.Channel); err != nil {
+					return permanent{fmt.Errorf("slack %s: answer: %w", method, err)}
+				}
+			}
 			return nil
 		case ans.Error == "ratelimited" || ans.Error == "internal_error" || ans.Error == "service_unavailable":
 			return fmt.Errorf("slack %s: %s", method, ans.Error)

@@ -39,7 +39,7 @@ func TestRunbookNotifiesAndTurnsTheFlagOff(t *testing.T) {
 			json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": map[string]any{"id": "C1", "name": body["name"]}})
 		case "/api/chat.postMessage":
 			posts = append(posts, fmt.Sprint(body["text"]))
-			json.NewEncoder(w).Encode(map[string]any{"ok": true, "ts": "1.2"})
+			json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": body["channel"], "ts": "1.2"}) // Slack: the channel id
 		default:
 			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "unknown_method"})
 		}
