@@ -1,0 +1,274 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"rollback/internal/migrate"
+	"rollback/internal/pgtest"
+)
+
+var incidentID = regexp.MustCompile(`INC-[0-9]{8}-[0-9]+`)
+
+// slackStandIn counts channels and posts; hold, when set, blocks the
+// closing summary's post until released (a kill inside the step).
+type slackStandIn struct {
+	mu       sync.Mutex
+	channels []string
+	posts    []string
+	hold     chan struct{} // closed by the test to let the held post answer
+	arrived  chan struct{} // closed when the held post arrived
+	held     bool
+}
+
+func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	s.mu.Lock()
+	switch r.URL.Path {
+	case "/api/conversations.create":
+		name := fmt.Sprint(body["name"])
+		for _, c := range s.channels {
+			if c == name {
+				s.mu.Unlock()
+				_ = json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "name_taken"})
+				return
+			}
+		}
+		s.channels = append(s.channels, name)
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": map[string]any{"id": "C" + fmt.Sprint(len(s.channels)), "name": name}})
+	case "/api/chat.postMessage":
+		text := fmt.Sprint(body["text"])
+		s.posts = append(s.posts, text)
+		wait := s.hold != nil && !s.held && strings.HasPrefix(text, "✅")
+		if wait {
+			s.held = true
+			close(s.arrived)
+		}
+		s.mu.Unlock()
+		if wait {
+			<-s.hold
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": body["channel"], "ts": "1.1"})
+	default:
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "unknown_method"})
+	}
+}
+
+// dbService makes a database with the v1.1.0 schema, the v1.2.0 migration
+// recorded and applied, and a trigger counting deletes from the history
+// (a repeated down migration would delete twice).
+func dbService(t *testing.T, ns string) (dsn, mig string, conn *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, "crash_"+strings.ReplaceAll(ns, "-", "_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mig = filepath.Join(t.TempDir(), "migrations")
+	files := map[string]string{
+		"V1_1_0__create_transactions.sql":      "CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric NOT NULL);\n",
+		"V1_2_0__add_transaction_category.sql": "ALTER TABLE transactions ADD COLUMN category text;\n",
+		"U1_2_0__add_transaction_category.sql": "ALTER TABLE transactions DROP COLUMN IF EXISTS category;\n",
+	}
+	for n, b := range files {
+		if err := os.MkdirAll(mig, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mig, n), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err = pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	exec := func(q string, args ...any) {
+		if _, err := conn.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	apply := func(rank int, v, f string) {
+		b, _ := os.ReadFile(filepath.Join(mig, f))
+		exec(string(b))
+		exec(`INSERT INTO flyway_schema_history VALUES ($1, $2, 'x', 'SQL', $3, $4, 'ci', now(), 1, true)`, rank, v, f, migrate.FlywayChecksum(b))
+	}
+	exec(pgtest.FlywayHistoryDDL)
+	exec(`CREATE TABLE history_deletes (version text, at timestamptz DEFAULT now())`)
+	exec(`CREATE FUNCTION count_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN INSERT INTO history_deletes (version) VALUES (OLD.version); RETURN OLD; END $$`)
+	exec(`CREATE TRIGGER count_delete AFTER DELETE ON flyway_schema_history FOR EACH ROW EXECUTE FUNCTION count_delete()`)
+	apply(1, "1.1.0", "V1_1_0__create_transactions.sql")
+	if r := rollbackEnv(t, map[string]string{"ROLLBACK_DB_DSN": dsn}, "db", "record", "--dir", mig, "--release", "v1.2.0"); r.code != 0 {
+		t.Fatalf("record: %s", r.stderr)
+	}
+	apply(2, "1.2.0", "V1_2_0__add_transaction_category.sql")
+	exec(`INSERT INTO transactions (amount, category) VALUES (1, 'food'), (2, 'rent')`)
+	return dsn, mig, conn
+}
+
+// TestKilledAnywhereResumesOnce kills 'rollback run' (SIGKILL) at every
+// step boundary and inside two steps (the down migration waiting on a
+// lock, the closing Slack post in flight), resumes it, and checks that it
+// converges with every side effect done exactly once: one channel, two
+// posts, one history delete, the column gone, the flag off, the version
+// blocked.
+func TestKilledAnywhereResumesOnce(t *testing.T) {
+	t.Parallel()
+	points := []struct {
+		name   string
+		after  string // kill when stderr shows this line
+		inside string // "db-lock" or "slack-summary"
+	}{
+		{name: "after-declare", after: "Declare incident: done"},
+		{name: "after-snapshot", after: "Database snapshot: done"},
+		{name: "after-kube", after: "Kubernetes rollback: done"},
+		{name: "after-down-migration", after: "Down migration: done"},
+		{name: "after-verify", after: "Verify: pods and smoke: done"},
+		{name: "after-flag", after: "Feature flag off: done"},
+		{name: "after-close", after: "Communicate and close: done"},
+		{name: "after-block", after: "Block broken version: done"},
+		{name: "inside-down-migration", after: "Down migration: started", inside: "db-lock"},
+		{name: "inside-slack-summary", inside: "slack-summary"},
+	}
+	for _, p := range points {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			ns := namespace(t)
+			deploy(t, ns, "v1.1.5")
+			dsn, mig, conn := dbService(t, ns)
+			kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
+			waitRolledOut(t, ns)
+
+			sl := &slackStandIn{}
+			if p.inside == "slack-summary" {
+				sl.hold, sl.arrived = make(chan struct{}), make(chan struct{})
+			}
+			srv := httptest.NewServer(sl)
+			defer srv.Close()
+			defer func() { // before Close: a held post must answer
+				if sl.hold != nil {
+					close(sl.hold)
+				}
+			}()
+			dir := t.TempDir()
+			flagFile := filepath.Join(dir, "flags.json")
+			_ = os.WriteFile(flagFile, []byte(`{"flags": {"transaction-category": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}`), 0o644)
+			cfg := filepath.Join(dir, "rollback.yaml")
+			_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  ledger:
+    kubernetes: {namespace: %s, name: %s}
+    database: {dsnEnv: TEST_DSN, dir: %s}
+    notify:
+      slack: {tokenEnv: TEST_SLACK_TOKEN, apiURL: %s/api}
+    flag: {provider: flagd, key: transaction-category, path: %s}
+`, ns, app, mig, srv.URL, flagFile)), 0o644)
+			st := filepath.Join(dir, "r.db")
+			env := []string{"TEST_DSN=" + dsn, "TEST_SLACK_TOKEN=xoxb-crash", "XDG_STATE_HOME=" + filepath.Join(dir, "xdg")}
+			cmd := rollbackCmd(st, "run", "ledger", "--config", cfg, "--yes")
+			cmd.Env = append(cmd.Env, env...)
+
+			var holder pgx.Tx
+			if p.inside == "db-lock" {
+				// A reader holds the table: the undo's ALTER waits (and
+				// retries on lock_timeout) until the kill.
+				var err error
+				if holder, err = conn.Begin(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := holder.Exec(context.Background(), `LOCK TABLE transactions IN ACCESS SHARE MODE`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stderr, _ := cmd.StderrPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			killed := make(chan struct{})
+			id := ""
+			go func() {
+				defer close(killed)
+				sc := bufio.NewScanner(stderr)
+				for sc.Scan() {
+					if m := incidentID.FindString(sc.Text()); id == "" && m != "" {
+						id = m
+					}
+					if p.after != "" && strings.Contains(sc.Text(), p.after) {
+						if p.inside == "db-lock" {
+							time.Sleep(500 * time.Millisecond) // inside the undo's lock wait
+						}
+						_ = cmd.Process.Signal(syscall.SIGKILL)
+						return
+					}
+				}
+			}()
+			if p.inside == "slack-summary" {
+				select {
+				case <-sl.arrived:
+					_ = cmd.Process.Signal(syscall.SIGKILL)
+				case <-time.After(90 * time.Second):
+					t.Fatal("the closing post never arrived")
+				}
+			}
+			<-killed
+			err := cmd.Wait()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("the run was not killed (%v); it ended before the kill point", err)
+			}
+			if holder != nil {
+				_ = holder.Rollback(context.Background())
+			}
+			if id == "" {
+				t.Fatal("the run was killed before it named its incident")
+			}
+			res := rollbackCmd(st, "resume", id, "--config", cfg)
+			res.Env = append(res.Env, env...)
+			if out, err := res.CombinedOutput(); err != nil {
+				t.Fatalf("resume: %v\n%s", err, out)
+			}
+			checkFinished(t, st, id, ns)
+
+			sl.mu.Lock()
+			defer sl.mu.Unlock()
+			if len(sl.channels) != 1 || len(sl.posts) != 2 || !strings.HasPrefix(sl.posts[0], "🔴") || !strings.HasPrefix(sl.posts[1], "✅") {
+				t.Errorf("slack: channels %v, %d posts %q; want one channel, the start message and the summary once each", sl.channels, len(sl.posts), sl.posts)
+			}
+			var deletes int
+			var versions string
+			ctx := context.Background()
+			_ = conn.QueryRow(ctx, `SELECT count(*) FROM history_deletes`).Scan(&deletes)
+			_ = conn.QueryRow(ctx, `SELECT string_agg(version, ',' ORDER BY installed_rank) FROM flyway_schema_history`).Scan(&versions)
+			if deletes != 1 || versions != "1.1.0" {
+				t.Errorf("history: %d delete(s), now %s; want exactly one delete, history at 1.1.0", deletes, versions)
+			}
+			var col int
+			_ = conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'transactions' AND column_name = 'category'`).Scan(&col)
+			if col != 0 {
+				t.Error("the category column is still there")
+			}
+			if b, _ := os.ReadFile(flagFile); !strings.Contains(string(b), `"defaultVariant": "off"`) {
+				t.Errorf("flag file: %s", b)
+			}
+		})
+	}
+}
