@@ -210,6 +210,16 @@ func (v *validator) duration(n *yaml.Node, path string) time.Duration {
 	return d
 }
 
+// fraction reads a number between 0 and 1 (0 when it is not one).
+func (v *validator) fraction(n *yaml.Node, path, example string) float64 {
+	var f float64
+	if err := n.Decode(&f); err != nil || f < 0 || f > 1 {
+		v.add(n, path, "expected a fraction between 0 and 1 (%s), got %s", example, kindName(n))
+		return 0
+	}
+	return f
+}
+
 func (v *validator) verify(n *yaml.Node, path string) *Verify {
 	out := &Verify{}
 	v.fields(n, path, []string{"prometheus", "errorRateQuery", "maxErrorRate", "latencyQuery", "maxLatency", "within", "smoke"}, func(key string, val *yaml.Node) {
@@ -227,12 +237,7 @@ func (v *validator) verify(n *yaml.Node, path string) *Verify {
 		case "latencyQuery":
 			out.LatencyQuery, _ = v.str(val, fp)
 		case "maxErrorRate":
-			var f float64
-			if err := val.Decode(&f); err != nil || f < 0 || f > 1 {
-				v.add(val, fp, "expected a fraction between 0 and 1 (0.001 is 0.1%%), got %s", kindName(val))
-				return
-			}
-			out.MaxErrorRate = f
+			out.MaxErrorRate = v.fraction(val, fp, "0.001 is 0.1%")
 		case "maxLatency":
 			out.MaxLatency = v.duration(val, fp)
 		case "within":
@@ -410,12 +415,7 @@ func (v *validator) decide(n *yaml.Node, path string) *Decide {
 		case "apiAdoptionQuery":
 			d.APIAdoptionQuery, _ = v.str(val, fp)
 		case "apiAdoptionThreshold":
-			var f float64
-			if err := val.Decode(&f); err != nil || f < 0 || f > 1 {
-				v.add(val, fp, "expected a fraction between 0 and 1 (0.01 is 1%%), got %s", kindName(val))
-				return
-			}
-			d.APIAdoptionThreshold = f
+			d.APIAdoptionThreshold = v.fraction(val, fp, "0.01 is 1%")
 		}
 	})
 	return d

@@ -75,21 +75,26 @@ func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // dbService makes a database with the v1.1.0 schema, the v1.2.0 migration
 // recorded and applied, and a trigger counting deletes from the history
 // (a repeated down migration would delete twice).
-func dbService(t *testing.T, ns string) (dsn, mig string, conn *pgx.Conn) {
+// undo is the v1.2.0 undo script's name and text (Flyway's U layout unless
+// a test gives the runbook's rollback/ one).
+func dbService(t *testing.T, ns string, undo ...string) (dsn, mig string, conn *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
-	dsn, err := pg.CreateDB(ctx, "crash_"+strings.ReplaceAll(ns, "-", "_"))
+	dsn, err := pg.CreateDB(ctx, "e2e_"+strings.ReplaceAll(ns, "-", "_"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	mig = filepath.Join(t.TempDir(), "migrations")
+	if len(undo) != 2 {
+		undo = []string{"U1_2_0__add_transaction_category.sql", "ALTER TABLE transactions DROP COLUMN IF EXISTS category;\n"}
+	}
 	files := map[string]string{
 		"V1_1_0__create_transactions.sql":      "CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric NOT NULL);\n",
 		"V1_2_0__add_transaction_category.sql": "ALTER TABLE transactions ADD COLUMN category text;\n",
-		"U1_2_0__add_transaction_category.sql": "ALTER TABLE transactions DROP COLUMN IF EXISTS category;\n",
+		undo[0]:                                undo[1],
 	}
 	for n, b := range files {
-		if err := os.MkdirAll(mig, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(mig, filepath.Dir(n)), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(mig, n), []byte(b), 0o644); err != nil {
