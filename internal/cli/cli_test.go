@@ -121,6 +121,7 @@ func TestGoldenOutput(t *testing.T) {
 		{"history-json", []string{"history", "deployment/transaction-service", "-o", "json"}},
 		{"plan", []string{"plan", "deployment/transaction-service", "-n", "payments"}},
 		{"plan-yaml", []string{"plan", "deployment/transaction-service", "-o", "yaml"}},
+		{"plan-configured", []string{"plan", "transaction-service", "--config", "testdata/plan-config.yaml"}},
 		{"run-dry-client", []string{"run", "deploy/transaction-service", "--dry-run=client"}},
 	}
 	for _, tt := range tests {
