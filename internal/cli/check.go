@@ -76,6 +76,16 @@ func runCheck(ctx context.Context, f *Factory, o *CheckOptions) error {
 	if err != nil {
 		return err
 	}
+	// The service's database settings in rollback.yaml, where flags are silent.
+	snapshotMode := ""
+	if svc := f.serviceConfig(o.Service); svc != nil && svc.Database != nil {
+		o.DB.DSN = firstNonEmpty(o.DB.DSN, f.IO.Getenv(svc.Database.DSNEnv))
+		o.DB.Dir = firstNonEmpty(o.DB.Dir, svc.Database.Dir)
+		if o.DB.Format == "auto" && svc.Database.Format != "" {
+			o.DB.Format = svc.Database.Format
+		}
+		snapshotMode = svc.Database.Snapshot
+	}
 	var results []check.Result
 	add := func(r check.Result) { results = append(results, r) }
 	skip := func(pre, why string) { add(check.Result{Prerequisite: pre, Status: check.Skip, Detail: why}) }
@@ -159,10 +169,12 @@ func runCheck(ctx context.Context, f *Factory, o *CheckOptions) error {
 	const snap = "Database snapshot before a down migration"
 	if o.DB.Dir == "" {
 		skip(snap, "no --dir: no database migrations")
+	} else if snapshotMode == "none" {
+		add(check.Result{Prerequisite: snap, Status: check.Fail, Detail: "rollback.yaml turns it off (database.snapshot: none)", HowToEnsure: "set database.snapshot to tables or full"})
 	} else if p, err := exec.LookPath("pg_dump"); err != nil {
 		add(check.Result{Prerequisite: snap, Status: check.Fail, Detail: "pg_dump not found: 'rollback db undo' could not snapshot first", HowToEnsure: "install PostgreSQL's client tools"})
 	} else {
-		add(check.Result{Prerequisite: snap, Status: check.Pass, Detail: "taken automatically by 'rollback db undo' with " + p})
+		add(check.Result{Prerequisite: snap, Status: check.Pass, Detail: "taken automatically by 'rollback run' and 'rollback db undo' with " + p})
 	}
 
 	failed := 0

@@ -61,6 +61,15 @@ spec:
 	if code != ExitFailed || !strings.Contains(out, "the undo of 1.2.0 has not passed a drill") {
 		t.Errorf("undrilled undo: exit %d\n%s", code, out)
 	}
+	// The same from rollback.yaml's database: settings, without --dir; a
+	// snapshot turned off there fails its prerequisite.
+	cfg := filepath.Join(dir, "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  transaction-service:\n    kubernetes: {namespace: payments}\n"+
+		"    database: {dsnEnv: NO_SUCH_DSN, dir: "+mig+", snapshot: none}\n"), 0o644)
+	code, out, _ = runCLI(t, env, append([]string{"check", "transaction-service", "--config", cfg, "-f", good, "--release", "v1.2.0", "--since-version", "1.1.0"}, noCluster...)...)
+	if code != ExitFailed || !strings.Contains(out, "the undo of 1.2.0 has not passed a drill") || !strings.Contains(out, "database.snapshot: none") {
+		t.Errorf("database from rollback.yaml: exit %d\n%s", code, out)
+	}
 	if code, _, errOut := runCLI(t, env, append([]string{"check", "transaction-service", "-f", filepath.Join(dir, "nope.yaml")}, noCluster...)...); code != ExitUsage {
 		t.Errorf("missing manifest: exit %d %s", code, errOut)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -78,7 +79,9 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 	fmt.Fprintln(tw, "  #\tSTEP\tBUDGET\tTHIS SERVICE")
 	for i, st := range steps {
 		budget := "-"
-		if st.Budget != "" {
+		if d, err := time.ParseDuration(st.Budget); err == nil && d%time.Minute == 0 {
+			budget = fmt.Sprintf("< %d min", int(d.Minutes()))
+		} else if st.Budget != "" {
 			budget = "< " + st.Budget
 		}
 		fmt.Fprintf(tw, "  %d.\t%s\t%s\t%s\n", i+1, st.Title, budget, st.Applies)

@@ -44,19 +44,6 @@ type Plan struct {
 	Steps   []Step
 }
 
-// Describe lists the steps with their budgets.
-func (p Plan) Describe() string {
-	var b strings.Builder
-	for i, s := range p.Steps {
-		budget := "-"
-		if s.Budget > 0 {
-			budget = "< " + s.Budget.String()
-		}
-		fmt.Fprintf(&b, "%2d. %-40s %s\n", i+1, s.Title, budget)
-	}
-	return b.String()
-}
-
 // Executor runs plans.
 type Executor struct {
 	Store    store.Store

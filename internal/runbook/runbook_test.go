@@ -227,9 +227,6 @@ func TestBudgetOverrunIsJournaled(t *testing.T) {
 	if !found {
 		t.Errorf("no overrun journaled: %+v", evs)
 	}
-	if !strings.Contains(p.Describe(), "< 3m0s") {
-		t.Errorf("describe: %s", p.Describe())
-	}
 }
 
 // TestOnceAcrossSteps: a later step asking for an effect an earlier step
