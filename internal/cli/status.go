@@ -77,14 +77,14 @@ func incidentStatus(ctx context.Context, f *Factory, s store.Store, id, format s
 	}
 	fmt.Fprintf(f.IO.Out, "%s  %s  %s → %s  %s, opened %s\n", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion), inc.Status, inc.OpenedAt.UTC().Format(time.RFC3339))
 	if recovered {
-		fmt.Fprintf(f.IO.Out, "time to recover: %s\n", ttr.Round(time.Second))
+		fmt.Fprintf(f.IO.Out, "time to recover: %s\n", fmtDur(ttr))
 	}
 	tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\tITEM\tSTATUS\tTOOK\tEVIDENCE")
 	for i, it := range items {
 		took := ""
 		if it.Took > 0 {
-			took = it.Took.Round(time.Second).String()
+			took = fmtDur(it.Took)
 		}
 		if it.Overrun != "" {
 			took += " OVER BUDGET"

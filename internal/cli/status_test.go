@@ -47,7 +47,7 @@ func TestStatusAndReport(t *testing.T) {
 		t.Errorf("status: %d\n%s", code, out)
 	}
 	code, out, _ = runCLI(t, env, "status", old.ID)
-	if code != 0 || !strings.Contains(out, "time to recover: 3m0s") || !strings.Contains(out, "revision 3 running v1.1.5") || strings.Count(out, "\n") < 13 {
+	if code != 0 || !strings.Contains(out, "time to recover: 3m00s") || !strings.Contains(out, "revision 3 running v1.1.5") || strings.Count(out, "\n") < 13 {
 		t.Errorf("status of one: %d\n%s", code, out)
 	}
 	pir := filepath.Join(dir, "pir.md")
