@@ -149,6 +149,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"mark", "deployment/transaction-service", "two", "good"}, "REVISION must be a positive number"},
 		{[]string{"mark", "deployment/transaction-service", "2", "great"}, `unknown mark "great"`},
 		{[]string{"run", "deployment/transaction-service", "--no-such-flag"}, "unknown flag"},
+		{[]string{"run", "deployment/transaction-service", "--pagerduty-incident", "https://acme.pagerduty.com/incidents/Q1"}, "expected a PagerDuty incident ID"},
+		{[]string{"run", "deployment/transaction-service", "--force"}, "need --severity"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

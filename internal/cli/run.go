@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	"rollback/internal/kube"
 	"rollback/internal/progress"
 )
+
+var pagerDutyID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
 
 // RunOptions are the flags of `rollback run`.
 type RunOptions struct {
@@ -25,6 +28,9 @@ type RunOptions struct {
 	// before anything changes, and its decision is the incident's.
 	Decide DecideOptions
 	Force  bool
+	// PagerDutyIncident is the incident that paged on-call: acknowledged
+	// when the run starts, resolved when it closes (REST API).
+	PagerDutyIncident string
 }
 
 func newRunCmd(f *Factory) *cobra.Command {
@@ -61,7 +67,8 @@ never prompts.`,
   rollback run transaction-service --dry-run=server
   rollback run transaction-service --yes -o json
   rollback run transaction-service --severity P1 --hotfix-eta 40m --yes
-  rollback run transaction-service --severity P1 --api-adopted=false --yes`,
+  rollback run transaction-service --severity P1 --api-adopted=false --yes
+  rollback run transaction-service --pagerduty-incident Q1ABC2DEF3GH --yes`,
 		Args: exactArgs(1, "one SERVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Service = args[0]
@@ -82,6 +89,7 @@ never prompts.`,
 	fl.StringVarP(&o.Output, "output", "o", "", "print the result as json or yaml")
 	fl.StringVar(&o.Decide.Severity, "severity", "", "walk the decision flowchart first: P1, P2, P3 or P4")
 	fl.DurationVar(&o.Decide.Hotfix, "hotfix-eta", 0, "with --severity: how far away a fix is (e.g. 40m)")
+	fl.StringVar(&o.PagerDutyIncident, "pagerduty-incident", "", "the PagerDuty incident that paged on-call (e.g. Q1ABC2DEF3GH): set to acknowledged, then resolved (needs pagerduty.apiTokenEnv)")
 	fl.BoolVar(&o.Force, "force", false, "with --severity: roll back even when the flowchart says otherwise (recorded)")
 	o.Decide.Overrides = map[string]*string{}
 	for _, ov := range overrideFlags {
@@ -107,6 +115,9 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 	}
 	if err := checkDecideFlags(o); err != nil {
 		return err
+	}
+	if o.PagerDutyIncident != "" && !pagerDutyID.MatchString(o.PagerDutyIncident) {
+		return usagef("--pagerduty-incident %q: expected a PagerDuty incident ID such as Q1ABC2DEF3GH (letters and digits, from the incident's URL)", o.PagerDutyIncident)
 	}
 	w, err := f.Resolve(o.Service)
 	if err != nil {

@@ -39,6 +39,9 @@ type runTarget struct {
 	ToReplicaSet   string `json:"to"`
 	FromReplicaSet string `json:"from"`
 	Timeout        string `json:"timeout"`
+	// PagerDuty is the PagerDuty incident that paged on-call, whose status
+	// the run sets through the REST API (--pagerduty-incident).
+	PagerDuty string `json:"pagerduty,omitempty"`
 }
 
 func holderName() string {
@@ -74,7 +77,7 @@ func startIncident(ctx context.Context, f *Factory, s store.Store, o *RunOptions
 		return nil, nil, err
 	}
 	t := &runTarget{Service: o.Service, Namespace: w.Target.Namespace, Name: w.Target.Name, Context: w.Context,
-		ToReplicaSet: p.To.ReplicaSet, Timeout: o.Timeout.String()}
+		ToReplicaSet: p.To.ReplicaSet, Timeout: o.Timeout.String(), PagerDuty: o.PagerDutyIncident}
 	if p.From != nil {
 		t.FromReplicaSet = p.From.ReplicaSet
 	}
@@ -97,7 +100,7 @@ func tagOfRev(r *kube.Revision) string {
 func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w *Workload, r *renderer, out *kube.Result) runbook.Plan {
 	timeout, _ := time.ParseDuration(t.Timeout)
 	svc := f.serviceConfig(t.Service)
-	ninc := notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt}
+	ninc := notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt, PagerDutyID: t.PagerDuty}
 	return runbook.Plan{Service: t.Namespace + "/deployment/" + t.Name, Steps: []runbook.Step{
 		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
@@ -382,7 +385,10 @@ func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 		out = append(out, slackPost(ctx, f, sc, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions)))
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
-		out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, pd, inc, notify.Acknowledge))
+		if pd.RoutingKeyEnv != "" {
+			out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, pd, inc, notify.Acknowledge))
+		}
+		out = append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "acknowledged")...)
 	}
 	for _, wh := range svc.Notify.Webhooks {
 		out = append(out, webhookPost(ctx, f, sc, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil)))
@@ -400,7 +406,10 @@ func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 		out = append(out, slackPost(ctx, f, sc, sl, inc, "slack-summary", notify.SummaryText(inc, sum)))
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
-		out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Resolve))
+		if pd.RoutingKeyEnv != "" {
+			out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Resolve))
+		}
+		out = append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "resolved")...)
 	}
 	for _, wh := range svc.Notify.Webhooks {
 		out = append(out, webhookPost(ctx, f, sc, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum)))
@@ -461,6 +470,30 @@ func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *co
 		return fmt.Sprintf("pagerduty %s failed: %v", action, err)
 	}
 	return "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")"
+}
+
+// pagerdutyStatus sets the paging incident's status through the REST API
+// (the runbook's "Update incident status in PagerDuty → In Progress" is
+// acknowledged), when the run was given one and a token is configured.
+func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []string {
+	if inc.PagerDutyID == "" {
+		return nil
+	}
+	if cfg.APITokenEnv == "" {
+		return []string{"pagerduty incident " + inc.PagerDutyID + ": no apiTokenEnv in rollback.yaml; status not set"}
+	}
+	token := f.IO.Getenv(cfg.APITokenEnv)
+	if token == "" {
+		return []string{fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}
+	}
+	rest := &notify.PagerDutyREST{BaseURL: cfg.APIURL, Token: token, From: cfg.From}
+	_, err := sc.Once(ctx, "pagerduty-rest-"+status, func() (string, error) {
+		return status, rest.SetStatus(ctx, inc.PagerDutyID, status)
+	})
+	if err != nil {
+		return []string{fmt.Sprintf("pagerduty incident %s -> %s failed: %v", inc.PagerDutyID, status, err)}
+	}
+	return []string{"pagerduty incident " + inc.PagerDutyID + " " + status}
 }
 
 func orErr(err error, s string) string {

@@ -85,10 +85,15 @@ type SlackNotify struct {
 	Mentions []string `yaml:"mentions,omitempty" json:"mentions,omitempty"`
 }
 
-// PagerDutyNotify sends Events API v2 events.
+// PagerDutyNotify sends Events API v2 events (routingKeyEnv) and, for the
+// incident that paged on-call ('rollback run --pagerduty-incident'), sets
+// its status through the REST API (apiTokenEnv and from).
 type PagerDutyNotify struct {
-	RoutingKeyEnv string `yaml:"routingKeyEnv" json:"routingKeyEnv"`
+	RoutingKeyEnv string `yaml:"routingKeyEnv,omitempty" json:"routingKeyEnv,omitempty"`
 	EventsURL     string `yaml:"eventsURL,omitempty" json:"eventsURL,omitempty"`
+	APITokenEnv   string `yaml:"apiTokenEnv,omitempty" json:"apiTokenEnv,omitempty"`
+	From          string `yaml:"from,omitempty" json:"from,omitempty"`
+	APIURL        string `yaml:"apiURL,omitempty" json:"apiURL,omitempty"`
 }
 
 // Flag is the feature flag to turn off (runbook Step 5).

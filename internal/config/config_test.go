@@ -120,6 +120,12 @@ func TestParseErrors(t *testing.T) {
 			[]string{"services.api.notify.webhooks", "expected a list of webhooks"}},
 		{"decide bad threshold", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    decide:\n      apiAdoptionThreshold: 5\n",
 			[]string{"rollback.yaml:6: services.api.decide.apiAdoptionThreshold", "fraction between 0 and 1"}},
+		{"pagerduty rest without from", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      pagerduty: {apiTokenEnv: PD_API_TOKEN}\n",
+			[]string{"rollback.yaml:6: services.api.notify.pagerduty.from", "email of the PagerDuty user"}},
+		{"pagerduty nothing", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      pagerduty: {eventsURL: 'http://x'}\n",
+			[]string{"services.api.notify.pagerduty.routingKeyEnv", "or give apiTokenEnv and from"}},
+		{"pagerduty from not email", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    notify:\n      pagerduty: {apiTokenEnv: T, from: oncall}\n",
+			[]string{"services.api.notify.pagerduty.from", "not an email address"}},
 		{"duplicate key", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      name: a\n      name: b\n", []string{"rollback.yaml:"}},
 	}
 	for _, tt := range tests {

@@ -327,16 +327,32 @@ func (v *validator) notify(n *yaml.Node, path string) *Notify {
 			out.Slack = sl
 		case "pagerduty":
 			pd := &PagerDutyNotify{}
-			v.fields(val, fp, []string{"routingKeyEnv", "eventsURL"}, func(k string, x *yaml.Node) {
+			v.fields(val, fp, []string{"routingKeyEnv", "eventsURL", "apiTokenEnv", "from", "apiURL"}, func(k string, x *yaml.Node) {
 				switch k {
 				case "routingKeyEnv":
 					pd.RoutingKeyEnv = v.envRef(x, join(fp, k))
 				case "eventsURL":
 					pd.EventsURL, _ = v.str(x, join(fp, k))
+				case "apiTokenEnv":
+					pd.APITokenEnv = v.envRef(x, join(fp, k))
+				case "from":
+					if s, ok := v.str(x, join(fp, k)); ok {
+						if !strings.Contains(s, "@") {
+							v.add(x, join(fp, k), "%q is not an email address; PagerDuty's REST API wants the acting user's email in From", s)
+						}
+						pd.From = s
+					}
+				case "apiURL":
+					pd.APIURL, _ = v.str(x, join(fp, k))
 				}
 			})
-			if pd.RoutingKeyEnv == "" && val.Kind == yaml.MappingNode {
-				v.add(val, fp+".routingKeyEnv", "missing; name the environment variable holding the integration's routing key")
+			if val.Kind == yaml.MappingNode {
+				if pd.RoutingKeyEnv == "" && pd.APITokenEnv == "" {
+					v.add(val, fp+".routingKeyEnv", "missing; name the environment variable holding the integration's routing key (Events API), or give apiTokenEnv and from (REST API)")
+				}
+				if pd.APITokenEnv != "" && pd.From == "" {
+					v.add(val, fp+".from", "missing; the REST API needs the email of the PagerDuty user acting")
+				}
 			}
 			out.PagerDuty = pd
 		case "webhooks":

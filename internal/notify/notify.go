@@ -25,6 +25,8 @@ type Incident struct {
 	BadVersion  string
 	GoodVersion string
 	Date        time.Time
+	// PagerDutyID is the PagerDuty incident that paged on-call, if known.
+	PagerDutyID string
 }
 
 // Summary is the runbook's closing message.

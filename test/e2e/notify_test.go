@@ -60,6 +60,36 @@ func TestRunbookNotifiesAndTurnsTheFlagOff(t *testing.T) {
 		hooks[r.URL.Path] = append(hooks[r.URL.Path], body)
 	}))
 	defer hook.Close()
+	// PagerDuty: Events API v2 and the REST API's incident update, in their
+	// documented shapes.
+	const pdKey, pdToken = "R0UTING-SECRET-55", "PDTOKEN-SECRET-66"
+	var pdEvents, pdStatus []string
+	dedup := map[string]bool{}
+	pd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == "/v2/enqueue" && body["routing_key"] == pdKey:
+			pdEvents = append(pdEvents, fmt.Sprint(body["event_action"]))
+			dedup[fmt.Sprint(body["dedup_key"])] = true
+			w.WriteHeader(http.StatusAccepted)
+			json.NewEncoder(w).Encode(map[string]any{"status": "success", "message": "Event processed", "dedup_key": body["dedup_key"]})
+		case r.Method == http.MethodPut && r.URL.Path == "/incidents/Q1PAGED" && r.Header.Get("Authorization") == "Token token="+pdToken &&
+			r.Header.Get("From") == "oncall@example.com" && strings.Contains(r.Header.Get("Accept"), "application/vnd.pagerduty+json;version=2"):
+			inc, _ := body["incident"].(map[string]any)
+			if inc["type"] != "incident_reference" {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			pdStatus = append(pdStatus, fmt.Sprint(inc["status"]))
+			json.NewEncoder(w).Encode(map[string]any{"incident": map[string]any{"id": "Q1PAGED", "status": inc["status"]}})
+		default:
+			w.WriteHeader(http.StatusBadRequest)
+		}
+	}))
+	defer pd.Close()
 	dir := t.TempDir()
 	flagFile := filepath.Join(dir, "flags.json")
 	_ = os.WriteFile(flagFile, []byte(`{"flags": {"transaction-category": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}`), 0o644)
@@ -71,16 +101,18 @@ services:
     kubernetes: {namespace: %s, name: %s}
     notify:
       slack: {tokenEnv: TEST_SLACK_TOKEN, apiURL: %s/api, mentions: ["<@U0TECHLEAD>"]}
+      pagerduty: {routingKeyEnv: TEST_PD_KEY, eventsURL: "%s/v2/enqueue", apiTokenEnv: TEST_PD_TOKEN, from: oncall@example.com, apiURL: "%s"}
       webhooks:
         - {name: ops, format: slack, urlEnv: TEST_SLACK_WEBHOOK}
         - {name: status-page, format: json, url: "%s/status"}
     flag: {provider: flagd, key: transaction-category, path: %s}
     verify:
       smoke: [{name: health, url: "%s/healthz", expectStatus: 200}]
-`, ns, app, slack.URL, hook.URL, flagFile, slack.URL)), 0o644)
+`, ns, app, slack.URL, pd.URL, pd.URL, hook.URL, flagFile, slack.URL)), 0o644)
 	st := filepath.Join(dir, "state.db")
-	env := map[string]string{"TEST_SLACK_TOKEN": token, "ROLLBACK_STORE": st, "TEST_SLACK_WEBHOOK": hook.URL + "/services/T0/" + hookSecret}
-	r := rollbackEnv(t, env, "run", "payments-api", "--config", cfg, "--yes", "-o", "json")
+	env := map[string]string{"TEST_SLACK_TOKEN": token, "ROLLBACK_STORE": st, "TEST_SLACK_WEBHOOK": hook.URL + "/services/T0/" + hookSecret,
+		"TEST_PD_KEY": pdKey, "TEST_PD_TOKEN": pdToken}
+	r := rollbackEnv(t, env, "run", "payments-api", "--config", cfg, "--yes", "-o", "json", "--pagerduty-incident", "Q1PAGED")
 	if r.code != 0 {
 		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
 	}
@@ -105,6 +137,12 @@ services:
 		in[1]["badVersion"] != "v1.2.0" || in[1]["summary"] == nil {
 		t.Errorf("json webhook got %v", in)
 	}
+	if strings.Join(pdEvents, ",") != "trigger,acknowledge,resolve" || len(dedup) != 1 {
+		t.Errorf("pagerduty events %v with dedup keys %v; want trigger, acknowledge, resolve under one key", pdEvents, dedup)
+	}
+	if strings.Join(pdStatus, ",") != "acknowledged,resolved" {
+		t.Errorf("pagerduty incident Q1PAGED statuses %v; want acknowledged then resolved", pdStatus)
+	}
 	mu.Unlock()
 	b, _ := os.ReadFile(flagFile)
 	if !strings.Contains(string(b), `"defaultVariant": "off"`) {
@@ -126,6 +164,9 @@ services:
 	}
 	if strings.Contains(leak, token) || strings.Contains(leak, "SECRET-4242") {
 		t.Error("the Slack token leaked into output or the store")
+	}
+	if strings.Contains(leak, pdKey) || strings.Contains(leak, pdToken) {
+		t.Error("a PagerDuty secret leaked into output or the store")
 	}
 	if strings.Contains(leak, hookSecret) {
 		t.Error("the webhook URL's secret leaked into output or the store")
