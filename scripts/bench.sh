@@ -34,11 +34,22 @@ scenario() { # namespace
   kubectl -n "$1" set image deployment/transaction-service transaction-service=registry.local/transaction-service:v1.2.0 >/dev/null
   kubectl -n "$1" rollout status deployment/transaction-service --timeout=2m >/dev/null
 }
-rb=(); kc=()
+# took SECONDS of a step in 'rollback status INC -o json' (took is in ns).
+took() { # json step
+  awk -v want="\"$2\"," '$1 == "\"step\":" {step = $2} $1 == "\"took\":" && step == want {gsub(",", "", $2); printf "%.3f", $2 / 1e9; found = 1} END {if (!found) printf "0"}' "$1"
+}
+rb=(); kc=(); kstep=(); verify=(); own=()
 for i in $(seq 1 "$RUNS"); do
   scenario "rb-$i"
-  s=$(now); "$bin/rollback" run deployment/transaction-service -n "rb-$i" --yes >/dev/null 2>&1; e=$(now)
+  s=$(now); "$bin/rollback" run deployment/transaction-service -n "rb-$i" --yes -o json > "$dir/run.json" 2>/dev/null; e=$(now)
   rb+=("$(elapsed "$s" "$e")")
+  inc=$(sed -n 's/.*"incident": "\(INC-[^"]*\)".*/\1/p' "$dir/run.json" | head -1)
+  "$bin/rollback" status "$inc" -o json > "$dir/status.json"
+  k=$(took "$dir/status.json" kube-undo); v=$(took "$dir/status.json" smoke)
+  kstep+=("$k"); verify+=("$v")
+  # The tool's own time: the whole run less the Kubernetes step (API calls
+  # and the rollout it waits for) and the pod-verification window.
+  own+=("$(awk -v w="$(elapsed "$s" "$e")" -v k="$k" -v v="$v" 'BEGIN{printf "%.3f", w-k-v}')")
   scenario "kc-$i"
   s=$(now)
   kubectl -n "kc-$i" rollout undo deployment/transaction-service >/dev/null
@@ -49,13 +60,16 @@ done
 
 warm_build_s=$(now); scripts/build-sandbox.sh >/dev/null; warm_build=$(elapsed "$warm_build_s" "$(now)")
 
-printf '\n%-58s %10s %10s %10s   (%d runs)\n' "benchmark" "median s" "min s" "max s" "$RUNS"
+printf '\n%-74s %10s %10s %10s   (%d runs)\n' "benchmark" "median s" "min s" "max s" "$RUNS"
 row() { # name values...
   local name=$1; shift
   printf '%s\n' "$@" > "$dir/v"
-  printf '%-58s %10s %10s %10s\n' "$name" "$(median < "$dir/v")" "$(sort -g "$dir/v" | head -1)" "$(sort -g "$dir/v" | tail -1)"
+  printf '%-74s %10s %10s %10s\n' "$name" "$(median < "$dir/v")" "$(sort -g "$dir/v" | head -1)" "$(sort -g "$dir/v" | tail -1)"
 }
 row "rollback run (whole runbook: incident, undo, watch, verify, block)" "${rb[@]}"
+row "  of which: Kubernetes rollback step (undo, watch, image check, marks)" "${kstep[@]}"
+row "  of which: pod verification window" "${verify[@]}"
+row "  of which: everything else (process start, plan, journal, close, block)" "${own[@]}"
 row "kubectl rollout undo && kubectl rollout status" "${kc[@]}"
 row "rollback-sandbox up (binaries cached)" "${ups[@]}"
 row "scripts/build-sandbox.sh (binary cache hit)" "$warm_build"
