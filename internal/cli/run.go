@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -10,8 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"rollback/internal/incident"
 	"rollback/internal/kube"
 	"rollback/internal/progress"
+	"rollback/internal/store"
 )
 
 var pagerDutyID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
@@ -170,7 +173,15 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		return err
 	}
 	res, err := execute(ctx, f, s, inc, t, w, pr)
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrLeaseHeld):
+		// Another run has the service: this incident never started; it
+		// stays in the record as superseded, not as open work.
+		now := f.Now()
+		inc.Status, inc.ClosedAt = incident.StatusSuperseded, &now
+		_ = s.UpdateIncident(context.WithoutCancel(ctx), inc)
+		_, _ = s.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: inc.ID, Time: now, Step: "run", Phase: "note", Message: "not started: " + err.Error()})
+	case err != nil:
 		fmt.Fprintf(f.IO.ErrOut, "incident %s is open: see 'rollback status %s'; continue with 'rollback resume %s'\n", inc.ID, inc.ID, inc.ID)
 	}
 	if res.Plan == nil {

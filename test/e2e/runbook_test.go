@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -140,50 +141,69 @@ func TestKilledRunResumes(t *testing.T) {
 
 func TestConcurrentRunsOneProceeds(t *testing.T) {
 	t.Parallel()
-	ns := namespace(t)
-	deploy(t, ns, "v1.1.5", "v1.2.0")
-	st := filepath.Join(t.TempDir(), "r.db")
-	codes := make([]int, 2)
-	outs := make([]string, 2)
-	var wg sync.WaitGroup
-	for i := range codes {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			out, err := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes").CombinedOutput()
-			outs[i] = string(out)
-			if ee, ok := err.(*exec.ExitError); ok {
-				codes[i] = ee.ExitCode()
-			} else if err != nil {
-				codes[i] = -1
+	// With the SQLite store the lease decides; with PostgreSQL the
+	// advisory lock as well.
+	for _, kind := range []string{"sqlite", "postgres"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			ns := namespace(t)
+			deploy(t, ns, "v1.1.5", "v1.2.0")
+			st := filepath.Join(t.TempDir(), "r.db")
+			if kind == "postgres" {
+				var err error
+				if st, err = pg.CreateDB(context.Background(), "store_"+strings.ReplaceAll(ns, "-", "_")); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}(i)
-	}
-	wg.Wait()
-	ok, other := 0, -1
-	for i, c := range codes {
-		if c == 0 {
-			ok++
-		} else {
-			other = i
-		}
-	}
-	if ok != 1 || other < 0 {
-		t.Fatalf("exit codes %v, want exactly one success\n%s\n%s", codes, outs[0], outs[1])
-	}
-	// The other one either met the lease, or came after and found nothing
-	// safe to roll back to; it never rolled back a second time.
-	switch codes[other] {
-	case cli.ExitLocked:
-		if !strings.Contains(outs[other], "already running") {
-			t.Errorf("lease refusal should say who holds it:\n%s", outs[other])
-		}
-	case cli.ExitRefused:
-	default:
-		t.Errorf("second run: exit %d\n%s", codes[other], outs[other])
-	}
-	if got := runningImage(t, ns); got != image("v1.1.5") {
-		t.Errorf("running %s", got)
+			codes := make([]int, 2)
+			outs := make([]string, 2)
+			var wg sync.WaitGroup
+			for i := range codes {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					out, err := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes").CombinedOutput()
+					outs[i] = string(out)
+					if ee, ok := err.(*exec.ExitError); ok {
+						codes[i] = ee.ExitCode()
+					} else if err != nil {
+						codes[i] = -1
+					}
+				}(i)
+			}
+			wg.Wait()
+			t.Logf("exit codes %v", codes)
+			ok, other := 0, -1
+			for i, c := range codes {
+				if c == 0 {
+					ok++
+				} else {
+					other = i
+				}
+			}
+			if ok != 1 || other < 0 {
+				t.Fatalf("exit codes %v, want exactly one success\n%s\n%s", codes, outs[0], outs[1])
+			}
+			// The other one either met the lease (or lock), or came after and
+			// found nothing safe to roll back to; it never rolled back twice.
+			switch codes[other] {
+			case cli.ExitLocked:
+				if !strings.Contains(outs[other], "already running") {
+					t.Errorf("lease refusal should say who holds it:\n%s", outs[other])
+				}
+			case cli.ExitRefused:
+			default:
+				t.Errorf("second run: exit %d\n%s", codes[other], outs[other])
+			}
+			if got := runningImage(t, ns); got != image("v1.1.5") {
+				t.Errorf("running %s", got)
+			}
+			// No incident is left open: a run that never started is
+			// recorded as superseded.
+			if out, err := rollbackCmd(st, "status", "-o", "json").Output(); err != nil || strings.TrimSpace(string(out)) != "[]" {
+				t.Errorf("open incidents after both runs: %s (%v)", out, err)
+			}
+		})
 	}
 }
 
