@@ -181,6 +181,7 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		inc.Status, inc.ClosedAt = incident.StatusSuperseded, &now
 		_ = s.UpdateIncident(context.WithoutCancel(ctx), inc)
 		_, _ = s.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: inc.ID, Time: now, Step: "run", Phase: "note", Message: "not started: " + err.Error()})
+		fmt.Fprintf(f.IO.ErrOut, "incident %s not started: recorded as superseded\n", inc.ID)
 	case err != nil:
 		fmt.Fprintf(f.IO.ErrOut, "incident %s is open: see 'rollback status %s'; continue with 'rollback resume %s'\n", inc.ID, inc.ID, inc.ID)
 	}

@@ -329,6 +329,9 @@ the Kubernetes rollback finishes towards the target it had chosen.`,
 			if err != nil {
 				return err
 			}
+			if inc.Status == incident.StatusSuperseded {
+				return fmt.Errorf("%w: incident %s never started (another run held %s); start a new one with 'rollback run %s'", ErrNotResumable, inc.ID, inc.Service, inc.Service)
+			}
 			var t runTarget
 			for _, ev := range evs {
 				if ev.Key == "target" {

@@ -203,6 +203,14 @@ func TestConcurrentRunsOneProceeds(t *testing.T) {
 			if out, err := rollbackCmd(st, "status", "-o", "json").Output(); err != nil || strings.TrimSpace(string(out)) != "[]" {
 				t.Errorf("open incidents after both runs: %s (%v)", out, err)
 			}
+			if codes[other] == cli.ExitLocked {
+				// The refused run's incident is not resumable.
+				id := incidentID.FindString(outs[other])
+				out, err := rollbackCmd(st, "resume", id).CombinedOutput()
+				if ee, ok := err.(*exec.ExitError); id == "" || !ok || ee.ExitCode() != cli.ExitRefused || !strings.Contains(string(out), "never started") {
+					t.Errorf("resume of the superseded %q: %v\n%s", id, err, out)
+				}
+			}
 		})
 	}
 }
