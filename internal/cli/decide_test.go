@@ -92,3 +92,18 @@ func TestDecideServiceWithoutDatabase(t *testing.T) {
 		t.Errorf("exit %d\n%s", code, out)
 	}
 }
+
+// run --dry-run with --severity walks the decision: a hotfix minutes away
+// refuses (exit 3), a P1 without one would proceed; nothing is changed.
+func TestRunDryRunWalksTheDecision(t *testing.T) {
+	code, _, errOut := runFake(t, fixture(), "run", "deployment/transaction-service", "-n", "payments", "--dry-run=client",
+		"--severity", "P1", "--hotfix-eta", "5m", "--migration-ran=false", "--api-adopted=false")
+	if code != ExitRefused || !strings.Contains(errOut, "roll-forward (P1)") {
+		t.Errorf("hotfix in 5m: exit %d\n%s", code, errOut)
+	}
+	code, out, errOut := runFake(t, fixture(), "run", "deployment/transaction-service", "-n", "payments", "--dry-run=client",
+		"--severity", "P1", "--migration-ran=false", "--api-adopted=false")
+	if code != 0 || !strings.Contains(errOut, "decide: done: roll-back (P1)") || !strings.Contains(out, "Dry run (client)") {
+		t.Errorf("P1: exit %d\n%s%s", code, out, errOut)
+	}
+}

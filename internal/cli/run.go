@@ -128,6 +128,21 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 	}
 	pr := newRenderer(f.IO, f.Now)
 	if dry != kube.DryRunNone {
+		if o.Decide.Severity != "" {
+			// A dry run walks the decision too: it says whether the real
+			// run would proceed.
+			h, err := kube.GetHistory(ctx, w.Client, w.Target)
+			if err != nil {
+				return err
+			}
+			p, err := kube.PlanUndo(h, o.ToRevision)
+			if err != nil {
+				return err
+			}
+			if _, err := runDecision(ctx, f, o, p, pr); err != nil {
+				return err
+			}
+		}
 		res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{ToRevision: o.ToRevision, DryRun: dry, Timeout: o.Timeout, Events: pr.Event, Now: f.Now})
 		return printRun(f, format, res, err, "")
 	}
