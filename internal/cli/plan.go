@@ -58,11 +58,7 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 	if err != nil {
 		return err
 	}
-	h, err := kube.GetHistory(ctx, w.Client, w.Target)
-	if err != nil {
-		return err
-	}
-	p, err := kube.PlanUndo(h, o.ToRevision)
+	p, err := planUndo(ctx, w, o.ToRevision)
 	if err != nil {
 		return err
 	}
@@ -87,6 +83,15 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 		fmt.Fprintf(tw, "  %d.\t%s\t%s\t%s\n", i+1, st.Title, budget, st.Applies)
 	}
 	return tw.Flush()
+}
+
+// planUndo reads the workload's history and chooses the rollback target.
+func planUndo(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, error) {
+	h, err := kube.GetHistory(ctx, w.Client, w.Target)
+	if err != nil {
+		return nil, err
+	}
+	return kube.PlanUndo(h, toRevision)
 }
 
 // outlineStep is one runbook step as 'rollback plan' shows it.

@@ -131,11 +131,7 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		if o.Decide.Severity != "" {
 			// A dry run walks the decision too: it says whether the real
 			// run would proceed.
-			h, err := kube.GetHistory(ctx, w.Client, w.Target)
-			if err != nil {
-				return err
-			}
-			p, err := kube.PlanUndo(h, o.ToRevision)
+			p, err := planUndo(ctx, w, o.ToRevision)
 			if err != nil {
 				return err
 			}
@@ -149,11 +145,8 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 	// Plan first, read-only: a refusal or "nothing to do" opens no incident.
 	var p *kube.Plan
 	err = progress.Func(pr.Event).Run(f.Now, "plan", func() (string, error) {
-		h, err := kube.GetHistory(ctx, w.Client, w.Target)
-		if err != nil {
-			return "", err
-		}
-		if p, err = kube.PlanUndo(h, o.ToRevision); err != nil {
+		var err error
+		if p, err = planUndo(ctx, w, o.ToRevision); err != nil {
 			return "", err
 		}
 		return p.Summary() + "; " + p.Reason, nil
