@@ -169,7 +169,7 @@ say "CI gate: the broken version is blocked"
 rb gate transaction-service v1.2.0 || echo "(exit $?: blocked)"
 
 mkdir -p "$out"
-rb report "$incident" > "$out/$incident.md"
+"$bin/rollback" --config "$dir/rollback.yaml" report "$incident" > "$out/$incident.md"
 say "Closing summary (as posted to the incident channel)"
 awk '/✅ Rollback complete/{p=1} p' "$dir/slack.log"
 printf 'rollback run took %.1fs in all. Post-incident review draft: %s\n' \
