@@ -160,4 +160,3 @@ func flagProvider(f *Factory, c *config.Flag) (flags.Provider, error) {
 	}
 	return nil, fmt.Errorf("flag %s: unsupported provider %q", c.Key, c.Provider)
 }
-
