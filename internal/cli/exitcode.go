@@ -64,7 +64,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, kube.ErrPaused), errors.Is(err, kube.ErrRevisionNotFound), errors.Is(err, kube.ErrNoTarget),
 		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound),
 		errors.Is(err, migrate.ErrUnsafe), errors.Is(err, migrate.ErrMigrationLocked), errors.Is(err, migrate.ErrNoHistory),
-		errors.Is(err, migrate.ErrNoRecord), errors.Is(err, ErrDecisionAgainst), errors.Is(err, ErrNotResumable):
+		errors.Is(err, migrate.ErrNoRecord), errors.Is(err, ErrDecisionAgainst):
 		return ExitRefused
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted
@@ -76,8 +76,6 @@ var (
 	// ErrDecisionAgainst: the flowchart, from live signals, does not say
 	// roll back (rollback run --severity without --force).
 	ErrDecisionAgainst = errors.New("the decision flowchart does not say roll back")
-	// ErrNotResumable: rollback resume of an incident that cannot go on.
-	ErrNotResumable = errors.New("not resumable")
-	errAborted      = kube.ErrAborted
-	errLintFailed   = errors.New("lint found problems")
+	errAborted         = kube.ErrAborted
+	errLintFailed      = errors.New("lint found problems")
 )

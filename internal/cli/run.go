@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -11,10 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/incident"
 	"rollback/internal/kube"
 	"rollback/internal/progress"
-	"rollback/internal/store"
 )
 
 var pagerDutyID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
@@ -176,21 +173,20 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		return err
 	}
 	defer s.Close()
+	// Take the service before recording anything: while another run has
+	// it, this one opens no incident.
+	ex := newExecutor(f, s, pr)
+	release, err := hold(ctx, ex, runKey(w.Target.Namespace, w.Target.Name))
+	if err != nil {
+		return err
+	}
+	defer release()
 	inc, t, err := startIncident(ctx, f, s, o, w, p, dec)
 	if err != nil {
 		return err
 	}
-	res, err := execute(ctx, f, s, inc, t, w, pr)
-	switch {
-	case errors.Is(err, store.ErrLeaseHeld):
-		// Another run has the service: this incident never started; it
-		// stays in the record as superseded, not as open work.
-		now := f.Now()
-		inc.Status, inc.ClosedAt = incident.StatusSuperseded, &now
-		_ = s.UpdateIncident(context.WithoutCancel(ctx), inc)
-		_, _ = s.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: inc.ID, Time: now, Step: "run", Phase: "note", Message: "not started: " + err.Error()})
-		fmt.Fprintf(f.IO.ErrOut, "incident %s not started: recorded as superseded\n", inc.ID)
-	case err != nil:
+	res, err := execute(ctx, f, ex, inc, t, w, pr)
+	if err != nil {
 		fmt.Fprintf(f.IO.ErrOut, "incident %s is open: see 'rollback status %s'; continue with 'rollback resume %s'\n", inc.ID, inc.ID, inc.ID)
 	}
 	if res.Plan == nil {

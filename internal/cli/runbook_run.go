@@ -101,7 +101,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 	timeout, _ := time.ParseDuration(t.Timeout)
 	svc := f.serviceConfig(t.Service)
 	ninc := notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt, PagerDutyID: t.PagerDuty}
-	return runbook.Plan{Service: t.Namespace + "/deployment/" + t.Name, Steps: []runbook.Step{
+	return runbook.Plan{Service: runKey(t.Namespace, t.Name), Steps: []runbook.Step{
 		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				parts := []string{fmt.Sprintf("incident %s: rollback of %s %s → %s", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion))}
@@ -282,19 +282,30 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 	}}
 }
 
-// execute runs (or resumes) the incident's runbook, taking over a lease
-// left by a dead run of this machine.
-func execute(ctx context.Context, f *Factory, s store.Store, inc *store.Incident, t *runTarget, w *Workload, r *renderer) (*kube.Result, error) {
-	res := &kube.Result{}
-	ex := &runbook.Executor{Store: s, Holder: holderName(), Now: f.Now, Events: r.Event}
-	p := runbookPlan(f, s, inc, t, w, r, res)
-	err := ex.Run(ctx, inc.ID, p)
+// runKey is the service's lease and lock name, as the run's plan uses it.
+func runKey(namespace, name string) string { return namespace + "/deployment/" + name }
+
+func newExecutor(f *Factory, s store.Store, r *renderer) *runbook.Executor {
+	return &runbook.Executor{Store: s, Holder: holderName(), Now: f.Now, Events: r.Event}
+}
+
+// hold takes the service for ex, taking over a lease left by a dead run of
+// this machine.
+func hold(ctx context.Context, ex *runbook.Executor, service string) (func(), error) {
+	release, err := ex.Hold(ctx, service)
 	var le *store.LeaseError
 	if errors.As(err, &le) && deadLocalHolder(le.Lease.Holder) {
-		_ = s.ReleaseLease(ctx, le.Lease.Service, le.Lease.Holder)
-		err = ex.Run(ctx, inc.ID, p)
+		_ = ex.Store.ReleaseLease(ctx, le.Lease.Service, le.Lease.Holder)
+		release, err = ex.Hold(ctx, service)
 	}
-	return res, err
+	return release, err
+}
+
+// execute runs (or resumes) the incident's runbook with ex, which holds
+// the service (see hold).
+func execute(ctx context.Context, f *Factory, ex *runbook.Executor, inc *store.Incident, t *runTarget, w *Workload, r *renderer) (*kube.Result, error) {
+	res := &kube.Result{}
+	return res, ex.Run(ctx, inc.ID, runbookPlan(f, ex.Store, inc, t, w, r, res))
 }
 
 // deadLocalHolder: the lease was held by a process of this host that no
@@ -329,9 +340,6 @@ the Kubernetes rollback finishes towards the target it had chosen.`,
 			if err != nil {
 				return err
 			}
-			if inc.Status == incident.StatusSuperseded {
-				return fmt.Errorf("%w: incident %s never started (another run held %s); start a new one with 'rollback run %s'", ErrNotResumable, inc.ID, inc.Service, inc.Service)
-			}
 			var t runTarget
 			for _, ev := range evs {
 				if ev.Key == "target" {
@@ -352,7 +360,13 @@ the Kubernetes rollback finishes towards the target it had chosen.`,
 				return err
 			}
 			r := newRenderer(f.IO, f.Now)
-			res, err := execute(ctx, f, s, inc, &t, w, r)
+			ex := newExecutor(f, s, r)
+			release, err := hold(ctx, ex, runKey(t.Namespace, t.Name))
+			if err != nil {
+				return err
+			}
+			defer release()
+			res, err := execute(ctx, f, ex, inc, &t, w, r)
 			if err != nil {
 				return err
 			}

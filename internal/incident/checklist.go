@@ -27,10 +27,6 @@ const (
 	StepReviewDone = "review-done"
 )
 
-// StatusSuperseded is an incident whose run never started because another
-// run of the service held it; it needs no review.
-const StatusSuperseded = "superseded"
-
 // ReviewWithin is the runbook's "PIR within 48 hours".
 const ReviewWithin = 48 * time.Hour
 
@@ -162,9 +158,6 @@ func ReviewDue(inc *store.Incident) time.Time {
 
 // ReviewState says whether a review is done, due soon or overdue at now.
 func ReviewState(inc *store.Incident, events []store.Event, now time.Time) string {
-	if inc.Status == StatusSuperseded {
-		return "n/a"
-	}
 	for _, ev := range events {
 		if ev.Step == StepReviewDone {
 			return "done"

@@ -89,11 +89,6 @@ func TestReviewState(t *testing.T) {
 	if ReviewState(inc, done, closed.Add(100*time.Hour)) != "done" {
 		t.Error("a held review is not overdue")
 	}
-	sup := *inc
-	sup.Status = StatusSuperseded
-	if got := ReviewState(&sup, evs, closed.Add(100*time.Hour)); got != "n/a" {
-		t.Errorf("a superseded incident's review: %s, want n/a", got)
-	}
 }
 
 func TestReportGolden(t *testing.T) {

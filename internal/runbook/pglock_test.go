@@ -76,4 +76,25 @@ func TestAdvisoryLockBesideLease(t *testing.T) {
 	}}}}); err != nil || !ranB {
 		t.Errorf("after A: %v, ran %v", err, ranB)
 	}
+	// A caller that holds the service first (as 'rollback run' does before
+	// it records an incident) runs under that hold, without locking twice;
+	// meanwhile another executor is refused.
+	unhold, err := a.Hold(ctx, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Hold(ctx, "svc"); !errors.As(err, &le) {
+		t.Errorf("second hold: %v, want a LockError", err)
+	}
+	if err := a.Run(ctx, incA.ID, Plan{Service: "svc", Steps: []Step{{Name: "later", Run: func(context.Context, *StepContext) (string, error) {
+		return "ok", nil
+	}}}}); err != nil {
+		t.Errorf("run under the caller's hold: %v", err)
+	}
+	unhold()
+	if r, err := b.Hold(ctx, "svc"); err != nil {
+		t.Errorf("after release: %v", err)
+	} else {
+		r()
+	}
 }

@@ -51,6 +51,8 @@ type Executor struct {
 	LeaseTTL time.Duration // default 1m, renewed every TTL/3
 	Now      func() time.Time
 	Events   progress.Func
+
+	held string // the service Hold holds for this executor, if any
 }
 
 // StepContext gives a step its incident and at-most-once side effects.
@@ -107,28 +109,28 @@ func (e *Executor) now() time.Time {
 	return time.Now()
 }
 
-// Run executes the plan for the incident, resuming after whatever the
-// journal says is done. It holds the service's lease throughout.
-func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
+// Hold takes the service for this executor's holder: with PostgreSQL a
+// session advisory lock first (the server drops it when the holder's
+// connection dies, and it holds even if a lease renewal stalls past the
+// TTL), then the store's lease, renewed every TTL/3 until release. Run
+// holds the service itself unless the caller already does, as a caller
+// does that must not record anything while another run has the service.
+func (e *Executor) Hold(ctx context.Context, service string) (release func(), err error) {
 	ttl := e.LeaseTTL
 	if ttl <= 0 {
 		ttl = time.Minute
 	}
-	// With PostgreSQL, a session advisory lock first: the server drops it
-	// when the holder's connection dies, and it holds even if a lease
-	// renewal stalls past the TTL.
+	unlock := func() {}
 	if l, ok := e.Store.(store.RunLocker); ok {
-		unlock, err := l.LockRun(ctx, p.Service, e.Holder)
-		if err != nil {
-			return err
+		if unlock, err = l.LockRun(ctx, service, e.Holder); err != nil {
+			return nil, err
 		}
-		defer unlock()
 	}
-	if _, err := e.Store.AcquireLease(ctx, p.Service, e.Holder, ttl, e.now()); err != nil {
-		return err
+	if _, err := e.Store.AcquireLease(ctx, service, e.Holder, ttl, e.now()); err != nil {
+		unlock()
+		return nil, err
 	}
-	defer func() { _ = e.Store.ReleaseLease(context.WithoutCancel(ctx), p.Service, e.Holder) }()
-	renewCtx, stop := context.WithCancel(ctx)
+	renewCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -140,11 +142,30 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 			case <-renewCtx.Done():
 				return
 			case <-t.C:
-				_, _ = e.Store.AcquireLease(renewCtx, p.Service, e.Holder, ttl, e.now())
+				_, _ = e.Store.AcquireLease(renewCtx, service, e.Holder, ttl, e.now())
 			}
 		}
 	}()
-	defer func() { stop(); wg.Wait() }()
+	e.held = service
+	return func() {
+		stop()
+		wg.Wait()
+		e.held = ""
+		_ = e.Store.ReleaseLease(context.WithoutCancel(ctx), service, e.Holder)
+		unlock()
+	}, nil
+}
+
+// Run executes the plan for the incident, resuming after whatever the
+// journal says is done. It holds the service throughout (see Hold).
+func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
+	if e.held != p.Service {
+		release, err := e.Hold(ctx, p.Service)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
 
 	evs, err := e.Store.Events(ctx, incident)
 	if err != nil {
