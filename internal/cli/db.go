@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
@@ -149,13 +148,12 @@ func (o *DBOptions) target(ctx context.Context, s *dbSession) (migrate.Version, 
 	return migrate.Version{}, nil, usagef("which version should the database go back to? pass --to-version VERSION or --release NAME (recorded with 'rollback db record')")
 }
 
-// scrub removes the DSN's password from an error.
+// scrub removes the DSN's secrets from an error.
 func scrub(err error, dsn string) error {
-	safe := migrate.SafeDSN(dsn)
-	if safe == dsn {
+	msg := migrate.Redact(err.Error(), dsn)
+	if msg == err.Error() {
 		return err
 	}
-	msg := strings.ReplaceAll(err.Error(), dsn, safe)
 	return errors.New(msg)
 }
 

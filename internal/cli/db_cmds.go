@@ -242,7 +242,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 			return "", err
 		}
 		out.Snapshot = snap
-		return fmt.Sprintf("%s (%d bytes, sha256 %s…); restore with: %s", snap.Path, snap.Bytes, snap.SHA256[:12], snap.Restore), nil
+		return fmt.Sprintf("%s (%d bytes, sha256 %s…); restore with: %s", snap.Path, snap.Bytes, snap.SHA256[:12], snap.Restore) + noteOf(snap.Note), nil
 	})
 	if err != nil {
 		return err
@@ -346,4 +346,12 @@ func newDBVerifyCmd(f *Factory) *cobra.Command {
 	}
 	addDBFlags(cmd, o, true)
 	return cmd
+}
+
+// noteOf appends a snapshot's note ("full dump: ...") to its evidence.
+func noteOf(note string) string {
+	if note == "" {
+		return ""
+	}
+	return "; " + note
 }

@@ -123,7 +123,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				if snap == nil {
 					return "", fmt.Errorf("snapshot: none in rollback.yaml: %w", runbook.ErrSkip)
 				}
-				return fmt.Sprintf("%s (%d bytes, sha256 %s); restore: %s", snap.Path, snap.Bytes, snap.SHA256, snap.Restore), nil
+				return fmt.Sprintf("%s (%d bytes, sha256 %s); restore: %s", snap.Path, snap.Bytes, snap.SHA256, snap.Restore) + noteOf(snap.Note), nil
 			}},
 		{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {

@@ -35,6 +35,11 @@ type StmtInfo struct {
 	AccessExclusive bool `json:"accessExclusive,omitempty"`
 	// NonTransactional: PostgreSQL refuses to run it in a transaction.
 	NonTransactional bool `json:"nonTransactional,omitempty"`
+	// Opaque: the grammar alone cannot say which tables the statement
+	// changes (a DROP ... CASCADE, a function call, a DO block, a schema
+	// or extension dropped), so a snapshot of "the tables it touches"
+	// would miss some: a snapshot falls back to the whole database.
+	Opaque bool `json:"opaque,omitempty"`
 }
 
 // Destructive reports whether the statement destroys data or schema.
@@ -45,8 +50,15 @@ func (s *StmtInfo) Destructive() bool {
 
 // AnalyzeScript splits a script and parses each statement with the
 // PostgreSQL grammar (libpg_query, run as WebAssembly: no cgo).
-func AnalyzeScript(file, script string) ([]StmtInfo, error) {
-	var out []StmtInfo
+func AnalyzeScript(file, script string) (out []StmtInfo, err error) {
+	defer func() {
+		// The parse tree is a generic JSON document: a shape this code did
+		// not expect is an error naming the file, never a crash of the
+		// rollback that is reading it.
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("%s: cannot analyze (%v); please report this statement", file, r)
+		}
+	}()
 	for _, st := range Split(script) {
 		info, err := analyze(st)
 		if err != nil {
@@ -80,11 +92,46 @@ func analyze(st Statement) (StmtInfo, error) {
 	}
 	for kind, body := range tree.Stmts[0].Stmt {
 		info.Kind = kind
-		b, _ := body.(node)
+		b := obj(body)
 		info.Tables = relnames(b)
 		inspect(&info, kind, b)
+		info.Opaque = info.Opaque || opaque(kind, b)
 	}
 	return info, nil
+}
+
+// tableScoped are the statement kinds whose effect on data is limited to
+// the relations they name.
+var tableScoped = map[string]bool{
+	"AlterTableStmt": true, "UpdateStmt": true, "DeleteStmt": true, "InsertStmt": true,
+	"TruncateStmt": true, "IndexStmt": true, "CreateStmt": true, "RenameStmt": true,
+	"CommentStmt": true, "ClusterStmt": true, "ReindexStmt": true, "VacuumStmt": true,
+	"LockStmt": true, "ViewStmt": true, "CreateTableAsStmt": true, "RefreshMatViewStmt": true,
+	"CreateSeqStmt": true, "AlterSeqStmt": true, "GrantStmt": true, "CreateTrigStmt": true,
+	"CreatePolicyStmt": true, "AlterPolicyStmt": true, "CreateStatsStmt": true,
+	// Statements that change no table data.
+	"VariableSetStmt": true, "VariableShowStmt": true, "TransactionStmt": true, "Empty": true,
+	"CreateSchemaStmt": true, "CreateEnumStmt": true, "CompositeTypeStmt": true, "CreateDomainStmt": true,
+	"CreateFunctionStmt": true, "CreateExtensionStmt": true, "AlterEnumStmt": true,
+}
+
+// opaque reports a statement whose reach the parse tree does not show.
+func opaque(kind string, b node) bool {
+	if s, _ := b["behavior"].(string); s == "DROP_CASCADE" {
+		return true // CASCADE drops dependent objects, in any table
+	}
+	if kind == "DropStmt" {
+		switch str(b["removeType"]) {
+		case "OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE", "OBJECT_INDEX":
+			return false
+		}
+		return true // types, functions, schemas, extensions: their columns and callers go with them
+	}
+	if kind == "SelectStmt" {
+		// A SELECT changes nothing unless it calls a function.
+		return strings.Contains(fmt.Sprint(b), "FuncCall")
+	}
+	return !tableScoped[kind]
 }
 
 func inspect(info *StmtInfo, kind string, b node) {
@@ -93,8 +140,8 @@ func inspect(info *StmtInfo, kind string, b node) {
 		table := rel(b["relation"])
 		info.AccessExclusive = false
 		for _, c := range list(b["cmds"]) {
-			cmd, _ := c.(node)["AlterTableCmd"].(node)
-			sub, _ := cmd["subtype"].(string)
+			cmd := obj(obj(c)["AlterTableCmd"])
+			sub := str(cmd["subtype"])
 			switch sub {
 			case "AT_SetStatistics", "AT_ValidateConstraint", "AT_SetOptions", "AT_ResetOptions", "AT_ClusterOn", "AT_DropCluster":
 			case "AT_AddConstraint":
@@ -128,14 +175,14 @@ func inspect(info *StmtInfo, kind string, b node) {
 			info.AccessExclusive = !conc
 		}
 		for _, o := range list(b["objects"]) {
-			var parts []string
-			for _, it := range list(o.(node)["List"].(node)["items"]) {
-				if s, ok := it.(node)["String"].(node); ok {
-					parts = append(parts, fmt.Sprint(s["sval"]))
-				}
+			name := objectName(obj(o))
+			if name == "" {
+				continue
 			}
-			name := strings.Join(parts, ".")
-			info.Tables = append(info.Tables, name)
+			switch rt {
+			case "OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE", "OBJECT_INDEX":
+				info.Tables = append(info.Tables, name)
+			}
 			if rt == "OBJECT_TABLE" {
 				info.DropTables = append(info.DropTables, name)
 			}
@@ -163,8 +210,8 @@ func inspect(info *StmtInfo, kind string, b node) {
 		}
 		table := rel(b["relation"])
 		for _, t := range list(b["targetList"]) {
-			rt, _ := t.(node)["ResTarget"].(node)
-			val, _ := rt["val"].(node)
+			rt := obj(obj(t)["ResTarget"])
+			val := obj(rt["val"])
 			if c, ok := val["A_Const"].(node); ok {
 				if isnull, _ := c["isnull"].(bool); isnull {
 					info.NullingColumns = append(info.NullingColumns, ColumnRef{Table: table, Column: fmt.Sprint(rt["name"])})
@@ -216,4 +263,39 @@ func relnames(b any) []string {
 func list(v any) []any {
 	l, _ := v.([]any)
 	return l
+}
+
+// obj is v as a parse node, or an empty one.
+func obj(v any) node {
+	n, _ := v.(node)
+	return n
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// objectName is a dropped object's qualified name: a List of String
+// items (tables, indexes), a bare String (schemas, extensions), or a
+// TypeName / ObjectWithArgs (types, functions), whatever the grammar gives.
+func objectName(o node) string {
+	var items []any
+	switch {
+	case o["List"] != nil:
+		items = list(obj(o["List"])["items"])
+	case o["String"] != nil:
+		return str(obj(o["String"])["sval"])
+	case o["TypeName"] != nil:
+		items = list(obj(o["TypeName"])["names"])
+	case o["ObjectWithArgs"] != nil:
+		items = list(obj(o["ObjectWithArgs"])["objname"])
+	}
+	var parts []string
+	for _, it := range items {
+		if s := str(obj(obj(it)["String"])["sval"]); s != "" {
+			parts = append(parts, s)
+		}
+	}
+	return strings.Join(parts, ".")
 }

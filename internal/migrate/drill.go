@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,22 +75,27 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 			o.Log(fmt.Sprintf(format, a...))
 		}
 	}
-	u, err := url.Parse(dsn)
 	dbName := DatabaseName(dsn)
-	if err != nil || u.Scheme == "" || dbName == "" {
-		return nil, fmt.Errorf("drill needs a URL DSN with a database name (postgres://user@host:port/db), got %q", SafeDSN(dsn))
+	if dbName == "" {
+		return nil, fmt.Errorf("drill needs a connection string that names a database (postgres://user@host:port/db or dbname=...), got %q", SafeDSN(dsn))
 	}
 	clone := fmt.Sprintf("%s_drill_%d", dbName, start.Unix())
 	if len(clone) > 63 {
 		clone = clone[len(clone)-63:]
 	}
 	res := &DrillResult{Database: dbName, Clone: clone, At: start.UTC()}
-	admin := *u
-	admin.Path = "/postgres"
-	cloneURL := *u
-	cloneURL.Path = "/" + clone
-
-	ac, err := pgx.Connect(ctx, admin.String())
+	// Both connections are built from the parsed configuration, so no
+	// parameter of the original string (a dbname= in its query) can point
+	// them back at the source database.
+	adminCfg, err := connConfig(dsn, "postgres")
+	if err != nil {
+		return nil, fmt.Errorf("drill: %w", err)
+	}
+	cloneCfg, err := connConfig(dsn, clone)
+	if err != nil {
+		return nil, fmt.Errorf("drill: %w", err)
+	}
+	ac, err := pgx.ConnectConfig(ctx, adminCfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the maintenance database: %w", err)
 	}
@@ -101,7 +105,7 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 		res.CloneBy = "template"
 	} else {
 		logf("CREATE DATABASE ... TEMPLATE failed (%v); copying with pg_dump/pg_restore", err)
-		if err := dumpRestore(ctx, ac, dsn, clone, cloneURL.String()); err != nil {
+		if err := dumpRestore(ctx, ac, dsn, clone); err != nil {
 			return nil, err
 		}
 		res.CloneBy = "pg_dump"
@@ -111,11 +115,14 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 			_, _ = ac.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+pgx.Identifier{clone}.Sanitize()+" WITH (FORCE)")
 		}()
 	}
-	cc, err := pgx.Connect(ctx, cloneURL.String())
+	cc, err := pgx.ConnectConfig(ctx, cloneCfg)
 	if err != nil {
 		return nil, err
 	}
 	defer cc.Close(context.WithoutCancel(ctx))
+	if err := onDatabase(ctx, cc, clone); err != nil {
+		return nil, err
+	}
 	st, err := ReadState(ctx, cc, format, table)
 	if err != nil {
 		return nil, err
@@ -332,32 +339,51 @@ func quoteQualified(name string) string {
 	return pgx.Identifier(strings.Split(name, ".")).Sanitize()
 }
 
-func dumpRestore(ctx context.Context, ac *pgx.Conn, dsn, clone, cloneDSN string) error {
+// ErrNotClone means a drill's connection was not on its clone: the drill
+// refuses before running any statement.
+var ErrNotClone = errors.New("drill refused: connected to a database other than the clone")
+
+// onDatabase checks that conn is on database want.
+func onDatabase(ctx context.Context, conn *pgx.Conn, want string) error {
+	var got string
+	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&got); err != nil {
+		return fmt.Errorf("drill: which database: %w", err)
+	}
+	if got != want {
+		return fmt.Errorf("%w: on %q, clone %q", ErrNotClone, got, want)
+	}
+	return nil
+}
+
+func dumpRestore(ctx context.Context, ac *pgx.Conn, dsn, clone string) error {
 	tmp, err := os.MkdirTemp("", "rollback-drill-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
 	dump := filepath.Join(tmp, "db.dump")
-	if out, err := exec.CommandContext(ctx, "pg_dump", "--format=custom", "--no-owner", "--file", dump, "--dbname", dsn).CombinedOutput(); err != nil {
-		return fmt.Errorf("clone with pg_dump: %v: %s", err, redact(string(out), dsn))
+	src, env, err := childConn(dsn, "")
+	if err != nil {
+		return err
+	}
+	dst, _, err := childConn(dsn, clone)
+	if err != nil {
+		return err
+	}
+	dumpCmd := exec.CommandContext(ctx, "pg_dump", "--format=custom", "--no-owner", "--file", dump, "--dbname", src)
+	dumpCmd.Env = env
+	if out, err := dumpCmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("clone with pg_dump: %v: %s", err, Redact(string(out), dsn))
 	}
 	if _, err := ac.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{clone}.Sanitize()); err != nil {
 		return fmt.Errorf("create clone: %w", err)
 	}
-	if out, err := exec.CommandContext(ctx, "pg_restore", "--no-owner", "--dbname", cloneDSN, dump).CombinedOutput(); err != nil {
-		return fmt.Errorf("clone with pg_restore: %v: %s", err, redact(string(out), dsn))
+	restoreCmd := exec.CommandContext(ctx, "pg_restore", "--no-owner", "--dbname", dst, dump)
+	restoreCmd.Env = env
+	if out, err := restoreCmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("clone with pg_restore: %v: %s", err, Redact(string(out), dsn))
 	}
 	return nil
-}
-
-// DatabaseName is the database a URL DSN names ("" when it names none).
-func DatabaseName(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return ""
-	}
-	return strings.Trim(u.Path, "/")
 }
 
 func hashString(s string) string {

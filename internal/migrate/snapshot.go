@@ -7,12 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -42,13 +40,20 @@ type Snapshot struct {
 	Bytes   int64    `json:"bytes"`
 	Tables  []string `json:"tables,omitempty"`
 	Restore string   `json:"restoreCommand"`
+	// Note says why a tables snapshot became a full one.
+	Note string `json:"note,omitempty"`
 }
 
 // ErrSnapshot means the snapshot failed; the undo must not run.
 var ErrSnapshot = errors.New("snapshot failed")
 
+// ErrOpaque means the undo scripts hold a statement whose reach the
+// grammar does not show (see StmtInfo.Opaque); the error names it.
+var ErrOpaque = errors.New("cannot tell which tables the undo touches")
+
 // TouchedTables lists the tables the plan's undo scripts name, found with
-// the PostgreSQL grammar.
+// the PostgreSQL grammar. It returns ErrOpaque, naming the statement, when
+// one of them may change tables it does not name.
 func (p *Plan) TouchedTables() ([]string, error) {
 	seen := map[string]bool{}
 	for _, s := range p.Steps {
@@ -57,6 +62,9 @@ func (p *Plan) TouchedTables() ([]string, error) {
 			return nil, err
 		}
 		for _, in := range infos {
+			if in.Opaque {
+				return nil, fmt.Errorf("%w: %s:%d %s", ErrOpaque, in.File, in.Line, in.Kind)
+			}
 			for _, t := range in.Tables {
 				if t != p.Table && t != "public."+p.Table {
 					seen[t] = true
@@ -88,23 +96,32 @@ func TakeSnapshot(ctx context.Context, dsn string, p *Plan, mode SnapshotMode, d
 	args := []string{"--format=custom", "--no-owner", "--file", s.Path}
 	if mode == SnapshotTables {
 		tables, err := p.TouchedTables()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
-		}
-		if len(tables) == 0 {
-			return nil, fmt.Errorf("%w: the undo scripts name no tables; use --snapshot=full", ErrSnapshot)
+		switch {
+		case err != nil:
+			// When the grammar cannot tell what the undo touches, a
+			// partial dump could miss what it destroys: dump everything.
+			mode, s.Note = SnapshotFull, "full dump: "+err.Error()
+		case len(tables) == 0:
+			mode, s.Note = SnapshotFull, "full dump: the undo scripts name no tables"
 		}
 		s.Tables = tables
-		for _, t := range tables {
+	}
+	if mode == SnapshotTables {
+		for _, t := range s.Tables {
 			args = append(args, "--table", t)
 		}
 	}
-	args = append(args, "--dbname", dsn)
+	conn, env, err := childConn(dsn, "")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	args = append(args, "--dbname", conn)
 	cmd := exec.CommandContext(ctx, "pg_dump", args...)
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		_ = os.Remove(s.Path)
-		return nil, fmt.Errorf("%w: pg_dump: %v: %s", ErrSnapshot, err, redact(string(out), dsn))
+		return nil, fmt.Errorf("%w: pg_dump: %v: %s", ErrSnapshot, err, Redact(string(out), dsn))
 	}
 	f, err := os.Open(s.Path)
 	if err != nil {
@@ -119,35 +136,9 @@ func TakeSnapshot(ctx context.Context, dsn string, p *Plan, mode SnapshotMode, d
 	if err := os.WriteFile(s.Path+".sha256", []byte(s.SHA256+"  "+name+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
 	}
+	// The restore command shows the connection without credentials: the
+	// operator supplies the password (PGPASSWORD or ~/.pgpass) as usual.
 	s.Restore = fmt.Sprintf("sha256sum -c %s.sha256 && pg_restore --clean --if-exists --single-transaction --dbname %q %s",
-		s.Path, SafeDSN(dsn), s.Path)
+		s.Path, conn, s.Path)
 	return s, nil
-}
-
-// SafeDSN removes the password from a connection string for display.
-func SafeDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.Scheme == "" {
-		// key=value form: drop password=...
-		var kept []string
-		for _, f := range strings.Fields(dsn) {
-			if !strings.HasPrefix(f, "password=") {
-				kept = append(kept, f)
-			}
-		}
-		return strings.Join(kept, " ")
-	}
-	if u.User != nil {
-		u.User = url.User(u.User.Username())
-	}
-	return u.String()
-}
-
-func redact(s, dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			s = strings.ReplaceAll(s, pw, "***")
-		}
-	}
-	return s
 }
