@@ -3,7 +3,9 @@ module rollback
 go 1.26.0
 
 require (
+	github.com/distribution/reference v0.6.0
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/opencontainers/go-digest v1.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/common v0.73.1
 	github.com/spf13/cobra v1.10.2

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+
+	"rollback/internal/image"
 )
 
 // Status of one prerequisite.
@@ -39,14 +41,14 @@ func Image(d *appsv1.Deployment) Result {
 	var bad, good []string
 	for _, c := range d.Spec.Template.Spec.Containers {
 		img := c.Image
+		ref, perr := image.Parse(img)
 		switch {
-		case strings.Contains(img, "@sha256:"):
+		case perr != nil:
+			bad = append(bad, img+" (not an image reference: "+perr.Error()+")")
+		case ref.Digest != "":
 			good = append(good, img)
 		default:
-			tag := ""
-			if i := strings.LastIndex(img, ":"); i > strings.LastIndex(img, "/") {
-				tag = img[i+1:]
-			}
+			tag := ref.Tag
 			switch {
 			case tag == "":
 				bad = append(bad, img+" (no tag: means :latest)")

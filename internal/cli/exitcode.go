@@ -8,6 +8,7 @@ import (
 	"rollback/internal/config"
 	"rollback/internal/kube"
 	"rollback/internal/migrate"
+	"rollback/internal/runbook"
 	"rollback/internal/store"
 )
 
@@ -55,7 +56,7 @@ func ExitCode(err error) int {
 		return ExitRolledBack
 	case errors.Is(err, kube.ErrAborted):
 		return ExitAborted
-	case errors.Is(err, kube.ErrTimeout), errors.Is(err, migrate.ErrLockBudget):
+	case errors.Is(err, kube.ErrTimeout), errors.Is(err, migrate.ErrLockBudget), errors.Is(err, runbook.ErrDeadline):
 		return ExitTimeout
 	case errors.Is(err, kube.ErrProgressDeadline), errors.Is(err, kube.ErrImageMismatch), errors.Is(err, kube.ErrDeleted),
 		errors.Is(err, migrate.ErrSnapshot), errors.Is(err, ErrVerifyFailed), errors.Is(err, errLintFailed),

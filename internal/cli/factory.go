@@ -104,6 +104,11 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 		}
 	}
 	w.Target.Namespace = ns
+	if isRef {
+		// deployment/NAME of a configured service is that service: the
+		// same blocks, incidents and settings whichever way it is named.
+		w.Service = f.configuredServiceFor(ns, name)
+	}
 	rc, err := cc.ClientConfig()
 	if err != nil {
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
@@ -118,6 +123,63 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return w, nil
+}
+
+// configuredServiceFor is the configured service whose Deployment is
+// ns/name ("" when none, or when there is no rollback.yaml). With ns ""
+// a single service naming the Deployment matches.
+func (f *Factory) configuredServiceFor(ns, name string) string {
+	cfg, err := f.Config()
+	if err != nil || cfg == nil {
+		return ""
+	}
+	found := ""
+	for _, n := range cfg.ServiceNames() {
+		k := cfg.Services[n].Kubernetes
+		if k.Name == name && (ns == "" || k.Namespace == ns) {
+			if found != "" {
+				return "" // ambiguous without a namespace
+			}
+			found = n
+		}
+	}
+	return found
+}
+
+// Key is the workload's canonical service key: the configured service's
+// name, else NAMESPACE/deployment/NAME. Blocks, incidents and gates use it.
+func (w *Workload) Key() string {
+	if w.Service != "" {
+		return w.Service
+	}
+	return w.Target.Namespace + "/deployment/" + w.Target.Name
+}
+
+// ServiceKey is the canonical key of a SERVICE argument without asking the
+// cluster (for gate, block, unblock in CI): a configured name as it is;
+// deployment/NAME as the configured service naming it, else
+// NAMESPACE/deployment/NAME (-n, or the kubeconfig's namespace).
+func (f *Factory) ServiceKey(arg string) (string, error) {
+	name, isRef, err := parseWorkloadArg(arg)
+	if err != nil {
+		return "", err
+	}
+	if !isRef {
+		return name, nil
+	}
+	if svc := f.configuredServiceFor(f.Namespace, name); svc != "" {
+		return svc, nil
+	}
+	ns := f.Namespace
+	if ns == "" {
+		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+			&clientcmd.ConfigOverrides{CurrentContext: f.Context})
+		if ns, _, err = cc.Namespace(); err != nil || ns == "" {
+			ns = "default"
+		}
+	}
+	return ns + "/deployment/" + name, nil
 }
 
 // parseWorkloadArg splits a SERVICE argument: deployment/NAME (and

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"rollback/internal/admission"
+	"rollback/internal/image"
 	"context"
 	"errors"
 	"fmt"
@@ -38,15 +40,19 @@ func newBlockCmd(f *Factory) *cobra.Command {
 			if strings.TrimSpace(reason) == "" {
 				return usagef("--reason is required: say why %s must not be deployed", args[1])
 			}
+			key, err := f.ServiceKey(args[0])
+			if err != nil {
+				return err
+			}
 			s, err := f.openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			if err := s.SetBlock(cmd.Context(), store.Block{Service: args[0], Version: args[1], Incident: incident, Reason: reason, At: f.Now()}); err != nil {
+			if err := s.SetBlock(cmd.Context(), store.Block{Service: key, Version: args[1], Incident: incident, Reason: reason, At: f.Now()}); err != nil {
 				return err
 			}
-			fmt.Fprintf(f.IO.Out, "%s %s is blocked: %s\n", args[0], args[1], reason)
+			fmt.Fprintf(f.IO.Out, "%s %s is blocked: %s\n", key, args[1], reason)
 			return nil
 		},
 	}
@@ -62,18 +68,22 @@ func newUnblockCmd(f *Factory) *cobra.Command {
 		Example: "  rollback unblock transaction-service v1.2.0",
 		Args:    exactArgs(2, "SERVICE and VERSION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := f.ServiceKey(args[0])
+			if err != nil {
+				return err
+			}
 			s, err := f.openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			if err := s.DeleteBlock(cmd.Context(), args[0], args[1]); err != nil {
+			if err := s.DeleteBlock(cmd.Context(), key, args[1]); err != nil {
 				if errors.Is(err, store.ErrNotFound) {
 					return usageError{err: err}
 				}
 				return err
 			}
-			fmt.Fprintf(f.IO.Out, "%s %s is no longer blocked\n", args[0], args[1])
+			fmt.Fprintf(f.IO.Out, "%s %s is no longer blocked\n", key, args[1])
 			return nil
 		},
 	}
@@ -106,14 +116,18 @@ kubectl apply -f -.`,
 			if len(args) != 2 {
 				return usageError{err: fmt.Errorf("gate expects SERVICE and VERSION (or --admission-policy)"), showHelp: true}
 			}
+			key, err := f.ServiceKey(args[0])
+			if err != nil {
+				return err
+			}
 			s, err := f.openStore(ctx)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			b, err := s.GetBlock(ctx, args[0], args[1])
+			b, err := s.GetBlock(ctx, key, args[1])
 			if errors.Is(err, store.ErrNotFound) {
-				fmt.Fprintf(f.IO.Out, "%s %s is not blocked\n", args[0], args[1])
+				fmt.Fprintf(f.IO.Out, "%s %s is not blocked\n", key, args[1])
 				return nil
 			}
 			if err != nil {
@@ -132,7 +146,10 @@ kubectl apply -f -.`,
 	return cmd
 }
 
-// renderPolicy writes the admission policy for the service's blocks.
+// renderPolicy writes the admission policy for the service's blocks: a
+// ValidatingAdmissionPolicy whose blocked images come from a ConfigMap
+// parameter (data, never code: no version string can change what the
+// policy does), its binding, and that ConfigMap.
 func renderPolicy(ctx context.Context, f *Factory, service string) error {
 	w, err := f.Resolve(service)
 	if err != nil {
@@ -147,60 +164,24 @@ func renderPolicy(ctx context.Context, f *Factory, service string) error {
 		return err
 	}
 	defer s.Close()
-	blocks, err := s.ListBlocks(ctx, service)
+	blocks, err := s.ListBlocks(ctx, w.Key())
 	if err != nil {
 		return err
 	}
-	var images, why []string
-	for _, c := range d.Spec.Template.Spec.Containers {
-		repo := c.Image
-		if i := strings.LastIndex(repo, ":"); i > strings.LastIndex(repo, "/") {
-			repo = repo[:i]
-		}
-		for _, b := range blocks {
-			images = append(images, repo+":"+b.Version)
-			why = append(why, fmt.Sprintf("%s (%s: %s)", b.Version, orNone(b.Incident), b.Reason))
+	var refs []image.Ref
+	for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
+		if r, err := image.Parse(c.Image); err == nil {
+			refs = append(refs, r)
 		}
 	}
+	images, why := admission.BlockedImages(refs, blocks)
 	if len(images) == 0 {
-		return usagef("no version of %s is blocked; block one with 'rollback block %s VERSION --reason ...'", service, service)
+		return usagef("no version of %s is blocked; block one with 'rollback block %s VERSION --reason ...'", w.Key(), service)
 	}
 	name := "rollback-blocked-" + w.Target.Namespace + "-" + w.Target.Name
-	quoted := make([]string, len(images))
-	for i, im := range images {
-		quoted[i] = "'" + strings.ReplaceAll(im, "'", "\\'") + "'"
-	}
-	msg := strings.ReplaceAll(fmt.Sprintf("blocked by rollback: %s; see 'rollback gate %s'", strings.Join(why, "; "), service), "'", "\\'")
-	pol := map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-		"metadata": map[string]any{"name": name, "labels": map[string]string{"app.kubernetes.io/managed-by": "rollback"}},
-		"spec": map[string]any{
-			"failurePolicy": "Fail",
-			"matchConstraints": map[string]any{"resourceRules": []any{
-				map[string]any{"apiGroups": []string{"apps"}, "apiVersions": []string{"v1"}, "operations": []string{"CREATE", "UPDATE"}, "resources": []string{"deployments"}},
-				map[string]any{"apiGroups": []string{""}, "apiVersions": []string{"v1"}, "operations": []string{"CREATE", "UPDATE"}, "resources": []string{"pods"}},
-			}},
-			"variables": []any{
-				map[string]any{"name": "containers", "expression": "has(object.spec.template) ? object.spec.template.spec.containers : object.spec.containers"},
-				map[string]any{"name": "blocked", "expression": "[" + strings.Join(quoted, ", ") + "]"},
-			},
-			"validations": []any{map[string]any{
-				"expression": "variables.containers.all(c, !(c.image in variables.blocked))",
-				"message":    msg,
-			}},
-		},
-	}
-	bind := map[string]any{
-		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-		"metadata": map[string]any{"name": name, "labels": map[string]string{"app.kubernetes.io/managed-by": "rollback"}},
-		"spec": map[string]any{
-			"policyName":        name,
-			"validationActions": []string{"Deny"},
-			"matchResources": map[string]any{"namespaceSelector": map[string]any{
-				"matchLabels": map[string]string{"kubernetes.io/metadata.name": w.Target.Namespace}}},
-		},
-	}
-	for i, obj := range []any{pol, bind} {
+	msg := fmt.Sprintf("blocked by rollback: %s; see 'rollback gate %s'", strings.Join(why, "; "), w.Key())
+	pol, bind, params := admission.Policy(name, w.Target.Namespace, msg, images)
+	for i, obj := range []any{pol, bind, params} {
 		b, err := yaml.Marshal(obj)
 		if err != nil {
 			return err

@@ -21,6 +21,7 @@ var stepTitles = map[string]string{
 	"block":           "Block broken version",
 	"schedule-review": "Schedule review",
 	"plan":            "Plan",
+	"mark-bad":        "Mark abandoned revision bad",
 	"undo":            "Kubernetes undo",
 	"rollout":         "Wait for rollout",
 	"verify-image":    "Verify running image",

@@ -4,80 +4,143 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"rollback/internal/config"
 	"rollback/internal/flags"
+	"rollback/internal/incident"
 	"rollback/internal/notify"
+	"rollback/internal/outbound"
 	"rollback/internal/runbook"
 )
+
+// notice is one notification's outcome for the step's evidence.
+type notice struct {
+	text      string
+	delivered bool
+}
+
+// notifyAll runs the notifiers side by side (a hung one costs its own
+// timeout, not the others') and returns their outcomes in order.
+func notifyAll(fns []func() []notice) []notice {
+	out := make([][]notice, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = fn()
+		}()
+	}
+	wg.Wait()
+	var all []notice
+	for _, o := range out {
+		all = append(all, o...)
+	}
+	return all
+}
+
+// notifiedEvidence is a communication step's evidence: what was delivered,
+// or incident.NotNotified with the reasons when nothing was.
+func notifiedEvidence(head string, ns []notice) string {
+	parts := []string{head}
+	delivered := false
+	for _, n := range ns {
+		delivered = delivered || n.delivered
+	}
+	if !delivered {
+		parts = append(parts, incident.NotNotified)
+	}
+	for _, n := range ns {
+		parts = append(parts, n.text)
+	}
+	return strings.Join(parts, "; ")
+}
 
 // announce is Step 1's notification: the Slack incident channel and start
 // message, and PagerDuty trigger + acknowledge ("In Progress"). Failures are
 // reported in the evidence and never stop the rollback.
-func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident) []string {
+func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident) []notice {
 	if svc == nil || svc.Notify == nil {
-		return []string{"no notifier configured"}
+		return []notice{{text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
-	var out []string
+	var fns []func() []notice
 	if sl := svc.Notify.Slack; sl != nil {
-		out = append(out, slackPost(ctx, f, sc, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions)))
+		fns = append(fns, func() []notice {
+			return []notice{slackPost(ctx, f, sc, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions))}
+		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
-		if pd.RoutingKeyEnv != "" {
-			out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, pd, inc, notify.Acknowledge))
-		}
-		out = append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "acknowledged")...)
+		fns = append(fns, func() []notice {
+			var out []notice
+			if pd.RoutingKeyEnv != "" {
+				out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, pd, inc, notify.Acknowledge))
+			}
+			return append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "acknowledged")...)
+		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
-		out = append(out, webhookPost(ctx, f, sc, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil)))
+		fns = append(fns, func() []notice {
+			return []notice{webhookPost(ctx, f, sc, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil))}
+		})
 	}
-	return out
+	return notifyAll(fns)
 }
 
 // conclude is Step 6's: the closing summary and PagerDuty resolve.
-func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident, sum notify.Summary) []string {
+func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident, sum notify.Summary) []notice {
 	if svc == nil || svc.Notify == nil {
-		return []string{"no notifier configured"}
+		return []notice{{text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
-	var out []string
+	var fns []func() []notice
 	if sl := svc.Notify.Slack; sl != nil {
-		out = append(out, slackPost(ctx, f, sc, sl, inc, "slack-summary", notify.SummaryText(inc, sum)))
+		fns = append(fns, func() []notice {
+			return []notice{slackPost(ctx, f, sc, sl, inc, "slack-summary", notify.SummaryText(inc, sum))}
+		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
-		if pd.RoutingKeyEnv != "" {
-			out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Resolve))
-		}
-		out = append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "resolved")...)
+		fns = append(fns, func() []notice {
+			var out []notice
+			if pd.RoutingKeyEnv != "" {
+				out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Resolve))
+			}
+			return append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "resolved")...)
+		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
-		out = append(out, webhookPost(ctx, f, sc, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum)))
+		fns = append(fns, func() []notice {
+			return []notice{webhookPost(ctx, f, sc, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum))}
+		})
 	}
-	return out
+	return notifyAll(fns)
 }
 
 // webhookPost sends one message to a configured webhook, at most once per
 // incident. The URL (which may hold a secret) is never in the evidence.
-func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg config.WebhookNotify, what string, body any) string {
+func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg config.WebhookNotify, what string, body any) notice {
 	url := cfg.URL
 	if cfg.URLEnv != "" {
 		if url = f.IO.Getenv(cfg.URLEnv); url == "" {
-			return fmt.Sprintf("webhook %s: $%s is not set; nothing sent", cfg.Name, cfg.URLEnv)
+			return notice{text: fmt.Sprintf("webhook %s: $%s is not set; nothing sent", cfg.Name, cfg.URLEnv)}
 		}
 	}
 	key := "webhook-" + cfg.Name + "-" + what
-	_, err := sc.Once(ctx, key, func() (string, error) {
+	ev, err := sc.Once(ctx, key, func() (string, error) {
 		return what + " sent", (&notify.Webhook{URL: url}).Send(ctx, body)
 	})
 	if err != nil {
-		return fmt.Sprintf("webhook %s: %s failed: %v", cfg.Name, what, err)
+		return notice{text: fmt.Sprintf("webhook %s: %s failed: %v", cfg.Name, what, redactURL(err, url))}
 	}
-	return fmt.Sprintf("webhook %s: %s sent (%s)", cfg.Name, what, cfg.Format)
+	if ev == runbook.Uncertain {
+		return notice{text: fmt.Sprintf("webhook %s: %s %s", cfg.Name, what, ev)}
+	}
+	return notice{text: fmt.Sprintf("webhook %s: %s sent (%s)", cfg.Name, what, cfg.Format), delivered: true}
 }
 
-func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.SlackNotify, inc notify.Incident, key, text string) string {
+func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.SlackNotify, inc notify.Incident, key, text string) notice {
 	token := f.IO.Getenv(cfg.TokenEnv)
 	if token == "" {
-		return fmt.Sprintf("slack: $%s is not set; nothing posted", cfg.TokenEnv)
+		return notice{text: fmt.Sprintf("slack: $%s is not set; nothing posted", cfg.TokenEnv)}
 	}
 	sl := &notify.Slack{BaseURL: cfg.APIURL, Token: token}
 	ch, err := sc.Once(ctx, "slack-channel", func() (string, error) {
@@ -85,53 +148,72 @@ func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *co
 		return id + " #" + name, err
 	})
 	if err != nil || ch == runbook.Uncertain {
-		return fmt.Sprintf("slack: channel not created (%v)", orErr(err, ch))
+		return notice{text: fmt.Sprintf("slack: channel not created (%v)", orErr(err, ch))}
 	}
 	id, name, _ := strings.Cut(ch, " ")
 	ts, err := sc.Once(ctx, key, func() (string, error) { return sl.Post(ctx, id, text) })
 	if err != nil {
-		return fmt.Sprintf("slack: %s failed: %v", key, err)
+		return notice{text: fmt.Sprintf("slack: %s failed: %v", key, err)}
 	}
-	return fmt.Sprintf("slack %s in %s (%s)", key, name, ts)
+	if ts == runbook.Uncertain {
+		return notice{text: fmt.Sprintf("slack %s in %s: %s", key, name, ts)}
+	}
+	return notice{text: fmt.Sprintf("slack %s in %s (%s)", key, name, ts), delivered: true}
 }
 
-func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, action string) string {
+func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, action string) notice {
 	key := f.IO.Getenv(cfg.RoutingKeyEnv)
 	if key == "" {
-		return fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)
+		return notice{text: fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)}
 	}
 	pd := &notify.PagerDuty{EventsURL: cfg.EventsURL, RoutingKey: key}
-	_, err := sc.Once(ctx, "pagerduty-"+action, func() (string, error) {
+	ev, err := sc.Once(ctx, "pagerduty-"+action, func() (string, error) {
 		return action + " sent", pd.Send(ctx, action, inc, notify.StartText(inc, nil))
 	})
 	if err != nil {
-		return fmt.Sprintf("pagerduty %s failed: %v", action, err)
+		return notice{text: fmt.Sprintf("pagerduty %s failed: %v", action, err)}
 	}
-	return "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")"
+	if ev == runbook.Uncertain {
+		return notice{text: "pagerduty " + action + ": " + ev}
+	}
+	return notice{text: "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")", delivered: true}
 }
 
 // pagerdutyStatus sets the paging incident's status through the REST API
 // (the runbook's "Update incident status in PagerDuty → In Progress" is
 // acknowledged), when the run was given one and a token is configured.
-func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []string {
+func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []notice {
 	if inc.PagerDutyID == "" {
 		return nil
 	}
 	if cfg.APITokenEnv == "" {
-		return []string{"pagerduty incident " + inc.PagerDutyID + ": no apiTokenEnv in rollback.yaml; status not set"}
+		return []notice{{text: "pagerduty incident " + inc.PagerDutyID + ": no apiTokenEnv in rollback.yaml; status not set"}}
 	}
 	token := f.IO.Getenv(cfg.APITokenEnv)
 	if token == "" {
-		return []string{fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}
+		return []notice{{text: fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}}
 	}
 	rest := &notify.PagerDutyREST{BaseURL: cfg.APIURL, Token: token, From: cfg.From}
-	_, err := sc.Once(ctx, "pagerduty-rest-"+status, func() (string, error) {
+	ev, err := sc.Once(ctx, "pagerduty-rest-"+status, func() (string, error) {
 		return status, rest.SetStatus(ctx, inc.PagerDutyID, status)
 	})
 	if err != nil {
-		return []string{fmt.Sprintf("pagerduty incident %s -> %s failed: %v", inc.PagerDutyID, status, err)}
+		return []notice{{text: fmt.Sprintf("pagerduty incident %s -> %s failed: %v", inc.PagerDutyID, status, err)}}
 	}
-	return []string{"pagerduty incident " + inc.PagerDutyID + " " + status}
+	if ev == runbook.Uncertain {
+		return []notice{{text: "pagerduty incident " + inc.PagerDutyID + " " + status + ": " + ev}}
+	}
+	return []notice{{text: "pagerduty incident " + inc.PagerDutyID + " " + status, delivered: true}}
+}
+
+// redactURL removes a secret-bearing URL from an error's text, whatever
+// wrapped it.
+func redactURL(err error, url string) string {
+	msg := err.Error()
+	if url != "" {
+		msg = strings.ReplaceAll(msg, url, outbound.Host(url))
+	}
+	return msg
 }
 
 func orErr(err error, s string) string {

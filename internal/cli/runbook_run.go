@@ -102,11 +102,12 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 	svc := f.serviceConfig(t.Service)
 	ninc := notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt, PagerDutyID: t.PagerDuty}
 	return runbook.Plan{Service: runKey(t.Namespace, t.Name), Steps: []runbook.Step{
-		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare,
+		// Communication runs beside recovery, never before it: a slow or
+		// hung Slack is evidence, not a stall.
+		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare, Background: true, Soft: true,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
-				parts := []string{fmt.Sprintf("incident %s: rollback of %s %s → %s", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion))}
-				parts = append(parts, announce(ctx, f, sc, svc, ninc)...)
-				return strings.Join(parts, "; "), nil
+				head := fmt.Sprintf("incident %s: rollback of %s %s → %s", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion))
+				return notifiedEvidence(head, announce(ctx, f, sc, svc, ninc)), nil
 			}},
 		{Name: incident.StepSnapshot, Title: "Database snapshot",
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
@@ -125,7 +126,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				}
 				return fmt.Sprintf("%s (%d bytes, sha256 %s); restore: %s", snap.Path, snap.Bytes, snap.SHA256, snap.Restore) + noteOf(snap.Note), nil
 			}},
-		{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
+		{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube, Deadline: max(runbook.BudgetKube, timeout+30*time.Second),
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{Timeout: timeout, Events: r.Event, Now: f.Now,
 					ToReplicaSet: t.ToReplicaSet, FromReplicaSet: t.FromReplicaSet, Resume: true})
@@ -136,6 +137,20 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 					return "", err
 				}
 				return fmt.Sprintf("%s; now revision %d, %d ready pod(s) on %s", res.Plan.Summary(), res.Revision, res.ReadyPods, strings.Join(res.Images, ",")), nil
+			}},
+		// Blocked as soon as the rollback has moved off the broken
+		// version, whatever verification says later.
+		{Name: incident.StepBlock, Title: "Block the broken version", Deadline: time.Minute,
+			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
+				if inc.BadVersion == "" {
+					return "", fmt.Errorf("the abandoned version is unknown: %w", runbook.ErrSkip)
+				}
+				err := s.SetBlock(ctx, store.Block{Service: inc.Service, Version: inc.BadVersion, Incident: inc.ID,
+					Reason: "rolled back in " + inc.ID + "; root cause open", At: f.Now()})
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("%s %s blocked: 'rollback gate %s %s' fails in CI", inc.Service, inc.BadVersion, inc.Service, inc.BadVersion), nil
 			}},
 		{Name: incident.StepDownMig, Title: "Database down migration",
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
@@ -174,7 +189,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				}
 				return verdict(results)
 			}},
-		{Name: incident.StepMetrics, Title: "Verify metrics", Budget: runbook.BudgetVerify,
+		{Name: incident.StepMetrics, Title: "Verify metrics", Budget: runbook.BudgetVerify, Deadline: metricsDeadline(svc),
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				if svc == nil || svc.Verify == nil || (svc.Verify.ErrorRateQuery == "" && svc.Verify.LatencyQuery == "") {
 					return "", fmt.Errorf("no metric checks configured (verify: in rollback.yaml): %w", runbook.ErrSkip)
@@ -217,7 +232,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				}
 				return verdict(results)
 			}},
-		{Name: incident.StepFlagOff, Title: "Feature flag off",
+		{Name: incident.StepFlagOff, Title: "Feature flag off", Soft: true, Deadline: time.Minute,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				if svc == nil || svc.Flag == nil {
 					return "", fmt.Errorf("no feature flag configured (flag: in rollback.yaml): %w", runbook.ErrSkip)
@@ -233,7 +248,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 					return fmt.Sprintf("%s flag %s off (read back)", svc.Flag.Provider, svc.Flag.Key), nil
 				})
 			}},
-		{Name: incident.StepClose, Title: "Communicate and close",
+		{Name: incident.StepClose, Title: "Communicate and close", Join: true, Soft: true, Deadline: runbook.BudgetDeclare,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				cur, err := s.GetIncident(ctx, inc.ID)
 				if err != nil {
@@ -255,21 +270,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				out := incident.SummaryOutcomes(incident.Checklist(cur, evs))
 				sum := notify.Summary{TimeToRecover: ttr, ErrorRate: out.ErrorRate, DownMigration: out.DownMigration,
 					SmokeTests: out.SmokeTests, PIRDue: incident.ReviewDue(cur), Blocked: inc.BadVersion != ""}
-				parts := []string{"incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339)}
-				parts = append(parts, conclude(ctx, f, sc, svc, ninc, sum)...)
-				return strings.Join(parts, "; "), nil
-			}},
-		{Name: incident.StepBlock, Title: "Block the broken version",
-			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
-				if inc.BadVersion == "" {
-					return "", fmt.Errorf("the abandoned version is unknown: %w", runbook.ErrSkip)
-				}
-				err := s.SetBlock(ctx, store.Block{Service: inc.Service, Version: inc.BadVersion, Incident: inc.ID,
-					Reason: "rolled back in " + inc.ID + "; root cause open", At: f.Now()})
-				if err != nil {
-					return "", err
-				}
-				return fmt.Sprintf("%s %s blocked: 'rollback gate %s %s' fails in CI", inc.Service, inc.BadVersion, inc.Service, inc.BadVersion), nil
+				return notifiedEvidence("incident closed at "+cur.ClosedAt.UTC().Format(time.RFC3339), conclude(ctx, f, sc, svc, ninc, sum)), nil
 			}},
 		{Name: incident.StepReview, Title: "Schedule post-incident review",
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
@@ -280,6 +281,16 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				return "review due " + incident.ReviewDue(cur).UTC().Format(time.RFC3339) + "; draft: rollback report " + inc.ID, nil
 			}},
 	}}
+}
+
+// metricsDeadline is the metric step's enforced deadline: its window
+// (verify.within, default the runbook's 5 minutes) and a last query.
+func metricsDeadline(svc *config.Service) time.Duration {
+	within := runbook.BudgetVerify
+	if svc != nil && svc.Verify != nil && svc.Verify.Within > 0 {
+		within = svc.Verify.Within
+	}
+	return within + metrics.QueryTimeout + 5*time.Second
 }
 
 // runKey is the service's lease and lock name, as the run's plan uses it.

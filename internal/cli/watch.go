@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"rollback/internal/canary"
+	"rollback/internal/image"
 	"rollback/internal/kube"
 	"rollback/internal/metrics"
 )
@@ -91,7 +92,8 @@ type watchOutcome struct {
 	Rollback  *kube.Result `json:"rollback,omitempty"`
 }
 
-func tagOf(image string) string { return image[strings.LastIndex(image, ":")+1:] }
+// tagOf is an image's version: its tag, else its digest.
+func tagOf(ref string) string { return image.VersionOf(ref) }
 
 func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 	format, err := outputFormat(o.Output)

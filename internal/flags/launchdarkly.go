@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"rollback/internal/outbound"
 )
 
 // LaunchDarkly turns flags off through the REST API v2 with a semantic
@@ -36,12 +38,7 @@ func (l *LaunchDarkly) url(flag string) string {
 	return base + "/api/v2/flags/" + url.PathEscape(l.Project) + "/" + url.PathEscape(flag)
 }
 
-func (l *LaunchDarkly) client() *http.Client {
-	if l.Client != nil {
-		return l.Client
-	}
-	return http.DefaultClient
-}
+func (l *LaunchDarkly) client() *http.Client { return outbound.OrDefault(l.Client) }
 
 // TurnOff implements Provider.
 func (l *LaunchDarkly) TurnOff(ctx context.Context, flag, comment string) error {
@@ -89,7 +86,7 @@ func (l *LaunchDarkly) IsOn(ctx context.Context, flag string) (bool, error) {
 func do(c *http.Client, req *http.Request, what string, out any) error {
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, outbound.Scrub(err))
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"rollback/internal/outbound"
 )
 
 // Unleash turns a feature off in one environment with the admin API:
@@ -29,12 +31,7 @@ func (u *Unleash) feature(flag string) string {
 	return strings.TrimRight(u.BaseURL, "/") + "/api/admin/projects/" + url.PathEscape(p) + "/features/" + url.PathEscape(flag)
 }
 
-func (u *Unleash) client() *http.Client {
-	if u.Client != nil {
-		return u.Client
-	}
-	return http.DefaultClient
-}
+func (u *Unleash) client() *http.Client { return outbound.OrDefault(u.Client) }
 
 // TurnOff implements Provider.
 func (u *Unleash) TurnOff(ctx context.Context, flag, _ string) error {

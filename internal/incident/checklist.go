@@ -27,6 +27,11 @@ const (
 	StepReviewDone = "review-done"
 )
 
+// NotNotified starts the part of a communication step's evidence that
+// says no message was delivered (the reasons follow); the checklist shows
+// such an item as not notified, never as "stakeholders notified".
+const NotNotified = "not notified"
+
 // ReviewWithin is the runbook's "PIR within 48 hours".
 const ReviewWithin = 48 * time.Hour
 
@@ -40,6 +45,8 @@ const (
 	Done    Status = "done"
 	Skipped Status = "n/a"
 	Failed  Status = "failed"
+	// Unnotified is a communication step that ran but delivered nothing.
+	Unnotified Status = "not notified"
 )
 
 // Item is one line of the runbook's checklist.
@@ -119,6 +126,9 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 				it.Status, it.Evidence = Done, s.evidence
 				if strings.HasPrefix(s.evidence, "skipped: ") {
 					it.Status, it.Evidence = Skipped, strings.TrimPrefix(s.evidence, "skipped: ")
+				}
+				if (c.step == StepDeclare || c.step == StepClose) && strings.Contains(s.evidence, "; "+NotNotified) {
+					it.Status = Unnotified
 				}
 			case "failed":
 				it.Status, it.Evidence = Failed, s.msg

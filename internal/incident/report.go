@@ -83,6 +83,8 @@ func Report(inc *store.Incident, events []store.Event, now time.Time) string {
 		switch {
 		case it.Status == Failed:
 			wrong = append(wrong, fmt.Sprintf("%s failed: %s", it.Text, it.Evidence))
+		case it.Status == Unnotified:
+			wrong = append(wrong, fmt.Sprintf("%s: nobody was told (%s)", it.Text, it.Evidence))
 		case it.Overrun != "":
 			wrong = append(wrong, fmt.Sprintf("%s overran its budget (%s)", it.Text, it.Overrun))
 		case strings.Contains(it.Evidence, "uncertain"):
@@ -127,6 +129,8 @@ func mark(s Status) string {
 		return "➖"
 	case Failed:
 		return "❌"
+	case Unnotified:
+		return "⚠️"
 	case Running:
 		return "⏳"
 	}

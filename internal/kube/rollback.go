@@ -109,6 +109,21 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		emit("undo", progress.Done, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
 		return finish(nil)
 	}
+	// The abandoned revision is marked bad before anything changes, so no
+	// interruption from here on can leave a state in which a second run
+	// picks it as its target (it would roll forward to the broken version).
+	if o.DryRun == DryRunNone && p.From != nil && p.From.ReplicaSet != p.To.ReplicaSet && p.From.Health != Bad {
+		if err := step("mark-bad", func() (string, error) {
+			reason := fmt.Sprintf("abandoned: rollback to revision %d started at %s", p.To.Number, now().UTC().Format(time.RFC3339))
+			if err := Mark(ctx, cs, t.Namespace, p.From.ReplicaSet, Bad, reason, now()); err != nil {
+				return "", err
+			}
+			res.MarkedBad = p.From.ReplicaSet
+			return fmt.Sprintf("revision %d (%s) marked bad before the undo", p.From.Number, p.From.ReplicaSet), nil
+		}); err != nil {
+			return finish(err)
+		}
+	}
 	if err := step("undo", func() (string, error) {
 		if p.NoOp {
 			return fmt.Sprintf("already at revision %d (resumed)", p.To.Number), nil

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+
+	"rollback/internal/outbound"
 )
 
 // Sample is one value at one time.
@@ -48,9 +50,13 @@ type Prometheus struct {
 
 var _ Provider = (*Prometheus)(nil)
 
+// QueryTimeout bounds one Prometheus request: a server that accepts the
+// connection and never answers costs this much, never a stalled rollback.
+const QueryTimeout = 10 * time.Second
+
 // NewPrometheus connects to the Prometheus at url (http://host:9090).
 func NewPrometheus(url string) (*Prometheus, error) {
-	c, err := api.NewClient(api.Config{Address: url})
+	c, err := api.NewClient(api.Config{Address: url, Client: outbound.Client(QueryTimeout)})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus %s: %w", url, err)
 	}
@@ -61,7 +67,7 @@ func NewPrometheus(url string) (*Prometheus, error) {
 func (p *Prometheus) Query(ctx context.Context, query string, at time.Time) (float64, error) {
 	val, _, _, err := p.api.Query(ctx, query, at)
 	if err != nil {
-		return 0, fmt.Errorf("prometheus query %q: %w", query, err)
+		return 0, fmt.Errorf("prometheus query %q: %w", query, outbound.Scrub(err))
 	}
 	var f float64
 	switch v := val.(type) {
@@ -90,7 +96,7 @@ func (p *Prometheus) Query(ctx context.Context, query string, at time.Time) (flo
 func (p *Prometheus) QueryRange(ctx context.Context, query string, start, end time.Time, step time.Duration) ([]Sample, error) {
 	val, _, _, err := p.api.QueryRange(ctx, query, v1.Range{Start: start, End: end, Step: step})
 	if err != nil {
-		return nil, fmt.Errorf("prometheus range query %q: %w", query, err)
+		return nil, fmt.Errorf("prometheus range query %q: %w", query, outbound.Scrub(err))
 	}
 	m, ok := val.(model.Matrix)
 	if !ok {

@@ -10,12 +10,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
 	"time"
+
+	"rollback/internal/outbound"
 )
 
 // Incident is what the messages talk about.
@@ -130,7 +133,10 @@ func retryParams(attempts int, backoff time.Duration) (int, time.Duration) {
 }
 
 // Retry calls fn until it succeeds, its error is permanent, or attempts
-// run out, waiting base, 2·base, 4·base… between tries.
+// run out, waiting base, 2·base, 4·base… between tries, or as long as the
+// server asked (an *outbound.RetryLater, from Retry-After). A wait that
+// would end past ctx's deadline is not begun: the last error is returned
+// at once, saying so.
 func Retry(ctx context.Context, attempts int, base time.Duration, fn func() error) error {
 	var err error
 	for i := 0; i < attempts; i++ {
@@ -142,10 +148,20 @@ func Retry(ctx context.Context, attempts int, base time.Duration, fn func() erro
 			return err
 		}
 		if i+1 < attempts {
+			wait := base << i
+			var rl *outbound.RetryLater
+			if errors.As(err, &rl) && rl.After > wait {
+				wait = rl.After
+			}
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+				return fmt.Errorf("after %d attempt(s), the next in %s would pass the step's deadline: %w", i+1, wait.Round(time.Millisecond), err)
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(base << i):
+				t.Stop()
+				return fmt.Errorf("after %d attempt(s): %w (last error: %v)", i+1, ctx.Err(), err)
+			case <-t.C:
 			}
 		}
 	}
@@ -189,17 +205,18 @@ func sendJSON(ctx context.Context, c *http.Client, method, url string, headers m
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
+	resp, err := outbound.OrDefault(c).Do(req)
 	if err != nil {
-		return err
+		return outbound.Scrub(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
-		return fmt.Errorf("HTTP %d from %s", resp.StatusCode, hostOf(url))
+		err := fmt.Errorf("HTTP %d from %s", resp.StatusCode, hostOf(url))
+		if after, ok := outbound.RetryAfter(resp.Header, time.Now()); ok {
+			return &outbound.RetryLater{Err: err, After: after}
+		}
+		return err
 	}
 	if resp.StatusCode/100 != 2 {
 		return permanent{fmt.Errorf("HTTP %d from %s: %s", resp.StatusCode, hostOf(url), trim(string(b)))}
@@ -215,13 +232,7 @@ func sendJSON(ctx context.Context, c *http.Client, method, url string, headers m
 }
 
 // hostOf keeps secrets in webhook URLs' paths out of messages.
-func hostOf(url string) string {
-	s := strings.TrimPrefix(strings.TrimPrefix(url, "https://"), "http://")
-	if i := strings.IndexByte(s, '/'); i >= 0 {
-		s = s[:i]
-	}
-	return s
-}
+func hostOf(url string) string { return outbound.Host(url) }
 
 func trim(s string) string {
 	s = strings.TrimSpace(s)

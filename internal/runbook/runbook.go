@@ -10,8 +10,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"rollback/internal/progress"
@@ -20,9 +22,24 @@ import (
 
 // Step is one unit of the runbook.
 type Step struct {
-	Name   string
-	Title  string
+	Name  string
+	Title string
+	// Budget is the runbook's time for the step; a step that takes longer
+	// is journaled as an overrun.
 	Budget time.Duration
+	// Deadline is enforced: the step's context ends then and the executor
+	// stops waiting for it. Zero means Budget, or DefaultDeadline.
+	Deadline time.Duration
+	// Soft steps (communication, feature flags) never stop a run: their
+	// failure, timeout or panic is journaled as the step's failure and the
+	// run goes on; 'rollback resume' tries them again.
+	Soft bool
+	// Background steps run beside the steps after them (communication
+	// must never delay recovery) and are waited for before the next step
+	// with Join, or at the end. A background step is soft.
+	Background bool
+	// Join waits for the background steps started before it.
+	Join bool
 	// Run acts; it returns the evidence to journal, or ErrSkip (wrapped
 	// with the reason) when the step does not apply.
 	Run func(ctx context.Context, sc *StepContext) (evidence string, err error)
@@ -31,11 +48,30 @@ type Step struct {
 // ErrSkip marks a step that does not apply (no database, no flag, ...).
 var ErrSkip = errors.New("skipped")
 
+// ErrDeadline is a step that did not finish within its deadline.
+var ErrDeadline = errors.New("step deadline exceeded")
+
+// ErrLeaseLost means the run could no longer renew its hold on the
+// service (lease or advisory lock) and stopped at a step boundary, so it
+// never acts beside another run; the incident is resumable.
+var ErrLeaseLost = errors.New("lost the hold on the service")
+
+// PanicError is a step that panicked: the run treats it as the step's
+// failure; Stack is journaled as the failure's detail.
+type PanicError struct {
+	Value any
+	Stack string
+}
+
+func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
+
 // Budgets from the runbook.
 const (
 	BudgetDeclare = 2 * time.Minute // Step 1: declare and notify
 	BudgetKube    = 3 * time.Minute // Step 2: Kubernetes rollback
 	BudgetVerify  = 5 * time.Minute // Step 4: recovery verified within 5 minutes
+	// DefaultDeadline bounds a step the runbook gives no budget.
+	DefaultDeadline = 10 * time.Minute
 )
 
 // Plan is the ordered steps of one run.
@@ -52,15 +88,36 @@ type Executor struct {
 	Now      func() time.Time
 	Events   progress.Func
 
-	held string // the service Hold holds for this executor, if any
+	held string       // the service Hold holds for this executor, if any
+	lost atomic.Value // error: why the hold was lost
 }
 
 // StepContext gives a step its incident and at-most-once side effects.
+// Its methods are safe to call from several goroutines.
 type StepContext struct {
 	Incident string
 	Step     string
 	ex       *Executor
-	journal  map[string]store.Event
+	journal  *journal
+}
+
+// journal is the run's view of the incident's keyed events.
+type journal struct {
+	mu sync.Mutex
+	m  map[string]store.Event
+}
+
+func (j *journal) get(key string) (store.Event, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	ev, ok := j.m[key]
+	return ev, ok
+}
+
+func (j *journal) put(ev store.Event) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.m[ev.Key] = ev
 }
 
 // Uncertain is the evidence of a side effect that was started before an
@@ -73,32 +130,39 @@ const Uncertain = "uncertain: started before an interruption and not confirmed; 
 // recorded is not repeated (a duplicate Slack post or history delete is
 // worse than a missing one) and returns Uncertain, journaled as a note.
 func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, error)) (string, error) {
-	if ev, ok := sc.journal["done:"+key]; ok {
+	if ev, ok := sc.journal.get("done:" + key); ok {
 		return ev.Evidence, nil
 	}
-	if _, ok := sc.journal["intent:"+key]; ok {
+	if ev, ok := sc.journal.get("intent:" + key); ok && ev.Phase == "intent" {
 		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note",
 			Key: "done:" + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
-		_, err := sc.ex.Store.AppendEvent(ctx, note)
-		sc.journal[note.Key] = note
+		_, err := sc.ex.Store.AppendEvent(context.WithoutCancel(ctx), note)
+		sc.journal.put(note)
 		return Uncertain, err
 	}
 	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "intent", Key: "intent:" + key}
 	if _, err := sc.ex.Store.AppendEvent(ctx, intent); err != nil {
 		return "", err
 	}
-	sc.journal[intent.Key] = intent
+	sc.journal.put(intent)
 	out, err := fn()
+	// The outcome is journaled even when the step's deadline has passed:
+	// it is what happened.
+	jctx := context.WithoutCancel(ctx)
 	if err != nil {
-		// A failed attempt may be retried by a later run: forget the intent.
-		_, _ = sc.ex.Store.AppendEvent(ctx, store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect-failed", Message: key + ": " + err.Error()})
+		// A failed attempt may be retried by a later run or step: the
+		// intent is cancelled (same key, phase effect-failed), so it is
+		// never read as an interruption.
+		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect-failed", Key: "intent:" + key, Message: key + ": " + err.Error()}
+		_, _ = sc.ex.Store.AppendEvent(jctx, failed)
+		sc.journal.put(failed)
 		return "", err
 	}
 	done := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect", Key: "done:" + key, Evidence: out}
-	if _, err := sc.ex.Store.AppendEvent(ctx, done); err != nil {
+	if _, err := sc.ex.Store.AppendEvent(jctx, done); err != nil {
 		return "", err
 	}
-	sc.journal[done.Key] = done
+	sc.journal.put(done)
 	return out, nil
 }
 
@@ -120,44 +184,90 @@ func (e *Executor) Hold(ctx context.Context, service string) (release func(), er
 	if ttl <= 0 {
 		ttl = time.Minute
 	}
-	unlock := func() {}
+	var lock store.RunLock = noLock{}
 	if l, ok := e.Store.(store.RunLocker); ok {
-		if unlock, err = l.LockRun(ctx, service, e.Holder); err != nil {
+		if lock, err = l.LockRun(ctx, service, e.Holder); err != nil {
 			return nil, err
 		}
 	}
 	if _, err := e.Store.AcquireLease(ctx, service, e.Holder, ttl, e.now()); err != nil {
-		unlock()
+		lock.Unlock()
 		return nil, err
 	}
+	e.lost = atomic.Value{}
 	renewCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(ttl / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-renewCtx.Done():
-				return
-			case <-t.C:
-				_, _ = e.Store.AcquireLease(renewCtx, service, e.Holder, ttl, e.now())
-			}
-		}
+		e.keep(renewCtx, service, ttl, lock)
 	}()
 	e.held = service
 	return func() {
 		stop()
 		wg.Wait()
 		e.held = ""
-		_ = e.Store.ReleaseLease(context.WithoutCancel(ctx), service, e.Holder)
-		unlock()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = e.Store.ReleaseLease(rctx, service, e.Holder)
+		lock.Unlock()
 	}, nil
 }
 
+type noLock struct{}
+
+func (noLock) Unlock()                         {}
+func (noLock) Check(ctx context.Context) error { return nil }
+
+// keep renews the lease every TTL/3 and checks the advisory lock (taking
+// it again on a new connection if the store's connection was lost). The
+// hold is lost when another holder has the lease or the lock, or when no
+// renewal succeeded for a whole TTL: from then on the lease may have
+// expired and another run may act, so this one stops at its next step
+// boundary.
+func (e *Executor) keep(ctx context.Context, service string, ttl time.Duration, lock store.RunLock) {
+	every := ttl / 3
+	lastOK := time.Now()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, every)
+		_, err := e.Store.AcquireLease(rctx, service, e.Holder, ttl, e.now())
+		if err == nil {
+			err = lock.Check(rctx)
+		}
+		cancel()
+		var le *store.LeaseError
+		var lk *store.LockError
+		switch {
+		case err == nil:
+			lastOK = time.Now()
+		case errors.As(err, &le) || errors.As(err, &lk):
+			e.lost.Store(fmt.Errorf("%w: %v", ErrLeaseLost, err))
+			return
+		case time.Since(lastOK) >= ttl:
+			e.lost.Store(fmt.Errorf("%w: no renewal for %s (last error: %v)", ErrLeaseLost, ttl, err))
+			return
+		}
+	}
+}
+
+// Lost is why the hold was lost, or nil while it is held.
+func (e *Executor) Lost() error {
+	if err, ok := e.lost.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
 // Run executes the plan for the incident, resuming after whatever the
-// journal says is done. It holds the service throughout (see Hold).
+// journal says is done. It holds the service throughout (see Hold) and
+// checks the hold at every step boundary.
 func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 	if e.held != p.Service {
 		release, err := e.Hold(ctx, p.Service)
@@ -171,42 +281,116 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 	if err != nil {
 		return err
 	}
-	journal := map[string]store.Event{}
+	j := &journal{m: map[string]store.Event{}}
 	for _, ev := range evs {
 		if ev.Key != "" {
-			journal[ev.Key] = ev
+			j.m[ev.Key] = ev
 		}
 	}
+	var bg sync.WaitGroup
+	defer bg.Wait()
 	for _, s := range p.Steps {
-		if done, ok := journal["done:step:"+s.Name]; ok {
+		if s.Join {
+			bg.Wait()
+		}
+		if done, ok := j.get("done:step:" + s.Name); ok {
 			e.Events.Emit(e.now(), s.Name, progress.Done, "already done: "+done.Evidence, nil)
 			continue
 		}
-		start := e.now()
-		if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: incident, Time: start, Step: s.Name, Phase: "started"}); err != nil {
-			return err
+		if err := e.Lost(); err != nil {
+			_, _ = e.Store.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: "failed", Message: "not started: " + err.Error()})
+			e.Events.Emit(e.now(), s.Name, progress.Failed, "", err)
+			return fmt.Errorf("before step %s: %w", s.Name, err)
 		}
-		e.Events.Emit(start, s.Name, progress.Started, "", nil)
-		sc := &StepContext{Incident: incident, Step: s.Name, ex: e, journal: journal}
-		evidence, err := s.Run(ctx, sc)
-		end := e.now()
-		switch {
-		case errors.Is(err, ErrSkip):
-			evidence, err = "skipped: "+strings.TrimSuffix(strings.TrimSuffix(err.Error(), ErrSkip.Error()), ": "), nil
-		case err != nil:
-			_, _ = e.Store.AppendEvent(ctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "failed", Message: err.Error()})
-			e.Events.Emit(end, s.Name, progress.Failed, "", err)
+		if s.Background {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				_ = e.step(ctx, incident, s, j)
+			}()
+			continue
+		}
+		if err := e.step(ctx, incident, s, j); err != nil && !s.Soft {
 			return fmt.Errorf("step %s: %w", s.Name, err)
 		}
-		if s.Budget > 0 && end.Sub(start) > s.Budget {
-			_, _ = e.Store.AppendEvent(ctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "overrun",
-				Message: fmt.Sprintf("took %s, budget %s", end.Sub(start).Round(time.Second), s.Budget)})
-		}
-		if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "done", Key: "done:step:" + s.Name, Evidence: evidence}); err != nil {
-			return err
-		}
-		journal["done:step:"+s.Name] = store.Event{Evidence: evidence}
-		e.Events.Emit(end, s.Name, progress.Done, evidence, nil)
 	}
 	return nil
+}
+
+// step runs one step under its deadline, journaling it before and after.
+func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal) error {
+	start := e.now()
+	if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: incident, Time: start, Step: s.Name, Phase: "started"}); err != nil {
+		return err
+	}
+	e.Events.Emit(start, s.Name, progress.Started, "", nil)
+	sc := &StepContext{Incident: incident, Step: s.Name, ex: e, journal: j}
+	evidence, err := e.call(ctx, s, sc)
+	end := e.now()
+	jctx := context.WithoutCancel(ctx)
+	switch {
+	case errors.Is(err, ErrSkip):
+		evidence, err = "skipped: "+strings.TrimSuffix(strings.TrimSuffix(err.Error(), ErrSkip.Error()), ": "), nil
+	case err != nil:
+		ev := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "failed", Message: err.Error()}
+		var pe *PanicError
+		if errors.As(err, &pe) {
+			ev.Evidence = pe.Stack
+		}
+		_, _ = e.Store.AppendEvent(jctx, ev)
+		e.Events.Emit(end, s.Name, progress.Failed, "", err)
+		return err
+	}
+	if s.Budget > 0 && end.Sub(start) > s.Budget {
+		_, _ = e.Store.AppendEvent(jctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "overrun",
+			Message: fmt.Sprintf("took %s, budget %s", end.Sub(start).Round(time.Second), s.Budget)})
+	}
+	done := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "done", Key: "done:step:" + s.Name, Evidence: evidence}
+	if _, err := e.Store.AppendEvent(jctx, done); err != nil {
+		return err
+	}
+	j.put(done)
+	e.Events.Emit(end, s.Name, progress.Done, evidence, nil)
+	return nil
+}
+
+// call runs the step's body with its deadline enforced: the body's
+// context ends at the deadline, and the executor stops waiting then even
+// if the body does not return. A panic in the body is its error.
+func (e *Executor) call(ctx context.Context, s Step, sc *StepContext) (string, error) {
+	deadline := s.Deadline
+	if deadline <= 0 {
+		deadline = s.Budget
+	}
+	if deadline <= 0 {
+		deadline = DefaultDeadline
+	}
+	sctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	type result struct {
+		evidence string
+		err      error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				ch <- result{err: &PanicError{Value: r, Stack: string(debug.Stack())}}
+			}
+		}()
+		ev, err := s.Run(sctx, sc)
+		ch <- result{ev, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil && ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) && !errors.Is(r.err, ErrSkip) {
+			r.err = fmt.Errorf("%w (%s): %v", ErrDeadline, deadline, r.err)
+		}
+		return r.evidence, r.err
+	case <-sctx.Done():
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		return "", fmt.Errorf("%w: still running after %s", ErrDeadline, deadline)
+	}
 }

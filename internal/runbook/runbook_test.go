@@ -72,7 +72,16 @@ func run(ex *Executor, inc string, p Plan) (err error, crashed bool) {
 			crashed = true
 		}
 	}()
-	return ex.Run(context.Background(), inc, p), false
+	err = ex.Run(context.Background(), inc, p)
+	// A crash inside a step's body is recovered by the executor as that
+	// step's failure; here it stands for the process dying there.
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		if _, ok := pe.Value.(crash); ok {
+			return err, true
+		}
+	}
+	return err, false
 }
 
 // TestCrashAnywhereThenResume kills the run at every journal write and
@@ -246,5 +255,200 @@ func TestOnceAcrossSteps(t *testing.T) {
 	}
 	if n.Load() != 1 {
 		t.Errorf("channel created %d times in one run", n.Load())
+	}
+}
+
+func newIncident(t *testing.T, s store.Store) string {
+	t.Helper()
+	inc := &store.Incident{Service: "svc"}
+	if err := s.CreateIncident(context.Background(), inc); err != nil {
+		t.Fatal(err)
+	}
+	return inc.ID
+}
+
+func phases(t *testing.T, s store.Store, id string) map[string][]store.Event {
+	t.Helper()
+	evs, err := s.Events(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]store.Event{}
+	for _, ev := range evs {
+		out[ev.Step+"/"+ev.Phase] = append(out[ev.Step+"/"+ev.Phase], ev)
+	}
+	return out
+}
+
+// A panic inside a step is that step's failure, with the stack journaled;
+// the run stops as for an error and resumes afterwards.
+func TestPanicIsAStepFailure(t *testing.T) {
+	s := newStore(t)
+	id := newIncident(t, s)
+	boom := true
+	p := Plan{Service: "svc", Steps: []Step{{Name: "undo", Run: func(context.Context, *StepContext) (string, error) {
+		if boom {
+			var m map[string]int
+			m["x"] = 1 // a nil-map write: a runtime panic
+		}
+		return "rolled back", nil
+	}}, {Name: "after", Run: func(context.Context, *StepContext) (string, error) { return "ok", nil }}}}
+	err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p)
+	var pe *PanicError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), "step undo: panic: assignment to entry in nil map") {
+		t.Fatalf("got %v, want the step's panic as its error", err)
+	}
+	ph := phases(t, s, id)
+	if f := ph["undo/failed"]; len(f) != 1 || !strings.Contains(f[0].Evidence, "runtime/debug.Stack") && !strings.Contains(f[0].Evidence, "goroutine") {
+		t.Errorf("failure journaled without its stack: %+v", f)
+	}
+	if len(ph["after/started"]) != 0 {
+		t.Error("the run went on after a panicking hard step")
+	}
+	boom = false
+	if err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p); err != nil {
+		t.Fatalf("resume after the panic: %v", err)
+	}
+	if ph := phases(t, s, id); len(ph["undo/done"]) != 1 || len(ph["after/done"]) != 1 {
+		t.Errorf("resume did not finish: %v", ph)
+	}
+}
+
+// A step that ignores its context is abandoned at its deadline; a soft
+// one's failure is evidence and the run goes on.
+func TestDeadlineEnforcedAndSoftStepsNeverStop(t *testing.T) {
+	s := newStore(t)
+	id := newIncident(t, s)
+	hang := make(chan struct{})
+	defer close(hang)
+	p := Plan{Service: "svc", Steps: []Step{
+		{Name: "declare", Soft: true, Deadline: 50 * time.Millisecond, Run: func(context.Context, *StepContext) (string, error) {
+			<-hang // ignores its context, like a client without a timeout
+			return "posted", nil
+		}},
+		{Name: "undo", Run: func(context.Context, *StepContext) (string, error) { return "rolled back", nil }},
+		{Name: "flag-off", Soft: true, Run: func(context.Context, *StepContext) (string, error) {
+			return "", errors.New("HTTP 500 from flags.example")
+		}},
+		{Name: "block", Deadline: 50 * time.Millisecond, Run: func(ctx context.Context, _ *StepContext) (string, error) {
+			<-ctx.Done()
+			return "", ctx.Err()
+		}},
+	}}
+	start := time.Now()
+	err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p)
+	if !errors.Is(err, ErrDeadline) || !strings.Contains(err.Error(), "step block") {
+		t.Fatalf("got %v, want the hard step's deadline", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the run waited %s on steps past their deadlines", took)
+	}
+	ph := phases(t, s, id)
+	if len(ph["declare/failed"]) != 1 || !strings.Contains(ph["declare/failed"][0].Message, "still running after 50ms") {
+		t.Errorf("declare: %+v", ph["declare/failed"])
+	}
+	if len(ph["undo/done"]) != 1 || len(ph["flag-off/failed"]) != 1 || len(ph["block/failed"]) != 1 {
+		t.Errorf("journal: %v", ph)
+	}
+}
+
+// A background step runs beside the steps after it: a slow notification
+// does not delay the undo, and a Join step waits for it.
+func TestBackgroundStepRunsBesideRecovery(t *testing.T) {
+	s := newStore(t)
+	id := newIncident(t, s)
+	release := make(chan struct{})
+	var order []string
+	var mu sync.Mutex
+	note := func(x string) { mu.Lock(); order = append(order, x); mu.Unlock() }
+	p := Plan{Service: "svc", Steps: []Step{
+		{Name: "declare", Background: true, Soft: true, Run: func(context.Context, *StepContext) (string, error) {
+			<-release
+			note("declare")
+			return "posted", nil
+		}},
+		{Name: "undo", Run: func(context.Context, *StepContext) (string, error) {
+			note("undo")
+			close(release)
+			return "rolled back", nil
+		}},
+		{Name: "close", Join: true, Run: func(context.Context, *StepContext) (string, error) {
+			note("close")
+			return "closed", nil
+		}},
+	}}
+	if err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, ","); got != "undo,declare,close" {
+		t.Errorf("order %s, want undo,declare,close", got)
+	}
+}
+
+// A failed side effect is not an interruption: the next step asking for
+// it tries again and nothing says "uncertain".
+func TestFailedEffectIsRetriedNotUncertain(t *testing.T) {
+	s := newStore(t)
+	id := newIncident(t, s)
+	tries := 0
+	use := func(ctx context.Context, sc *StepContext) (string, error) {
+		return sc.Once(ctx, "slack-channel", func() (string, error) {
+			tries++
+			if tries == 1 {
+				return "", errors.New("HTTP 500")
+			}
+			return "C1", nil
+		})
+	}
+	p := Plan{Service: "svc", Steps: []Step{{Name: "declare", Soft: true, Run: use}, {Name: "close", Run: use}}}
+	if err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := s.Events(context.Background(), id)
+	for _, ev := range evs {
+		if strings.Contains(ev.Evidence+ev.Message, "uncertain") {
+			t.Errorf("journaled %+v after a plain failure", ev)
+		}
+	}
+	if tries != 2 {
+		t.Errorf("%d tries, want 2", tries)
+	}
+}
+
+// leaseStealer hands the lease to someone else after the first renewal.
+type leaseStealer struct {
+	store.Store
+	renewals atomic.Int32
+}
+
+func (l *leaseStealer) AcquireLease(ctx context.Context, service, holder string, ttl time.Duration, now time.Time) (*store.Lease, error) {
+	if l.renewals.Add(1) > 1 {
+		return nil, &store.LeaseError{Lease: store.Lease{Service: service, Holder: "thief:1", Since: now, Expires: now.Add(ttl)}}
+	}
+	return l.Store.AcquireLease(ctx, service, holder, ttl, now)
+}
+
+// A run that cannot renew its lease stops at the next step boundary,
+// journaled, and the incident stays resumable.
+func TestLostLeaseStopsAtStepBoundary(t *testing.T) {
+	s := newStore(t)
+	id := newIncident(t, s)
+	p := Plan{Service: "svc", Steps: []Step{
+		{Name: "undo", Run: func(context.Context, *StepContext) (string, error) {
+			time.Sleep(200 * time.Millisecond) // renewals every 30ms: the second is refused
+			return "rolled back", nil
+		}},
+		{Name: "down-migrate", Run: func(context.Context, *StepContext) (string, error) { return "undone", nil }},
+	}}
+	err := (&Executor{Store: &leaseStealer{Store: s}, Holder: "h", LeaseTTL: 90 * time.Millisecond}).Run(context.Background(), id, p)
+	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "thief:1") {
+		t.Fatalf("got %v, want ErrLeaseLost naming the new holder", err)
+	}
+	ph := phases(t, s, id)
+	if len(ph["undo/done"]) != 1 || len(ph["down-migrate/started"]) != 0 || len(ph["down-migrate/failed"]) != 1 {
+		t.Errorf("journal: %v", ph)
+	}
+	if err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p); err != nil {
+		t.Fatalf("resume: %v", err)
 	}
 }

@@ -48,8 +48,8 @@ func TestRunLockPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatalf("other service: %v", err)
 	}
-	u2()
-	unlock()
+	u2.Unlock()
+	unlock.Unlock()
 	u3, err := b.LockRun(ctx, "svc", "host-b:202")
 	if err != nil {
 		t.Fatalf("after unlock: %v", err)
@@ -67,9 +67,9 @@ func TestRunLockPostgres(t *testing.T) {
 	}
 	var got error
 	for i := 0; i < 50; i++ {
-		var u func()
+		var u RunLock
 		if u, got = a.LockRun(ctx, "svc", "host-a:101"); got == nil {
-			u()
+			u.Unlock()
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -77,7 +77,7 @@ func TestRunLockPostgres(t *testing.T) {
 	if got != nil {
 		t.Errorf("lock not freed after the holder's connection died: %v", got)
 	}
-	u3() // unlocking on a dead connection does not panic or hang
+	u3.Unlock() // unlocking on a dead connection does not panic or hang
 }
 
 func TestRunLockSQLiteIsLeaseOnly(t *testing.T) {
@@ -86,5 +86,62 @@ func TestRunLockSQLiteIsLeaseOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u()
+	if err := u.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	u.Unlock()
+}
+
+// A run's lock connection dies (the store restarted): Check takes the lock
+// again on a new connection; if another session took it meanwhile, Check
+// says who.
+func TestRunLockCheckRetakesOrReportsLoss(t *testing.T) {
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, fmt.Sprintf("relock_%d", time.Now().UnixNano()%1e6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() RunLocker {
+		s, err := Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s.(RunLocker)
+	}
+	a, b := open(), open()
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	kill := func(app string) {
+		t.Helper()
+		var n int
+		if err := admin.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("terminate %s: %d, %v", app, n, err)
+		}
+	}
+	l, err := a.LockRun(ctx, "svc", "host-a:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	kill("rollback host-a:1")
+	if err := l.Check(ctx); err != nil {
+		t.Fatalf("check after the connection died: %v, want the lock taken again", err)
+	}
+	if _, err := b.LockRun(ctx, "svc", "host-b:2"); err == nil {
+		t.Fatal("a second session took the lock the first one re-took")
+	}
+	kill("rollback host-a:1")
+	other, err := b.LockRun(ctx, "svc", "host-b:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Unlock()
+	var le *LockError
+	if err := l.Check(ctx); !errors.As(err, &le) || le.Holder != "host-b:2" {
+		t.Fatalf("check after another took the lock: %v, want a *LockError naming host-b:2", err)
+	}
 }

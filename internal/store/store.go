@@ -37,8 +37,18 @@ func (e *LeaseError) Unwrap() error { return ErrLeaseHeld }
 // still works (a stalled renewal, a clock jump) still keeps a second run out.
 type RunLocker interface {
 	// LockRun takes the service's run lock for holder; a lock held by
-	// another session is a *LockError. unlock releases it.
-	LockRun(ctx context.Context, service, holder string) (unlock func(), err error)
+	// another session is a *LockError.
+	LockRun(ctx context.Context, service, holder string) (RunLock, error)
+}
+
+// RunLock is a held run lock.
+type RunLock interface {
+	// Check confirms the lock is still held. When its connection was lost
+	// (the database restarted) it takes the lock again on a new one; a
+	// *LockError means another session took it meanwhile.
+	Check(ctx context.Context) error
+	// Unlock releases the lock.
+	Unlock()
 }
 
 // LockError says which session holds a service's run lock.

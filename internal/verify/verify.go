@@ -165,7 +165,9 @@ type Threshold struct {
 }
 
 // Metric polls the query until it is at most Max or Within has passed. No
-// data and NaN count as failing, never as healthy.
+// data and NaN count as failing, never as healthy. An unreachable or
+// silent Prometheus is retried, each query bounded by what is left of
+// Within, until Within runs out; the result then says what was seen.
 func Metric(ctx context.Context, p metrics.Provider, th Threshold, now func() time.Time) (Result, error) {
 	r := Result{Check: th.Name}
 	unit := th.Unit
@@ -177,13 +179,19 @@ func Metric(ctx context.Context, p metrics.Provider, th Threshold, now func() ti
 	if every <= 0 {
 		every = 5 * time.Second
 	}
+	failures := 0
 	for {
-		v, err := p.Query(ctx, th.Query, now())
+		qctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+		v, err := p.Query(qctx, th.Query, now())
+		cancel()
 		switch {
+		case ctx.Err() != nil:
+			return r, ctx.Err()
 		case errors.Is(err, metrics.ErrNoData) || errors.Is(err, metrics.ErrNaN):
 			r.Measured, r.Message = "no data", err.Error()
 		case err != nil:
-			return r, err
+			failures++
+			r.Measured, r.Message = "unreachable", fmt.Sprintf("%d failed quer%s, last: %v", failures, plural(failures, "y", "ies"), err)
 		default:
 			r.Measured = unit(v)
 			if v <= th.Max {
@@ -192,14 +200,22 @@ func Metric(ctx context.Context, p metrics.Provider, th Threshold, now func() ti
 			}
 			r.Message = fmt.Sprintf("over %s", unit(th.Max))
 		}
-		if !now().Add(every).Before(deadline) {
+		left := deadline.Sub(now())
+		if left <= 0 {
 			r.Message += fmt.Sprintf(" (still, after %s)", th.Within)
 			return r, nil
 		}
 		select {
 		case <-ctx.Done():
 			return r, ctx.Err()
-		case <-time.After(every):
+		case <-time.After(min(every, left)):
 		}
 	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

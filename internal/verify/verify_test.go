@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -133,5 +134,49 @@ func TestPods(t *testing.T) {
 	r, _ = Pods(ctx, cs, tgt, 200*time.Millisecond)
 	if r.Passed || !strings.Contains(r.Message, "restarts are climbing") {
 		t.Errorf("restarts: %+v", r)
+	}
+}
+
+// An unreachable Prometheus (closed port) is retried until Within runs
+// out, and the result says what was seen; a silent one (accepts, never
+// answers) ends at Within too, never past it.
+func TestMetricRetriesUnreachableAndSilentPrometheus(t *testing.T) {
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	stop := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	defer hung.Close()
+	defer close(stop)
+	for name, url := range map[string]string{"closed port": closed, "never answers": hung.URL} {
+		p, err := metrics.NewPrometheus(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		within := 600 * time.Millisecond
+		r, err := Metric(ctx, p, Threshold{Name: "error-rate", Query: "up", Max: 1, Within: within, Every: 100 * time.Millisecond}, time.Now)
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("%s: got error %v, want a failed result", name, err)
+		}
+		if r.Passed || r.Measured != "unreachable" || !strings.Contains(r.Message, "still, after") {
+			t.Errorf("%s: %+v", name, r)
+		}
+		if name == "closed port" && !strings.Contains(r.Message, "failed queries") {
+			t.Errorf("%s: tried once only: %+v", name, r)
+		}
+		if took < within || took > within+2*time.Second {
+			t.Errorf("%s: took %s, want about %s", name, took, within)
+		}
 	}
 }
