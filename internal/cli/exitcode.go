@@ -65,7 +65,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, kube.ErrPaused), errors.Is(err, kube.ErrRevisionNotFound), errors.Is(err, kube.ErrNoTarget),
 		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound),
 		errors.Is(err, migrate.ErrUnsafe), errors.Is(err, migrate.ErrMigrationLocked), errors.Is(err, migrate.ErrNoHistory),
-		errors.Is(err, migrate.ErrNoRecord), errors.Is(err, ErrDecisionAgainst):
+		errors.Is(err, migrate.ErrNoRecord), errors.Is(err, ErrDecisionAgainst), errors.Is(err, ErrOpenIncident):
 		return ExitRefused
 	case errors.Is(err, context.Canceled):
 		return ExitInterrupted

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"rollback/internal/kube"
 	"rollback/internal/progress"
+	"rollback/internal/store"
 )
 
 var pagerDutyID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
@@ -28,6 +30,8 @@ type RunOptions struct {
 	// before anything changes, and its decision is the incident's.
 	Decide DecideOptions
 	Force  bool
+	// Resume finishes the service's open incident instead of refusing.
+	Resume bool
 	// PagerDutyIncident is the incident that paged on-call: acknowledged
 	// when the run starts, resolved when it closes (REST API).
 	PagerDutyIncident string
@@ -68,7 +72,8 @@ never prompts.`,
   rollback run transaction-service --yes -o json
   rollback run transaction-service --severity P1 --hotfix-eta 40m --yes
   rollback run transaction-service --severity P1 --api-adopted=false --yes
-  rollback run transaction-service --pagerduty-incident Q1ABC2DEF3GH --yes`,
+  rollback run transaction-service --pagerduty-incident Q1ABC2DEF3GH --yes
+  rollback run transaction-service --resume --yes   # finish an interrupted rollback`,
 		Args: exactArgs(1, "one SERVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Service = args[0]
@@ -90,6 +95,7 @@ never prompts.`,
 	fl.StringVar(&o.Decide.Severity, "severity", "", "walk the decision flowchart first: P1, P2, P3 or P4")
 	fl.DurationVar(&o.Decide.Hotfix, "hotfix-eta", 0, "with --severity: how far away a fix is (e.g. 40m)")
 	fl.StringVar(&o.PagerDutyIncident, "pagerduty-incident", "", "the PagerDuty incident that paged on-call (e.g. Q1ABC2DEF3GH): set to acknowledged, then resolved (needs pagerduty.apiTokenEnv)")
+	fl.BoolVar(&o.Resume, "resume", false, "if an earlier rollback of the service is unfinished, finish it (as 'rollback resume INCIDENT') instead of refusing")
 	fl.BoolVar(&o.Force, "force", false, "with --severity: roll back even when the flowchart says otherwise (recorded)")
 	o.Decide.Overrides = map[string]*string{}
 	for _, ov := range overrideFlags {
@@ -139,7 +145,33 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{ToRevision: o.ToRevision, DryRun: dry, Timeout: o.Timeout, Events: pr.Event, Now: f.Now})
 		return printRun(f, format, res, err, "")
 	}
-	// Plan first, read-only: a refusal or "nothing to do" opens no incident.
+	s, err := f.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	// Take the service before planning or recording anything: a second
+	// run is refused naming the holder, never plans against a rollback in
+	// flight, and opens no incident.
+	ex := newExecutor(f, s, pr)
+	release, err := hold(ctx, ex, runKey(w.Target.Namespace, w.Target.Name))
+	if err != nil {
+		return err
+	}
+	defer release()
+	// An interrupted rollback is finished, never started over: planning
+	// anew from a half-rolled-out Deployment could pick the broken
+	// version as the target.
+	if open, err := openIncident(ctx, s, w.Key()); err != nil {
+		return err
+	} else if open != nil {
+		if !o.Resume {
+			return fmt.Errorf("%w: incident %s for %s is still open (opened %s); finish it with 'rollback resume %s' (or pass --resume), see 'rollback status %s'",
+				ErrOpenIncident, open.ID, w.Key(), open.OpenedAt.UTC().Format(time.RFC3339), open.ID, open.ID)
+		}
+		return resumeIncident(ctx, f, s, ex, pr, open.ID)
+	}
+	// Plan, read-only: a refusal or "nothing to do" opens no incident.
 	var p *kube.Plan
 	err = progress.Func(pr.Event).Run(f.Now, "plan", func() (string, error) {
 		var err error
@@ -168,19 +200,6 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 			return kube.ErrAborted
 		}
 	}
-	s, err := f.openStore(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	// Take the service before recording anything: while another run has
-	// it, this one opens no incident.
-	ex := newExecutor(f, s, pr)
-	release, err := hold(ctx, ex, runKey(w.Target.Namespace, w.Target.Name))
-	if err != nil {
-		return err
-	}
-	defer release()
 	inc, t, err := startIncident(ctx, f, s, o, w, p, dec)
 	if err != nil {
 		return err
@@ -193,6 +212,24 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		res.Plan = p
 	}
 	return printRun(f, format, res, err, inc.ID)
+}
+
+// ErrOpenIncident: the service has an unfinished rollback incident.
+var ErrOpenIncident = errors.New("an earlier rollback is unfinished")
+
+// openIncident is the service's open incident started by 'rollback run',
+// or nil.
+func openIncident(ctx context.Context, s store.Store, service string) (*store.Incident, error) {
+	incs, err := s.ListIncidents(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	for i := range incs {
+		if incs[i].Status == "open" {
+			return &incs[i], nil
+		}
+	}
+	return nil, nil
 }
 
 func printRun(f *Factory, format string, res *kube.Result, err error, incID string) error {

@@ -52,7 +52,7 @@ func holderName() string {
 // startIncident creates the incident for a planned rollback and journals
 // its target.
 func startIncident(ctx context.Context, f *Factory, s store.Store, o *RunOptions, w *Workload, p *kube.Plan, dec *runDecisionResult) (*store.Incident, *runTarget, error) {
-	inc := &store.Incident{Service: o.Service, GoodVersion: tagOfRev(p.To), Decision: string(decide.RollBack), OpenedAt: f.Now()}
+	inc := &store.Incident{Service: w.Key(), GoodVersion: tagOfRev(p.To), Decision: string(decide.RollBack), OpenedAt: f.Now()}
 	if p.From != nil {
 		inc.BadVersion = tagOfRev(p.From)
 	}
@@ -76,7 +76,7 @@ func startIncident(ctx context.Context, f *Factory, s store.Store, o *RunOptions
 	if err := s.CreateIncident(ctx, inc); err != nil {
 		return nil, nil, err
 	}
-	t := &runTarget{Service: o.Service, Namespace: w.Target.Namespace, Name: w.Target.Name, Context: w.Context,
+	t := &runTarget{Service: w.Key(), Namespace: w.Target.Namespace, Name: w.Target.Name, Context: w.Context,
 		ToReplicaSet: p.To.ReplicaSet, Timeout: o.Timeout.String(), PagerDuty: o.PagerDutyIncident}
 	if p.From != nil {
 		t.FromReplicaSet = p.From.ReplicaSet
@@ -303,6 +303,9 @@ func newExecutor(f *Factory, s store.Store, r *renderer) *runbook.Executor {
 // hold takes the service for ex, taking over a lease left by a dead run of
 // this machine.
 func hold(ctx context.Context, ex *runbook.Executor, service string) (func(), error) {
+	if ex.Holds(service) {
+		return func() {}, nil
+	}
 	release, err := ex.Hold(ctx, service)
 	var le *store.LeaseError
 	if errors.As(err, &le) && deadLocalHolder(le.Lease.Holder) {
@@ -347,48 +350,53 @@ the Kubernetes rollback finishes towards the target it had chosen.`,
 				return err
 			}
 			defer s.Close()
-			inc, evs, err := loadIncident(ctx, s, args[0])
-			if err != nil {
-				return err
-			}
-			var t runTarget
-			for _, ev := range evs {
-				if ev.Key == "target" {
-					_ = json.Unmarshal([]byte(ev.Evidence), &t)
-				}
-			}
-			if t.Name == "" {
-				return fmt.Errorf("incident %s has no recorded target; it was not started by 'rollback run'", inc.ID)
-			}
-			if f.Namespace == "" {
-				f.Namespace = t.Namespace
-			}
-			if f.Context == "" {
-				f.Context = t.Context
-			}
-			w, err := f.Resolve("deployment/" + t.Name)
-			if err != nil {
-				return err
-			}
 			r := newRenderer(f.IO, f.Now)
-			ex := newExecutor(f, s, r)
-			release, err := hold(ctx, ex, runKey(t.Namespace, t.Name))
-			if err != nil {
-				return err
-			}
-			defer release()
-			res, err := execute(ctx, f, ex, inc, &t, w, r)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(f.IO.Out, "Incident %s complete", inc.ID)
-			if res.Plan != nil {
-				fmt.Fprintf(f.IO.Out, ": %s", res.Plan.Summary())
-			}
-			fmt.Fprintf(f.IO.Out, "; see 'rollback status %s'.\n", inc.ID)
-			return nil
+			return resumeIncident(ctx, f, s, newExecutor(f, s, r), r, args[0])
 		},
 	}
+}
+
+// resumeIncident finishes an incident's run where its journal stopped,
+// holding the service with ex (taken here unless ex holds it already).
+func resumeIncident(ctx context.Context, f *Factory, s store.Store, ex *runbook.Executor, r *renderer, id string) error {
+	inc, evs, err := loadIncident(ctx, s, id)
+	if err != nil {
+		return err
+	}
+	var t runTarget
+	for _, ev := range evs {
+		if ev.Key == "target" {
+			_ = json.Unmarshal([]byte(ev.Evidence), &t)
+		}
+	}
+	if t.Name == "" {
+		return fmt.Errorf("incident %s has no recorded target; it was not started by 'rollback run'", inc.ID)
+	}
+	if f.Namespace == "" {
+		f.Namespace = t.Namespace
+	}
+	if f.Context == "" {
+		f.Context = t.Context
+	}
+	w, err := f.Resolve("deployment/" + t.Name)
+	if err != nil {
+		return err
+	}
+	release, err := hold(ctx, ex, runKey(t.Namespace, t.Name))
+	if err != nil {
+		return err
+	}
+	defer release()
+	res, err := execute(ctx, f, ex, inc, &t, w, r)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f.IO.Out, "Incident %s complete", inc.ID)
+	if res.Plan != nil {
+		fmt.Fprintf(f.IO.Out, ": %s", res.Plan.Summary())
+	}
+	fmt.Fprintf(f.IO.Out, "; see 'rollback status %s'.\n", inc.ID)
+	return nil
 }
 
 // serviceConfig returns the configured service, or nil (deployment/NAME,

@@ -254,3 +254,44 @@ func TestWebhookBody(t *testing.T) {
 		t.Errorf("json summary body = %s (%v)", b, err)
 	}
 }
+
+// Slack's 429 carries Retry-After (seconds): the next try waits that long,
+// and a wait that would pass the step's deadline is not begun.
+func TestRetryAfterHonouredWithinDeadline(t *testing.T) {
+	var times []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		times = append(times, time.Now())
+		if len(times) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Write([]byte(`{"ok":true,"channel":"C1","ts":"1.2"}`))
+	}))
+	defer srv.Close()
+	sl := &Slack{BaseURL: srv.URL, Token: "xoxb-t", Backoff: 10 * time.Millisecond}
+	if _, err := sl.Post(context.Background(), "C1", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	if len(times) != 2 || times[1].Sub(times[0]) < time.Second {
+		t.Fatalf("tries at %v: want a second try after Retry-After's 1s", times)
+	}
+
+	times = nil
+	srv2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		times = append(times, time.Now())
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	defer srv2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := (&Slack{BaseURL: srv2.URL, Token: "xoxb-t"}).Post(ctx, "C1", "hi")
+	if err == nil || !strings.Contains(err.Error(), "deadline") || len(times) != 1 {
+		t.Fatalf("got %v after %d tries, want one try and a deadline error", err, len(times))
+	}
+	if time.Since(start) > time.Second {
+		t.Errorf("waited %s for a retry that could not happen in time", time.Since(start))
+	}
+}

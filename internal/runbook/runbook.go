@@ -257,6 +257,9 @@ func (e *Executor) keep(ctx context.Context, service string, ttl time.Duration, 
 	}
 }
 
+// Holds reports whether the executor holds service (see Hold).
+func (e *Executor) Holds(service string) bool { return e.held == service }
+
 // Lost is why the hold was lost, or nil while it is held.
 func (e *Executor) Lost() error {
 	if err, ok := e.lost.Load().(error); ok {
