@@ -238,7 +238,14 @@ func checkMigrations(ctx context.Context, f *Factory, o *CheckOptions) check.Res
 		r.Status, r.Detail = check.Skip, "which migrations are new? pass --dsn (or $ROLLBACK_DB_DSN) or --since-version"
 		return r
 	}
-	logPath := firstNonEmpty(o.DrillLog, defaultStateDir(f.IO.Getenv)+"/drills.jsonl")
+	logPath := o.DrillLog
+	if logPath == "" {
+		var err error
+		if logPath, err = f.statePath("drills.jsonl"); err != nil {
+			r.Status, r.Detail = check.Fail, err.Error()
+			return r
+		}
+	}
 	var problems, ok []string
 	for _, m := range src.Migrations {
 		if m.Version.Compare(since) <= 0 {

@@ -157,12 +157,24 @@ func scrub(err error, dsn string) error {
 	return errors.New(msg)
 }
 
-func defaultStateDir(getenv func(string) string) string {
-	if d := getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "rollback")
+// ErrNoStateDir: neither $XDG_STATE_HOME nor $HOME is set, and rollback
+// will not fall back to a shared directory (such as /tmp) that another
+// user could create first.
+var ErrNoStateDir = errors.New("no state directory: set $XDG_STATE_HOME or $HOME, or pass --store (and --snapshot-dir, --drill-log) explicitly")
+
+// statePath is name in rollback's state directory ($XDG_STATE_HOME/rollback,
+// else ~/.local/state/rollback), created 0700.
+func (f *Factory) statePath(name string) (string, error) {
+	dir := ""
+	if d := f.IO.Getenv("XDG_STATE_HOME"); d != "" {
+		dir = filepath.Join(d, "rollback")
+	} else if h := f.IO.Getenv("HOME"); h != "" {
+		dir = filepath.Join(h, ".local", "state", "rollback")
+	} else {
+		return "", usageError{err: ErrNoStateDir}
 	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "rollback")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("state directory: %w", err)
 	}
-	return filepath.Join(os.TempDir(), "rollback")
+	return filepath.Join(dir, name), nil
 }

@@ -235,7 +235,10 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		}
 		dir := o.SnapshotDir
 		if dir == "" {
-			dir = filepath.Join(defaultStateDir(f.IO.Getenv), "snapshots")
+			var err error
+			if dir, err = f.statePath("snapshots"); err != nil {
+				return "", err
+			}
 		}
 		snap, err := migrate.TakeSnapshot(ctx, s.dsn, p, mode, dir, f.Now())
 		if err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -56,7 +55,9 @@ the drill log, where 'down migration tested' is looked up later.`,
 				return err
 			}
 			if logPath == "" {
-				logPath = filepath.Join(defaultStateDir(f.IO.Getenv), "drills.jsonl")
+				if logPath, err = f.statePath("drills.jsonl"); err != nil {
+					return err
+				}
 			}
 			if err := (migrate.DrillLog{Path: logPath}).Append(res); err != nil {
 				return err

@@ -124,6 +124,12 @@ func TestDBCommandsOnTheSeedExample(t *testing.T) {
 	if _, err := os.Stat(res.Snapshot.Path); err != nil {
 		t.Errorf("snapshot: %v", err)
 	}
+	// The dump is production data, the restore command holds no password.
+	for path, want := range map[string]os.FileMode{res.Snapshot.Path: 0o600, res.Snapshot.Path + ".sha256": 0o600, filepath.Dir(filepath.Dir(res.Snapshot.Path)): 0o700} {
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", path, st.Mode().Perm(), err, want)
+		}
+	}
 	if code, out, _ := runCLI(t, env, "db", "verify", "--dir", dir, "--release", "v1.2.0"); code != 0 || !strings.Contains(out, "schema equals the one recorded") {
 		t.Errorf("verify: %d %s", code, out)
 	}
@@ -164,5 +170,24 @@ func TestDBUsageErrors(t *testing.T) {
 	code, _, errOut := runCLI(t, map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, "db", "plan", "--dir", dir, "--to-version", "1")
 	if code != ExitRefused || !strings.Contains(errOut, "flyway_schema_history does not exist") {
 		t.Errorf("no history: exit %d %q", code, errOut)
+	}
+}
+
+// Without $HOME and $XDG_STATE_HOME there is no state directory: a clear
+// error, never a shared /tmp directory another user could create first.
+func TestNoStateDirectoryIsAnError(t *testing.T) {
+	code, _, errOut := runCLI(t, map[string]string{}, "block", "transaction-service", "v1.2.0", "--reason", "x")
+	if code != ExitUsage || !strings.Contains(errOut, "no state directory") {
+		t.Fatalf("exit %d, %s", code, errOut)
+	}
+	home := t.TempDir()
+	if code, _, _ := runCLI(t, map[string]string{"HOME": home}, "block", "transaction-service", "v1.2.0", "--reason", "x"); code != 0 {
+		t.Fatal("block with $HOME failed")
+	}
+	dir := filepath.Join(home, ".local", "state", "rollback")
+	for path, want := range map[string]os.FileMode{dir: 0o700, filepath.Join(dir, "rollback.db"): 0o600} {
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: %v, want mode %v", path, err, want)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -262,7 +261,10 @@ func dbFacts(ctx context.Context, f *Factory, o *DecideOptions) (ran, can decide
 	}
 	logPath := o.DrillLog
 	if logPath == "" {
-		logPath = filepath.Join(defaultStateDir(f.IO.Getenv), "drills.jsonl")
+		var err error
+		if logPath, err = f.statePath("drills.jsonl"); err != nil {
+			return ran, decide.Bool{Source: decide.Unknown, Evidence: "drill log: " + err.Error()}
+		}
 	}
 	dbName := migrate.DatabaseName(s.dsn)
 	var untested []string

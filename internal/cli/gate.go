@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -23,7 +22,10 @@ var ErrBlocked = errors.New("version is blocked")
 func (f *Factory) openStore(ctx context.Context) (store.Store, error) {
 	loc := firstNonEmpty(f.StorePath, f.IO.Getenv("ROLLBACK_STORE"))
 	if loc == "" {
-		loc = filepath.Join(defaultStateDir(f.IO.Getenv), "rollback.db")
+		var err error
+		if loc, err = f.statePath("rollback.db"); err != nil {
+			return nil, err
+		}
 	}
 	return store.Open(ctx, loc)
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -117,7 +116,11 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				}
 				defer d.close()
 				mode, _ := migrate.ParseSnapshotMode(firstNonEmpty(svc.Database.Snapshot, "tables"))
-				snap, err := migrate.TakeSnapshot(ctx, d.dsn, d.plan, mode, filepath.Join(defaultStateDir(f.IO.Getenv), "snapshots"), f.Now())
+				dir, err := f.statePath("snapshots")
+				if err != nil {
+					return "", err
+				}
+				snap, err := migrate.TakeSnapshot(ctx, d.dsn, d.plan, mode, dir, f.Now())
 				if err != nil {
 					return "", err
 				}

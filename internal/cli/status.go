@@ -156,7 +156,7 @@ func newReportCmd(f *Factory) *cobra.Command {
 				_, err = fmt.Fprint(f.IO.Out, md)
 				return err
 			}
-			if err := os.WriteFile(file, []byte(md), 0o644); err != nil {
+			if err := os.WriteFile(file, []byte(md), 0o600); err != nil {
 				return err
 			}
 			fmt.Fprintf(f.IO.ErrOut, "review draft written to %s (due %s)\n", file, incident.ReviewDue(inc).UTC().Format(time.RFC3339))

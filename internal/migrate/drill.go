@@ -397,10 +397,10 @@ type DrillLog struct{ Path string }
 
 // Append records a drill.
 func (l DrillLog) Append(r *DrillResult) error {
-	if err := os.MkdirAll(filepath.Dir(l.Path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(l.Path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(l.Path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(l.Path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

@@ -111,6 +111,13 @@ func TakeSnapshot(ctx context.Context, dsn string, p *Plan, mode SnapshotMode, d
 			args = append(args, "--table", t)
 		}
 	}
+	// The dump is production data: readable by its owner only. pg_dump
+	// keeps the mode of a file that exists.
+	if f, err := os.OpenFile(s.Path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+	} else {
+		f.Close()
+	}
 	conn, env, err := childConn(dsn, "")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)

@@ -37,6 +37,13 @@ func Open(ctx context.Context, location string) (Store, error) {
 		if err := os.MkdirAll(filepath.Dir(location), 0o700); err != nil {
 			return nil, err
 		}
+		// Incidents, journals and blocks are for the owner only; SQLite
+		// gives its -wal and -shm files the database file's mode.
+		f, err := os.OpenFile(location, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
 		s.db, err = sql.Open("sqlite", "file:"+location+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
 		if err == nil {
 			s.db.SetMaxOpenConns(1) // one writer; WAL keeps readers cheap
