@@ -1,6 +1,7 @@
 package flags
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,8 +14,8 @@ import (
 // defaultVariant becomes its variant whose value is false (and its
 // targeting is removed, so no rule turns it back on); a flag without such a
 // variant gets state DISABLED. The file is rewritten atomically (a
-// temporary file in the same directory, then rename), keeping every other
-// flag and field as it was.
+// temporary file in the same directory, then rename; through symlinks to
+// the real file), keeping every other flag and field as it was.
 type Flagd struct {
 	Path string
 }
@@ -30,7 +31,11 @@ func (f *Flagd) read() (map[string]any, map[string]any, error) {
 		return nil, nil, err
 	}
 	var doc map[string]any
-	if err := json.Unmarshal(b, &doc); err != nil {
+	// json.Number keeps other flags' numbers exactly as written (no
+	// float64 round trip of 12345678901234567890 or 0.1).
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
 		return nil, nil, fmt.Errorf("%s: not a flagd JSON file: %w", f.Path, err)
 	}
 	flags, ok := doc["flags"].(map[string]any)
@@ -69,12 +74,18 @@ func (f *Flagd) TurnOff(_ context.Context, flag, _ string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.Path), ".flagd-*.json")
+	// The file may be a symlink (as ConfigMap mounts are): the real file
+	// is replaced, in its own directory, and the link is left as it is.
+	real, err := filepath.EvalSymlinks(f.Path)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(real), ".flagd-*.json")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if st, err := os.Stat(f.Path); err == nil {
+	if st, err := os.Stat(real); err == nil {
 		_ = tmp.Chmod(st.Mode().Perm())
 	}
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
@@ -88,7 +99,7 @@ func (f *Flagd) TurnOff(_ context.Context, flag, _ string) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), f.Path)
+	return os.Rename(tmp.Name(), real)
 }
 
 // IsOn implements Provider: a flag is on unless it is DISABLED or its

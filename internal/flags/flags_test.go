@@ -198,3 +198,44 @@ func TestFlagd(t *testing.T) {
 		t.Errorf("missing flag: %v", err)
 	}
 }
+
+// A flag file reached through symlinks (as a ConfigMap mount is) is
+// changed where it really lives: the links stay links, the read-back
+// sees the change, and other flags' numbers stay exactly as written.
+func TestFlagdThroughSymlinksKeepsNumbers(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "..2026_11_27")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const doc = `{"flags": {
+  "transaction-category": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+  "big": {"state": "ENABLED", "variants": {"a": 12345678901234567890, "b": 0.1, "c": 1e400}, "defaultVariant": "a"}
+}}`
+	if err := os.WriteFile(filepath.Join(data, "flags.json"), []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..2026_11_27", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "flags.json")
+	if err := os.Symlink(filepath.Join("..data", "flags.json"), link); err != nil {
+		t.Fatal(err)
+	}
+	f := &Flagd{Path: link}
+	if err := TurnOffAndConfirm(context.Background(), f, "transaction-category", "INC-1"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link was replaced: %v %v", st.Mode(), err)
+	}
+	b, err := os.ReadFile(filepath.Join(data, "flags.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"12345678901234567890", "0.1", "1e400", `"defaultVariant": "off"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("rewritten file lacks %s:\n%s", want, b)
+		}
+	}
+}
