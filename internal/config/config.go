@@ -157,18 +157,34 @@ func (e *Error) Error() string {
 		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
 	}
 	if e.Field != "" {
-		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
+		return fmt.Sprintf("%s: %s: %s", loc, clip(e.Field), clip(e.Msg))
 	}
-	return fmt.Sprintf("%s: %s", loc, e.Msg)
+	return fmt.Sprintf("%s: %s", loc, clip(e.Msg))
+}
+
+// clip keeps one error line readable whatever the input held.
+func clip(s string) string {
+	const max = 300
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
 }
 
 // Errors is every problem found in one file.
 type Errors []*Error
 
 func (es Errors) Error() string {
-	parts := make([]string, len(es))
-	for i, e := range es {
+	shown := es
+	if len(shown) > MaxErrors {
+		shown = shown[:MaxErrors]
+	}
+	parts := make([]string, len(shown), len(shown)+1)
+	for i, e := range shown {
 		parts[i] = e.Error()
+	}
+	if len(es) > MaxErrors {
+		parts = append(parts, fmt.Sprintf("... and %d more error(s)", len(es)-MaxErrors))
 	}
 	return strings.Join(parts, "\n")
 }
@@ -197,15 +213,30 @@ func Find(explicit string, getenv func(string) string) (string, error) {
 
 // Load reads and validates the config at path.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	return Parse(path, data)
 }
 
+// Input limits: a rollback.yaml is a few kilobytes; anything near these
+// sizes is a mistake (or hostile), refused before it is parsed.
+const (
+	MaxSize   = 1 << 20 // bytes of rollback.yaml
+	MaxErrors = 20      // errors shown; the rest are counted
+)
+
 // Parse decodes and validates a config. name is used in error messages.
 func Parse(name string, data []byte) (*Config, error) {
+	if len(data) > MaxSize {
+		return nil, &Error{File: name, Line: 1, Msg: fmt.Sprintf("the file is larger than %d KiB; a rollback.yaml is a few kilobytes: is this the right file?", MaxSize>>10)}
+	}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); errors.Is(err, io.EOF) {

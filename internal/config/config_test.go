@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,4 +200,30 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A huge file is refused before parsing; thousands of errors print as the
+// first MaxErrors and a count.
+func TestInputLimits(t *testing.T) {
+	big := []byte("apiVersion: rollback/v1\nkind: Config\n# " + strings.Repeat("x", MaxSize) + "\n")
+	path := filepath.Join(t.TempDir(), "rollback.yaml")
+	if err := os.WriteFile(path, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil || !strings.Contains(err.Error(), "larger than 1024 KiB") {
+		t.Fatalf("got %v", err)
+	}
+	var b strings.Builder
+	b.WriteString("apiVersion: rollback/v1\nkind: Config\n")
+	for i := 0; i < 5000; i++ {
+		fmt.Fprintf(&b, "unknown%d: %s\n", i, strings.Repeat("y", 100))
+	}
+	_, err = Parse("rollback.yaml", []byte(b.String()))
+	if err == nil {
+		t.Fatal("5000 unknown keys accepted")
+	}
+	if n := len(err.Error()); n > 20*400 || !strings.Contains(err.Error(), "more error(s)") {
+		t.Errorf("error output is %d bytes: %.300s", n, err.Error())
+	}
 }
