@@ -145,6 +145,7 @@ func run(rows, clients int, hold time.Duration) error {
 		name string
 		run  func(dsn string) error
 	}
+	def := migrate.DefaultUndoOptions()
 	undoWith := func(lock time.Duration, script string, retries int) func(string) error {
 		return func(dsn string) error {
 			conn, err := pgx.Connect(ctx, dsn)
@@ -163,8 +164,8 @@ func run(rows, clients int, hold time.Duration) error {
 		}
 	}
 	methods := []method{
-		{"rollback db undo (lock_timeout 2s, the default)", undoWith(2*time.Second, undoWithoutUpdate, 50)},
-		{"rollback db undo (lock_timeout 200ms)", undoWith(200*time.Millisecond, undoWithoutUpdate, 50)},
+		{fmt.Sprintf("rollback db undo (defaults: lock_timeout %s, %d retries)", def.LockTimeout, def.Retries), undoWith(def.LockTimeout, undoWithoutUpdate, def.Retries)},
+		{"rollback db undo (lock_timeout 2s, the old default)", undoWith(2*time.Second, undoWithoutUpdate, 50)},
 		{"psql -f (no lock_timeout)", func(dsn string) error {
 			f := dir + "-psql-undo.sql"
 			defer os.Remove(f)

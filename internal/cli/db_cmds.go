@@ -163,9 +163,9 @@ func newDBUndoCmd(f *Factory) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&o.Snapshot, "snapshot", "tables", "what to dump first: tables (those the undo touches), full, or none")
 	fl.StringVar(&o.SnapshotDir, "snapshot-dir", "", "where snapshots go (default: the state directory's snapshots/)")
-	fl.DurationVar(&o.Lock, "lock-timeout", 2*time.Second, "longest wait for any lock; the undo never queues behind a long query for longer")
+	fl.DurationVar(&o.Lock, "lock-timeout", migrate.DefaultUndoOptions().LockTimeout, "longest wait for any lock per try; queries queue behind the undo's pending lock no longer than this")
 	fl.DurationVar(&o.Statement, "statement-timeout", 10*time.Minute, "longest run of any statement")
-	fl.IntVar(&o.Retries, "retries", 5, "tries after a lock timeout, with exponential backoff")
+	fl.IntVar(&o.Retries, "retries", migrate.DefaultUndoOptions().Retries, "tries after a lock timeout, with exponential backoff (up to 5s between tries)")
 	fl.BoolVar(&o.DryRun, "dry-run", false, "print the SQL and the checks; change nothing")
 	fl.BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
@@ -195,12 +195,22 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		return err
 	}
 	defer s.close()
+	uo := migrate.DefaultUndoOptions()
+	uo.LockTimeout, uo.StatementTimeout, uo.Retries, uo.DryRun = o.Lock, o.Statement, o.Retries, o.DryRun
+	if !o.DryRun {
+		// The migration tool's lock first: the plan, the snapshot and the
+		// undo all see a history nobody else changes meanwhile.
+		unlock, err := migrate.LockMigrations(ctx, s.conn, s.format, o.Table, uo)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		uo.Locked = true
+	}
 	p, rel, err := planDB(ctx, &o.DBOptions, s)
 	if err != nil {
 		return err
 	}
-	uo := migrate.DefaultUndoOptions()
-	uo.LockTimeout, uo.StatementTimeout, uo.Retries, uo.DryRun = o.Lock, o.Statement, o.Retries, o.DryRun
 	out := &dbUndoResult{Plan: p}
 	if o.DryRun {
 		if out.SQL, err = p.Describe(uo); err != nil {

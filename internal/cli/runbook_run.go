@@ -110,7 +110,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 			}},
 		{Name: incident.StepSnapshot, Title: "Database snapshot",
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
-				d, err := prepareDB(ctx, f, svc, inc)
+				d, err := prepareDB(ctx, f, svc, inc, nil)
 				if err != nil {
 					return "", err
 				}
@@ -159,12 +159,13 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				// No Once: re-planning from the history makes this step
 				// idempotent (the history fix commits with the undo).
-				d, err := prepareDB(ctx, f, svc, inc)
+				uo := migrate.DefaultUndoOptions()
+				d, err := prepareDB(ctx, f, svc, inc, &uo)
 				if err != nil {
 					return "", err
 				}
 				defer d.close()
-				res, err := migrate.Undo(ctx, d.conn, d.plan, migrate.DefaultUndoOptions())
+				res, err := migrate.Undo(ctx, d.conn, d.plan, uo)
 				if err != nil {
 					return "", err
 				}
@@ -419,15 +420,25 @@ type dbRun struct {
 	plan *migrate.Plan
 	rel  *migrate.Release
 	to   migrate.Version
+	// unlock releases the migration lock prepareDB took, if any.
+	unlock func()
 }
 
-func (d *dbRun) close() { d.conn.Close(context.Background()) }
+func (d *dbRun) close() {
+	if d.unlock != nil {
+		d.unlock()
+	}
+	d.conn.Close(context.Background())
+}
 
 // prepareDB plans the down migration of the abandoned release: its target
 // is the version 'rollback db record --release BAD' stored at deploy time.
 // It skips (ErrSkip, with the reason) when the service has no database, no
 // record, or the migration has not run (or was already undone).
-func prepareDB(ctx context.Context, f *Factory, svc *config.Service, inc *store.Incident) (*dbRun, error) {
+//
+// With lock, the migration tool's lock is taken before planning and kept
+// until close, and lock.Locked is set for the undo.
+func prepareDB(ctx context.Context, f *Factory, svc *config.Service, inc *store.Incident, lock *migrate.UndoOptions) (*dbRun, error) {
 	if svc == nil || svc.Database == nil {
 		return nil, fmt.Errorf("no database configured (database: in rollback.yaml): %w", runbook.ErrSkip)
 	}
@@ -448,8 +459,14 @@ func prepareDB(ctx context.Context, f *Factory, svc *config.Service, inc *store.
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", migrate.SafeDSN(dsn), scrub(err, dsn))
 	}
-	d := &dbRun{dsn: dsn, conn: conn}
+	d := &dbRun{dsn: dsn, conn: conn, unlock: func() {}}
 	fail := func(err error) (*dbRun, error) { d.close(); return nil, err }
+	if lock != nil {
+		if d.unlock, err = migrate.LockMigrations(ctx, conn, format, "", *lock); err != nil {
+			return fail(err)
+		}
+		lock.Locked = true
+	}
 	if d.rel, err = migrate.LoadRelease(ctx, conn, inc.BadVersion); err != nil {
 		if errors.Is(err, migrate.ErrNoRecord) {
 			return fail(fmt.Errorf("no release record for %s (run 'rollback db record --release %s' before migrating): %w", inc.BadVersion, inc.BadVersion, runbook.ErrSkip))

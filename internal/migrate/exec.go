@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf16"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,11 +29,18 @@ type UndoOptions struct {
 	DryRun bool
 	// Log receives progress lines; may be nil.
 	Log func(string)
+	// Locked: the caller holds the migration tool's lock (LockMigrations)
+	// and planned under it; Undo does not take it again.
+	Locked bool
 }
 
-// DefaultUndoOptions are the defaults of `rollback db undo`.
+// DefaultUndoOptions are the defaults of `rollback db undo`: a short
+// lock_timeout tried many times with backoff (as GitLab's lock retries
+// do), so application queries never queue behind the undo's pending lock
+// for more than 200 ms per try (make bench-db measures it), while the undo
+// keeps trying for about two minutes.
 func DefaultUndoOptions() UndoOptions {
-	return UndoOptions{LockTimeout: 2 * time.Second, StatementTimeout: 10 * time.Minute, Retries: 5, Backoff: 500 * time.Millisecond}
+	return UndoOptions{LockTimeout: 200 * time.Millisecond, StatementTimeout: 10 * time.Minute, Retries: 30, Backoff: 200 * time.Millisecond}
 }
 
 // ErrLockBudget means every try hit lock_timeout: something holds a lock
@@ -73,6 +81,59 @@ type segment struct {
 func AdvisoryLockID(database, schema, table string) int64 {
 	sum := crc32.ChecksumIEEE([]byte(strings.Join([]string{schema, table, database}, "\x00")))
 	return int64(sum * 1486364155)
+}
+
+// FlywayLockID is the advisory lock key Flyway takes on PostgreSQL while
+// it migrates (flyway-database-postgresql, PostgreSQLAdvisoryLockTemplate
+// and PostgreSQLConnection.lock): 77431708279161 plus the Java hashCode of
+// the history table's quoted name, "schema"."flyway_schema_history", with
+// pg_try_advisory_lock in a retry loop.
+func FlywayLockID(schema, table string) int64 {
+	quote := func(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+	return 77431708279161 + int64(javaHash(quote(schema)+"."+quote(table)))
+}
+
+// javaHash is Java's String.hashCode: over UTF-16 code units, s[0]·31^(n-1)
+// + … + s[n-1], in 32-bit arithmetic.
+func javaHash(s string) int32 {
+	var h int32
+	for _, u := range utf16.Encode([]rune(s)) {
+		h = 31*h + int32(u)
+	}
+	return h
+}
+
+// LockMigrations takes the lock the migration tool itself takes on the
+// database (Flyway's or golang-migrate's advisory lock), so neither the
+// tool nor another rollback migrates while an undo plans, snapshots and
+// runs. It tries for the undo's retry budget.
+func LockMigrations(ctx context.Context, conn *pgx.Conn, format Format, table string, o UndoOptions) (unlock func(), err error) {
+	var dbName, schema string
+	if err := conn.QueryRow(ctx, `SELECT current_database(), current_schema()`).Scan(&dbName, &schema); err != nil {
+		return nil, err
+	}
+	var id int64
+	if format == Flyway {
+		id = FlywayLockID(schema, orDefault(table, FlywayTable))
+	} else {
+		id = AdvisoryLockID(dbName, schema, orDefault(table, GolangMigrateTable))
+	}
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			o.Log(fmt.Sprintf(format, a...))
+		}
+	}
+	if err := advisoryLock(ctx, conn, id, format, o, logf); err != nil {
+		return nil, err
+	}
+	return func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, id) }, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 // segments groups the plan into transactions: every run of transactional
@@ -226,15 +287,13 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 		res.Seconds = res.Duration.Seconds()
 		return res, nil
 	}
-	var dbName, schema string
-	if err := conn.QueryRow(ctx, `SELECT current_database(), current_schema()`).Scan(&dbName, &schema); err != nil {
-		return nil, err
+	if !o.Locked {
+		unlock, err := LockMigrations(ctx, conn, p.Format, p.Table, o)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
 	}
-	lockID := AdvisoryLockID(dbName, schema, GolangMigrateTable)
-	if err := advisoryLock(ctx, conn, lockID, o, logf); err != nil {
-		return nil, err
-	}
-	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lockID) }()
 
 	for i, s := range segs {
 		for try := 0; ; try++ {
@@ -299,9 +358,9 @@ func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) e
 	return tx.Commit(ctx)
 }
 
-// advisoryLock takes golang-migrate's lock, trying for the same budget as
-// the statements' locks.
-func advisoryLock(ctx context.Context, conn *pgx.Conn, id int64, o UndoOptions, logf func(string, ...any)) error {
+// advisoryLock takes the migration tool's lock, trying for the same
+// budget as the statements' locks.
+func advisoryLock(ctx context.Context, conn *pgx.Conn, id int64, format Format, o UndoOptions, logf func(string, ...any)) error {
 	for try := 0; ; try++ {
 		var ok bool
 		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, id).Scan(&ok); err != nil {
@@ -311,7 +370,7 @@ func advisoryLock(ctx context.Context, conn *pgx.Conn, id int64, o UndoOptions, 
 			return nil
 		}
 		if try >= o.Retries {
-			return fmt.Errorf("%w: golang-migrate's advisory lock %d is held by another session; wait for the migration to finish (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %d)", ErrMigrationLocked, id, uint32(id))
+			return fmt.Errorf("%w: %s's advisory lock %d is held by another session; wait for the migration to finish (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = %d)", ErrMigrationLocked, format, id, uint32(id))
 		}
 		wait := backoff(o.Backoff, try)
 		logf("advisory lock %d is held; retry %d/%d in %s", id, try+1, o.Retries, wait)

@@ -212,14 +212,14 @@ func TestLockContention(t *testing.T) {
 	}
 }
 
+// A Flyway database is locked the way Flyway locks it: while a Flyway
+// migrate holds its advisory lock, the undo refuses and changes nothing.
 func TestAdvisoryLockHeldRefuses(t *testing.T) {
-	ctx := context.Background()
 	conn, dsn := newDB(t)
 	p := applyAndPlan(t, conn, seedFiles())
 	other := connect(t, dsn)
-	var db string
-	_ = other.QueryRow(ctx, `SELECT current_database()`).Scan(&db)
-	mustExec(t, other, `SELECT pg_advisory_lock($1)`, AdvisoryLockID(db, "public", GolangMigrateTable))
+	ctx := context.Background()
+	mustExec(t, other, `SELECT pg_advisory_lock($1)`, FlywayLockID("public", FlywayTable))
 	o := opts()
 	o.Retries = 1
 	if _, err := Undo(ctx, conn, p, o); !errors.Is(err, ErrMigrationLocked) {
@@ -386,5 +386,18 @@ func TestSnapshotFailureIsReported(t *testing.T) {
 	}
 	if s, err := TakeSnapshot(context.Background(), pg.DSN("no_such_database"), p, SnapshotNone, dir, time.Now()); s != nil || err != nil {
 		t.Errorf("--snapshot=none: got %v, %v; want nothing done", s, err)
+	}
+}
+
+// Java's String.hashCode, as Flyway's lock key uses it (values from the
+// Java documentation's definition, computed by hand and by the JDK).
+func TestJavaHash(t *testing.T) {
+	for s, want := range map[string]int32{"": 0, "a": 97, "hello": 99162322, "Hello World": -862545276, "é": 233, "😀": 1772899} {
+		if got := javaHash(s); got != want {
+			t.Errorf("javaHash(%q) = %d, want %d", s, got, want)
+		}
+	}
+	if FlywayLockID("public", FlywayTable) == FlywayLockID("other", FlywayTable) {
+		t.Error("schemas share a lock key")
 	}
 }
