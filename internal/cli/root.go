@@ -19,6 +19,7 @@ var Version = "dev"
 // name the binary was called by: as kubectl-rollback it is a kubectl plugin.
 func Main(ctx context.Context, progName string, args []string, io *IOStreams) int {
 	f := &Factory{IO: io, Now: time.Now}
+	routeClientLogs(io.ErrOut, f.Now)
 	root := NewRootCmd(f, progName)
 	root.SetArgs(args)
 	root.SetIn(io.In)
