@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"rollback/internal/admission"
-	"rollback/internal/image"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"rollback/internal/admission"
+	"rollback/internal/image"
 	"rollback/internal/store"
 )
 

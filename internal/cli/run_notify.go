@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"rollback/internal/config"
 	"rollback/internal/flags"
@@ -64,24 +66,25 @@ func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 	if svc == nil || svc.Notify == nil {
 		return []notice{{text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
+	client := outbound.Client(svc.Notify.Timeout)
 	var fns []func() []notice
 	if sl := svc.Notify.Slack; sl != nil {
 		fns = append(fns, func() []notice {
-			return []notice{slackPost(ctx, f, sc, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions))}
+			return []notice{slackPost(ctx, f, sc, client, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions))}
 		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
 		fns = append(fns, func() []notice {
 			var out []notice
 			if pd.RoutingKeyEnv != "" {
-				out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, pd, inc, notify.Acknowledge))
+				out = append(out, pagerduty(ctx, f, sc, client, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, client, pd, inc, notify.Acknowledge))
 			}
-			return append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "acknowledged")...)
+			return append(out, pagerdutyStatus(ctx, f, sc, client, pd, inc, "acknowledged")...)
 		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
 		fns = append(fns, func() []notice {
-			return []notice{webhookPost(ctx, f, sc, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil))}
+			return []notice{webhookPost(ctx, f, sc, client, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil))}
 		})
 	}
 	return notifyAll(fns)
@@ -92,24 +95,25 @@ func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 	if svc == nil || svc.Notify == nil {
 		return []notice{{text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
+	client := outbound.Client(svc.Notify.Timeout)
 	var fns []func() []notice
 	if sl := svc.Notify.Slack; sl != nil {
 		fns = append(fns, func() []notice {
-			return []notice{slackPost(ctx, f, sc, sl, inc, "slack-summary", notify.SummaryText(inc, sum))}
+			return []notice{slackPost(ctx, f, sc, client, sl, inc, "slack-summary", notify.SummaryText(inc, sum))}
 		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
 		fns = append(fns, func() []notice {
 			var out []notice
 			if pd.RoutingKeyEnv != "" {
-				out = append(out, pagerduty(ctx, f, sc, pd, inc, notify.Resolve))
+				out = append(out, pagerduty(ctx, f, sc, client, pd, inc, notify.Resolve))
 			}
-			return append(out, pagerdutyStatus(ctx, f, sc, pd, inc, "resolved")...)
+			return append(out, pagerdutyStatus(ctx, f, sc, client, pd, inc, "resolved")...)
 		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
 		fns = append(fns, func() []notice {
-			return []notice{webhookPost(ctx, f, sc, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum))}
+			return []notice{webhookPost(ctx, f, sc, client, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum))}
 		})
 	}
 	return notifyAll(fns)
@@ -117,7 +121,7 @@ func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 
 // webhookPost sends one message to a configured webhook, at most once per
 // incident. The URL (which may hold a secret) is never in the evidence.
-func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg config.WebhookNotify, what string, body any) notice {
+func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg config.WebhookNotify, what string, body any) notice {
 	url := cfg.URL
 	if cfg.URLEnv != "" {
 		if url = f.IO.Getenv(cfg.URLEnv); url == "" {
@@ -126,7 +130,7 @@ func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg c
 	}
 	key := "webhook-" + cfg.Name + "-" + what
 	ev, err := sc.Once(ctx, key, func() (string, error) {
-		return what + " sent", (&notify.Webhook{URL: url}).Send(ctx, body)
+		return what + " sent", (&notify.Webhook{URL: url, Client: client}).Send(ctx, body)
 	})
 	if err != nil {
 		return notice{text: fmt.Sprintf("webhook %s: %s failed: %v", cfg.Name, what, redactURL(err, url))}
@@ -137,12 +141,12 @@ func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg c
 	return notice{text: fmt.Sprintf("webhook %s: %s sent (%s)", cfg.Name, what, cfg.Format), delivered: true}
 }
 
-func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.SlackNotify, inc notify.Incident, key, text string) notice {
+func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.SlackNotify, inc notify.Incident, key, text string) notice {
 	token := f.IO.Getenv(cfg.TokenEnv)
 	if token == "" {
 		return notice{text: fmt.Sprintf("slack: $%s is not set; nothing posted", cfg.TokenEnv)}
 	}
-	sl := &notify.Slack{BaseURL: cfg.APIURL, Token: token}
+	sl := &notify.Slack{BaseURL: cfg.APIURL, Token: token, Client: client}
 	ch, err := sc.Once(ctx, "slack-channel", func() (string, error) {
 		id, name, err := sl.CreateChannel(ctx, notify.ChannelName(inc))
 		return id + " #" + name, err
@@ -161,12 +165,12 @@ func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *co
 	return notice{text: fmt.Sprintf("slack %s in %s (%s)", key, name, ts), delivered: true}
 }
 
-func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, action string) notice {
+func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, action string) notice {
 	key := f.IO.Getenv(cfg.RoutingKeyEnv)
 	if key == "" {
 		return notice{text: fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)}
 	}
-	pd := &notify.PagerDuty{EventsURL: cfg.EventsURL, RoutingKey: key}
+	pd := &notify.PagerDuty{EventsURL: cfg.EventsURL, RoutingKey: key, Client: client}
 	ev, err := sc.Once(ctx, "pagerduty-"+action, func() (string, error) {
 		return action + " sent", pd.Send(ctx, action, inc, notify.StartText(inc, nil))
 	})
@@ -182,7 +186,7 @@ func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *co
 // pagerdutyStatus sets the paging incident's status through the REST API
 // (the runbook's "Update incident status in PagerDuty → In Progress" is
 // acknowledged), when the run was given one and a token is configured.
-func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []notice {
+func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []notice {
 	if inc.PagerDutyID == "" {
 		return nil
 	}
@@ -193,7 +197,7 @@ func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, c
 	if token == "" {
 		return []notice{{text: fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}}
 	}
-	rest := &notify.PagerDutyREST{BaseURL: cfg.APIURL, Token: token, From: cfg.From}
+	rest := &notify.PagerDutyREST{BaseURL: cfg.APIURL, Token: token, From: cfg.From, Client: client}
 	ev, err := sc.Once(ctx, "pagerduty-rest-"+status, func() (string, error) {
 		return status, rest.SetStatus(ctx, inc.PagerDutyID, status)
 	})
@@ -234,11 +238,37 @@ func flagProvider(f *Factory, c *config.Flag) (flags.Provider, error) {
 	}
 	switch c.Provider {
 	case "launchdarkly":
-		return &flags.LaunchDarkly{BaseURL: c.URL, Token: token, Project: c.Project, Environment: c.Environment}, nil
+		return &flags.LaunchDarkly{BaseURL: c.URL, Token: token, Project: c.Project, Environment: c.Environment, Client: outbound.Client(flagRequestTimeout(c))}, nil
 	case "unleash":
-		return &flags.Unleash{BaseURL: c.URL, Token: token, Project: c.Project, Environment: c.Environment}, nil
+		return &flags.Unleash{BaseURL: c.URL, Token: token, Project: c.Project, Environment: c.Environment, Client: outbound.Client(flagRequestTimeout(c))}, nil
 	case "flagd":
 		return &flags.Flagd{Path: c.Path}, nil
 	}
 	return nil, fmt.Errorf("flag %s: unsupported provider %q", c.Key, c.Provider)
+}
+
+// flagStepDeadline is the flag step's deadline: flag.timeout, or a minute.
+func flagStepDeadline(svc *config.Service) time.Duration {
+	if svc != nil && svc.Flag != nil && svc.Flag.Timeout > 0 {
+		return svc.Flag.Timeout
+	}
+	return time.Minute
+}
+
+// flagRequestTimeout bounds one request to the flag service, so turning
+// off and reading back both fit the step.
+func flagRequestTimeout(c *config.Flag) time.Duration {
+	if c.Timeout > 0 {
+		return min(c.Timeout/2, outbound.DefaultTimeout)
+	}
+	return outbound.DefaultTimeout
+}
+
+// notifyDeadline is a communication step's deadline: notify.deadline, or
+// the runbook's 2 minutes.
+func notifyDeadline(svc *config.Service) time.Duration {
+	if svc != nil && svc.Notify != nil && svc.Notify.Deadline > 0 {
+		return svc.Notify.Deadline
+	}
+	return runbook.BudgetDeclare
 }

@@ -103,7 +103,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 	return runbook.Plan{Service: runKey(t.Namespace, t.Name), Steps: []runbook.Step{
 		// Communication runs beside recovery, never before it: a slow or
 		// hung Slack is evidence, not a stall.
-		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare, Background: true, Soft: true,
+		{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare, Deadline: notifyDeadline(svc), Background: true, Soft: true,
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				head := fmt.Sprintf("incident %s: rollback of %s %s → %s", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion))
 				return notifiedEvidence(head, announce(ctx, f, sc, svc, ninc)), nil
@@ -236,7 +236,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 				}
 				return verdict(results)
 			}},
-		{Name: incident.StepFlagOff, Title: "Feature flag off", Soft: true, Deadline: time.Minute,
+		{Name: incident.StepFlagOff, Title: "Feature flag off", Soft: true, Deadline: flagStepDeadline(svc),
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				if svc == nil || svc.Flag == nil {
 					return "", fmt.Errorf("no feature flag configured (flag: in rollback.yaml): %w", runbook.ErrSkip)
@@ -252,7 +252,7 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 					return fmt.Sprintf("%s flag %s off (read back)", svc.Flag.Provider, svc.Flag.Key), nil
 				})
 			}},
-		{Name: incident.StepClose, Title: "Communicate and close", Join: true, Soft: true, Deadline: runbook.BudgetDeclare,
+		{Name: incident.StepClose, Title: "Communicate and close", Join: true, Soft: true, Deadline: notifyDeadline(svc),
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
 				cur, err := s.GetIncident(ctx, inc.ID)
 				if err != nil {

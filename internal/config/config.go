@@ -65,6 +65,10 @@ type Notify struct {
 	Slack     *SlackNotify     `yaml:"slack,omitempty" json:"slack,omitempty"`
 	PagerDuty *PagerDutyNotify `yaml:"pagerduty,omitempty" json:"pagerduty,omitempty"`
 	Webhooks  []WebhookNotify  `yaml:"webhooks,omitempty" json:"webhooks,omitempty"`
+	// Timeout bounds one request (default 10s); Deadline the whole
+	// declare or close step (default the runbook's 2 minutes).
+	Timeout  time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Deadline time.Duration `yaml:"deadline,omitempty" json:"deadline,omitempty"`
 }
 
 // WebhookNotify posts the start message and the closing summary to a URL:
@@ -105,6 +109,8 @@ type Flag struct {
 	URL         string `yaml:"url,omitempty" json:"url,omitempty"`
 	TokenEnv    string `yaml:"tokenEnv,omitempty" json:"tokenEnv,omitempty"`
 	Path        string `yaml:"path,omitempty" json:"path,omitempty"`
+	// Timeout is the flag step's deadline (default 1m).
+	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
 
 // Verify says how to tell that a rollback worked (runbook Step 4).

@@ -304,9 +304,13 @@ func (v *validator) envRef(n *yaml.Node, path string) string {
 
 func (v *validator) notify(n *yaml.Node, path string) *Notify {
 	out := &Notify{}
-	v.fields(n, path, []string{"slack", "pagerduty", "webhooks"}, func(key string, val *yaml.Node) {
+	v.fields(n, path, []string{"slack", "pagerduty", "webhooks", "timeout", "deadline"}, func(key string, val *yaml.Node) {
 		fp := join(path, key)
 		switch key {
+		case "timeout":
+			out.Timeout = v.duration(val, fp)
+		case "deadline":
+			out.Deadline = v.duration(val, fp)
 		case "slack":
 			sl := &SlackNotify{}
 			v.fields(val, fp, []string{"tokenEnv", "apiURL", "mentions"}, func(k string, x *yaml.Node) {
@@ -439,9 +443,11 @@ func (v *validator) decide(n *yaml.Node, path string) *Decide {
 
 func (v *validator) flag(n *yaml.Node, path string) *Flag {
 	f := &Flag{}
-	v.fields(n, path, []string{"provider", "key", "project", "environment", "url", "tokenEnv", "path"}, func(key string, val *yaml.Node) {
+	v.fields(n, path, []string{"provider", "key", "project", "environment", "url", "tokenEnv", "path", "timeout"}, func(key string, val *yaml.Node) {
 		fp := join(path, key)
 		switch key {
+		case "timeout":
+			f.Timeout = v.duration(val, fp)
 		case "provider":
 			if s, ok := v.str(val, fp); ok {
 				if !contains([]string{"launchdarkly", "unleash", "flagd"}, s) {
