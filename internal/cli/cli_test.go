@@ -192,7 +192,13 @@ func TestExitCodes(t *testing.T) {
 
 func TestConfirmDeclinedChangesNothing(t *testing.T) {
 	var out, errOut bytes.Buffer
-	io := &IOStreams{In: strings.NewReader("n\n"), Out: &out, ErrOut: &errOut, InTTY: true, ErrTTY: true, Getenv: func(string) string { return "" }}
+	state := t.TempDir()
+	io := &IOStreams{In: strings.NewReader("n\n"), Out: &out, ErrOut: &errOut, InTTY: true, ErrTTY: true, Getenv: func(k string) string {
+		if k == "XDG_STATE_HOME" {
+			return state
+		}
+		return ""
+	}}
 	f := &Factory{IO: io, Now: func() time.Time { return now }}
 	client := fake.NewClientset(fixture()...)
 	f.NewClient = func(*rest.Config) (kubernetes.Interface, error) { return client, nil }

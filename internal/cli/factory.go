@@ -160,6 +160,16 @@ func (w *Workload) Key() string {
 // deployment/NAME as the configured service naming it, else
 // NAMESPACE/deployment/NAME (-n, or the kubeconfig's namespace).
 func (f *Factory) ServiceKey(arg string) (string, error) {
+	// A key as rollback writes it (NAMESPACE/deployment/NAME, shown by
+	// status and in incidents) is taken as it is.
+	if ns, ref, ok := strings.Cut(arg, "/"); ok && strings.Count(arg, "/") == 2 && objectName.MatchString(ns) {
+		if name, isRef, err := parseWorkloadArg(ref); err == nil && isRef {
+			if svc := f.configuredServiceFor(ns, name); svc != "" {
+				return svc, nil
+			}
+			return ns + "/deployment/" + name, nil
+		}
+	}
 	name, isRef, err := parseWorkloadArg(arg)
 	if err != nil {
 		return "", err

@@ -246,10 +246,16 @@ func TestRolloutTimeout(t *testing.T) {
 	if !strings.Contains(r.stderr, "timed out waiting for the rollout") || !strings.Contains(r.stderr, "last status") {
 		t.Errorf("error should say the rollout timed out and where it was, got: %s", r.stderr)
 	}
-	// The abandoned revision is not marked bad when the rollback failed.
+	// The abandoned revision (v1.1.5) was marked bad before the undo, so no
+	// rerun can roll forward to it; the target is not marked good, since
+	// the rollback failed.
 	for _, rv := range history(t, ns).Revisions {
-		if rv.Health != "unknown" {
-			t.Errorf("revision %d marked %s after a failed rollback", rv.Revision, rv.Health)
+		want := "unknown"
+		if strings.HasSuffix(rv.Images[0], ":v1.1.5") {
+			want = "bad"
+		}
+		if rv.Health != want {
+			t.Errorf("revision %d (%s) marked %s after a failed rollback, want %s", rv.Revision, rv.Images[0], rv.Health, want)
 		}
 	}
 }

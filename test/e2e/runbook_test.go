@@ -54,7 +54,9 @@ func checkFinished(t *testing.T, st, id, ns string) {
 		t.Errorf("incident %+v, %d checklist items", s.Incident, len(s.Checklist))
 	}
 	for i, it := range s.Checklist {
-		if it.Status != "done" && it.Status != "n/a" {
+		// Items 1 and 9 say "not notified" when nothing was delivered (no
+		// notifier configured, or a post interrupted and not confirmed).
+		if it.Status != "done" && it.Status != "n/a" && !(it.Status == "not notified" && (i == 0 || i == 8)) {
 			t.Errorf("item %d %q is %s", i+1, it.Item, it.Status)
 		}
 	}

@@ -1,0 +1,357 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"rollback/internal/cli"
+	"rollback/internal/incident"
+	"rollback/internal/store"
+)
+
+// The fault matrix: each case states its expected outcome and checks that
+// the Deployment was rolled back (or the run failed resumably), and that
+// nothing was lost or done twice. Its timings are logged as a table
+// (go test -v -run TestFault ./test/e2e).
+
+// hungServer accepts connections and never answers until the test ends.
+func hungServer(t *testing.T) string {
+	t.Helper()
+	stop := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) })
+	return srv.URL
+}
+
+// failingServer answers every request with code (and Retry-After: 1 on
+// 429), counting requests.
+func failingServer(t *testing.T, code int) (string, func() int) {
+	t.Helper()
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		if code == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "1")
+		}
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+// closedPort is a URL nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + l.Addr().String()
+	l.Close()
+	return u
+}
+
+// commsConfig is rollback.yaml for service "web" in ns with every
+// communication endpoint at url (Slack, PagerDuty Events and REST, a
+// webhook whose URL holds a secret, LaunchDarkly).
+func commsConfig(t *testing.T, ns, url string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	body := fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  web:
+    kubernetes: {namespace: %s, name: %s}
+    notify:
+      timeout: 1s
+      deadline: 6s
+      slack: {tokenEnv: SLACK_TOKEN, apiURL: %s/api}
+      pagerduty: {routingKeyEnv: PD_KEY, eventsURL: %s/v2/enqueue, apiTokenEnv: PD_TOKEN, from: oncall@example.com, apiURL: %s}
+      webhooks:
+        - {name: status, format: json, urlEnv: HOOK_URL}
+    flag: {provider: launchdarkly, key: transaction-category, project: default, environment: production, url: %s, tokenEnv: LD_TOKEN, timeout: 4s}
+`, ns, app, url, url, url, url)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func commsEnv(url string) map[string]string {
+	return map[string]string{"SLACK_TOKEN": "xoxb-canary-1", "PD_KEY": "pdkey-canary-2", "PD_TOKEN": "pdtok-canary-3",
+		"HOOK_URL": url + "/hooks/T000/B000/canary-4", "LD_TOKEN": "api-canary-5"}
+}
+
+// journal reads an incident's events from a SQLite store.
+func journal(t *testing.T, st, id string) []store.Event {
+	t.Helper()
+	s, err := store.Open(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	evs, err := s.Events(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// stepAt is when a step reached phase, relative to the first event.
+func stepAt(evs []store.Event, step, phase string) (time.Duration, bool) {
+	if len(evs) == 0 {
+		return 0, false
+	}
+	for _, ev := range evs {
+		if ev.Step == step && ev.Phase == phase {
+			return ev.Time.Sub(evs[0].Time), true
+		}
+	}
+	return 0, false
+}
+
+// faultRow is one line of the matrix's table.
+type faultRow struct {
+	name, outcome string
+	rolledBack    time.Duration
+}
+
+var (
+	faultMu    sync.Mutex
+	faultTable []faultRow
+)
+
+func recordFault(t *testing.T, r faultRow) {
+	faultMu.Lock()
+	defer faultMu.Unlock()
+	faultTable = append(faultTable, r)
+	t.Logf("FAULT | %-44s | %-60s | rolled back at %s", r.name, r.outcome, r.rolledBack.Round(10*time.Millisecond))
+}
+
+// runComms runs 'rollback run web' against endpoints at url and returns
+// the incident's journal and the run's result.
+func runComms(t *testing.T, ns, url string, extra ...string) (result, []store.Event, string) {
+	t.Helper()
+	st := filepath.Join(t.TempDir(), "r.db")
+	env := commsEnv(url)
+	env["ROLLBACK_STORE"] = st
+	args := append([]string{"run", "web", "--config", commsConfig(t, ns, url), "--yes", "--pagerduty-incident", "Q1PAGED"}, extra...)
+	r := rollbackEnv(t, env, args...)
+	id := incidentID.FindString(r.stdout + r.stderr)
+	if id == "" {
+		t.Fatalf("no incident in the output:\n%s%s", r.stdout, r.stderr)
+	}
+	return r, journal(t, st, id), st
+}
+
+// TestFaultCommunicationNeverDelaysRecovery: with every Slack, PagerDuty,
+// webhook and flag endpoint hung (accepting, never answering) or failing
+// (500; 429 with Retry-After), the Deployment is rolled back as fast as
+// with none configured, the version is blocked, and the checklist says
+// nobody was notified instead of "done".
+func TestFaultCommunicationNeverDelaysRecovery(t *testing.T) {
+	t.Parallel()
+	// Baseline: nothing configured.
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	st := filepath.Join(t.TempDir(), "r.db")
+	r := rollbackEnv(t, map[string]string{"ROLLBACK_STORE": st}, "run", "deployment/"+app, "-n", ns, "--yes")
+	if r.code != 0 {
+		t.Fatalf("baseline run: %d", r.code)
+	}
+	base, _ := stepAt(journal(t, st, incidentID.FindString(r.stdout)), incident.StepKube, "done")
+	recordFault(t, faultRow{"no communication configured (baseline)", "rolled back, exit 0", base})
+
+	hung := hungServer(t)
+	e500, n500 := failingServer(t, http.StatusInternalServerError)
+	e429, n429 := failingServer(t, http.StatusTooManyRequests)
+	for _, tc := range []struct{ name, url string }{
+		{"every comms/flag endpoint hung", hung},
+		{"every comms/flag endpoint answers 500", e500},
+		{"every comms/flag endpoint answers 429 Retry-After: 1", e429},
+		{"every comms/flag endpoint refuses connections", closedPort(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := namespace(t)
+			deploy(t, ns, "v1.1.5", "v1.2.0")
+			start := time.Now()
+			r, evs, st := runComms(t, ns, tc.url)
+			took := time.Since(start)
+			if r.code != 0 {
+				t.Fatalf("exit %d, want 0: communication is evidence, never a stop", r.code)
+			}
+			if got := runningImage(t, ns); got != image("v1.1.5") {
+				t.Fatalf("running %s", got)
+			}
+			at, ok := stepAt(evs, incident.StepKube, "done")
+			if !ok {
+				t.Fatal("no kube-undo done in the journal")
+			}
+			if at > base+15*time.Second {
+				t.Errorf("rolled back at %s, %s without communication: communication delayed recovery", at, base)
+			}
+			blockedAt, _ := stepAt(evs, incident.StepBlock, "done")
+			if blockedAt == 0 {
+				t.Error("the version was not blocked")
+			}
+			s := incidentStatus(t, st, incidentID.FindString(r.stdout+r.stderr))
+			for _, i := range []int{0, 8} { // declared/notified, closed/notified
+				if st := s.Checklist[i].Status; st == "done" {
+					t.Errorf("checklist %q says done although nothing was delivered", s.Checklist[i].Item)
+				}
+			}
+			if st := s.Checklist[7].Status; st != "failed" {
+				t.Errorf("flag item is %s, want failed", st)
+			}
+			if err := rollbackCmd(st, "gate", "web", "v1.2.0", "--config", commsConfig(t, ns, tc.url)).Run(); err == nil {
+				t.Error("gate passes the broken version")
+			}
+			recordFault(t, faultRow{tc.name, fmt.Sprintf("rolled back, exit 0, run %s, not notified", took.Round(100*time.Millisecond)), at})
+		})
+	}
+	t.Cleanup(func() {
+		if n500() == 0 || n429() == 0 {
+			t.Errorf("the failing endpoints saw no request (500: %d, 429: %d)", n500(), n429())
+		}
+	})
+}
+
+// TestFaultPrometheusUnreachable: verification retries an unreachable or
+// silent Prometheus until its window ends and then fails with what it saw,
+// but the broken version was blocked before, right after the undo; the
+// incident stays open and resumable.
+func TestFaultPrometheusUnreachable(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, url string }{
+		{"Prometheus refuses connections", closedPort(t)},
+		{"Prometheus never answers", hungServer(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := namespace(t)
+			deploy(t, ns, "v1.1.5", "v1.2.0")
+			dir := t.TempDir()
+			st := filepath.Join(dir, "r.db")
+			cfg := filepath.Join(dir, "rollback.yaml")
+			body := fmt.Sprintf("apiVersion: rollback/v1\nkind: Config\nservices:\n  web:\n    kubernetes: {namespace: %s, name: %s}\n    verify: {prometheus: %q, errorRateQuery: 'sum(rate(x[1m]))', within: 3s}\n", ns, app, tc.url)
+			if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			r := rollbackEnv(t, map[string]string{"ROLLBACK_STORE": st}, "run", "web", "--config", cfg, "--yes")
+			took := time.Since(start)
+			if r.code != cli.ExitFailed || !strings.Contains(r.stderr, "unreachable") || !strings.Contains(r.stderr, "rollback resume") {
+				t.Fatalf("exit %d, want %d naming what was seen and how to resume", r.code, cli.ExitFailed)
+			}
+			if took > 40*time.Second {
+				t.Errorf("the run took %s with verify.within 3s", took)
+			}
+			if err := rollbackCmd(st, "gate", "web", "v1.2.0", "--config", cfg).Run(); err == nil {
+				t.Error("the broken version is not blocked although the rollback moved off it")
+			}
+			evs := journal(t, st, incidentID.FindString(r.stderr))
+			at, _ := stepAt(evs, incident.StepKube, "done")
+			recordFault(t, faultRow{tc.name, fmt.Sprintf("rolled back + blocked; metrics failed after %s, exit 5, resumable", took.Round(100*time.Millisecond)), at})
+		})
+	}
+}
+
+// TestFaultInterruptedThenRerun: SIGINT while the undo rolls out (exit
+// 130), then the same command again. It must never roll forward to the
+// broken version: the rerun refuses and names the open incident, the
+// abandoned revision was marked bad before the undo, the good version is
+// not blocked, and --resume finishes the rollback.
+func TestFaultInterruptedThenRerun(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	d := getDeployment(t, ns)
+	d.Spec.MinReadySeconds = 3
+	if _, err := cs.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := filepath.Join(t.TempDir(), "r.db")
+	start := time.Now()
+	cmd := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	sent := false
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if !sent && strings.Contains(sc.Text(), "new replicas have been updated") {
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			sent = true
+		}
+	}
+	err = cmd.Wait()
+	if !sent {
+		t.Fatalf("the rollout never reported progress:\n%s", strings.Join(lines, "\n"))
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitInterrupted {
+		t.Fatalf("interrupted run: %v, want exit %d\n%s", err, cli.ExitInterrupted, strings.Join(lines, "\n"))
+	}
+	// The same command again.
+	out, err := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitRefused || !strings.Contains(string(out), "rollback resume INC-") {
+		t.Fatalf("rerun: %v, want exit %d naming 'rollback resume'\n%s", err, cli.ExitRefused, out)
+	}
+	h := history(t, ns)
+	for _, r := range h.Revisions {
+		if strings.HasSuffix(r.Images[0], ":v1.2.0") && r.Health != "bad" {
+			t.Errorf("the abandoned v1.2.0 is %s, want bad (marked before the undo)", r.Health)
+		}
+		if strings.HasSuffix(r.Images[0], ":v1.1.5") && r.Health == "bad" {
+			t.Error("the good v1.1.5 is marked bad")
+		}
+	}
+	if err := rollbackCmd(st, "gate", "deployment/"+app, "-n", ns, "v1.1.5").Run(); err != nil {
+		t.Errorf("the good version is blocked: %v", err)
+	}
+	out, err = rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes", "--resume").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--resume: %v\n%s", err, out)
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Fatalf("running %s after --resume", got)
+	}
+	err = rollbackCmd(st, "gate", "deployment/"+app, "-n", ns, "v1.2.0").Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitBlocked {
+		t.Errorf("gate v1.2.0 after resume: %v, want exit %d", err, cli.ExitBlocked)
+	}
+	// Exactly one undo: the Deployment went 2 -> 3 and no further.
+	if got := getDeployment(t, ns).Annotations["deployment.kubernetes.io/revision"]; got != "3" {
+		t.Errorf("revision %s, want 3 (one undo)", got)
+	}
+	recordFault(t, faultRow{"SIGINT mid-rollout, then the same command", "exit 130; rerun refused (exit 3, names resume); --resume finishes", time.Since(start)})
+}
