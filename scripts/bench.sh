@@ -58,6 +58,12 @@ for i in $(seq 1 "$RUNS"); do
   kc+=("$(elapsed "$s" "$e")")
 done
 
+# Communication never delays recovery: start -> rolled back with no
+# notifier/flag configured vs every endpoint hung (default timeouts; a hung
+# run takes minutes in all, as its communication steps run to their
+# deadlines beside and after the recovery).
+go run ./bench/commsbench -runs "${COMMS_RUNS:-3}" -rollback "$bin/rollback" > "$dir/comms.txt"
+
 warm_build_s=$(now); scripts/build-sandbox.sh >/dev/null; warm_build=$(elapsed "$warm_build_s" "$(now)")
 
 printf '\n%-74s %10s %10s %10s   (%d runs)\n' "benchmark" "median s" "min s" "max s" "$RUNS"
@@ -73,6 +79,7 @@ row "  of which: everything else (process start, plan, journal, close, block)" "
 row "kubectl rollout undo && kubectl rollout status" "${kc[@]}"
 row "rollback-sandbox up (binaries cached)" "${ups[@]}"
 row "scripts/build-sandbox.sh (binary cache hit)" "$warm_build"
+cat "$dir/comms.txt"
 
 if [ "${BENCH_COLD:-0}" = 1 ]; then
   cold=$(mktemp -d "${TMPDIR:-/tmp}/rollback-cold.XXXXXX")

@@ -297,6 +297,8 @@ func TestFaultInterruptedThenRerun(t *testing.T) {
 	st := filepath.Join(t.TempDir(), "r.db")
 	start := time.Now()
 	cmd := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes")
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -309,14 +311,14 @@ func TestFaultInterruptedThenRerun(t *testing.T) {
 	var lines []string
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
-		if !sent && strings.Contains(sc.Text(), "new replicas have been updated") {
+		if !sent && strings.Contains(sc.Text(), "Waiting for deployment") {
 			_ = cmd.Process.Signal(syscall.SIGINT)
 			sent = true
 		}
 	}
 	err = cmd.Wait()
 	if !sent {
-		t.Fatalf("the rollout never reported progress:\n%s", strings.Join(lines, "\n"))
+		t.Fatalf("the rollout never reported progress (%v):\n%s\n%s", err, strings.Join(lines, "\n"), stdout.String())
 	}
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitInterrupted {
 		t.Fatalf("interrupted run: %v, want exit %d\n%s", err, cli.ExitInterrupted, strings.Join(lines, "\n"))
