@@ -52,6 +52,9 @@ fuzz:
 	$(GO) test ./internal/cli -run '^$$' -fuzz FuzzParseWorkloadArg -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzSplit -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzParseName -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzSafeDSN -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/image -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

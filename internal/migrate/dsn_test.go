@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestSafeDSNDropsEverySecret(t *testing.T) {
@@ -104,4 +105,25 @@ func TestOnDatabaseRefusesAnotherDatabase(t *testing.T) {
 	if err := onDatabase(context.Background(), c, DatabaseName(dsn)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Whatever the connection string, what SafeDSN shows never holds the
+// password pgx would send.
+func FuzzSafeDSN(f *testing.F) {
+	for _, s := range []string{"postgres://u:pw@h/db?sslmode=disable", "host=h password='p w' dbname=d", "postgres://u@h/db?password=x&dbname=y", `password=a\ b host=h`, "postgres://u:p%zz@h/db"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, dsn string) {
+		safe := SafeDSN(dsn)
+		cfg, err := pgconn.ParseConfig(dsn)
+		if err != nil {
+			if safe != Unparseable {
+				t.Fatalf("SafeDSN(%q) = %q for a string pgx rejects", dsn, safe)
+			}
+			return
+		}
+		if len(cfg.Password) >= 4 && strings.Contains(safe, cfg.Password) {
+			t.Fatalf("SafeDSN(%q) = %q shows the password %q", dsn, safe, cfg.Password)
+		}
+	})
 }

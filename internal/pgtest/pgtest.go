@@ -115,6 +115,19 @@ func (s *Server) CreateDB(ctx context.Context, name string) (string, error) {
 	return s.DSN(name), nil
 }
 
+// Restart stops the server the fast way (every connection is dropped)
+// and starts it again on the same port, as a database restart in
+// production would.
+func (s *Server) Restart(ctx context.Context) error {
+	data := filepath.Join(s.Dir, "data")
+	// -l again: without it the new server would write to our pipe and
+	// the command would never be seen to end.
+	if out, err := s.run(ctx, "pg_ctl", "-D", data, "-l", filepath.Join(s.Dir, "log"), "-m", "fast", "-w", "-t", "60", "restart"); err != nil {
+		return fmt.Errorf("pg_ctl restart: %w\n%s", err, out)
+	}
+	return nil
+}
+
 // Stop stops the server and removes its files.
 func (s *Server) Stop() {
 	if _, err := os.Stat(filepath.Join(s.Dir, "data", "postmaster.pid")); err == nil {

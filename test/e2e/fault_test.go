@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"rollback/internal/cli"
 	"rollback/internal/incident"
+	"rollback/internal/pgtest"
 	"rollback/internal/store"
 )
 
@@ -356,4 +358,138 @@ func TestFaultInterruptedThenRerun(t *testing.T) {
 		t.Errorf("revision %s, want 3 (one undo)", got)
 	}
 	recordFault(t, faultRow{"SIGINT mid-rollout, then the same command", "exit 130; rerun refused (exit 3, names resume); --resume finishes", time.Since(start)})
+}
+
+// slowRollout makes the next rollout of the Deployment take seconds
+// (each new pod must stay Ready 3 s), so a fault can land in the middle.
+func slowRollout(t *testing.T, ns string) {
+	t.Helper()
+	d := getDeployment(t, ns)
+	d.Spec.MinReadySeconds = 3
+	if _, err := cs.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startRun starts 'rollback run' and calls fault once the rollout reports
+// progress; it returns the run's exit error and its stderr.
+func startRun(t *testing.T, st, ns string, fault func()) (error, string) {
+	t.Helper()
+	cmd := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	var lines []string
+	done := false
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if !done && strings.Contains(sc.Text(), "Waiting for deployment") {
+			done = true
+			fault()
+		}
+	}
+	err = cmd.Wait()
+	if !done {
+		t.Fatalf("the rollout never reported progress (%v):\n%s", err, strings.Join(lines, "\n"))
+	}
+	return err, strings.Join(lines, "\n")
+}
+
+// TestFaultAPIServerPausedMidRollout (serial: it pauses the shared
+// sandbox): the kube-apiserver is stopped (SIGSTOP) for 10 s while the
+// undo rolls out; the run waits it out and finishes the rollback.
+func TestFaultAPIServerPausedMidRollout(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(sandboxDir, "sandbox.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state struct {
+		Procs []struct {
+			Name string `json:"name"`
+			PID  int    `json:"pid"`
+		} `json:"procs"`
+	}
+	if err := json.Unmarshal(b, &state); err != nil {
+		t.Fatal(err)
+	}
+	pid := 0
+	for _, p := range state.Procs {
+		if p.Name == "kube-apiserver" {
+			pid = p.PID
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("no kube-apiserver in %s", b)
+	}
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	slowRollout(t, ns)
+	st := filepath.Join(t.TempDir(), "r.db")
+	start := time.Now()
+	err, out := startRun(t, st, ns, func() {
+		_ = syscall.Kill(pid, syscall.SIGSTOP)
+		time.AfterFunc(10*time.Second, func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	})
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("run with the API server paused 10 s: %v\n%s", err, out)
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Fatalf("running %s", got)
+	}
+	if got := getDeployment(t, ns).Annotations["deployment.kubernetes.io/revision"]; got != "3" {
+		t.Errorf("revision %s, want 3 (one undo)", got)
+	}
+	evs := journal(t, st, incidentID.FindString(out))
+	at, _ := stepAt(evs, incident.StepKube, "done")
+	recordFault(t, faultRow{"kube-apiserver paused 10 s mid-rollout", fmt.Sprintf("rolled back, exit 0, run %s", took.Round(100*time.Millisecond)), at})
+}
+
+// TestFaultStoreRestartedMidRun (serial, on a PostgreSQL of its own): the
+// team store restarts while the undo rolls out, dropping the run's
+// advisory-lock connection. The run takes the lock again and finishes, or
+// stops resumably; either way the rollback ends done exactly once.
+func TestFaultStoreRestartedMidRun(t *testing.T) {
+	ctx := context.Background()
+	srv, err := pgtest.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	st, err := srv.CreateDB(ctx, "store")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	slowRollout(t, ns)
+	start := time.Now()
+	var restartErr error
+	err, out := startRun(t, st, ns, func() { restartErr = srv.Restart(ctx) })
+	if restartErr != nil {
+		t.Fatal(restartErr)
+	}
+	outcome := "finished, exit 0"
+	id := incidentID.FindString(out)
+	if err != nil {
+		if !strings.Contains(out, "rollback resume "+id) {
+			t.Fatalf("the run failed without saying how to resume: %v\n%s", err, out)
+		}
+		res, rerr := rollbackCmd(st, "resume", id).CombinedOutput()
+		if rerr != nil {
+			t.Fatalf("resume after the store restart: %v\n%s", rerr, res)
+		}
+		outcome = fmt.Sprintf("stopped (%v), resumed", err)
+	}
+	checkFinished(t, st, id, ns)
+	if got := getDeployment(t, ns).Annotations["deployment.kubernetes.io/revision"]; got != "3" {
+		t.Errorf("revision %s, want 3 (one undo)", got)
+	}
+	recordFault(t, faultRow{"PostgreSQL store restarted mid-rollout", outcome, time.Since(start)})
 }
