@@ -152,7 +152,12 @@ func runCheck(ctx context.Context, f *Factory, o *CheckOptions) error {
 	} else if s, err := f.openStore(ctx); err != nil {
 		return err
 	} else {
-		a, err := s.GetApproval(ctx, o.Service, o.Release)
+		key, kerr := f.ServiceKey(o.Service)
+		if kerr != nil {
+			s.Close()
+			return kerr
+		}
+		a, err := s.GetApproval(ctx, key, o.Release)
 		s.Close()
 		r := check.Result{Prerequisite: reviewed, HowToEnsure: fmt.Sprintf("rollback runbook approve %s --release %s", o.Service, o.Release)}
 		switch {
@@ -298,12 +303,16 @@ func newRunbookCmd(f *Factory) *cobra.Command {
 					by = u.Username
 				}
 			}
+			key, err := f.ServiceKey(args[0])
+			if err != nil {
+				return err
+			}
 			s, err := f.openStore(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			if err := s.Approve(cmd.Context(), store.Approval{Service: args[0], Release: release, By: by, Note: note, At: f.Now()}); err != nil {
+			if err := s.Approve(cmd.Context(), store.Approval{Service: key, Release: release, By: by, Note: note, At: f.Now()}); err != nil {
 				return err
 			}
 			fmt.Fprintf(f.IO.Out, "runbook for %s %s signed off by %s\n", args[0], release, by)

@@ -106,7 +106,7 @@ func TestCheckAgainstTheCluster(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 	waitRolledOut(t, ns)
-	rollback(t, "runbook", "approve", "deployment/"+app, "--release", "v1.2.0", "--by", "oncall", "--store", st)
+	rollback(t, "runbook", "approve", "deployment/"+app, "-n", ns, "--release", "v1.2.0", "--by", "oncall", "--store", st)
 	r = rollback(t, "check", "deployment/"+app, "-n", ns, "--release", "v1.2.0", "--store", st)
 	if r.code != 0 || !strings.Contains(r.stdout, "1 revision(s) to roll back to") {
 		t.Errorf("second revision: exit %d\n%s", r.code, r.stdout)
