@@ -291,39 +291,13 @@ func TestFaultInterruptedThenRerun(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
-	d := getDeployment(t, ns)
-	d.Spec.MinReadySeconds = 3
-	if _, err := cs.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	slowRollout(t, ns)
 	st := filepath.Join(t.TempDir(), "r.db")
 	start := time.Now()
-	cmd := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes")
-	var stdout strings.Builder
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stderr)
-	sent := false
-	var lines []string
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if !sent && strings.Contains(sc.Text(), "Waiting for deployment") {
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			sent = true
-		}
-	}
-	err = cmd.Wait()
-	if !sent {
-		t.Fatalf("the rollout never reported progress (%v):\n%s\n%s", err, strings.Join(lines, "\n"), stdout.String())
-	}
+	var run *exec.Cmd
+	err, first := startRunCmd(t, st, ns, func(c *exec.Cmd) { run = c }, func() { _ = run.Process.Signal(syscall.SIGINT) })
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitInterrupted {
-		t.Fatalf("interrupted run: %v, want exit %d\n%s", err, cli.ExitInterrupted, strings.Join(lines, "\n"))
+		t.Fatalf("interrupted run: %v, want exit %d\n%s", err, cli.ExitInterrupted, first)
 	}
 	// The same command again.
 	out, err := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes").CombinedOutput()
@@ -375,6 +349,12 @@ func slowRollout(t *testing.T, ns string) {
 // progress; it returns the run's exit error and its stderr.
 func startRun(t *testing.T, st, ns string, fault func()) (error, string) {
 	t.Helper()
+	return startRunCmd(t, st, ns, nil, fault)
+}
+
+// startRunCmd is startRun, telling started the command once it runs.
+func startRunCmd(t *testing.T, st, ns string, started func(*exec.Cmd), fault func()) (error, string) {
+	t.Helper()
 	cmd := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -382,6 +362,9 @@ func startRun(t *testing.T, st, ns string, fault func()) (error, string) {
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if started != nil {
+		started(cmd)
 	}
 	sc := bufio.NewScanner(stderr)
 	var lines []string
