@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -189,5 +190,51 @@ func TestNoStateDirectoryIsAnError(t *testing.T) {
 		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != want {
 			t.Errorf("%s: %v, want mode %v", path, err, want)
 		}
+	}
+}
+
+// Two 'db undo' at once: the migration lock is taken before planning, so
+// the second plans after the first committed and finds nothing to undo,
+// instead of replaying a stale plan (whose non-idempotent DROP would fail,
+// or whose golang-migrate history fix would write a stale version).
+func TestConcurrentDBUndosPlanUnderTheLock(t *testing.T) {
+	ctx := context.Background()
+	dsn, dir, conn, apply := seedDB(t, "cli_concurrent_undo")
+	// A non-idempotent undo: a stale second run would fail on it.
+	if err := os.WriteFile(filepath.Join(dir, "rollback/V1_2_0__Undo__add_transaction_category.sql"),
+		[]byte("ALTER TABLE transactions DROP COLUMN category;\nDELETE FROM flyway_schema_history WHERE version = '1.2.0';\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply(2, "1.2.0", "V1_2_0__add_transaction_category.sql")
+	env := map[string]string{"ROLLBACK_DB_DSN": dsn, "XDG_STATE_HOME": t.TempDir()}
+	codes := make([]int, 2)
+	outs := make([]string, 2)
+	var wg sync.WaitGroup
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out string
+			codes[i], out, _ = runCLI(t, env, "db", "undo", "--dir", dir, "--to-version", "1.1.0", "--yes")
+			outs[i] = out
+		}()
+	}
+	wg.Wait()
+	if codes[0] != 0 || codes[1] != 0 {
+		t.Fatalf("exit codes %v, want both 0 (one undoes, the other finds nothing to undo)\n%s\n%s", codes, outs[0], outs[1])
+	}
+	undone := 0
+	for _, o := range outs {
+		if strings.Contains(o, "Down-migrated") {
+			undone++
+		}
+	}
+	if undone != 1 {
+		t.Errorf("%d undos applied, want exactly 1:\n%s\n%s", undone, outs[0], outs[1])
+	}
+	var n int
+	_ = conn.QueryRow(ctx, `SELECT count(*) FROM flyway_schema_history`).Scan(&n)
+	if n != 1 {
+		t.Errorf("history has %d rows, want 1", n)
 	}
 }
