@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,7 +18,16 @@ var Version = "dev"
 
 // Main runs the command line and returns the exit code. progName is the
 // name the binary was called by: as kubectl-rollback it is a kubectl plugin.
-func Main(ctx context.Context, progName string, args []string, io *IOStreams) int {
+func Main(ctx context.Context, progName string, args []string, io *IOStreams) (code int) {
+	// A bug must not end a rollback as a raw crash: it is reported as an
+	// internal error (steps already turn their own panics into failures,
+	// journaled and resumable).
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(io.ErrOut, "internal error: panic: %v\n%s\nplease report this; if an incident was opened, 'rollback status' shows it and 'rollback resume' continues it\n", r, debug.Stack())
+			code = ExitError
+		}
+	}()
 	f := &Factory{IO: io, Now: time.Now}
 	routeClientLogs(io.ErrOut, f.Now)
 	root := NewRootCmd(f, progName)
@@ -29,7 +39,7 @@ func Main(ctx context.Context, progName string, args []string, io *IOStreams) in
 	if err == nil {
 		return ExitOK
 	}
-	code := ExitCode(err)
+	code = ExitCode(err)
 	if ctx.Err() != nil && code == ExitError {
 		code = ExitInterrupted
 	}

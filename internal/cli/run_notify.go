@@ -31,6 +31,13 @@ func notifyAll(fns []func() []notice) []notice {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A notifier's bug is evidence like its failures: it must not
+			// take the process (and the rollback beside it) down.
+			defer func() {
+				if r := recover(); r != nil {
+					out[i] = []notice{{text: fmt.Sprintf("notifier failed: panic: %v", r)}}
+				}
+			}()
 			out[i] = fn()
 		}()
 	}
