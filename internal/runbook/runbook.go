@@ -101,10 +101,36 @@ type StepContext struct {
 	journal  *journal
 }
 
-// journal is the run's view of the incident's keyed events.
+// journal is the run's view of the incident's keyed events. Each attempt
+// at a side effect journals its own intent ("intent:KEY#ATTEMPT") and, if
+// it fails, its own failure ("failed:KEY#ATTEMPT"), so the store (which
+// keeps the first event of a key) holds every attempt, and an effect is
+// pending (interrupted) when its last attempt has neither failed nor
+// succeeded.
 type journal struct {
-	mu sync.Mutex
-	m  map[string]store.Event
+	mu      sync.Mutex
+	m       map[string]store.Event
+	pending map[string]bool
+}
+
+func newJournal(evs []store.Event) *journal {
+	j := &journal{m: map[string]store.Event{}, pending: map[string]bool{}}
+	for _, ev := range evs {
+		if ev.Key != "" {
+			j.put(ev)
+		}
+	}
+	return j
+}
+
+// effectKey is the side effect an intent or failure key is about.
+func effectKey(k, prefix string) (string, bool) {
+	rest, ok := strings.CutPrefix(k, prefix)
+	if !ok {
+		return "", false
+	}
+	key, _, _ := strings.Cut(rest, "#")
+	return key, true
 }
 
 func (j *journal) get(key string) (store.Event, bool) {
@@ -114,10 +140,25 @@ func (j *journal) get(key string) (store.Event, bool) {
 	return ev, ok
 }
 
+func (j *journal) isPending(key string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.pending[key]
+}
+
 func (j *journal) put(ev store.Event) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.m[ev.Key] = ev
+	if k, ok := effectKey(ev.Key, "intent:"); ok {
+		j.pending[k] = true
+	}
+	if k, ok := effectKey(ev.Key, "failed:"); ok {
+		j.pending[k] = false
+	}
+	if k, ok := effectKey(ev.Key, "done:"); ok {
+		j.pending[k] = false
+	}
 }
 
 // Uncertain is the evidence of a side effect that was started before an
@@ -133,14 +174,15 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 	if ev, ok := sc.journal.get("done:" + key); ok {
 		return ev.Evidence, nil
 	}
-	if ev, ok := sc.journal.get("intent:" + key); ok && ev.Phase == "intent" {
+	if sc.journal.isPending(key) {
 		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note",
 			Key: "done:" + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
 		_, err := sc.ex.Store.AppendEvent(context.WithoutCancel(ctx), note)
 		sc.journal.put(note)
 		return Uncertain, err
 	}
-	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "intent", Key: "intent:" + key}
+	attempt := fmt.Sprintf("%s#%d", key, time.Now().UnixNano())
+	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "intent", Key: "intent:" + attempt}
 	if _, err := sc.ex.Store.AppendEvent(ctx, intent); err != nil {
 		return "", err
 	}
@@ -150,10 +192,10 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 	// it is what happened.
 	jctx := context.WithoutCancel(ctx)
 	if err != nil {
-		// A failed attempt may be retried by a later run or step: the
-		// intent is cancelled (same key, phase effect-failed), so it is
-		// never read as an interruption.
-		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect-failed", Key: "intent:" + key, Message: key + ": " + err.Error()}
+		// A failed attempt may be retried by a later run or step: its
+		// failure is journaled under the attempt, so it is never read as
+		// an interruption.
+		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect-failed", Key: "failed:" + attempt, Message: key + ": " + err.Error()}
 		_, _ = sc.ex.Store.AppendEvent(jctx, failed)
 		sc.journal.put(failed)
 		return "", err
@@ -284,12 +326,7 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 	if err != nil {
 		return err
 	}
-	j := &journal{m: map[string]store.Event{}}
-	for _, ev := range evs {
-		if ev.Key != "" {
-			j.m[ev.Key] = ev
-		}
-	}
+	j := newJournal(evs)
 	var bg sync.WaitGroup
 	defer bg.Wait()
 	for _, s := range p.Steps {

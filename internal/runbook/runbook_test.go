@@ -452,3 +452,57 @@ func TestLostLeaseStopsAtStepBoundary(t *testing.T) {
 		t.Fatalf("resume: %v", err)
 	}
 }
+
+// A failure journaled by one run is read by the next (resume): the effect
+// is tried again, not reported uncertain; and an attempt interrupted after
+// a failed one is still seen as interrupted.
+func TestFailedEffectAcrossRuns(t *testing.T) {
+	s := newStore(t)
+	id := newIncident(t, s)
+	tries := 0
+	fail := true
+	p := Plan{Service: "svc", Steps: []Step{{Name: "declare", Soft: true, Run: func(ctx context.Context, sc *StepContext) (string, error) {
+		return sc.Once(ctx, "slack-start", func() (string, error) {
+			tries++
+			if fail {
+				return "", errors.New("HTTP 500")
+			}
+			return "posted", nil
+		})
+	}}}}
+	if err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p); err != nil {
+		t.Fatal(err)
+	}
+	fail = false
+	if err := (&Executor{Store: s, Holder: "h"}).Run(context.Background(), id, p); err != nil {
+		t.Fatal(err)
+	}
+	ph := phases(t, s, id)
+	if tries != 2 || len(ph["declare/done"]) != 1 || ph["declare/done"][0].Evidence != "posted" {
+		t.Fatalf("tries %d, journal %v: want the resumed run to try again and post", tries, ph)
+	}
+	if len(ph["declare/effect-failed"]) != 1 || len(ph["declare/intent"]) != 2 {
+		t.Errorf("every attempt is journaled: %v", ph)
+	}
+
+	// failed, then a second attempt interrupted (intent, no outcome).
+	id2 := newIncident(t, s)
+	ctx := context.Background()
+	for _, ev := range []store.Event{
+		{Incident: id2, Step: "declare", Phase: "intent", Key: "intent:slack-start#1"},
+		{Incident: id2, Step: "declare", Phase: "effect-failed", Key: "failed:slack-start#1"},
+		{Incident: id2, Step: "declare", Phase: "intent", Key: "intent:slack-start#2"},
+	} {
+		ev.Time = time.Now()
+		if _, err := s.AppendEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tries = 0
+	if err := (&Executor{Store: s, Holder: "h"}).Run(ctx, id2, p); err != nil {
+		t.Fatal(err)
+	}
+	if tries != 0 {
+		t.Errorf("an interrupted attempt was repeated (%d tries)", tries)
+	}
+}
