@@ -1,6 +1,7 @@
 package check
 
 import (
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -15,12 +16,14 @@ func dep(img string) *appsv1.Deployment {
 
 func TestImage(t *testing.T) {
 	for img, want := range map[string]Status{
-		"registry/ts:v1.2.0":          Pass,
-		"registry:5000/ts:1.2.0-rc.1": Pass,
-		"ts@sha256:abc":               Pass,
-		"registry/ts:latest":          Fail,
-		"registry:5000/ts":            Fail,
-		"registry/ts:stable":          Fail,
+		"registry/ts:v1.2.0":                                     Pass,
+		"registry:5000/ts:1.2.0-rc.1":                            Pass,
+		"ts@sha256:" + strings.Repeat("ab", 32):                  Pass,
+		"registry:5000/ts:v1@sha256:" + strings.Repeat("cd", 32): Pass,
+		"ts@sha256:abc":                                          Fail, // not a digest: not an image reference
+		"registry/ts:latest":                                     Fail,
+		"registry:5000/ts":                                       Fail,
+		"registry/ts:stable":                                     Fail,
 	} {
 		if got := Image(dep(img)).Status; got != want {
 			t.Errorf("%s: %s, want %s", img, got, want)
