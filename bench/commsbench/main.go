@@ -12,8 +12,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +21,7 @@ import (
 	"time"
 
 	"rollback/internal/incident"
+	"rollback/internal/outbound/outboundtest"
 	"rollback/internal/store"
 )
 
@@ -40,15 +39,8 @@ func main() {
 var incidentID = regexp.MustCompile(`INC-[0-9]{8}-[0-9]+`)
 
 func run(runs int, bin, example string) error {
-	stop := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-stop:
-		}
-	}))
-	defer hung.Close()
-	defer close(stop)
+	hung, stop := outboundtest.Hung()
+	defer stop()
 	dir, err := os.MkdirTemp("", "commsbench-")
 	if err != nil {
 		return err
@@ -70,7 +62,7 @@ func run(runs int, bin, example string) error {
 			cfg := filepath.Join(dir, ns+".yaml")
 			body := fmt.Sprintf("apiVersion: rollback/v1\nkind: Config\nservices:\n  web:\n    kubernetes: {namespace: %s, name: transaction-service}\n", ns)
 			if c != "none configured" {
-				u := hung.URL
+				u := hung
 				body += fmt.Sprintf(`    notify:
       slack: {tokenEnv: SLACK_TOKEN, apiURL: %s/api}
       pagerduty: {routingKeyEnv: PD_KEY, eventsURL: %s/v2/enqueue, apiTokenEnv: PD_TOKEN, from: oncall@example.com, apiURL: %s}

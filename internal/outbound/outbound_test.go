@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rollback/internal/outbound/outboundtest"
 )
 
 func TestScrubCutsURLToHost(t *testing.T) {
@@ -44,18 +46,11 @@ func TestScrubCutsURLToHost(t *testing.T) {
 // A server that accepts the connection and never answers costs the
 // client's timeout, not forever.
 func TestClientTimesOutOnASilentServer(t *testing.T) {
-	stop := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-stop:
-		}
-	}))
-	defer hung.Close()
-	defer close(stop)
+	hung, stop := outboundtest.Hung()
+	defer stop()
 	done := make(chan error, 1)
 	go func() {
-		_, err := Client(300 * time.Millisecond).Get(hung.URL)
+		_, err := Client(300 * time.Millisecond).Get(hung)
 		done <- err
 	}()
 	select {

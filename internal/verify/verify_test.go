@@ -18,6 +18,7 @@ import (
 	"rollback/internal/config"
 	"rollback/internal/kube"
 	"rollback/internal/metrics"
+	"rollback/internal/outbound/outboundtest"
 )
 
 func TestSmoke(t *testing.T) {
@@ -148,16 +149,9 @@ func TestMetricRetriesUnreachableAndSilentPrometheus(t *testing.T) {
 	}
 	closed := "http://" + l.Addr().String()
 	l.Close()
-	stop := make(chan struct{})
-	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-stop:
-		}
-	}))
-	defer hung.Close()
-	defer close(stop)
-	for name, url := range map[string]string{"closed port": closed, "never answers": hung.URL} {
+	hung, stop := outboundtest.Hung()
+	defer stop()
+	for name, url := range map[string]string{"closed port": closed, "never answers": hung} {
 		p, err := metrics.NewPrometheus(url)
 		if err != nil {
 			t.Fatal(err)

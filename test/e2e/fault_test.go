@@ -21,6 +21,7 @@ import (
 
 	"rollback/internal/cli"
 	"rollback/internal/incident"
+	"rollback/internal/outbound/outboundtest"
 	"rollback/internal/pgtest"
 	"rollback/internal/store"
 )
@@ -33,16 +34,9 @@ import (
 // hungServer accepts connections and never answers until the test ends.
 func hungServer(t *testing.T) string {
 	t.Helper()
-	stop := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-stop:
-		}
-	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(stop) })
-	return srv.URL
+	url, stop := outboundtest.Hung()
+	t.Cleanup(stop)
+	return url
 }
 
 // failingServer answers every request with code (and Retry-After: 1 on
