@@ -106,6 +106,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newRunbookCmd(f),
 		newStatusCmd(f),
 		newResumeCmd(f),
+		newCloseCmd(f),
 		newReportCmd(f),
 		newVersionCmd(f),
 	)

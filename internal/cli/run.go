@@ -166,8 +166,8 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		return err
 	} else if open != nil {
 		if !o.Resume {
-			return fmt.Errorf("%w: incident %s for %s is still open (opened %s); finish it with 'rollback resume %s' (or pass --resume), see 'rollback status %s'",
-				ErrOpenIncident, open.ID, w.Key(), open.OpenedAt.UTC().Format(time.RFC3339), open.ID, open.ID)
+			return fmt.Errorf("%w: incident %s for %s is still open (opened %s); finish it with 'rollback resume %s' (or pass --resume), see 'rollback status %s'; if it was finished by hand, 'rollback close %s --reason ...'",
+				ErrOpenIncident, open.ID, w.Key(), open.OpenedAt.UTC().Format(time.RFC3339), open.ID, open.ID, open.ID)
 		}
 		return resumeIncident(ctx, f, s, ex, pr, open.ID)
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -164,5 +166,49 @@ func newReportCmd(f *Factory) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "write the draft to this file instead of standard output")
+	return cmd
+}
+
+func newCloseCmd(f *Factory) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "close INCIDENT --reason TEXT",
+		Short: "Close an incident whose run will not finish (the rest was done by hand), so the service can be rolled back again",
+		Long: `A 'rollback run' whose incident is still open refuses a new run of the
+service and names the incident: finish it with 'rollback resume INCIDENT'
+(or 'rollback run --resume'). When it cannot or need not finish (for
+example verification keeps failing and the team took over by hand), close it
+with a reason; who closed it and why are journaled and appear in the report.`,
+		Example: `  rollback close INC-20261126-1 --reason "metrics verified by hand in Grafana; Prometheus was down"`,
+		Args:    exactArgs(1, "one INCIDENT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(reason) == "" {
+				return usagef("--reason is required: say why %s is closed without finishing its run", args[0])
+			}
+			s, err := f.openStore(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if _, _, err := loadIncident(cmd.Context(), s, args[0]); err != nil {
+				return err
+			}
+			by := holderName()
+			if u, err := user.Current(); err == nil {
+				by = u.Username + "@" + by
+			}
+			_, changed, err := incident.CloseByHand(cmd.Context(), s, args[0], reason, by, f.Now())
+			if err != nil {
+				return err
+			}
+			if !changed {
+				fmt.Fprintf(f.IO.Out, "%s is already closed\n", args[0])
+				return nil
+			}
+			fmt.Fprintf(f.IO.Out, "%s closed by hand: %s\n", args[0], reason)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why the incident is closed without finishing its run (required)")
 	return cmd
 }

@@ -1,6 +1,13 @@
 package incident
 
-import "strings"
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"rollback/internal/store"
+)
 
 // Outcomes are the closing summary's measured lines (runbook Step 6),
 // read from the checklist's evidence so the message says what the run
@@ -51,4 +58,27 @@ func SummaryOutcomes(items []Item) Outcomes {
 		o.SmokeTests = string(s.Status)
 	}
 	return o
+}
+
+// CloseByHand closes an open incident whose run cannot or need not finish
+// (verification keeps failing, the rest was done by hand), journaling who
+// closed it and why, so a later rollback of the service is not refused.
+// It changes nothing on an incident that is already closed.
+func CloseByHand(ctx context.Context, s store.Store, id, reason, by string, now time.Time) (*store.Incident, bool, error) {
+	inc, err := s.GetIncident(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if inc.Status == "closed" {
+		return inc, false, nil
+	}
+	if _, err := s.AppendEvent(ctx, store.Event{Incident: id, Time: now, Step: "run", Phase: "note",
+		Message: fmt.Sprintf("closed by hand by %s: %s", by, reason)}); err != nil {
+		return nil, false, err
+	}
+	inc.Status, inc.ClosedAt = "closed", &now
+	if err := s.UpdateIncident(ctx, inc); err != nil {
+		return nil, false, err
+	}
+	return inc, true, nil
 }

@@ -269,8 +269,24 @@ func TestFaultPrometheusUnreachable(t *testing.T) {
 			if err := rollbackCmd(st, "gate", "web", "v1.2.0", "--config", cfg).Run(); err == nil {
 				t.Error("the broken version is not blocked although the rollback moved off it")
 			}
-			evs := journal(t, st, incidentID.FindString(r.stderr))
+			id := incidentID.FindString(r.stderr)
+			evs := journal(t, st, id)
 			at, _ := stepAt(evs, incident.StepKube, "done")
+			// While it is open, a new run is refused and told how to go on;
+			// closed by hand (with a reason, journaled), it no longer is.
+			env := map[string]string{"ROLLBACK_STORE": st}
+			if again := rollbackEnv(t, env, "run", "web", "--config", cfg, "--yes"); again.code != cli.ExitRefused || !strings.Contains(again.stderr, "still open") || !strings.Contains(again.stderr, "rollback close "+id) {
+				t.Errorf("run while %s is open: exit %d, want %d naming resume and close", id, again.code, cli.ExitRefused)
+			}
+			if c := rollbackEnv(t, env, "close", id, "--reason", "verified in Grafana by hand"); c.code != 0 {
+				t.Fatalf("close: exit %d", c.code)
+			}
+			if again := rollbackEnv(t, env, "run", "web", "--config", cfg, "--yes"); strings.Contains(again.stderr, "still open") {
+				t.Errorf("run after close is still refused for the open incident:\n%s", again.stderr)
+			}
+			if rep := rollbackEnv(t, env, "report", id); !strings.Contains(rep.stdout, "closed by hand") {
+				t.Errorf("the report does not say the incident was closed by hand")
+			}
 			recordFault(t, faultRow{tc.name, fmt.Sprintf("rolled back + blocked; metrics failed after %s, exit 5, resumable", took.Round(100*time.Millisecond)), at})
 		})
 	}
