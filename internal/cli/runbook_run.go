@@ -23,6 +23,7 @@ import (
 	"rollback/internal/metrics"
 	"rollback/internal/migrate"
 	"rollback/internal/notify"
+	"rollback/internal/progress"
 	"rollback/internal/runbook"
 	"rollback/internal/store"
 	"rollback/internal/verify"
@@ -131,7 +132,15 @@ func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w
 			}},
 		{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube, Deadline: max(runbook.BudgetKube, timeout+30*time.Second),
 			Run: func(ctx context.Context, sc *runbook.StepContext) (string, error) {
-				res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{Timeout: timeout, Events: r.Event, Now: f.Now,
+				events := func(e progress.Event) {
+					r.Event(e)
+					// The abandoned revision's bad mark is journaled as soon
+					// as it is set, before the undo.
+					if e.Step == "mark-bad" && e.Phase == progress.Done {
+						_ = sc.Note(ctx, e.Message)
+					}
+				}
+				res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{Timeout: timeout, Events: events, Now: f.Now,
 					ToReplicaSet: t.ToReplicaSet, FromReplicaSet: t.FromReplicaSet, Resume: true})
 				if res != nil {
 					*out = *res

@@ -161,6 +161,13 @@ func (j *journal) put(ev store.Event) {
 	}
 }
 
+// Note journals msg as a note of the step (something it did that a later
+// reader must know even if the step never finishes).
+func (sc *StepContext) Note(ctx context.Context, msg string) error {
+	_, err := sc.ex.Store.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note", Message: msg})
+	return err
+}
+
 // Uncertain is the evidence of a side effect that was started before an
 // interruption and not recorded as finished: it is not repeated.
 const Uncertain = "uncertain: started before an interruption and not confirmed; not repeated, check by hand"

@@ -309,6 +309,13 @@ func TestFaultInterruptedThenRerun(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitInterrupted {
 		t.Fatalf("interrupted run: %v, want exit %d\n%s", err, cli.ExitInterrupted, first)
 	}
+	noted := false
+	for _, ev := range journal(t, st, incidentID.FindString(first)) {
+		noted = noted || ev.Phase == "note" && strings.Contains(ev.Message, "marked bad before the undo")
+	}
+	if !noted {
+		t.Error("the abandoned revision's bad mark is not in the interrupted incident's journal")
+	}
 	// The same command again.
 	out, err := rollbackCmd(st, "run", "deployment/"+app, "-n", ns, "--yes").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != cli.ExitRefused || !strings.Contains(string(out), "rollback resume INC-") {
