@@ -8,13 +8,16 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"rollback/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Main(ctx, filepath.Base(os.Args[0]), os.Args[1:], cli.System())
+	io := cli.System()
+	cli.RouteClientLogs(io.ErrOut, time.Now)
+	code := cli.Main(ctx, filepath.Base(os.Args[0]), os.Args[1:], io)
 	stop()
 	os.Exit(code)
 }

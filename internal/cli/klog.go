@@ -12,12 +12,13 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// routeClientLogs sends client-go's own logging (klog: "Failed to watch
+// RouteClientLogs sends client-go's own logging (klog: "Failed to watch
 // ...: connection refused" while the API server restarts) through
 // rollback's error stream as warning lines, errors only, each distinct
 // message at most once per 10 seconds, instead of raw lines on stderr.
-// klog's logger is process-wide, so this is done once per Main.
-func routeClientLogs(w io.Writer, now func() time.Time) {
+// klog's logger is process-wide (and not safe to set concurrently), so
+// the program calls this once, before cli.Main.
+func RouteClientLogs(w io.Writer, now func() time.Time) {
 	klog.SetSlogLogger(slog.New(&clientLogHandler{w: w, now: now, mu: &sync.Mutex{}, seen: map[string]time.Time{}}))
 }
 

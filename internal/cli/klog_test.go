@@ -14,7 +14,7 @@ import (
 func TestClientLogsGoThroughRollbackOutput(t *testing.T) {
 	var b strings.Builder
 	clock := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
-	routeClientLogs(&b, func() time.Time { return clock })
+	RouteClientLogs(&b, func() time.Time { return clock })
 	defer klog.ClearLogger()
 	err := errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")
 	klog.ErrorS(err, "Failed to watch", "reflector", "k8s.io/client-go/informers/factory.go:160")

@@ -29,7 +29,6 @@ func Main(ctx context.Context, progName string, args []string, io *IOStreams) (c
 		}
 	}()
 	f := &Factory{IO: io, Now: time.Now}
-	routeClientLogs(io.ErrOut, f.Now)
 	root := NewRootCmd(f, progName)
 	root.SetArgs(args)
 	root.SetIn(io.In)
