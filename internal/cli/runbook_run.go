@@ -99,6 +99,9 @@ func tagOfRev(r *kube.Revision) string {
 // need settings this run does not have are skipped with the reason.
 func runbookPlan(f *Factory, s store.Store, inc *store.Incident, t *runTarget, w *Workload, r *renderer, out *kube.Result) runbook.Plan {
 	timeout, _ := time.ParseDuration(t.Timeout)
+	if timeout <= 0 {
+		timeout = 5 * time.Minute // run's --timeout default, for incidents that recorded none
+	}
 	svc := f.serviceConfig(t.Service)
 	ninc := notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt, PagerDutyID: t.PagerDuty}
 	return runbook.Plan{Service: runKey(t.Namespace, t.Name), Steps: []runbook.Step{
