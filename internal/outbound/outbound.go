@@ -70,7 +70,13 @@ func Scrub(err error) error {
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		msg := strings.ReplaceAll(err.Error(), ue.URL, Host(ue.URL))
+		// Built anew rather than edited: url.Error quotes the URL (%q), so
+		// a URL with characters Go escapes would not be found in the text.
+		inner := ""
+		if ue.Err != nil {
+			inner = strings.ReplaceAll(ue.Err.Error(), ue.URL, Host(ue.URL))
+		}
+		msg := fmt.Sprintf("%s %q: %s", ue.Op, Host(ue.URL), inner)
 		if ue.Timeout() {
 			return &scrubbed{msg: msg, timeout: true, cause: ue.Err}
 		}

@@ -2,6 +2,7 @@ package outbound
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,12 +22,12 @@ func TestScrubCutsURLToHost(t *testing.T) {
 		}
 	}))
 	defer hung.Close()
-	for _, u := range []string{"http://127.0.0.1:1/services/" + secret + "?token=" + secret, hung.URL + "/hooks/" + secret} {
+	for _, u := range []string{"http://127.0.0.1:1/services/" + secret + "?token=" + secret, hung.URL + "/hooks/" + secret, "http://127.0.0.1:1/h/" + secret + "/é\"x"} {
 		_, err := c.Get(u)
 		if err == nil {
 			t.Fatalf("%s: no error", u)
 		}
-		if !strings.Contains(err.Error(), secret) {
+		if !strings.Contains(err.Error(), secret) && !strings.Contains(err.Error(), strings.Trim(fmt.Sprintf("%q", secret), `"`)) {
 			t.Fatalf("the raw error should carry the URL (else this test proves nothing): %v", err)
 		}
 		s := Scrub(err)
