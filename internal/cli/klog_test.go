@@ -27,18 +27,3 @@ func TestClientLogsGoThroughRollbackOutput(t *testing.T) {
 		t.Errorf("got %q", b.String())
 	}
 }
-
-// A notifier that panics is evidence, like one that fails; the others'
-// outcomes are kept.
-func TestNotifierPanicIsEvidence(t *testing.T) {
-	ns := notifyAll([]func() []notice{
-		func() []notice { return []notice{{text: "slack ok", delivered: true}} },
-		func() []notice { var m map[string]int; m["x"]++; return nil },
-	})
-	if len(ns) != 2 || !ns[0].delivered || !strings.Contains(ns[1].text, "panic") {
-		t.Fatalf("got %+v", ns)
-	}
-	if ev := notifiedEvidence("incident X", ns[1:]); !strings.Contains(ev, "; not notified; notifier failed: panic") {
-		t.Errorf("evidence %q", ev)
-	}
-}

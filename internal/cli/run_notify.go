@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"rollback/internal/config"
@@ -16,73 +15,29 @@ import (
 	"rollback/internal/runbook"
 )
 
-// notice is one notification's outcome for the step's evidence.
-type notice struct {
-	text      string
-	delivered bool
-}
-
-// notifyAll runs the notifiers side by side (a hung one costs its own
-// timeout, not the others') and returns their outcomes in order.
-func notifyAll(fns []func() []notice) []notice {
-	out := make([][]notice, len(fns))
-	var wg sync.WaitGroup
-	for i, fn := range fns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// A notifier's bug is evidence like its failures: it must not
-			// take the process (and the rollback beside it) down.
-			defer func() {
-				if r := recover(); r != nil {
-					out[i] = []notice{{text: fmt.Sprintf("notifier failed: panic: %v", r)}}
-				}
-			}()
-			out[i] = fn()
-		}()
-	}
-	wg.Wait()
-	var all []notice
-	for _, o := range out {
-		all = append(all, o...)
-	}
-	return all
-}
-
-// notifiedEvidence is a communication step's evidence: what was delivered,
-// or incident.NotNotified with the reasons when nothing was.
-func notifiedEvidence(head string, ns []notice) string {
-	parts := []string{head}
-	delivered := false
-	for _, n := range ns {
-		delivered = delivered || n.delivered
-	}
-	if !delivered {
-		parts = append(parts, incident.NotNotified)
-	}
-	for _, n := range ns {
-		parts = append(parts, n.text)
-	}
-	return strings.Join(parts, "; ")
+// notifiedEvidence is a communication step's evidence: what was
+// delivered, or incident.NotNotified with the reasons when nothing was.
+func notifiedEvidence(head string, ns []notify.Outcome) string {
+	return notify.Evidence(head, incident.NotNotified, ns)
 }
 
 // announce is Step 1's notification: the Slack incident channel and start
 // message, and PagerDuty trigger + acknowledge ("In Progress"). Failures are
 // reported in the evidence and never stop the rollback.
-func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident) []notice {
+func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident) []notify.Outcome {
 	if svc == nil || svc.Notify == nil {
-		return []notice{{text: "no notifier configured (notify: in rollback.yaml)"}}
+		return []notify.Outcome{{Text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
 	client := outbound.Client(svc.Notify.Timeout)
-	var fns []func() []notice
+	var fns []func() []notify.Outcome
 	if sl := svc.Notify.Slack; sl != nil {
-		fns = append(fns, func() []notice {
-			return []notice{slackPost(ctx, f, sc, client, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions))}
+		fns = append(fns, func() []notify.Outcome {
+			return []notify.Outcome{slackPost(ctx, f, sc, client, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions))}
 		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
-		fns = append(fns, func() []notice {
-			var out []notice
+		fns = append(fns, func() []notify.Outcome {
+			var out []notify.Outcome
 			if pd.RoutingKeyEnv != "" {
 				out = append(out, pagerduty(ctx, f, sc, client, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, client, pd, inc, notify.Acknowledge))
 			}
@@ -90,28 +45,28 @@ func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
-		fns = append(fns, func() []notice {
-			return []notice{webhookPost(ctx, f, sc, client, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil))}
+		fns = append(fns, func() []notify.Outcome {
+			return []notify.Outcome{webhookPost(ctx, f, sc, client, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil))}
 		})
 	}
-	return notifyAll(fns)
+	return notify.All(fns)
 }
 
 // conclude is Step 6's: the closing summary and PagerDuty resolve.
-func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident, sum notify.Summary) []notice {
+func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident, sum notify.Summary) []notify.Outcome {
 	if svc == nil || svc.Notify == nil {
-		return []notice{{text: "no notifier configured (notify: in rollback.yaml)"}}
+		return []notify.Outcome{{Text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
 	client := outbound.Client(svc.Notify.Timeout)
-	var fns []func() []notice
+	var fns []func() []notify.Outcome
 	if sl := svc.Notify.Slack; sl != nil {
-		fns = append(fns, func() []notice {
-			return []notice{slackPost(ctx, f, sc, client, sl, inc, "slack-summary", notify.SummaryText(inc, sum))}
+		fns = append(fns, func() []notify.Outcome {
+			return []notify.Outcome{slackPost(ctx, f, sc, client, sl, inc, "slack-summary", notify.SummaryText(inc, sum))}
 		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
-		fns = append(fns, func() []notice {
-			var out []notice
+		fns = append(fns, func() []notify.Outcome {
+			var out []notify.Outcome
 			if pd.RoutingKeyEnv != "" {
 				out = append(out, pagerduty(ctx, f, sc, client, pd, inc, notify.Resolve))
 			}
@@ -119,20 +74,20 @@ func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
-		fns = append(fns, func() []notice {
-			return []notice{webhookPost(ctx, f, sc, client, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum))}
+		fns = append(fns, func() []notify.Outcome {
+			return []notify.Outcome{webhookPost(ctx, f, sc, client, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum))}
 		})
 	}
-	return notifyAll(fns)
+	return notify.All(fns)
 }
 
 // webhookPost sends one message to a configured webhook, at most once per
 // incident. The URL (which may hold a secret) is never in the evidence.
-func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg config.WebhookNotify, what string, body any) notice {
+func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg config.WebhookNotify, what string, body any) notify.Outcome {
 	url := cfg.URL
 	if cfg.URLEnv != "" {
 		if url = f.IO.Getenv(cfg.URLEnv); url == "" {
-			return notice{text: fmt.Sprintf("webhook %s: $%s is not set; nothing sent", cfg.Name, cfg.URLEnv)}
+			return notify.Outcome{Text: fmt.Sprintf("webhook %s: $%s is not set; nothing sent", cfg.Name, cfg.URLEnv)}
 		}
 	}
 	key := "webhook-" + cfg.Name + "-" + what
@@ -140,18 +95,18 @@ func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, clien
 		return what + " sent", (&notify.Webhook{URL: url, Client: client}).Send(ctx, body)
 	})
 	if err != nil {
-		return notice{text: fmt.Sprintf("webhook %s: %s failed: %v", cfg.Name, what, redactURL(err, url))}
+		return notify.Outcome{Text: fmt.Sprintf("webhook %s: %s failed: %v", cfg.Name, what, redactURL(err, url))}
 	}
 	if ev == runbook.Uncertain {
-		return notice{text: fmt.Sprintf("webhook %s: %s %s", cfg.Name, what, ev)}
+		return notify.Outcome{Text: fmt.Sprintf("webhook %s: %s %s", cfg.Name, what, ev)}
 	}
-	return notice{text: fmt.Sprintf("webhook %s: %s sent (%s)", cfg.Name, what, cfg.Format), delivered: true}
+	return notify.Outcome{Text: fmt.Sprintf("webhook %s: %s sent (%s)", cfg.Name, what, cfg.Format), Delivered: true}
 }
 
-func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.SlackNotify, inc notify.Incident, key, text string) notice {
+func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.SlackNotify, inc notify.Incident, key, text string) notify.Outcome {
 	token := f.IO.Getenv(cfg.TokenEnv)
 	if token == "" {
-		return notice{text: fmt.Sprintf("slack: $%s is not set; nothing posted", cfg.TokenEnv)}
+		return notify.Outcome{Text: fmt.Sprintf("slack: $%s is not set; nothing posted", cfg.TokenEnv)}
 	}
 	sl := &notify.Slack{BaseURL: cfg.APIURL, Token: token, Client: client}
 	ch, err := sc.Once(ctx, "slack-channel", func() (string, error) {
@@ -159,62 +114,62 @@ func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client 
 		return id + " #" + name, err
 	})
 	if err != nil || ch == runbook.Uncertain {
-		return notice{text: fmt.Sprintf("slack: channel not created (%v)", orErr(err, ch))}
+		return notify.Outcome{Text: fmt.Sprintf("slack: channel not created (%v)", orErr(err, ch))}
 	}
 	id, name, _ := strings.Cut(ch, " ")
 	ts, err := sc.Once(ctx, key, func() (string, error) { return sl.Post(ctx, id, text) })
 	if err != nil {
-		return notice{text: fmt.Sprintf("slack: %s failed: %v", key, err)}
+		return notify.Outcome{Text: fmt.Sprintf("slack: %s failed: %v", key, err)}
 	}
 	if ts == runbook.Uncertain {
-		return notice{text: fmt.Sprintf("slack %s in %s: %s", key, name, ts)}
+		return notify.Outcome{Text: fmt.Sprintf("slack %s in %s: %s", key, name, ts)}
 	}
-	return notice{text: fmt.Sprintf("slack %s in %s (%s)", key, name, ts), delivered: true}
+	return notify.Outcome{Text: fmt.Sprintf("slack %s in %s (%s)", key, name, ts), Delivered: true}
 }
 
-func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, action string) notice {
+func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, action string) notify.Outcome {
 	key := f.IO.Getenv(cfg.RoutingKeyEnv)
 	if key == "" {
-		return notice{text: fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)}
+		return notify.Outcome{Text: fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)}
 	}
 	pd := &notify.PagerDuty{EventsURL: cfg.EventsURL, RoutingKey: key, Client: client}
 	ev, err := sc.Once(ctx, "pagerduty-"+action, func() (string, error) {
 		return action + " sent", pd.Send(ctx, action, inc, notify.StartText(inc, nil))
 	})
 	if err != nil {
-		return notice{text: fmt.Sprintf("pagerduty %s failed: %v", action, err)}
+		return notify.Outcome{Text: fmt.Sprintf("pagerduty %s failed: %v", action, err)}
 	}
 	if ev == runbook.Uncertain {
-		return notice{text: "pagerduty " + action + ": " + ev}
+		return notify.Outcome{Text: "pagerduty " + action + ": " + ev}
 	}
-	return notice{text: "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")", delivered: true}
+	return notify.Outcome{Text: "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")", Delivered: true}
 }
 
 // pagerdutyStatus sets the paging incident's status through the REST API
 // (the runbook's "Update incident status in PagerDuty → In Progress" is
 // acknowledged), when the run was given one and a token is configured.
-func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []notice {
+func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []notify.Outcome {
 	if inc.PagerDutyID == "" {
 		return nil
 	}
 	if cfg.APITokenEnv == "" {
-		return []notice{{text: "pagerduty incident " + inc.PagerDutyID + ": no apiTokenEnv in rollback.yaml; status not set"}}
+		return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + ": no apiTokenEnv in rollback.yaml; status not set"}}
 	}
 	token := f.IO.Getenv(cfg.APITokenEnv)
 	if token == "" {
-		return []notice{{text: fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}}
+		return []notify.Outcome{{Text: fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}}
 	}
 	rest := &notify.PagerDutyREST{BaseURL: cfg.APIURL, Token: token, From: cfg.From, Client: client}
 	ev, err := sc.Once(ctx, "pagerduty-rest-"+status, func() (string, error) {
 		return status, rest.SetStatus(ctx, inc.PagerDutyID, status)
 	})
 	if err != nil {
-		return []notice{{text: fmt.Sprintf("pagerduty incident %s -> %s failed: %v", inc.PagerDutyID, status, err)}}
+		return []notify.Outcome{{Text: fmt.Sprintf("pagerduty incident %s -> %s failed: %v", inc.PagerDutyID, status, err)}}
 	}
 	if ev == runbook.Uncertain {
-		return []notice{{text: "pagerduty incident " + inc.PagerDutyID + " " + status + ": " + ev}}
+		return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + " " + status + ": " + ev}}
 	}
-	return []notice{{text: "pagerduty incident " + inc.PagerDutyID + " " + status, delivered: true}}
+	return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + " " + status, Delivered: true}}
 }
 
 // redactURL removes a secret-bearing URL from an error's text, whatever

@@ -295,3 +295,21 @@ func TestRetryAfterHonouredWithinDeadline(t *testing.T) {
 		t.Errorf("waited %s for a retry that could not happen in time", time.Since(start))
 	}
 }
+
+// A notifier that panics is an outcome like one that fails; the others'
+// outcomes are kept, and with nothing delivered the evidence says so.
+func TestAllAndEvidence(t *testing.T) {
+	os := All([]func() []Outcome{
+		func() []Outcome { return []Outcome{{Text: "slack ok", Delivered: true}} },
+		func() []Outcome { var m map[string]int; m["x"]++; return nil },
+	})
+	if len(os) != 2 || !os[0].Delivered || !strings.Contains(os[1].Text, "panic") {
+		t.Fatalf("got %+v", os)
+	}
+	if ev := Evidence("incident X", "not notified", os[1:]); ev != "incident X; not notified; "+os[1].Text {
+		t.Errorf("nothing delivered: %q", ev)
+	}
+	if ev := Evidence("incident X", "not notified", os); strings.Contains(ev, "not notified") {
+		t.Errorf("delivered, yet %q", ev)
+	}
+}

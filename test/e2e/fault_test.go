@@ -75,13 +75,7 @@ func closedPort(t *testing.T) string {
 // webhook whose URL holds a secret, LaunchDarkly).
 func commsConfig(t *testing.T, ns, url string) string {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	body := fmt.Sprintf(`apiVersion: rollback/v1
-kind: Config
-services:
-  web:
-    kubernetes: {namespace: %s, name: %s}
-    notify:
+	return webConfig(t, ns, fmt.Sprintf(`    notify:
       timeout: 1s
       deadline: 6s
       slack: {tokenEnv: SLACK_TOKEN, apiURL: %s/api}
@@ -89,7 +83,15 @@ services:
       webhooks:
         - {name: status, format: json, urlEnv: HOOK_URL}
     flag: {provider: launchdarkly, key: transaction-category, project: default, environment: production, url: %s, tokenEnv: LD_TOKEN, timeout: 4s}
-`, ns, app, url, url, url, url)
+`, url, url, url, url))
+}
+
+// webConfig writes rollback.yaml for service "web" (the test app in ns)
+// with the given further settings (YAML lines indented by four spaces).
+func webConfig(t *testing.T, ns, settings string) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	body := fmt.Sprintf("apiVersion: rollback/v1\nkind: Config\nservices:\n  web:\n    kubernetes: {namespace: %s, name: %s}\n%s", ns, app, settings)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -250,13 +252,8 @@ func TestFaultPrometheusUnreachable(t *testing.T) {
 			t.Parallel()
 			ns := namespace(t)
 			deploy(t, ns, "v1.1.5", "v1.2.0")
-			dir := t.TempDir()
-			st := filepath.Join(dir, "r.db")
-			cfg := filepath.Join(dir, "rollback.yaml")
-			body := fmt.Sprintf("apiVersion: rollback/v1\nkind: Config\nservices:\n  web:\n    kubernetes: {namespace: %s, name: %s}\n    verify: {prometheus: %q, errorRateQuery: 'sum(rate(x[1m]))', within: 3s}\n", ns, app, tc.url)
-			if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			st := filepath.Join(t.TempDir(), "r.db")
+			cfg := webConfig(t, ns, fmt.Sprintf("    verify: {prometheus: %q, errorRateQuery: 'sum(rate(x[1m]))', within: 3s}\n", tc.url))
 			start := time.Now()
 			r := rollbackEnv(t, map[string]string{"ROLLBACK_STORE": st}, "run", "web", "--config", cfg, "--yes")
 			took := time.Since(start)

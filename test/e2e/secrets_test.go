@@ -49,13 +49,7 @@ func TestSecretCanary(t *testing.T) {
 	}
 	refused := closedPort(t)
 	hung := hungServer(t)
-	cfg := filepath.Join(dir, "rollback.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
-kind: Config
-services:
-  web:
-    kubernetes: {namespace: %s, name: %s}
-    database: {dsnEnv: TEST_DSN, dir: %s}
+	cfg := webConfig(t, ns, fmt.Sprintf(`    database: {dsnEnv: TEST_DSN, dir: %s}
     notify:
       timeout: 1s
       deadline: 5s
@@ -64,9 +58,7 @@ services:
       webhooks:
         - {name: status, format: slack, urlEnv: HOOK_URL}
     flag: {provider: launchdarkly, key: transaction-category, project: default, environment: production, url: %s, tokenEnv: LD_TOKEN, timeout: 3s}
-`, ns, app, mig, hung, refused, refused, refused)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, mig, hung, refused, refused, refused))
 	state := filepath.Join(dir, "state")
 	run := func(args ...string) (string, string, error) {
 		cmd := rollbackCmd(secretStore, append(args, "--config", cfg)...)
