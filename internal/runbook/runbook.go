@@ -56,6 +56,11 @@ var ErrDeadline = errors.New("step deadline exceeded")
 // never acts beside another run; the incident is resumable.
 var ErrLeaseLost = errors.New("lost the hold on the service")
 
+// ErrJournal means the store did not take a journal entry within the
+// executor's patience: the run stops (resumably) rather than act on
+// without a record of what it did.
+var ErrJournal = errors.New("journal write failed")
+
 // PanicError is a step that panicked: the run treats it as the step's
 // failure; Stack is journaled as the failure's detail.
 type PanicError struct {
@@ -87,6 +92,9 @@ type Executor struct {
 	LeaseTTL time.Duration // default 1m, renewed every TTL/3
 	Now      func() time.Time
 	Events   progress.Func
+	// JournalPatience is how long a journal write is retried while the
+	// store is unreachable (a restart, a failover); default 30s.
+	JournalPatience time.Duration
 
 	held string       // the service Hold holds for this executor, if any
 	lost atomic.Value // error: why the hold was lost
@@ -164,8 +172,7 @@ func (j *journal) put(ev store.Event) {
 // Note journals msg as a note of the step (something it did that a later
 // reader must know even if the step never finishes).
 func (sc *StepContext) Note(ctx context.Context, msg string) error {
-	_, err := sc.ex.Store.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note", Message: msg})
-	return err
+	return sc.ex.append(context.WithoutCancel(ctx), store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note", Message: msg})
 }
 
 // Uncertain is the evidence of a side effect that was started before an
@@ -184,13 +191,13 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 	if sc.journal.isPending(key) {
 		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note",
 			Key: "done:" + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
-		_, err := sc.ex.Store.AppendEvent(context.WithoutCancel(ctx), note)
+		err := sc.ex.append(context.WithoutCancel(ctx), note)
 		sc.journal.put(note)
 		return Uncertain, err
 	}
 	attempt := fmt.Sprintf("%s#%d", key, time.Now().UnixNano())
 	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "intent", Key: "intent:" + attempt}
-	if _, err := sc.ex.Store.AppendEvent(ctx, intent); err != nil {
+	if err := sc.ex.append(ctx, intent); err != nil {
 		return "", err
 	}
 	sc.journal.put(intent)
@@ -203,16 +210,46 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 		// failure is journaled under the attempt, so it is never read as
 		// an interruption.
 		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect-failed", Key: "failed:" + attempt, Message: key + ": " + err.Error()}
-		_, _ = sc.ex.Store.AppendEvent(jctx, failed)
+		_ = sc.ex.append(jctx, failed)
 		sc.journal.put(failed)
 		return "", err
 	}
 	done := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect", Key: "done:" + key, Evidence: out}
-	if _, err := sc.ex.Store.AppendEvent(jctx, done); err != nil {
+	if err := sc.ex.append(jctx, done); err != nil {
 		return "", err
 	}
 	sc.journal.put(done)
 	return out, nil
+}
+
+// append journals ev, retrying while the store is unreachable for up to
+// JournalPatience (each attempt bounded): a store restarting mid-run
+// costs a pause, not a lost record. The store keeps the first event of a
+// key, so a retried keyed write is never recorded twice.
+func (e *Executor) append(ctx context.Context, ev store.Event) error {
+	patience := e.JournalPatience
+	if patience <= 0 {
+		patience = 30 * time.Second
+	}
+	deadline := time.Now().Add(patience)
+	wait := 100 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := e.Store.AppendEvent(actx, ev)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("%w: %s %s: %v", ErrJournal, ev.Step, ev.Phase, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s %s: %v", ErrJournal, ev.Step, ev.Phase, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 func (e *Executor) now() time.Time {
@@ -335,17 +372,27 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 	}
 	j := newJournal(evs)
 	var bg sync.WaitGroup
+	var bgErr atomic.Value // error: a background step that could not be journaled
+	joinBackground := func() error {
+		bg.Wait()
+		if err, ok := bgErr.Load().(error); ok {
+			return err
+		}
+		return nil
+	}
 	defer bg.Wait()
 	for _, s := range p.Steps {
 		if s.Join {
-			bg.Wait()
+			if err := joinBackground(); err != nil {
+				return err
+			}
 		}
 		if done, ok := j.get("done:step:" + s.Name); ok {
 			e.Events.Emit(e.now(), s.Name, progress.Done, "already done: "+done.Evidence, nil)
 			continue
 		}
 		if err := e.Lost(); err != nil {
-			_, _ = e.Store.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: "failed", Message: "not started: " + err.Error()})
+			_ = e.append(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: "failed", Message: "not started: " + err.Error()})
 			e.Events.Emit(e.now(), s.Name, progress.Failed, "", err)
 			return fmt.Errorf("before step %s: %w", s.Name, err)
 		}
@@ -353,21 +400,23 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 			bg.Add(1)
 			go func() {
 				defer bg.Done()
-				_ = e.step(ctx, incident, s, j)
+				if err := e.step(ctx, incident, s, j); errors.Is(err, ErrJournal) {
+					bgErr.CompareAndSwap(nil, fmt.Errorf("step %s: %w", s.Name, err))
+				}
 			}()
 			continue
 		}
-		if err := e.step(ctx, incident, s, j); err != nil && !s.Soft {
+		if err := e.step(ctx, incident, s, j); err != nil && (!s.Soft || errors.Is(err, ErrJournal)) {
 			return fmt.Errorf("step %s: %w", s.Name, err)
 		}
 	}
-	return nil
+	return joinBackground()
 }
 
 // step runs one step under its deadline, journaling it before and after.
 func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal) error {
 	start := e.now()
-	if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: incident, Time: start, Step: s.Name, Phase: "started"}); err != nil {
+	if err := e.append(ctx, store.Event{Incident: incident, Time: start, Step: s.Name, Phase: "started"}); err != nil {
 		return err
 	}
 	e.Events.Emit(start, s.Name, progress.Started, "", nil)
@@ -384,16 +433,16 @@ func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal
 		if errors.As(err, &pe) {
 			ev.Evidence = pe.Stack
 		}
-		_, _ = e.Store.AppendEvent(jctx, ev)
+		_ = e.append(jctx, ev)
 		e.Events.Emit(end, s.Name, progress.Failed, "", err)
 		return err
 	}
 	if s.Budget > 0 && end.Sub(start) > s.Budget {
-		_, _ = e.Store.AppendEvent(jctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "overrun",
+		_ = e.append(jctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "overrun",
 			Message: fmt.Sprintf("took %s, budget %s", end.Sub(start).Round(time.Second), s.Budget)})
 	}
 	done := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "done", Key: "done:step:" + s.Name, Evidence: evidence}
-	if _, err := e.Store.AppendEvent(jctx, done); err != nil {
+	if err := e.append(jctx, done); err != nil {
 		return err
 	}
 	j.put(done)

@@ -506,3 +506,57 @@ func TestFailedEffectAcrossRuns(t *testing.T) {
 		t.Errorf("an interrupted attempt was repeated (%d tries)", tries)
 	}
 }
+
+// outageStore refuses journal writes while down is set, like a store
+// that restarts mid-run.
+type outageStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (o *outageStore) AppendEvent(ctx context.Context, ev store.Event) (bool, error) {
+	if o.down.Load() {
+		return false, errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
+	}
+	return o.Store.AppendEvent(ctx, ev)
+}
+
+// A store outage shorter than the executor's patience costs a pause, not
+// a record: the background step's result is journaled after the store is
+// back. A longer one stops the run (resumably) instead of closing an
+// incident whose journal misses a step.
+func TestJournalSurvivesStoreOutage(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		outage  time.Duration
+		wantErr bool
+	}{{"short outage", 300 * time.Millisecond, false}, {"outage past patience", 5 * time.Second, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := newStore(t)
+			s := &outageStore{Store: base}
+			id := newIncident(t, base)
+			p := Plan{Service: "svc", Steps: []Step{
+				{Name: "declare", Background: true, Soft: true, Run: func(context.Context, *StepContext) (string, error) {
+					s.down.Store(true)
+					time.AfterFunc(tc.outage, func() { s.down.Store(false) })
+					return "posted", nil
+				}},
+				{Name: "close", Join: true, Run: func(context.Context, *StepContext) (string, error) { return "closed", nil }},
+			}}
+			err := (&Executor{Store: s, Holder: "h", JournalPatience: time.Second}).Run(context.Background(), id, p)
+			ph := phases(t, base, id)
+			if tc.wantErr {
+				if !errors.Is(err, ErrJournal) || len(ph["close/started"]) != 0 {
+					t.Fatalf("got %v, close started %d times; want the run stopped before close", err, len(ph["close/started"]))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ph["declare/done"]) != 1 || len(ph["close/done"]) != 1 {
+				t.Errorf("journal after the outage: %v", ph)
+			}
+		})
+	}
+}
