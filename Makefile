@@ -3,6 +3,10 @@ SHELL   := /bin/bash
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X rollback/internal/cli.Version=$(VERSION)
 GO      ?= go
+# Every build, vet and test is -trimpath, as the sandbox's binary is: one
+# build cache serves them all, so 'make test' after 'make demo' does not
+# compile the Kubernetes packages a second time.
+export GOFLAGS := -trimpath $(GOFLAGS)
 
 .PHONY: all build deps test unit e2e demo bench bench-db bench-canary fuzz lint clean
 

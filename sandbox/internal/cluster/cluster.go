@@ -176,7 +176,8 @@ func Up(ctx context.Context, dir string, log io.Writer) (*State, error) {
 		"--kubeconfig", kc, "--leader-elect=false", "--secure-port=0",
 		"--controllers", "deployment-controller,replicaset-controller,garbage-collector-controller,"+
 			"serviceaccount-controller,serviceaccount-token-controller,namespace-controller,"+
-			"node-lifecycle-controller,root-ca-certificate-publisher-controller",
+			"node-lifecycle-controller,root-ca-certificate-publisher-controller,"+
+			"statefulset-controller,daemonset-controller,endpointslice-controller",
 		"--service-account-private-key-file", pk.SAKey,
 		"--root-ca-file", pk.CACert,
 		"--use-service-account-credentials=false",
