@@ -79,7 +79,7 @@ func runCheck(ctx context.Context, f *Factory, o *CheckOptions) error {
 	// The service's database settings in rollback.yaml, where flags are silent.
 	snapshotMode := ""
 	if svc := f.serviceConfig(o.Service); svc != nil && svc.Database != nil {
-		o.DB.DSN = firstNonEmpty(o.DB.DSN, f.IO.Getenv(svc.Database.DSNEnv))
+		o.DB.DSNEnv = svc.Database.DSNEnv
 		o.DB.Dir = firstNonEmpty(o.DB.Dir, svc.Database.Dir)
 		if o.DB.Format == "auto" && svc.Database.Format != "" {
 			o.DB.Format = svc.Database.Format
@@ -221,14 +221,14 @@ func checkMigrations(ctx context.Context, f *Factory, o *CheckOptions) check.Res
 	}
 	var since migrate.Version
 	dbName := ""
-	if dsn := firstNonEmpty(o.DB.DSN, f.IO.Getenv("ROLLBACK_DB_DSN"), f.IO.Getenv("DATABASE_URL")); dsn != "" {
+	if dsn, _ := migrate.LookupDSN(o.DB.DSN, o.DB.DSNEnv, f.IO.Getenv); dsn != "" {
 		s, err := o.DB.open(ctx, f, true)
 		if err != nil {
 			r.Status, r.Detail = check.Fail, err.Error()
 			return r
 		}
-		st, err := migrate.ReadState(ctx, s.conn, s.format, "")
-		s.close()
+		st, err := s.State(ctx)
+		s.Close()
 		if err != nil {
 			r.Status, r.Detail = check.Fail, err.Error()
 			return r
@@ -240,7 +240,7 @@ func checkMigrations(ctx context.Context, f *Factory, o *CheckOptions) check.Res
 			return r
 		}
 	} else {
-		r.Status, r.Detail = check.Skip, "which migrations are new? pass --dsn (or $ROLLBACK_DB_DSN) or --since-version"
+		r.Status, r.Detail = check.Skip, "which migrations are new? give a database ("+migrate.DSNSources+") or --since-version"
 		return r
 	}
 	logPath := o.DrillLog

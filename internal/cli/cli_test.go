@@ -144,7 +144,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "deployment/transaction-service", "--dry-run=maybe"}, `invalid --dry-run "maybe"`},
 		{[]string{"run", "deployment/transaction-service", "--timeout", "0s"}, "--timeout must be positive"},
 		{[]string{"history", "deployment/transaction-service", "-o", "xml"}, `invalid -o/--output "xml"`},
-		{[]string{"history", "statefulset/x"}, `unsupported kind "statefulset"`},
+		{[]string{"history", "cronjob/x"}, `unsupported kind "cronjob"`},
 		{[]string{"history", "payments"}, "no rollback.yaml found"},
 		{[]string{"mark", "deployment/transaction-service", "two", "good"}, "REVISION must be a positive number"},
 		{[]string{"mark", "deployment/transaction-service", "2", "great"}, `unknown mark "great"`},
@@ -238,12 +238,15 @@ func TestParseWorkloadArg(t *testing.T) {
 		{"payments", "payments", false, false},
 		{"deployment/", "", false, true},
 		{"pod/api", "", false, true},
+		{"statefulset/ledger", "ledger", true, false},
+		{"sts/ledger", "ledger", true, false},
+		{"DaemonSets.apps/logs", "logs", true, false},
 		{"Payments", "", false, true},
 		{"", "", false, true},
 		{"deployment/a/b", "", false, true},
 	}
 	for _, tt := range tests {
-		name, isRef, err := parseWorkloadArg(tt.arg)
+		_, name, isRef, err := parseWorkloadArg(tt.arg)
 		if (err != nil) != tt.bad || name != tt.name || isRef != tt.isRef {
 			t.Errorf("parseWorkloadArg(%q) = %q, %v, %v; want %q, %v, error %v", tt.arg, name, isRef, err, tt.name, tt.isRef, tt.bad)
 		}
@@ -253,11 +256,11 @@ func TestParseWorkloadArg(t *testing.T) {
 // FuzzParseWorkloadArg: an accepted argument yields a non-empty name with
 // no slash; a rejected one is a usage error.
 func FuzzParseWorkloadArg(f *testing.F) {
-	for _, s := range []string{"deployment/api", "payments", "deploy/", "x/y/z", "DEPLOYMENT/a"} {
+	for _, s := range []string{"deployment/api", "payments", "deploy/", "x/y/z", "DEPLOYMENT/a", "sts/db-0", "ds/"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, arg string) {
-		name, _, err := parseWorkloadArg(arg)
+		_, name, _, err := parseWorkloadArg(arg)
 		if err != nil {
 			if ExitCode(err) != ExitUsage {
 				t.Fatalf("rejection of %q is not a usage error: %v", arg, err)

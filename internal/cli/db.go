@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"rollback/internal/migrate"
@@ -15,7 +14,9 @@ import (
 
 // DBOptions are the flags every `rollback db` command shares.
 type DBOptions struct {
-	DSN     string
+	DSN string
+	// DSNEnv is the service's database.dsnEnv, when a service is known.
+	DSNEnv  string
 	Dir     string
 	Format  string
 	Table   string
@@ -40,7 +41,8 @@ R__<desc>.sql, and the runbook's rollback/V<ver>__Undo__<desc>.sql) or
 golang-migrate (<n>_<name>.up.sql / .down.sql).
 
 The connection string comes from --dsn, else $ROLLBACK_DB_DSN, else
-$DATABASE_URL. Passwords are never printed.`,
+$DATABASE_URL (the run looks in the same order, with the service's
+database.dsnEnv before $ROLLBACK_DB_DSN). Passwords are never printed.`,
 		Example: `  export ROLLBACK_DB_DSN=postgres://app@db:5432/payments
   rollback db record --dir migrations --release v1.2.0     # before deploying v1.2.0
   rollback db plan --dir migrations --release v1.2.0
@@ -67,57 +69,22 @@ func addDBFlags(cmd *cobra.Command, o *DBOptions, target bool) {
 	}
 }
 
-// dbSession is what a db command works with.
-type dbSession struct {
-	dsn    string
-	conn   *pgx.Conn
-	src    *migrate.Source
-	format migrate.Format
-}
+// dbSession is what a db command works with: the one database pipeline
+// (migrate.Provider) the run uses too.
+type dbSession = migrate.Provider
 
+// open resolves the database: the connection string in migrate.DSNSources'
+// order, the layout (--format, or from --dir) and the history table.
 func (o *DBOptions) open(ctx context.Context, f *Factory, needSource bool) (*dbSession, error) {
 	if _, err := outputFormat(o.Output); err != nil {
 		return nil, err
 	}
-	s := &dbSession{dsn: o.DSN}
-	if s.dsn == "" {
-		s.dsn = f.IO.Getenv("ROLLBACK_DB_DSN")
+	dsn, _ := migrate.LookupDSN(o.DSN, o.DSNEnv, f.IO.Getenv)
+	p, err := migrate.Open(ctx, migrate.ProviderOptions{DSN: dsn, Dir: o.Dir, Format: o.Format, Table: o.Table, NeedSource: needSource})
+	if errors.Is(err, migrate.ErrBadOptions) || errors.Is(err, migrate.ErrNoDSN) {
+		return nil, usageError{err: err}
 	}
-	if s.dsn == "" {
-		s.dsn = f.IO.Getenv("DATABASE_URL")
-	}
-	if needSource || o.Format == "auto" {
-		src, err := migrate.LoadDir(o.Dir)
-		if err != nil {
-			return nil, usagef("%v (pass the directory of migration scripts with --dir)", err)
-		}
-		s.src, s.format = src, src.Format
-	}
-	switch o.Format {
-	case "auto":
-	case string(migrate.Flyway), string(migrate.GolangMigrate):
-		if s.src != nil && string(s.src.Format) != o.Format {
-			return nil, usagef("--format %s, but %s holds %s files", o.Format, o.Dir, s.src.Format)
-		}
-		s.format = migrate.Format(o.Format)
-	default:
-		return nil, usagef("invalid --format %q: expected auto, flyway or golang-migrate", o.Format)
-	}
-	if s.dsn == "" {
-		return nil, usagef("no database: pass --dsn or set $ROLLBACK_DB_DSN (e.g. postgres://user@host:5432/db)")
-	}
-	conn, err := pgx.Connect(ctx, s.dsn)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", migrate.SafeDSN(s.dsn), scrub(err, s.dsn))
-	}
-	s.conn = conn
-	return s, nil
-}
-
-func (s *dbSession) close() {
-	if s.conn != nil {
-		s.conn.Close(context.Background())
-	}
+	return p, err
 }
 
 // target resolves --to-version or --release to a version (and the record).
@@ -135,7 +102,7 @@ func (o *DBOptions) target(ctx context.Context, s *dbSession) (migrate.Version, 
 		}
 		return v, nil, nil
 	case o.Release != "":
-		rel, err := migrate.LoadRelease(ctx, s.conn, o.Release)
+		rel, err := migrate.LoadRelease(ctx, s.Conn, o.Release)
 		if err != nil {
 			return migrate.Version{}, nil, err
 		}

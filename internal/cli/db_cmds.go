@@ -27,7 +27,7 @@ func newDBPlanCmd(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer s.close()
+			defer s.Close()
 			p, _, err := planDB(cmd.Context(), o, s)
 			if err != nil {
 				return err
@@ -48,11 +48,11 @@ func planDB(ctx context.Context, o *DBOptions, s *dbSession) (*migrate.Plan, *mi
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := migrate.ReadState(ctx, s.conn, s.format, o.Table)
+	st, err := s.State(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := migrate.PlanUndo(s.src, st, to)
+	p, err := migrate.PlanUndo(s.Source, st, to)
 	return p, rel, err
 }
 
@@ -101,12 +101,12 @@ migration step.`,
 			if err != nil {
 				return err
 			}
-			defer s.close()
-			st, err := migrate.ReadState(cmd.Context(), s.conn, s.format, o.Table)
+			defer s.Close()
+			st, err := s.State(cmd.Context())
 			if err != nil {
 				return err
 			}
-			rel, err := migrate.Record(cmd.Context(), s.conn, release, st)
+			rel, err := migrate.Record(cmd.Context(), s.Conn, release, st)
 			if err != nil {
 				return err
 			}
@@ -194,13 +194,13 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer s.Close()
 	uo := migrate.DefaultUndoOptions()
 	uo.LockTimeout, uo.StatementTimeout, uo.Retries, uo.DryRun = o.Lock, o.Statement, o.Retries, o.DryRun
 	if !o.DryRun {
 		// The migration tool's lock first: the plan, the snapshot and the
 		// undo all see a history nobody else changes meanwhile.
-		unlock, err := migrate.LockMigrations(ctx, s.conn, s.format, o.Table, uo)
+		unlock, err := migrate.LockMigrations(ctx, s.Conn, s.Format, s.Table, uo)
 		if err != nil {
 			return err
 		}
@@ -229,7 +229,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 	}
 	if !o.Yes && f.IO.CanPrompt() {
 		printDBPlan(&IOStreams{Out: f.IO.ErrOut}, p)
-		fmt.Fprintf(f.IO.ErrOut, "Down-migrate %s from %s to %s? This destroys data the forward migrations added. [y/N] ", filepath.Base(migrate.SafeDSN(s.dsn)), orNone(p.From), orNone(p.To))
+		fmt.Fprintf(f.IO.ErrOut, "Down-migrate %s from %s to %s? This destroys data the forward migrations added. [y/N] ", filepath.Base(migrate.SafeDSN(s.DSN)), orNone(p.From), orNone(p.To))
 		var answer string
 		fmt.Fscanln(f.IO.In, &answer)
 		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
@@ -250,7 +250,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 				return "", err
 			}
 		}
-		snap, err := migrate.TakeSnapshot(ctx, s.dsn, p, mode, dir, f.Now())
+		snap, err := migrate.TakeSnapshot(ctx, s.DSN, p, mode, dir, f.Now())
 		if err != nil {
 			return "", err
 		}
@@ -261,7 +261,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		return err
 	}
 	err = ev.Run(f.Now, "db-undo", func() (string, error) {
-		res, err := migrate.Undo(ctx, s.conn, p, uo)
+		res, err := migrate.Undo(ctx, s.Conn, p, uo)
 		out.Undo = res
 		if err != nil {
 			return "", err
@@ -297,7 +297,7 @@ func verifyDB(ctx context.Context, s *dbSession, o *DBOptions, p *migrate.Plan, 
 	if err != nil {
 		return nil, err
 	}
-	v, err := migrate.Verify(ctx, s.conn, s.format, o.Table, want, rel)
+	v, err := s.Verify(ctx, want, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -335,12 +335,12 @@ func newDBVerifyCmd(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer s.close()
+			defer s.Close()
 			to, rel, err := o.target(cmd.Context(), s)
 			if err != nil {
 				return err
 			}
-			v, err := migrate.Verify(cmd.Context(), s.conn, s.format, o.Table, to, rel)
+			v, err := s.Verify(cmd.Context(), to, rel)
 			if err != nil {
 				return err
 			}

@@ -32,7 +32,7 @@ the drill log, where 'down migration tested' is looked up later.`,
 			if err != nil {
 				return err
 			}
-			s.close() // the drill clones; our own connection would block TEMPLATE
+			s.Close() // the drill clones; our own connection would block TEMPLATE
 			var to migrate.Version
 			if o.To != "" {
 				if to, err = migrate.ParseVersion(o.To); err != nil {
@@ -44,7 +44,7 @@ the drill log, where 'down migration tested' is looked up later.`,
 			var res *migrate.DrillResult
 			err = ev.Run(f.Now, "db-drill", func() (string, error) {
 				var err error
-				res, err = migrate.Drill(cmd.Context(), s.dsn, s.src, s.format, o.Table, migrate.DrillOptions{To: to, Keep: keep, Now: f.Now,
+				res, err = migrate.Drill(cmd.Context(), s.DSN, s.Source, s.Format, s.Table, migrate.DrillOptions{To: to, Keep: keep, Now: f.Now,
 					Log: func(m string) { ev.Emit(f.Now(), "db-drill", progress.Progress, m, nil) }})
 				if err != nil {
 					return "", err

@@ -153,12 +153,12 @@ func TestDBUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{map[string]string{}, []string{"db", "plan", "--dir", dir, "--to-version", "1"}, "no database: pass --dsn"},
+		{map[string]string{}, []string{"db", "plan", "--dir", dir, "--to-version", "1"}, "no database connection string: pass --dsn"},
 		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", filepath.Join(dir, "nope"), "--to-version", "1"}, "read migrations"},
 		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", dir}, "pass --to-version VERSION or --release NAME"},
 		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", dir, "--to-version", "x.1"}, "--to-version"},
 		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "undo", "--dir", dir, "--to-version", "1", "--snapshot", "some"}, "invalid --snapshot"},
-		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", dir, "--format", "liquibase", "--to-version", "1"}, "invalid --format"},
+		{map[string]string{"ROLLBACK_DB_DSN": pg.DSN("postgres")}, []string{"db", "plan", "--dir", dir, "--format", "liquibase", "--to-version", "1"}, `format "liquibase": expected auto, flyway or golang-migrate`},
 		{map[string]string{}, []string{"db", "record", "--dir", dir}, "--release is required"},
 	}
 	for _, tt := range tests {

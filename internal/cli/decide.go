@@ -174,7 +174,7 @@ func gatherFacts(ctx context.Context, f *Factory, o *DecideOptions, sev decide.S
 }
 
 // fillDecideFromConfig takes what the flags left empty from the service's
-// rollback.yaml: its database (DSN from dsnEnv, migrations dir, format),
+// rollback.yaml: its database (dsnEnv, migrations dir, format),
 // Prometheus and the decide: queries (the error rate defaulting to
 // verify.errorRateQuery).
 func fillDecideFromConfig(f *Factory, o *DecideOptions) {
@@ -192,9 +192,7 @@ func fillDecideFromConfig(f *Factory, o *DecideOptions) {
 		return
 	}
 	if db := svc.Database; db != nil {
-		if o.DB.DSN == "" {
-			o.DB.DSN = f.IO.Getenv(db.DSNEnv)
-		}
+		o.DB.DSNEnv = db.DSNEnv
 		o.DB.Dir = firstNonEmpty(o.DB.Dir, db.Dir)
 		if (o.DB.Format == "" || o.DB.Format == "auto") && db.Format != "" {
 			o.DB.Format = db.Format
@@ -221,27 +219,27 @@ func dbFacts(ctx context.Context, f *Factory, o *DecideOptions) (ran, can decide
 		u := decide.Bool{Source: decide.Unknown, Evidence: why}
 		return u, u
 	}
-	if svc := f.serviceConfig(o.Service); svc != nil && svc.Database == nil &&
-		firstNonEmpty(o.DB.DSN, f.IO.Getenv("ROLLBACK_DB_DSN"), f.IO.Getenv("DATABASE_URL")) == "" {
+	dsn, _ := migrate.LookupDSN(o.DB.DSN, o.DB.DSNEnv, f.IO.Getenv)
+	if svc := f.serviceConfig(o.Service); svc != nil && svc.Database == nil && dsn == "" {
 		none := decide.Bool{Source: decide.Config, Value: false, Evidence: o.Service + " has no database: in rollback.yaml"}
 		return none, none
 	}
 	if o.DB.Release == "" {
 		return unknown("no --release: which release's migration?")
 	}
-	if firstNonEmpty(o.DB.DSN, f.IO.Getenv("ROLLBACK_DB_DSN"), f.IO.Getenv("DATABASE_URL")) == "" {
-		return unknown("no database (--dsn or $ROLLBACK_DB_DSN)")
+	if dsn == "" {
+		return unknown("no database (" + migrate.DSNSources + ")")
 	}
 	s, err := o.DB.open(ctx, f, true)
 	if err != nil {
 		return unknown(err.Error())
 	}
-	defer s.close()
-	rel, err := migrate.LoadRelease(ctx, s.conn, o.DB.Release)
+	defer s.Close()
+	rel, err := migrate.LoadRelease(ctx, s.Conn, o.DB.Release)
 	if err != nil {
 		return unknown(err.Error())
 	}
-	st, err := migrate.ReadState(ctx, s.conn, s.format, "")
+	st, err := s.State(ctx)
 	if err != nil {
 		return unknown(err.Error())
 	}
@@ -251,7 +249,7 @@ func dbFacts(ctx context.Context, f *Factory, o *DecideOptions) (ran, can decide
 	}
 	ran = decide.Bool{Source: decide.Measured, Value: st.Current.Compare(from) > 0,
 		Evidence: fmt.Sprintf("history at %s; release %s started from %s", orNone(st.Current.String()), rel.Name, orNone(rel.Version))}
-	p, err := migrate.PlanUndo(s.src, st, from)
+	p, err := migrate.PlanUndo(s.Source, st, from)
 	if err != nil {
 		reason := err.Error()
 		if !errors.Is(err, migrate.ErrUnsafe) {
@@ -266,7 +264,7 @@ func dbFacts(ctx context.Context, f *Factory, o *DecideOptions) (ran, can decide
 			return ran, decide.Bool{Source: decide.Unknown, Evidence: "drill log: " + err.Error()}
 		}
 	}
-	dbName := migrate.DatabaseName(s.dsn)
+	dbName := migrate.DatabaseName(s.DSN)
 	var untested []string
 	for _, step := range p.Steps {
 		ok, _, err := migrate.DrillLog{Path: logPath}.Tested(dbName, step.VersionText, step.Script)

@@ -12,7 +12,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"rollback/internal/config"
+	"rollback/internal/engine"
 	"rollback/internal/kube"
+	"rollback/internal/store"
 )
 
 // Factory builds what commands need, lazily, from the global flags.
@@ -53,25 +55,21 @@ func (f *Factory) Config() (*config.Config, error) {
 }
 
 // Workload is a resolved SERVICE argument.
-type Workload struct {
-	Service string // configured service name, "" for deployment/NAME
-	Target  kube.Target
-	Context string // kubeconfig context ("" for the current one)
-	Client  kubernetes.Interface
-}
+type Workload = engine.Workload
 
-// Resolve turns a SERVICE argument (a configured service, or
-// deployment/NAME as kubectl takes it) into a Deployment and a client.
-// Flags win over the config, which wins over the kubeconfig's defaults.
+// Resolve turns a SERVICE argument (a configured service, or KIND/NAME as
+// kubectl takes it: deployment/, statefulset/, daemonset/) into a workload
+// and a client. Flags win over the config, which wins over the
+// kubeconfig's defaults.
 func (f *Factory) Resolve(arg string) (*Workload, error) {
 	w := &Workload{Context: f.Context}
 	ns := f.Namespace
-	name, isRef, err := parseWorkloadArg(arg)
+	kind, name, isRef, err := parseWorkloadArg(arg)
 	if err != nil {
 		return nil, err
 	}
 	if isRef {
-		w.Target.Name = name
+		w.Target.Name, w.Target.Kind = name, kind
 	} else {
 		cfg, err := f.Config()
 		if err != nil {
@@ -87,6 +85,9 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 		}
 		w.Service = arg
 		w.Target.Name = svc.Kubernetes.Name
+		if w.Target.Kind, err = kube.ParseKind(svc.Kubernetes.Kind); err != nil {
+			return nil, usagef("%s: kubernetes.kind: %v", cfg.Path, err)
+		}
 		if w.Context == "" {
 			w.Context = svc.Kubernetes.Context
 		}
@@ -105,9 +106,9 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	}
 	w.Target.Namespace = ns
 	if isRef {
-		// deployment/NAME of a configured service is that service: the
-		// same blocks, incidents and settings whichever way it is named.
-		w.Service = f.configuredServiceFor(ns, name)
+		// KIND/NAME of a configured service is that service: the same
+		// blocks, incidents and settings whichever way it is named.
+		w.Service = f.configuredServiceFor(ns, kind, name)
 	}
 	rc, err := cc.ClientConfig()
 	if err != nil {
@@ -115,20 +116,65 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	}
 	rc.QPS, rc.Burst = 50, 100
 	rc.UserAgent = "rollback/" + Version
-	newClient := f.NewClient
-	if newClient == nil {
-		newClient = func(rc *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(rc) }
-	}
-	if w.Client, err = newClient(rc); err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+	if w.Client, err = f.newClient(rc); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
 
-// configuredServiceFor is the configured service whose Deployment is
-// ns/name ("" when none, or when there is no rollback.yaml). With ns ""
-// a single service naming the Deployment matches.
-func (f *Factory) configuredServiceFor(ns, name string) string {
+func (f *Factory) newClient(rc *rest.Config) (kubernetes.Interface, error) {
+	newClient := f.NewClient
+	if newClient == nil {
+		newClient = func(rc *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(rc) }
+	}
+	cs, err := newClient(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cs, nil
+}
+
+// clientFor is the client of a kubeconfig context (a resumed incident's).
+func (f *Factory) clientFor(kubeContext string) (kubernetes.Interface, error) {
+	if f.Context != "" {
+		kubeContext = f.Context
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+		&clientcmd.ConfigOverrides{CurrentContext: kubeContext})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	rc.UserAgent = "rollback/" + Version
+	return f.newClient(rc)
+}
+
+// serviceConfig returns the configured service, or nil (KIND/NAME, or no
+// rollback.yaml).
+func (f *Factory) serviceConfig(name string) *config.Service {
+	cfg, err := f.Config()
+	if err != nil || cfg == nil || name == "" {
+		return nil
+	}
+	return cfg.Services[name]
+}
+
+// engine is the rollback engine on store s, reporting progress to r.
+func (f *Factory) engine(s store.Store, r *renderer) *engine.Engine {
+	cfg, _ := f.Config()
+	e := &engine.Engine{Store: s, Config: cfg, Getenv: f.IO.Getenv, Now: f.Now, StateDir: f.statePath, Client: f.clientFor}
+	if r != nil {
+		e.Events = r.Event
+	}
+	return e
+}
+
+// configuredServiceFor is the configured service whose workload is
+// ns/kind/name ("" when none, or when there is no rollback.yaml). With ns
+// "" a single service naming the workload matches.
+func (f *Factory) configuredServiceFor(ns string, kind kube.Kind, name string) string {
 	cfg, err := f.Config()
 	if err != nil || cfg == nil {
 		return ""
@@ -136,6 +182,9 @@ func (f *Factory) configuredServiceFor(ns, name string) string {
 	found := ""
 	for _, n := range cfg.ServiceNames() {
 		k := cfg.Services[n].Kubernetes
+		if kk, err := kube.ParseKind(k.Kind); err != nil || kk != kind {
+			continue
+		}
 		if k.Name == name && (ns == "" || k.Namespace == ns) {
 			if found != "" {
 				return "" // ambiguous without a namespace
@@ -146,38 +195,29 @@ func (f *Factory) configuredServiceFor(ns, name string) string {
 	return found
 }
 
-// Key is the workload's canonical service key: the configured service's
-// name, else NAMESPACE/deployment/NAME. Blocks, incidents and gates use it.
-func (w *Workload) Key() string {
-	if w.Service != "" {
-		return w.Service
-	}
-	return w.Target.Namespace + "/deployment/" + w.Target.Name
-}
-
 // ServiceKey is the canonical key of a SERVICE argument without asking the
 // cluster (for gate, block, unblock in CI): a configured name as it is;
-// deployment/NAME as the configured service naming it, else
-// NAMESPACE/deployment/NAME (-n, or the kubeconfig's namespace).
+// KIND/NAME as the configured service naming it, else NAMESPACE/KIND/NAME
+// (-n, or the kubeconfig's namespace).
 func (f *Factory) ServiceKey(arg string) (string, error) {
-	// A key as rollback writes it (NAMESPACE/deployment/NAME, shown by
-	// status and in incidents) is taken as it is.
+	// A key as rollback writes it (NAMESPACE/KIND/NAME, shown by status
+	// and in incidents) is taken as it is.
 	if ns, ref, ok := strings.Cut(arg, "/"); ok && strings.Count(arg, "/") == 2 && objectName.MatchString(ns) {
-		if name, isRef, err := parseWorkloadArg(ref); err == nil && isRef {
-			if svc := f.configuredServiceFor(ns, name); svc != "" {
+		if kind, name, isRef, err := parseWorkloadArg(ref); err == nil && isRef {
+			if svc := f.configuredServiceFor(ns, kind, name); svc != "" {
 				return svc, nil
 			}
-			return ns + "/deployment/" + name, nil
+			return kube.Target{Namespace: ns, Name: name, Kind: kind}.String(), nil
 		}
 	}
-	name, isRef, err := parseWorkloadArg(arg)
+	kind, name, isRef, err := parseWorkloadArg(arg)
 	if err != nil {
 		return "", err
 	}
 	if !isRef {
 		return name, nil
 	}
-	if svc := f.configuredServiceFor(f.Namespace, name); svc != "" {
+	if svc := f.configuredServiceFor(f.Namespace, kind, name); svc != "" {
 		return svc, nil
 	}
 	ns := f.Namespace
@@ -189,32 +229,30 @@ func (f *Factory) ServiceKey(arg string) (string, error) {
 			ns = "default"
 		}
 	}
-	return ns + "/deployment/" + name, nil
+	return kube.Target{Namespace: ns, Name: name, Kind: kind}.String(), nil
 }
 
-// parseWorkloadArg splits a SERVICE argument: deployment/NAME (and
-// kubectl's other spellings of the kind) is a reference to a Deployment;
-// anything else must be a configured service name.
-func parseWorkloadArg(arg string) (name string, isRef bool, err error) {
+// parseWorkloadArg splits a SERVICE argument: KIND/NAME (deployment,
+// statefulset, daemonset, in kubectl's spellings) is a reference to a
+// workload; anything else must be a configured service name.
+func parseWorkloadArg(arg string) (kind kube.Kind, name string, isRef bool, err error) {
 	if arg == "" {
-		return "", false, usagef("empty SERVICE: expected a service from rollback.yaml or deployment/NAME")
+		return "", "", false, usagef("empty SERVICE: expected a service from rollback.yaml or KIND/NAME (deployment/, statefulset/, daemonset/)")
 	}
-	kind, name, ok := strings.Cut(arg, "/")
+	k, name, ok := strings.Cut(arg, "/")
 	if !ok {
 		if !serviceName.MatchString(arg) {
-			return "", false, usagef("invalid SERVICE %q: expected a service name from rollback.yaml (lowercase letters, digits, '-') or deployment/NAME", arg)
+			return "", "", false, usagef("invalid SERVICE %q: expected a service name from rollback.yaml (lowercase letters, digits, '-') or KIND/NAME such as deployment/NAME", arg)
 		}
-		return arg, false, nil
+		return "", arg, false, nil
 	}
-	switch strings.ToLower(kind) {
-	case "deployment", "deployments", "deploy", "deployment.apps", "deployments.apps":
-	default:
-		return "", false, usagef("unsupported kind %q in %q: rollback works on deployments (deployment/NAME)", kind, arg)
+	if kind, err = kube.ParseKind(k); err != nil {
+		return "", "", false, usagef("%v, in %q", err, arg)
 	}
 	if !objectName.MatchString(name) || len(name) > 253 {
-		return "", false, usagef("invalid deployment name %q in %q: expected a lowercase DNS subdomain such as deployment/transaction-service", name, arg)
+		return "", "", false, usagef("invalid %s name %q in %q: expected a lowercase DNS subdomain such as %s/transaction-service", kind, name, arg, kind)
 	}
-	return name, true, nil
+	return kind, name, true, nil
 }
 
 var (

@@ -59,11 +59,11 @@ func runMark(ctx context.Context, f *Factory, o *MarkOptions) error {
 	}
 	r := h.Find(o.Revision)
 	if r == nil {
-		return fmt.Errorf("%w: revision %d is not in the history of deployment/%s; see 'rollback history'", kube.ErrRevisionNotFound, o.Revision, w.Target.Name)
+		return fmt.Errorf("%w: revision %d is not in the history of %s; see 'rollback history'", kube.ErrRevisionNotFound, o.Revision, w.Target.Ref())
 	}
-	if err := kube.Mark(ctx, w.Client, w.Target.Namespace, r.ReplicaSet, o.Health, o.Reason, f.Now()); err != nil {
+	if err := kube.Mark(ctx, w.Client, w.Target, r.Object, o.Health, o.Reason, f.Now()); err != nil {
 		return err
 	}
-	fmt.Fprintf(f.IO.Out, "revision %d of deployment/%s (%s) marked %s\n", r.Number, w.Target.Name, r.ReplicaSet, o.Health)
+	fmt.Fprintf(f.IO.Out, "revision %d of %s (%s) marked %s\n", r.Number, w.Target.Ref(), r.Object, o.Health)
 	return nil
 }

@@ -3,16 +3,13 @@ package cli
 import (
 	"context"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/config"
-	"rollback/internal/incident"
+	"rollback/internal/engine"
 	"rollback/internal/kube"
-	"rollback/internal/store"
 )
 
 // PlanOptions are the flags of `rollback plan`.
@@ -34,7 +31,8 @@ Then the runbook 'rollback run' would follow, step by step, with each step's
 time budget from the runbook and whether it applies to this service (what
 rollback.yaml configures). Nothing in the cluster is changed.`,
 		Example: `  rollback plan transaction-service
-  rollback plan deployment/transaction-service -n payments --to-revision 1 -o json`,
+  rollback plan deployment/transaction-service -n payments --to-revision 1 -o json
+  rollback plan statefulset/ledger -n payments`,
 		Args: exactArgs(1, "one SERVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Service = args[0]
@@ -58,15 +56,15 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := planUndo(ctx, w, o.ToRevision)
+	p, err := engine.PlanUndo(ctx, w, o.ToRevision)
 	if err != nil {
 		return err
 	}
-	steps := runbookOutline(f, o.Service)
+	steps := f.engine(nil, nil).Outline(w.Service)
 	if format != "" {
 		return printStructured(f.IO.Out, format, struct {
 			*kube.Plan
-			Runbook []outlineStep `json:"runbook"`
+			Runbook []engine.OutlineStep `json:"runbook"`
 		}{p, steps})
 	}
 	printPlan(f.IO, p)
@@ -85,90 +83,15 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 	return tw.Flush()
 }
 
-// planUndo reads the workload's history and chooses the rollback target.
-func planUndo(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, error) {
-	h, err := kube.GetHistory(ctx, w.Client, w.Target)
-	if err != nil {
-		return nil, err
-	}
-	return kube.PlanUndo(h, toRevision)
-}
-
-// outlineStep is one runbook step as 'rollback plan' shows it.
-type outlineStep struct {
-	Step    string `json:"step"`
-	Title   string `json:"title"`
-	Budget  string `json:"budget,omitempty"`
-	Applies string `json:"applies"`
-}
-
-// runbookOutline lists the steps 'rollback run' would take for the
-// service, from the same plan the run executes, with what applies.
-func runbookOutline(f *Factory, service string) []outlineStep {
-	svc := f.serviceConfig(service)
-	p := runbookPlan(f, nil, &store.Incident{}, &runTarget{Service: service}, nil, nil, &kube.Result{})
-	var out []outlineStep
-	for _, st := range p.Steps {
-		o := outlineStep{Step: st.Name, Title: st.Title, Applies: stepApplies(svc, st.Name)}
-		if st.Budget > 0 {
-			o.Budget = st.Budget.String()
-		}
-		out = append(out, o)
-	}
-	return out
-}
-
-// stepApplies says whether a step will act for the service, or why not.
-func stepApplies(svc *config.Service, step string) string {
-	switch step {
-	case incident.StepDeclare, incident.StepClose:
-		if svc == nil || svc.Notify == nil {
-			return "incident record only (no notify: in rollback.yaml)"
-		}
-		var to []string
-		if svc.Notify.Slack != nil {
-			to = append(to, "Slack")
-		}
-		if svc.Notify.PagerDuty != nil {
-			to = append(to, "PagerDuty")
-		}
-		for _, w := range svc.Notify.Webhooks {
-			to = append(to, "webhook "+w.Name)
-		}
-		return "notifies " + strings.Join(to, ", ")
-	case incident.StepSnapshot, incident.StepDownMig:
-		if svc == nil || svc.Database == nil {
-			return "skipped: no database: in rollback.yaml"
-		}
-		return "if the abandoned release migrated (its 'rollback db record')"
-	case incident.StepSmoke:
-		if svc != nil && svc.Verify != nil && len(svc.Verify.Smoke) > 0 {
-			return fmt.Sprintf("pods + %d smoke check(s)", len(svc.Verify.Smoke))
-		}
-		return "pods (no smoke checks in rollback.yaml)"
-	case incident.StepMetrics:
-		if svc == nil || svc.Verify == nil || (svc.Verify.ErrorRateQuery == "" && svc.Verify.LatencyQuery == "") {
-			return "skipped: no verify queries in rollback.yaml"
-		}
-		return "error rate / p99 from Prometheus"
-	case incident.StepFlagOff:
-		if svc == nil || svc.Flag == nil {
-			return "skipped: no flag: in rollback.yaml"
-		}
-		return svc.Flag.Provider + " flag " + svc.Flag.Key
-	}
-	return "yes"
-}
-
 // printPlan writes the human form of a plan.
 func printPlan(s *IOStreams, p *kube.Plan) {
-	fmt.Fprintf(s.Out, "Rollback plan for deployment/%s in namespace %s\n", p.Target.Name, p.Target.Namespace)
+	fmt.Fprintf(s.Out, "Rollback plan for %s in namespace %s\n", p.Target.Ref(), p.Target.Namespace)
 	if p.From != nil {
-		fmt.Fprintf(s.Out, "  now:    revision %d (%s, health %s)\n", p.From.Number, p.From.ReplicaSet, p.From.Health)
+		fmt.Fprintf(s.Out, "  now:    revision %d (%s, health %s)\n", p.From.Number, p.From.Object, p.From.Health)
 	} else {
 		fmt.Fprintf(s.Out, "  now:    no revision matches the current template\n")
 	}
-	fmt.Fprintf(s.Out, "  target: revision %d (%s, health %s)\n", p.To.Number, p.To.ReplicaSet, p.To.Health)
+	fmt.Fprintf(s.Out, "  target: revision %d (%s, health %s)\n", p.To.Number, p.To.Object, p.To.Health)
 	fmt.Fprintf(s.Out, "  why:    %s\n", p.Reason)
 	for i, img := range p.To.Images {
 		from := "(none)"

@@ -6,34 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"rollback/internal/engine"
 	"rollback/internal/progress"
 )
 
-var stepTitles = map[string]string{
-	"declare":         "Declare incident",
-	"snapshot":        "Database snapshot",
-	"kube-undo":       "Kubernetes rollback",
-	"down-migrate":    "Down migration",
-	"smoke":           "Verify: pods and smoke",
-	"metrics":         "Verify: metrics",
-	"flag-off":        "Feature flag off",
-	"close":           "Communicate and close",
-	"block":           "Block broken version",
-	"schedule-review": "Schedule review",
-	"plan":            "Plan",
-	"mark-bad":        "Mark abandoned revision bad",
-	"undo":            "Kubernetes undo",
-	"rollout":         "Wait for rollout",
-	"verify-image":    "Verify running image",
-	"mark":            "Mark revisions",
-}
-
-func stepTitle(s string) string {
-	if t, ok := stepTitles[s]; ok {
-		return t
-	}
-	return s
-}
+func stepTitle(s string) string { return engine.Title(s) }
 
 // renderer renders step events: on a terminal a live line per step with a
 // running timer, otherwise plain timestamped lines.

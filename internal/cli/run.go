@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -11,9 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"rollback/internal/engine"
 	"rollback/internal/kube"
-	"rollback/internal/progress"
-	"rollback/internal/store"
 )
 
 var pagerDutyID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
@@ -41,12 +39,15 @@ func newRunCmd(f *Factory) *cobra.Command {
 	o := &RunOptions{}
 	cmd := &cobra.Command{
 		Use:   "run SERVICE",
-		Short: "Roll a Deployment back to its last known-good revision and verify it",
-		Long: `Roll back a Deployment: choose the target (--to-revision, or the newest
-older revision marked good, never one marked bad; with no marks at all the
-previous revision, as kubectl does), apply kubectl's undo (the target
-ReplicaSet's pod template and annotations), watch until it has rolled out
-with kubectl rollout status' conditions, check that the running image is the
+		Short: "Roll a workload back to its last known-good revision and verify it",
+		Long: `Roll back a Deployment, StatefulSet or DaemonSet: choose the target
+(--to-revision, or the newest older revision marked good, never one marked
+bad; with no marks at all the previous revision, as kubectl does), apply
+kubectl's undo (a Deployment gets the target ReplicaSet's pod template and
+annotations; a StatefulSet or DaemonSet its ControllerRevision's template),
+watch until it has rolled out with kubectl rollout status' conditions for
+the kind (StatefulSet partitions included; with updateStrategy OnDelete the
+pods are replaced one at a time), check that the running image is the
 target's, then mark the abandoned revision bad and the restored one good, so
 a second rollback never returns to the broken version.
 
@@ -67,6 +68,8 @@ On a terminal it asks for confirmation unless --yes; without a terminal it
 never prompts.`,
 		Example: `  rollback run transaction-service
   rollback run deployment/transaction-service -n payments --yes
+  rollback run statefulset/ledger -n payments --yes
+  rollback run daemonset/log-shipper -n infra --yes
   rollback run transaction-service --to-revision 1 --timeout 3m
   rollback run transaction-service --dry-run=server
   rollback run transaction-service --yes -o json
@@ -134,7 +137,7 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		if o.Decide.Severity != "" {
 			// A dry run walks the decision too: it says whether the real
 			// run would proceed.
-			p, err := planUndo(ctx, w, o.ToRevision)
+			p, err := engine.PlanUndo(ctx, w, o.ToRevision)
 			if err != nil {
 				return err
 			}
@@ -142,7 +145,7 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 				return err
 			}
 		}
-		res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{ToRevision: o.ToRevision, DryRun: dry, Timeout: o.Timeout, Events: pr.Event, Now: f.Now})
+		res, err := f.engine(nil, pr).DryRun(ctx, w, o.ToRevision, dry, o.Timeout)
 		return printRun(f, format, res, err, "")
 	}
 	s, err := f.openStore(ctx)
@@ -150,87 +153,31 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		return err
 	}
 	defer s.Close()
-	// Take the service before planning or recording anything: a second
-	// run is refused naming the holder, never plans against a rollback in
-	// flight, and opens no incident.
-	ex := newExecutor(f, s, pr)
-	release, err := hold(ctx, ex, runKey(w.Target.Namespace, w.Target.Name))
-	if err != nil {
-		return err
-	}
-	defer release()
-	// An interrupted rollback is finished, never started over: planning
-	// anew from a half-rolled-out Deployment could pick the broken
-	// version as the target.
-	if open, err := openIncident(ctx, s, w.Key()); err != nil {
-		return err
-	} else if open != nil {
-		if !o.Resume {
-			return fmt.Errorf("%w: incident %s for %s is still open (opened %s); finish it with 'rollback resume %s' (or pass --resume), see 'rollback status %s'; if it was finished by hand, 'rollback close %s --reason ...'",
-				ErrOpenIncident, open.ID, w.Key(), open.OpenedAt.UTC().Format(time.RFC3339), open.ID, open.ID, open.ID)
-		}
-		return resumeIncident(ctx, f, s, ex, pr, open.ID)
-	}
-	// Plan, read-only: a refusal or "nothing to do" opens no incident.
-	var p *kube.Plan
-	err = progress.Func(pr.Event).Run(f.Now, "plan", func() (string, error) {
-		var err error
-		if p, err = planUndo(ctx, w, o.ToRevision); err != nil {
-			return "", err
-		}
-		return p.Summary() + "; " + p.Reason, nil
-	})
-	if err != nil {
-		return err
-	}
-	if p.NoOp {
-		pr.Event(progress.Event{Time: f.Now(), Step: "undo", Phase: progress.Done, Message: fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number)})
-		return printRun(f, format, &kube.Result{Plan: p, DryRun: dry}, nil, "")
-	}
-	dec, err := runDecision(ctx, f, o, p, pr)
-	if err != nil {
-		return err
-	}
+	req := engine.RunRequest{Workload: w, ToRevision: o.ToRevision, Timeout: o.Timeout, PagerDuty: o.PagerDutyIncident, Resume: o.Resume,
+		Decide: func(ctx context.Context, p *kube.Plan) (*engine.Decision, error) {
+			return runDecision(ctx, f, o, p, pr)
+		}}
 	if !o.Yes && f.IO.CanPrompt() {
-		ok, err := confirm(f.IO, p)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return kube.ErrAborted
-		}
+		req.Confirm = func(p *kube.Plan) (bool, error) { return confirm(f.IO, p) }
 	}
-	inc, t, err := startIncident(ctx, f, s, o, w, p, dec)
-	if err != nil {
+	out, err := f.engine(s, pr).Run(ctx, req)
+	if out == nil {
 		return err
 	}
-	res, err := execute(ctx, f, ex, inc, t, w, pr)
-	if err != nil {
-		fmt.Fprintf(f.IO.ErrOut, "incident %s is open: see 'rollback status %s'; continue with 'rollback resume %s'\n", inc.ID, inc.ID, inc.ID)
+	if err != nil && out.Incident != "" {
+		fmt.Fprintf(f.IO.ErrOut, "incident %s is open: see 'rollback status %s'; continue with 'rollback resume %s'\n", out.Incident, out.Incident, out.Incident)
 	}
-	if res.Plan == nil {
-		res.Plan = p
+	if out.Resumed {
+		if err == nil {
+			printResumed(f, out)
+		}
+		return err
 	}
-	return printRun(f, format, res, err, inc.ID)
+	return printRun(f, format, out.Result, err, out.Incident)
 }
 
 // ErrOpenIncident: the service has an unfinished rollback incident.
-var ErrOpenIncident = errors.New("an earlier rollback is unfinished")
-
-// openIncident is the service's open incident started by 'rollback run',
-// or nil.
-func openIncident(ctx context.Context, s store.Store, service string) (*store.Incident, error) {
-	incs, err := s.ListIncidents(ctx, service)
-	if err != nil {
-		return nil, err
-	}
-	for i := range incs {
-		if incs[i].Status == "open" {
-			return &incs[i], nil
-		}
-	}
-	return nil, nil
-}
+var ErrOpenIncident = engine.ErrOpenIncident
 
 func printRun(f *Factory, format string, res *kube.Result, err error, incID string) error {
 	if format != "" && res != nil && res.Plan != nil {
@@ -274,7 +221,7 @@ func printRunSummary(s *IOStreams, res *kube.Result) {
 	p := res.Plan
 	switch {
 	case p.NoOp:
-		fmt.Fprintf(s.Out, "Nothing to do: deployment/%s already runs revision %d (%s).\n", p.Target.Name, p.To.Number, strings.Join(p.To.Images, ", "))
+		fmt.Fprintf(s.Out, "Nothing to do: %s already runs revision %d (%s).\n", p.Target.Ref(), p.To.Number, strings.Join(p.To.Images, ", "))
 	case res.DryRun != kube.DryRunNone:
 		fmt.Fprintf(s.Out, "Dry run (%s): would roll back %s. Nothing was changed.\n", res.DryRun, p.Summary())
 	default:
@@ -286,7 +233,7 @@ func printRunSummary(s *IOStreams, res *kube.Result) {
 // confirm shows the plan and asks on the terminal.
 func confirm(s *IOStreams, p *kube.Plan) (bool, error) {
 	printPlan(&IOStreams{Out: s.ErrOut}, p)
-	fmt.Fprintf(s.ErrOut, "Roll back deployment/%s to revision %d? [y/N] ", p.Target.Name, p.To.Number)
+	fmt.Fprintf(s.ErrOut, "Roll back %s to revision %d? [y/N] ", p.Target.Ref(), p.To.Number)
 	line, err := bufio.NewReader(s.In).ReadString('\n')
 	if err != nil && line == "" {
 		return false, nil
@@ -296,4 +243,41 @@ func confirm(s *IOStreams, p *kube.Plan) (bool, error) {
 		return true, nil
 	}
 	return false, nil
+}
+
+func newResumeCmd(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume INCIDENT",
+		Short: "Continue an interrupted 'rollback run' where its journal says it stopped",
+		Long: `Continue a rollback that was interrupted (killed, machine lost, Ctrl-C):
+finished steps are not repeated, recorded side effects are not repeated, and
+the Kubernetes rollback finishes towards the target it had chosen.`,
+		Example: "  rollback resume INC-20261126-1",
+		Args:    exactArgs(1, "one INCIDENT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			s, err := f.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if _, _, err := loadIncident(ctx, s, args[0]); err != nil {
+				return err
+			}
+			out, err := f.engine(s, newRenderer(f.IO, f.Now)).Resume(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			printResumed(f, out)
+			return nil
+		},
+	}
+}
+
+func printResumed(f *Factory, out *engine.Outcome) {
+	fmt.Fprintf(f.IO.Out, "Incident %s complete", out.Incident)
+	if out.Result != nil && out.Result.Plan != nil {
+		fmt.Fprintf(f.IO.Out, ": %s", out.Result.Plan.Summary())
+	}
+	fmt.Fprintf(f.IO.Out, "; see 'rollback status %s'.\n", out.Incident)
 }

@@ -6,22 +6,16 @@ import (
 	"strings"
 
 	"rollback/internal/decide"
+	"rollback/internal/engine"
+	"rollback/internal/image"
 	"rollback/internal/kube"
 	"rollback/internal/progress"
 )
 
-// runDecisionResult is what 'rollback run' records as the incident's
-// decision.
-type runDecisionResult struct {
-	Severity decide.Severity
-	Decision decide.Decision
-	Forced   bool
-}
-
 // runDecision walks the flowchart for 'rollback run --severity' from live
 // signals before anything changes. nil without --severity. A decision
 // other than roll back is ErrDecisionAgainst unless --force.
-func runDecision(ctx context.Context, f *Factory, o *RunOptions, p *kube.Plan, pr *renderer) (*runDecisionResult, error) {
+func runDecision(ctx context.Context, f *Factory, o *RunOptions, p *kube.Plan, pr *renderer) (*engine.Decision, error) {
 	d := &o.Decide
 	if d.Severity == "" {
 		return nil, nil
@@ -31,11 +25,11 @@ func runDecision(ctx context.Context, f *Factory, o *RunOptions, p *kube.Plan, p
 		return nil, usageError{err: err}
 	}
 	d.Service = o.Service
-	if d.DB.Release == "" && p.From != nil {
-		d.DB.Release = tagOfRev(p.From) // the abandoned release
+	if d.DB.Release == "" && p.From != nil && len(p.From.Images) > 0 {
+		d.DB.Release = image.VersionOf(p.From.Images[0]) // the abandoned release
 	}
 	fillDecideFromConfig(f, d)
-	res := &runDecisionResult{Severity: sev, Forced: o.Force}
+	res := &engine.Decision{Severity: sev, Forced: o.Force}
 	err = progress.Func(pr.Event).Run(f.Now, "decide", func() (string, error) {
 		facts, err := gatherFacts(ctx, f, d, sev)
 		if err != nil {
@@ -43,7 +37,7 @@ func runDecision(ctx context.Context, f *Factory, o *RunOptions, p *kube.Plan, p
 		}
 		res.Decision = decide.Decide(facts)
 		msg := decisionLine(sev, res.Decision)
-		if !isRollBack(res.Decision.Action) {
+		if !engine.IsRollBack(res.Decision.Action) {
 			if !o.Force {
 				return "", fmt.Errorf("%w: %s; if you must roll back anyway, run again with --force (recorded as overruling the flowchart)", ErrDecisionAgainst, msg)
 			}
@@ -74,10 +68,6 @@ func checkDecideFlags(o *RunOptions) error {
 		return usagef("--hotfix-eta must be positive, got %s", d.Hotfix)
 	}
 	return nil
-}
-
-func isRollBack(a decide.Action) bool {
-	return a == decide.RollBack || a == decide.RollBackWithDownMigrate
 }
 
 // decisionLine is the decision with the facts it turned on, in one line.

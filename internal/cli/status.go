@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"rollback/internal/engine"
 	"rollback/internal/incident"
 	"rollback/internal/store"
 )
@@ -115,10 +116,10 @@ func listStatus(ctx context.Context, f *Factory, s store.Store, format string) e
 			return err
 		}
 		review := incident.ReviewState(inc, evs, f.Now())
-		if inc.Status != "open" && review != "due" && review != "overdue" {
+		if inc.Status != store.StatusOpen && review != "due" && review != "overdue" {
 			continue
 		}
-		rows = append(rows, row{inc.ID, inc.Service, inc.Status, review, incident.ReviewDue(inc)})
+		rows = append(rows, row{inc.ID, inc.Service, string(inc.Status), review, incident.ReviewDue(inc)})
 	}
 	if format != "" {
 		return printStructured(f.IO.Out, format, rows)
@@ -193,7 +194,7 @@ with a reason; who closed it and why are journaled and appear in the report.`,
 			if _, _, err := loadIncident(cmd.Context(), s, args[0]); err != nil {
 				return err
 			}
-			by := holderName()
+			by := engine.HolderName()
 			if u, err := user.Current(); err == nil {
 				by = u.Username + "@" + by
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"rollback/internal/canary"
+	"rollback/internal/engine"
 	"rollback/internal/image"
 	"rollback/internal/kube"
 	"rollback/internal/metrics"
@@ -49,8 +50,13 @@ two detectors on the same numbers:
     must be at least --min-success (99); --threshold failed checks (3) roll
     back. Intervals without canary data count as inconclusive; --inconclusive
     of them (Argo's inconclusiveLimit) roll back too: no data is never healthy.
-On a breach it rolls back as 'rollback run' does (never to a revision marked
-bad) and says why, with the numbers. Exit 7 when it rolled back, 0 when the
+On a breach it rolls back as 'rollback run' does, through the whole runbook:
+it takes the service's lease, opens an incident whose decision is the
+detector's evidence, rolls back (never to a revision marked bad), verifies,
+turns the flag off, notifies, blocks the broken version and schedules the
+review; 'rollback resume' finishes it after an interruption. A breach while
+another rollback of the service runs is recorded on that incident and not
+acted on twice. Exit 7 when it rolled back, 0 when the
 watch ended (--for) without a breach.
 
 Queries are templates: {{version}} is the image tag, {{interval}} the interval.`,
@@ -89,6 +95,7 @@ type watchOutcome struct {
 	Intervals int          `json:"intervals"`
 	Canary5xx float64      `json:"canaryErrors"`
 	CanaryReq float64      `json:"canaryRequests"`
+	Incident  string       `json:"incident,omitempty"`
 	Rollback  *kube.Result `json:"rollback,omitempty"`
 }
 
@@ -121,7 +128,7 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 	}
 	cur := h.Current()
 	if cur == nil || len(cur.Images) == 0 {
-		return fmt.Errorf("%w: deployment/%s has no current revision to watch", kube.ErrNoTarget, w.Target.Name)
+		return fmt.Errorf("%w: %s has no current revision to watch", kube.ErrNoTarget, w.Target.Ref())
 	}
 	out := watchOutcome{Service: o.Service, Canary: tagOf(cur.Images[0])}
 	for i := len(h.Revisions) - 1; i >= 0; i-- {
@@ -204,9 +211,25 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 	if out.Breach {
 		logf("BREACH (%s): %s", out.Detector, out.Reason)
 		if !o.NoRollback {
-			res, err := kube.Rollback(ctx, w.Client, w.Target, kube.RollbackOptions{Timeout: o.Timeout, Events: r.Event, Now: f.Now})
-			out.Rollback = res
+			// The breach goes through the engine: the service's lease, an
+			// incident decided by the detector, the whole runbook.
+			s, err := f.openStore(ctx)
 			if err != nil {
+				return fmt.Errorf("breach (%s), but the store cannot be opened: %w", out.Reason, err)
+			}
+			defer s.Close()
+			res, err := f.engine(s, r).OnBreach(ctx, w, engine.Breach{Detector: out.Detector, Reason: out.Reason}, o.Timeout)
+			if res != nil {
+				out.Incident = res.Incident
+				out.Rollback = res.Result
+			}
+			if errors.Is(err, engine.ErrBusy) {
+				return fmt.Errorf("breach (%s), not acted on twice: %w", out.Reason, err)
+			}
+			if err != nil {
+				if out.Incident != "" {
+					return fmt.Errorf("breach (%s), but the rollback failed: %w; incident %s is open: 'rollback resume %s'", out.Reason, err, out.Incident, out.Incident)
+				}
 				return fmt.Errorf("breach (%s), but the rollback failed: %w", out.Reason, err)
 			}
 		}
@@ -219,8 +242,11 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 		}
 	} else if out.Breach {
 		fmt.Fprintf(f.IO.Out, "Breach of %s %s (%s): %s\n", o.Service, out.Canary, out.Detector, out.Reason)
-		if out.Rollback != nil {
+		if out.Rollback != nil && out.Rollback.Plan != nil {
 			printRunSummary(f.IO, out.Rollback)
+		}
+		if out.Incident != "" {
+			fmt.Fprintf(f.IO.Out, "Incident %s: checklist with 'rollback status %s'.\n", out.Incident, out.Incident)
 		}
 	} else {
 		fmt.Fprintf(f.IO.Out, "No breach of %s %s in %s.\n", o.Service, out.Canary, o.For)

@@ -120,8 +120,14 @@ type Verify struct {
 	MaxErrorRate   float64       `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
 	LatencyQuery   string        `yaml:"latencyQuery,omitempty" json:"latencyQuery,omitempty"`
 	MaxLatency     time.Duration `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
-	Within         time.Duration `yaml:"within,omitempty" json:"within,omitempty"`
-	Smoke          []Smoke       `yaml:"smoke,omitempty" json:"smoke,omitempty"`
+	// LatencyFactor bounds p99 latency as a multiple of its pre-release
+	// baseline (measured just before the abandoned revision was created).
+	LatencyFactor float64 `yaml:"latencyFactor,omitempty" json:"latencyFactor,omitempty"`
+	// PodWindow is how long after the rollback began the pod check watches
+	// restart counts (default 0: the rollout itself is the window).
+	PodWindow time.Duration `yaml:"podWindow,omitempty" json:"podWindow,omitempty"`
+	Within    time.Duration `yaml:"within,omitempty" json:"within,omitempty"`
+	Smoke     []Smoke       `yaml:"smoke,omitempty" json:"smoke,omitempty"`
 }
 
 // Smoke is one HTTP smoke check against the rolled-back version.
@@ -144,7 +150,7 @@ type Kubernetes struct {
 }
 
 // Kinds of workload rollback can roll back.
-var supportedKinds = []string{"Deployment"}
+var supportedKinds = []string{"Deployment", "StatefulSet", "DaemonSet"}
 
 // ErrNotFound is returned by Find when no config file exists where looked.
 var ErrNotFound = errors.New("no rollback.yaml found")

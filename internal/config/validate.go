@@ -222,7 +222,7 @@ func (v *validator) fraction(n *yaml.Node, path, example string) float64 {
 
 func (v *validator) verify(n *yaml.Node, path string) *Verify {
 	out := &Verify{}
-	v.fields(n, path, []string{"prometheus", "errorRateQuery", "maxErrorRate", "latencyQuery", "maxLatency", "within", "smoke"}, func(key string, val *yaml.Node) {
+	v.fields(n, path, []string{"prometheus", "errorRateQuery", "maxErrorRate", "latencyQuery", "maxLatency", "latencyFactor", "podWindow", "within", "smoke"}, func(key string, val *yaml.Node) {
 		fp := join(path, key)
 		switch key {
 		case "prometheus":
@@ -242,6 +242,14 @@ func (v *validator) verify(n *yaml.Node, path string) *Verify {
 			out.MaxLatency = v.duration(val, fp)
 		case "within":
 			out.Within = v.duration(val, fp)
+		case "latencyFactor":
+			var f float64
+			if err := val.Decode(&f); err != nil || f <= 0 {
+				v.add(val, fp, "expected a positive multiple of the pre-release p99 (e.g. 1.5), got %s", kindName(val))
+			}
+			out.LatencyFactor = f
+		case "podWindow":
+			out.PodWindow = v.duration(val, fp)
 		case "smoke":
 			if val.Kind != yaml.SequenceNode {
 				v.add(val, fp, "expected a list of checks, got %s", kindName(val))

@@ -79,7 +79,7 @@ var checklist = []struct{ text, step string }{
 func Checklist(inc *store.Incident, events []store.Event) []Item {
 	type state struct {
 		started, ended time.Time
-		phase          string
+		phase          store.Phase
 		evidence, msg  string
 		overrun        string
 	}
@@ -93,13 +93,13 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 	for _, ev := range events {
 		s := get(ev.Step)
 		switch ev.Phase {
-		case "started":
-			s.started, s.phase = ev.Time, "started"
-		case "done":
-			s.ended, s.phase, s.evidence = ev.Time, "done", ev.Evidence
-		case "failed":
-			s.ended, s.phase, s.msg = ev.Time, "failed", ev.Message
-		case "overrun":
+		case store.PhaseStarted:
+			s.started, s.phase = ev.Time, store.PhaseStarted
+		case store.PhaseDone:
+			s.ended, s.phase, s.evidence = ev.Time, store.PhaseDone, ev.Evidence
+		case store.PhaseFailed:
+			s.ended, s.phase, s.msg = ev.Time, store.PhaseFailed, ev.Message
+		case store.PhaseOverrun:
 			s.overrun = ev.Message
 		}
 	}
@@ -120,9 +120,9 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 		if s != nil {
 			it.Started, it.Overrun = s.started, s.overrun
 			switch s.phase {
-			case "started":
+			case store.PhaseStarted:
 				it.Status = Running
-			case "done":
+			case store.PhaseDone:
 				it.Status, it.Evidence = Done, s.evidence
 				if strings.HasPrefix(s.evidence, "skipped: ") {
 					it.Status, it.Evidence = Skipped, strings.TrimPrefix(s.evidence, "skipped: ")
@@ -130,7 +130,7 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 				if (c.step == StepDeclare || c.step == StepClose) && strings.Contains(s.evidence, "; "+NotNotified) {
 					it.Status = Unnotified
 				}
-			case "failed":
+			case store.PhaseFailed:
 				it.Status, it.Evidence = Failed, s.msg
 			}
 			if !s.ended.IsZero() && !s.started.IsZero() {
@@ -147,7 +147,7 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 func TimeToRecover(inc *store.Incident, events []store.Event) (time.Duration, bool) {
 	var last time.Time
 	for _, ev := range events {
-		if ev.Phase == "done" && (ev.Step == StepKube || ev.Step == StepDownMig || ev.Step == StepSmoke || ev.Step == StepMetrics) && ev.Time.After(last) {
+		if ev.Phase == store.PhaseDone && (ev.Step == StepKube || ev.Step == StepDownMig || ev.Step == StepSmoke || ev.Step == StepMetrics) && ev.Time.After(last) {
 			last = ev.Time
 		}
 	}

@@ -26,7 +26,7 @@ func sample() (*store.Incident, []store.Event) {
 	step := func(name string, took time.Duration, phase, evidence string) {
 		evs = append(evs, store.Event{Incident: inc.ID, Time: at, Step: name, Phase: "started"})
 		at = at.Add(took)
-		ev := store.Event{Incident: inc.ID, Time: at, Step: name, Phase: phase, Evidence: evidence}
+		ev := store.Event{Incident: inc.ID, Time: at, Step: name, Phase: store.Phase(phase), Evidence: evidence}
 		if phase == "failed" {
 			ev.Evidence, ev.Message = "", evidence
 		}

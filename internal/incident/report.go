@@ -66,10 +66,10 @@ func Report(inc *store.Incident, events []store.Event, now time.Time) string {
 
 	b.WriteString("\n## Timeline\n\n")
 	for _, ev := range events {
-		if ev.Phase == "intent" {
+		if ev.Phase == store.PhaseIntent {
 			continue
 		}
-		line := ev.Phase
+		line := string(ev.Phase)
 		if ev.Evidence != "" {
 			line += ": " + ev.Evidence
 		} else if ev.Message != "" {

@@ -69,14 +69,14 @@ func CloseByHand(ctx context.Context, s store.Store, id, reason, by string, now 
 	if err != nil {
 		return nil, false, err
 	}
-	if inc.Status == "closed" {
+	if inc.Status == store.StatusClosed {
 		return inc, false, nil
 	}
-	if _, err := s.AppendEvent(ctx, store.Event{Incident: id, Time: now, Step: "run", Phase: "note",
+	if _, err := s.AppendEvent(ctx, store.Event{Incident: id, Time: now, Step: "run", Phase: store.PhaseNote,
 		Message: fmt.Sprintf("closed by hand by %s: %s", by, reason)}); err != nil {
 		return nil, false, err
 	}
-	inc.Status, inc.ClosedAt = "closed", &now
+	inc.Status, inc.ClosedAt = store.StatusClosed, &now
 	if err := s.UpdateIncident(ctx, inc); err != nil {
 		return nil, false, err
 	}

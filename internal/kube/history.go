@@ -1,7 +1,10 @@
-// Package kube reads a Deployment's rollout history from the cluster, plans
+// Package kube reads a workload's rollout history from the cluster, plans
 // and performs an undo with kubectl's semantics, waits for the rollout with
 // kubectl rollout status' conditions, and keeps last-known-good marks as
-// annotations on the ReplicaSets, so every machine sees the same history.
+// annotations on the objects that hold the revisions, so every machine sees
+// the same history. The kinds are those kubectl rollout undo handles:
+// Deployments (revisions in ReplicaSets), StatefulSets and DaemonSets
+// (revisions in ControllerRevisions); see kind.go.
 package kube
 
 import (
@@ -54,18 +57,33 @@ func ParseHealth(s string) (Health, error) {
 	return "", fmt.Errorf("unknown mark %q: expected good, bad or unknown", s)
 }
 
-// Target names one Deployment.
+// Target names one workload.
 type Target struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// Kind is the workload's kind; "" is a Deployment.
+	Kind Kind `json:"kind,omitempty"`
 }
 
-func (t Target) String() string { return t.Namespace + "/deployment/" + t.Name }
+// Of is the target's kind ("" is a Deployment).
+func (t Target) Of() Kind {
+	if t.Kind == "" {
+		return KindDeployment
+	}
+	return t.Kind
+}
 
-// Revision is one entry of a Deployment's rollout history.
+// Ref is KIND/NAME, as kubectl takes it.
+func (t Target) Ref() string { return string(t.Of()) + "/" + t.Name }
+
+func (t Target) String() string { return t.Namespace + "/" + t.Ref() }
+
+// Revision is one entry of a workload's rollout history.
 type Revision struct {
-	Number       int64     `json:"revision"`
-	ReplicaSet   string    `json:"replicaSet"`
+	Number int64 `json:"revision"`
+	// Object holds the revision: a Deployment's ReplicaSet, a StatefulSet's
+	// or DaemonSet's ControllerRevision. Marks are kept on it.
+	Object       string    `json:"object"`
 	Images       []string  `json:"images"`
 	ChangeCause  string    `json:"changeCause,omitempty"`
 	Created      time.Time `json:"created"`
@@ -75,14 +93,25 @@ type Revision struct {
 	HealthReason string    `json:"healthReason,omitempty"`
 	Current      bool      `json:"current"`
 
-	template corev1.PodTemplateSpec
-	rs       *appsv1.ReplicaSet
+	template    corev1.PodTemplateSpec
+	annotations map[string]string // the ReplicaSet's (kubectl's undo copies them)
+	data        []byte            // the ControllerRevision's patch
+	podHash     string            // controller-revision-hash of its pods
 }
 
-// History is a Deployment with its revisions, oldest first.
+// History is a workload with its revisions, oldest first.
 type History struct {
-	Deployment *appsv1.Deployment
-	Revisions  []Revision
+	Target Target
+	// Exactly one of these is set, by Target's kind.
+	Deployment  *appsv1.Deployment
+	StatefulSet *appsv1.StatefulSet
+	DaemonSet   *appsv1.DaemonSet
+
+	Template        corev1.PodTemplateSpec // the workload's current template
+	Selector        *metav1.LabelSelector
+	Paused          bool
+	ResourceVersion string
+	Revisions       []Revision
 }
 
 // Current returns the revision the Deployment's template matches, or nil.
@@ -105,28 +134,37 @@ func (h *History) Find(n int64) *Revision {
 	return nil
 }
 
-// FindReplicaSet returns the revision of the named ReplicaSet, or nil.
-func (h *History) FindReplicaSet(name string) *Revision {
+// FindObject returns the revision held by the named ReplicaSet or
+// ControllerRevision, or nil.
+func (h *History) FindObject(name string) *Revision {
 	for i := range h.Revisions {
-		if h.Revisions[i].ReplicaSet == name {
+		if h.Revisions[i].Object == name {
 			return &h.Revisions[i]
 		}
 	}
 	return nil
 }
 
-// ErrNotFound wraps a missing Deployment.
+// ErrNotFound wraps a missing workload.
 var ErrNotFound = fmt.Errorf("not found")
 
-// GetHistory reads the Deployment and the ReplicaSets it controls.
+// GetHistory reads the workload and the objects holding its revisions.
 func GetHistory(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
-	dep, err := cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	return kindOf(t).history(ctx, cs, t)
+}
+
+func notFound(t Target, err error) error {
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("deployment %q in namespace %q: %w; check the name and -n/--namespace (kubectl get deployments -n %s)",
-			t.Name, t.Namespace, ErrNotFound, t.Namespace)
+		return fmt.Errorf("%s %q in namespace %q: %w; check the name and -n/--namespace (kubectl get %ss -n %s)",
+			t.Of(), t.Name, t.Namespace, ErrNotFound, t.Of(), t.Namespace)
 	}
+	return fmt.Errorf("get %s: %w", t, err)
+}
+
+func getDeploymentHistory(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
+	dep, err := cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("get deployment %s: %w", t, err)
+		return nil, notFound(t, err)
 	}
 	sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
 	if err != nil {
@@ -140,7 +178,8 @@ func GetHistory(ctx context.Context, cs kubernetes.Interface, t Target) (*Histor
 }
 
 func buildHistory(dep *appsv1.Deployment, rss []appsv1.ReplicaSet) *History {
-	h := &History{Deployment: dep}
+	h := &History{Target: Target{Namespace: dep.Namespace, Name: dep.Name, Kind: KindDeployment}, Deployment: dep,
+		Template: dep.Spec.Template, Selector: dep.Spec.Selector, Paused: dep.Spec.Paused, ResourceVersion: dep.ResourceVersion}
 	for i := range rss {
 		rs := &rss[i]
 		if ref := metav1.GetControllerOf(rs); ref == nil || ref.UID != dep.UID {
@@ -152,7 +191,7 @@ func buildHistory(dep *appsv1.Deployment, rss []appsv1.ReplicaSet) *History {
 		}
 		r := Revision{
 			Number:       n,
-			ReplicaSet:   rs.Name,
+			Object:       rs.Name,
 			Images:       images(&rs.Spec.Template),
 			ChangeCause:  rs.Annotations[ChangeCauseAnnotation],
 			Created:      rs.CreationTimestamp.Time,
@@ -162,13 +201,19 @@ func buildHistory(dep *appsv1.Deployment, rss []appsv1.ReplicaSet) *History {
 			HealthReason: rs.Annotations[HealthReasonAnnotation],
 			Current:      EqualIgnoreHash(&rs.Spec.Template, &dep.Spec.Template),
 			template:     rs.Spec.Template,
-			rs:           rs,
+			annotations:  rs.Annotations,
 		}
 		if hv, err := ParseHealth(rs.Annotations[HealthAnnotation]); err == nil {
 			r.Health = hv
 		}
 		h.Revisions = append(h.Revisions, r)
 	}
+	h.order()
+	return h
+}
+
+// order sorts the revisions oldest first and leaves one current.
+func (h *History) order() {
 	sort.Slice(h.Revisions, func(i, j int) bool { return h.Revisions[i].Number < h.Revisions[j].Number })
 	// Only one revision is current: if several templates match (possible
 	// after manual edits), the highest revision wins, as in the controller.
@@ -181,7 +226,6 @@ func buildHistory(dep *appsv1.Deployment, rss []appsv1.ReplicaSet) *History {
 			seen = true
 		}
 	}
-	return h
 }
 
 func images(t *corev1.PodTemplateSpec) []string {

@@ -49,7 +49,9 @@ func dep(img string) *appsv1.Deployment {
 func hist(current string, revs ...appsv1.ReplicaSet) *History {
 	d := dep(current)
 	for i := range revs {
-		revs[i].OwnerReferences[0].UID = d.UID
+		if revs[i].OwnerReferences[0].UID == "dep-uid" {
+			revs[i].OwnerReferences[0].UID = d.UID
+		}
 	}
 	return buildHistory(d, revs)
 }
@@ -76,10 +78,9 @@ func TestPlanUndoTargets(t *testing.T) {
 		{"explicit bad revision", hist("v2", rs(d, 1, "v1", Bad), rs(d, 2, "v2", "")), 1, 0, ErrTargetBad, false},
 		{"explicit current is a no-op", hist("v2", rs(d, 1, "v1", ""), rs(d, 2, "v2", "")), 2, 2, nil, true},
 		{"foreign replicaset ignored", func() *History {
-			h := hist("v2", rs(d, 1, "v1", ""), rs(d, 2, "v2", ""))
 			other := rs(d, 5, "evil", Good)
 			other.OwnerReferences[0].UID = "someone-else"
-			return buildHistory(h.Deployment, append([]appsv1.ReplicaSet{other}, rsOf(h)...))
+			return hist("v2", other, rs(d, 1, "v1", ""), rs(d, 2, "v2", ""))
 		}(), 0, 1, nil, false},
 	}
 	for _, tt := range tests {
@@ -101,18 +102,10 @@ func TestPlanUndoTargets(t *testing.T) {
 	}
 }
 
-func rsOf(h *History) []appsv1.ReplicaSet {
-	var out []appsv1.ReplicaSet
-	for _, r := range h.Revisions {
-		out = append(out, *r.rs)
-	}
-	return out
-}
-
 func TestPlanUndoPaused(t *testing.T) {
 	d := dep("x")
 	h := hist("v2", rs(d, 1, "v1", ""), rs(d, 2, "v2", ""))
-	h.Deployment.Spec.Paused = true
+	h.Paused = true
 	_, err := PlanUndo(h, 0)
 	if !errors.Is(err, ErrPaused) || !strings.Contains(err.Error(), "kubectl rollout resume deployment/a -n ns") {
 		t.Errorf("got %v, want ErrPaused with the resume command", err)
@@ -130,7 +123,7 @@ func TestUndoPatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := undoPatch(p, "42")
+	b, err := deploymentUndoPatch(p.To, "42")
 	if err != nil {
 		t.Fatal(err)
 	}

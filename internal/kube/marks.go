@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
-// Mark sets the health mark of one ReplicaSet (unknown clears it). The
-// mark lives on the cluster object, so every machine sees the same history.
-func Mark(ctx context.Context, cs kubernetes.Interface, namespace, replicaSet string, h Health, reason string, now time.Time) error {
+// Mark sets the health mark of one revision of t, on the object holding it
+// (a ReplicaSet or a ControllerRevision; unknown clears it). The mark lives
+// on the cluster object, so every machine sees the same history.
+func Mark(ctx context.Context, cs kubernetes.Interface, t Target, object string, h Health, reason string, now time.Time) error {
 	ann := map[string]any{}
 	if h == Unknown {
 		ann[HealthAnnotation], ann[HealthReasonAnnotation], ann[HealthAtAnnotation] = nil, nil, nil
@@ -30,9 +29,8 @@ func Mark(ctx context.Context, cs kubernetes.Interface, namespace, replicaSet st
 	if err != nil {
 		return err
 	}
-	_, err = cs.AppsV1().ReplicaSets(namespace).Patch(ctx, replicaSet, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "rollback"})
-	if err != nil {
-		return fmt.Errorf("mark replicaset %s %s: %w", replicaSet, h, err)
+	if err := kindOf(t).markPatch(ctx, cs, t.Namespace, object, patch); err != nil {
+		return fmt.Errorf("mark %s %s: %w", object, h, err)
 	}
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 
 // Errors a plan can be refused with. Each is wrapped with the details.
 var (
-	ErrPaused           = errors.New("deployment is paused")
+	ErrPaused           = errors.New("workload is paused")
 	ErrRevisionNotFound = errors.New("revision not found")
 	ErrNoTarget         = errors.New("no revision to roll back to")
 	ErrTargetBad        = errors.New("target revision is marked bad")
@@ -21,20 +21,20 @@ type Plan struct {
 	To     *Revision `json:"to"`
 	// Reason says why To was chosen.
 	Reason string `json:"reason"`
-	// NoOp is true when the Deployment's template already matches To.
+	// NoOp is true when the workload's template already matches To.
 	NoOp bool `json:"noop"`
 }
 
 // Summary is a one-line description of the change.
 func (p *Plan) Summary() string {
 	if p.NoOp {
-		return fmt.Sprintf("nothing to do: deployment/%s already runs revision %d (%s)", p.Target.Name, p.To.Number, strings.Join(p.To.Images, ", "))
+		return fmt.Sprintf("nothing to do: %s already runs revision %d (%s)", p.Target.Ref(), p.To.Number, strings.Join(p.To.Images, ", "))
 	}
 	from := "none"
 	if p.From != nil {
 		from = fmt.Sprintf("revision %d (%s)", p.From.Number, strings.Join(p.From.Images, ", "))
 	}
-	return fmt.Sprintf("deployment/%s: %s -> revision %d (%s)", p.Target.Name, from, p.To.Number, strings.Join(p.To.Images, ", "))
+	return fmt.Sprintf("%s: %s -> revision %d (%s)", p.Target.Ref(), from, p.To.Number, strings.Join(p.To.Images, ", "))
 }
 
 // PlanUndo chooses the revision to roll back to. With toRevision > 0 it is
@@ -43,22 +43,22 @@ func (p *Plan) Summary() string {
 // bad (with no marks at all that is the previous revision, as kubectl
 // picks). A revision marked bad is never chosen.
 func PlanUndo(h *History, toRevision int64) (*Plan, error) {
-	d := h.Deployment
-	t := Target{Namespace: d.Namespace, Name: d.Name}
-	if d.Spec.Paused {
-		return nil, fmt.Errorf("%w: you cannot roll back a paused deployment; resume it first with 'kubectl rollout resume deployment/%s -n %s' and try again",
-			ErrPaused, d.Name, d.Namespace)
+	t := h.Target
+	ref, ns := t.Ref(), t.Namespace
+	if h.Paused {
+		return nil, fmt.Errorf("%w: you cannot roll back a paused %s; resume it first with 'kubectl rollout resume %s -n %s' and try again",
+			ErrPaused, t.Of(), ref, ns)
 	}
 	p := &Plan{Target: t, From: h.Current()}
 	if toRevision > 0 {
 		r := h.Find(toRevision)
 		if r == nil {
-			return nil, fmt.Errorf("%w: revision %d is not in the history of deployment/%s (available: %s); see 'rollback history deployment/%s -n %s'",
-				ErrRevisionNotFound, toRevision, d.Name, revisionList(h), d.Name, d.Namespace)
+			return nil, fmt.Errorf("%w: revision %d is not in the history of %s (available: %s); see 'rollback history %s -n %s'",
+				ErrRevisionNotFound, toRevision, ref, revisionList(h), ref, ns)
 		}
 		if r.Health == Bad {
-			return nil, fmt.Errorf("%w: revision %d of deployment/%s is marked bad (%s); if it is safe after all, clear the mark with 'rollback mark deployment/%s %d unknown -n %s'",
-				ErrTargetBad, r.Number, d.Name, orDash(r.HealthReason), d.Name, r.Number, d.Namespace)
+			return nil, fmt.Errorf("%w: revision %d of %s is marked bad (%s); if it is safe after all, clear the mark with 'rollback mark %s %d unknown -n %s'",
+				ErrTargetBad, r.Number, ref, orDash(r.HealthReason), ref, r.Number, ns)
 		}
 		p.To, p.Reason = r, fmt.Sprintf("revision %d was asked for", r.Number)
 	} else {
@@ -85,11 +85,11 @@ func PlanUndo(h *History, toRevision int64) (*Plan, error) {
 		case notBad != nil:
 			p.To, p.Reason = notBad, fmt.Sprintf("no older revision is marked good; revision %d is the newest older one not marked bad", notBad.Number)
 		default:
-			return nil, fmt.Errorf("%w: deployment/%s has no revision older than the current one that is not marked bad (history: %s); deploy a fixed version instead, or clear a mark with 'rollback mark'",
-				ErrNoTarget, d.Name, revisionList(h))
+			return nil, fmt.Errorf("%w: %s has no revision older than the current one that is not marked bad (history: %s); deploy a fixed version instead, or clear a mark with 'rollback mark'",
+				ErrNoTarget, ref, revisionList(h))
 		}
 	}
-	p.NoOp = EqualIgnoreHash(&p.To.template, &d.Spec.Template)
+	p.NoOp = EqualIgnoreHash(&p.To.template, &h.Template)
 	return p, nil
 }
 

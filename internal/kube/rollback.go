@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -27,11 +30,12 @@ type RollbackOptions struct {
 	Events progress.Func
 	Now    func() time.Time
 
-	// ToReplicaSet and FromReplicaSet pin the target and the abandoned
-	// revision by ReplicaSet (stable across renumbering), so a resumed run
-	// finishes the rollback it started instead of choosing anew.
-	ToReplicaSet, FromReplicaSet string
-	// Resume: when the Deployment already matches the target (the undo
+	// ToObject and FromObject pin the target and the abandoned revision by
+	// the object holding it (ReplicaSet or ControllerRevision, stable
+	// across renumbering), so a resumed run finishes the rollback it
+	// started instead of choosing anew.
+	ToObject, FromObject string
+	// Resume: when the workload already matches the target (the undo
 	// happened before an interruption), still wait, verify and mark.
 	Resume bool
 }
@@ -42,19 +46,21 @@ var ErrAborted = errors.New("aborted: not confirmed")
 
 // Result is what a rollback did.
 type Result struct {
-	Plan         *Plan         `json:"plan"`
-	DryRun       DryRun        `json:"dryRun"`
-	RolledOut    bool          `json:"rolledOut"`
-	Images       []string      `json:"images,omitempty"`
-	ReadyPods    int           `json:"readyPods"`
-	Revision     int64         `json:"revision,omitempty"`
-	MarkedBad    string        `json:"markedBad,omitempty"`
-	MarkedGood   string        `json:"markedGood,omitempty"`
+	Plan       *Plan    `json:"plan"`
+	DryRun     DryRun   `json:"dryRun"`
+	RolledOut  bool     `json:"rolledOut"`
+	Images     []string `json:"images,omitempty"`
+	ReadyPods  int      `json:"readyPods"`
+	Revision   int64    `json:"revision,omitempty"`
+	MarkedBad  string   `json:"markedBad,omitempty"`
+	MarkedGood string   `json:"markedGood,omitempty"`
+	// Started is when the rollback began (pod checks count restarts since).
+	Started      time.Time     `json:"started"`
 	Duration     time.Duration `json:"-"`
 	DurationSecs float64       `json:"durationSeconds"`
 }
 
-// Rollback plans and performs an undo of the Deployment, waits until it
+// Rollback plans and performs an undo of the workload, waits until it
 // has rolled out, checks that the running image is the target's, and marks
 // the abandoned revision bad and the restored one good.
 func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o RollbackOptions) (*Result, error) {
@@ -70,7 +76,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	}
 	start := now()
 	emit := func(step string, ph progress.Phase, msg string, err error) { o.Events.Emit(now(), step, ph, msg, err) }
-	res := &Result{DryRun: o.DryRun}
+	res := &Result{DryRun: o.DryRun, Started: start}
 	finish := func(err error) (*Result, error) {
 		res.Duration = now().Sub(start)
 		res.DurationSecs = res.Duration.Seconds()
@@ -85,18 +91,18 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			return "", err
 		}
 		to := o.ToRevision
-		if o.ToReplicaSet != "" {
-			r := h.FindReplicaSet(o.ToReplicaSet)
+		if o.ToObject != "" {
+			r := h.FindObject(o.ToObject)
 			if r == nil {
-				return "", fmt.Errorf("%w: replicaset %s is no longer in the history of deployment/%s", ErrRevisionNotFound, o.ToReplicaSet, t.Name)
+				return "", fmt.Errorf("%w: %s is no longer in the history of %s", ErrRevisionNotFound, o.ToObject, t.Ref())
 			}
 			to = r.Number
 		}
 		if res.Plan, err = PlanUndo(h, to); err != nil {
 			return "", err
 		}
-		if o.FromReplicaSet != "" {
-			if r := h.FindReplicaSet(o.FromReplicaSet); r != nil {
+		if o.FromObject != "" {
+			if r := h.FindObject(o.FromObject); r != nil {
 				res.Plan.From = r
 			}
 		}
@@ -112,14 +118,14 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	// The abandoned revision is marked bad before anything changes, so no
 	// interruption from here on can leave a state in which a second run
 	// picks it as its target (it would roll forward to the broken version).
-	if o.DryRun == DryRunNone && p.From != nil && p.From.ReplicaSet != p.To.ReplicaSet && p.From.Health != Bad {
+	if o.DryRun == DryRunNone && p.From != nil && p.From.Object != p.To.Object && p.From.Health != Bad {
 		if err := step("mark-bad", func() (string, error) {
 			reason := fmt.Sprintf("abandoned: rollback to revision %d started at %s", p.To.Number, now().UTC().Format(time.RFC3339))
-			if err := Mark(ctx, cs, t.Namespace, p.From.ReplicaSet, Bad, reason, now()); err != nil {
+			if err := Mark(ctx, cs, t, p.From.Object, Bad, reason, now()); err != nil {
 				return "", err
 			}
-			res.MarkedBad = p.From.ReplicaSet
-			return fmt.Sprintf("revision %d (%s) marked bad before the undo", p.From.Number, p.From.ReplicaSet), nil
+			res.MarkedBad = p.From.Object
+			return fmt.Sprintf("revision %d (%s) marked bad before the undo", p.From.Number, p.From.Object), nil
 		}); err != nil {
 			return finish(err)
 		}
@@ -128,7 +134,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		if p.NoOp {
 			return fmt.Sprintf("already at revision %d (resumed)", p.To.Number), nil
 		}
-		if _, err := Undo(ctx, cs, h, p, o.DryRun); err != nil {
+		if err := Undo(ctx, cs, h, p, o.DryRun); err != nil {
 			return "", err
 		}
 		switch o.DryRun {
@@ -145,15 +151,29 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	if err := step("rollout", func() (string, error) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		d, err := WaitRolledOut(wctx, cs, t, func(msg string) { emit("rollout", progress.Progress, msg, nil) })
-		if err != nil {
+		say := func(msg string) { emit("rollout", progress.Progress, msg, nil) }
+		replaced := ""
+		if h.onDelete() {
+			// updateStrategy OnDelete: the controller changes no pod by
+			// itself; the rollback replaces them, one at a time.
+			n, err := replaceOnDelete(wctx, cs, h, p.To, say)
+			if err != nil {
+				return "", err
+			}
+			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
+		}
+		if err := WaitRolledOut(wctx, cs, t, say); err != nil {
 			return "", err
 		}
 		res.RolledOut = true
-		if v, ok := d.Annotations[RevisionAnnotation]; ok {
-			fmt.Sscanf(v, "%d", &res.Revision)
+		after, err := GetHistory(ctx, cs, t)
+		if err != nil {
+			return "", err
 		}
-		return fmt.Sprintf("deployment %q successfully rolled out", d.Name), nil
+		if cur := after.Current(); cur != nil {
+			res.Revision = cur.Number
+		}
+		return fmt.Sprintf("%s successfully rolled out%s", t.Ref(), replaced), nil
 	}); err != nil {
 		return finish(err)
 	}
@@ -166,19 +186,19 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 
 	if err := step("mark", func() (string, error) {
 		var parts []string
-		if p.From != nil && p.From.ReplicaSet != p.To.ReplicaSet {
+		if p.From != nil && p.From.Object != p.To.Object {
 			reason := fmt.Sprintf("rolled back to revision %d at %s", p.To.Number, now().UTC().Format(time.RFC3339))
-			if err := Mark(ctx, cs, t.Namespace, p.From.ReplicaSet, Bad, reason, now()); err != nil {
+			if err := Mark(ctx, cs, t, p.From.Object, Bad, reason, now()); err != nil {
 				return "", err
 			}
-			res.MarkedBad = p.From.ReplicaSet
-			parts = append(parts, fmt.Sprintf("revision %d (%s) marked bad", p.From.Number, p.From.ReplicaSet))
+			res.MarkedBad = p.From.Object
+			parts = append(parts, fmt.Sprintf("revision %d (%s) marked bad", p.From.Number, p.From.Object))
 		}
-		if err := Mark(ctx, cs, t.Namespace, p.To.ReplicaSet, Good, "restored by rollback and verified running", now()); err != nil {
+		if err := Mark(ctx, cs, t, p.To.Object, Good, "restored by rollback and verified running", now()); err != nil {
 			return "", err
 		}
-		res.MarkedGood = p.To.ReplicaSet
-		parts = append(parts, fmt.Sprintf("revision %d (%s) marked good", res.Revision, p.To.ReplicaSet))
+		res.MarkedGood = p.To.Object
+		parts = append(parts, fmt.Sprintf("revision %d (%s) marked good", res.Revision, p.To.Object))
 		return strings.Join(parts, "; "), nil
 	}); err != nil {
 		return finish(err)
@@ -186,44 +206,114 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	return finish(nil)
 }
 
-// verifyImages checks the Deployment's template and its Ready pods run the
+// verifyImages checks the workload's template and its Ready pods run the
 // target revision's images (the runbook's "verify the running image").
 func verifyImages(ctx context.Context, cs kubernetes.Interface, t Target, p *Plan, res *Result) (string, error) {
-	d, err := cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	h, err := GetHistory(ctx, cs, t)
 	if err != nil {
 		return "", err
 	}
 	want := strings.Join(p.To.Images, ",")
-	got := make([]string, 0, len(d.Spec.Template.Spec.Containers))
-	for _, c := range d.Spec.Template.Spec.Containers {
-		got = append(got, c.Image)
+	res.Images = images(&h.Template)
+	if got := strings.Join(res.Images, ","); got != want {
+		return "", fmt.Errorf("%w: %s runs %s, want %s", ErrImageMismatch, t.Ref(), got, want)
 	}
-	res.Images = got
-	if strings.Join(got, ",") != want {
-		return "", fmt.Errorf("%w: deployment/%s runs %s, want %s", ErrImageMismatch, t.Name, strings.Join(got, ","), want)
-	}
-	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	pods, err := ListPods(ctx, cs, h)
 	if err != nil {
 		return "", err
 	}
-	pods, err := cs.CoreV1().Pods(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-	if err != nil {
-		return "", err
-	}
-	for _, pod := range pods.Items {
+	for _, pod := range pods {
 		if pod.DeletionTimestamp != nil || !PodReady(&pod) {
 			continue
 		}
-		var imgs []string
-		for _, c := range pod.Spec.Containers {
-			imgs = append(imgs, c.Image)
-		}
-		if strings.Join(imgs, ",") != want {
-			return "", fmt.Errorf("%w: ready pod %s runs %s, want %s", ErrImageMismatch, pod.Name, strings.Join(imgs, ","), want)
+		if imgs := strings.Join(images(&corev1.PodTemplateSpec{Spec: pod.Spec}), ","); imgs != want {
+			return "", fmt.Errorf("%w: ready pod %s runs %s, want %s", ErrImageMismatch, pod.Name, imgs, want)
 		}
 		res.ReadyPods++
 	}
 	return fmt.Sprintf("running image %s on %d ready pods", want, res.ReadyPods), nil
+}
+
+// ListPods lists the workload's pods (by its selector).
+func ListPods(ctx context.Context, cs kubernetes.Interface, h *History) ([]corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(h.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("%s has an invalid selector: %w", h.Target, err)
+	}
+	pods, err := cs.CoreV1().Pods(h.Target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", h.Target, err)
+	}
+	return pods.Items, nil
+}
+
+// Desired is how many pods the workload wants: its replicas, or for a
+// DaemonSet the nodes it is scheduled to.
+func (h *History) Desired() int32 {
+	switch {
+	case h.Deployment != nil && h.Deployment.Spec.Replicas != nil:
+		return *h.Deployment.Spec.Replicas
+	case h.StatefulSet != nil && h.StatefulSet.Spec.Replicas != nil:
+		return *h.StatefulSet.Spec.Replicas
+	case h.DaemonSet != nil:
+		return h.DaemonSet.Status.DesiredNumberScheduled
+	}
+	return 1
+}
+
+// replaceOnDelete replaces, one at a time, the pods of a workload with
+// updateStrategy OnDelete that are not on the target revision: it deletes
+// one (a StatefulSet's highest ordinal first, as its controller would),
+// waits until every pod is Ready again, and goes on. It returns how many
+// it replaced.
+func replaceOnDelete(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, say func(string)) (int, error) {
+	n := 0
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		pods, err := ListPods(ctx, cs, h)
+		if err != nil {
+			return n, err
+		}
+		busy := false
+		var stale []corev1.Pod
+		for _, pod := range pods {
+			switch {
+			case pod.DeletionTimestamp != nil || !PodReady(&pod):
+				busy = true
+			case pod.Labels[controllerRevisionHash] != to.podHash:
+				stale = append(stale, pod)
+			}
+		}
+		if !busy {
+			if len(stale) == 0 {
+				return n, nil
+			}
+			sort.Slice(stale, func(i, j int) bool { return podOrdinal(stale[i].Name) > podOrdinal(stale[j].Name) })
+			victim := stale[0].Name
+			say(fmt.Sprintf("replacing pod %s with revision %d (updateStrategy OnDelete)", victim, to.Number))
+			err := cs.CoreV1().Pods(h.Target.Namespace).Delete(ctx, victim, metav1.DeleteOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return n, fmt.Errorf("replace pod %s: %w", victim, err)
+			}
+			n++
+		}
+		select {
+		case <-ctx.Done():
+			return n, fmt.Errorf("%w of %s: %d pod(s) replaced, %d still on another revision", ErrTimeout, h.Target.Ref(), n, len(stale))
+		case <-tick.C:
+		}
+	}
+}
+
+// podOrdinal is a StatefulSet pod's ordinal (NAME-N), or -1.
+func podOrdinal(name string) int {
+	i := strings.LastIndexByte(name, '-')
+	n, err := strconv.Atoi(name[i+1:])
+	if i < 0 || err != nil {
+		return -1
+	}
+	return n
 }
 
 // PodReady reports whether the pod's Ready condition is true.

@@ -6,13 +6,10 @@ import (
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 )
 
@@ -20,7 +17,7 @@ import (
 var (
 	ErrTimeout          = errors.New("timed out waiting for the rollout")
 	ErrProgressDeadline = errors.New("deployment exceeded its progress deadline")
-	ErrDeleted          = errors.New("deployment was deleted")
+	ErrDeleted          = errors.New("workload was deleted")
 )
 
 // RolloutStatus is kubectl rollout status' verdict on a Deployment: a
@@ -49,33 +46,27 @@ func RolloutStatus(d *appsv1.Deployment) (string, bool, error) {
 	return fmt.Sprintf("deployment %q successfully rolled out", d.Name), true, nil
 }
 
-// WaitRolledOut watches the Deployment (no polling) until RolloutStatus says
-// it is complete or failed, or ctx ends. progress gets every new message.
-func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, t Target, progress func(string)) (*appsv1.Deployment, error) {
-	fs := fields.OneTermEqualSelector("metadata.name", t.Name).String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().Deployments(t.Namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().Deployments(t.Namespace).Watch(ctx, o)
-		},
+// WaitRolledOut watches the workload (no polling) until kubectl rollout
+// status' verdict for its kind says it is complete or failed, or ctx ends.
+// progress gets every new message.
+func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, t Target, progress func(string)) error {
+	k := kindOf(t)
+	var obj runtime.Object
+	switch t.Of() {
+	case KindStatefulSet:
+		obj = &appsv1.StatefulSet{}
+	case KindDaemonSet:
+		obj = &appsv1.DaemonSet{}
+	default:
+		obj = &appsv1.Deployment{}
 	}
-	var last *appsv1.Deployment
 	lastMsg := ""
-	_, err := watchtools.UntilWithSync(ctx, lw, &appsv1.Deployment{}, nil, func(e watch.Event) (bool, error) {
+	_, err := watchtools.UntilWithSync(ctx, k.listWatch(cs, t), obj, nil, func(e watch.Event) (bool, error) {
 		switch e.Type {
 		case watch.Deleted:
-			return false, fmt.Errorf("%w: deployment/%s", ErrDeleted, t.Name)
+			return false, fmt.Errorf("%w: %s", ErrDeleted, t.Ref())
 		case watch.Added, watch.Modified:
-			d, ok := e.Object.(*appsv1.Deployment)
-			if !ok {
-				return false, nil
-			}
-			last = d
-			msg, done, err := RolloutStatus(d)
+			msg, done, err := k.status(e.Object)
 			if err != nil {
 				return false, err
 			}
@@ -89,21 +80,21 @@ func WaitRolledOut(ctx context.Context, cs kubernetes.Interface, t Target, progr
 	})
 	if err != nil {
 		if errors.Is(err, ErrProgressDeadline) || errors.Is(err, ErrDeleted) {
-			return last, err
+			return err
 		}
 		if errors.Is(ctx.Err(), context.Canceled) {
-			return last, fmt.Errorf("interrupted while waiting for deployment/%s to roll out: %w", t.Name, context.Canceled)
+			return fmt.Errorf("interrupted while waiting for %s to roll out: %w", t.Ref(), context.Canceled)
 		}
 		if ctx.Err() != nil || errors.Is(err, watchtools.ErrWatchClosed) || timedOut(err) {
 			detail := lastMsg
 			if detail == "" {
 				detail = "no status seen"
 			}
-			return last, fmt.Errorf("%w of deployment/%s (last status: %s)", ErrTimeout, t.Name, detail)
+			return fmt.Errorf("%w of %s (last status: %s)", ErrTimeout, t.Ref(), detail)
 		}
-		return last, fmt.Errorf("watch deployment/%s: %w", t.Name, err)
+		return fmt.Errorf("watch %s: %w", t.Ref(), err)
 	}
-	return last, nil
+	return nil
 }
 
 func timedOut(err error) bool {

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -38,7 +37,7 @@ func ParseDryRun(s string) (DryRun, error) {
 	return "", fmt.Errorf("invalid --dry-run %q: expected none, client or server", s)
 }
 
-// ErrConflict means the Deployment changed between planning and patching.
+// ErrConflict means the workload changed between planning and patching.
 var ErrConflict = errors.New("deployment changed while planning")
 
 // annotationsToSkip are the ReplicaSet annotations an undo does not copy
@@ -57,15 +56,15 @@ func skipAnnotation(k string) bool {
 	return annotationsToSkip[k] || strings.HasPrefix(k, annotationPrefix)
 }
 
-// undoPatch builds the JSON patch kubectl's undo sends: the target's pod
-// template (without its pod-template-hash label) and its annotations, with
-// a test of the resourceVersion the plan was made from, so a Deployment
-// changed in between is not overwritten.
-func undoPatch(p *Plan, resourceVersion string) ([]byte, error) {
-	tmpl := p.To.template.DeepCopy()
+// deploymentUndoPatch builds the JSON patch kubectl's undo sends: the
+// target's pod template (without its pod-template-hash label) and its
+// annotations, with a test of the resourceVersion the plan was made from,
+// so a Deployment changed in between is not overwritten.
+func deploymentUndoPatch(to *Revision, resourceVersion string) ([]byte, error) {
+	tmpl := to.template.DeepCopy()
 	delete(tmpl.Labels, podTemplateHashLabel)
 	ann := map[string]string{}
-	for k, v := range p.To.rs.Annotations {
+	for k, v := range to.annotations {
 		if !skipAnnotation(k) {
 			ann[k] = v
 		}
@@ -78,29 +77,30 @@ func undoPatch(p *Plan, resourceVersion string) ([]byte, error) {
 	return json.Marshal(ops)
 }
 
-// Undo applies the plan to the cluster (unless dry is client) and returns
-// the Deployment as the API server answered.
-func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry DryRun) (*appsv1.Deployment, error) {
+// Undo applies the plan to the cluster (unless dry is client), as kubectl
+// rollout undo does for the workload's kind.
+func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry DryRun) error {
 	if p.NoOp {
-		return h.Deployment, nil
+		return nil
 	}
-	patch, err := undoPatch(p, h.Deployment.ResourceVersion)
+	k := kindOf(h.Target)
+	pt, patch, err := k.undoPatch(h, p.To)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if dry == DryRunClient {
-		return h.Deployment, nil
+		return nil
 	}
 	opts := metav1.PatchOptions{FieldManager: "rollback"}
 	if dry == DryRunServer {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
-	d, err := cs.AppsV1().Deployments(p.Target.Namespace).Patch(ctx, p.Target.Name, types.JSONPatchType, patch, opts)
+	err = k.patch(ctx, cs, h.Target, pt, patch, opts)
 	if apierrors.IsInvalid(err) && strings.Contains(err.Error(), "test") || apierrors.IsConflict(err) {
-		return nil, fmt.Errorf("%w: deployment/%s was modified after the plan was made; run the command again", ErrConflict, p.Target.Name)
+		return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("patch deployment/%s: %w", p.Target.Name, err)
+		return fmt.Errorf("patch %s: %w", h.Target.Ref(), err)
 	}
-	return d, nil
+	return nil
 }

@@ -172,7 +172,7 @@ func (j *journal) put(ev store.Event) {
 // Note journals msg as a note of the step (something it did that a later
 // reader must know even if the step never finishes).
 func (sc *StepContext) Note(ctx context.Context, msg string) error {
-	return sc.ex.append(context.WithoutCancel(ctx), store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note", Message: msg})
+	return sc.ex.append(context.WithoutCancel(ctx), store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseNote, Message: msg})
 }
 
 // Uncertain is the evidence of a side effect that was started before an
@@ -189,14 +189,14 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 		return ev.Evidence, nil
 	}
 	if sc.journal.isPending(key) {
-		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "note",
+		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseNote,
 			Key: "done:" + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
 		err := sc.ex.append(context.WithoutCancel(ctx), note)
 		sc.journal.put(note)
 		return Uncertain, err
 	}
 	attempt := fmt.Sprintf("%s#%d", key, time.Now().UnixNano())
-	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "intent", Key: "intent:" + attempt}
+	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseIntent, Key: "intent:" + attempt}
 	if err := sc.ex.append(ctx, intent); err != nil {
 		return "", err
 	}
@@ -209,12 +209,12 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 		// A failed attempt may be retried by a later run or step: its
 		// failure is journaled under the attempt, so it is never read as
 		// an interruption.
-		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect-failed", Key: "failed:" + attempt, Message: key + ": " + err.Error()}
+		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseEffectFailed, Key: "failed:" + attempt, Message: key + ": " + err.Error()}
 		_ = sc.ex.append(jctx, failed)
 		sc.journal.put(failed)
 		return "", err
 	}
-	done := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: "effect", Key: "done:" + key, Evidence: out}
+	done := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseEffect, Key: "done:" + key, Evidence: out}
 	if err := sc.ex.append(jctx, done); err != nil {
 		return "", err
 	}
@@ -392,7 +392,7 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 			continue
 		}
 		if err := e.Lost(); err != nil {
-			_ = e.append(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: "failed", Message: "not started: " + err.Error()})
+			_ = e.append(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: store.PhaseFailed, Message: "not started: " + err.Error()})
 			e.Events.Emit(e.now(), s.Name, progress.Failed, "", err)
 			return fmt.Errorf("before step %s: %w", s.Name, err)
 		}
@@ -416,7 +416,7 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 // step runs one step under its deadline, journaling it before and after.
 func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal) error {
 	start := e.now()
-	if err := e.append(ctx, store.Event{Incident: incident, Time: start, Step: s.Name, Phase: "started"}); err != nil {
+	if err := e.append(ctx, store.Event{Incident: incident, Time: start, Step: s.Name, Phase: store.PhaseStarted}); err != nil {
 		return err
 	}
 	e.Events.Emit(start, s.Name, progress.Started, "", nil)
@@ -428,7 +428,7 @@ func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal
 	case errors.Is(err, ErrSkip):
 		evidence, err = "skipped: "+strings.TrimSuffix(strings.TrimSuffix(err.Error(), ErrSkip.Error()), ": "), nil
 	case err != nil:
-		ev := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "failed", Message: err.Error()}
+		ev := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseFailed, Message: err.Error()}
 		var pe *PanicError
 		if errors.As(err, &pe) {
 			ev.Evidence = pe.Stack
@@ -438,10 +438,10 @@ func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal
 		return err
 	}
 	if s.Budget > 0 && end.Sub(start) > s.Budget {
-		_ = e.append(jctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "overrun",
+		_ = e.append(jctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseOverrun,
 			Message: fmt.Sprintf("took %s, budget %s", end.Sub(start).Round(time.Second), s.Budget)})
 	}
-	done := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: "done", Key: "done:step:" + s.Name, Evidence: evidence}
+	done := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseDone, Key: "done:step:" + s.Name, Evidence: evidence}
 	if err := e.append(jctx, done); err != nil {
 		return err
 	}

@@ -275,7 +275,7 @@ func phases(t *testing.T, s store.Store, id string) map[string][]store.Event {
 	}
 	out := map[string][]store.Event{}
 	for _, ev := range evs {
-		out[ev.Step+"/"+ev.Phase] = append(out[ev.Step+"/"+ev.Phase], ev)
+		out[ev.Step+"/"+string(ev.Phase)] = append(out[ev.Step+"/"+string(ev.Phase)], ev)
 	}
 	return out
 }

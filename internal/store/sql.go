@@ -167,7 +167,7 @@ func (s *sqlStore) CreateIncident(ctx context.Context, inc *Incident) error {
 		inc.OpenedAt = time.Now()
 	}
 	if inc.Status == "" {
-		inc.Status = "open"
+		inc.Status = StatusOpen
 	}
 	auto := inc.ID == ""
 	for try := 0; try < 50; try++ {

@@ -77,6 +77,33 @@ func (e *LockError) Error() string {
 
 func (e *LockError) Unwrap() error { return ErrLeaseHeld }
 
+// Status is an incident's state.
+type Status string
+
+// Incident states.
+const (
+	StatusOpen   Status = "open"
+	StatusClosed Status = "closed"
+)
+
+// Phase is what a journal entry records about its step.
+type Phase string
+
+// Journal phases.
+const (
+	PhaseStarted Phase = "started"
+	PhaseDone    Phase = "done"
+	PhaseFailed  Phase = "failed"
+	PhaseNote    Phase = "note"
+	// PhaseOverrun: the step took longer than its runbook budget.
+	PhaseOverrun Phase = "overrun"
+	// PhaseIntent, PhaseEffect and PhaseEffectFailed journal one attempt
+	// at a side effect that must not repeat (see runbook.StepContext.Once).
+	PhaseIntent       Phase = "intent"
+	PhaseEffect       Phase = "effect"
+	PhaseEffectFailed Phase = "effect-failed"
+)
+
 // Incident is one rollback incident.
 type Incident struct {
 	ID          string     `json:"id"`
@@ -86,7 +113,7 @@ type Incident struct {
 	GoodVersion string     `json:"goodVersion,omitempty"`
 	Decision    string     `json:"decision,omitempty"`
 	Rationale   string     `json:"rationale,omitempty"` // JSON of the decision's reasons
-	Status      string     `json:"status"`              // open, closed
+	Status      Status     `json:"status"`
 	OpenedAt    time.Time  `json:"openedAt"`
 	ClosedAt    *time.Time `json:"closedAt,omitempty"`
 }
@@ -97,7 +124,7 @@ type Event struct {
 	Seq      int64     `json:"seq"`
 	Time     time.Time `json:"time"`
 	Step     string    `json:"step"`
-	Phase    string    `json:"phase"` // started, done, failed, note
+	Phase    Phase     `json:"phase"`
 	// Key, when set, makes the event unique within the incident: appending
 	// it again is a no-op that reports added = false.
 	Key      string `json:"key,omitempty"`

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"rollback/internal/config"
@@ -31,61 +30,70 @@ type Result struct {
 	Message  string `json:"message,omitempty"`
 }
 
-// Pods checks that every pod of the Deployment is Ready and runs the
-// Deployment's image(s), that there are as many as desired, and that
-// restart counts do not climb over settle.
-func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, settle time.Duration) (Result, error) {
+// PodCheck says over which window pod restarts are counted.
+type PodCheck struct {
+	// Since is when the rollback began: a container that restarted since
+	// then counts, so crashes during the rollout are seen without waiting
+	// (zero: only restarts during Window count).
+	Since time.Time
+	// Window is how long after Since the check watches; the part of it
+	// that has not passed yet is waited for (zero: no wait).
+	Window time.Duration
+}
+
+// Pods checks that every pod of the workload is Ready and runs its
+// template's image(s), that there are as many as desired, and that no
+// container restarted since the rollback began (or over the window).
+func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, pc PodCheck, now func() time.Time) (Result, error) {
 	r := Result{Check: "pod-health"}
-	d, err := cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	if now == nil {
+		now = time.Now
+	}
+	since := pc.Since
+	if since.IsZero() {
+		since = now()
+	}
+	if wait := since.Add(pc.Window).Sub(now()); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	h, err := kube.GetHistory(ctx, cs, t)
 	if err != nil {
 		return r, err
 	}
-	want := images(d.Spec.Template.Spec.Containers)
-	sample := func() (ready, total int, restarts int32, bad []string, err error) {
-		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-		if err != nil {
-			return 0, 0, 0, nil, err
-		}
-		pods, err := cs.CoreV1().Pods(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-		if err != nil {
-			return 0, 0, 0, nil, err
-		}
-		for _, p := range pods.Items {
-			if p.DeletionTimestamp != nil {
-				continue
-			}
-			total++
-			if kube.PodReady(&p) {
-				ready++
-			}
-			if got := images(p.Spec.Containers); got != want {
-				bad = append(bad, fmt.Sprintf("%s runs %s", p.Name, got))
-			}
-			for _, s := range p.Status.ContainerStatuses {
-				restarts += s.RestartCount
-			}
-		}
-		return ready, total, restarts, bad, nil
-	}
-	ready, total, r0, bad, err := sample()
+	want := images(h.Template.Spec.Containers)
+	pods, err := kube.ListPods(ctx, cs, h)
 	if err != nil {
 		return r, err
 	}
-	select {
-	case <-ctx.Done():
-		return r, ctx.Err()
-	case <-time.After(settle):
+	ready, total := 0, 0
+	var bad, restarted []string
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		total++
+		if kube.PodReady(&p) {
+			ready++
+		}
+		if got := images(p.Spec.Containers); got != want {
+			bad = append(bad, fmt.Sprintf("%s runs %s", p.Name, got))
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if restartedSince(c, since) {
+				restarted = append(restarted, fmt.Sprintf("%s/%s (%d restarts)", p.Name, c.Name, c.RestartCount))
+			}
+		}
 	}
-	ready2, total2, r1, bad2, err := sample()
-	if err != nil {
-		return r, err
+	desired := h.Desired()
+	window := "since the rollback began"
+	if pc.Since.IsZero() {
+		window = "over " + pc.Window.String()
 	}
-	desired := int32(1)
-	if d.Spec.Replicas != nil {
-		desired = *d.Spec.Replicas
-	}
-	ready, total, bad = min(ready, ready2), max(total, total2), append(bad, bad2...)
-	r.Measured = fmt.Sprintf("%d/%d ready (desired %d) on %s; restarts %d -> %d over %s", ready, total, desired, want, r0, r1, settle)
+	r.Measured = fmt.Sprintf("%d/%d ready (desired %d) on %s; %d container(s) restarted %s", ready, total, desired, want, len(restarted), window)
 	var problems []string
 	if ready < int(desired) || ready < total {
 		problems = append(problems, "not every pod is Ready")
@@ -93,12 +101,19 @@ func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, settle ti
 	if len(bad) > 0 {
 		problems = append(problems, "pods on another image: "+strings.Join(bad, "; "))
 	}
-	if r1 > r0 {
-		problems = append(problems, "restarts are climbing")
+	if len(restarted) > 0 {
+		problems = append(problems, "restarting: "+strings.Join(restarted, "; "))
 	}
 	r.Passed = len(problems) == 0
 	r.Message = strings.Join(problems, "; ")
 	return r, nil
+}
+
+// restartedSince: the container's last termination (a restart) finished
+// at or after since.
+func restartedSince(c corev1.ContainerStatus, since time.Time) bool {
+	t := c.LastTerminationState.Terminated
+	return c.RestartCount > 0 && t != nil && !t.FinishedAt.Time.Before(since.Truncate(time.Second))
 }
 
 func images(cs []corev1.Container) string {

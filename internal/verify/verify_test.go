@@ -112,29 +112,45 @@ func TestPods(t *testing.T) {
 	}
 	tgt := kube.Target{Namespace: "ns", Name: "a"}
 	ctx := context.Background()
-	r, err := Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", true)), tgt, time.Millisecond)
+	now := time.Now()
+	since := PodCheck{Since: now.Add(-time.Minute)}
+	r, err := Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", true)), tgt, since, nil)
 	if err != nil || !r.Passed {
 		t.Errorf("healthy: %+v %v", r, err)
 	}
-	r, _ = Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v2", true)), tgt, time.Millisecond)
+	r, _ = Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v2", true)), tgt, since, nil)
 	if r.Passed || !strings.Contains(r.Message, "p2 runs r/a:v2") {
 		t.Errorf("wrong image: %+v", r)
 	}
-	r, _ = Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", false)), tgt, time.Millisecond)
+	r, _ = Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", false)), tgt, since, nil)
 	if r.Passed || !strings.Contains(r.Message, "not every pod is Ready") {
 		t.Errorf("not ready: %+v", r)
 	}
-	// Restarts climbing between the two samples.
-	cs := fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", true))
-	go func() {
-		time.Sleep(20 * time.Millisecond)
+	// A container that restarted during the rollout fails the check with
+	// no wait; one that restarted before the rollback began does not.
+	restarted := func(at time.Time) *corev1.Pod {
 		p := pod("p1", "r/a:v1", true)
-		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", RestartCount: 3}}
-		_, _ = cs.CoreV1().Pods("ns").UpdateStatus(ctx, p, metav1.UpdateOptions{})
-	}()
-	r, _ = Pods(ctx, cs, tgt, 200*time.Millisecond)
-	if r.Passed || !strings.Contains(r.Message, "restarts are climbing") {
-		t.Errorf("restarts: %+v", r)
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", RestartCount: 3,
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{FinishedAt: metav1.NewTime(at)}}}}
+		return p
+	}
+	start := time.Now()
+	r, _ = Pods(ctx, fake.NewClientset(d, restarted(now.Add(-10*time.Second)), pod("p2", "r/a:v1", true)), tgt, since, nil)
+	if r.Passed || !strings.Contains(r.Message, "restarting: p1/a (3 restarts)") {
+		t.Errorf("restart during the rollout: %+v", r)
+	}
+	r, _ = Pods(ctx, fake.NewClientset(d, restarted(now.Add(-2*time.Minute)), pod("p2", "r/a:v1", true)), tgt, since, nil)
+	if !r.Passed {
+		t.Errorf("restart before the rollback counted: %+v", r)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the checks waited %s with no window", took)
+	}
+	// With a window, the part of it not yet passed is waited for.
+	start = time.Now()
+	r, _ = Pods(ctx, fake.NewClientset(d, pod("p1", "r/a:v1", true), pod("p2", "r/a:v1", true)), tgt, PodCheck{Since: start, Window: 300 * time.Millisecond}, nil)
+	if took := time.Since(start); !r.Passed || took < 300*time.Millisecond {
+		t.Errorf("window: %+v after %s", r, took)
 	}
 }
 

@@ -124,7 +124,7 @@ func stepAt(evs []store.Event, step, phase string) (time.Duration, bool) {
 		return 0, false
 	}
 	for _, ev := range evs {
-		if ev.Step == step && ev.Phase == phase {
+		if ev.Step == step && string(ev.Phase) == phase {
 			return ev.Time.Sub(evs[0].Time), true
 		}
 	}

@@ -194,7 +194,7 @@ func waitRolledOut(t *testing.T, ns string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if _, err := kube.WaitRolledOut(ctx, cs, kube.Target{Namespace: ns, Name: app}, nil); err != nil {
+	if err := kube.WaitRolledOut(ctx, cs, kube.Target{Namespace: ns, Name: app}, nil); err != nil {
 		t.Fatalf("rollout: %v", err)
 	}
 }

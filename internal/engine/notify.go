@@ -1,4 +1,4 @@
-package cli
+package engine
 
 import (
 	"context"
@@ -24,7 +24,7 @@ func notifiedEvidence(head string, ns []notify.Outcome) string {
 // announce is Step 1's notification: the Slack incident channel and start
 // message, and PagerDuty trigger + acknowledge ("In Progress"). Failures are
 // reported in the evidence and never stop the rollback.
-func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident) []notify.Outcome {
+func (e *Engine) announce(ctx context.Context, sc *runbook.StepContext, svc *config.Service, inc notify.Incident) []notify.Outcome {
 	if svc == nil || svc.Notify == nil {
 		return []notify.Outcome{{Text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
@@ -32,28 +32,28 @@ func announce(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 	var fns []func() []notify.Outcome
 	if sl := svc.Notify.Slack; sl != nil {
 		fns = append(fns, func() []notify.Outcome {
-			return []notify.Outcome{slackPost(ctx, f, sc, client, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions))}
+			return []notify.Outcome{e.slackPost(ctx, sc, client, sl, inc, "slack-start", notify.StartText(inc, sl.Mentions))}
 		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
 		fns = append(fns, func() []notify.Outcome {
 			var out []notify.Outcome
 			if pd.RoutingKeyEnv != "" {
-				out = append(out, pagerduty(ctx, f, sc, client, pd, inc, notify.Trigger), pagerduty(ctx, f, sc, client, pd, inc, notify.Acknowledge))
+				out = append(out, e.pagerduty(ctx, sc, client, pd, inc, notify.Trigger), e.pagerduty(ctx, sc, client, pd, inc, notify.Acknowledge))
 			}
-			return append(out, pagerdutyStatus(ctx, f, sc, client, pd, inc, "acknowledged")...)
+			return append(out, e.pagerdutyStatus(ctx, sc, client, pd, inc, "acknowledged")...)
 		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
 		fns = append(fns, func() []notify.Outcome {
-			return []notify.Outcome{webhookPost(ctx, f, sc, client, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil))}
+			return []notify.Outcome{e.webhookPost(ctx, sc, client, wh, "start", notify.WebhookBody(wh.Format, inc, notify.StartText(inc, nil), nil))}
 		})
 	}
 	return notify.All(fns)
 }
 
 // conclude is Step 6's: the closing summary and PagerDuty resolve.
-func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *config.Service, inc notify.Incident, sum notify.Summary) []notify.Outcome {
+func (e *Engine) conclude(ctx context.Context, sc *runbook.StepContext, svc *config.Service, inc notify.Incident, sum notify.Summary) []notify.Outcome {
 	if svc == nil || svc.Notify == nil {
 		return []notify.Outcome{{Text: "no notifier configured (notify: in rollback.yaml)"}}
 	}
@@ -61,21 +61,21 @@ func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 	var fns []func() []notify.Outcome
 	if sl := svc.Notify.Slack; sl != nil {
 		fns = append(fns, func() []notify.Outcome {
-			return []notify.Outcome{slackPost(ctx, f, sc, client, sl, inc, "slack-summary", notify.SummaryText(inc, sum))}
+			return []notify.Outcome{e.slackPost(ctx, sc, client, sl, inc, "slack-summary", notify.SummaryText(inc, sum))}
 		})
 	}
 	if pd := svc.Notify.PagerDuty; pd != nil {
 		fns = append(fns, func() []notify.Outcome {
 			var out []notify.Outcome
 			if pd.RoutingKeyEnv != "" {
-				out = append(out, pagerduty(ctx, f, sc, client, pd, inc, notify.Resolve))
+				out = append(out, e.pagerduty(ctx, sc, client, pd, inc, notify.Resolve))
 			}
-			return append(out, pagerdutyStatus(ctx, f, sc, client, pd, inc, "resolved")...)
+			return append(out, e.pagerdutyStatus(ctx, sc, client, pd, inc, "resolved")...)
 		})
 	}
 	for _, wh := range svc.Notify.Webhooks {
 		fns = append(fns, func() []notify.Outcome {
-			return []notify.Outcome{webhookPost(ctx, f, sc, client, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum))}
+			return []notify.Outcome{e.webhookPost(ctx, sc, client, wh, "summary", notify.WebhookBody(wh.Format, inc, notify.SummaryText(inc, sum), &sum))}
 		})
 	}
 	return notify.All(fns)
@@ -83,10 +83,10 @@ func conclude(ctx context.Context, f *Factory, sc *runbook.StepContext, svc *con
 
 // webhookPost sends one message to a configured webhook, at most once per
 // incident. The URL (which may hold a secret) is never in the evidence.
-func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg config.WebhookNotify, what string, body any) notify.Outcome {
+func (e *Engine) webhookPost(ctx context.Context, sc *runbook.StepContext, client *http.Client, cfg config.WebhookNotify, what string, body any) notify.Outcome {
 	url := cfg.URL
 	if cfg.URLEnv != "" {
-		if url = f.IO.Getenv(cfg.URLEnv); url == "" {
+		if url = e.getenv(cfg.URLEnv); url == "" {
 			return notify.Outcome{Text: fmt.Sprintf("webhook %s: $%s is not set; nothing sent", cfg.Name, cfg.URLEnv)}
 		}
 	}
@@ -103,8 +103,8 @@ func webhookPost(ctx context.Context, f *Factory, sc *runbook.StepContext, clien
 	return notify.Outcome{Text: fmt.Sprintf("webhook %s: %s sent (%s)", cfg.Name, what, cfg.Format), Delivered: true}
 }
 
-func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.SlackNotify, inc notify.Incident, key, text string) notify.Outcome {
-	token := f.IO.Getenv(cfg.TokenEnv)
+func (e *Engine) slackPost(ctx context.Context, sc *runbook.StepContext, client *http.Client, cfg *config.SlackNotify, inc notify.Incident, key, text string) notify.Outcome {
+	token := e.getenv(cfg.TokenEnv)
 	if token == "" {
 		return notify.Outcome{Text: fmt.Sprintf("slack: $%s is not set; nothing posted", cfg.TokenEnv)}
 	}
@@ -127,8 +127,8 @@ func slackPost(ctx context.Context, f *Factory, sc *runbook.StepContext, client 
 	return notify.Outcome{Text: fmt.Sprintf("slack %s in %s (%s)", key, name, ts), Delivered: true}
 }
 
-func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, action string) notify.Outcome {
-	key := f.IO.Getenv(cfg.RoutingKeyEnv)
+func (e *Engine) pagerduty(ctx context.Context, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, action string) notify.Outcome {
+	key := e.getenv(cfg.RoutingKeyEnv)
 	if key == "" {
 		return notify.Outcome{Text: fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)}
 	}
@@ -148,14 +148,14 @@ func pagerduty(ctx context.Context, f *Factory, sc *runbook.StepContext, client 
 // pagerdutyStatus sets the paging incident's status through the REST API
 // (the runbook's "Update incident status in PagerDuty → In Progress" is
 // acknowledged), when the run was given one and a token is configured.
-func pagerdutyStatus(ctx context.Context, f *Factory, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []notify.Outcome {
+func (e *Engine) pagerdutyStatus(ctx context.Context, sc *runbook.StepContext, client *http.Client, cfg *config.PagerDutyNotify, inc notify.Incident, status string) []notify.Outcome {
 	if inc.PagerDutyID == "" {
 		return nil
 	}
 	if cfg.APITokenEnv == "" {
 		return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + ": no apiTokenEnv in rollback.yaml; status not set"}}
 	}
-	token := f.IO.Getenv(cfg.APITokenEnv)
+	token := e.getenv(cfg.APITokenEnv)
 	if token == "" {
 		return []notify.Outcome{{Text: fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}}
 	}
@@ -191,10 +191,10 @@ func orErr(err error, s string) string {
 
 // flagProvider builds the configured flag provider with its token from the
 // environment.
-func flagProvider(f *Factory, c *config.Flag) (flags.Provider, error) {
+func (e *Engine) flagProvider(c *config.Flag) (flags.Provider, error) {
 	token := ""
 	if c.TokenEnv != "" {
-		if token = f.IO.Getenv(c.TokenEnv); token == "" {
+		if token = e.getenv(c.TokenEnv); token == "" {
 			return nil, fmt.Errorf("flag %s: $%s is not set", c.Key, c.TokenEnv)
 		}
 	}
@@ -210,7 +210,7 @@ func flagProvider(f *Factory, c *config.Flag) (flags.Provider, error) {
 }
 
 // flagStepDeadline is the flag step's deadline: flag.timeout, or a minute.
-func flagStepDeadline(svc *config.Service) time.Duration {
+func flagStepDeadline(svc *config.Service, _ time.Duration) time.Duration {
 	if svc != nil && svc.Flag != nil && svc.Flag.Timeout > 0 {
 		return svc.Flag.Timeout
 	}
@@ -228,7 +228,7 @@ func flagRequestTimeout(c *config.Flag) time.Duration {
 
 // notifyDeadline is a communication step's deadline: notify.deadline, or
 // the runbook's 2 minutes.
-func notifyDeadline(svc *config.Service) time.Duration {
+func notifyDeadline(svc *config.Service, _ time.Duration) time.Duration {
 	if svc != nil && svc.Notify != nil && svc.Notify.Deadline > 0 {
 		return svc.Notify.Deadline
 	}

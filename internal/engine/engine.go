@@ -1,0 +1,160 @@
+// Package engine is rollback's application layer: the use cases every entry
+// point shares. It plans a rollback, walks the decision it is given, opens
+// the incident, executes (or resumes) the journaled runbook with the
+// service held, and rolls back on a detector's breach. The command line
+// (internal/cli) and a long-running server call it; it never imports them.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+
+	"rollback/internal/config"
+	"rollback/internal/kube"
+	"rollback/internal/progress"
+	"rollback/internal/runbook"
+	"rollback/internal/store"
+)
+
+// Engine runs rollbacks against one store.
+type Engine struct {
+	Store  store.Store
+	Config *config.Config // nil without a rollback.yaml
+	Getenv func(string) string
+	Now    func() time.Time
+	// StateDir returns rollback's directory for name (snapshots), created.
+	StateDir func(name string) (string, error)
+	// Holder names this process to a second run (host:pid by default).
+	Holder string
+	// Events receives progress; may be nil.
+	Events progress.Func
+	// Client returns the Kubernetes client for a kubeconfig context; a
+	// resumed incident uses the context it recorded.
+	Client func(kubeContext string) (kubernetes.Interface, error)
+}
+
+// Workload is what a rollback acts on: a workload of a cluster, and the
+// configured service it is, if any.
+type Workload struct {
+	Service string // configured service name, "" for KIND/NAME
+	Target  kube.Target
+	Context string // kubeconfig context ("" for the current one)
+	Client  kubernetes.Interface
+}
+
+// Key is the workload's canonical service key: the configured service's
+// name, else NAMESPACE/KIND/NAME. Blocks, incidents and gates use it.
+func (w *Workload) Key() string {
+	if w.Service != "" {
+		return w.Service
+	}
+	return w.Target.String()
+}
+
+// LeaseKey is the name the run's lease and lock hold: the workload itself,
+// however it was named.
+func (w *Workload) LeaseKey() string { return w.Target.String() }
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+func (e *Engine) getenv(k string) string {
+	if e.Getenv != nil {
+		return e.Getenv(k)
+	}
+	return os.Getenv(k)
+}
+
+// service is the configured service, or nil.
+func (e *Engine) service(name string) *config.Service {
+	if e.Config == nil || name == "" {
+		return nil
+	}
+	return e.Config.Services[name]
+}
+
+// Executor is a runbook executor on the engine's store.
+func (e *Engine) Executor() *runbook.Executor {
+	holder := e.Holder
+	if holder == "" {
+		holder = HolderName()
+	}
+	return &runbook.Executor{Store: e.Store, Holder: holder, Now: e.Now, Events: e.Events}
+}
+
+// HolderName is this process as a lease holder: host:pid.
+func HolderName() string {
+	h, _ := os.Hostname()
+	return h + ":" + strconv.Itoa(os.Getpid())
+}
+
+// Hold takes the service for ex, taking over a lease left by a dead run of
+// this machine.
+func Hold(ctx context.Context, ex *runbook.Executor, service string) (func(), error) {
+	if ex.Holds(service) {
+		return func() {}, nil
+	}
+	release, err := ex.Hold(ctx, service)
+	var le *store.LeaseError
+	if errors.As(err, &le) && deadLocalHolder(le.Lease.Holder) {
+		_ = ex.Store.ReleaseLease(ctx, le.Lease.Service, le.Lease.Holder)
+		release, err = ex.Hold(ctx, service)
+	}
+	return release, err
+}
+
+// deadLocalHolder: the lease was held by a process of this host that no
+// longer runs (a run killed before it could release it).
+func deadLocalHolder(holder string) bool {
+	host, pid, ok := strings.Cut(holder, ":")
+	me, _ := os.Hostname()
+	n, err := strconv.Atoi(pid)
+	if !ok || host != me || err != nil || n <= 0 {
+		return false
+	}
+	return syscall.Kill(n, 0) != nil
+}
+
+// ErrOpenIncident: the service has an unfinished rollback incident.
+var ErrOpenIncident = errors.New("an earlier rollback is unfinished")
+
+// OpenIncident is the service's open incident, or nil.
+func (e *Engine) OpenIncident(ctx context.Context, service string) (*store.Incident, error) {
+	incs, err := e.Store.ListIncidents(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	for i := range incs {
+		if incs[i].Status == store.StatusOpen {
+			return &incs[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// PlanUndo reads the workload's history and chooses the target revision
+// (see kube.PlanUndo). Read-only.
+func PlanUndo(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, error) {
+	h, err := kube.GetHistory(ctx, w.Client, w.Target)
+	if err != nil {
+		return nil, err
+	}
+	return kube.PlanUndo(h, toRevision)
+}
+
+func openIncidentError(open *store.Incident, key string) error {
+	return fmt.Errorf("%w: incident %s for %s is still open (opened %s); finish it with 'rollback resume %s' (or pass --resume), see 'rollback status %s'; if it was finished by hand, 'rollback close %s --reason ...'",
+		ErrOpenIncident, open.ID, key, open.OpenedAt.UTC().Format(time.RFC3339), open.ID, open.ID, open.ID)
+}

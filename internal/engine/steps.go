@@ -1,0 +1,399 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"rollback/internal/config"
+	"rollback/internal/flags"
+	"rollback/internal/incident"
+	"rollback/internal/kube"
+	"rollback/internal/metrics"
+	"rollback/internal/migrate"
+	"rollback/internal/notify"
+	"rollback/internal/progress"
+	"rollback/internal/runbook"
+	"rollback/internal/store"
+	"rollback/internal/verify"
+)
+
+// Step is one step of the runbook, defined once: its name (the journal's
+// and the checklist's), title, the runbook's budget, how it runs beside
+// the others, whether it applies to a service (and why not), and its body.
+// The run's plan, 'rollback plan's outline, progress titles and the
+// checklist all derive from Steps.
+type Step struct {
+	Name   string
+	Title  string
+	Budget time.Duration
+	// Soft, Background and Join: see runbook.Step.
+	Soft, Background, Join bool
+	// Deadline is the enforced deadline for the service (nil: the budget,
+	// else runbook.DefaultDeadline).
+	Deadline func(svc *config.Service, timeout time.Duration) time.Duration
+	// Applies says what the step will do for the service, or why it is
+	// skipped ("skipped: ..."); nil means it always acts.
+	Applies func(svc *config.Service) string
+	Run     func(ctx context.Context, r *execution, sc *runbook.StepContext) (string, error)
+}
+
+// execution is one incident's run: what the step bodies work on.
+type execution struct {
+	e       *Engine
+	svc     *config.Service
+	inc     *store.Incident
+	t       *Target
+	w       *Workload
+	ninc    notify.Incident
+	timeout time.Duration
+	res     *kube.Result
+}
+
+// Steps is the runbook in its order: communication runs beside recovery
+// (never before it), the broken version is blocked as soon as the
+// rollback has moved off it.
+var Steps = []Step{
+	{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare, Background: true, Soft: true,
+		Deadline: notifyDeadline, Applies: notifyApplies, Run: declare},
+	{Name: incident.StepSnapshot, Title: "Database snapshot", Applies: dbApplies, Run: snapshot},
+	{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
+		Deadline: func(_ *config.Service, timeout time.Duration) time.Duration {
+			return max(runbook.BudgetKube, timeout+30*time.Second)
+		}, Run: kubeUndo},
+	{Name: incident.StepBlock, Title: "Block the broken version",
+		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }, Run: block},
+	{Name: incident.StepDownMig, Title: "Database down migration", Applies: dbApplies, Run: downMigrate},
+	{Name: incident.StepSmoke, Title: "Verify pods and smoke tests", Budget: runbook.BudgetVerify, Applies: smokeApplies, Run: smoke},
+	{Name: incident.StepMetrics, Title: "Verify metrics", Budget: runbook.BudgetVerify, Deadline: metricsDeadline, Applies: metricsApplies, Run: checkMetrics},
+	{Name: incident.StepFlagOff, Title: "Feature flag off", Soft: true, Deadline: flagStepDeadline, Applies: flagApplies, Run: flagOff},
+	{Name: incident.StepClose, Title: "Communicate and close", Join: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: closeIncident},
+	{Name: incident.StepReview, Title: "Schedule post-incident review", Run: scheduleReview},
+}
+
+// kubeSteps are the Kubernetes step's own parts, as kube.Rollback reports them.
+var kubeSteps = map[string]string{
+	"plan":         "Plan",
+	"mark-bad":     "Mark abandoned revision bad",
+	"undo":         "Kubernetes undo",
+	"rollout":      "Wait for rollout",
+	"verify-image": "Verify running image",
+	"mark":         "Mark revisions",
+}
+
+// Title is a step's title, for progress lines.
+func Title(name string) string {
+	for _, s := range Steps {
+		if s.Name == name {
+			return s.Title
+		}
+	}
+	if t, ok := kubeSteps[name]; ok {
+		return t
+	}
+	return name
+}
+
+// OutlineStep is one runbook step as 'rollback plan' shows it.
+type OutlineStep struct {
+	Step    string `json:"step"`
+	Title   string `json:"title"`
+	Budget  string `json:"budget,omitempty"`
+	Applies string `json:"applies"`
+}
+
+// Outline lists the steps a run would take for the service, with what
+// each will do.
+func (e *Engine) Outline(service string) []OutlineStep {
+	svc := e.service(service)
+	out := make([]OutlineStep, 0, len(Steps))
+	for _, st := range Steps {
+		o := OutlineStep{Step: st.Name, Title: st.Title, Applies: "yes"}
+		if st.Applies != nil {
+			o.Applies = st.Applies(svc)
+		}
+		if st.Budget > 0 {
+			o.Budget = st.Budget.String()
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// plan is the runbook for one incident, from Steps.
+func (e *Engine) plan(inc *store.Incident, t *Target, w *Workload, res *kube.Result) runbook.Plan {
+	timeout, _ := time.ParseDuration(t.Timeout)
+	if timeout <= 0 {
+		timeout = DefaultTimeout // for incidents that recorded none
+	}
+	x := &execution{e: e, svc: e.service(t.Service), inc: inc, t: t, w: w, timeout: timeout, res: res,
+		ninc: notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt, PagerDutyID: t.PagerDuty}}
+	p := runbook.Plan{Service: w.LeaseKey()}
+	for _, st := range Steps {
+		rs := runbook.Step{Name: st.Name, Title: st.Title, Budget: st.Budget, Soft: st.Soft, Background: st.Background, Join: st.Join}
+		if st.Deadline != nil {
+			rs.Deadline = st.Deadline(x.svc, timeout)
+		}
+		run := st.Run
+		rs.Run = func(ctx context.Context, sc *runbook.StepContext) (string, error) { return run(ctx, x, sc) }
+		p.Steps = append(p.Steps, rs)
+	}
+	return p
+}
+
+// DefaultTimeout is how long the rollout may take unless the run says.
+const DefaultTimeout = 5 * time.Minute
+
+func declare(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	inc := x.inc
+	head := fmt.Sprintf("incident %s: rollback of %s %s → %s", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion))
+	return notifiedEvidence(head, x.e.announce(ctx, sc, x.svc, x.ninc)), nil
+}
+
+func snapshot(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	d, err := x.e.prepareDB(ctx, x.svc, x.inc, nil)
+	if err != nil {
+		return "", err
+	}
+	defer d.close()
+	mode, _ := migrate.ParseSnapshotMode(firstNonEmpty(x.svc.Database.Snapshot, "tables"))
+	if x.e.StateDir == nil {
+		return "", errors.New("snapshot: no state directory to keep it in")
+	}
+	dir, err := x.e.StateDir("snapshots")
+	if err != nil {
+		return "", err
+	}
+	snap, err := migrate.TakeSnapshot(ctx, d.p.DSN, d.plan, mode, dir, x.e.now())
+	if err != nil {
+		return "", err
+	}
+	if snap == nil {
+		return "", fmt.Errorf("snapshot: none in rollback.yaml: %w", runbook.ErrSkip)
+	}
+	note := ""
+	if snap.Note != "" {
+		note = "; " + snap.Note
+	}
+	return fmt.Sprintf("%s (%d bytes, sha256 %s); restore: %s", snap.Path, snap.Bytes, snap.SHA256, snap.Restore) + note, nil
+}
+
+func kubeUndo(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	events := func(ev progress.Event) {
+		x.e.Events.Emit(ev.Time, ev.Step, ev.Phase, ev.Message, ev.Err)
+		// The abandoned revision's bad mark is journaled as soon as it is
+		// set, before the undo.
+		if ev.Step == "mark-bad" && ev.Phase == progress.Done {
+			_ = sc.Note(ctx, ev.Message)
+		}
+	}
+	res, err := kube.Rollback(ctx, x.w.Client, x.w.Target, kube.RollbackOptions{Timeout: x.timeout, Events: events, Now: x.e.Now,
+		ToObject: x.t.To, FromObject: x.t.From, Resume: true})
+	if res != nil {
+		*x.res = *res
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s; now revision %d, %d ready pod(s) on %s", res.Plan.Summary(), res.Revision, res.ReadyPods, strings.Join(res.Images, ",")), nil
+}
+
+func block(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	inc := x.inc
+	if inc.BadVersion == "" {
+		return "", fmt.Errorf("the abandoned version is unknown: %w", runbook.ErrSkip)
+	}
+	err := x.e.Store.SetBlock(ctx, store.Block{Service: inc.Service, Version: inc.BadVersion, Incident: inc.ID,
+		Reason: "rolled back in " + inc.ID + "; root cause open", At: x.e.now()})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s %s blocked: 'rollback gate %s %s' fails in CI", inc.Service, inc.BadVersion, inc.Service, inc.BadVersion), nil
+}
+
+func downMigrate(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	// No Once: re-planning from the history makes this step idempotent
+	// (the history fix commits with the undo).
+	uo := migrate.DefaultUndoOptions()
+	d, err := x.e.prepareDB(ctx, x.svc, x.inc, &uo)
+	if err != nil {
+		return "", err
+	}
+	defer d.close()
+	res, err := migrate.Undo(ctx, d.p.Conn, d.plan, uo)
+	if err != nil {
+		return "", err
+	}
+	v, err := d.p.Verify(ctx, d.to, d.rel)
+	if err != nil {
+		return "", err
+	}
+	if !v.OK {
+		return "", fmt.Errorf("%w: %s", verify.ErrFailed, v.Summary())
+	}
+	return fmt.Sprintf("%d migration(s) undone in %d transaction(s); %s", len(d.plan.Steps), res.Segments, v.Summary()), nil
+}
+
+// verifySpec is the run's verification: the service's verify section,
+// with restarts counted from when the rollback began.
+func (x *execution) verifySpec() verify.Spec {
+	var v *config.Verify
+	if x.svc != nil {
+		v = x.svc.Verify
+	}
+	s := verify.SpecFor(v, x.e.getenv, x.e.Now)
+	s.Pods.Since = x.res.Started
+	if s.Pods.Since.IsZero() && s.Pods.Window == 0 {
+		// Resumed after the Kubernetes step: no rollout to count from.
+		s.Pods.Window = 2 * time.Second
+	}
+	return s
+}
+
+func smoke(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	s := x.verifySpec()
+	results, err := s.Health(ctx, x.w.Client, x.w.Target)
+	if err != nil {
+		return "", err
+	}
+	return verify.Verdict(results)
+}
+
+func checkMetrics(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	s := x.verifySpec()
+	if !s.HasMetrics() {
+		return "", fmt.Errorf("no metric checks configured (verify: in rollback.yaml): %w", runbook.ErrSkip)
+	}
+	s.Log = func(line string) { _ = sc.Note(ctx, line) }
+	results, err := s.Metrics(ctx, x.w.Client, x.w.Target)
+	if err != nil {
+		return "", err
+	}
+	return verify.Verdict(results)
+}
+
+func flagOff(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	svc := x.svc
+	if svc == nil || svc.Flag == nil {
+		return "", fmt.Errorf("no feature flag configured (flag: in rollback.yaml): %w", runbook.ErrSkip)
+	}
+	p, err := x.e.flagProvider(svc.Flag)
+	if err != nil {
+		return "", err
+	}
+	return sc.Once(ctx, "flag-off", func() (string, error) {
+		if err := flags.TurnOffAndConfirm(ctx, p, svc.Flag.Key, x.inc.ID+": rolled back "+x.inc.BadVersion); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s flag %s off (read back)", svc.Flag.Provider, svc.Flag.Key), nil
+	})
+}
+
+func closeIncident(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	s, inc := x.e.Store, x.inc
+	cur, err := s.GetIncident(ctx, inc.ID)
+	if err != nil {
+		return "", err
+	}
+	if cur.Status != store.StatusClosed {
+		now := x.e.now()
+		cur.Status, cur.ClosedAt = store.StatusClosed, &now
+		if err := s.UpdateIncident(ctx, cur); err != nil {
+			return "", err
+		}
+		*inc = *cur
+	}
+	evs, err := s.Events(ctx, inc.ID)
+	if err != nil {
+		return "", err
+	}
+	ttr, _ := incident.TimeToRecover(cur, evs)
+	out := incident.SummaryOutcomes(incident.Checklist(cur, evs))
+	sum := notify.Summary{TimeToRecover: ttr, ErrorRate: out.ErrorRate, DownMigration: out.DownMigration,
+		SmokeTests: out.SmokeTests, PIRDue: incident.ReviewDue(cur), Blocked: inc.BadVersion != ""}
+	return notifiedEvidence("incident closed at "+cur.ClosedAt.UTC().Format(time.RFC3339), x.e.conclude(ctx, sc, x.svc, x.ninc, sum)), nil
+}
+
+func scheduleReview(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
+	cur, err := x.e.Store.GetIncident(ctx, x.inc.ID)
+	if err != nil {
+		return "", err
+	}
+	return "review due " + incident.ReviewDue(cur).UTC().Format(time.RFC3339) + "; draft: rollback report " + x.inc.ID, nil
+}
+
+// metricsDeadline is the metric step's enforced deadline: its window
+// (verify.within, default the runbook's 5 minutes) and a last query.
+func metricsDeadline(svc *config.Service, _ time.Duration) time.Duration {
+	within := runbook.BudgetVerify
+	if svc != nil && svc.Verify != nil && svc.Verify.Within > 0 {
+		within = svc.Verify.Within
+	}
+	return within + metrics.QueryTimeout + 5*time.Second
+}
+
+func notifyApplies(svc *config.Service) string {
+	if svc == nil || svc.Notify == nil {
+		return "incident record only (no notify: in rollback.yaml)"
+	}
+	var to []string
+	if svc.Notify.Slack != nil {
+		to = append(to, "Slack")
+	}
+	if svc.Notify.PagerDuty != nil {
+		to = append(to, "PagerDuty")
+	}
+	for _, w := range svc.Notify.Webhooks {
+		to = append(to, "webhook "+w.Name)
+	}
+	return "notifies " + strings.Join(to, ", ")
+}
+
+func dbApplies(svc *config.Service) string {
+	if svc == nil || svc.Database == nil {
+		return "skipped: no database: in rollback.yaml"
+	}
+	return "if the abandoned release migrated (its 'rollback db record')"
+}
+
+func smokeApplies(svc *config.Service) string {
+	if svc != nil && svc.Verify != nil && len(svc.Verify.Smoke) > 0 {
+		return fmt.Sprintf("pods + %d smoke check(s)", len(svc.Verify.Smoke))
+	}
+	return "pods (no smoke checks in rollback.yaml)"
+}
+
+func metricsApplies(svc *config.Service) string {
+	if svc == nil || svc.Verify == nil || (svc.Verify.ErrorRateQuery == "" && svc.Verify.LatencyQuery == "") {
+		return "skipped: no verify queries in rollback.yaml"
+	}
+	if svc.Verify.LatencyFactor > 0 {
+		return fmt.Sprintf("error rate / p99 (at most %gx the pre-release baseline) from Prometheus", svc.Verify.LatencyFactor)
+	}
+	return "error rate / p99 from Prometheus"
+}
+
+func flagApplies(svc *config.Service) string {
+	if svc == nil || svc.Flag == nil {
+		return "skipped: no flag: in rollback.yaml"
+	}
+	return svc.Flag.Provider + " flag " + svc.Flag.Key
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "none"
+	}
+	return v
+}
+
+func firstNonEmpty(xs ...string) string {
+	for _, x := range xs {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
+}

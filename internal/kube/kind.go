@@ -1,0 +1,376 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Kind is a workload kind kubectl rollout undo handles.
+type Kind string
+
+// The kinds.
+const (
+	KindDeployment  Kind = "deployment"
+	KindStatefulSet Kind = "statefulset"
+	KindDaemonSet   Kind = "daemonset"
+)
+
+// Kinds lists the kinds, for messages.
+var Kinds = []Kind{KindDeployment, KindStatefulSet, KindDaemonSet}
+
+// ParseKind accepts kubectl's spellings of a kind: singular, plural, short
+// name, and with the API group (deployment, deployments, deploy,
+// deployments.apps; statefulset, sts; daemonset, ds), in any case.
+func ParseKind(s string) (Kind, error) {
+	k := strings.TrimSuffix(strings.ToLower(s), ".apps")
+	switch k {
+	case "deployment", "deployments", "deploy":
+		return KindDeployment, nil
+	case "statefulset", "statefulsets", "sts":
+		return KindStatefulSet, nil
+	case "daemonset", "daemonsets", "ds":
+		return KindDaemonSet, nil
+	}
+	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets (KIND/NAME, e.g. statefulset/ledger)", s)
+}
+
+// controllerRevisionHash is the label the StatefulSet and DaemonSet
+// controllers put on their pods and ControllerRevisions.
+const controllerRevisionHash = appsv1.ControllerRevisionHashLabelKey
+
+// kindOps is what differs between kinds (kubectl's polymorphichelpers):
+// where the history lives, how an undo is applied, when a rollout is
+// complete, and where marks are kept.
+type kindOps interface {
+	history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error)
+	// undoPatch is the patch that applies revision to, guarded by the
+	// resourceVersion the plan was made from.
+	undoPatch(h *History, to *Revision) (types.PatchType, []byte, error)
+	patch(ctx context.Context, cs kubernetes.Interface, t Target, pt types.PatchType, data []byte, o metav1.PatchOptions) error
+	// status is kubectl rollout status' verdict on the object.
+	status(obj runtime.Object) (msg string, done bool, err error)
+	listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch
+	markPatch(ctx context.Context, cs kubernetes.Interface, namespace, object string, data []byte) error
+}
+
+func kindOf(t Target) kindOps {
+	switch t.Of() {
+	case KindStatefulSet:
+		return statefulSetKind{}
+	case KindDaemonSet:
+		return daemonSetKind{}
+	}
+	return deploymentKind{}
+}
+
+func nameSelector(t Target) string {
+	return fields.OneTermEqualSelector("metadata.name", t.Name).String()
+}
+
+// --- Deployment -----------------------------------------------------------
+
+type deploymentKind struct{}
+
+func (deploymentKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
+	return getDeploymentHistory(ctx, cs, t)
+}
+
+func (deploymentKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
+	b, err := deploymentUndoPatch(to, h.ResourceVersion)
+	return types.JSONPatchType, b, err
+}
+
+func (deploymentKind) patch(ctx context.Context, cs kubernetes.Interface, t Target, pt types.PatchType, data []byte, o metav1.PatchOptions) error {
+	_, err := cs.AppsV1().Deployments(t.Namespace).Patch(ctx, t.Name, pt, data, o)
+	return err
+}
+
+func (deploymentKind) status(obj runtime.Object) (string, bool, error) {
+	d, ok := obj.(*appsv1.Deployment)
+	if !ok {
+		return "", false, nil
+	}
+	return RolloutStatus(d)
+}
+
+func (deploymentKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
+	fs := nameSelector(t)
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = fs
+			return cs.AppsV1().Deployments(t.Namespace).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = fs
+			return cs.AppsV1().Deployments(t.Namespace).Watch(ctx, o)
+		},
+	}
+}
+
+func (deploymentKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
+	_, err := cs.AppsV1().ReplicaSets(ns).Patch(ctx, object, types.MergePatchType, data, metav1.PatchOptions{FieldManager: "rollback"})
+	return err
+}
+
+// --- StatefulSet and DaemonSet: revisions in ControllerRevisions -----------
+
+// revisionHistory builds the history of a StatefulSet or DaemonSet from
+// the ControllerRevisions it controls, as kubectl rollout history reads
+// it: the revision number is the ControllerRevision's, its template the
+// one in its data (a strategic merge patch of spec.template).
+func revisionHistory(ctx context.Context, cs kubernetes.Interface, h *History, uid types.UID, sel *metav1.LabelSelector, podHash func(*appsv1.ControllerRevision) string) (*History, error) {
+	t := h.Target
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return nil, fmt.Errorf("%s has an invalid selector: %w", t, err)
+	}
+	crs, err := cs.AppsV1().ControllerRevisions(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: s.String()})
+	if err != nil {
+		return nil, fmt.Errorf("list controllerrevisions of %s: %w", t, err)
+	}
+	pods, err := cs.CoreV1().Pods(t.Namespace).List(ctx, metav1.ListOptions{LabelSelector: s.String()})
+	if err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", t, err)
+	}
+	h.Selector = sel
+	for i := range crs.Items {
+		cr := &crs.Items[i]
+		if ref := metav1.GetControllerOf(cr); ref == nil || ref.UID != uid {
+			continue
+		}
+		tmpl, err := templateOf(cr)
+		if err != nil {
+			continue // not a revision kubectl could apply either
+		}
+		r := Revision{
+			Number: cr.Revision, Object: cr.Name, Images: images(&tmpl),
+			ChangeCause: cr.Annotations[ChangeCauseAnnotation], Created: cr.CreationTimestamp.Time,
+			Health: Unknown, HealthReason: cr.Annotations[HealthReasonAnnotation],
+			Current:  apiequality.Semantic.DeepEqual(&tmpl, &h.Template),
+			template: tmpl, data: cr.Data.Raw, podHash: podHash(cr),
+		}
+		if hv, err := ParseHealth(cr.Annotations[HealthAnnotation]); err == nil {
+			r.Health = hv
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil && p.Labels[controllerRevisionHash] == r.podHash {
+				r.Replicas++
+				if PodReady(&p) {
+					r.Ready++
+				}
+			}
+		}
+		h.Revisions = append(h.Revisions, r)
+	}
+	h.order()
+	return h, nil
+}
+
+// templateOf decodes the pod template a ControllerRevision holds.
+func templateOf(cr *appsv1.ControllerRevision) (corev1.PodTemplateSpec, error) {
+	var d struct {
+		Spec struct {
+			Template *corev1.PodTemplateSpec `json:"template"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(cr.Data.Raw, &d); err != nil {
+		return corev1.PodTemplateSpec{}, err
+	}
+	if d.Spec.Template == nil {
+		return corev1.PodTemplateSpec{}, fmt.Errorf("controllerrevision %s holds no pod template", cr.Name)
+	}
+	return *d.Spec.Template, nil
+}
+
+// revisionUndoPatch is kubectl's undo of a StatefulSet or DaemonSet: the
+// ControllerRevision's data applied as a strategic merge patch, plus the
+// resourceVersion of the plan as a precondition (a workload changed in
+// between is not overwritten).
+func revisionUndoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(to.data, &m); err != nil {
+		return "", nil, fmt.Errorf("revision %d (%s): %w", to.Number, to.Object, err)
+	}
+	m["metadata"] = map[string]any{"resourceVersion": h.ResourceVersion}
+	b, err := json.Marshal(m)
+	return types.StrategicMergePatchType, b, err
+}
+
+func markControllerRevision(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
+	_, err := cs.AppsV1().ControllerRevisions(ns).Patch(ctx, object, types.MergePatchType, data, metav1.PatchOptions{FieldManager: "rollback"})
+	return err
+}
+
+type statefulSetKind struct{}
+
+func (statefulSetKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
+	sts, err := cs.AppsV1().StatefulSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, notFound(t, err)
+	}
+	h := &History{Target: Target{Namespace: sts.Namespace, Name: sts.Name, Kind: KindStatefulSet}, StatefulSet: sts,
+		Template: sts.Spec.Template, ResourceVersion: sts.ResourceVersion}
+	// A StatefulSet's pods carry the ControllerRevision's name.
+	return revisionHistory(ctx, cs, h, sts.UID, sts.Spec.Selector, func(cr *appsv1.ControllerRevision) string { return cr.Name })
+}
+
+func (statefulSetKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
+	return revisionUndoPatch(h, to)
+}
+
+func (statefulSetKind) patch(ctx context.Context, cs kubernetes.Interface, t Target, pt types.PatchType, data []byte, o metav1.PatchOptions) error {
+	_, err := cs.AppsV1().StatefulSets(t.Namespace).Patch(ctx, t.Name, pt, data, o)
+	return err
+}
+
+// StatefulSetStatus is kubectl rollout status' verdict on a StatefulSet,
+// with its partitioned roll out. OnDelete is not watched by kubectl; the
+// rollback replaces such pods itself (see replaceOnDelete), so here it is
+// complete once the spec is observed and every pod is on the update
+// revision and Ready.
+func StatefulSetStatus(s *appsv1.StatefulSet) (string, bool, error) {
+	if s.Status.ObservedGeneration == 0 || s.Generation > s.Status.ObservedGeneration {
+		return "Waiting for statefulset spec update to be observed...", false, nil
+	}
+	replicas := int32(1)
+	if s.Spec.Replicas != nil {
+		replicas = *s.Spec.Replicas
+	}
+	if s.Status.ReadyReplicas < replicas {
+		return fmt.Sprintf("Waiting for %d pods to be ready...", replicas-s.Status.ReadyReplicas), false, nil
+	}
+	if s.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+		if s.Status.UpdatedReplicas < replicas {
+			return fmt.Sprintf("Waiting for OnDelete pods to be replaced: %d out of %d on revision %s...", s.Status.UpdatedReplicas, replicas, s.Status.UpdateRevision), false, nil
+		}
+		return fmt.Sprintf("statefulset rolling update complete %d pods at revision %s...", s.Status.UpdatedReplicas, s.Status.UpdateRevision), true, nil
+	}
+	if ru := s.Spec.UpdateStrategy.RollingUpdate; ru != nil && ru.Partition != nil && *ru.Partition > 0 {
+		if s.Status.UpdatedReplicas < replicas-*ru.Partition {
+			return fmt.Sprintf("Waiting for partitioned roll out to finish: %d out of %d new pods have been updated...",
+				s.Status.UpdatedReplicas, replicas-*ru.Partition), false, nil
+		}
+		return fmt.Sprintf("partitioned roll out complete: %d new pods have been updated...", s.Status.UpdatedReplicas), true, nil
+	}
+	if s.Status.UpdateRevision != s.Status.CurrentRevision {
+		return fmt.Sprintf("waiting for statefulset rolling update to complete %d pods at revision %s...", s.Status.UpdatedReplicas, s.Status.UpdateRevision), false, nil
+	}
+	return fmt.Sprintf("statefulset rolling update complete %d pods at revision %s...", s.Status.CurrentReplicas, s.Status.CurrentRevision), true, nil
+}
+
+func (statefulSetKind) status(obj runtime.Object) (string, bool, error) {
+	s, ok := obj.(*appsv1.StatefulSet)
+	if !ok {
+		return "", false, nil
+	}
+	return StatefulSetStatus(s)
+}
+
+func (statefulSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
+	fs := nameSelector(t)
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = fs
+			return cs.AppsV1().StatefulSets(t.Namespace).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = fs
+			return cs.AppsV1().StatefulSets(t.Namespace).Watch(ctx, o)
+		},
+	}
+}
+
+func (statefulSetKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
+	return markControllerRevision(ctx, cs, ns, object, data)
+}
+
+type daemonSetKind struct{}
+
+func (daemonSetKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
+	ds, err := cs.AppsV1().DaemonSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, notFound(t, err)
+	}
+	h := &History{Target: Target{Namespace: ds.Namespace, Name: ds.Name, Kind: KindDaemonSet}, DaemonSet: ds,
+		Template: ds.Spec.Template, ResourceVersion: ds.ResourceVersion}
+	// A DaemonSet's pods carry the ControllerRevision's hash label.
+	return revisionHistory(ctx, cs, h, ds.UID, ds.Spec.Selector, func(cr *appsv1.ControllerRevision) string { return cr.Labels[controllerRevisionHash] })
+}
+
+func (daemonSetKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
+	return revisionUndoPatch(h, to)
+}
+
+func (daemonSetKind) patch(ctx context.Context, cs kubernetes.Interface, t Target, pt types.PatchType, data []byte, o metav1.PatchOptions) error {
+	_, err := cs.AppsV1().DaemonSets(t.Namespace).Patch(ctx, t.Name, pt, data, o)
+	return err
+}
+
+// DaemonSetStatus is kubectl rollout status' verdict on a DaemonSet. With
+// OnDelete the same counts apply once the rollback has replaced the pods.
+func DaemonSetStatus(d *appsv1.DaemonSet) (string, bool, error) {
+	if d.Generation > d.Status.ObservedGeneration {
+		return "Waiting for daemon set spec update to be observed...", false, nil
+	}
+	if d.Status.UpdatedNumberScheduled < d.Status.DesiredNumberScheduled {
+		return fmt.Sprintf("Waiting for daemon set %q rollout to finish: %d out of %d new pods have been updated...",
+			d.Name, d.Status.UpdatedNumberScheduled, d.Status.DesiredNumberScheduled), false, nil
+	}
+	if d.Status.NumberAvailable < d.Status.DesiredNumberScheduled {
+		return fmt.Sprintf("Waiting for daemon set %q rollout to finish: %d of %d updated pods are available...",
+			d.Name, d.Status.NumberAvailable, d.Status.DesiredNumberScheduled), false, nil
+	}
+	return fmt.Sprintf("daemon set %q successfully rolled out", d.Name), true, nil
+}
+
+func (daemonSetKind) status(obj runtime.Object) (string, bool, error) {
+	d, ok := obj.(*appsv1.DaemonSet)
+	if !ok {
+		return "", false, nil
+	}
+	return DaemonSetStatus(d)
+}
+
+func (daemonSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
+	fs := nameSelector(t)
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = fs
+			return cs.AppsV1().DaemonSets(t.Namespace).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = fs
+			return cs.AppsV1().DaemonSets(t.Namespace).Watch(ctx, o)
+		},
+	}
+}
+
+func (daemonSetKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
+	return markControllerRevision(ctx, cs, ns, object, data)
+}
+
+// onDelete reports whether the workload's pods are replaced only when
+// deleted (updateStrategy OnDelete): an undo then changes no pod by
+// itself, so the rollback replaces them (see replaceOnDelete).
+func (h *History) onDelete() bool {
+	switch {
+	case h.StatefulSet != nil:
+		return h.StatefulSet.Spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType
+	case h.DaemonSet != nil:
+		return h.DaemonSet.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType
+	}
+	return false
+}

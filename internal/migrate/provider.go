@@ -1,0 +1,167 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DSNSources is the one order in which every command and the run look for
+// a database's connection string: an explicit --dsn, the variable the
+// service's database.dsnEnv names, $ROLLBACK_DB_DSN, $DATABASE_URL.
+const DSNSources = "--dsn, the service's database.dsnEnv, $ROLLBACK_DB_DSN, $DATABASE_URL"
+
+// LookupDSN finds the connection string in DSNSources' order and says
+// where it came from ("" when nowhere).
+func LookupDSN(flag, dsnEnv string, getenv func(string) string) (dsn, from string) {
+	if flag != "" {
+		return flag, "--dsn"
+	}
+	for _, env := range []string{dsnEnv, "ROLLBACK_DB_DSN", "DATABASE_URL"} {
+		if env == "" {
+			continue
+		}
+		if v := getenv(env); v != "" {
+			return v, "$" + env
+		}
+	}
+	return "", ""
+}
+
+// ErrNoDSN: no connection string in any of DSNSources.
+var ErrNoDSN = errors.New("no database connection string: pass --dsn, set the service's database.dsnEnv variable, $ROLLBACK_DB_DSN or $DATABASE_URL (e.g. postgres://user@host:5432/db)")
+
+// ProviderOptions say where a database and its migrations are.
+type ProviderOptions struct {
+	DSN    string
+	Dir    string // migration scripts
+	Format string // auto (from Dir), flyway or golang-migrate
+	Table  string // history table ("" for the layout's default)
+	// NeedSource loads Dir even when Format is given.
+	NeedSource bool
+}
+
+// Provider is one database with its migration source, layout and history
+// table, resolved once; plan, snapshot, undo, verify and drill all take
+// them from here.
+type Provider struct {
+	DSN    string
+	Conn   *pgx.Conn
+	Source *Source // nil when not loaded
+	Format Format
+	Table  string
+}
+
+// ErrBadOptions is a ProviderOptions mistake (wrapped with what).
+var ErrBadOptions = errors.New("invalid database options")
+
+// Open resolves the layout and connects. Errors never carry the password.
+func Open(ctx context.Context, o ProviderOptions) (*Provider, error) {
+	p := &Provider{DSN: o.DSN, Table: o.Table}
+	format := o.Format
+	if format == "" {
+		format = "auto"
+	}
+	if o.NeedSource || format == "auto" {
+		src, err := LoadDir(o.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v (the directory of migration scripts)", ErrBadOptions, err)
+		}
+		p.Source, p.Format = src, src.Format
+	}
+	switch format {
+	case "auto":
+	case string(Flyway), string(GolangMigrate):
+		if p.Source != nil && string(p.Source.Format) != format {
+			return nil, fmt.Errorf("%w: format %s, but %s holds %s files", ErrBadOptions, format, o.Dir, p.Source.Format)
+		}
+		p.Format = Format(format)
+	default:
+		return nil, fmt.Errorf("%w: format %q: expected auto, flyway or golang-migrate", ErrBadOptions, format)
+	}
+	if p.DSN == "" {
+		return nil, ErrNoDSN
+	}
+	conn, err := pgx.Connect(ctx, p.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %s", SafeDSN(p.DSN), Redact(err.Error(), p.DSN))
+	}
+	p.Conn = conn
+	return p, nil
+}
+
+// Close closes the connection.
+func (p *Provider) Close() {
+	if p != nil && p.Conn != nil {
+		p.Conn.Close(context.Background())
+	}
+}
+
+// State reads the history table.
+func (p *Provider) State(ctx context.Context) (*State, error) {
+	return ReadState(ctx, p.Conn, p.Format, p.Table)
+}
+
+// Plan plans undoing every applied migration newer than to.
+func (p *Provider) Plan(ctx context.Context, to Version) (*Plan, error) {
+	st, err := p.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return PlanUndo(p.Source, st, to)
+}
+
+// Verify checks the history is at want and, with a release record, that
+// the schema equals the one recorded before the release.
+func (p *Provider) Verify(ctx context.Context, want Version, rel *Release) (*Verification, error) {
+	return Verify(ctx, p.Conn, p.Format, p.Table, want, rel)
+}
+
+// Lock takes the migration tool's lock until unlock; o.Locked is set.
+func (p *Provider) Lock(ctx context.Context, o *UndoOptions) (unlock func(), err error) {
+	unlock, err = LockMigrations(ctx, p.Conn, p.Format, p.Table, *o)
+	if err == nil {
+		o.Locked = true
+	}
+	return unlock, err
+}
+
+// Release is the target of undoing release: the version it started from,
+// as 'rollback db record --release' stored it (ErrNoRecord when none).
+func (p *Provider) Release(ctx context.Context, release string) (Version, *Release, error) {
+	rel, err := LoadRelease(ctx, p.Conn, release)
+	if err != nil {
+		return Version{}, nil, err
+	}
+	if rel.Version == "" {
+		return Version{}, rel, nil
+	}
+	v, err := ParseVersion(rel.Version)
+	return v, rel, err
+}
+
+// Summary is a verification in one line (with the schema diff, if any).
+func (v *Verification) Summary() string {
+	if v == nil {
+		return "not verified"
+	}
+	none := func(s string) string {
+		if s == "" {
+			return "none"
+		}
+		return s
+	}
+	msg := fmt.Sprintf("history at version %s (want %s)", none(v.GotVersion), none(v.WantVersion))
+	switch {
+	case !v.Fingerprint:
+		msg += "; schema fingerprint not checked (no --release record)"
+	case len(v.SchemaDiff) == 0:
+		msg += "; schema equals the one recorded before the release"
+	default:
+		msg += "; schema differs from the recorded one:\n  " + strings.Join(v.SchemaDiff, "\n  ")
+	}
+	return msg
+}
