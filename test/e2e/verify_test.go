@@ -145,6 +145,21 @@ func TestWatchRollsBackABrokenRelease(t *testing.T) {
 	if got := runningImage(t, ns); got != image("v1.1.5") {
 		t.Errorf("after the watch: %s, want %s", got, image("v1.1.5"))
 	}
+	// The breach went through the runbook: an incident decided by the
+	// detector, closed, and the broken version blocked for CI.
+	m := regexp.MustCompile(`"incident": "(INC-[^"]+)"`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("the watch's rollback opened no incident:\n%s", r.stdout)
+	}
+	st := rollback(t, "status", m[1], "-o", "json")
+	for _, want := range []string{`"status": "closed"`, "the canary watch", `"decision": "roll-back"`} {
+		if !strings.Contains(st.stdout, want) {
+			t.Errorf("incident %s lacks %s:\n%s", m[1], want, st.stdout)
+		}
+	}
+	if g := rollback(t, "gate", "deployment/"+app, "-n", ns, "v1.2.0"); g.code != cli.ExitBlocked {
+		t.Errorf("gate after the watch's rollback: exit %d, want %d", g.code, cli.ExitBlocked)
+	}
 	// Watching the restored version finds nothing to roll back.
 	r = rollback(t, "watch", "deployment/"+app, "-n", ns, "--prometheus", prom,
 		"--interval", "2s", "--analysis-interval", "4s", "--threshold", "2", "--for", "12s", "--inconclusive", "100")

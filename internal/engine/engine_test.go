@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+
+	"rollback/internal/config"
+	"rollback/internal/incident"
+	"rollback/internal/kube"
+	"rollback/internal/store"
+)
+
+func template(img string) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: img}}}}
+}
+
+// cluster is a fake cluster whose Deployment runs web:v2 (revision 2) over
+// web:v1 (revision 1), with its status already rolled out, so an undo
+// completes at once; its one pod runs v1, the target.
+func cluster() *fake.Clientset {
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "dep", ResourceVersion: "5"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: template("r/web:v2")},
+		Status: appsv1.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1, ReadyReplicas: 1},
+	}
+	rs := func(n int, img string) *appsv1.ReplicaSet {
+		return &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", n), Namespace: "shop", Labels: map[string]string{"app": "web"},
+			Annotations:     map[string]string{kube.RevisionAnnotation: fmt.Sprint(n)},
+			OwnerReferences: []metav1.OwnerReference{{UID: "dep", Controller: ptr.To(true), Kind: "Deployment", Name: "web"}}},
+			Spec: appsv1.ReplicaSetSpec{Template: template(img)}}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1-abc", Namespace: "shop", Labels: map[string]string{"app": "web"}},
+		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "r/web:v1"}}},
+		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	return fake.NewClientset(dep, rs(1, "r/web:v1"), rs(2, "r/web:v2"), pod)
+}
+
+func newEngine(t *testing.T) (*Engine, *Workload) {
+	t.Helper()
+	s, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	dir := t.TempDir()
+	e := &Engine{Store: s, Getenv: func(string) string { return "" }, StateDir: func(string) (string, error) { return dir, nil }}
+	w := &Workload{Target: kube.Target{Namespace: "shop", Name: "web", Kind: kube.KindDeployment}, Client: cluster()}
+	return e, w
+}
+
+// A detector's breach runs the whole runbook as any run: an incident
+// decided by the detector, the undo, verification, the block, closed.
+func TestOnBreachRunsTheRunbook(t *testing.T) {
+	ctx := context.Background()
+	e, w := newEngine(t)
+	out, err := e.OnBreach(ctx, w, Breach{Detector: "sequential", Reason: "canary 12% 5xx against 0.1%"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := e.Store.GetIncident(ctx, out.Incident)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inc.Status != store.StatusClosed || inc.BadVersion != "v2" || inc.GoodVersion != "v1" || !strings.Contains(inc.Rationale, "canary 12% 5xx") {
+		t.Errorf("incident %+v", inc)
+	}
+	evs, _ := e.Store.Events(ctx, inc.ID)
+	for _, it := range incident.Checklist(inc, evs) {
+		if it.Status == incident.Pending || it.Status == incident.Failed || it.Status == incident.Running {
+			t.Errorf("item %q is %s: %s", it.Text, it.Status, it.Evidence)
+		}
+	}
+	if b, err := e.Store.GetBlock(ctx, w.Key(), "v2"); err != nil || b == nil {
+		t.Errorf("v2 not blocked: %v", err)
+	}
+	h, err := kube.GetHistory(ctx, w.Client, w.Target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.FindObject("web-2"); r == nil || r.Health != kube.Bad {
+		t.Errorf("the abandoned revision is not marked bad: %+v", r)
+	}
+}
+
+// A breach while another run holds the service is not acted on twice: it
+// is refused (ErrBusy) and, when an incident is open, journaled there.
+func TestOnBreachWhileAnotherRunHoldsTheService(t *testing.T) {
+	ctx := context.Background()
+	e, w := newEngine(t)
+	if _, err := e.Store.AcquireLease(ctx, w.LeaseKey(), "other-host:1", time.Minute, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.OnBreach(ctx, w, Breach{Detector: "threshold"}, time.Minute); !errors.Is(err, ErrBusy) {
+		t.Fatalf("got %v, want ErrBusy", err)
+	}
+	if incs, _ := e.Store.ListIncidents(ctx, w.Key()); len(incs) != 0 {
+		t.Fatalf("a second incident was opened: %+v", incs)
+	}
+	if err := e.Store.ReleaseLease(ctx, w.LeaseKey(), "other-host:1"); err != nil {
+		t.Fatal(err)
+	}
+	open := &store.Incident{Service: w.Key(), OpenedAt: time.Now()}
+	if err := e.Store.CreateIncident(ctx, open); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.OnBreach(ctx, w, Breach{Detector: "threshold", Reason: "3 failed checks"}, time.Minute)
+	if !errors.Is(err, ErrBusy) || out == nil || out.Incident != open.ID {
+		t.Fatalf("got %+v, %v; want ErrBusy on %s", out, err, open.ID)
+	}
+	evs, _ := e.Store.Events(ctx, open.ID)
+	if len(evs) != 1 || !strings.Contains(evs[0].Message, "not acted on twice: 3 failed checks") {
+		t.Errorf("the breach was not journaled on the open incident: %+v", evs)
+	}
+	if h, _ := kube.GetHistory(ctx, w.Client, w.Target); h.Current().Number != 2 {
+		t.Errorf("the workload was changed while an incident was open")
+	}
+}
+
+// The outline, progress titles and the run's plan come from Steps.
+func TestStepsDefinedOnce(t *testing.T) {
+	e, w := newEngine(t)
+	e.Config = &config.Config{Services: map[string]*config.Service{"web": {Verify: &config.Verify{ErrorRateQuery: "q", LatencyQuery: "p", LatencyFactor: 1.5}}}}
+	out := e.Outline("web")
+	p := e.plan(&store.Incident{}, &Target{Service: "web"}, w, &kube.Result{})
+	if len(out) != len(Steps) || len(p.Steps) != len(Steps) {
+		t.Fatalf("outline %d, plan %d, steps %d", len(out), len(p.Steps), len(Steps))
+	}
+	for i, s := range Steps {
+		if out[i].Step != s.Name || p.Steps[i].Name != s.Name || p.Steps[i].Title != s.Title || Title(s.Name) != s.Title || p.Steps[i].Budget != s.Budget {
+			t.Errorf("step %d: outline %+v, plan %s/%s", i, out[i], p.Steps[i].Name, p.Steps[i].Title)
+		}
+	}
+	for _, o := range out {
+		if o.Step == incident.StepMetrics && !strings.Contains(o.Applies, "1.5x the pre-release baseline") {
+			t.Errorf("metrics applies: %q", o.Applies)
+		}
+		if o.Step == incident.StepFlagOff && !strings.HasPrefix(o.Applies, "skipped") {
+			t.Errorf("flag applies: %q", o.Applies)
+		}
+	}
+}
