@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"rollback/internal/migrate"
+	"rollback/internal/verify"
 	"rollback/internal/progress"
 )
 
@@ -180,7 +181,7 @@ type dbUndoResult struct {
 }
 
 // ErrVerifyFailed means the database is not where the undo should leave it.
-var ErrVerifyFailed = fmt.Errorf("verification failed")
+var ErrVerifyFailed = verify.ErrFailed
 
 func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 	mode, err := migrate.ParseSnapshotMode(o.Snapshot)
@@ -307,21 +308,7 @@ func verifyDB(ctx context.Context, s *dbSession, o *DBOptions, p *migrate.Plan, 
 	return v, nil
 }
 
-func verifySummary(v *migrate.Verification) string {
-	if v == nil {
-		return "not verified"
-	}
-	msg := fmt.Sprintf("history at version %s (want %s)", orNone(v.GotVersion), orNone(v.WantVersion))
-	switch {
-	case !v.Fingerprint:
-		msg += "; schema fingerprint not checked (no --release record)"
-	case len(v.SchemaDiff) == 0:
-		msg += "; schema equals the one recorded before the release"
-	default:
-		msg += "; schema differs from the recorded one:\n  " + strings.Join(v.SchemaDiff, "\n  ")
-	}
-	return msg
-}
+func verifySummary(v *migrate.Verification) string { return v.Summary() }
 
 func newDBVerifyCmd(f *Factory) *cobra.Command {
 	o := &DBOptions{}

@@ -143,15 +143,15 @@ func TestKilledAnywhereResumesOnce(t *testing.T) {
 		after  string // kill when stderr shows this line
 		inside string // "db-lock" or "slack-summary"
 	}{
-		{name: "after-declare", after: "Declare incident: done"},
+		{name: "after-declare", after: "Declare incident and notify: done"},
 		{name: "after-snapshot", after: "Database snapshot: done"},
 		{name: "after-kube", after: "Kubernetes rollback: done"},
-		{name: "after-down-migration", after: "Down migration: done"},
-		{name: "after-verify", after: "Verify: pods and smoke: done"},
+		{name: "after-down-migration", after: "Database down migration: done"},
+		{name: "after-verify", after: "Verify pods and smoke tests: done"},
 		{name: "after-flag", after: "Feature flag off: done"},
 		{name: "after-close", after: "Communicate and close: done"},
-		{name: "after-block", after: "Block broken version: done"},
-		{name: "inside-down-migration", after: "Down migration: started", inside: "db-lock"},
+		{name: "after-block", after: "Block the broken version: done"},
+		{name: "inside-down-migration", after: "Database down migration: started", inside: "db-lock"},
 		{name: "inside-slack-summary", inside: "slack-summary"},
 	}
 	for _, p := range points {
