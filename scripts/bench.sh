@@ -2,7 +2,8 @@
 # Benchmarks, printed as a table:
 #  - `rollback run` against `kubectl rollout undo && kubectl rollout status`
 #    on the same sandbox scenario (3 replicas, v1.1.5 -> broken v1.2.0),
-#    median of RUNS runs each;
+#    for a Deployment, a StatefulSet and a DaemonSet, median of RUNS runs
+#    each;
 #  - the sandbox's start time: `up` with cached binaries (warm), and, with
 #    BENCH_COLD=1, the cold path: building the binaries with an empty Go
 #    build cache and binary cache, then `up`.
@@ -27,42 +28,76 @@ done
 export KUBECONFIG="$dir/sbx/kubeconfig"
 export ROLLBACK_STORE="$dir/state/rollback.db"
 
-scenario() { # namespace
+# scenario NAMESPACE KIND: transaction-service v1.1.5 (3 replicas; a
+# DaemonSet has one pod per node, the sandbox has one), then the broken
+# v1.2.0 rolled out.
+scenario() {
   kubectl create namespace "$1" >/dev/null
-  sed "s/namespace: payments/namespace: $1/" examples/transaction-service.yaml | kubectl apply -f - >/dev/null
-  kubectl -n "$1" rollout status deployment/transaction-service --timeout=2m >/dev/null
-  kubectl -n "$1" set image deployment/transaction-service transaction-service=registry.local/transaction-service:v1.2.0 >/dev/null
-  kubectl -n "$1" rollout status deployment/transaction-service --timeout=2m >/dev/null
+  case "$2" in
+  deployment) sed "s/namespace: payments/namespace: $1/" examples/transaction-service.yaml | kubectl apply -f - >/dev/null ;;
+  statefulset | daemonset)
+    local k=StatefulSet extra="  replicas: 3
+  serviceName: transaction-service
+  podManagementPolicy: Parallel"
+    if [ "$2" = daemonset ]; then k=DaemonSet extra=""; fi
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: $k
+metadata: {name: transaction-service, namespace: $1}
+spec:
+$extra
+  selector: {matchLabels: {app: transaction-service}}
+  template:
+    metadata: {labels: {app: transaction-service}}
+    spec:
+      containers: [{name: transaction-service, image: "registry.local/transaction-service:v1.1.5"}]
+YAML
+    ;;
+  esac
+  kubectl -n "$1" rollout status "$2/transaction-service" --timeout=2m >/dev/null
+  kubectl -n "$1" set image "$2/transaction-service" transaction-service=registry.local/transaction-service:v1.2.0 >/dev/null
+  kubectl -n "$1" rollout status "$2/transaction-service" --timeout=2m >/dev/null
 }
 # took SECONDS of a step in 'rollback status INC -o json' (took is in ns).
 took() { # json step
   awk -v want="\"$2\"," '$1 == "\"step\":" {step = $2} $1 == "\"took\":" && step == want {gsub(",", "", $2); printf "%.3f", $2 / 1e9; found = 1} END {if (!found) printf "0"}' "$1"
 }
-rb=(); kc=(); kstep=(); verify=(); own=()
-for i in $(seq 1 "$RUNS"); do
-  scenario "rb-$i"
-  s=$(now); "$bin/rollback" run deployment/transaction-service -n "rb-$i" --yes -o json > "$dir/run.json" 2>/dev/null; e=$(now)
-  rb+=("$(elapsed "$s" "$e")")
-  inc=$(sed -n 's/.*"incident": "\(INC-[^"]*\)".*/\1/p' "$dir/run.json" | head -1)
-  "$bin/rollback" status "$inc" -o json > "$dir/status.json"
-  k=$(took "$dir/status.json" kube-undo); v=$(took "$dir/status.json" smoke)
-  kstep+=("$k"); verify+=("$v")
-  # The tool's own time: the whole run less the Kubernetes step (API calls
-  # and the rollout it waits for) and the pod-verification window.
-  own+=("$(awk -v w="$(elapsed "$s" "$e")" -v k="$k" -v v="$v" 'BEGIN{printf "%.3f", w-k-v}')")
-  scenario "kc-$i"
-  s=$(now)
-  kubectl -n "kc-$i" rollout undo deployment/transaction-service >/dev/null
-  kubectl -n "kc-$i" rollout status deployment/transaction-service --timeout=5m >/dev/null
-  e=$(now)
-  kc+=("$(elapsed "$s" "$e")")
+declare -A rows
+for kind in deployment statefulset daemonset; do
+  rb=(); kc=(); kstep=(); verify=(); own=()
+  for i in $(seq 1 "$RUNS"); do
+    scenario "rb-$kind-$i" "$kind"
+    s=$(now); "$bin/rollback" run "$kind/transaction-service" -n "rb-$kind-$i" --yes -o json > "$dir/run.json" 2>/dev/null; e=$(now)
+    rb+=("$(elapsed "$s" "$e")")
+    inc=$(sed -n 's/.*"incident": "\(INC-[^"]*\)".*/\1/p' "$dir/run.json" | head -1)
+    "$bin/rollback" status "$inc" -o json > "$dir/status.json"
+    k=$(took "$dir/status.json" kube-undo); v=$(took "$dir/status.json" smoke)
+    kstep+=("$k"); verify+=("$v")
+    # The tool's own time: the whole run less the Kubernetes step (API
+    # calls and the rollout it waits for) and the pod verification.
+    own+=("$(awk -v w="$(elapsed "$s" "$e")" -v k="$k" -v v="$v" 'BEGIN{printf "%.3f", w-k-v}')")
+    scenario "kc-$kind-$i" "$kind"
+    s=$(now)
+    kubectl -n "kc-$kind-$i" rollout undo "$kind/transaction-service" >/dev/null
+    kubectl -n "kc-$kind-$i" rollout status "$kind/transaction-service" --timeout=5m >/dev/null
+    e=$(now)
+    kc+=("$(elapsed "$s" "$e")")
+  done
+  rows[$kind]=$(
+    printf 'rb %s\n' "${rb[*]}"; printf 'kstep %s\n' "${kstep[*]}"; printf 'verify %s\n' "${verify[*]}"
+    printf 'own %s\n' "${own[*]}"; printf 'kc %s\n' "${kc[*]}"
+  )
 done
 
 # Communication never delays recovery: start -> rolled back with no
 # notifier/flag configured vs every endpoint hung (default timeouts; a hung
 # run takes minutes in all, as its communication steps run to their
 # deadlines beside and after the recovery).
-go run ./bench/commsbench -runs "${COMMS_RUNS:-3}" -rollback "$bin/rollback" > "$dir/comms.txt"
+# BENCH_COMMS=0 leaves this part out (it takes minutes).
+: > "$dir/comms.txt"
+if [ "${BENCH_COMMS:-1}" = 1 ]; then
+  go run ./bench/commsbench -runs "${COMMS_RUNS:-3}" -rollback "$bin/rollback" > "$dir/comms.txt"
+fi
 
 warm_build_s=$(now); scripts/build-sandbox.sh >/dev/null; warm_build=$(elapsed "$warm_build_s" "$(now)")
 
@@ -72,11 +107,21 @@ row() { # name values...
   printf '%s\n' "$@" > "$dir/v"
   printf '%-74s %10s %10s %10s\n' "$name" "$(median < "$dir/v")" "$(sort -g "$dir/v" | head -1)" "$(sort -g "$dir/v" | tail -1)"
 }
-row "rollback run (whole runbook: incident, undo, watch, verify, block)" "${rb[@]}"
-row "  of which: Kubernetes rollback step (undo, watch, image check, marks)" "${kstep[@]}"
-row "  of which: pod verification window" "${verify[@]}"
-row "  of which: everything else (process start, plan, journal, close, block)" "${own[@]}"
-row "kubectl rollout undo && kubectl rollout status" "${kc[@]}"
+vals() { printf '%s\n' "${rows[$1]}" | awk -v k="$2" '$1 == k {$1 = ""; print}'; }
+for kind in deployment statefulset daemonset; do
+  # shellcheck disable=SC2046
+  row "$kind: rollback run (whole runbook: incident, undo, watch, verify, block)" $(vals "$kind" rb)
+  # shellcheck disable=SC2046
+  row "  of which: Kubernetes rollback step (undo, watch, image check, marks)" $(vals "$kind" kstep)
+  # shellcheck disable=SC2046
+  row "  of which: pods and smoke verification" $(vals "$kind" verify)
+  # shellcheck disable=SC2046
+  row "  of which: everything else (process start, plan, journal, close, block)" $(vals "$kind" own)
+  # shellcheck disable=SC2046
+  row "$kind: kubectl rollout undo && kubectl rollout status" $(vals "$kind" kc)
+  rbm=$(vals "$kind" rb | tr ' ' '\n' | grep . | median); kcm=$(vals "$kind" kc | tr ' ' '\n' | grep . | median)
+  printf '%-74s %10s\n' "$kind: ratio of medians, rollback run / kubectl (target <= 1.1)" "$(awk -v a="$rbm" -v b="$kcm" 'BEGIN{printf "%.2f", a/b}')"
+done
 row "rollback-sandbox up (binaries cached)" "${ups[@]}"
 row "scripts/build-sandbox.sh (binary cache hit)" "$warm_build"
 cat "$dir/comms.txt"
