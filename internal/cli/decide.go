@@ -12,8 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"rollback/internal/decide"
-	"rollback/internal/metrics"
-	"rollback/internal/migrate"
+	"rollback/internal/engine"
 )
 
 // DecideOptions are the flags of `rollback decide`.
@@ -112,7 +111,6 @@ func runDecide(ctx context.Context, f *Factory, o *DecideOptions) error {
 	if err != nil {
 		return usageError{err: err}
 	}
-	fillDecideFromConfig(f, o)
 	facts, err := gatherFacts(ctx, f, o, sev)
 	if err != nil {
 		return err
@@ -137,189 +135,34 @@ func runDecide(ctx context.Context, f *Factory, o *DecideOptions) error {
 	return nil
 }
 
-// gatherFacts establishes the flowchart's facts live (database, Prometheus)
-// and applies the overrides.
-func gatherFacts(ctx context.Context, f *Factory, o *DecideOptions, sev decide.Severity) (decide.Facts, error) {
-	facts := decide.Facts{Severity: sev, HotfixETA: o.Hotfix, HotfixKnown: o.Hotfix > 0}
-	unknown := func(why string) decide.Bool { return decide.Bool{Source: decide.Unknown, Evidence: why} }
-	facts.MigrationRan, facts.CanDownMigrate = dbFacts(ctx, f, o)
-	facts.APIAdopted, facts.CanaryBreached = unknown("no --api-adoption-query"), unknown("no --error-rate-query or --latency-ratio-query")
-	if url := firstNonEmpty(o.PromURL, f.IO.Getenv("ROLLBACK_PROMETHEUS_URL")); url != "" {
-		p, err := metrics.NewPrometheus(url)
-		if err != nil {
-			return facts, usageError{err: err}
-		}
-		facts.APIAdopted, facts.CanaryBreached = metricFacts(ctx, f, p, o)
-	} else if o.APIQuery != "" || o.ErrQuery != "" || o.LatQuery != "" {
-		return facts, usagef("metric queries need --prometheus URL (or $ROLLBACK_PROMETHEUS_URL)")
-	}
+// request is the flags as the engine's facts request; the service's
+// rollback.yaml fills what they leave empty.
+func (o *DecideOptions) request(sev decide.Severity) (engine.FactsRequest, error) {
+	r := engine.FactsRequest{Service: o.Service, Severity: sev, Hotfix: o.Hotfix,
+		DSN: o.DB.DSN, Dir: o.DB.Dir, Format: o.DB.Format, Release: o.DB.Release, DrillLog: o.DrillLog,
+		Prometheus: o.PromURL, APIQuery: o.APIQuery, APIShare: o.APIShare, ErrQuery: o.ErrQuery, LatQuery: o.LatQuery,
+		Overrides: map[string]engine.Override{}}
 	for fact, val := range o.Overrides {
 		b, err := strconv.ParseBool(*val)
 		if err != nil {
-			return facts, usagef("--%s: want true or false, got %q", flagOf(fact), *val)
+			return r, usagef("--%s: want true or false, got %q", flagOf(fact), *val)
 		}
-		ov := decide.Bool{Value: b, Source: decide.Override, Evidence: fmt.Sprintf("--%s=%t", flagOf(fact), b)}
-		switch fact {
-		case "migrationRan":
-			facts.MigrationRan = ov
-		case "canDownMigrate":
-			facts.CanDownMigrate = ov
-		case "apiAdopted":
-			facts.APIAdopted = ov
-		case "canaryBreached":
-			facts.CanaryBreached = ov
-		}
+		r.Overrides[fact] = engine.Override{Value: b, Evidence: fmt.Sprintf("--%s=%t", flagOf(fact), b)}
 	}
-	return facts, nil
+	return r, nil
 }
 
-// fillDecideFromConfig takes what the flags left empty from the service's
-// rollback.yaml: its database (dsnEnv, migrations dir, format),
-// Prometheus and the decide: queries (the error rate defaulting to
-// verify.errorRateQuery).
-func fillDecideFromConfig(f *Factory, o *DecideOptions) {
-	defer func() {
-		o.DB.Dir = firstNonEmpty(o.DB.Dir, "migrations")
-		if o.DB.Format == "" {
-			o.DB.Format = "auto"
-		}
-		if o.APIShare <= 0 {
-			o.APIShare = 0.01
-		}
-	}()
-	svc := f.serviceConfig(o.Service)
-	if svc == nil {
-		return
-	}
-	if db := svc.Database; db != nil {
-		o.DB.DSNEnv = db.DSNEnv
-		o.DB.Dir = firstNonEmpty(o.DB.Dir, db.Dir)
-		if (o.DB.Format == "" || o.DB.Format == "auto") && db.Format != "" {
-			o.DB.Format = db.Format
-		}
-	}
-	if d := svc.Decide; d != nil {
-		o.ErrQuery = firstNonEmpty(o.ErrQuery, d.ErrorRateQuery)
-		o.LatQuery = firstNonEmpty(o.LatQuery, d.LatencyRatioQuery)
-		o.APIQuery = firstNonEmpty(o.APIQuery, d.APIAdoptionQuery)
-		if d.APIAdoptionThreshold > 0 && o.APIShare <= 0 {
-			o.APIShare = d.APIAdoptionThreshold
-		}
-	}
-	if v := svc.Verify; v != nil {
-		o.PromURL = firstNonEmpty(o.PromURL, v.Prometheus)
-		o.ErrQuery = firstNonEmpty(o.ErrQuery, v.ErrorRateQuery)
-	}
-}
-
-// dbFacts establishes "has the migration run" and "can we safely
-// down-migrate" from the release record, the history and the drill log.
-func dbFacts(ctx context.Context, f *Factory, o *DecideOptions) (ran, can decide.Bool) {
-	unknown := func(why string) (decide.Bool, decide.Bool) {
-		u := decide.Bool{Source: decide.Unknown, Evidence: why}
-		return u, u
-	}
-	dsn, _ := migrate.LookupDSN(o.DB.DSN, o.DB.DSNEnv, f.IO.Getenv)
-	if svc := f.serviceConfig(o.Service); svc != nil && svc.Database == nil && dsn == "" {
-		none := decide.Bool{Source: decide.Config, Value: false, Evidence: o.Service + " has no database: in rollback.yaml"}
-		return none, none
-	}
-	if o.DB.Release == "" {
-		return unknown("no --release: which release's migration?")
-	}
-	if dsn == "" {
-		return unknown("no database (" + migrate.DSNSources + ")")
-	}
-	s, err := o.DB.open(ctx, f, true)
+// gatherFacts asks the engine for the flowchart's facts.
+func gatherFacts(ctx context.Context, f *Factory, o *DecideOptions, sev decide.Severity) (decide.Facts, error) {
+	r, err := o.request(sev)
 	if err != nil {
-		return unknown(err.Error())
+		return decide.Facts{}, err
 	}
-	defer s.Close()
-	rel, err := migrate.LoadRelease(ctx, s.Conn, o.DB.Release)
-	if err != nil {
-		return unknown(err.Error())
+	facts, err := f.engine(nil, nil).Facts(ctx, r)
+	if errors.Is(err, engine.ErrMetricsWithoutPrometheus) {
+		return facts, usageError{err: err}
 	}
-	st, err := s.State(ctx)
-	if err != nil {
-		return unknown(err.Error())
-	}
-	from, _ := migrate.ParseVersion(rel.Version)
-	if rel.Version == "" {
-		from = migrate.Version{}
-	}
-	ran = decide.Bool{Source: decide.Measured, Value: st.Current.Compare(from) > 0,
-		Evidence: fmt.Sprintf("history at %s; release %s started from %s", orNone(st.Current.String()), rel.Name, orNone(rel.Version))}
-	p, err := migrate.PlanUndo(s.Source, st, from)
-	if err != nil {
-		reason := err.Error()
-		if !errors.Is(err, migrate.ErrUnsafe) {
-			return ran, decide.Bool{Source: decide.Unknown, Evidence: reason}
-		}
-		return ran, decide.Bool{Source: decide.Measured, Value: false, Evidence: reason}
-	}
-	logPath := o.DrillLog
-	if logPath == "" {
-		var err error
-		if logPath, err = f.statePath("drills.jsonl"); err != nil {
-			return ran, decide.Bool{Source: decide.Unknown, Evidence: "drill log: " + err.Error()}
-		}
-	}
-	dbName := migrate.DatabaseName(s.DSN)
-	var untested []string
-	for _, step := range p.Steps {
-		ok, _, err := migrate.DrillLog{Path: logPath}.Tested(dbName, step.VersionText, step.Script)
-		if err != nil || !ok {
-			untested = append(untested, step.VersionText)
-		}
-	}
-	if len(untested) > 0 {
-		return ran, decide.Bool{Source: decide.Measured, Value: false,
-			Evidence: fmt.Sprintf("undo scripts present, but the undo of %s has not passed a drill; run 'rollback db drill'", strings.Join(untested, ", "))}
-	}
-	return ran, decide.Bool{Source: decide.Measured, Value: true,
-		Evidence: fmt.Sprintf("%d undo script(s) present and drilled; history clean", len(p.Steps))}
-}
-
-// metricFacts reads API adoption and canary breach from Prometheus.
-func metricFacts(ctx context.Context, f *Factory, p metrics.Provider, o *DecideOptions) (api, breach decide.Bool) {
-	now := f.Now()
-	api = decide.Bool{Source: decide.Unknown, Evidence: "no --api-adoption-query"}
-	if o.APIQuery != "" {
-		if v, err := p.Query(ctx, o.APIQuery, now); err != nil {
-			api.Evidence = err.Error()
-		} else {
-			api = decide.Bool{Source: decide.Measured, Value: v > o.APIShare,
-				Evidence: fmt.Sprintf("new API version share %.2f%% (threshold %.2f%%)", 100*v, 100*o.APIShare)}
-		}
-	}
-	breach = decide.Bool{Source: decide.Unknown, Evidence: "no --error-rate-query or --latency-ratio-query"}
-	var parts []string
-	measured := false
-	if o.ErrQuery != "" {
-		if v, err := p.Query(ctx, o.ErrQuery, now); err != nil {
-			parts = append(parts, "error rate: "+err.Error())
-		} else {
-			measured = true
-			breach.Value = breach.Value || v > decide.ErrorRateThreshold
-			parts = append(parts, fmt.Sprintf("error rate %.2f%% (limit %.0f%%)", 100*v, 100*decide.ErrorRateThreshold))
-		}
-	}
-	if o.LatQuery != "" {
-		if v, err := p.Query(ctx, o.LatQuery, now); err != nil {
-			parts = append(parts, "latency ratio: "+err.Error())
-		} else {
-			measured = true
-			breach.Value = breach.Value || v > decide.LatencyFactor
-			parts = append(parts, fmt.Sprintf("p99 latency %.2fx baseline (limit %.0fx)", v, decide.LatencyFactor))
-		}
-	}
-	if len(parts) > 0 {
-		breach.Evidence = strings.Join(parts, "; ")
-	}
-	if measured {
-		breach.Source = decide.Measured
-	}
-	return api, breach
+	return facts, err
 }
 
 func flagOf(fact string) string {

@@ -28,7 +28,6 @@ func runDecision(ctx context.Context, f *Factory, o *RunOptions, p *kube.Plan, p
 	if d.DB.Release == "" && p.From != nil && len(p.From.Images) > 0 {
 		d.DB.Release = image.VersionOf(p.From.Images[0]) // the abandoned release
 	}
-	fillDecideFromConfig(f, d)
 	res := &engine.Decision{Severity: sev, Forced: o.Force}
 	err = progress.Func(pr.Event).Run(f.Now, "decide", func() (string, error) {
 		facts, err := gatherFacts(ctx, f, d, sev)
