@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"rollback/internal/migrate"
-	"rollback/internal/verify"
 	"rollback/internal/progress"
+	"rollback/internal/verify"
 )
 
 func newDBPlanCmd(f *Factory) *cobra.Command {

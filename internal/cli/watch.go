@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/canary"
 	"rollback/internal/engine"
-	"rollback/internal/image"
-	"rollback/internal/kube"
 	"rollback/internal/metrics"
+	"rollback/internal/store"
 )
 
 // WatchOptions are the flags of `rollback watch`.
@@ -85,23 +82,6 @@ Queries are templates: {{version}} is the image tag, {{interval}} the interval.`
 	return cmd
 }
 
-type watchOutcome struct {
-	Service   string       `json:"service"`
-	Canary    string       `json:"canaryVersion"`
-	Baseline  string       `json:"baselineVersion"`
-	Breach    bool         `json:"breach"`
-	Detector  string       `json:"detector,omitempty"`
-	Reason    string       `json:"reason,omitempty"`
-	Intervals int          `json:"intervals"`
-	Canary5xx float64      `json:"canaryErrors"`
-	CanaryReq float64      `json:"canaryRequests"`
-	Incident  string       `json:"incident,omitempty"`
-	Rollback  *kube.Result `json:"rollback,omitempty"`
-}
-
-// tagOf is an image's version: its tag, else its digest.
-func tagOf(ref string) string { return image.VersionOf(ref) }
-
 func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 	format, err := outputFormat(o.Output)
 	if err != nil {
@@ -122,119 +102,35 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 	if err != nil {
 		return err
 	}
-	h, err := kube.GetHistory(ctx, w.Client, w.Target)
-	if err != nil {
+	var s store.Store
+	if !o.NoRollback {
+		// Opened before watching: a breach must not wait on the store.
+		if s, err = f.openStore(ctx); err != nil {
+			return err
+		}
+		defer s.Close()
+	}
+	out, err := f.engine(s, newRenderer(f.IO, f.Now)).Watch(ctx, engine.WatchRequest{Workload: w, Prometheus: p,
+		RequestsQuery: o.RequestsQuery, ErrorsQuery: o.ErrorsQuery, Interval: o.Interval, For: o.For,
+		AnalysisEvery: o.AnalysisEvery, Threshold: o.Threshold, MinSuccess: o.MinSuccess, Inconclusive: o.Inconclusive,
+		NoRollback: o.NoRollback, Timeout: o.Timeout,
+		Log: func(line string) {
+			fmt.Fprintf(f.IO.ErrOut, "%s  watch: %s\n", f.Now().UTC().Format(time.RFC3339), line)
+		}})
+	if out == nil {
 		return err
 	}
-	cur := h.Current()
-	if cur == nil || len(cur.Images) == 0 {
-		return fmt.Errorf("%w: %s has no current revision to watch", kube.ErrNoTarget, w.Target.Ref())
+	if out.Breach && !o.NoRollback && err != nil {
+		if errors.Is(err, engine.ErrBusy) {
+			return fmt.Errorf("breach (%s), not acted on twice: %w", out.Reason, err)
+		}
+		if out.Incident != "" {
+			return fmt.Errorf("breach (%s), but the rollback failed: %w; incident %s is open: 'rollback resume %s'", out.Reason, err, out.Incident, out.Incident)
+		}
+		return fmt.Errorf("breach (%s), but the rollback failed: %w", out.Reason, err)
 	}
-	out := watchOutcome{Service: o.Service, Canary: tagOf(cur.Images[0])}
-	for i := len(h.Revisions) - 1; i >= 0; i-- {
-		if r := h.Revisions[i]; r.Number < cur.Number && len(r.Images) > 0 {
-			out.Baseline = tagOf(r.Images[0])
-			break
-		}
-	}
-	r := newRenderer(f.IO, f.Now)
-	logf := func(format string, a ...any) {
-		fmt.Fprintf(f.IO.ErrOut, "%s  watch: %s\n", f.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, a...))
-	}
-	logf("canary %s against baseline %s, every %s for %s", out.Canary, orNone(out.Baseline), o.Interval, o.For)
-	counts := func(version string) (canary.Counts, bool, error) {
-		if version == "" {
-			return canary.Counts{}, false, nil
-		}
-		q := func(t string) string {
-			return strings.NewReplacer("{{version}}", version, "{{interval}}", promDuration(o.Interval)).Replace(t)
-		}
-		req, err := p.Query(ctx, q(o.RequestsQuery), f.Now())
-		if errors.Is(err, metrics.ErrNoData) || errors.Is(err, metrics.ErrNaN) {
-			return canary.Counts{}, false, nil
-		}
-		if err != nil {
-			return canary.Counts{}, false, err
-		}
-		errs, err := p.Query(ctx, q(o.ErrorsQuery), f.Now())
-		if errors.Is(err, metrics.ErrNoData) {
-			errs, err = 0, nil // no 5xx series yet: no errors
-		}
-		if err != nil {
-			return canary.Counts{}, false, err
-		}
-		return canary.Counts{Requests: req, Errors: errs}, req > 0, nil
-	}
-	seq := &canary.Sequential{}
-	flagger := &canary.FlaggerDefault{Interval: int(o.AnalysisEvery / o.Interval), Threshold: o.Threshold, MinSuccess: o.MinSuccess}
-	noData := 0
-	deadline := f.Now().Add(o.For)
-	tick := time.NewTicker(o.Interval)
-	defer tick.Stop()
-	for f.Now().Before(deadline) && !out.Breach {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		out.Intervals++
-		c, ok, err := counts(out.Canary)
-		if err != nil {
-			return err
-		}
-		b, _, err := counts(out.Baseline)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			noData++
-			logf("no canary data (%d/%d inconclusive)", noData, o.Inconclusive)
-			if noData >= o.Inconclusive {
-				out.Breach, out.Detector = true, "inconclusive"
-				out.Reason = fmt.Sprintf("%d intervals without data for the canary %s: no data is never read as healthy", noData, out.Canary)
-			}
-			continue
-		}
-		noData = 0
-		out.CanaryReq += c.Requests
-		out.Canary5xx += c.Errors
-		v := seq.Observe(c, b)
-		logf("canary %.0f req %.0f 5xx, baseline %.0f req %.0f 5xx; sequential LLR %.1f of %.1f", c.Requests, c.Errors, b.Requests, b.Errors, v.LLR, v.Upper)
-		switch {
-		case v.Breach:
-			out.Breach, out.Detector, out.Reason = true, "sequential", v.Reason
-		case flagger.Observe(c):
-			out.Breach, out.Detector = true, "threshold"
-			out.Reason = fmt.Sprintf("%d analysis intervals with success rate under %.4g%% reached the threshold of %d", o.Threshold, o.MinSuccess, o.Threshold)
-		}
-	}
-	if out.Breach {
-		logf("BREACH (%s): %s", out.Detector, out.Reason)
-		if !o.NoRollback {
-			// The breach goes through the engine: the service's lease, an
-			// incident decided by the detector, the whole runbook.
-			s, err := f.openStore(ctx)
-			if err != nil {
-				return fmt.Errorf("breach (%s), but the store cannot be opened: %w", out.Reason, err)
-			}
-			defer s.Close()
-			res, err := f.engine(s, r).OnBreach(ctx, w, engine.Breach{Detector: out.Detector, Reason: out.Reason}, o.Timeout)
-			if res != nil {
-				out.Incident = res.Incident
-				out.Rollback = res.Result
-			}
-			if errors.Is(err, engine.ErrBusy) {
-				return fmt.Errorf("breach (%s), not acted on twice: %w", out.Reason, err)
-			}
-			if err != nil {
-				if out.Incident != "" {
-					return fmt.Errorf("breach (%s), but the rollback failed: %w; incident %s is open: 'rollback resume %s'", out.Reason, err, out.Incident, out.Incident)
-				}
-				return fmt.Errorf("breach (%s), but the rollback failed: %w", out.Reason, err)
-			}
-		}
-	} else {
-		logf("no breach in %s (%d intervals, canary %.0f requests, %.0f 5xx)", o.For, out.Intervals, out.CanaryReq, out.Canary5xx)
+	if err != nil {
+		return err
 	}
 	if format != "" {
 		if err := printStructured(f.IO.Out, format, out); err != nil {
@@ -258,12 +154,4 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 		return fmt.Errorf("%w (--no-rollback): %s", ErrVerifyFailed, out.Reason)
 	}
 	return nil
-}
-
-// promDuration renders a duration as a PromQL range (10s, 1m, 1500ms).
-func promDuration(d time.Duration) string {
-	if d%time.Second == 0 {
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	}
-	return fmt.Sprintf("%dms", d.Milliseconds())
 }
