@@ -102,26 +102,9 @@ func (o *DBOptions) target(ctx context.Context, s *dbSession) (migrate.Version, 
 		}
 		return v, nil, nil
 	case o.Release != "":
-		rel, err := migrate.LoadRelease(ctx, s.Conn, o.Release)
-		if err != nil {
-			return migrate.Version{}, nil, err
-		}
-		if rel.Version == "" {
-			return migrate.Version{}, rel, nil
-		}
-		v, err := migrate.ParseVersion(rel.Version)
-		return v, rel, err
+		return s.Release(ctx, o.Release)
 	}
 	return migrate.Version{}, nil, usagef("which version should the database go back to? pass --to-version VERSION or --release NAME (recorded with 'rollback db record')")
-}
-
-// scrub removes the DSN's secrets from an error.
-func scrub(err error, dsn string) error {
-	msg := migrate.Redact(err.Error(), dsn)
-	if msg == err.Error() {
-		return err
-	}
-	return errors.New(msg)
 }
 
 // ErrNoStateDir: neither $XDG_STATE_HOME nor $HOME is set, and rollback

@@ -49,11 +49,7 @@ func planDB(ctx context.Context, o *DBOptions, s *dbSession) (*migrate.Plan, *mi
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := s.State(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := migrate.PlanUndo(s.Source, st, to)
+	p, err := s.Plan(ctx, to)
 	return p, rel, err
 }
 
@@ -201,12 +197,11 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 	if !o.DryRun {
 		// The migration tool's lock first: the plan, the snapshot and the
 		// undo all see a history nobody else changes meanwhile.
-		unlock, err := migrate.LockMigrations(ctx, s.Conn, s.Format, s.Table, uo)
+		unlock, err := s.Lock(ctx, &uo)
 		if err != nil {
 			return err
 		}
 		defer unlock()
-		uo.Locked = true
 	}
 	p, rel, err := planDB(ctx, &o.DBOptions, s)
 	if err != nil {
@@ -251,7 +246,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 				return "", err
 			}
 		}
-		snap, err := migrate.TakeSnapshot(ctx, s.DSN, p, mode, dir, f.Now())
+		snap, err := s.Snapshot(ctx, p, mode, dir, f.Now())
 		if err != nil {
 			return "", err
 		}
@@ -262,7 +257,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		return err
 	}
 	err = ev.Run(f.Now, "db-undo", func() (string, error) {
-		res, err := migrate.Undo(ctx, s.Conn, p, uo)
+		res, err := s.Undo(ctx, p, uo)
 		out.Undo = res
 		if err != nil {
 			return "", err

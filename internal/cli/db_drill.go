@@ -44,7 +44,7 @@ the drill log, where 'down migration tested' is looked up later.`,
 			var res *migrate.DrillResult
 			err = ev.Run(f.Now, "db-drill", func() (string, error) {
 				var err error
-				res, err = migrate.Drill(cmd.Context(), s.DSN, s.Source, s.Format, s.Table, migrate.DrillOptions{To: to, Keep: keep, Now: f.Now,
+				res, err = s.Drill(cmd.Context(), migrate.DrillOptions{To: to, Keep: keep, Now: f.Now,
 					Log: func(m string) { ev.Emit(f.Now(), "db-drill", progress.Progress, m, nil) }})
 				if err != nil {
 					return "", err

@@ -166,7 +166,7 @@ func snapshot(ctx context.Context, x *execution, sc *runbook.StepContext) (strin
 	if err != nil {
 		return "", err
 	}
-	snap, err := migrate.TakeSnapshot(ctx, d.p.DSN, d.plan, mode, dir, x.e.now())
+	snap, err := d.p.Snapshot(ctx, d.plan, mode, dir, x.e.now())
 	if err != nil {
 		return "", err
 	}
@@ -222,7 +222,7 @@ func downMigrate(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 		return "", err
 	}
 	defer d.close()
-	res, err := migrate.Undo(ctx, d.p.Conn, d.plan, uo)
+	res, err := d.p.Undo(ctx, d.plan, uo)
 	if err != nil {
 		return "", err
 	}

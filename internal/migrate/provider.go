@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -164,4 +165,20 @@ func (v *Verification) Summary() string {
 		msg += "; schema differs from the recorded one:\n  " + strings.Join(v.SchemaDiff, "\n  ")
 	}
 	return msg
+}
+
+// Snapshot saves what the plan's undo touches (or the whole database) to
+// dir before the undo.
+func (p *Provider) Snapshot(ctx context.Context, plan *Plan, mode SnapshotMode, dir string, now time.Time) (*Snapshot, error) {
+	return TakeSnapshot(ctx, p.DSN, plan, mode, dir, now)
+}
+
+// Undo runs the plan's undo scripts and fixes the history (see Undo).
+func (p *Provider) Undo(ctx context.Context, plan *Plan, o UndoOptions) (*UndoResult, error) {
+	return Undo(ctx, p.Conn, plan, o)
+}
+
+// Drill runs the undo/redo/undo round trip on a clone (see Drill).
+func (p *Provider) Drill(ctx context.Context, o DrillOptions) (*DrillResult, error) {
+	return Drill(ctx, p.DSN, p.Source, p.Format, p.Table, o)
 }
