@@ -5,18 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"rollback/internal/check"
-	"rollback/internal/kube"
-	"rollback/internal/migrate"
+	"rollback/internal/engine"
 	"rollback/internal/store"
 )
 
@@ -76,112 +73,41 @@ func runCheck(ctx context.Context, f *Factory, o *CheckOptions) error {
 	if err != nil {
 		return err
 	}
-	// The service's database settings in rollback.yaml, where flags are silent.
-	snapshotMode := ""
-	if svc := f.serviceConfig(o.Service); svc != nil && svc.Database != nil {
-		o.DB.DSNEnv = svc.Database.DSNEnv
-		o.DB.Dir = firstNonEmpty(o.DB.Dir, svc.Database.Dir)
-		if o.DB.Format == "auto" && svc.Database.Format != "" {
-			o.DB.Format = svc.Database.Format
-		}
-		snapshotMode = svc.Database.Snapshot
+	key, err := f.ServiceKey(o.Service)
+	if err != nil {
+		return err
 	}
-	var results []check.Result
-	add := func(r check.Result) { results = append(results, r) }
-	skip := func(pre, why string) { add(check.Result{Prerequisite: pre, Status: check.Skip, Detail: why}) }
-
-	// The Deployment: the manifest, else the cluster.
-	var d *appsv1.Deployment
-	w, werr := f.Resolve(o.Service)
+	req := engine.CheckRequest{Service: key, Release: o.Release, DSN: o.DB.DSN, Dir: o.DB.Dir, Format: o.DB.Format,
+		Since: o.Since, DrillLog: o.DrillLog}
+	req.Workload, req.WorkloadErr = f.Resolve(o.Service)
 	if o.File != "" {
 		b, err := os.ReadFile(o.File)
 		if err != nil {
 			return usageError{err: err}
 		}
-		d = &appsv1.Deployment{}
+		d := &appsv1.Deployment{}
 		if err := yaml.UnmarshalStrict(b, d); err != nil || d.Kind != "Deployment" {
 			if err == nil {
 				err = fmt.Errorf("kind %q", d.Kind)
 			}
 			return usagef("%s: not a single apps/v1 Deployment manifest: %v", o.File, err)
 		}
-	} else if werr != nil {
-		return werr
-	} else if d, err = w.Client.AppsV1().Deployments(w.Target.Namespace).Get(ctx, w.Target.Name, metav1.GetOptions{}); err != nil {
-		return fmt.Errorf("read deployment/%s: %w (or pass the manifest with -f)", w.Target.Name, err)
+		req.Manifest = d
 	}
-	add(check.Image(d))
-	add(check.History(d))
-	add(check.Strategy(d))
-
-	const prev = "Previous revision still in the cluster"
-	if werr != nil {
-		skip(prev, "cluster not reachable: "+werr.Error())
-	} else if h, err := kube.GetHistory(ctx, w.Client, w.Target); err != nil {
-		if o.File != "" && errors.Is(err, kube.ErrNotFound) {
-			add(check.Result{Prerequisite: prev, Status: check.Fail, Detail: "the Deployment does not exist yet: a first deployment has nothing to roll back to"})
-		} else {
-			skip(prev, err.Error())
-		}
-	} else {
-		cur := h.Current()
-		older := 0
-		for _, r := range h.Revisions {
-			if o.File != "" || cur == nil || r.Number < cur.Number {
-				older++
-			}
-		}
-		r := check.Result{Prerequisite: prev, Status: check.Pass, Detail: fmt.Sprintf("%d revision(s) to roll back to", older),
-			HowToEnsure: "keep revisionHistoryLimit ≥ 3 and do not delete old ReplicaSets"}
-		if older == 0 {
-			r.Status, r.Detail = check.Fail, "no older revision in the cluster"
-		}
-		add(r)
-	}
-
-	const down = "Down migration written and tested (drilled)"
-	if o.DB.Dir == "" {
-		skip(down, "no --dir: the release brings no migrations that rollback knows of")
-	} else {
-		add(checkMigrations(ctx, f, o))
-	}
-
-	const reviewed = "Rollback procedure reviewed by on-call before deployment"
-	if o.Release == "" {
-		add(check.Result{Prerequisite: reviewed, Status: check.Fail, Detail: "no --release: which release's sign-off?", HowToEnsure: "rollback runbook approve SERVICE --release VERSION"})
-	} else if s, err := f.openStore(ctx); err != nil {
-		return err
-	} else {
-		key, kerr := f.ServiceKey(o.Service)
-		if kerr != nil {
-			s.Close()
-			return kerr
-		}
-		a, err := s.GetApproval(ctx, key, o.Release)
-		s.Close()
-		r := check.Result{Prerequisite: reviewed, HowToEnsure: fmt.Sprintf("rollback runbook approve %s --release %s", o.Service, o.Release)}
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			r.Status, r.Detail = check.Fail, "nobody signed off the runbook for "+o.Release
-		case err != nil:
+	var s store.Store
+	if o.Release != "" { // the sign-off is in the store
+		if s, err = f.openStore(ctx); err != nil {
 			return err
-		default:
-			r.Status, r.Detail = check.Pass, fmt.Sprintf("signed off by %s at %s", a.By, a.At.UTC().Format("2006-01-02T15:04Z"))
 		}
-		add(r)
+		defer s.Close()
 	}
-
-	const snap = "Database snapshot before a down migration"
-	if o.DB.Dir == "" {
-		skip(snap, "no --dir: no database migrations")
-	} else if snapshotMode == "none" {
-		add(check.Result{Prerequisite: snap, Status: check.Fail, Detail: "rollback.yaml turns it off (database.snapshot: none)", HowToEnsure: "set database.snapshot to tables or full"})
-	} else if p, err := exec.LookPath("pg_dump"); err != nil {
-		add(check.Result{Prerequisite: snap, Status: check.Fail, Detail: "pg_dump not found: 'rollback db undo' could not snapshot first", HowToEnsure: "install PostgreSQL's client tools"})
-	} else {
-		add(check.Result{Prerequisite: snap, Status: check.Pass, Detail: "taken automatically by 'rollback run' and 'rollback db undo' with " + p})
+	results, err := f.engine(s, nil).Check(ctx, req)
+	if errors.Is(err, engine.ErrNotADeployment) {
+		return usageError{err: err}
 	}
-
+	if err != nil {
+		return err
+	}
 	failed := 0
 	for _, r := range results {
 		if r.Status == check.Fail {
@@ -208,82 +134,6 @@ func runCheck(ctx context.Context, f *Factory, o *CheckOptions) error {
 		return fmt.Errorf("%w: %d prerequisite(s) failed", ErrCheckFailed, failed)
 	}
 	return nil
-}
-
-// checkMigrations: every migration the release brings has an undo that
-// passed a drill.
-func checkMigrations(ctx context.Context, f *Factory, o *CheckOptions) check.Result {
-	r := check.Result{Prerequisite: "Down migration written and tested (drilled)", HowToEnsure: "write the undo script, then run 'rollback db drill' against a copy of production"}
-	src, err := migrate.LoadDir(o.DB.Dir)
-	if err != nil {
-		r.Status, r.Detail = check.Fail, err.Error()
-		return r
-	}
-	var since migrate.Version
-	dbName := ""
-	if dsn, _ := migrate.LookupDSN(o.DB.DSN, o.DB.DSNEnv, f.IO.Getenv); dsn != "" {
-		s, err := o.DB.open(ctx, f, true)
-		if err != nil {
-			r.Status, r.Detail = check.Fail, err.Error()
-			return r
-		}
-		st, err := s.State(ctx)
-		s.Close()
-		if err != nil {
-			r.Status, r.Detail = check.Fail, err.Error()
-			return r
-		}
-		since, dbName = st.Current, migrate.DatabaseName(dsn)
-	} else if o.Since != "" {
-		if since, err = migrate.ParseVersion(o.Since); err != nil {
-			r.Status, r.Detail = check.Fail, "--since-version: "+err.Error()
-			return r
-		}
-	} else {
-		r.Status, r.Detail = check.Skip, "which migrations are new? give a database ("+migrate.DSNSources+") or --since-version"
-		return r
-	}
-	logPath := o.DrillLog
-	if logPath == "" {
-		var err error
-		if logPath, err = f.statePath("drills.jsonl"); err != nil {
-			r.Status, r.Detail = check.Fail, err.Error()
-			return r
-		}
-	}
-	var problems, ok []string
-	for _, m := range src.Migrations {
-		if m.Version.Compare(since) <= 0 {
-			continue
-		}
-		if m.Undo == nil {
-			problems = append(problems, fmt.Sprintf("%s has no undo script", m.Up.Path))
-			continue
-		}
-		undo, err := os.ReadFile(m.Undo.Path)
-		if err != nil {
-			problems = append(problems, err.Error())
-			continue
-		}
-		tested := false
-		if dbName != "" {
-			tested, _, _ = migrate.DrillLog{Path: logPath}.Tested(dbName, m.Version.String(), string(undo))
-		}
-		if !tested {
-			problems = append(problems, fmt.Sprintf("the undo of %s has not passed a drill", m.Version))
-			continue
-		}
-		ok = append(ok, m.Version.String())
-	}
-	switch {
-	case len(problems) > 0:
-		r.Status, r.Detail = check.Fail, fmt.Sprint(problems)
-	case len(ok) == 0:
-		r.Status, r.Detail = check.Pass, "the release brings no migrations"
-	default:
-		r.Status, r.Detail = check.Pass, fmt.Sprintf("undo scripts written and drilled for %v", ok)
-	}
-	return r
 }
 
 func newRunbookCmd(f *Factory) *cobra.Command {
