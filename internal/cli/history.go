@@ -22,12 +22,14 @@ func newHistoryCmd(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "history SERVICE",
 		Short: "Show every revision with its images, change-cause, age, replicas and health mark",
-		Long: `Show a Deployment's rollout history, read from its ReplicaSets: revision,
-image(s), change-cause, age, ready/current replicas, and the health mark
-(good, bad or unknown) that rollback keeps on each ReplicaSet. The current
-revision is marked with '*'.`,
+		Long: `Show a workload's rollout history, as kubectl rollout history reads it (a
+Deployment's ReplicaSets, a StatefulSet's or DaemonSet's ControllerRevisions):
+revision, image(s), change-cause, age, ready/current pods, and the health mark
+(good, bad or unknown) that rollback keeps on each revision's object. The
+current revision is marked with '*'.`,
 		Example: `  rollback history transaction-service
-  rollback history deployment/transaction-service -n payments -o json`,
+  rollback history deployment/transaction-service -n payments -o json
+  rollback history statefulset/ledger -n payments`,
 		Args: exactArgs(1, "one SERVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Service = args[0]
@@ -41,7 +43,9 @@ revision is marked with '*'.`,
 // historyView is the -o json|yaml shape of `rollback history`.
 type historyView struct {
 	Namespace  string          `json:"namespace"`
-	Deployment string          `json:"deployment"`
+	Kind       kube.Kind       `json:"kind"`
+	Deployment string          `json:"deployment,omitempty"` // kept for Deployments' consumers
+	Name       string          `json:"name"`
 	Current    int64           `json:"currentRevision"`
 	Revisions  []kube.Revision `json:"revisions"`
 }
@@ -59,7 +63,10 @@ func runHistory(ctx context.Context, f *Factory, o *HistoryOptions) error {
 	if err != nil {
 		return err
 	}
-	v := historyView{Namespace: w.Target.Namespace, Deployment: w.Target.Name, Revisions: h.Revisions}
+	v := historyView{Namespace: w.Target.Namespace, Kind: w.Target.Of(), Name: w.Target.Name, Revisions: h.Revisions}
+	if w.Target.Of() == kube.KindDeployment {
+		v.Deployment = w.Target.Name
+	}
 	if c := h.Current(); c != nil {
 		v.Current = c.Number
 	}

@@ -109,6 +109,15 @@ type StepContext struct {
 	journal  *journal
 }
 
+// Journal key prefixes: a step's completion, and one side effect's
+// intent, failure and completion (see Once).
+const (
+	keyStepDone = "done:step:"
+	keyIntent   = "intent:"
+	keyFailed   = "failed:"
+	keyDone     = "done:"
+)
+
 // journal is the run's view of the incident's keyed events. Each attempt
 // at a side effect journals its own intent ("intent:KEY#ATTEMPT") and, if
 // it fails, its own failure ("failed:KEY#ATTEMPT"), so the store (which
@@ -158,13 +167,13 @@ func (j *journal) put(ev store.Event) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.m[ev.Key] = ev
-	if k, ok := effectKey(ev.Key, "intent:"); ok {
+	if k, ok := effectKey(ev.Key, keyIntent); ok {
 		j.pending[k] = true
 	}
-	if k, ok := effectKey(ev.Key, "failed:"); ok {
+	if k, ok := effectKey(ev.Key, keyFailed); ok {
 		j.pending[k] = false
 	}
-	if k, ok := effectKey(ev.Key, "done:"); ok {
+	if k, ok := effectKey(ev.Key, keyDone); ok {
 		j.pending[k] = false
 	}
 }
@@ -185,18 +194,18 @@ const Uncertain = "uncertain: started before an interruption and not confirmed; 
 // recorded is not repeated (a duplicate Slack post or history delete is
 // worse than a missing one) and returns Uncertain, journaled as a note.
 func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, error)) (string, error) {
-	if ev, ok := sc.journal.get("done:" + key); ok {
+	if ev, ok := sc.journal.get(keyDone + key); ok {
 		return ev.Evidence, nil
 	}
 	if sc.journal.isPending(key) {
 		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseNote,
-			Key: "done:" + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
+			Key: keyDone + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
 		err := sc.ex.append(context.WithoutCancel(ctx), note)
 		sc.journal.put(note)
 		return Uncertain, err
 	}
 	attempt := fmt.Sprintf("%s#%d", key, time.Now().UnixNano())
-	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseIntent, Key: "intent:" + attempt}
+	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseIntent, Key: keyIntent + attempt}
 	if err := sc.ex.append(ctx, intent); err != nil {
 		return "", err
 	}
@@ -209,12 +218,12 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 		// A failed attempt may be retried by a later run or step: its
 		// failure is journaled under the attempt, so it is never read as
 		// an interruption.
-		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseEffectFailed, Key: "failed:" + attempt, Message: key + ": " + err.Error()}
+		failed := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseEffectFailed, Key: keyFailed + attempt, Message: key + ": " + err.Error()}
 		_ = sc.ex.append(jctx, failed)
 		sc.journal.put(failed)
 		return "", err
 	}
-	done := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseEffect, Key: "done:" + key, Evidence: out}
+	done := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseEffect, Key: keyDone + key, Evidence: out}
 	if err := sc.ex.append(jctx, done); err != nil {
 		return "", err
 	}
@@ -387,7 +396,7 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 				return err
 			}
 		}
-		if done, ok := j.get("done:step:" + s.Name); ok {
+		if done, ok := j.get(keyStepDone + s.Name); ok {
 			e.Events.Emit(e.now(), s.Name, progress.Done, "already done: "+done.Evidence, nil)
 			continue
 		}
@@ -441,7 +450,7 @@ func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal
 		_ = e.append(jctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseOverrun,
 			Message: fmt.Sprintf("took %s, budget %s", end.Sub(start).Round(time.Second), s.Budget)})
 	}
-	done := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseDone, Key: "done:step:" + s.Name, Evidence: evidence}
+	done := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseDone, Key: keyStepDone + s.Name, Evidence: evidence}
 	if err := e.append(jctx, done); err != nil {
 		return err
 	}
