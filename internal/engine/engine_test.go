@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +22,7 @@ import (
 	"rollback/internal/incident"
 	"rollback/internal/kube"
 	"rollback/internal/store"
+	"rollback/internal/verify"
 )
 
 func template(img string) corev1.PodTemplateSpec {
@@ -150,5 +154,58 @@ func TestStepsDefinedOnce(t *testing.T) {
 		if o.Step == incident.StepFlagOff && !strings.HasPrefix(o.Applies, "skipped") {
 			t.Errorf("flag applies: %q", o.Applies)
 		}
+	}
+}
+
+// prometheus answers the latency query with baseline before the release
+// (queries at times before 2001) and current after, the error rate with 0.
+func prometheus(t *testing.T, baseline, current float64) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		at, _ := strconv.ParseFloat(r.Form.Get("time"), 64)
+		v := 0.0
+		if r.Form.Get("query") == "p99" {
+			v = current
+			if at < 1e9 {
+				v = baseline
+			}
+		}
+		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[%f,"%g"]}]}}`, at, v)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// The run's metric step is the same verification as 'rollback verify',
+// latency factor included: p99 is judged against its pre-release baseline.
+func TestRunVerifiesLatencyAgainstBaseline(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		current float64
+		pass    bool
+	}{{"within 2x the baseline", 0.15, true}, {"over 2x the baseline", 0.35, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, w := newEngine(t)
+			w.Service = "web"
+			e.Config = &config.Config{Services: map[string]*config.Service{"web": {Verify: &config.Verify{
+				Prometheus: prometheus(t, 0.1, tc.current), ErrorRateQuery: "errors", LatencyQuery: "p99", LatencyFactor: 2, Within: 200 * time.Millisecond}}}}
+			out, err := e.Run(context.Background(), RunRequest{Workload: w, Timeout: time.Minute})
+			if tc.pass != (err == nil) {
+				t.Fatalf("run: %v", err)
+			}
+			evs, _ := e.Store.Events(context.Background(), out.Incident)
+			var metricsEv string
+			for _, ev := range evs {
+				if ev.Step == incident.StepMetrics && (ev.Phase == store.PhaseDone || ev.Phase == store.PhaseFailed) {
+					metricsEv = ev.Evidence + ev.Message
+				}
+			}
+			if !strings.Contains(metricsEv, "p99-latency") || tc.pass != strings.Contains(metricsEv, "p99-latency: 150ms") {
+				t.Errorf("metrics step: %q", metricsEv)
+			}
+			if !tc.pass && !errors.Is(err, verify.ErrFailed) {
+				t.Errorf("got %v, want a verification failure", err)
+			}
+		})
 	}
 }
