@@ -225,14 +225,15 @@ func TestStatefulSetAndDaemonSetStatus(t *testing.T) {
 
 // With updateStrategy OnDelete the rollback replaces the pods itself,
 // highest ordinal first, one at a time.
-func TestReplaceOnDelete(t *testing.T) {
+func TestSettlePodsReplacesOnDelete(t *testing.T) {
 	sts := statefulSet("v1", appsv1.OnDeleteStatefulSetStrategyType)
+	sts.Spec.Replicas = ptr.To[int32](1) // the fake recreates no pod
 	cs := fake.NewClientset(sts, pod("a-0", "a-bbb", "v2", true), pod("a-1", "a-bbb", "v2", true), pod("a-2", "a-aaa", "v1", true), pod("a-10", "a-bbb", "v2", true))
 	h := &History{Target: Target{Namespace: "ns", Name: "a", Kind: KindStatefulSet}, StatefulSet: sts, Selector: sts.Spec.Selector}
 	var said []string
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := replaceOnDelete(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, func(s string) { said = append(said, s) })
+	n, err := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, true, func(s string) { said = append(said, s) })
 	if err != nil || n != 3 {
 		t.Fatalf("replaced %d, %v", n, err)
 	}
@@ -245,5 +246,27 @@ func TestReplaceOnDelete(t *testing.T) {
 	left, _ := cs.CoreV1().Pods("ns").List(ctx, metav1.ListOptions{})
 	if len(left.Items) != 1 || left.Items[0].Name != "a-2" {
 		t.Errorf("pods left: %v", fmt.Sprint(left.Items))
+	}
+}
+
+// Without replacing, settlePods waits for the pods above the partition:
+// a partitioned roll out's status can say complete while the pod above
+// the partition still runs the abandoned revision.
+func TestSettlePodsWaitsAbovePartition(t *testing.T) {
+	sts := statefulSet("v1", appsv1.RollingUpdateStatefulSetStrategyType)
+	sts.Spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{Partition: ptr.To[int32](1)}
+	cs := fake.NewClientset(sts, pod("a-0", "a-aaa", "v1", true), pod("a-1", "a-bbb", "v2", true))
+	h := &History{Target: Target{Namespace: "ns", Name: "a", Kind: KindStatefulSet}, StatefulSet: sts, Selector: sts.Spec.Selector}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { // the controller replaces a-1 a moment later
+		time.Sleep(500 * time.Millisecond)
+		_ = cs.CoreV1().Pods("ns").Delete(ctx, "a-1", metav1.DeleteOptions{})
+		_, _ = cs.CoreV1().Pods("ns").Create(ctx, pod("a-1", "a-aaa", "v1", true), metav1.CreateOptions{})
+	}()
+	start := time.Now()
+	n, err := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, false, func(string) {})
+	if err != nil || n != 0 || time.Since(start) < 400*time.Millisecond {
+		t.Fatalf("settled after %s: %d replaced, %v; want a wait for a-1, nothing deleted", time.Since(start), n, err)
 	}
 }

@@ -156,7 +156,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		if h.onDelete() {
 			// updateStrategy OnDelete: the controller changes no pod by
 			// itself; the rollback replaces them, one at a time.
-			n, err := replaceOnDelete(wctx, cs, h, p.To, say)
+			n, err := settlePods(wctx, cs, h, p.To, true, say)
 			if err != nil {
 				return "", err
 			}
@@ -164,6 +164,11 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		}
 		if err := WaitRolledOut(wctx, cs, t, say); err != nil {
 			return "", err
+		}
+		if h.Deployment == nil && !h.onDelete() {
+			if _, err := settlePods(wctx, cs, h, p.To, false, say); err != nil {
+				return "", err
+			}
 		}
 		res.RolledOut = true
 		after, err := GetHistory(ctx, cs, t)
@@ -261,34 +266,51 @@ func (h *History) Desired() int32 {
 	return 1
 }
 
-// replaceOnDelete replaces, one at a time, the pods of a workload with
-// updateStrategy OnDelete that are not on the target revision: it deletes
-// one (a StatefulSet's highest ordinal first, as its controller would),
-// waits until every pod is Ready again, and goes on. It returns how many
-// it replaced.
-func replaceOnDelete(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, say func(string)) (int, error) {
+// settlePods waits until the pods of a StatefulSet or DaemonSet are on
+// the target revision (a StatefulSet's below its partition excepted), as
+// many as desired and all Ready: a controller's status can call a
+// partitioned roll out complete before the pod above the partition is
+// replaced. With replace (updateStrategy OnDelete, where the controller
+// changes no pod by itself) it deletes the stale pods one at a time, a
+// StatefulSet's highest ordinal first, as its controller would, waiting
+// until every pod is Ready again before the next. It returns how many it
+// replaced.
+func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, replace bool, say func(string)) (int, error) {
+	partition := -1
+	if s := h.StatefulSet; s != nil && !replace && s.Spec.UpdateStrategy.RollingUpdate != nil && s.Spec.UpdateStrategy.RollingUpdate.Partition != nil {
+		partition = int(*s.Spec.UpdateStrategy.RollingUpdate.Partition)
+	}
 	n := 0
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	var stale []corev1.Pod
 	for {
-		pods, err := ListPods(ctx, cs, h)
+		// Desired is read anew: a DaemonSet's follows its nodes.
+		cur, err := GetHistory(ctx, cs, h.Target)
 		if err != nil {
 			return n, err
 		}
-		busy := false
-		var stale []corev1.Pod
+		pods, err := ListPods(ctx, cs, cur)
+		if err != nil {
+			return n, err
+		}
+		busy, live := false, 0
+		stale = stale[:0]
 		for _, pod := range pods {
 			switch {
 			case pod.DeletionTimestamp != nil || !PodReady(&pod):
 				busy = true
-			case pod.Labels[controllerRevisionHash] != to.podHash:
+			case pod.Labels[controllerRevisionHash] != to.podHash && (h.StatefulSet == nil || podOrdinal(pod.Name) >= partition):
 				stale = append(stale, pod)
 			}
-		}
-		if !busy {
-			if len(stale) == 0 {
-				return n, nil
+			if pod.DeletionTimestamp == nil {
+				live++
 			}
+		}
+		switch {
+		case !busy && len(stale) == 0 && live >= int(cur.Desired()):
+			return n, nil
+		case !busy && len(stale) > 0 && replace:
 			sort.Slice(stale, func(i, j int) bool { return podOrdinal(stale[i].Name) > podOrdinal(stale[j].Name) })
 			victim := stale[0].Name
 			say(fmt.Sprintf("replacing pod %s with revision %d (updateStrategy OnDelete)", victim, to.Number))
@@ -300,7 +322,7 @@ func replaceOnDelete(ctx context.Context, cs kubernetes.Interface, h *History, t
 		}
 		select {
 		case <-ctx.Done():
-			return n, fmt.Errorf("%w of %s: %d pod(s) replaced, %d still on another revision", ErrTimeout, h.Target.Ref(), n, len(stale))
+			return n, fmt.Errorf("%w of %s: %d pod(s) replaced, %d still on another revision, %d of %d live", ErrTimeout, h.Target.Ref(), n, len(stale), live, cur.Desired())
 		case <-tick.C:
 		}
 	}

@@ -96,6 +96,18 @@ func TestStatefulSetAndDaemonSetRollback(t *testing.T) {
 			ns := namespace(t)
 			deployKind(t, ns, tc.kind, tc.onDelete, tc.partition)
 			ref := string(tc.kind) + "/" + app
+			if tc.partition {
+				// The canary: pod 1 takes v1.2.0; pod 0, below the
+				// partition, keeps v1.1.5.
+				deadline := time.Now().Add(30 * time.Second)
+				for imgs := ""; !strings.Contains(imgs, "v1.2.0") || !strings.Contains(imgs, "v1.1.5"); {
+					if time.Now().After(deadline) {
+						t.Fatalf("the partitioned release did not split the pods: %s", imgs)
+					}
+					time.Sleep(100 * time.Millisecond)
+					imgs = kubectl(t, "get", "pods", "-l", "app="+app, "-n", ns, "-o", "jsonpath={.items[*].spec.containers[0].image}")
+				}
+			}
 			if h := kubectl(t, "rollout", "history", ref, "-n", ns); !strings.Contains(h, "1 ") || !strings.Contains(h, "2 ") {
 				t.Fatalf("kubectl rollout history before:\n%s", h)
 			}
