@@ -88,6 +88,7 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 		if w.Target.Kind, err = kube.ParseKind(svc.Kubernetes.Kind); err != nil {
 			return nil, usagef("%s: kubernetes.kind: %v", cfg.Path, err)
 		}
+		w.Target.ColorLabel = svc.Kubernetes.ColorLabel
 		if w.Context == "" {
 			w.Context = svc.Kubernetes.Context
 		}

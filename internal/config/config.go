@@ -147,10 +147,14 @@ type Kubernetes struct {
 	Namespace string `yaml:"namespace,omitempty" json:"namespace,omitempty"`
 	Kind      string `yaml:"kind,omitempty" json:"kind,omitempty"`
 	Name      string `yaml:"name,omitempty" json:"name,omitempty"`
+	// ColorLabel is a blue/green Service's colour label (default: the
+	// first of color, colour, version, slot its selector has).
+	ColorLabel string `yaml:"colorLabel,omitempty" json:"colorLabel,omitempty"`
 }
 
-// Kinds of workload rollback can roll back.
-var supportedKinds = []string{"Deployment", "StatefulSet", "DaemonSet"}
+// Kinds of workload rollback can roll back (a Service is blue/green: its
+// rollback switches the selector's colour).
+var supportedKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Service"}
 
 // ErrNotFound is returned by Find when no config file exists where looked.
 var ErrNotFound = errors.New("no rollback.yaml found")

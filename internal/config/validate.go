@@ -138,7 +138,7 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 
 func (v *validator) kubernetes(n *yaml.Node, path, svcName string) Kubernetes {
 	k := Kubernetes{Kind: "Deployment", Name: svcName}
-	v.fields(n, path, []string{"context", "namespace", "kind", "name"}, func(key string, val *yaml.Node) {
+	v.fields(n, path, []string{"context", "namespace", "kind", "name", "colorLabel"}, func(key string, val *yaml.Node) {
 		s, ok := v.str(val, join(path, key))
 		if !ok {
 			return
@@ -161,10 +161,20 @@ func (v *validator) kubernetes(n *yaml.Node, path, svcName string) Kubernetes {
 				v.add(val, join(path, key), "%q is not a valid object name (lowercase DNS subdomain)", s)
 			}
 			k.Name = s
+		case "colorLabel":
+			if !labelKey.MatchString(s) {
+				v.add(val, join(path, key), "%q is not a label key (e.g. color or app.example.com/color)", s)
+			}
+			k.ColorLabel = s
 		}
 	})
+	if k.ColorLabel != "" && k.Kind != "Service" {
+		v.add(n, join(path, "colorLabel"), "a colour label applies to kind: Service (blue/green), not %s", k.Kind)
+	}
 	return k
 }
+
+var labelKey = regexp.MustCompile(`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
 
 func kindName(n *yaml.Node) string {
 	switch n.Kind {

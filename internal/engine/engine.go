@@ -145,13 +145,22 @@ func (e *Engine) OpenIncident(ctx context.Context, service string) (*store.Incid
 }
 
 // PlanUndo reads the workload's history and chooses the target revision
-// (see kube.PlanUndo). Read-only.
+// (see kube.PlanUndo). Read-only. For a blue/green Service the standby
+// colour must be able to take the traffic, or the plan is refused before
+// anything is recorded.
 func PlanUndo(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, error) {
 	h, err := kube.GetHistory(ctx, w.Client, w.Target)
 	if err != nil {
 		return nil, err
 	}
-	return kube.PlanUndo(h, toRevision)
+	p, err := kube.PlanUndo(h, toRevision)
+	if err != nil || h.Service == nil || p.NoOp {
+		return p, err
+	}
+	if err := kube.CheckStandby(ctx, w.Client, h, p.To); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 func openIncidentError(open *store.Incident, key string) error {

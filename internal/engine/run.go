@@ -22,7 +22,9 @@ type Target struct {
 	Namespace string    `json:"namespace"`
 	Name      string    `json:"name"`
 	Kind      kube.Kind `json:"kind,omitempty"` // "" for incidents of Deployments from before kinds
-	Context   string    `json:"context,omitempty"`
+	// ColorLabel is a blue/green Service's colour label.
+	ColorLabel string `json:"colorLabel,omitempty"`
+	Context    string `json:"context,omitempty"`
 	// To and From are the objects holding the target and the abandoned
 	// revision (ReplicaSets or ControllerRevisions).
 	To      string `json:"to"`
@@ -193,7 +195,7 @@ func (e *Engine) StartIncident(ctx context.Context, w *Workload, p *kube.Plan, d
 	if err := e.Store.CreateIncident(ctx, inc); err != nil {
 		return nil, nil, err
 	}
-	t := &Target{Service: w.Key(), Namespace: w.Target.Namespace, Name: w.Target.Name, Kind: w.Target.Of(), Context: w.Context,
+	t := &Target{Service: w.Key(), Namespace: w.Target.Namespace, Name: w.Target.Name, Kind: w.Target.Of(), ColorLabel: w.Target.ColorLabel, Context: w.Context,
 		To: p.To.Object, Timeout: timeout.String(), PagerDuty: pagerDuty}
 	if p.From != nil {
 		t.From = p.From.Object
@@ -248,7 +250,7 @@ func (e *Engine) resume(ctx context.Context, ex *runbook.Executor, id string, w 
 		if err != nil {
 			return nil, err
 		}
-		w = &Workload{Service: serviceOf(t), Target: kube.Target{Namespace: t.Namespace, Name: t.Name, Kind: t.Kind}, Context: t.Context, Client: cs}
+		w = &Workload{Service: serviceOf(t), Target: kube.Target{Namespace: t.Namespace, Name: t.Name, Kind: t.Kind, ColorLabel: t.ColorLabel}, Context: t.Context, Client: cs}
 	}
 	release, err := Hold(ctx, ex, w.LeaseKey())
 	if err != nil {

@@ -63,6 +63,9 @@ type Target struct {
 	Name      string `json:"name"`
 	// Kind is the workload's kind; "" is a Deployment.
 	Kind Kind `json:"kind,omitempty"`
+	// ColorLabel is a blue/green Service's colour label ("" to find it
+	// among ColorLabels).
+	ColorLabel string `json:"colorLabel,omitempty"`
 }
 
 // Of is the target's kind ("" is a Deployment).
@@ -83,7 +86,10 @@ type Revision struct {
 	Number int64 `json:"revision"`
 	// Object holds the revision: a Deployment's ReplicaSet, a StatefulSet's
 	// or DaemonSet's ControllerRevision. Marks are kept on it.
-	Object       string    `json:"object"`
+	Object string `json:"object"`
+	// Colour is a blue/green colour's label value (Object is its
+	// Deployment).
+	Colour       string    `json:"color,omitempty"`
 	Images       []string  `json:"images"`
 	ChangeCause  string    `json:"changeCause,omitempty"`
 	Created      time.Time `json:"created"`
@@ -94,9 +100,10 @@ type Revision struct {
 	Current      bool      `json:"current"`
 
 	template    corev1.PodTemplateSpec
-	annotations map[string]string // the ReplicaSet's (kubectl's undo copies them)
-	data        []byte            // the ControllerRevision's patch
-	podHash     string            // controller-revision-hash of its pods
+	annotations map[string]string  // the ReplicaSet's (kubectl's undo copies them)
+	data        []byte             // the ControllerRevision's patch
+	podHash     string             // controller-revision-hash of its pods
+	deployment  *appsv1.Deployment // a blue/green colour's
 }
 
 // History is a workload with its revisions, oldest first.
@@ -106,6 +113,7 @@ type History struct {
 	Deployment  *appsv1.Deployment
 	StatefulSet *appsv1.StatefulSet
 	DaemonSet   *appsv1.DaemonSet
+	Service     *corev1.Service // blue/green
 
 	Template        corev1.PodTemplateSpec // the workload's current template
 	Selector        *metav1.LabelSelector

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 )
 
 // Kind is a workload kind kubectl rollout undo handles.
@@ -26,10 +27,13 @@ const (
 	KindDeployment  Kind = "deployment"
 	KindStatefulSet Kind = "statefulset"
 	KindDaemonSet   Kind = "daemonset"
+	// KindService is a blue/green Service: its rollback switches the
+	// selector's colour (see bluegreen.go).
+	KindService Kind = "service"
 )
 
 // Kinds lists the kinds, for messages.
-var Kinds = []Kind{KindDeployment, KindStatefulSet, KindDaemonSet}
+var Kinds = []Kind{KindDeployment, KindStatefulSet, KindDaemonSet, KindService}
 
 // ParseKind accepts kubectl's spellings of a kind: singular, plural, short
 // name, and with the API group (deployment, deployments, deploy,
@@ -43,8 +47,13 @@ func ParseKind(s string) (Kind, error) {
 		return KindStatefulSet, nil
 	case "daemonset", "daemonsets", "ds":
 		return KindDaemonSet, nil
+	case "service", "services", "svc":
+		if k != strings.ToLower(s) { // services.apps is no kind
+			break
+		}
+		return KindService, nil
 	}
-	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets (KIND/NAME, e.g. statefulset/ledger)", s)
+	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, and switches blue/green services back (KIND/NAME, e.g. statefulset/ledger, service/checkout)", s)
 }
 
 // controllerRevisionHash is the label the StatefulSet and DaemonSet
@@ -72,6 +81,8 @@ func kindOf(t Target) kindOps {
 		return statefulSetKind{}
 	case KindDaemonSet:
 		return daemonSetKind{}
+	case KindService:
+		return serviceKind{}
 	}
 	return deploymentKind{}
 }
@@ -373,4 +384,9 @@ func (h *History) onDelete() bool {
 		return h.DaemonSet.Spec.UpdateStrategy.Type == appsv1.OnDeleteDaemonSetStrategyType
 	}
 	return false
+}
+
+// watchUntil lists and watches until cond is true or ctx ends.
+func watchUntil(ctx context.Context, lw *cache.ListWatch, obj runtime.Object, cond func(watch.Event) (bool, error)) (*watch.Event, error) {
+	return watchtools.UntilWithSync(ctx, lw, obj, nil, cond)
 }

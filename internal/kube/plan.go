@@ -30,6 +30,13 @@ func (p *Plan) Summary() string {
 	if p.NoOp {
 		return fmt.Sprintf("nothing to do: %s already runs revision %d (%s)", p.Target.Ref(), p.To.Number, strings.Join(p.To.Images, ", "))
 	}
+	if p.To.Colour != "" {
+		from := "none"
+		if p.From != nil {
+			from = fmt.Sprintf("%s (%s)", p.From.Colour, strings.Join(p.From.Images, ", "))
+		}
+		return fmt.Sprintf("%s: %s -> %s (%s)", p.Target.Ref(), from, p.To.Colour, strings.Join(p.To.Images, ", "))
+	}
 	from := "none"
 	if p.From != nil {
 		from = fmt.Sprintf("revision %d (%s)", p.From.Number, strings.Join(p.From.Images, ", "))

@@ -162,10 +162,20 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			}
 			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
 		}
+		if h.Service != nil {
+			// Blue/green: the traffic has moved when the Service's
+			// EndpointSlices hold only the standby's pods.
+			if err := WaitSwitched(wctx, cs, h, p.To.Colour, say); err != nil {
+				return "", err
+			}
+			res.RolledOut = true
+			res.Revision = int64(len(h.Revisions))
+			return fmt.Sprintf("%s: every endpoint on %s", t.Ref(), p.To.Colour), nil
+		}
 		if err := WaitRolledOut(wctx, cs, t, say); err != nil {
 			return "", err
 		}
-		if h.Deployment == nil && !h.onDelete() {
+		if (h.StatefulSet != nil || h.DaemonSet != nil) && !h.onDelete() {
 			if _, err := settlePods(wctx, cs, h, p.To, false, say); err != nil {
 				return "", err
 			}
@@ -262,6 +272,10 @@ func (h *History) Desired() int32 {
 		return *h.StatefulSet.Spec.Replicas
 	case h.DaemonSet != nil:
 		return h.DaemonSet.Status.DesiredNumberScheduled
+	case h.Service != nil:
+		if c := h.Current(); c != nil && c.deployment != nil && c.deployment.Spec.Replicas != nil {
+			return *c.deployment.Spec.Replicas
+		}
 	}
 	return 1
 }

@@ -83,6 +83,13 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 	if p.NoOp {
 		return nil
 	}
+	if h.Service != nil {
+		// Blue/green: the standby must be able to take the traffic
+		// before the selector moves.
+		if err := CheckStandby(ctx, cs, h, p.To); err != nil {
+			return err
+		}
+	}
 	k := kindOf(h.Target)
 	pt, patch, err := k.undoPatch(h, p.To)
 	if err != nil {

@@ -1,0 +1,300 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Blue/green: a Service fronts two (or more) colour Deployments that share
+// the Service's labels but one, the colour label. Rolling back switches the
+// Service's selector to a standby colour, after checking that the
+// standby's pods are Ready and run its template; the abandoned colour
+// keeps running, marked bad, for inspection. In the history each colour is
+// a "revision": the active one is current, the others are numbered by when
+// they were last active (from the switches recorded on the Service), so
+// PlanUndo's rules apply unchanged: the most recently active standby not
+// marked bad is the target, and a colour marked bad is never switched to.
+
+// ColorLabels are the labels tried, in order, as the colour label when the
+// service does not name one.
+var ColorLabels = []string{"color", "colour", "version", "slot"}
+
+// SwitchesAnnotation on the Service records its switches, newest last.
+const SwitchesAnnotation = annotationPrefix + "switches"
+
+// ErrStandbyNotReady: the colour to switch to cannot take the traffic.
+var ErrStandbyNotReady = errors.New("standby colour is not ready to take the traffic")
+
+// ErrNotBlueGreen: the Service's selector has no colour label with a
+// second colour to switch to.
+var ErrNotBlueGreen = errors.New("not a blue/green service")
+
+// Switch is one recorded switch of a Service's colour.
+type Switch struct {
+	From string    `json:"from"`
+	To   string    `json:"to"`
+	At   time.Time `json:"at"`
+}
+
+type serviceKind struct{}
+
+// colorLabel is the Service's colour label: the configured one (the
+// Target's ColorLabel), else the first of ColorLabels its selector has.
+func colorLabel(t Target, svc *corev1.Service) (string, error) {
+	if t.ColorLabel != "" {
+		if _, ok := svc.Spec.Selector[t.ColorLabel]; !ok {
+			return "", fmt.Errorf("%w: service/%s's selector has no %q label (selector %v)", ErrNotBlueGreen, svc.Name, t.ColorLabel, svc.Spec.Selector)
+		}
+		return t.ColorLabel, nil
+	}
+	for _, l := range ColorLabels {
+		if _, ok := svc.Spec.Selector[l]; ok {
+			return l, nil
+		}
+	}
+	return "", fmt.Errorf("%w: service/%s's selector %v has none of the colour labels %v; name it (kubernetes.colorLabel in rollback.yaml)", ErrNotBlueGreen, svc.Name, svc.Spec.Selector, ColorLabels)
+}
+
+func switchesOf(svc *corev1.Service) []Switch {
+	var out []Switch
+	_ = json.Unmarshal([]byte(svc.Annotations[SwitchesAnnotation]), &out)
+	return out
+}
+
+func (serviceKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
+	svc, err := cs.CoreV1().Services(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, notFound(t, err)
+	}
+	label, err := colorLabel(t, svc)
+	if err != nil {
+		return nil, err
+	}
+	t.ColorLabel = label
+	active := svc.Spec.Selector[label]
+	rest := map[string]string{}
+	for k, v := range svc.Spec.Selector {
+		if k != label {
+			rest[k] = v
+		}
+	}
+	// The colours are the Deployments whose pod template carries the
+	// selector's other labels (the Deployments' own labels may differ).
+	deps, err := cs.AppsV1().Deployments(t.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list the colours of %s: %w", t, err)
+	}
+	h := &History{Target: t, Service: svc, ResourceVersion: svc.ResourceVersion,
+		Selector: &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}}
+	// When was each colour last active: the switches, newest last.
+	lastActive := map[string]int{}
+	for i, s := range switchesOf(svc) {
+		lastActive[s.From] = i + 1
+	}
+	colours := map[string]bool{}
+	for i := range deps.Items {
+		d := &deps.Items[i]
+		colour := d.Spec.Template.Labels[label]
+		if colour == "" || colours[colour] || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(withLabel(d.Spec.Template.Labels, label, active))) {
+			continue
+		}
+		colours[colour] = true
+		r := Revision{Object: d.Name, Colour: colour, Images: images(&d.Spec.Template), ChangeCause: d.Annotations[ChangeCauseAnnotation],
+			Created: d.CreationTimestamp.Time, Replicas: d.Status.Replicas, Ready: d.Status.ReadyReplicas,
+			Health: Unknown, HealthReason: d.Annotations[HealthReasonAnnotation], Current: colour == active,
+			template: d.Spec.Template, deployment: d}
+		if hv, err := ParseHealth(d.Annotations[HealthAnnotation]); err == nil {
+			r.Health = hv
+		}
+		if r.Current {
+			h.Template = d.Spec.Template
+		}
+		h.Revisions = append(h.Revisions, r)
+	}
+	// Number the colours: never active first (by creation), then by when
+	// they were last active; the active colour last.
+	sort.SliceStable(h.Revisions, func(i, j int) bool {
+		a, b := h.Revisions[i], h.Revisions[j]
+		if a.Current != b.Current {
+			return b.Current
+		}
+		if lastActive[a.Colour] != lastActive[b.Colour] {
+			return lastActive[a.Colour] < lastActive[b.Colour]
+		}
+		return a.Created.Before(b.Created)
+	})
+	for i := range h.Revisions {
+		h.Revisions[i].Number = int64(i + 1)
+	}
+	if len(h.Revisions) < 2 {
+		return nil, fmt.Errorf("%w: service/%s selects %s=%s, and no other colour of it runs (Deployments with the selector's other labels %v and another %s)",
+			ErrNotBlueGreen, t.Name, label, active, rest, label)
+	}
+	return h, nil
+}
+
+func withLabel(m map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for a, b := range m {
+		out[a] = b
+	}
+	out[k] = v
+	return out
+}
+
+// undoPatch switches the selector's colour, guarded by the Service's
+// resourceVersion, and records the switch.
+func (serviceKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
+	from := h.Service.Spec.Selector[h.Target.ColorLabel]
+	sw := append(switchesOf(h.Service), Switch{From: from, To: to.Colour, At: time.Now().UTC()})
+	if len(sw) > 20 {
+		sw = sw[len(sw)-20:]
+	}
+	b, err := json.Marshal(sw)
+	if err != nil {
+		return "", nil, err
+	}
+	patch, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": h.ResourceVersion, "annotations": map[string]string{SwitchesAnnotation: string(b)}},
+		"spec":     map[string]any{"selector": map[string]string{h.Target.ColorLabel: to.Colour}},
+	})
+	return types.MergePatchType, patch, err
+}
+
+func (serviceKind) patch(ctx context.Context, cs kubernetes.Interface, t Target, pt types.PatchType, data []byte, o metav1.PatchOptions) error {
+	_, err := cs.CoreV1().Services(t.Namespace).Patch(ctx, t.Name, pt, data, o)
+	return err
+}
+
+// status is unused for a Service: its rollout is its EndpointSlices (see
+// WaitSwitched).
+func (serviceKind) status(runtime.Object) (string, bool, error) { return "", true, nil }
+
+func (serviceKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
+	sel := discoveryv1.LabelServiceName + "=" + t.Name
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = sel
+			return cs.DiscoveryV1().EndpointSlices(t.Namespace).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = sel
+			return cs.DiscoveryV1().EndpointSlices(t.Namespace).Watch(ctx, o)
+		},
+	}
+}
+
+func (serviceKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
+	_, err := cs.AppsV1().Deployments(ns).Patch(ctx, object, types.MergePatchType, data, metav1.PatchOptions{FieldManager: "rollback"})
+	return err
+}
+
+// colourPods are the pods of one colour (the Service's selector with that
+// colour).
+func colourPods(ctx context.Context, cs kubernetes.Interface, h *History, colour string) ([]corev1.Pod, error) {
+	sel := labels.SelectorFromSet(withLabel(h.Service.Spec.Selector, h.Target.ColorLabel, colour))
+	pods, err := cs.CoreV1().Pods(h.Target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, err
+	}
+	return pods.Items, nil
+}
+
+// CheckStandby: the colour to switch to has as many Ready pods as its
+// Deployment wants, all running its template's images.
+func CheckStandby(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision) error {
+	pods, err := colourPods(ctx, cs, h, to.Colour)
+	if err != nil {
+		return err
+	}
+	want := strings.Join(to.Images, ",")
+	ready := 0
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		if got := strings.Join(images(&corev1.PodTemplateSpec{Spec: p.Spec}), ","); got != want {
+			return fmt.Errorf("%w: %s pod %s runs %s, want %s", ErrStandbyNotReady, to.Colour, p.Name, got, want)
+		}
+		if PodReady(&p) {
+			ready++
+		}
+	}
+	desired := int32(1)
+	if to.deployment != nil && to.deployment.Spec.Replicas != nil {
+		desired = *to.deployment.Spec.Replicas
+	}
+	if ready == 0 || int32(ready) < desired {
+		return fmt.Errorf("%w: %s (deployment/%s) has %d Ready pod(s), wants %d; scale it up first ('kubectl scale deployment/%s --replicas=%d -n %s')",
+			ErrStandbyNotReady, to.Colour, to.Object, ready, desired, to.Object, desired, h.Target.Namespace)
+	}
+	return nil
+}
+
+// WaitSwitched watches the Service's EndpointSlices until every ready
+// endpoint is a pod of the colour and there is at least one.
+func WaitSwitched(ctx context.Context, cs kubernetes.Interface, h *History, colour string, progress func(string)) error {
+	pods, err := colourPods(ctx, cs, h, colour)
+	if err != nil {
+		return err
+	}
+	ofColour := map[string]bool{}
+	for _, p := range pods {
+		ofColour[p.Name] = true
+	}
+	slices := map[string]*discoveryv1.EndpointSlice{}
+	lastMsg := ""
+	check := func() (bool, string) {
+		on, off := 0, 0
+		for _, s := range slices {
+			for _, ep := range s.Endpoints {
+				if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+					continue
+				}
+				if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" && ofColour[ep.TargetRef.Name] {
+					on++
+				} else {
+					off++
+				}
+			}
+		}
+		return on > 0 && off == 0, fmt.Sprintf("endpoints: %d on %s, %d on other colours", on, colour, off)
+	}
+	lw := serviceKind{}.listWatch(cs, h.Target)
+	_, err = watchUntil(ctx, lw, &discoveryv1.EndpointSlice{}, func(e watch.Event) (bool, error) {
+		s, ok := e.Object.(*discoveryv1.EndpointSlice)
+		if !ok {
+			return false, nil
+		}
+		if e.Type == watch.Deleted {
+			delete(slices, s.Name)
+		} else {
+			slices[s.Name] = s
+		}
+		done, msg := check()
+		if msg != lastMsg && progress != nil {
+			progress(msg)
+			lastMsg = msg
+		}
+		return done, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w of %s to %s (last: %s)", ErrTimeout, h.Target.Ref(), colour, lastMsg)
+	}
+	return nil
+}
