@@ -89,6 +89,52 @@ for kind in deployment statefulset daemonset; do
   )
 done
 
+# Blue/green: transaction-service blue (v1.1.5) and green (v1.2.0, live);
+# the time from 'rollback run service/...' starting to the Kubernetes step
+# done, which ends when every EndpointSlice endpoint is a blue pod.
+bluegreen() { # namespace
+  kubectl create namespace "$1" >/dev/null
+  for c in blue:v1.1.5 green:v1.2.0; do
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: transaction-service-${c%%:*}, namespace: $1}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: transaction-service, color: ${c%%:*}}}
+  template:
+    metadata: {labels: {app: transaction-service, color: ${c%%:*}}}
+    spec:
+      containers: [{name: transaction-service, image: "registry.local/transaction-service:${c##*:}", ports: [{containerPort: 8080}]}]
+YAML
+    kubectl -n "$1" rollout status "deployment/transaction-service-${c%%:*}" --timeout=2m >/dev/null
+  done
+  kubectl -n "$1" create service clusterip transaction-service --tcp=80:8080 >/dev/null
+  kubectl -n "$1" patch service transaction-service -p '{"spec":{"selector":{"app":"transaction-service","color":"green"}}}' >/dev/null
+  until kubectl -n "$1" get endpointslices -l kubernetes.io/service-name=transaction-service -o jsonpath='{.items[*].endpoints[*].targetRef.name}' | grep -q green; do sleep 0.1; done
+}
+# seconds from START (epoch) to the end of STEP in 'rollback status -o json'
+step_end() { # json step start
+  python3 - "$@" <<'PY'
+import json, sys, datetime
+st = json.load(open(sys.argv[1]))
+for it in st["checklist"]:
+    if it["step"] == sys.argv[2] and it.get("started"):
+        t = datetime.datetime.fromisoformat(it["started"].replace("Z", "+00:00")).timestamp() + it.get("took", 0) / 1e9
+        print("%.3f" % (t - float(sys.argv[3])))
+        break
+PY
+}
+bg_whole=(); bg_switch=()
+for i in $(seq 1 "$RUNS"); do
+  bluegreen "bg-$i"
+  s=$(now); "$bin/rollback" run service/transaction-service -n "bg-$i" --yes -o json > "$dir/run.json" 2>/dev/null; e=$(now)
+  bg_whole+=("$(elapsed "$s" "$e")")
+  inc=$(sed -n 's/.*"incident": "\(INC-[^"]*\)".*/\1/p' "$dir/run.json" | head -1)
+  "$bin/rollback" status "$inc" -o json > "$dir/status.json"
+  bg_switch+=("$(step_end "$dir/status.json" kube-undo "$s")")
+done
+
 # Communication never delays recovery: start -> rolled back with no
 # notifier/flag configured vs every endpoint hung (default timeouts; a hung
 # run takes minutes in all, as its communication steps run to their
@@ -107,6 +153,8 @@ row() { # name values...
   printf '%s\n' "$@" > "$dir/v"
   printf '%-74s %10s %10s %10s\n' "$name" "$(median < "$dir/v")" "$(sort -g "$dir/v" | head -1)" "$(sort -g "$dir/v" | tail -1)"
 }
+row "blue/green: rollback run start -> every endpoint on the standby (target <= 1 s)" "${bg_switch[@]}"
+row "blue/green: whole rollback run (incident, checks, switch, verify, block)" "${bg_whole[@]}"
 vals() { printf '%s\n' "${rows[$1]}" | awk -v k="$2" '$1 == k {$1 = ""; print}'; }
 for kind in deployment statefulset daemonset; do
   # shellcheck disable=SC2046
