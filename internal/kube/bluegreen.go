@@ -186,17 +186,9 @@ func (serviceKind) patch(ctx context.Context, cs kubernetes.Interface, t Target,
 func (serviceKind) status(runtime.Object) (string, bool, error) { return "", true, nil }
 
 func (serviceKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
+	c := cs.DiscoveryV1().EndpointSlices(t.Namespace)
 	sel := discoveryv1.LabelServiceName + "=" + t.Name
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = sel
-			return cs.DiscoveryV1().EndpointSlices(t.Namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = sel
-			return cs.DiscoveryV1().EndpointSlices(t.Namespace).Watch(ctx, o)
-		},
-	}
+	return listWatch(func(o *metav1.ListOptions) { o.LabelSelector = sel }, c.List, c.Watch)
 }
 
 func (serviceKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {

@@ -87,8 +87,25 @@ func kindOf(t Target) kindOps {
 	return deploymentKind{}
 }
 
-func nameSelector(t Target) string {
-	return fields.OneTermEqualSelector("metadata.name", t.Name).String()
+// byName narrows a list or watch to the target's object.
+func byName(t Target) func(*metav1.ListOptions) {
+	fs := fields.OneTermEqualSelector("metadata.name", t.Name).String()
+	return func(o *metav1.ListOptions) { o.FieldSelector = fs }
+}
+
+// listWatch lists and watches with client functions, narrowed by narrow.
+func listWatch[L runtime.Object](narrow func(*metav1.ListOptions), list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			narrow(&o)
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			narrow(&o)
+			return watchFn(ctx, o)
+		},
+	}
 }
 
 // --- Deployment -----------------------------------------------------------
@@ -118,17 +135,8 @@ func (deploymentKind) status(obj runtime.Object) (string, bool, error) {
 }
 
 func (deploymentKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
-	fs := nameSelector(t)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().Deployments(t.Namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().Deployments(t.Namespace).Watch(ctx, o)
-		},
-	}
+	c := cs.AppsV1().Deployments(t.Namespace)
+	return listWatch(byName(t), c.List, c.Watch)
 }
 
 func (deploymentKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
@@ -291,17 +299,8 @@ func (statefulSetKind) status(obj runtime.Object) (string, bool, error) {
 }
 
 func (statefulSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
-	fs := nameSelector(t)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().StatefulSets(t.Namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().StatefulSets(t.Namespace).Watch(ctx, o)
-		},
-	}
+	c := cs.AppsV1().StatefulSets(t.Namespace)
+	return listWatch(byName(t), c.List, c.Watch)
 }
 
 func (statefulSetKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
@@ -356,17 +355,8 @@ func (daemonSetKind) status(obj runtime.Object) (string, bool, error) {
 }
 
 func (daemonSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
-	fs := nameSelector(t)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().DaemonSets(t.Namespace).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = fs
-			return cs.AppsV1().DaemonSets(t.Namespace).Watch(ctx, o)
-		},
-	}
+	c := cs.AppsV1().DaemonSets(t.Namespace)
+	return listWatch(byName(t), c.List, c.Watch)
 }
 
 func (daemonSetKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
