@@ -114,16 +114,13 @@ YAML
   until kubectl -n "$1" get endpointslices -l kubernetes.io/service-name=transaction-service -o jsonpath='{.items[*].endpoints[*].targetRef.name}' | grep -q green; do sleep 0.1; done
 }
 # seconds from START (epoch) to the end of STEP in 'rollback status -o json'
+# (its "started" time plus its "took" in ns)
 step_end() { # json step start
-  python3 - "$@" <<'PY'
-import json, sys, datetime
-st = json.load(open(sys.argv[1]))
-for it in st["checklist"]:
-    if it["step"] == sys.argv[2] and it.get("started"):
-        t = datetime.datetime.fromisoformat(it["started"].replace("Z", "+00:00")).timestamp() + it.get("took", 0) / 1e9
-        print("%.3f" % (t - float(sys.argv[3])))
-        break
-PY
+  local started took
+  read -r started took < <(awk -v want="\"$2\"," '$1 == "\"step\":" {step = $2}
+    step == want && $1 == "\"started\":" {gsub(/[",]/, "", $2); st = $2}
+    step == want && $1 == "\"took\":" {gsub(",", "", $2); print st, $2; exit}' "$1")
+  awk -v a="$(date -d "$started" +%s.%N)" -v t="$took" -v s="$3" 'BEGIN{printf "%.3f", a + t / 1e9 - s}'
 }
 bg_whole=(); bg_switch=()
 for i in $(seq 1 "$RUNS"); do

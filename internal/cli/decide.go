@@ -173,12 +173,3 @@ func flagOf(fact string) string {
 	}
 	return fact
 }
-
-func firstNonEmpty(xs ...string) string {
-	for _, x := range xs {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
-}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,7 +21,7 @@ var ErrBlocked = errors.New("version is blocked")
 
 // openStore opens --store, $ROLLBACK_STORE, or the state directory's SQLite file.
 func (f *Factory) openStore(ctx context.Context) (store.Store, error) {
-	loc := firstNonEmpty(f.StorePath, f.IO.Getenv("ROLLBACK_STORE"))
+	loc := cmp.Or(f.StorePath, f.IO.Getenv("ROLLBACK_STORE"))
 	if loc == "" {
 		var err error
 		if loc, err = f.statePath("rollback.db"); err != nil {

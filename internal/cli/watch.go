@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,7 +91,7 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 	if o.Interval <= 0 || o.For <= 0 || o.AnalysisEvery < o.Interval {
 		return usagef("--interval and --for must be positive and --analysis-interval at least --interval")
 	}
-	url := firstNonEmpty(o.PromURL, f.IO.Getenv("ROLLBACK_PROMETHEUS_URL"))
+	url := cmp.Or(o.PromURL, f.IO.Getenv("ROLLBACK_PROMETHEUS_URL"))
 	if url == "" {
 		return usagef("watch needs a Prometheus: --prometheus URL or $ROLLBACK_PROMETHEUS_URL")
 	}

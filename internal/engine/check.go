@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ func (e *Engine) Check(ctx context.Context, r CheckRequest) ([]check.Result, err
 	snapshotMode, dsnEnv := "", ""
 	if svc := e.service(r.Service); svc != nil && svc.Database != nil {
 		dsnEnv = svc.Database.DSNEnv
-		r.Dir = firstNonEmpty(r.Dir, svc.Database.Dir)
+		r.Dir = cmp.Or(r.Dir, svc.Database.Dir)
 		if (r.Format == "" || r.Format == "auto") && svc.Database.Format != "" {
 			r.Format = svc.Database.Format
 		}

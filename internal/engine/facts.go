@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,27 +52,27 @@ func (e *Engine) withConfig(r FactsRequest) (FactsRequest, string) {
 	if svc := e.service(r.Service); svc != nil {
 		if db := svc.Database; db != nil {
 			dsnEnv = db.DSNEnv
-			r.Dir = firstNonEmpty(r.Dir, db.Dir)
+			r.Dir = cmp.Or(r.Dir, db.Dir)
 			if r.Format == "" || r.Format == "auto" {
 				r.Format = db.Format
 			}
 		}
 		if d := svc.Decide; d != nil {
-			r.ErrQuery = firstNonEmpty(r.ErrQuery, d.ErrorRateQuery)
-			r.LatQuery = firstNonEmpty(r.LatQuery, d.LatencyRatioQuery)
-			r.APIQuery = firstNonEmpty(r.APIQuery, d.APIAdoptionQuery)
+			r.ErrQuery = cmp.Or(r.ErrQuery, d.ErrorRateQuery)
+			r.LatQuery = cmp.Or(r.LatQuery, d.LatencyRatioQuery)
+			r.APIQuery = cmp.Or(r.APIQuery, d.APIAdoptionQuery)
 			if r.APIShare <= 0 {
 				r.APIShare = d.APIAdoptionThreshold
 			}
 		}
 		if v := svc.Verify; v != nil {
-			r.Prometheus = firstNonEmpty(r.Prometheus, v.Prometheus)
-			r.ErrQuery = firstNonEmpty(r.ErrQuery, v.ErrorRateQuery)
+			r.Prometheus = cmp.Or(r.Prometheus, v.Prometheus)
+			r.ErrQuery = cmp.Or(r.ErrQuery, v.ErrorRateQuery)
 		}
 	}
-	r.Dir = firstNonEmpty(r.Dir, "migrations")
-	r.Format = firstNonEmpty(r.Format, "auto")
-	r.Prometheus = firstNonEmpty(r.Prometheus, e.getenv("ROLLBACK_PROMETHEUS_URL"))
+	r.Dir = cmp.Or(r.Dir, "migrations")
+	r.Format = cmp.Or(r.Format, "auto")
+	r.Prometheus = cmp.Or(r.Prometheus, e.getenv("ROLLBACK_PROMETHEUS_URL"))
 	if r.APIShare <= 0 {
 		r.APIShare = 0.01
 	}

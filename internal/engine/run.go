@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"rollback/internal/decide"
@@ -264,10 +265,8 @@ func (e *Engine) resume(ctx context.Context, ex *runbook.Executor, id string, w 
 // serviceOf is the configured service name of a target ("" for a key
 // such as NAMESPACE/KIND/NAME).
 func serviceOf(t *Target) string {
-	for _, c := range t.Service {
-		if c == '/' {
-			return ""
-		}
+	if strings.Contains(t.Service, "/") {
+		return ""
 	}
 	return t.Service
 }

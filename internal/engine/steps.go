@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -158,7 +159,7 @@ func snapshot(ctx context.Context, x *execution, sc *runbook.StepContext) (strin
 		return "", err
 	}
 	defer d.close()
-	mode, _ := migrate.ParseSnapshotMode(firstNonEmpty(x.svc.Database.Snapshot, "tables"))
+	mode, _ := migrate.ParseSnapshotMode(cmp.Or(x.svc.Database.Snapshot, "tables"))
 	if x.e.StateDir == nil {
 		return "", errors.New("snapshot: no state directory to keep it in")
 	}
@@ -387,13 +388,4 @@ func orNone(v string) string {
 		return "none"
 	}
 	return v
-}
-
-func firstNonEmpty(xs ...string) string {
-	for _, x := range xs {
-		if x != "" {
-			return x
-		}
-	}
-	return ""
 }

@@ -32,9 +32,6 @@ const (
 	KindService Kind = "service"
 )
 
-// Kinds lists the kinds, for messages.
-var Kinds = []Kind{KindDeployment, KindStatefulSet, KindDaemonSet, KindService}
-
 // ParseKind accepts kubectl's spellings of a kind: singular, plural, short
 // name, and with the API group (deployment, deployments, deploy,
 // deployments.apps; statefulset, sts; daemonset, ds), in any case.
