@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps test unit e2e demo bench bench-db bench-canary fuzz lint clean
+.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary fuzz lint clean
 
 all: build
 
@@ -22,8 +22,12 @@ build:
 	ln -sf rollback bin/kubectl-rollback
 	scripts/build-sandbox.sh
 
+## peers: the real peers the end-to-end tests run (Gateway API CRDs, ...), cached by version
+peers:
+	scripts/build-peers.sh
+
 ## test: everything, against a real sandbox (the README's test command)
-test: deps build
+test: deps build peers
 	$(GO) vet ./...
 	cd sandbox && $(GO) vet ./...
 	# -parallel 6: the end-to-end tests mostly wait on the sandbox, not the CPU.

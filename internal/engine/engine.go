@@ -154,7 +154,7 @@ func PlanUndo(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, e
 		return nil, err
 	}
 	p, err := kube.PlanUndo(h, toRevision)
-	if err != nil || h.Service == nil || p.NoOp {
+	if err != nil || !h.BlueGreen() || p.NoOp {
 		return p, err
 	}
 	if err := kube.CheckStandby(ctx, w.Client, h, p.To); err != nil {

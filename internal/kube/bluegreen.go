@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -70,9 +69,10 @@ func colorLabel(t Target, svc *corev1.Service) (string, error) {
 	return "", fmt.Errorf("%w: service/%s's selector %v has none of the colour labels %v; name it (kubernetes.colorLabel in rollback.yaml)", ErrNotBlueGreen, svc.Name, svc.Spec.Selector, ColorLabels)
 }
 
-func switchesOf(svc *corev1.Service) []Switch {
+// switchesOf reads the switches recorded in an object's annotations.
+func switchesOf(ann map[string]string) []Switch {
 	var out []Switch
-	_ = json.Unmarshal([]byte(svc.Annotations[SwitchesAnnotation]), &out)
+	_ = json.Unmarshal([]byte(ann[SwitchesAnnotation]), &out)
 	return out
 }
 
@@ -101,11 +101,6 @@ func (serviceKind) history(ctx context.Context, cs kubernetes.Interface, t Targe
 	}
 	h := &History{Target: t, Service: svc, ResourceVersion: svc.ResourceVersion,
 		Selector: &metav1.LabelSelector{MatchLabels: svc.Spec.Selector}}
-	// When was each colour last active: the switches, newest last.
-	lastActive := map[string]int{}
-	for i, s := range switchesOf(svc) {
-		lastActive[s.From] = i + 1
-	}
 	colours := map[string]bool{}
 	for i := range deps.Items {
 		d := &deps.Items[i]
@@ -114,33 +109,14 @@ func (serviceKind) history(ctx context.Context, cs kubernetes.Interface, t Targe
 			continue
 		}
 		colours[colour] = true
-		r := Revision{Object: d.Name, Colour: colour, Images: images(&d.Spec.Template), ChangeCause: d.Annotations[ChangeCauseAnnotation],
-			Created: d.CreationTimestamp.Time, Replicas: d.Status.Replicas, Ready: d.Status.ReadyReplicas,
-			Health: Unknown, HealthReason: d.Annotations[HealthReasonAnnotation], Current: colour == active,
-			template: d.Spec.Template, deployment: d}
-		if hv, err := ParseHealth(d.Annotations[HealthAnnotation]); err == nil {
-			r.Health = hv
-		}
+		r := colourRevision(d, colour, colour == active)
+		r.selector = labels.SelectorFromSet(withLabel(svc.Spec.Selector, label, colour))
 		if r.Current {
 			h.Template = d.Spec.Template
 		}
 		h.Revisions = append(h.Revisions, r)
 	}
-	// Number the colours: never active first (by creation), then by when
-	// they were last active; the active colour last.
-	sort.SliceStable(h.Revisions, func(i, j int) bool {
-		a, b := h.Revisions[i], h.Revisions[j]
-		if a.Current != b.Current {
-			return b.Current
-		}
-		if lastActive[a.Colour] != lastActive[b.Colour] {
-			return lastActive[a.Colour] < lastActive[b.Colour]
-		}
-		return a.Created.Before(b.Created)
-	})
-	for i := range h.Revisions {
-		h.Revisions[i].Number = int64(i + 1)
-	}
+	numberColours(h, switchesOf(svc.Annotations))
 	if len(h.Revisions) < 2 {
 		return nil, fmt.Errorf("%w: service/%s selects %s=%s, and no other colour of it runs (Deployments with the selector's other labels %v and another %s)",
 			ErrNotBlueGreen, t.Name, label, active, rest, label)
@@ -161,16 +137,12 @@ func withLabel(m map[string]string, k, v string) map[string]string {
 // resourceVersion, and records the switch.
 func (serviceKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
 	from := h.Service.Spec.Selector[h.Target.ColorLabel]
-	sw := append(switchesOf(h.Service), Switch{From: from, To: to.Colour, At: time.Now().UTC()})
-	if len(sw) > 20 {
-		sw = sw[len(sw)-20:]
-	}
-	b, err := json.Marshal(sw)
+	sw, err := switchesJSON(h.Service.Annotations, from, to.Colour)
 	if err != nil {
 		return "", nil, err
 	}
 	patch, err := json.Marshal(map[string]any{
-		"metadata": map[string]any{"resourceVersion": h.ResourceVersion, "annotations": map[string]string{SwitchesAnnotation: string(b)}},
+		"metadata": map[string]any{"resourceVersion": h.ResourceVersion, "annotations": map[string]string{SwitchesAnnotation: sw}},
 		"spec":     map[string]any{"selector": map[string]string{h.Target.ColorLabel: to.Colour}},
 	})
 	return types.MergePatchType, patch, err
@@ -196,11 +168,12 @@ func (serviceKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, o
 	return err
 }
 
-// colourPods are the pods of one colour (the Service's selector with that
-// colour).
-func colourPods(ctx context.Context, cs kubernetes.Interface, h *History, colour string) ([]corev1.Pod, error) {
-	sel := labels.SelectorFromSet(withLabel(h.Service.Spec.Selector, h.Target.ColorLabel, colour))
-	pods, err := cs.CoreV1().Pods(h.Target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+// colourPods are the pods of one colour.
+func colourPods(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision) ([]corev1.Pod, error) {
+	if to.selector == nil {
+		return nil, fmt.Errorf("%s: %s is not a colour", h.Target.Ref(), to.Object)
+	}
+	pods, err := cs.CoreV1().Pods(h.Target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: to.selector.String()})
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +183,7 @@ func colourPods(ctx context.Context, cs kubernetes.Interface, h *History, colour
 // CheckStandby: the colour to switch to has as many Ready pods as its
 // Deployment wants, all running its template's images.
 func CheckStandby(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision) error {
-	pods, err := colourPods(ctx, cs, h, to.Colour)
+	pods, err := colourPods(ctx, cs, h, to)
 	if err != nil {
 		return err
 	}
@@ -238,10 +211,15 @@ func CheckStandby(ctx context.Context, cs kubernetes.Interface, h *History, to *
 	return nil
 }
 
-// WaitSwitched watches the Service's EndpointSlices until every ready
-// endpoint is a pod of the colour and there is at least one.
-func WaitSwitched(ctx context.Context, cs kubernetes.Interface, h *History, colour string, progress func(string)) error {
-	pods, err := colourPods(ctx, cs, h, colour)
+// WaitSwitched waits until the traffic is on the colour to: a Service's
+// EndpointSlices hold only its pods (at least one), a route's weights are
+// all on it and its Service has its ready endpoints.
+func WaitSwitched(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, progress func(string)) error {
+	if h.Route != nil {
+		return waitRouted(ctx, cs, h, to, progress)
+	}
+	colour := to.Colour
+	pods, err := colourPods(ctx, cs, h, to)
 	if err != nil {
 		return err
 	}

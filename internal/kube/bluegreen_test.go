@@ -130,7 +130,13 @@ func TestWaitSwitched(t *testing.T) {
 			t.Fatal(err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		err = WaitSwitched(wctx, cs, h, "blue", nil)
+		var blue *Revision
+		for i := range h.Revisions {
+			if h.Revisions[i].Colour == "blue" {
+				blue = &h.Revisions[i]
+			}
+		}
+		err = WaitSwitched(wctx, cs, h, blue, nil)
 		cancel()
 		if (err == nil) != tc.done {
 			t.Errorf("%s: %v", tc.name, err)

@@ -19,6 +19,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -104,6 +105,7 @@ type Revision struct {
 	data        []byte             // the ControllerRevision's patch
 	podHash     string             // controller-revision-hash of its pods
 	deployment  *appsv1.Deployment // a blue/green colour's
+	selector    labels.Selector    // a blue/green colour's pods
 }
 
 // History is a workload with its revisions, oldest first.
@@ -113,7 +115,8 @@ type History struct {
 	Deployment  *appsv1.Deployment
 	StatefulSet *appsv1.StatefulSet
 	DaemonSet   *appsv1.DaemonSet
-	Service     *corev1.Service // blue/green
+	Service     *corev1.Service // blue/green by selector
+	Route       *Route          // blue/green by weights (HTTPRoute, Ingress)
 
 	Template        corev1.PodTemplateSpec // the workload's current template
 	Selector        *metav1.LabelSelector
@@ -121,6 +124,10 @@ type History struct {
 	ResourceVersion string
 	Revisions       []Revision
 }
+
+// BlueGreen reports whether the workload's rollback is a traffic switch
+// between colours.
+func (h *History) BlueGreen() bool { return h.Service != nil || h.Route != nil }
 
 // Current returns the revision the Deployment's template matches, or nil.
 func (h *History) Current() *Revision {

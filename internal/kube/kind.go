@@ -30,6 +30,11 @@ const (
 	// KindService is a blue/green Service: its rollback switches the
 	// selector's colour (see bluegreen.go).
 	KindService Kind = "service"
+	// KindHTTPRoute is a Gateway API HTTPRoute whose rules weigh two
+	// colour Services; KindIngress an AWS Load Balancer Controller
+	// Ingress whose forward actions do (see route.go).
+	KindHTTPRoute Kind = "httproute"
+	KindIngress   Kind = "ingress"
 )
 
 // ParseKind accepts kubectl's spellings of a kind: singular, plural, short
@@ -37,6 +42,12 @@ const (
 // deployments.apps; statefulset, sts; daemonset, ds), in any case.
 func ParseKind(s string) (Kind, error) {
 	k := strings.TrimSuffix(strings.ToLower(s), ".apps")
+	switch strings.ToLower(s) {
+	case "httproute", "httproutes", "httproute.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io":
+		return KindHTTPRoute, nil
+	case "ingress", "ingresses", "ing", "ingress.networking.k8s.io", "ingresses.networking.k8s.io":
+		return KindIngress, nil
+	}
 	switch k {
 	case "deployment", "deployments", "deploy":
 		return KindDeployment, nil
@@ -50,7 +61,7 @@ func ParseKind(s string) (Kind, error) {
 		}
 		return KindService, nil
 	}
-	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, and switches blue/green services back (KIND/NAME, e.g. statefulset/ledger, service/checkout)", s)
+	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, service/checkout, httproute/checkout)", s)
 }
 
 // controllerRevisionHash is the label the StatefulSet and DaemonSet
@@ -80,6 +91,10 @@ func kindOf(t Target) kindOps {
 		return daemonSetKind{}
 	case KindService:
 		return serviceKind{}
+	case KindHTTPRoute:
+		return routeKind{httpRouteAPI{}}
+	case KindIngress:
+		return routeKind{albIngressAPI{}}
 	}
 	return deploymentKind{}
 }

@@ -162,14 +162,18 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			}
 			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
 		}
-		if h.Service != nil {
+		if h.BlueGreen() {
 			// Blue/green: the traffic has moved when the Service's
-			// EndpointSlices hold only the standby's pods.
-			if err := WaitSwitched(wctx, cs, h, p.To.Colour, say); err != nil {
+			// EndpointSlices hold only the standby's pods, or the route's
+			// weights are all on it.
+			if err := WaitSwitched(wctx, cs, h, p.To, say); err != nil {
 				return "", err
 			}
 			res.RolledOut = true
 			res.Revision = int64(len(h.Revisions))
+			if h.Route != nil {
+				return fmt.Sprintf("%s: all traffic on %s", t.Ref(), p.To.Colour), nil
+			}
 			return fmt.Sprintf("%s: every endpoint on %s", t.Ref(), p.To.Colour), nil
 		}
 		if err := WaitRolledOut(wctx, cs, t, say); err != nil {
@@ -272,7 +276,7 @@ func (h *History) Desired() int32 {
 		return *h.StatefulSet.Spec.Replicas
 	case h.DaemonSet != nil:
 		return h.DaemonSet.Status.DesiredNumberScheduled
-	case h.Service != nil:
+	case h.BlueGreen():
 		if c := h.Current(); c != nil && c.deployment != nil && c.deployment.Spec.Replicas != nil {
 			return *c.deployment.Spec.Replicas
 		}

@@ -83,7 +83,7 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 	if p.NoOp {
 		return nil
 	}
-	if h.Service != nil {
+	if h.BlueGreen() {
 		// Blue/green: the standby must be able to take the traffic
 		// before the selector moves.
 		if err := CheckStandby(ctx, cs, h, p.To); err != nil {

@@ -21,6 +21,28 @@ import (
 // until green serves.
 func blueGreen(t *testing.T, ns string, blueReplicas int32) {
 	t.Helper()
+	colours(t, ns, blueReplicas)
+	ctx := context.Background()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": app, "color": "green"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(endpointPods(t, ns), app+"-green-") {
+		if time.Now().After(deadline) {
+			t.Fatal("the Service's EndpointSlices never listed green's pods")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// colours deploys the blue (v1.1.5, blueReplicas) and green (v1.2.0, 2)
+// Deployments, each with a Service of its own (NAME-blue, NAME-green),
+// and waits for both to roll out.
+func colours(t *testing.T, ns string, blueReplicas int32) {
+	t.Helper()
 	ctx := context.Background()
 	for _, c := range []struct {
 		colour, version string
@@ -40,19 +62,11 @@ func blueGreen(t *testing.T, ns string, blueReplicas int32) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": app, "color": "green"},
-			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
-	if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(endpointPods(t, ns), app+"-green-") {
-		if time.Now().After(deadline) {
-			t.Fatal("the Service's EndpointSlices never listed green's pods")
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: d.Name, Namespace: ns},
+			Spec: corev1.ServiceSpec{Selector: l, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+		if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

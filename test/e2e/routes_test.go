@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"rollback/internal/cli"
+	"rollback/internal/kube"
+)
+
+var gatewayCRDs struct {
+	sync.Once
+	err error
+	out string
+}
+
+// installGatewayAPI applies the real Gateway API CRDs (bin/crds, fetched
+// by 'make test') to the sandbox once and waits until they serve.
+func installGatewayAPI(t *testing.T) {
+	t.Helper()
+	gatewayCRDs.Do(func() {
+		dir := filepath.Join(binDir, "crds", "gateway-api")
+		out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", dir).CombinedOutput()
+		if err == nil {
+			var o2 []byte
+			o2, err = exec.Command("kubectl", "--kubeconfig", kubeconfig, "wait", "--for", "condition=Established", "--timeout", "60s",
+				"crd/httproutes.gateway.networking.k8s.io").CombinedOutput()
+			out = append(out, o2...)
+		}
+		gatewayCRDs.err, gatewayCRDs.out = err, string(out)
+	})
+	if gatewayCRDs.err != nil {
+		t.Fatalf("install the Gateway API CRDs from %s (run 'make test', which fetches them): %v\n%s", filepath.Join(binDir, "crds"), gatewayCRDs.err, gatewayCRDs.out)
+	}
+}
+
+// httpRoute creates an HTTPRoute whose rule sends all traffic to green and
+// none to blue (and a second rule for another path, the same split).
+func httpRoute(t *testing.T, ns string) {
+	t.Helper()
+	manifest := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: ` + app + `
+  namespace: ` + ns + `
+spec:
+  parentRefs:
+  - name: public
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+    backendRefs:
+    - {name: ` + app + `-blue, port: 80, weight: 0}
+    - {name: ` + app + `-green, port: 80, weight: 100}
+  - backendRefs:
+    - {name: ` + app + `-green, port: 80}
+    - {name: ` + app + `-blue, port: 80, weight: 0}
+`
+	cmd := exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("create the HTTPRoute: %v\n%s", err, out)
+	}
+}
+
+func routeWeights(t *testing.T, ns string) string {
+	return kubectl(t, "get", "httproute", app, "-n", ns, "-o", "jsonpath={range .spec.rules[*].backendRefs[*]}{.name}={.weight} {end}")
+}
+
+// A Gateway API HTTPRoute (the real CRD, with its validation) is switched
+// back by its weights: all of each rule's weight to blue's Service once
+// blue can take it, green kept running marked bad, the switch recorded so
+// a second rollback does not go back to green.
+func TestHTTPRouteSwitchBack(t *testing.T) {
+	t.Parallel()
+	installGatewayAPI(t)
+	ns := namespace(t)
+	colours(t, ns, 2)
+	httpRoute(t, ns)
+	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes", "-o", "json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"outcome": "rolled-back"`) {
+		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	want := app + "-blue=100 " + app + "-green=0 " + app + "-green=0 " + app + "-blue=1 "
+	if got := routeWeights(t, ns); got != want {
+		t.Errorf("weights %q, want %q", got, want)
+	}
+	if got := kubectl(t, "get", "deployment", app+"-green", "-n", ns, "-o", "jsonpath={.status.readyReplicas}/{.metadata.annotations.rollback/health}"); got != "2/bad" {
+		t.Errorf("green after the switch: %s, want 2/bad", got)
+	}
+	if got := kubectl(t, "get", "httproute", app, "-n", ns, "-o", "jsonpath={.metadata.annotations.rollback/switches}"); !strings.Contains(got, `"from":"`+app+`-green","to":"`+app+`-blue"`) {
+		t.Errorf("switch not recorded on the route: %s", got)
+	}
+	again := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes")
+	if again.code != cli.ExitRefused {
+		t.Errorf("second run: exit %d, want %d\n%s", again.code, cli.ExitRefused, again.stderr)
+	}
+}
+
+// A standby that cannot take the traffic is refused with the route
+// unchanged and no incident.
+func TestHTTPRouteStandbyNotReady(t *testing.T) {
+	t.Parallel()
+	installGatewayAPI(t)
+	ns := namespace(t)
+	colours(t, ns, 0)
+	httpRoute(t, ns)
+	before := routeWeights(t, ns)
+	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes")
+	if r.code != cli.ExitRefused || !strings.Contains(r.stderr, "standby colour is not ready") {
+		t.Fatalf("run: exit %d, want %d\n%s", r.code, cli.ExitRefused, r.stderr)
+	}
+	if got := routeWeights(t, ns); got != before {
+		t.Errorf("weights changed to %q", got)
+	}
+}
+
+// An AWS Load Balancer Controller Ingress: the forward action's target
+// group weights move to blue; the rest of the action is kept.
+func TestALBIngressSwitchBack(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	colours(t, ns, 2)
+	action := `{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"` + app + `-blue","servicePort":"80","weight":0},{"serviceName":"` + app + `-green","servicePort":"80","weight":100}],"targetGroupStickinessConfig":{"enabled":true,"durationSeconds":200}}}`
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns, Annotations: map[string]string{
+		kube.ALBActionPrefix + "blue-green": action, "alb.ingress.kubernetes.io/scheme": "internet-facing"}},
+		Spec: networkingv1.IngressSpec{IngressClassName: ptr.To("alb"), Rules: []networkingv1.IngressRule{{IngressRuleValue: networkingv1.IngressRuleValue{
+			HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: ptr.To(networkingv1.PathTypePrefix),
+				Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "blue-green", Port: networkingv1.ServiceBackendPort{Name: "use-annotation"}}}}}}}}}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cs.NetworkingV1().Ingresses(ns).Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := rollback(t, "run", "ingress/"+app, "-n", ns, "--yes")
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	got, err := cs.NetworkingV1().Ingresses(ns).Get(ctx, app, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := got.Annotations[kube.ALBActionPrefix+"blue-green"]
+	if !strings.Contains(a, `{"serviceName":"`+app+`-blue","servicePort":"80","weight":100}`) || !strings.Contains(a, `"weight":0`) || !strings.Contains(a, "targetGroupStickinessConfig") {
+		t.Errorf("action after the switch: %s", a)
+	}
+	if got := kubectl(t, "get", "deployment", app+"-green", "-n", ns, "-o", "jsonpath={.metadata.annotations.rollback/health}"); got != "bad" {
+		t.Errorf("green marked %q, want bad", got)
+	}
+}
