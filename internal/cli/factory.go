@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -88,6 +89,14 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 		if w.Target.Kind, err = kube.ParseKind(svc.Kubernetes.Kind); err != nil {
 			return nil, usagef("%s: kubernetes.kind: %v", cfg.Path, err)
 		}
+		if svc.LoadBalancer != nil {
+			// Blue/green at a load balancer: no cluster object, no
+			// kubeconfig needed.
+			w.Target.Kind, w.Target.Name = kube.KindLoadBalancer, arg
+			if w.Target.LB, err = engine.NewLoadBalancer(context.Background(), svc.LoadBalancer); err != nil {
+				return nil, usagef("%s: services.%s.loadBalancer: %v", cfg.Path, arg, err)
+			}
+		}
 		w.Target.ColorLabel = svc.Kubernetes.ColorLabel
 		if w.Context == "" {
 			w.Context = svc.Kubernetes.Context
@@ -102,7 +111,10 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	if ns == "" {
 		var err error
 		if ns, _, err = cc.Namespace(); err != nil {
-			return nil, usagef("read kubeconfig: %v", err)
+			if w.Target.Kind != kube.KindLoadBalancer {
+				return nil, usagef("read kubeconfig: %v", err)
+			}
+			ns = "default"
 		}
 	}
 	w.Target.Namespace = ns
@@ -113,6 +125,9 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	}
 	rc, err := cc.ClientConfig()
 	if err != nil {
+		if w.Target.Kind == kube.KindLoadBalancer {
+			return w, nil
+		}
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
 	}
 	rc.QPS, rc.Burst = 50, 100

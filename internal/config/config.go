@@ -38,6 +38,28 @@ type Service struct {
 	Flag       *Flag      `yaml:"flag,omitempty" json:"flag,omitempty"`
 	Database   *Database  `yaml:"database,omitempty" json:"database,omitempty"`
 	Decide     *Decide    `yaml:"decide,omitempty" json:"decide,omitempty"`
+	// LoadBalancer makes the service blue/green at a load balancer's
+	// listener: its rollback forwards the listener back to the standby
+	// target group (the runbook's AWS ALB example).
+	LoadBalancer *LoadBalancer `yaml:"loadBalancer,omitempty" json:"loadBalancer,omitempty"`
+}
+
+// LoadBalancer is an AWS Application Load Balancer listener whose default
+// forward action switches between blue/green target groups. Credentials
+// come from the AWS SDK's standard chain (environment, shared files,
+// instance role), never from rollback.yaml.
+type LoadBalancer struct {
+	// Provider is aws-alb (the only one).
+	Provider    string `yaml:"provider,omitempty" json:"provider,omitempty"`
+	ListenerARN string `yaml:"listenerArn" json:"listenerArn"`
+	// Region defaults to the AWS configuration's, else the ARN's.
+	Region string `yaml:"region,omitempty" json:"region,omitempty"`
+	// Endpoint overrides the ELBv2 endpoint (VPC endpoint, LocalStack).
+	Endpoint string `yaml:"endpoint,omitempty" json:"endpoint,omitempty"`
+	// TargetGroups names the colours: name -> target group ARN.
+	TargetGroups map[string]string `yaml:"targetGroups,omitempty" json:"targetGroups,omitempty"`
+	// Timeout bounds each AWS call (default 10s).
+	Timeout time.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
 
 // Decide gives 'rollback run --severity' (and 'rollback decide') the live

@@ -54,4 +54,5 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("database", reflect.TypeOf(Database{}), s.Defs["database"].Properties)
 	check("decide", reflect.TypeOf(Decide{}), s.Defs["decide"].Properties)
 	check("webhookNotify", reflect.TypeOf(WebhookNotify{}), s.Defs["webhookNotify"].Properties)
+	check("loadBalancer", reflect.TypeOf(LoadBalancer{}), s.Defs["loadBalancer"].Properties)
 }

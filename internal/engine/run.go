@@ -208,9 +208,14 @@ func (e *Engine) StartIncident(ctx context.Context, w *Workload, p *kube.Plan, d
 	return inc, t, nil
 }
 
+// versionOf is a revision's version: its first image's tag, or for a
+// colour without images (a load balancer's target group) its name.
 func versionOf(r *kube.Revision) string {
-	if r == nil || len(r.Images) == 0 {
+	if r == nil {
 		return ""
+	}
+	if len(r.Images) == 0 {
+		return r.Colour
 	}
 	return image.VersionOf(r.Images[0])
 }
@@ -248,10 +253,15 @@ func (e *Engine) resume(ctx context.Context, ex *runbook.Executor, id string, w 
 			return nil, errors.New("resume: no Kubernetes client")
 		}
 		cs, err := e.Client(t.Context)
-		if err != nil {
+		if err != nil && t.Kind != kube.KindLoadBalancer { // a load balancer needs no cluster
 			return nil, err
 		}
 		w = &Workload{Service: serviceOf(t), Target: kube.Target{Namespace: t.Namespace, Name: t.Name, Kind: t.Kind, ColorLabel: t.ColorLabel}, Context: t.Context, Client: cs}
+		if t.Kind == kube.KindLoadBalancer {
+			if w.Target.LB, err = e.LoadBalancer(ctx, w.Service); err != nil {
+				return nil, err
+			}
+		}
 	}
 	release, err := Hold(ctx, ex, w.LeaseKey())
 	if err != nil {

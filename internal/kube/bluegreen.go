@@ -183,6 +183,9 @@ func colourPods(ctx context.Context, cs kubernetes.Interface, h *History, to *Re
 // CheckStandby: the colour to switch to has as many Ready pods as its
 // Deployment wants, all running its template's images.
 func CheckStandby(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision) error {
+	if h.LB != nil {
+		return checkLBStandby(ctx, h, to)
+	}
 	pods, err := colourPods(ctx, cs, h, to)
 	if err != nil {
 		return err

@@ -67,6 +67,8 @@ type Target struct {
 	// ColorLabel is a blue/green Service's colour label ("" to find it
 	// among ColorLabels).
 	ColorLabel string `json:"colorLabel,omitempty"`
+	// LB is a load balancer listener's API (KindLoadBalancer).
+	LB LoadBalancer `json:"-"`
 }
 
 // Of is the target's kind ("" is a Deployment).
@@ -117,6 +119,7 @@ type History struct {
 	DaemonSet   *appsv1.DaemonSet
 	Service     *corev1.Service // blue/green by selector
 	Route       *Route          // blue/green by weights (HTTPRoute, Ingress)
+	LB          *LBState        // blue/green at a load balancer's listener
 
 	Template        corev1.PodTemplateSpec // the workload's current template
 	Selector        *metav1.LabelSelector
@@ -127,7 +130,7 @@ type History struct {
 
 // BlueGreen reports whether the workload's rollback is a traffic switch
 // between colours.
-func (h *History) BlueGreen() bool { return h.Service != nil || h.Route != nil }
+func (h *History) BlueGreen() bool { return h.Service != nil || h.Route != nil || h.LB != nil }
 
 // Current returns the revision the Deployment's template matches, or nil.
 func (h *History) Current() *Revision {

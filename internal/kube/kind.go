@@ -47,6 +47,8 @@ func ParseKind(s string) (Kind, error) {
 		return KindHTTPRoute, nil
 	case "ingress", "ingresses", "ing", "ingress.networking.k8s.io", "ingresses.networking.k8s.io":
 		return KindIngress, nil
+	case "alb-listener", "alblistener":
+		return KindLoadBalancer, nil
 	}
 	switch k {
 	case "deployment", "deployments", "deploy":
@@ -95,6 +97,8 @@ func kindOf(t Target) kindOps {
 		return routeKind{httpRouteAPI{}}
 	case KindIngress:
 		return routeKind{albIngressAPI{}}
+	case KindLoadBalancer:
+		return lbKind{t.LB}
 	}
 	return deploymentKind{}
 }

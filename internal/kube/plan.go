@@ -97,6 +97,11 @@ func PlanUndo(h *History, toRevision int64) (*Plan, error) {
 		}
 	}
 	p.NoOp = EqualIgnoreHash(&p.To.template, &h.Template)
+	if h.LB != nil {
+		// Target groups have no template: the switch is done when the
+		// listener forwards to the target.
+		p.NoOp = p.To.Current
+	}
 	return p, nil
 }
 

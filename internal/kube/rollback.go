@@ -162,6 +162,14 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			}
 			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
 		}
+		if h.LB != nil {
+			n, err := waitForwarded(wctx, h, p.To, say)
+			if err != nil {
+				return "", err
+			}
+			res.RolledOut, res.ReadyPods, res.Revision = true, n, int64(len(h.Revisions))
+			return fmt.Sprintf("%s: the listener forwards to %s, %d healthy target(s)", t.Ref(), p.To.Colour, n), nil
+		}
 		if h.BlueGreen() {
 			// Blue/green: the traffic has moved when the Service's
 			// EndpointSlices hold only the standby's pods, or the route's
@@ -198,6 +206,9 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	}
 
 	if err := step("verify-image", func() (string, error) {
+		if h.LB != nil {
+			return fmt.Sprintf("no images at a load balancer: target group %s serves with %d healthy target(s)", p.To.Colour, res.ReadyPods), nil
+		}
 		return verifyImages(ctx, cs, t, p, res)
 	}); err != nil {
 		return finish(err)

@@ -64,6 +64,9 @@ func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, pc PodChe
 	if err != nil {
 		return r, err
 	}
+	if h.LB != nil {
+		return targetHealth(ctx, h)
+	}
 	want := images(h.Template.Spec.Containers)
 	pods, err := kube.ListPods(ctx, cs, h)
 	if err != nil {
@@ -106,6 +109,24 @@ func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, pc PodChe
 	}
 	r.Passed = len(problems) == 0
 	r.Message = strings.Join(problems, "; ")
+	return r, nil
+}
+
+// targetHealth is the pod check of a load balancer's colour: every
+// registered target of the target group the listener forwards to is
+// healthy.
+func targetHealth(ctx context.Context, h *kube.History) (Result, error) {
+	r := Result{Check: "target-health"}
+	cur := h.Current()
+	healthy, total, msg, err := h.Target.LB.Health(ctx, cur.Object)
+	if err != nil {
+		return r, err
+	}
+	r.Measured = fmt.Sprintf("%d/%d target(s) of %s healthy (%s)", healthy, total, cur.Colour, msg)
+	r.Passed = total > 0 && healthy == total
+	if !r.Passed {
+		r.Message = "not every target is healthy"
+	}
 	return r, nil
 }
 

@@ -1,0 +1,26 @@
+package engine
+
+import (
+	"context"
+
+	"rollback/internal/alb"
+	"rollback/internal/config"
+	"rollback/internal/kube"
+)
+
+// LoadBalancer is the listener of a configured service that is blue/green
+// at a load balancer (loadBalancer: in rollback.yaml), or nil.
+func (e *Engine) LoadBalancer(ctx context.Context, service string) (kube.LoadBalancer, error) {
+	svc := e.service(service)
+	if svc == nil || svc.LoadBalancer == nil {
+		return nil, nil
+	}
+	return NewLoadBalancer(ctx, svc.LoadBalancer)
+}
+
+// NewLoadBalancer builds the configured listener's client (AWS
+// credentials from the SDK's standard chain).
+func NewLoadBalancer(ctx context.Context, c *config.LoadBalancer) (kube.LoadBalancer, error) {
+	return alb.New(ctx, alb.Options{ListenerARN: c.ListenerARN, Region: c.Region, Endpoint: c.Endpoint,
+		TargetGroups: c.TargetGroups, Timeout: c.Timeout})
+}
