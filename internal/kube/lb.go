@@ -129,7 +129,7 @@ func (k lbKind) patch(ctx context.Context, _ kubernetes.Interface, t Target, _ t
 	return k.lb.Forward(ctx, st, s.To, s.Switch, len(o.DryRun) > 0)
 }
 
-func (lbKind) status(runtime.Object) (string, bool, error)            { return "", true, nil }
+func (lbKind) status(runtime.Object) (string, bool, error)             { return "", true, nil }
 func (lbKind) listWatch(kubernetes.Interface, Target) *cache.ListWatch { return nil }
 
 // markPatch turns Mark's annotation patch into the load balancer's marks.
