@@ -2,6 +2,8 @@
 # Fetches and builds the real peers the end-to-end tests run beside the
 # sandbox, each once, cached by version (like the sandbox's binaries):
 #   bin/crds/gateway-api/   the Gateway API's standard CRDs (HTTPRoute, ...)
+#   bin/rollouts-controller, bin/kubectl-argo-rollouts, bin/crds/argo-rollouts/
+#   bin/flagger, bin/crds/flagger/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GATEWAY_API_VERSION=v1.4.1
@@ -19,3 +21,40 @@ if [ ! -d "$gw" ]; then
   rm -rf "$gw" && mv "$gw.tmp" "$gw"
 fi
 rm -rf bin/crds/gateway-api && cp -r "$gw" bin/crds/gateway-api
+
+# Argo Rollouts: the real controller and kubectl plugin, built in the
+# wrapper module peers/argo-rollouts (its package main files are copied from
+# the module cache at build time, never committed), and its CRDs.
+ARGO_ROLLOUTS_VERSION=v1.8.5
+akey=$(cat peers/argo-rollouts/go.mod peers/argo-rollouts/go.sum | sha256sum | cut -c1-12)
+ar="$cache_root/argo-rollouts/$ARGO_ROLLOUTS_VERSION-$akey"
+if [ ! -x "$ar/rollouts-controller" ] || [ ! -x "$ar/kubectl-argo-rollouts" ]; then
+  echo "build-peers: building argo-rollouts $ARGO_ROLLOUTS_VERSION (controller and kubectl plugin; a few minutes the first time)"
+  src=$(cd peers/argo-rollouts && go mod download -json "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$ar.tmp/crds" peers/argo-rollouts/cmd/rollouts-controller peers/argo-rollouts/cmd/kubectl-argo-rollouts
+  for c in rollouts-controller kubectl-argo-rollouts; do
+    install -m 0644 "$src/cmd/$c/main.go" "peers/argo-rollouts/cmd/$c/main.go"
+    (cd peers/argo-rollouts && CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}" -o "$ar.tmp/$c" "./cmd/$c")
+  done
+  cp "$src"/manifests/crds/*-crd.yaml "$ar.tmp/crds/"
+  rm -rf "$ar" && mv "$ar.tmp" "$ar"
+fi
+mkdir -p bin/crds/argo-rollouts
+cp -f "$ar/rollouts-controller" "$ar/kubectl-argo-rollouts" bin/
+rm -rf bin/crds/argo-rollouts && cp -r "$ar/crds" bin/crds/argo-rollouts
+
+# Flagger: the real controller (go install works for this release) and its
+# CRDs (canaries, metrictemplates, alertproviders).
+FLAGGER_VERSION=v1.41.0
+fl="$cache_root/flagger/$FLAGGER_VERSION"
+if [ ! -x "$fl/flagger" ]; then
+  echo "build-peers: building flagger $FLAGGER_VERSION (a few minutes the first time)"
+  mkdir -p "$fl.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$fl.tmp" go install "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION"
+  fsrc=$(go mod download -json "github.com/fluxcd/flagger@$FLAGGER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  cp "$fsrc/artifacts/flagger/crd.yaml" "$fl.tmp/crd.yaml"
+  rm -rf "$fl" && mv "$fl.tmp" "$fl"
+fi
+cp -f "$fl/flagger" bin/flagger
+rm -rf bin/crds/flagger && mkdir -p bin/crds/flagger && cp "$fl/crd.yaml" bin/crds/flagger/

@@ -51,6 +51,18 @@ pods are replaced one at a time), check that the running image is the
 target's, then mark the abandoned revision bad and the restored one good, so
 a second rollback never returns to the broken version.
 
+Blue/green and canary: service/NAME switches a Service's selector back to
+the standby colour; httproute/NAME (Gateway API) and ingress/NAME (AWS Load
+Balancer Controller forward actions) move all backend weight to the standby
+colour's Service; a service with loadBalancer: in rollback.yaml forwards an
+AWS ALB listener back to the standby target group. Each switch happens only
+after the standby is checked (Ready pods on its template, or healthy
+targets); the abandoned colour keeps running, marked bad, for inspection.
+rollout/NAME (Argo Rollouts) aborts the update in progress and puts the
+stable template back, as 'kubectl argo rollouts abort' + 'undo' do, with
+the canary steps and analysis skipped (Argo's fast track, or promote
+--full).
+
 With --severity, the runbook's decision flowchart is walked first from live
 signals, as 'rollback decide' does (database and Prometheus from
 rollback.yaml, overrides by flag); the decision and its reasons become the
@@ -70,6 +82,9 @@ never prompts.`,
   rollback run deployment/transaction-service -n payments --yes
   rollback run statefulset/ledger -n payments --yes
   rollback run daemonset/log-shipper -n infra --yes
+  rollback run service/checkout -n shop --yes        # blue/green selector
+  rollback run httproute/checkout -n shop --yes      # Gateway API weights
+  rollback run rollout/transaction-service -n payments --yes
   rollback run transaction-service --to-revision 1 --timeout 3m
   rollback run transaction-service --dry-run=server
   rollback run transaction-service --yes -o json

@@ -101,6 +101,8 @@ type Revision struct {
 	Health       Health    `json:"health"`
 	HealthReason string    `json:"healthReason,omitempty"`
 	Current      bool      `json:"current"`
+	// Stable is an Argo Rollout's stable ReplicaSet.
+	Stable bool `json:"stable,omitempty"`
 
 	template    corev1.PodTemplateSpec
 	annotations map[string]string  // the ReplicaSet's (kubectl's undo copies them)
@@ -120,6 +122,7 @@ type History struct {
 	Service     *corev1.Service // blue/green by selector
 	Route       *Route          // blue/green by weights (HTTPRoute, Ingress)
 	LB          *LBState        // blue/green at a load balancer's listener
+	Rollout     *ArgoRollout    // an Argo Rollout
 
 	Template        corev1.PodTemplateSpec // the workload's current template
 	Selector        *metav1.LabelSelector

@@ -49,6 +49,8 @@ func ParseKind(s string) (Kind, error) {
 		return KindIngress, nil
 	case "alb-listener", "alblistener":
 		return KindLoadBalancer, nil
+	case "rollout", "rollouts", "ro", "rollout.argoproj.io", "rollouts.argoproj.io":
+		return KindRollout, nil
 	}
 	switch k {
 	case "deployment", "deployments", "deploy":
@@ -63,7 +65,7 @@ func ParseKind(s string) (Kind, error) {
 		}
 		return KindService, nil
 	}
-	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, service/checkout, httproute/checkout)", s)
+	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, Argo Rollouts (rollout/NAME), and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, rollout/checkout, httproute/checkout)", s)
 }
 
 // controllerRevisionHash is the label the StatefulSet and DaemonSet
@@ -99,6 +101,8 @@ func kindOf(t Target) kindOps {
 		return routeKind{albIngressAPI{}}
 	case KindLoadBalancer:
 		return lbKind{t.LB}
+	case KindRollout:
+		return rolloutKind{}
 	}
 	return deploymentKind{}
 }

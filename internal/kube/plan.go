@@ -97,9 +97,10 @@ func PlanUndo(h *History, toRevision int64) (*Plan, error) {
 		}
 	}
 	p.NoOp = EqualIgnoreHash(&p.To.template, &h.Template)
-	if h.LB != nil {
-		// Target groups have no template: the switch is done when the
-		// listener forwards to the target.
+	if h.LB != nil || h.Rollout != nil {
+		// Target groups have no template, and a Rollout's is not
+		// defaulted as its ReplicaSets' are: the controller's (or the
+		// listener's) word on what is current decides.
 		p.NoOp = p.To.Current
 	}
 	return p, nil

@@ -162,6 +162,14 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			}
 			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
 		}
+		if h.Rollout != nil {
+			how, err := waitRolloutHealthy(wctx, cs, h, p.To, say)
+			if err != nil {
+				return "", err
+			}
+			res.RolledOut, res.Revision = true, p.To.Number
+			return fmt.Sprintf("%s is Healthy on revision %d (%s)", t.Ref(), p.To.Number, how), nil
+		}
 		if h.LB != nil {
 			n, err := waitForwarded(wctx, h, p.To, say)
 			if err != nil {

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -393,16 +394,9 @@ func httpRoutePath(ns, name string) string {
 }
 
 func (httpRouteAPI) get(ctx context.Context, cs kubernetes.Interface, t Target) (*Route, error) {
-	rc := cs.Discovery().RESTClient()
-	if rc == nil {
-		return nil, fmt.Errorf("get %s: this client has no REST interface for custom resources", t)
-	}
-	raw, err := rc.Get().AbsPath(httpRoutePath(t.Namespace, t.Name)).Do(ctx).Raw()
+	raw, err := getResource(ctx, cs, httpRoutePath(t.Namespace, t.Name), t, "the Gateway API CRDs (httproutes.gateway.networking.k8s.io/v1)")
 	if err != nil {
-		if apierrors.IsNotFound(err) && strings.Contains(err.Error(), "the server could not find the requested resource") {
-			return nil, fmt.Errorf("get %s: the Gateway API CRDs are not installed (no httproutes.gateway.networking.k8s.io/v1): %w", t, err)
-		}
-		return nil, notFound(t, err)
+		return nil, err
 	}
 	var hr httpRoute
 	if err := json.Unmarshal(raw, &hr); err != nil {
@@ -484,7 +478,35 @@ func (httpRouteAPI) switchPatch(r *Route, weights [][]int64, switches string) (t
 }
 
 func (httpRouteAPI) patch(ctx context.Context, cs kubernetes.Interface, t Target, pt types.PatchType, data []byte, o metav1.PatchOptions) error {
-	req := cs.Discovery().RESTClient().Patch(pt).AbsPath(httpRoutePath(t.Namespace, t.Name)).Body(data).Param("fieldManager", o.FieldManager)
+	return patchResource(ctx, cs, httpRoutePath(t.Namespace, t.Name), pt, data, o)
+}
+
+// getResource reads a custom resource's JSON through the API server's
+// REST interface; crds names the CRDs for the error when they are not
+// installed.
+func getResource(ctx context.Context, cs kubernetes.Interface, path string, t Target, crds string) ([]byte, error) {
+	rc := cs.Discovery().RESTClient()
+	if rc == nil {
+		return nil, fmt.Errorf("get %s: this client has no REST interface for custom resources", t)
+	}
+	raw, err := rc.Get().AbsPath(path).Do(ctx).Raw()
+	if err != nil {
+		var st apierrors.APIStatus
+		if apierrors.IsNotFound(err) && errors.As(err, &st) && st.Status().Details != nil && st.Status().Details.Name == "" {
+			// No object name in the 404: the resource type itself is missing.
+			return nil, fmt.Errorf("get %s: %s are not installed in this cluster: %w", t, crds, err)
+		}
+		return nil, notFound(t, err)
+	}
+	return raw, nil
+}
+
+// patchResource patches a custom resource (path may end in /status).
+func patchResource(ctx context.Context, cs kubernetes.Interface, path string, pt types.PatchType, data []byte, o metav1.PatchOptions) error {
+	req := cs.Discovery().RESTClient().Patch(pt).AbsPath(path).Body(data)
+	if o.FieldManager != "" {
+		req = req.Param("fieldManager", o.FieldManager)
+	}
 	for _, d := range o.DryRun {
 		req = req.Param("dryRun", d)
 	}

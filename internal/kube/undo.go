@@ -90,6 +90,26 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 			return err
 		}
 	}
+	if h.Rollout != nil {
+		// Argo Rollouts: abort the update in progress first, so the
+		// stable version takes the traffic at once.
+		aborted, err := abortRollout(ctx, cs, h, dry)
+		if err != nil {
+			return err
+		}
+		if aborted != "" && dry == DryRunNone {
+			// The abort changed the status, so the resourceVersion: the
+			// guard is now that the spec (generation) is the planned one.
+			ro, err := GetRollout(ctx, cs, h.Target)
+			if err != nil {
+				return err
+			}
+			if ro.Metadata.Generation != h.Rollout.Metadata.Generation {
+				return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
+			}
+			h.ResourceVersion = ro.Metadata.ResourceVersion
+		}
+	}
 	k := kindOf(h.Target)
 	pt, patch, err := k.undoPatch(h, p.To)
 	if err != nil {

@@ -84,6 +84,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer pg.Stop()
+	defer stopPeers()
 	kubeconfig = filepath.Join(dir, "kubeconfig")
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {

@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,30 +15,10 @@ import (
 	"rollback/internal/kube"
 )
 
-var gatewayCRDs struct {
-	sync.Once
-	err error
-	out string
-}
-
-// installGatewayAPI applies the real Gateway API CRDs (bin/crds, fetched
-// by 'make test') to the sandbox once and waits until they serve.
+// installGatewayAPI applies the real Gateway API CRDs to the sandbox once.
 func installGatewayAPI(t *testing.T) {
 	t.Helper()
-	gatewayCRDs.Do(func() {
-		dir := filepath.Join(binDir, "crds", "gateway-api")
-		out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", dir).CombinedOutput()
-		if err == nil {
-			var o2 []byte
-			o2, err = exec.Command("kubectl", "--kubeconfig", kubeconfig, "wait", "--for", "condition=Established", "--timeout", "60s",
-				"crd/httproutes.gateway.networking.k8s.io").CombinedOutput()
-			out = append(out, o2...)
-		}
-		gatewayCRDs.err, gatewayCRDs.out = err, string(out)
-	})
-	if gatewayCRDs.err != nil {
-		t.Fatalf("install the Gateway API CRDs from %s (run 'make test', which fetches them): %v\n%s", filepath.Join(binDir, "crds"), gatewayCRDs.err, gatewayCRDs.out)
-	}
+	startPeer(t, "gateway-api", func() error { return applyCRDs("gateway-api", "httproutes.gateway.networking.k8s.io") })
 }
 
 // httpRoute creates an HTTPRoute whose rule sends all traffic to green and

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Real peers (controllers) the tests start beside the sandbox, once each,
+// stopped when the tests end.
+var peers struct {
+	sync.Mutex
+	started map[string]error
+	procs   []*exec.Cmd
+}
+
+func stopPeers() {
+	peers.Lock()
+	defer peers.Unlock()
+	for _, p := range peers.procs {
+		_ = p.Process.Kill()
+		_ = p.Wait()
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// applyCRDs applies a directory of CRDs (bin/crds/NAME, fetched by 'make
+// test') and waits until the named ones are established.
+func applyCRDs(name string, established ...string) error {
+	dir := filepath.Join(binDir, "crds", name)
+	out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", dir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("apply the %s CRDs from %s (run 'make test', which fetches them): %v\n%s", name, dir, err, out)
+	}
+	// Polled rather than 'kubectl wait': a CRD just created has no
+	// conditions yet, which kubectl wait takes for an error.
+	deadline := time.Now().Add(60 * time.Second)
+	for _, crd := range established {
+		for {
+			out, _ := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "crd", crd, "-o",
+				`jsonpath={.status.conditions[?(@.type=="Established")].status}`).Output()
+			if string(out) == "True" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("CRD %s is not Established after 60s", crd)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// startPeer runs start once per name; a failure fails every test that
+// needs the peer (never a skip).
+func startPeer(t *testing.T, name string, start func() error) {
+	t.Helper()
+	peers.Lock()
+	defer peers.Unlock()
+	if peers.started == nil {
+		peers.started = map[string]error{}
+	}
+	err, done := peers.started[name]
+	if !done {
+		err = start()
+		peers.started[name] = err
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+}
+
+// runPeer starts a controller binary from bin/ with its log in the
+// sandbox directory, and checks it stays up for a moment.
+func runPeer(bin string, args ...string) error {
+	path := filepath.Join(binDir, bin)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%s is missing: run 'make test' (scripts/build-peers.sh builds it)", path)
+	}
+	log, err := os.Create(filepath.Join(sandboxDir, bin+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	peers.procs = append(peers.procs, cmd)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		b, _ := os.ReadFile(log.Name())
+		return fmt.Errorf("%s exited at once: %v\n%s", bin, err, b)
+	case <-time.After(2 * time.Second):
+		return nil
+	}
+}
