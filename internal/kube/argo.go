@@ -197,7 +197,7 @@ func (rolloutKind) patch(ctx context.Context, cs kubernetes.Interface, t Target,
 	return patchResource(ctx, cs, rolloutPath(t.Namespace, t.Name), pt, data, o)
 }
 
-func (rolloutKind) status(runtime.Object) (string, bool, error)            { return "", true, nil }
+func (rolloutKind) status(runtime.Object) (string, bool, error)             { return "", true, nil }
 func (rolloutKind) listWatch(kubernetes.Interface, Target) *cache.ListWatch { return nil }
 
 func (rolloutKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
