@@ -123,6 +123,7 @@ type History struct {
 	Route       *Route          // blue/green by weights (HTTPRoute, Ingress)
 	LB          *LBState        // blue/green at a load balancer's listener
 	Rollout     *ArgoRollout    // an Argo Rollout
+	Flagger     *FlaggerState   // a Flagger Canary (Deployment is its primary)
 
 	Template        corev1.PodTemplateSpec // the workload's current template
 	Selector        *metav1.LabelSelector

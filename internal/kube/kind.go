@@ -51,6 +51,8 @@ func ParseKind(s string) (Kind, error) {
 		return KindLoadBalancer, nil
 	case "rollout", "rollouts", "ro", "rollout.argoproj.io", "rollouts.argoproj.io":
 		return KindRollout, nil
+	case "canary", "canaries", "canary.flagger.app", "canaries.flagger.app":
+		return KindCanary, nil
 	}
 	switch k {
 	case "deployment", "deployments", "deploy":
@@ -65,7 +67,7 @@ func ParseKind(s string) (Kind, error) {
 		}
 		return KindService, nil
 	}
-	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, Argo Rollouts (rollout/NAME), and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, rollout/checkout, httproute/checkout)", s)
+	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, Argo Rollouts (rollout/NAME) and Flagger canaries (canary/NAME), and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, rollout/checkout, httproute/checkout)", s)
 }
 
 // controllerRevisionHash is the label the StatefulSet and DaemonSet
@@ -103,6 +105,8 @@ func kindOf(t Target) kindOps {
 		return lbKind{t.LB}
 	case KindRollout:
 		return rolloutKind{}
+	case KindCanary:
+		return canaryKind{}
 	}
 	return deploymentKind{}
 }

@@ -103,6 +103,10 @@ func PlanUndo(h *History, toRevision int64) (*Plan, error) {
 		// listener's) word on what is current decides.
 		p.NoOp = p.To.Current
 	}
+	if f := h.Flagger; f != nil {
+		// Done when the target is back and Flagger has promoted it.
+		p.NoOp = p.To.Current && f.primaryOn(p.To) && !f.Canary.Analysing()
+	}
 	return p, nil
 }
 

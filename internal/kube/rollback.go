@@ -143,6 +143,9 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		case DryRunServer:
 			return "dry run (server): accepted by the API server, nothing stored", nil
 		}
+		if h.Flagger != nil && h.Flagger.Failed != "" {
+			return fmt.Sprintf("%s; rolled back to revision %d", h.Flagger.Failed, p.To.Number), nil
+		}
 		return fmt.Sprintf("rolled back to revision %d", p.To.Number), nil
 	}); err != nil || o.DryRun != DryRunNone {
 		return finish(err)
@@ -161,6 +164,14 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 				return "", err
 			}
 			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
+		}
+		if h.Flagger != nil {
+			how, err := waitPromoted(wctx, cs, h, p.To, say)
+			if err != nil {
+				return "", err
+			}
+			res.RolledOut, res.Revision = true, p.To.Number
+			return fmt.Sprintf("%s: %s", t.Ref(), how), nil
 		}
 		if h.Rollout != nil {
 			how, err := waitRolloutHealthy(wctx, cs, h, p.To, say)

@@ -110,6 +110,13 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 			h.ResourceVersion = ro.Metadata.ResourceVersion
 		}
 	}
+	if h.Flagger != nil {
+		// Flagger: fail an analysis in progress at once, and have the
+		// restored template promoted without a new analysis.
+		if err := prepareCanary(ctx, cs, h, dry); err != nil {
+			return err
+		}
+	}
 	k := kindOf(h.Target)
 	pt, patch, err := k.undoPatch(h, p.To)
 	if err != nil {
