@@ -170,7 +170,7 @@ func (canaryKind) patch(ctx context.Context, cs kubernetes.Interface, t Target, 
 	return err
 }
 
-func (canaryKind) status(runtime.Object) (string, bool, error)            { return "", true, nil }
+func (canaryKind) status(runtime.Object) (string, bool, error)             { return "", true, nil }
 func (canaryKind) listWatch(kubernetes.Interface, Target) *cache.ListWatch { return nil }
 
 func (canaryKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {

@@ -207,4 +207,3 @@ func TestFlaggerRollsBackABadPromotion(t *testing.T) {
 		t.Errorf("second run: exit %d, want %d", again.code, cli.ExitRefused)
 	}
 }
-
