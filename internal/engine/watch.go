@@ -66,16 +66,15 @@ func (e *Engine) Watch(ctx context.Context, r WatchRequest) (*WatchOutcome, erro
 	if err != nil {
 		return nil, err
 	}
-	cur := h.Current()
-	if cur == nil || len(cur.Images) == 0 {
+	// The split: an Argo Rollout's current vs stable ReplicaSet, a Flagger
+	// canary's target vs primary, else the current vs previous revision.
+	canaryImgs, baseImgs := h.Split()
+	if len(canaryImgs) == 0 {
 		return nil, fmt.Errorf("%w: %s has no current revision to watch", kube.ErrNoTarget, w.Target.Ref())
 	}
-	out := &WatchOutcome{Service: w.Key(), Canary: image.VersionOf(cur.Images[0])}
-	for i := len(h.Revisions) - 1; i >= 0; i-- {
-		if rv := h.Revisions[i]; rv.Number < cur.Number && len(rv.Images) > 0 {
-			out.Baseline = image.VersionOf(rv.Images[0])
-			break
-		}
+	out := &WatchOutcome{Service: w.Key(), Canary: image.VersionOf(canaryImgs[0])}
+	if len(baseImgs) > 0 && baseImgs[0] != canaryImgs[0] {
+		out.Baseline = image.VersionOf(baseImgs[0])
 	}
 	logf("canary %s against baseline %s, every %s for %s", out.Canary, orNone(out.Baseline), r.Interval, r.For)
 	counts := func(version string) (canary.Counts, bool, error) {

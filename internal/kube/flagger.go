@@ -24,10 +24,11 @@ import (
 //
 // The rollback:
 //   - during an analysis (Progressing, Waiting, WaitingPromotion) it fails
-//     the analysis at once: the canary's status gets the threshold's
-//     failed checks, so Flagger rolls back at its next check instead of
-//     after threshold × interval, and the primary (the last promoted
-//     version) keeps all traffic;
+//     the analysis at once: it scales the canary to zero (what Flagger's
+//     own rollback does, so its pods leave the traffic now) and gives the
+//     canary's status the threshold's failed checks, so Flagger rolls back
+//     at its next check instead of after threshold × interval, and the
+//     primary (the last promoted version) keeps all traffic;
 //   - then (and after a bad promotion, straight away) it puts the target
 //     revision's template back on NAME with spec.skipAnalysis set, so
 //     Flagger promotes it to the primary without a new slow analysis, and
@@ -198,6 +199,13 @@ func failAnalysis(ctx context.Context, cs kubernetes.Interface, h *History, dry 
 	if dry != DryRunNone {
 		return "analysis would be failed", nil
 	}
+	// Flagger's own rollback scales the canary to zero; doing it now takes
+	// the canary's pods out of the traffic at once instead of at Flagger's
+	// next check.
+	if _, err := cs.AppsV1().Deployments(h.Target.Namespace).Patch(ctx, c.Spec.TargetRef.Name, types.MergePatchType,
+		[]byte(`{"spec":{"replicas":0}}`), o); err != nil {
+		return "", fmt.Errorf("scale the canary %s to zero: %w", c.Spec.TargetRef.Name, err)
+	}
 	start := time.Now()
 	wait := 2*c.interval() + 30*time.Second
 	for {
@@ -207,7 +215,7 @@ func failAnalysis(ctx context.Context, cs kubernetes.Interface, h *History, dry 
 		}
 		if cur.Status.Phase == "Failed" {
 			h.Flagger.Canary = cur
-			return fmt.Sprintf("analysis failed at once (%d failed checks set): Flagger rolled back to the primary in %s", n, time.Since(start).Round(100*time.Millisecond)), nil
+			return fmt.Sprintf("analysis failed at once (canary scaled to zero, %d failed checks set): Flagger rolled back to the primary in %s", n, time.Since(start).Round(100*time.Millisecond)), nil
 		}
 		if !cur.Analysing() {
 			return "", fmt.Errorf("%s left the analysis as %s, not Failed", h.Target.Ref(), cur.Status.Phase)

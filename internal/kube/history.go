@@ -266,3 +266,34 @@ func EqualIgnoreHash(a, b *corev1.PodTemplateSpec) bool {
 	delete(b1.Labels, podTemplateHashLabel)
 	return apiequality.Semantic.DeepEqual(a1, b1)
 }
+
+// Split is what a canary watch compares: the images under test and the
+// images serving beside them. An Argo Rollout in progress splits between
+// its current and stable ReplicaSets, a Flagger canary between its target
+// and its primary; otherwise the current revision is the canary and the
+// newest older one the baseline. Either may be nil.
+func (h *History) Split() (canary, baseline []string) {
+	cur := h.Current()
+	if cur != nil {
+		canary = cur.Images
+	}
+	switch {
+	case h.Rollout != nil && h.Rollout.InProgress():
+		for _, r := range h.Revisions {
+			if r.Stable {
+				return canary, r.Images
+			}
+		}
+	case h.Flagger != nil:
+		return canary, images(&h.Flagger.Primary.Spec.Template)
+	}
+	if cur == nil {
+		return nil, nil
+	}
+	for i := len(h.Revisions) - 1; i >= 0; i-- {
+		if r := h.Revisions[i]; r.Number < cur.Number && len(r.Images) > 0 {
+			return canary, r.Images
+		}
+	}
+	return canary, nil
+}

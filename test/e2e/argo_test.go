@@ -177,3 +177,27 @@ func TestArgoRolloutAfterBadPromotion(t *testing.T) {
 		})
 	}
 }
+
+// 'rollback watch rollout/NAME' reads the Rollout's split (current against
+// stable ReplicaSet) mid-canary and, on the breach, aborts and undoes.
+func TestWatchArgoRollout(t *testing.T) {
+	t.Parallel()
+	startArgoRollouts(t)
+	ns := namespace(t)
+	argoRollout(t, ns, "v1.1.5", 0)
+	waitRollout(t, ns, "Healthy")
+	_, prom := startDemo(t, ns, "--selector", "app="+app)
+	argoRollout(t, ns, "v1.2.0", 0)
+	waitRollout(t, ns, "Paused")
+	r := rollback(t, "watch", "rollout/"+app, "-n", ns, "--prometheus", prom,
+		"--interval", "2s", "--analysis-interval", "4s", "--threshold", "2", "--for", "90s", "-o", "json")
+	if r.code != cli.ExitRolledBack {
+		t.Fatalf("watch: exit %d, want %d\n%s%s", r.code, cli.ExitRolledBack, r.stdout, r.stderr)
+	}
+	for _, want := range []string{`"canaryVersion": "v1.2.0"`, `"baselineVersion": "v1.1.5"`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("outcome lacks %s:\n%s", want, r.stdout)
+		}
+	}
+	checkRolledBack(t, ns)
+}

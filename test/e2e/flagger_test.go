@@ -165,7 +165,7 @@ func TestFlaggerFailsAnalysisAtOnce(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "analysis failed at once (3 failed checks set): Flagger rolled back to the primary") {
+	if !strings.Contains(r.stderr, "analysis failed at once (canary scaled to zero, 3 failed checks set): Flagger rolled back to the primary") {
 		t.Errorf("the run does not say it failed the analysis:\n%s", r.stderr)
 	}
 	// The target back on v1.1.5 is Flagger's "manual rollback" (the last
@@ -206,4 +206,28 @@ func TestFlaggerRollsBackABadPromotion(t *testing.T) {
 	if again := rollback(t, "run", "canary/"+app, "-n", ns, "--yes"); again.code != cli.ExitRefused {
 		t.Errorf("second run: exit %d, want %d", again.code, cli.ExitRefused)
 	}
+}
+
+// 'rollback watch canary/NAME' reads Flagger's split (the target under
+// analysis against the primary), so the sequential test has the primary's
+// traffic as its baseline; on the breach it fails the analysis at once.
+func TestWatchFlaggerCanary(t *testing.T) {
+	t.Parallel()
+	startFlagger(t)
+	ns := namespace(t)
+	flaggerCanary(t, ns, 1000)
+	_, prom := startDemo(t, ns, "--selector", "app in ("+app+", "+app+"-primary)")
+	setImage(t, ns, "v1.2.0")
+	waitCanary(t, ns, "Progressing")
+	r := rollback(t, "watch", "canary/"+app, "-n", ns, "--prometheus", prom,
+		"--interval", "2s", "--analysis-interval", "4s", "--threshold", "2", "--for", "90s", "-o", "json")
+	if r.code != cli.ExitRolledBack {
+		t.Fatalf("watch: exit %d, want %d\n%s%s", r.code, cli.ExitRolledBack, r.stdout, r.stderr)
+	}
+	for _, want := range []string{`"canaryVersion": "v1.2.0"`, `"baselineVersion": "v1.1.5"`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("outcome lacks %s:\n%s", want, r.stdout)
+		}
+	}
+	checkFlaggerRolledBack(t, ns, "Failed")
 }

@@ -21,14 +21,14 @@ import (
 // startDemo runs the sandbox's demo service for the namespace's
 // transaction-service with self-load, and a real Prometheus scraping it
 // every second. It returns the service and Prometheus URLs.
-func startDemo(t *testing.T, ns string) (svcURL, promURL string) {
+func startDemo(t *testing.T, ns string, extra ...string) (svcURL, promURL string) {
 	t.Helper()
 	prom, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("prometheus is not installed (make deps installs it)")
 	}
-	cmd := exec.Command(filepath.Join(binDir, "rollback-sandbox"), "demo-service", "--dir", sandboxDir, "-n", ns,
-		"--deployment", app, "--broken", "v1.2.0", "--error-rate", "0.2", "--rps", "50")
+	args := append([]string{"demo-service", "--dir", sandboxDir, "-n", ns, "--deployment", app, "--broken", "v1.2.0", "--error-rate", "0.2", "--rps", "50"}, extra...)
+	cmd := exec.Command(filepath.Join(binDir, "rollback-sandbox"), args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -169,6 +169,7 @@ and http_request_duration_seconds{version}. With --rps it sends itself load.`,
 	fl := cmd.Flags()
 	fl.StringVarP(&o.Namespace, "namespace", "n", "default", "namespace of the Deployment")
 	fl.StringVar(&o.Deployment, "deployment", "transaction-service", "the Deployment whose pods serve")
+	fl.StringVar(&o.Selector, "selector", "", "a label selector for the serving pods instead of the Deployment's (e.g. a Flagger canary's: 'app in (web, web-primary)')")
 	fl.StringVar(&listen, "listen", "127.0.0.1:0", "address to serve on (loopback)")
 	fl.StringSliceVar(&o.Broken, "broken", []string{"v1.2.0"}, "image tags that misbehave")
 	fl.Float64Var(&o.ErrorRate, "error-rate", 0.05, "share of a broken pod's answers that are 500")

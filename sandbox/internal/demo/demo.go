@@ -26,6 +26,10 @@ import (
 // Options configure the service.
 type Options struct {
 	Namespace, Deployment string
+	// Selector, when set, picks the serving pods instead of the
+	// Deployment's selector (a canary's primary and canary pods together:
+	// "app in (web, web-primary)").
+	Selector string
 	Broken                []string      // image tags that misbehave
 	ErrorRate             float64       // 5xx share of a broken pod
 	ExtraLatency          time.Duration // added by a broken pod
@@ -100,17 +104,21 @@ func (s *Service) Versions() []string {
 	return append([]string(nil), s.versions...)
 }
 
-// Refresh reads the Ready pods of the Deployment once.
+// Refresh reads the Ready pods of the Deployment (or the selector) once.
 func (s *Service) Refresh(ctx context.Context) error {
-	d, err := s.cs.AppsV1().Deployments(s.o.Namespace).Get(ctx, s.o.Deployment, metav1.GetOptions{})
-	if err != nil {
-		return err
+	sel := s.o.Selector
+	if sel == "" {
+		d, err := s.cs.AppsV1().Deployments(s.o.Namespace).Get(ctx, s.o.Deployment, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ls, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil {
+			return err
+		}
+		sel = ls.String()
 	}
-	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-	if err != nil {
-		return err
-	}
-	pods, err := s.cs.CoreV1().Pods(s.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	pods, err := s.cs.CoreV1().Pods(s.o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		return err
 	}
