@@ -29,12 +29,12 @@ type Options struct {
 	// Selector, when set, picks the serving pods instead of the
 	// Deployment's selector (a canary's primary and canary pods together:
 	// "app in (web, web-primary)").
-	Selector string
-	Broken                []string      // image tags that misbehave
-	ErrorRate             float64       // 5xx share of a broken pod
-	ExtraLatency          time.Duration // added by a broken pod
-	BaseLatency           time.Duration
-	RPS                   float64 // self-generated load; 0 for none
+	Selector     string
+	Broken       []string      // image tags that misbehave
+	ErrorRate    float64       // 5xx share of a broken pod
+	ExtraLatency time.Duration // added by a broken pod
+	BaseLatency  time.Duration
+	RPS          float64 // self-generated load; 0 for none
 }
 
 // Service is a running demo service.
