@@ -49,7 +49,7 @@ demo: deps build
 	echo "demo: waiting for the test build to finish (so 'make test' reuses it)"; wait $$warm; exit $$rc
 
 ## bench: rollback run against kubectl rollout undo, and sandbox start times
-bench: deps build
+bench: deps build peers
 	scripts/bench.sh
 
 ## bench-db: down-migration timings and query latency under load (real PostgreSQL)
@@ -57,8 +57,10 @@ bench-db: deps
 	$(GO) run ./bench/dbbench
 
 ## bench-canary: time to detect and false rollbacks, sequential test vs Flagger's default
-bench-canary:
+## (synthetic streams), then the live comparison with the real Flagger on the sandbox
+bench-canary: deps build peers
 	$(GO) run ./bench/canarybench
+	$(GO) run ./bench/flaggerbench
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 20s)
 FUZZTIME ?= 20s
@@ -70,6 +72,7 @@ fuzz:
 	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzSafeDSN -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/image -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/kube -run '^$$' -fuzz FuzzALBAction -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

@@ -122,7 +122,9 @@ step_end() { # json step start
     step == want && $1 == "\"took\":" {gsub(",", "", $2); print st, $2; exit}' "$1")
   awk -v a="$(date -d "$started" +%s.%N)" -v t="$took" -v s="$3" 'BEGIN{printf "%.3f", a + t / 1e9 - s}'
 }
-bg_whole=(); bg_switch=()
+bg_whole=(); bg_switch=(); hr_switch=()
+kubectl apply --server-side -f bin/crds/gateway-api >/dev/null
+until [ "$(kubectl get crd httproutes.gateway.networking.k8s.io -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]; do sleep 0.1; done
 for i in $(seq 1 "$RUNS"); do
   bluegreen "bg-$i"
   s=$(now); "$bin/rollback" run service/transaction-service -n "bg-$i" --yes -o json > "$dir/run.json" 2>/dev/null; e=$(now)
@@ -130,6 +132,28 @@ for i in $(seq 1 "$RUNS"); do
   inc=$(sed -n 's/.*"incident": "\(INC-[^"]*\)".*/\1/p' "$dir/run.json" | head -1)
   "$bin/rollback" status "$inc" -o json > "$dir/status.json"
   bg_switch+=("$(step_end "$dir/status.json" kube-undo "$s")")
+  # The same colours behind a Gateway API HTTPRoute (a Service per colour,
+  # all weight on green): the switch ends when the route reads back all
+  # weight on blue and blue's Service has its ready endpoints.
+  for c in blue green; do
+    kubectl -n "bg-$i" create service clusterip "transaction-service-$c" --tcp=80:8080 >/dev/null
+    kubectl -n "bg-$i" patch service "transaction-service-$c" -p "{\"spec\":{\"selector\":{\"app\":\"transaction-service\",\"color\":\"$c\"}}}" >/dev/null
+  done
+  kubectl apply -f - >/dev/null <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: transaction-service, namespace: bg-$i}
+spec:
+  parentRefs: [{name: public}]
+  rules:
+  - backendRefs:
+    - {name: transaction-service-blue, port: 80, weight: 0}
+    - {name: transaction-service-green, port: 80, weight: 100}
+YAML
+  s=$(now); "$bin/rollback" run httproute/transaction-service -n "bg-$i" --yes -o json > "$dir/run.json" 2>/dev/null
+  inc=$(sed -n 's/.*"incident": "\(INC-[^"]*\)".*/\1/p' "$dir/run.json" | head -1)
+  "$bin/rollback" status "$inc" -o json > "$dir/status.json"
+  hr_switch+=("$(step_end "$dir/status.json" kube-undo "$s")")
 done
 
 # Communication never delays recovery: start -> rolled back with no
@@ -152,6 +176,7 @@ row() { # name values...
 }
 row "blue/green: rollback run start -> every endpoint on the standby (target <= 1 s)" "${bg_switch[@]}"
 row "blue/green: whole rollback run (incident, checks, switch, verify, block)" "${bg_whole[@]}"
+row "blue/green HTTPRoute: rollback run start -> all weight on the standby, its endpoints ready" "${hr_switch[@]}"
 vals() { printf '%s\n' "${rows[$1]}" | awk -v k="$2" '$1 == k {$1 = ""; print}'; }
 for kind in deployment statefulset daemonset; do
   # shellcheck disable=SC2046

@@ -181,3 +181,37 @@ func TestHTTPRouteSwitchPatch(t *testing.T) {
 		t.Errorf("annotation path not escaped: %s", b)
 	}
 }
+
+// Whatever an ALB action annotation holds, reading and switching it never
+// panics, and a switch it accepts keeps the annotation valid JSON.
+func FuzzALBAction(f *testing.F) {
+	f.Add(albAction0)
+	f.Add(`{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"web-blue","weight":null},{"serviceName":"web-green","servicePort":{"x":1},"weight":-5}]}}`)
+	f.Add(`{"Type":"FORWARD","ForwardConfig":{"TargetGroups":[{"ServiceName":"web-blue"},{"ServiceName":"web-blue","Weight":1e3}]}}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, action string) {
+		ctx := context.Background()
+		cs := albCluster(action)
+		h, err := GetHistory(ctx, cs, Target{Namespace: "ns", Name: "web", Kind: KindIngress})
+		if err != nil {
+			return
+		}
+		p, err := PlanUndo(h, 0)
+		if err != nil || p.NoOp {
+			return
+		}
+		_, patch, err := kindOf(h.Target).undoPatch(h, p.To)
+		if err != nil {
+			return
+		}
+		var ops []map[string]any
+		if err := json.Unmarshal(patch, &ops); err != nil {
+			t.Fatalf("the patch is not JSON: %v\n%s", err, patch)
+		}
+		for _, op := range ops {
+			if v, ok := op["value"].(string); ok && strings.HasPrefix(op["path"].(string), "/metadata/annotations/alb.ingress") && !json.Valid([]byte(v)) {
+				t.Fatalf("the rewritten action is not JSON: %s", v)
+			}
+		}
+	})
+}
