@@ -102,15 +102,7 @@ func rolloutPath(ns, name string) string {
 
 // GetRollout reads an Argo Rollout.
 func GetRollout(ctx context.Context, cs kubernetes.Interface, t Target) (*ArgoRollout, error) {
-	raw, err := getResource(ctx, cs, rolloutPath(t.Namespace, t.Name), t, "the Argo Rollouts CRDs (rollouts.argoproj.io)")
-	if err != nil {
-		return nil, err
-	}
-	var ro ArgoRollout
-	if err := json.Unmarshal(raw, &ro); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", t, err)
-	}
-	return &ro, nil
+	return getCustom[ArgoRollout](ctx, cs, rolloutPath(t.Namespace, t.Name), t, "the Argo Rollouts CRDs (rollouts.argoproj.io)")
 }
 
 type rolloutKind struct{}

@@ -111,15 +111,7 @@ func canaryPath(ns, name string) string {
 
 // GetCanary reads a Flagger Canary.
 func GetCanary(ctx context.Context, cs kubernetes.Interface, t Target) (*FlaggerCanary, error) {
-	raw, err := getResource(ctx, cs, canaryPath(t.Namespace, t.Name), t, "the Flagger CRDs (canaries.flagger.app)")
-	if err != nil {
-		return nil, err
-	}
-	var c FlaggerCanary
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", t, err)
-	}
-	return &c, nil
+	return getCustom[FlaggerCanary](ctx, cs, canaryPath(t.Namespace, t.Name), t, "the Flagger CRDs (canaries.flagger.app)")
 }
 
 type canaryKind struct{}

@@ -394,13 +394,9 @@ func httpRoutePath(ns, name string) string {
 }
 
 func (httpRouteAPI) get(ctx context.Context, cs kubernetes.Interface, t Target) (*Route, error) {
-	raw, err := getResource(ctx, cs, httpRoutePath(t.Namespace, t.Name), t, "the Gateway API CRDs (httproutes.gateway.networking.k8s.io/v1)")
+	hr, err := getCustom[httpRoute](ctx, cs, httpRoutePath(t.Namespace, t.Name), t, "the Gateway API CRDs (httproutes.gateway.networking.k8s.io/v1)")
 	if err != nil {
 		return nil, err
-	}
-	var hr httpRoute
-	if err := json.Unmarshal(raw, &hr); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", t, err)
 	}
 	r := &Route{Kind: KindHTTPRoute, Name: hr.Metadata.Name, ResourceVersion: hr.Metadata.ResourceVersion,
 		Generation: hr.Metadata.Generation, Annotations: hr.Metadata.Annotations}
@@ -499,6 +495,19 @@ func getResource(ctx context.Context, cs kubernetes.Interface, path string, t Ta
 		return nil, notFound(t, err)
 	}
 	return raw, nil
+}
+
+// getCustom reads a custom resource into T.
+func getCustom[T any](ctx context.Context, cs kubernetes.Interface, path string, t Target, crds string) (*T, error) {
+	raw, err := getResource(ctx, cs, path, t, crds)
+	if err != nil {
+		return nil, err
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", t, err)
+	}
+	return &v, nil
 }
 
 // patchResource patches a custom resource (path may end in /status).
