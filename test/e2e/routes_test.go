@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -133,5 +134,54 @@ func TestALBIngressSwitchBack(t *testing.T) {
 	}
 	if got := kubectl(t, "get", "deployment", app+"-green", "-n", ns, "-o", "jsonpath={.metadata.annotations.rollback/health}"); got != "bad" {
 		t.Errorf("green marked %q, want bad", got)
+	}
+}
+
+// With a Gateway controller reporting the route's status (played here by
+// the test: it accepts each new generation a second late), the switch is
+// done only when the controller has accepted the switched generation.
+func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
+	t.Parallel()
+	installGatewayAPI(t)
+	ns := namespace(t)
+	colours(t, ns, 2)
+	httpRoute(t, ns)
+	accept := func(gen string) error {
+		patch := `{"status":{"parents":[{"parentRef":{"name":"public"},"controllerName":"example.com/gateway","conditions":[` +
+			`{"type":"Accepted","status":"True","reason":"Accepted","message":"ok","observedGeneration":` + gen + `,"lastTransitionTime":"2026-11-27T00:00:00Z"},` +
+			`{"type":"ResolvedRefs","status":"True","reason":"ResolvedRefs","message":"ok","observedGeneration":` + gen + `,"lastTransitionTime":"2026-11-27T00:00:00Z"}]}]}}`
+		out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "patch", "httproute", app, "-n", ns, "--subresource", "status", "--type", "merge", "-p", patch).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	gen := kubectl(t, "get", "httproute", app, "-n", ns, "-o", "jsonpath={.metadata.generation}")
+	if err := accept(gen); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { // the gateway controller (never t.Fatal off the test goroutine)
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "httproute", app, "-n", ns, "-o", "jsonpath={.metadata.generation}").Output()
+			if err == nil && string(out) != gen {
+				time.Sleep(time.Second)
+				done <- accept(string(out))
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		done <- fmt.Errorf("the route's generation never changed")
+	}()
+	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes")
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "example.com/gateway has not observed generation") {
+		t.Errorf("the run did not wait for the gateway controller:\n%s", r.stderr)
 	}
 }
