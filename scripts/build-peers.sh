@@ -4,6 +4,7 @@
 #   bin/crds/gateway-api/   the Gateway API's standard CRDs (HTTPRoute, ...)
 #   bin/rollouts-controller, bin/kubectl-argo-rollouts, bin/crds/argo-rollouts/
 #   bin/flagger, bin/crds/flagger/
+#   bin/helm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GATEWAY_API_VERSION=v1.4.1
@@ -58,3 +59,15 @@ if [ ! -x "$fl/flagger" ]; then
 fi
 cp -f "$fl/flagger" bin/flagger
 rm -rf bin/crds/flagger && mkdir -p bin/crds/flagger && cp "$fl/crd.yaml" bin/crds/flagger/
+
+# helm: the real CLI, to check that 'helm history' and 'helm status' agree
+# with what rollback did through Helm's Go SDK.
+HELM_VERSION=v3.22.0
+hl="$cache_root/helm/$HELM_VERSION"
+if [ ! -x "$hl/helm" ]; then
+  echo "build-peers: building helm $HELM_VERSION (a few minutes the first time)"
+  mkdir -p "$hl.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$hl.tmp" go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$hl" && mv "$hl.tmp" "$hl"
+fi
+cp -f "$hl/helm" bin/helm

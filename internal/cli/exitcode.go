@@ -63,7 +63,7 @@ func ExitCode(err error) int {
 		errors.Is(err, ErrCheckFailed):
 		return ExitFailed
 	case errors.Is(err, kube.ErrPaused), errors.Is(err, kube.ErrRevisionNotFound), errors.Is(err, kube.ErrNoTarget),
-		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrNotFound),
+		errors.Is(err, kube.ErrTargetBad), errors.Is(err, kube.ErrConflict), errors.Is(err, kube.ErrHelmPending), errors.Is(err, kube.ErrNotFound),
 		errors.Is(err, kube.ErrStandbyNotReady), errors.Is(err, kube.ErrNotBlueGreen),
 		errors.Is(err, migrate.ErrUnsafe), errors.Is(err, migrate.ErrMigrationLocked), errors.Is(err, migrate.ErrNoHistory),
 		errors.Is(err, migrate.ErrNoRecord), errors.Is(err, ErrDecisionAgainst), errors.Is(err, ErrOpenIncident):

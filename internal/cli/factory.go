@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"regexp"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"rollback/internal/config"
 	"rollback/internal/engine"
+	"rollback/internal/helm"
 	"rollback/internal/kube"
 	"rollback/internal/store"
 )
@@ -135,6 +137,11 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	if w.Client, err = f.newClient(rc); err != nil {
 		return nil, err
 	}
+	if w.Target.Of() == kube.KindHelm {
+		if w.Target.Helm, err = f.helmFor(w.Context, ns); err != nil {
+			return nil, err
+		}
+	}
 	return w, nil
 }
 
@@ -167,6 +174,17 @@ func (f *Factory) clientFor(kubeContext string) (kubernetes.Interface, error) {
 	return f.newClient(rc)
 }
 
+// helmFor opens a namespace's Helm releases with the kubeconfig's
+// settings (Helm's SDK builds its own clients from them).
+func (f *Factory) helmFor(kubeContext, namespace string) (kube.HelmReleases, error) {
+	if f.Context != "" {
+		kubeContext = f.Context
+	}
+	kc, kctx, ns := f.Kubeconfig, kubeContext, namespace
+	flags := &genericclioptions.ConfigFlags{KubeConfig: &kc, Context: &kctx, Namespace: &ns}
+	return helm.New(flags, namespace)
+}
+
 // serviceConfig returns the configured service, or nil (KIND/NAME, or no
 // rollback.yaml).
 func (f *Factory) serviceConfig(name string) *config.Service {
@@ -180,7 +198,7 @@ func (f *Factory) serviceConfig(name string) *config.Service {
 // engine is the rollback engine on store s, reporting progress to r.
 func (f *Factory) engine(s store.Store, r *renderer) *engine.Engine {
 	cfg, _ := f.Config()
-	e := &engine.Engine{Store: s, Config: cfg, Getenv: f.IO.Getenv, Now: f.Now, StateDir: f.statePath, Client: f.clientFor}
+	e := &engine.Engine{Store: s, Config: cfg, Getenv: f.IO.Getenv, Now: f.Now, StateDir: f.statePath, Client: f.clientFor, Helm: f.helmFor}
 	if r != nil {
 		e.Events = r.Event
 	}

@@ -176,7 +176,7 @@ type Kubernetes struct {
 
 // Kinds of workload rollback can roll back (a Service is blue/green: its
 // rollback switches the selector's colour).
-var supportedKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Service", "HTTPRoute", "Ingress", "Rollout", "Canary"}
+var supportedKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Service", "HTTPRoute", "Ingress", "Rollout", "Canary", "HelmRelease"}
 
 // ErrNotFound is returned by Find when no config file exists where looked.
 var ErrNotFound = errors.New("no rollback.yaml found")

@@ -39,6 +39,9 @@ type Engine struct {
 	// Client returns the Kubernetes client for a kubeconfig context; a
 	// resumed incident uses the context it recorded.
 	Client func(kubeContext string) (kubernetes.Interface, error)
+	// Helm returns a namespace's Helm releases for a kubeconfig context
+	// (nil: Helm-managed workloads are undone as plain workloads).
+	Helm func(kubeContext, namespace string) (kube.HelmReleases, error)
 }
 
 // Workload is what a rollback acts on: a workload of a cluster, and the

@@ -90,7 +90,10 @@ var ErrAborted = kube.ErrAborted
 // journaled runbook. On error after the incident opened, Outcome.Incident
 // names it for 'rollback resume'.
 func (e *Engine) Run(ctx context.Context, r RunRequest) (*Outcome, error) {
-	w := r.Workload
+	w, err := e.helmOwned(ctx, r.Workload)
+	if err != nil {
+		return nil, err
+	}
 	ex := e.Executor()
 	release, err := Hold(ctx, ex, w.LeaseKey())
 	if err != nil {
@@ -259,6 +262,14 @@ func (e *Engine) resume(ctx context.Context, ex *runbook.Executor, id string, w 
 		w = &Workload{Service: serviceOf(t), Target: kube.Target{Namespace: t.Namespace, Name: t.Name, Kind: t.Kind, ColorLabel: t.ColorLabel}, Context: t.Context, Client: cs}
 		if t.Kind == kube.KindLoadBalancer {
 			if w.Target.LB, err = e.LoadBalancer(ctx, w.Service); err != nil {
+				return nil, err
+			}
+		}
+		if t.Kind == kube.KindHelm {
+			if e.Helm == nil {
+				return nil, errors.New("resume: no Helm client")
+			}
+			if w.Target.Helm, err = e.Helm(t.Context, t.Namespace); err != nil {
 				return nil, err
 			}
 		}

@@ -69,6 +69,8 @@ type Target struct {
 	ColorLabel string `json:"colorLabel,omitempty"`
 	// LB is a load balancer listener's API (KindLoadBalancer).
 	LB LoadBalancer `json:"-"`
+	// Helm is the namespace's Helm releases (KindHelm).
+	Helm HelmReleases `json:"-"`
 }
 
 // Of is the target's kind ("" is a Deployment).
@@ -124,6 +126,7 @@ type History struct {
 	LB          *LBState        // blue/green at a load balancer's listener
 	Rollout     *ArgoRollout    // an Argo Rollout
 	Flagger     *FlaggerState   // a Flagger Canary (Deployment is its primary)
+	Helm        *HelmState      // a Helm release (Deployment etc. its workload)
 
 	Template        corev1.PodTemplateSpec // the workload's current template
 	Selector        *metav1.LabelSelector

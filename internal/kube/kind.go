@@ -53,6 +53,8 @@ func ParseKind(s string) (Kind, error) {
 		return KindRollout, nil
 	case "canary", "canaries", "canary.flagger.app", "canaries.flagger.app":
 		return KindCanary, nil
+	case "helm", "helmrelease", "release":
+		return KindHelm, nil
 	}
 	switch k {
 	case "deployment", "deployments", "deploy":
@@ -67,7 +69,7 @@ func ParseKind(s string) (Kind, error) {
 		}
 		return KindService, nil
 	}
-	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, Argo Rollouts (rollout/NAME) and Flagger canaries (canary/NAME), and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, rollout/checkout, httproute/checkout)", s)
+	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, Argo Rollouts (rollout/NAME) and Flagger canaries (canary/NAME), Helm releases (helm/RELEASE), and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, rollout/checkout, httproute/checkout)", s)
 }
 
 // controllerRevisionHash is the label the StatefulSet and DaemonSet
@@ -107,6 +109,8 @@ func kindOf(t Target) kindOps {
 		return rolloutKind{}
 	case KindCanary:
 		return canaryKind{}
+	case KindHelm:
+		return helmKind{t.Helm}
 	}
 	return deploymentKind{}
 }

@@ -97,7 +97,7 @@ func PlanUndo(h *History, toRevision int64) (*Plan, error) {
 		}
 	}
 	p.NoOp = EqualIgnoreHash(&p.To.template, &h.Template)
-	if h.LB != nil || h.Rollout != nil {
+	if h.LB != nil || h.Rollout != nil || h.Helm != nil {
 		// Target groups have no template, and a Rollout's is not
 		// defaulted as its ReplicaSets' are: the controller's (or the
 		// listener's) word on what is current decides.

@@ -143,6 +143,9 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		case DryRunServer:
 			return "dry run (server): accepted by the API server, nothing stored", nil
 		}
+		if h.Helm != nil && h.Helm.Repaired != "" {
+			return fmt.Sprintf("%s; rolled back to revision %d", h.Helm.Repaired, p.To.Number), nil
+		}
 		if h.Flagger != nil && h.Flagger.Failed != "" {
 			return fmt.Sprintf("%s; rolled back to revision %d", h.Flagger.Failed, p.To.Number), nil
 		}
@@ -151,6 +154,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		return finish(err)
 	}
 
+	goodObject := p.To.Object // marked good once verified
 	if err := step("rollout", func() (string, error) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
@@ -164,6 +168,16 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 				return "", err
 			}
 			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
+		}
+		if h.Helm != nil {
+			// Helm's rollback waited for its resources (--wait).
+			n, msg, err := waitHelm(wctx, h, p.To)
+			if err != nil {
+				return "", err
+			}
+			res.RolledOut, res.Revision = true, n
+			goodObject = HelmObject(t.Name, n) // the rollback's own revision
+			return msg, nil
 		}
 		if h.Flagger != nil {
 			how, err := waitPromoted(wctx, cs, h, p.To, say)
@@ -243,11 +257,11 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			res.MarkedBad = p.From.Object
 			parts = append(parts, fmt.Sprintf("revision %d (%s) marked bad", p.From.Number, p.From.Object))
 		}
-		if err := Mark(ctx, cs, t, p.To.Object, Good, "restored by rollback and verified running", now()); err != nil {
+		if err := Mark(ctx, cs, t, goodObject, Good, "restored by rollback and verified running", now()); err != nil {
 			return "", err
 		}
-		res.MarkedGood = p.To.Object
-		parts = append(parts, fmt.Sprintf("revision %d (%s) marked good", res.Revision, p.To.Object))
+		res.MarkedGood = goodObject
+		parts = append(parts, fmt.Sprintf("revision %d (%s) marked good", res.Revision, goodObject))
 		return strings.Join(parts, "; "), nil
 	}); err != nil {
 		return finish(err)

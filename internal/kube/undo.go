@@ -110,6 +110,12 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 			h.ResourceVersion = ro.Metadata.ResourceVersion
 		}
 	}
+	if h.Helm != nil {
+		// A release stuck in pending-* blocks every Helm action.
+		if err := repairHelm(ctx, h, dry); err != nil {
+			return err
+		}
+	}
 	if h.Flagger != nil {
 		// Flagger: fail an analysis in progress at once, and have the
 		// restored template promoted without a new analysis.

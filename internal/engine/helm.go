@@ -1,0 +1,31 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"rollback/internal/kube"
+	"rollback/internal/progress"
+)
+
+// helmOwned turns a workload Helm manages into its release, so the
+// rollback is Helm's own and Helm's history stays the truth (a kubectl
+// undo under Helm leaves the next 'helm upgrade' rendering from the broken
+// revision). Without a Helm client, or for other kinds, w is returned.
+func (e *Engine) helmOwned(ctx context.Context, w *Workload) (*Workload, error) {
+	if e.Helm == nil || w.Client == nil {
+		return w, nil
+	}
+	rel, ns, err := kube.HelmOwner(ctx, w.Client, w.Target)
+	if err != nil || rel == "" {
+		return w, nil // the plan reports a missing workload
+	}
+	h, err := e.Helm(w.Context, ns)
+	if err != nil {
+		return nil, err
+	}
+	out := *w
+	out.Target = kube.Target{Namespace: ns, Name: rel, Kind: kube.KindHelm, Helm: h}
+	e.Events.Emit(e.now(), "plan", progress.Progress, fmt.Sprintf("%s is managed by Helm release %s: rolling back the release through Helm, so its history stays true", w.Target.Ref(), rel), nil)
+	return &out, nil
+}
