@@ -156,6 +156,23 @@ YAML
   hr_switch+=("$(step_end "$dir/status.json" kube-undo "$s")")
 done
 
+# Helm: the test chart at v1.1.5, upgraded to v1.2.0, rolled back by
+# 'rollback run helm/app' (Helm's SDK, --wait, with the whole runbook) and
+# by 'helm rollback app 1 --wait' in another namespace; helm history after.
+helm_rb=(); helm_cli=()
+export HELM_CACHE_HOME="$dir/helm-cache" HELM_CONFIG_HOME="$dir/helm-config" HELM_DATA_HOME="$dir/helm-data"
+for i in $(seq 1 "$RUNS"); do
+  for ns in "hr-$i" "hc-$i"; do
+    kubectl create namespace "$ns" >/dev/null
+    bin/helm install app test/e2e/testdata/chart -n "$ns" --set image.tag=v1.1.5 --wait --timeout 2m >/dev/null
+    bin/helm upgrade app test/e2e/testdata/chart -n "$ns" --set image.tag=v1.2.0 --wait --timeout 2m >/dev/null
+  done
+  s=$(now); "$bin/rollback" run helm/app -n "hr-$i" --yes >/dev/null 2>&1; helm_rb+=("$(elapsed "$s" "$(now)")")
+  s=$(now); bin/helm rollback app 1 -n "hc-$i" --wait --timeout 2m >/dev/null; helm_cli+=("$(elapsed "$s" "$(now)")")
+done
+{ echo "helm history after 'rollback run helm/app':"; bin/helm history app -n hr-1
+  echo "helm history after 'helm rollback app 1 --wait':"; bin/helm history app -n hc-1; } > "$dir/helm-history.txt"
+
 # Communication never delays recovery: start -> rolled back with no
 # notifier/flag configured vs every endpoint hung (default timeouts; a hung
 # run takes minutes in all, as its communication steps run to their
@@ -177,6 +194,8 @@ row() { # name values...
 row "blue/green: rollback run start -> every endpoint on the standby (target <= 1 s)" "${bg_switch[@]}"
 row "blue/green: whole rollback run (incident, checks, switch, verify, block)" "${bg_whole[@]}"
 row "blue/green HTTPRoute: rollback run start -> all weight on the standby, its endpoints ready" "${hr_switch[@]}"
+row "helm: rollback run helm/app (whole runbook; Helm SDK rollback --wait)" "${helm_rb[@]}"
+row "helm: helm rollback app 1 --wait" "${helm_cli[@]}"
 vals() { printf '%s\n' "${rows[$1]}" | awk -v k="$2" '$1 == k {$1 = ""; print}'; }
 for kind in deployment statefulset daemonset; do
   # shellcheck disable=SC2046
@@ -195,6 +214,7 @@ done
 row "rollback-sandbox up (binaries cached)" "${ups[@]}"
 row "scripts/build-sandbox.sh (binary cache hit)" "$warm_build"
 cat "$dir/comms.txt"
+echo; cat "$dir/helm-history.txt"
 
 if [ "${BENCH_COLD:-0}" = 1 ]; then
   cold=$(mktemp -d "${TMPDIR:-/tmp}/rollback-cold.XXXXXX")
