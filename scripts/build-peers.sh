@@ -5,6 +5,7 @@
 #   bin/rollouts-controller, bin/kubectl-argo-rollouts, bin/crds/argo-rollouts/
 #   bin/flagger, bin/crds/flagger/
 #   bin/helm
+#   bin/crds/gitops/          Argo CD's Application and Flux's Kustomization CRDs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GATEWAY_API_VERSION=v1.4.1
@@ -71,3 +72,18 @@ if [ ! -x "$hl/helm" ]; then
   rm -rf "$hl" && mv "$hl.tmp" "$hl"
 fi
 cp -f "$hl/helm" bin/helm
+
+# GitOps CRDs: Argo CD's Application and Flux's Kustomization, from their
+# modules (the reconcilers themselves are played by the tests).
+ARGOCD_VERSION=v3.1.0
+FLUX_KUSTOMIZE_VERSION=v1.6.0
+go_crds="$cache_root/gitops-crds/$ARGOCD_VERSION-$FLUX_KUSTOMIZE_VERSION"
+if [ ! -d "$go_crds" ]; then
+  echo "build-peers: fetching the Argo CD $ARGOCD_VERSION and Flux kustomize-controller $FLUX_KUSTOMIZE_VERSION CRDs"
+  adir=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  fdir=$(go mod download -json "github.com/fluxcd/kustomize-controller@$FLUX_KUSTOMIZE_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$go_crds.tmp"
+  cp "$adir/manifests/crds/application-crd.yaml" "$fdir/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" "$go_crds.tmp/"
+  rm -rf "$go_crds" && mv "$go_crds.tmp" "$go_crds"
+fi
+rm -rf bin/crds/gitops && cp -r "$go_crds" bin/crds/gitops

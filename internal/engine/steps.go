@@ -60,6 +60,8 @@ var Steps = []Step{
 	{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare, Background: true, Soft: true,
 		Deadline: notifyDeadline, Applies: notifyApplies, Run: declare},
 	{Name: incident.StepSnapshot, Title: "Database snapshot", Applies: dbApplies, Run: snapshot},
+	{Name: incident.StepGitOps, Title: "Pause the GitOps reconciler", Run: pauseGitOps,
+		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
 	{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
 		Deadline: func(_ *config.Service, timeout time.Duration) time.Duration {
 			return max(runbook.BudgetKube, timeout+30*time.Second)

@@ -16,6 +16,7 @@ const (
 	StepDeclare  = "declare"
 	StepSnapshot = "snapshot"
 	StepKube     = "kube-undo"
+	StepGitOps   = "gitops-pause"
 	StepDownMig  = "down-migrate"
 	StepSmoke    = "smoke"
 	StepMetrics  = "metrics"

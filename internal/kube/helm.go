@@ -229,7 +229,23 @@ func waitHelm(ctx context.Context, h *History, to *Revision) (int64, string, err
 // HelmOwner is the Helm release a Deployment, StatefulSet or DaemonSet
 // belongs to, by Helm's annotations ("" when none).
 func HelmOwner(ctx context.Context, cs kubernetes.Interface, t Target) (release, namespace string, err error) {
+	m, err := ObjectMeta(ctx, cs, t)
+	if err != nil || m == nil {
+		return "", "", err
+	}
+	ann := m.GetAnnotations()
+	release, namespace = ann[HelmReleaseAnnotation], ann[HelmNamespaceAnnotation]
+	if namespace == "" {
+		namespace = t.Namespace
+	}
+	return release, namespace, nil
+}
+
+// ObjectMeta is a Deployment's, StatefulSet's or DaemonSet's metadata (nil
+// for other kinds).
+func ObjectMeta(ctx context.Context, cs kubernetes.Interface, t Target) (metav1.Object, error) {
 	var m metav1.Object
+	var err error
 	switch t.Of() {
 	case KindDeployment:
 		m, err = cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
@@ -238,15 +254,10 @@ func HelmOwner(ctx context.Context, cs kubernetes.Interface, t Target) (release,
 	case KindDaemonSet:
 		m, err = cs.AppsV1().DaemonSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
 	default:
-		return "", "", nil
+		return nil, nil
 	}
 	if err != nil {
-		return "", "", notFound(t, err)
+		return nil, notFound(t, err)
 	}
-	ann := m.GetAnnotations()
-	release, namespace = ann[HelmReleaseAnnotation], ann[HelmNamespaceAnnotation]
-	if namespace == "" {
-		namespace = t.Namespace
-	}
-	return release, namespace, nil
+	return m, nil
 }

@@ -648,3 +648,15 @@ func colourPodsOf(ctx context.Context, cs kubernetes.Interface, ns string, sel l
 	}
 	return pods.Items, nil
 }
+
+// GetCustom reads a custom resource (an API path such as
+// /apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME) into T; crds names the
+// CRDs for the error when they are not installed.
+func GetCustom[T any](ctx context.Context, cs kubernetes.Interface, path string, t Target, crds string) (*T, error) {
+	return getCustom[T](ctx, cs, path, t, crds)
+}
+
+// PatchCustom patches a custom resource.
+func PatchCustom(ctx context.Context, cs kubernetes.Interface, path string, pt types.PatchType, data []byte) error {
+	return patchResource(ctx, cs, path, pt, data, metav1.PatchOptions{FieldManager: "rollback"})
+}

@@ -1,0 +1,195 @@
+// Package gitops finds the GitOps reconciler that owns a workload (Argo CD
+// or Flux) and pauses it before a rollback, so the reconciler does not
+// re-apply the broken version from Git seconds after the undo (Argo CD's
+// automated sync with self-heal, a Flux Kustomization's interval). The
+// pause is recorded on the reconciler's own object (annotations) with the
+// incident and what was there before, so it is never left without a
+// record, a resumed run finds it done, and Resume puts it back once the
+// revert is in Git.
+package gitops
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"rollback/internal/kube"
+)
+
+// Labels and annotations the reconcilers put on what they apply.
+const (
+	ArgoTrackingID    = "argocd.argoproj.io/tracking-id" // APP:GROUP/KIND:NS/NAME
+	ArgoInstanceLabel = "argocd.argoproj.io/instance"
+	AppInstanceLabel  = "app.kubernetes.io/instance" // Argo CD's default label tracking
+	FluxKsName        = "kustomize.toolkit.fluxcd.io/name"
+	FluxKsNamespace   = "kustomize.toolkit.fluxcd.io/namespace"
+	FluxHelmName      = "helm.toolkit.fluxcd.io/name"
+	FluxHelmNamespace = "helm.toolkit.fluxcd.io/namespace"
+)
+
+// rollback's annotations on a paused reconciler object.
+const (
+	PausedByAnnotation  = "rollback/paused-by"
+	PausedWasAnnotation = "rollback/paused-was"
+)
+
+// Owner is the reconciler object that applies a workload.
+type Owner struct {
+	Tool      string `json:"tool"` // argocd, flux
+	Kind      string `json:"kind"` // Application, Kustomization, HelmRelease
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+func (o Owner) String() string { return fmt.Sprintf("%s %s %s/%s", o.Tool, o.Kind, o.Namespace, o.Name) }
+
+func (o Owner) path() string {
+	switch o.Kind {
+	case "Application":
+		return "/apis/argoproj.io/v1alpha1/namespaces/" + o.Namespace + "/applications/" + o.Name
+	case "Kustomization":
+		return "/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/" + o.Namespace + "/kustomizations/" + o.Name
+	}
+	return "/apis/helm.toolkit.fluxcd.io/v2/namespaces/" + o.Namespace + "/helmreleases/" + o.Name
+}
+
+// Detect finds the owner from a workload's metadata. Argo CD Applications
+// live in argoNamespace ("argocd" when empty); Argo CD's label tracking
+// (app.kubernetes.io/instance) is only trusted together with another
+// Argo CD mark, since Helm charts set that label too.
+func Detect(m metav1.Object, argoNamespace string) *Owner {
+	if argoNamespace == "" {
+		argoNamespace = "argocd"
+	}
+	ann, lab := m.GetAnnotations(), m.GetLabels()
+	switch {
+	case lab[FluxKsName] != "":
+		return &Owner{Tool: "flux", Kind: "Kustomization", Namespace: or(lab[FluxKsNamespace], m.GetNamespace()), Name: lab[FluxKsName]}
+	case lab[FluxHelmName] != "":
+		return &Owner{Tool: "flux", Kind: "HelmRelease", Namespace: or(lab[FluxHelmNamespace], m.GetNamespace()), Name: lab[FluxHelmName]}
+	case ann[ArgoTrackingID] != "":
+		app, _, _ := strings.Cut(ann[ArgoTrackingID], ":")
+		ns := argoNamespace
+		if a, n, ok := strings.Cut(app, "_"); ok { // apps in any namespace: NS_APP
+			ns, app = a, n
+		}
+		return &Owner{Tool: "argocd", Kind: "Application", Namespace: ns, Name: app}
+	case lab[ArgoInstanceLabel] != "":
+		return &Owner{Tool: "argocd", Kind: "Application", Namespace: argoNamespace, Name: lab[ArgoInstanceLabel]}
+	}
+	return nil
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+type object struct {
+	Metadata metav1.ObjectMeta `json:"metadata"`
+	Spec     struct {
+		Suspend    bool `json:"suspend,omitempty"`
+		SyncPolicy *struct {
+			Automated json.RawMessage `json:"automated,omitempty"`
+		} `json:"syncPolicy,omitempty"`
+	} `json:"spec"`
+}
+
+// Pause stops the owner from re-applying Git (Argo CD: the Application's
+// automated sync, self-heal with it, is removed; Flux: spec.suspend), and
+// records the incident and the previous setting on the object. Pausing
+// one already paused by the incident changes nothing. It says what it did.
+func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, error) {
+	obj, err := kube.GetCustom[object](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
+	if err != nil {
+		return "", err
+	}
+	// Whether it is paused is read from the spec (someone may have
+	// resumed it by hand since an earlier pause was recorded).
+	by := obj.Metadata.Annotations[PausedByAnnotation]
+	var ops []map[string]any
+	var was, did, resume string
+	switch o.Tool {
+	case "argocd":
+		if obj.Spec.SyncPolicy == nil || len(obj.Spec.SyncPolicy.Automated) == 0 || string(obj.Spec.SyncPolicy.Automated) == "null" {
+			if by != "" {
+				return fmt.Sprintf("%s already paused by %s", o, by), nil
+			}
+			return fmt.Sprintf("%s has no automated sync: nothing re-applies Git by itself", o), nil
+		}
+		was = string(obj.Spec.SyncPolicy.Automated)
+		ops = append(ops, map[string]any{"op": "remove", "path": "/spec/syncPolicy/automated"})
+		did = "automated sync (and self-heal) turned off, was " + was
+		resume = fmt.Sprintf("argocd app set %s --sync-policy automated --self-heal", o.Name)
+	default:
+		if obj.Spec.Suspend {
+			if by != "" {
+				return fmt.Sprintf("%s already paused by %s", o, by), nil
+			}
+			return fmt.Sprintf("%s is already suspended", o), nil
+		}
+		was = "false"
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/suspend", "value": true})
+		did = "suspended (spec.suspend: true)"
+		resume = fmt.Sprintf("flux resume %s %s -n %s", strings.ToLower(o.Kind), o.Name, o.Namespace)
+	}
+	set := map[string]string{PausedByAnnotation: incident, PausedWasAnnotation: was}
+	if obj.Metadata.Annotations == nil {
+		ops = append(ops, map[string]any{"op": "add", "path": "/metadata/annotations", "value": set})
+	} else {
+		for _, k := range []string{PausedByAnnotation, PausedWasAnnotation} {
+			ops = append(ops, map[string]any{"op": "add", "path": "/metadata/annotations/" + strings.ReplaceAll(k, "/", "~1"), "value": set[k]})
+		}
+	}
+	ops = append([]map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": obj.Metadata.ResourceVersion}}, ops...)
+	b, err := json.Marshal(ops)
+	if err != nil {
+		return "", err
+	}
+	if err := kube.PatchCustom(ctx, cs, o.path(), types.JSONPatchType, b); err != nil {
+		return "", fmt.Errorf("pause %s: %w", o, err)
+	}
+	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED: revert the release in Git, then resume it ('%s')", o, did, incident, resume), nil
+}
+
+// Resume puts back what Pause changed.
+func Resume(ctx context.Context, cs kubernetes.Interface, o Owner) (string, error) {
+	obj, err := kube.GetCustom[object](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
+	if err != nil {
+		return "", err
+	}
+	by, ok := obj.Metadata.Annotations[PausedByAnnotation]
+	if !ok {
+		return fmt.Sprintf("%s was not paused by rollback", o), nil
+	}
+	was := obj.Metadata.Annotations[PausedWasAnnotation]
+	var ops []map[string]any
+	switch o.Tool {
+	case "argocd":
+		var automated any
+		if err := json.Unmarshal([]byte(was), &automated); err != nil {
+			return "", fmt.Errorf("%s: the recorded automated sync %q is not JSON: %w", o, was, err)
+		}
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/syncPolicy/automated", "value": automated})
+	default:
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/suspend", "value": was == "true"})
+	}
+	for _, k := range []string{PausedByAnnotation, PausedWasAnnotation} {
+		ops = append(ops, map[string]any{"op": "remove", "path": "/metadata/annotations/" + strings.ReplaceAll(k, "/", "~1")})
+	}
+	b, err := json.Marshal(ops)
+	if err != nil {
+		return "", err
+	}
+	if err := kube.PatchCustom(ctx, cs, o.path(), types.JSONPatchType, b); err != nil {
+		return "", fmt.Errorf("resume %s: %w", o, err)
+	}
+	return fmt.Sprintf("%s resumed (paused by %s)", o, by), nil
+}
