@@ -46,7 +46,9 @@ type Owner struct {
 	Name      string `json:"name"`
 }
 
-func (o Owner) String() string { return fmt.Sprintf("%s %s %s/%s", o.Tool, o.Kind, o.Namespace, o.Name) }
+func (o Owner) String() string {
+	return fmt.Sprintf("%s %s %s/%s", o.Tool, o.Kind, o.Namespace, o.Name)
+}
 
 func (o Owner) path() string {
 	switch o.Kind {
