@@ -106,6 +106,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newStatusCmd(f),
 		newResumeCmd(f),
 		newCloseCmd(f),
+		newGitOpsCmd(f),
 		newReportCmd(f),
 		newVersionCmd(f),
 	)

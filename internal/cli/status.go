@@ -79,6 +79,9 @@ func incidentStatus(ctx context.Context, f *Factory, s store.Store, id, format s
 		return printStructured(f.IO.Out, format, v)
 	}
 	fmt.Fprintf(f.IO.Out, "%s  %s  %s → %s  %s, opened %s\n", inc.ID, inc.Service, orNone(inc.BadVersion), orNone(inc.GoodVersion), inc.Status, inc.OpenedAt.UTC().Format(time.RFC3339))
+	if p := incident.ReconcilerPaused(evs); p != "" {
+		fmt.Fprintf(f.IO.Out, "WARNING: GitOps reconciler paused: %s\n", p)
+	}
 	if recovered {
 		fmt.Fprintf(f.IO.Out, "time to recover: %s\n", fmtDur(ttr))
 	}
@@ -107,6 +110,7 @@ func listStatus(ctx context.Context, f *Factory, s store.Store, format string) e
 	type row struct {
 		ID, Service, Status, Review string
 		Due                         time.Time
+		GitOpsPaused                string `json:",omitempty"`
 	}
 	rows := []row{}
 	for i := range incs {
@@ -116,10 +120,11 @@ func listStatus(ctx context.Context, f *Factory, s store.Store, format string) e
 			return err
 		}
 		review := incident.ReviewState(inc, evs, f.Now())
-		if inc.Status != store.StatusOpen && review != "due" && review != "overdue" {
+		paused := incident.ReconcilerPaused(evs)
+		if inc.Status != store.StatusOpen && review != "due" && review != "overdue" && paused == "" {
 			continue
 		}
-		rows = append(rows, row{inc.ID, inc.Service, string(inc.Status), review, incident.ReviewDue(inc)})
+		rows = append(rows, row{inc.ID, inc.Service, string(inc.Status), review, incident.ReviewDue(inc), paused})
 	}
 	if format != "" {
 		return printStructured(f.IO.Out, format, rows)
@@ -133,7 +138,15 @@ func listStatus(ctx context.Context, f *Factory, s store.Store, format string) e
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.Service, r.Status, r.Review, r.Due.UTC().Format(time.RFC3339))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.GitOpsPaused != "" {
+			fmt.Fprintf(f.IO.Out, "WARNING: %s paused a GitOps reconciler: %s\n", r.ID, r.GitOpsPaused)
+		}
+	}
+	return nil
 }
 
 func newReportCmd(f *Factory) *cobra.Command {

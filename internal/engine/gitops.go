@@ -2,11 +2,15 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 
 	"rollback/internal/gitops"
+	"rollback/internal/incident"
 	"rollback/internal/kube"
 	"rollback/internal/runbook"
+	"rollback/internal/store"
 )
 
 // pauseGitOps pauses the Argo CD Application or Flux object that applies
@@ -28,5 +32,63 @@ func pauseGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 	if o == nil {
 		return "", fmt.Errorf("%s is not applied by Argo CD or Flux: %w", w.Target.Ref(), runbook.ErrSkip)
 	}
-	return gitops.Pause(ctx, w.Client, *o, x.inc.ID)
+	msg, paused, err := gitops.Pause(ctx, w.Client, *o, x.inc.ID)
+	if err != nil || !paused {
+		return msg, err
+	}
+	// The pause outlives the run: recorded for 'rollback status' and
+	// 'rollback gitops resume'.
+	b, err := json.Marshal(o)
+	if err != nil {
+		return "", err
+	}
+	if _, err := x.e.Store.AppendEvent(ctx, store.Event{Incident: x.inc.ID, Time: x.e.now(), Step: incident.StepGitOps, Phase: store.PhaseNote,
+		Key: incident.KeyGitOpsOwner, Evidence: string(b)}); err != nil {
+		return "", err
+	}
+	return msg, nil
+}
+
+// ResumeGitOps resumes the reconciler the incident paused, once the revert
+// is in Git, and journals it.
+func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
+	evs, err := e.Store.Events(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	var o *gitops.Owner
+	for _, ev := range evs {
+		if ev.Key == incident.KeyGitOpsOwner {
+			o = &gitops.Owner{}
+			if err := json.Unmarshal([]byte(ev.Evidence), o); err != nil {
+				return "", fmt.Errorf("incident %s: the journaled reconciler is unreadable: %w", id, err)
+			}
+		}
+		if ev.Key == incident.KeyGitOpsResumed {
+			return "", fmt.Errorf("incident %s: the reconciler was resumed already: %s", id, ev.Evidence)
+		}
+	}
+	if o == nil {
+		return "", fmt.Errorf("incident %s paused no GitOps reconciler", id)
+	}
+	t, err := e.target(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if e.Client == nil {
+		return "", errors.New("no Kubernetes client")
+	}
+	cs, err := e.Client(t.Context)
+	if err != nil {
+		return "", err
+	}
+	msg, err := gitops.Resume(ctx, cs, *o)
+	if err != nil {
+		return "", err
+	}
+	if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: e.now(), Step: incident.StepGitOps, Phase: store.PhaseNote,
+		Key: incident.KeyGitOpsResumed, Evidence: msg}); err != nil {
+		return "", err
+	}
+	return msg, nil
 }

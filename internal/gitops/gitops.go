@@ -107,11 +107,13 @@ type object struct {
 // Pause stops the owner from re-applying Git (Argo CD: the Application's
 // automated sync, self-heal with it, is removed; Flux: spec.suspend), and
 // records the incident and the previous setting on the object. Pausing
-// one already paused by the incident changes nothing. It says what it did.
-func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, error) {
+// one already paused by the incident changes nothing. It says what it did,
+// and whether the owner is now paused by rollback (false when nothing was
+// re-applying Git by itself).
+func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
 	obj, err := kube.GetCustom[object](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	// Whether it is paused is read from the spec (someone may have
 	// resumed it by hand since an earlier pause was recorded).
@@ -122,9 +124,9 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 	case "argocd":
 		if obj.Spec.SyncPolicy == nil || len(obj.Spec.SyncPolicy.Automated) == 0 || string(obj.Spec.SyncPolicy.Automated) == "null" {
 			if by != "" {
-				return fmt.Sprintf("%s already paused by %s", o, by), nil
+				return fmt.Sprintf("%s already paused by %s", o, by), true, nil
 			}
-			return fmt.Sprintf("%s has no automated sync: nothing re-applies Git by itself", o), nil
+			return fmt.Sprintf("%s has no automated sync: nothing re-applies Git by itself", o), false, nil
 		}
 		was = string(obj.Spec.SyncPolicy.Automated)
 		ops = append(ops, map[string]any{"op": "remove", "path": "/spec/syncPolicy/automated"})
@@ -133,9 +135,9 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 	default:
 		if obj.Spec.Suspend {
 			if by != "" {
-				return fmt.Sprintf("%s already paused by %s", o, by), nil
+				return fmt.Sprintf("%s already paused by %s", o, by), true, nil
 			}
-			return fmt.Sprintf("%s is already suspended", o), nil
+			return fmt.Sprintf("%s is already suspended", o), false, nil
 		}
 		was = "false"
 		ops = append(ops, map[string]any{"op": "add", "path": "/spec/suspend", "value": true})
@@ -153,12 +155,12 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 	ops = append([]map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": obj.Metadata.ResourceVersion}}, ops...)
 	b, err := json.Marshal(ops)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if err := kube.PatchCustom(ctx, cs, o.path(), types.JSONPatchType, b); err != nil {
-		return "", fmt.Errorf("pause %s: %w", o, err)
+		return "", false, fmt.Errorf("pause %s: %w", o, err)
 	}
-	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED: revert the release in Git, then resume it ('%s')", o, did, incident, resume), nil
+	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED: revert the release in Git, then 'rollback gitops resume %s' (or '%s')", o, did, incident, incident, resume), true, nil
 }
 
 // Resume puts back what Pause changed.

@@ -17,6 +17,10 @@ const (
 	StepSnapshot = "snapshot"
 	StepKube     = "kube-undo"
 	StepGitOps   = "gitops-pause"
+	// KeyGitOpsOwner journals the reconciler a run paused (JSON), and
+	// KeyGitOpsResumed that it was resumed.
+	KeyGitOpsOwner   = "gitops-owner"
+	KeyGitOpsResumed = "gitops-resumed"
 	StepDownMig  = "down-migrate"
 	StepSmoke    = "smoke"
 	StepMetrics  = "metrics"
@@ -182,4 +186,24 @@ func ReviewState(inc *store.Incident, events []store.Event, now time.Time) strin
 		return "due"
 	}
 	return "scheduled"
+}
+
+// ReconcilerPaused is the pause of a GitOps reconciler that the incident
+// left in place ("" when none or resumed): what the pause step said.
+func ReconcilerPaused(evs []store.Event) string {
+	paused, said := false, ""
+	for _, ev := range evs {
+		switch {
+		case ev.Key == KeyGitOpsOwner:
+			paused = true
+		case ev.Key == KeyGitOpsResumed:
+			return ""
+		case ev.Step == StepGitOps && ev.Phase == store.PhaseDone:
+			said = ev.Evidence
+		}
+	}
+	if !paused {
+		return ""
+	}
+	return said
 }

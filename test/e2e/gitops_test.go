@@ -138,12 +138,23 @@ func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
 	if by := appObj.Metadata.Annotations[gitops.PausedByAnnotation]; !strings.HasPrefix(by, "INC-") || appObj.Metadata.Annotations[gitops.PausedWasAnnotation] != `{"prune":true,"selfHeal":true}` {
 		t.Errorf("the pause is not recorded on the Application: %v", appObj.Metadata.Annotations)
 	}
-	// Resume puts self-heal back (once the revert is in Git).
-	if _, err := gitops.Resume(ctx, cs, gitops.Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: ns}); err != nil {
-		t.Fatal(err)
+	// The pause stays visible after the incident closed, until it is
+	// resumed (once the revert is in Git), which puts self-heal back.
+	id := appObj.Metadata.Annotations[gitops.PausedByAnnotation]
+	if s := rollback(t, "status", id); !strings.Contains(s.stdout, "WARNING: GitOps reconciler paused") {
+		t.Errorf("status does not show the paused reconciler:\n%s", s.stdout)
+	}
+	if s := rollback(t, "status"); !strings.Contains(s.stdout, "WARNING: "+id+" paused a GitOps reconciler") {
+		t.Errorf("the status list does not show the paused reconciler:\n%s", s.stdout)
+	}
+	if res := rollback(t, "gitops", "resume", id); res.code != 0 || !strings.Contains(res.stdout, "resumed") {
+		t.Fatalf("gitops resume: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	if h.paused() {
-		t.Error("self-heal not restored by Resume")
+		t.Error("self-heal not restored by 'rollback gitops resume'")
+	}
+	if s := rollback(t, "status", id); strings.Contains(s.stdout, "WARNING") {
+		t.Errorf("status still warns after the resume:\n%s", s.stdout)
 	}
 }
 
