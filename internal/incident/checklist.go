@@ -21,13 +21,13 @@ const (
 	// KeyGitOpsResumed that it was resumed.
 	KeyGitOpsOwner   = "gitops-owner"
 	KeyGitOpsResumed = "gitops-resumed"
-	StepDownMig  = "down-migrate"
-	StepSmoke    = "smoke"
-	StepMetrics  = "metrics"
-	StepFlagOff  = "flag-off"
-	StepClose    = "close"
-	StepBlock    = "block"
-	StepReview   = "schedule-review"
+	StepDownMig      = "down-migrate"
+	StepSmoke        = "smoke"
+	StepMetrics      = "metrics"
+	StepFlagOff      = "flag-off"
+	StepClose        = "close"
+	StepBlock        = "block"
+	StepReview       = "schedule-review"
 	// StepReviewDone is journaled when the review took place.
 	StepReviewDone = "review-done"
 )
