@@ -90,6 +90,8 @@ type HelmState struct {
 	Pending string
 	// Repaired says how a pending state was repaired.
 	Repaired string
+	// Workload is the release's first workload (pod checks), if any.
+	Workload *Target
 }
 
 type helmKind struct{ h HelmReleases }
@@ -143,9 +145,11 @@ func (k helmKind) history(ctx context.Context, cs kubernetes.Interface, t Target
 		kind, name, _ := strings.Cut(cur.Workload, "/")
 		wk, err := ParseKind(kind)
 		if err == nil && (wk == KindDeployment || wk == KindStatefulSet || wk == KindDaemonSet) {
-			if wh, err := GetHistory(ctx, cs, Target{Namespace: t.Namespace, Name: name, Kind: wk}); err == nil {
+			wt := Target{Namespace: t.Namespace, Name: name, Kind: wk}
+			if wh, err := GetHistory(ctx, cs, wt); err == nil {
 				h.Deployment, h.StatefulSet, h.DaemonSet = wh.Deployment, wh.StatefulSet, wh.DaemonSet
 				h.Template, h.Selector = wh.Template, wh.Selector
+				h.Helm.Workload = &wt
 			}
 		}
 	}

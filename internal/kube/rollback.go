@@ -175,6 +175,13 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			if err != nil {
 				return "", err
 			}
+			// Helm's --wait counts ready pods of the new ReplicaSet; the
+			// old ones may still serve. kubectl's conditions wait them out.
+			if wt := h.Helm.Workload; wt != nil {
+				if err := WaitRolledOut(wctx, cs, *wt, say); err != nil {
+					return "", err
+				}
+			}
 			res.RolledOut, res.Revision = true, n
 			goodObject = HelmObject(t.Name, n) // the rollback's own revision
 			return msg, nil
