@@ -61,7 +61,7 @@ var Steps = []Step{
 		Deadline: notifyDeadline, Applies: notifyApplies, Run: declare},
 	{Name: incident.StepSnapshot, Title: "Database snapshot", Applies: dbApplies, Run: snapshot},
 	{Name: incident.StepGitOps, Title: "Pause the GitOps reconciler", Run: pauseGitOps,
-		Applies: func(*config.Service) string { return "when Argo CD or Flux applies the workload" },
+		Applies:  func(*config.Service) string { return "when Argo CD or Flux applies the workload" },
 		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
 	{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
 		Deadline: func(_ *config.Service, timeout time.Duration) time.Duration {
