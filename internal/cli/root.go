@@ -107,6 +107,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newResumeCmd(f),
 		newCloseCmd(f),
 		newGitOpsCmd(f),
+		newConfigCmd(f),
 		newReportCmd(f),
 		newVersionCmd(f),
 	)

@@ -81,6 +81,7 @@ var Steps = []Step{
 var kubeSteps = map[string]string{
 	"plan":         "Plan",
 	"mark-bad":     "Mark abandoned revision bad",
+	"config":       "Restore ConfigMaps and Secrets",
 	"undo":         "Kubernetes undo",
 	"rollout":      "Wait for rollout",
 	"verify-image": "Verify running image",

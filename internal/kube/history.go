@@ -227,6 +227,7 @@ func buildHistory(dep *appsv1.Deployment, rss []appsv1.ReplicaSet) *History {
 			Current:      EqualIgnoreHash(&rs.Spec.Template, &dep.Spec.Template),
 			template:     rs.Spec.Template,
 			annotations:  rs.Annotations,
+			podHash:      rs.Labels[podTemplateHashLabel],
 		}
 		if hv, err := ParseHealth(rs.Annotations[HealthAnnotation]); err == nil {
 			r.Health = hv

@@ -130,6 +130,22 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			return finish(err)
 		}
 	}
+	// Config is not part of the revision: the target's ConfigMaps and
+	// Secrets are restored before the undo restarts the pods.
+	if o.DryRun == DryRunNone && h.configured() && p.From != nil && p.From.Object != p.To.Object {
+		if err := step("config", func() (string, error) {
+			lines, err := RestoreConfig(ctx, cs, t.Namespace, p.From, p.To)
+			if err != nil {
+				return "", err
+			}
+			if len(lines) == 0 {
+				return "the revision mounts no ConfigMap or Secret", nil
+			}
+			return strings.Join(lines, "; "), nil
+		}); err != nil {
+			return finish(err)
+		}
+	}
 	if err := step("undo", func() (string, error) {
 		if p.NoOp {
 			return fmt.Sprintf("already at revision %d (resumed)", p.To.Number), nil
@@ -274,6 +290,13 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		return finish(err)
 	}
 	return finish(nil)
+}
+
+// configured: the kind's revisions are pod templates whose ConfigMaps and
+// Secrets rollback keeps (not blue/green colours, each with its own, nor
+// Helm, which renders its own, nor a load balancer).
+func (h *History) configured() bool {
+	return (h.Deployment != nil || h.StatefulSet != nil || h.DaemonSet != nil || h.Rollout != nil) && h.Flagger == nil && h.Helm == nil
 }
 
 // verifyImages checks the workload's template and its Ready pods run the
