@@ -188,9 +188,9 @@ func snapshot(ctx context.Context, x *execution, sc *runbook.StepContext) (strin
 func kubeUndo(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
 	events := func(ev progress.Event) {
 		x.e.Events.Emit(ev.Time, ev.Step, ev.Phase, ev.Message, ev.Err)
-		// The abandoned revision's bad mark is journaled as soon as it is
-		// set, before the undo.
-		if ev.Step == "mark-bad" && ev.Phase == progress.Done {
+		// The abandoned revision's bad mark and the config restored are
+		// journaled as soon as they are done, before the undo.
+		if (ev.Step == "mark-bad" || ev.Step == "config") && ev.Phase == progress.Done {
 			_ = sc.Note(ctx, ev.Message)
 		}
 	}

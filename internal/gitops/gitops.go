@@ -44,6 +44,9 @@ type Owner struct {
 	Kind      string `json:"kind"` // Application, Kustomization, HelmRelease
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
+	// Weak: found only by app.kubernetes.io/instance, which Helm charts
+	// set too; it counts only if the Application exists.
+	Weak bool `json:"weak,omitempty"`
 }
 
 func (o Owner) String() string {
@@ -61,9 +64,9 @@ func (o Owner) path() string {
 }
 
 // Detect finds the owner from a workload's metadata. Argo CD Applications
-// live in argoNamespace ("argocd" when empty); Argo CD's label tracking
-// (app.kubernetes.io/instance) is only trusted together with another
-// Argo CD mark, since Helm charts set that label too.
+// live in argoNamespace ("argocd" when empty); Argo CD's default label
+// tracking (app.kubernetes.io/instance) is a weak sign, since Helm charts
+// set that label too: Pause acts on it only if the Application exists.
 func Detect(m metav1.Object, argoNamespace string) *Owner {
 	if argoNamespace == "" {
 		argoNamespace = "argocd"
@@ -83,6 +86,8 @@ func Detect(m metav1.Object, argoNamespace string) *Owner {
 		return &Owner{Tool: "argocd", Kind: "Application", Namespace: ns, Name: app}
 	case lab[ArgoInstanceLabel] != "":
 		return &Owner{Tool: "argocd", Kind: "Application", Namespace: argoNamespace, Name: lab[ArgoInstanceLabel]}
+	case lab[AppInstanceLabel] != "":
+		return &Owner{Tool: "argocd", Kind: "Application", Namespace: argoNamespace, Name: lab[AppInstanceLabel], Weak: true}
 	}
 	return nil
 }
@@ -112,6 +117,11 @@ type object struct {
 // re-applying Git by itself).
 func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
 	obj, err := kube.GetCustom[object](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
+	if err != nil && o.Weak {
+		// app.kubernetes.io/instance without an Application of that
+		// name: a Helm release or a plain label, not Argo CD.
+		return fmt.Sprintf("no Argo CD Application %s/%s for the app.kubernetes.io/instance label: not applied by Argo CD", o.Namespace, o.Name), false, nil
+	}
 	if err != nil {
 		return "", false, err
 	}
