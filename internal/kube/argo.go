@@ -174,12 +174,15 @@ func rsRevision(rs *appsv1.ReplicaSet, n int64) Revision {
 }
 
 // undoPatch puts the target's template back (without Argo's hash label),
-// guarded by the resourceVersion, as 'kubectl argo rollouts undo' does.
+// as 'kubectl argo rollouts undo' does, guarded by the generation the plan
+// was made from: the controller rewrites the status (and so the
+// resourceVersion) all through a canary, the spec only changes with a new
+// generation.
 func (rolloutKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
 	tmpl := to.template.DeepCopy()
 	delete(tmpl.Labels, argoHashLabel)
 	b, err := json.Marshal([]map[string]any{
-		{"op": "test", "path": "/metadata/resourceVersion", "value": h.ResourceVersion},
+		{"op": "test", "path": "/metadata/generation", "value": h.Rollout.Metadata.Generation},
 		{"op": "replace", "path": "/spec/template", "value": tmpl},
 	})
 	return types.JSONPatchType, b, err

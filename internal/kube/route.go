@@ -461,8 +461,10 @@ func meta(cs []metav1.Condition, typ string) *metav1.Condition {
 	return nil
 }
 
+// switchPatch is guarded by the route's generation: a Gateway controller
+// rewrites the status (and so the resourceVersion) at any time.
 func (httpRouteAPI) switchPatch(r *Route, weights [][]int64, switches string) (types.PatchType, []byte, error) {
-	ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": r.ResourceVersion}}
+	ops := []map[string]any{{"op": "test", "path": "/metadata/generation", "value": r.Generation}}
 	for gi, g := range r.Groups {
 		for bi := range g.Backends {
 			ops = append(ops, map[string]any{"op": "add", "path": fmt.Sprintf("/spec/rules/%d/backendRefs/%d/weight", g.index, bi), "value": weights[gi][bi]})
@@ -519,7 +521,17 @@ func patchResource(ctx context.Context, cs kubernetes.Interface, path string, pt
 	for _, d := range o.DryRun {
 		req = req.Param("dryRun", d)
 	}
-	return req.Do(ctx).Error()
+	raw, err := req.DoRaw(ctx)
+	if err == nil {
+		return nil
+	}
+	// The REST interface does not decode the server's Status: read it,
+	// so the reason (a failed test operation: a conflict) is not lost.
+	var st metav1.Status
+	if json.Unmarshal(raw, &st) == nil && st.Message != "" {
+		return &apierrors.StatusError{ErrStatus: st}
+	}
+	return err
 }
 
 // --- AWS Load Balancer Controller Ingress ---------------------------------

@@ -162,16 +162,16 @@ func equal2(a, b [][]int64) bool {
 }
 
 // The HTTPRoute patch sets each rule's weights by the rule's index, tests
-// the resourceVersion and creates the annotations when there are none.
+// the generation and creates the annotations when there are none.
 func TestHTTPRouteSwitchPatch(t *testing.T) {
-	r := &Route{ResourceVersion: "7", Groups: []BackendGroup{
+	r := &Route{ResourceVersion: "7", Generation: 7, Groups: []BackendGroup{
 		{index: 1, Backends: []Backend{{Service: "a"}, {Service: "b"}}},
 	}}
 	_, b, err := httpRouteAPI{}.switchPatch(r, [][]int64{{0, 5}}, `[]`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `[{"op":"test","path":"/metadata/resourceVersion","value":"7"},{"op":"add","path":"/spec/rules/1/backendRefs/0/weight","value":0},{"op":"add","path":"/spec/rules/1/backendRefs/1/weight","value":5},{"op":"add","path":"/metadata/annotations","value":{"rollback/switches":"[]"}}]`
+	want := `[{"op":"test","path":"/metadata/generation","value":7},{"op":"add","path":"/spec/rules/1/backendRefs/0/weight","value":0},{"op":"add","path":"/spec/rules/1/backendRefs/1/weight","value":5},{"op":"add","path":"/metadata/annotations","value":{"rollback/switches":"[]"}}]`
 	if string(b) != want {
 		t.Errorf("patch\n%s\nwant\n%s", b, want)
 	}

@@ -136,11 +136,50 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	err = k.patch(ctx, cs, h.Target, pt, patch, opts)
-	if apierrors.IsInvalid(err) && strings.Contains(err.Error(), "test") || apierrors.IsConflict(err) {
+	if testFailed(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err) && changedSincePlan(ctx, cs, h) {
 		return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
 	}
 	if err != nil {
 		return fmt.Errorf("patch %s: %w", h.Target.Ref(), err)
 	}
 	return nil
+}
+
+// testFailed: the API server refused a JSON patch because its test
+// operation (the planned resourceVersion or generation) failed; the
+// server says so in the Status's message or causes.
+func testFailed(err error) bool {
+	var se *apierrors.StatusError
+	if !errors.As(err, &se) || !apierrors.IsInvalid(err) {
+		return false
+	}
+	if strings.Contains(se.ErrStatus.Message, "test") {
+		return true
+	}
+	if d := se.ErrStatus.Details; d != nil {
+		for _, c := range d.Causes {
+			if strings.Contains(c.Message, "test") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// changedSincePlan: the object's guard (generation for the kinds whose
+// status a controller rewrites, resourceVersion for the others) is no
+// longer the planned one. The API server's refusal of a failed JSON patch
+// test on a custom resource says no more than "invalid".
+func changedSincePlan(ctx context.Context, cs kubernetes.Interface, h *History) bool {
+	now, err := GetHistory(ctx, cs, h.Target)
+	if err != nil {
+		return false
+	}
+	switch {
+	case h.Route != nil && h.Target.Of() == KindHTTPRoute:
+		return now.Route != nil && now.Route.Generation != h.Route.Generation
+	case h.Rollout != nil:
+		return now.Rollout != nil && now.Rollout.Metadata.Generation != h.Rollout.Metadata.Generation
+	}
+	return now.ResourceVersion != h.ResourceVersion
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -183,5 +184,40 @@ func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, "example.com/gateway has not observed generation") {
 		t.Errorf("the run did not wait for the gateway controller:\n%s", r.stderr)
+	}
+}
+
+// A route whose spec changed after the plan is not switched (the patch
+// tests the planned generation), and says so; a status update by its
+// Gateway controller in between is no conflict.
+func TestHTTPRouteChangedAfterPlan(t *testing.T) {
+	t.Parallel()
+	installGatewayAPI(t)
+	ns := namespace(t)
+	colours(t, ns, 2)
+	httpRoute(t, ns)
+	ctx := context.Background()
+	tgt := kube.Target{Namespace: ns, Name: app, Kind: kube.KindHTTPRoute}
+	plan := func() (*kube.History, *kube.Plan) {
+		h, err := kube.GetHistory(ctx, cs, tgt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := kube.PlanUndo(h, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h, p
+	}
+	h, p := plan()
+	kubectl(t, "patch", "httproute", app, "-n", ns, "--subresource", "status", "--type", "merge", "-p",
+		`{"status":{"parents":[{"parentRef":{"name":"public"},"controllerName":"example.com/gateway","conditions":[`+
+			`{"type":"Accepted","status":"True","reason":"Accepted","message":"ok","observedGeneration":1,"lastTransitionTime":"2026-11-27T00:00:00Z"}]}]}}`)
+	if err := kube.Undo(ctx, cs, h, p, kube.DryRunServer); err != nil {
+		t.Errorf("a status update between plan and switch: %v", err)
+	}
+	kubectl(t, "patch", "httproute", app, "-n", ns, "--type", "json", "-p", `[{"op":"replace","path":"/spec/rules/0/backendRefs/1/weight","value":90}]`)
+	if err := kube.Undo(ctx, cs, h, p, kube.DryRunNone); !errors.Is(err, kube.ErrConflict) {
+		t.Errorf("a spec change between plan and switch: %v, want ErrConflict", err)
 	}
 }
