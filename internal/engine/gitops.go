@@ -21,7 +21,20 @@ func pauseGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 	if w.Client == nil {
 		return "", fmt.Errorf("no cluster object: %w", runbook.ErrSkip)
 	}
-	m, err := kube.ObjectMeta(ctx, w.Client, w.Target)
+	t := w.Target
+	if t.Of() == kube.KindHelm {
+		// A Helm release (a Flux HelmRelease's, say): its workload
+		// carries the reconciler's labels.
+		h, err := kube.GetHistory(ctx, w.Client, t)
+		if err != nil {
+			return "", err
+		}
+		if h.Helm.Workload == nil {
+			return "", fmt.Errorf("helm release %s has no workload to read a reconciler from: %w", t.Name, runbook.ErrSkip)
+		}
+		t = *h.Helm.Workload
+	}
+	m, err := kube.ObjectMeta(ctx, w.Client, t)
 	if err != nil {
 		return "", err
 	}
@@ -30,7 +43,7 @@ func pauseGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 		o = gitops.Detect(m, "")
 	}
 	if o == nil {
-		return "", fmt.Errorf("%s is not applied by Argo CD or Flux: %w", w.Target.Ref(), runbook.ErrSkip)
+		return "", fmt.Errorf("%s is not applied by Argo CD or Flux: %w", t.Ref(), runbook.ErrSkip)
 	}
 	msg, paused, err := gitops.Pause(ctx, w.Client, *o, x.inc.ID)
 	if err != nil || !paused {

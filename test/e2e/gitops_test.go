@@ -185,3 +185,47 @@ spec:
 		t.Errorf("running %s", got)
 	}
 }
+
+// A Helm release that a Flux HelmRelease applies: rolled back through
+// Helm, with the HelmRelease suspended first (its workload carries Flux's
+// labels).
+func TestGitOpsFluxHelmReleaseIsSuspended(t *testing.T) {
+	t.Parallel()
+	installGitOps(t)
+	startPeer(t, "helmrelease-crd", func() error {
+		out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "testdata/helmrelease-crd.yaml").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, _ := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "crd", "helmreleases.helm.toolkit.fluxcd.io", "-o",
+				`jsonpath={.status.conditions[?(@.type=="Established")].status}`).Output()
+			if string(out) == "True" {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the HelmRelease CRD is not Established")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	ns := namespace(t)
+	helmRelease(t, ns)
+	kubectlApply(t, `apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: app, namespace: `+ns+`}
+spec:
+  interval: 1m
+  chart: {spec: {chart: transaction-service, sourceRef: {kind: HelmRepository, name: charts}}}
+`)
+	kubectl(t, "label", "deployment", "app-web", "-n", ns, gitops.FluxHelmName+"=app", gitops.FluxHelmNamespace+"="+ns)
+	r := rollback(t, "run", "helm/app", "-n", ns, "--yes")
+	if r.code != 0 || !strings.Contains(r.stderr, "flux HelmRelease "+ns+"/app suspended") {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	if got := kubectl(t, "get", "helmrelease", "app", "-n", ns, "-o", "jsonpath={.spec.suspend}"); got != "true" {
+		t.Errorf("HelmRelease suspend %q", got)
+	}
+	checkHelmRolledBack(t, ns)
+}
