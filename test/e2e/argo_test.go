@@ -62,6 +62,16 @@ spec:
 	}
 }
 
+// argoCanary rolls the Rollout out at v1.1.5, then starts the v1.2.0
+// canary and waits until it is paused at its 20 % step.
+func argoCanary(t *testing.T, ns string, window int) {
+	t.Helper()
+	argoRollout(t, ns, "v1.1.5", window)
+	waitRollout(t, ns, "Healthy")
+	argoRollout(t, ns, "v1.2.0", window)
+	waitRollout(t, ns, "Paused")
+}
+
 func rolloutField(t *testing.T, ns, path string) string {
 	return kubectl(t, "get", "rollout", app, "-n", ns, "-o", "jsonpath={"+path+"}")
 }
@@ -123,10 +133,7 @@ func TestArgoRolloutAbortMidCanary(t *testing.T) {
 	t.Parallel()
 	startArgoRollouts(t)
 	ns := namespace(t)
-	argoRollout(t, ns, "v1.1.5", 0)
-	waitRollout(t, ns, "Healthy")
-	argoRollout(t, ns, "v1.2.0", 0)
-	waitRollout(t, ns, "Paused")
+	argoCanary(t, ns, 0)
 	r := rollback(t, "run", "rollout/"+app, "-n", ns, "--yes", "-o", "json")
 	if r.code != 0 || !strings.Contains(r.stdout, `"outcome": "rolled-back"`) {
 		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -151,10 +158,7 @@ func TestArgoRolloutAfterBadPromotion(t *testing.T) {
 		t.Run(fmt.Sprintf("window-%d", tc.window), func(t *testing.T) {
 			t.Parallel()
 			ns := namespace(t)
-			argoRollout(t, ns, "v1.1.5", tc.window)
-			waitRollout(t, ns, "Healthy")
-			argoRollout(t, ns, "v1.2.0", tc.window)
-			waitRollout(t, ns, "Paused")
+			argoCanary(t, ns, tc.window)
 			plugin(t, "promote", app, "-n", ns, "--full")
 			deadline := time.Now().Add(60 * time.Second)
 			for rolloutField(t, ns, ".status.phase") != "Healthy" || rolloutField(t, ns, ".status.stableRS") != rolloutField(t, ns, ".status.currentPodHash") {

@@ -55,10 +55,7 @@ func TestKilledArgoRolloutResumes(t *testing.T) {
 	t.Parallel()
 	startArgoRollouts(t)
 	ns := namespace(t)
-	argoRollout(t, ns, "v1.1.5", 0)
-	waitRollout(t, ns, "Healthy")
-	argoRollout(t, ns, "v1.2.0", 0)
-	waitRollout(t, ns, "Paused")
+	argoCanary(t, ns, 0)
 	st := filepath.Join(t.TempDir(), "r.db")
 	id := killAt(t, st, "rollout/"+app, ns, "Kubernetes undo: done")
 	out := resumeOK(t, st, id)
@@ -75,10 +72,7 @@ func TestKilledArgoRolloutResumes(t *testing.T) {
 // switch again (one switch recorded) and finishes.
 func TestKilledHTTPRouteSwitchResumes(t *testing.T) {
 	t.Parallel()
-	installGatewayAPI(t)
-	ns := namespace(t)
-	colours(t, ns, 2)
-	httpRoute(t, ns)
+	ns := routedColours(t, 2)
 	st := filepath.Join(t.TempDir(), "r.db")
 	id := killAt(t, st, "httproute/"+app, ns, "Kubernetes undo: done")
 	resumeOK(t, st, id)

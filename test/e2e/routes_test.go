@@ -23,6 +23,17 @@ func installGatewayAPI(t *testing.T) {
 	startPeer(t, "gateway-api", func() error { return applyCRDs("gateway-api", "httproutes.gateway.networking.k8s.io") })
 }
 
+// routedColours is a namespace with blue (blueReplicas) and green behind
+// an HTTPRoute that sends all traffic to green (the real Gateway API CRDs).
+func routedColours(t *testing.T, blueReplicas int32) string {
+	t.Helper()
+	installGatewayAPI(t)
+	ns := namespace(t)
+	colours(t, ns, blueReplicas)
+	httpRoute(t, ns)
+	return ns
+}
+
 // httpRoute creates an HTTPRoute whose rule sends all traffic to green and
 // none to blue (and a second rule for another path, the same split).
 func httpRoute(t *testing.T, ns string) {
@@ -62,10 +73,7 @@ func routeWeights(t *testing.T, ns string) string {
 // a second rollback does not go back to green.
 func TestHTTPRouteSwitchBack(t *testing.T) {
 	t.Parallel()
-	installGatewayAPI(t)
-	ns := namespace(t)
-	colours(t, ns, 2)
-	httpRoute(t, ns)
+	ns := routedColours(t, 2)
 	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes", "-o", "json")
 	if r.code != 0 || !strings.Contains(r.stdout, `"outcome": "rolled-back"`) {
 		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -90,10 +98,7 @@ func TestHTTPRouteSwitchBack(t *testing.T) {
 // unchanged and no incident.
 func TestHTTPRouteStandbyNotReady(t *testing.T) {
 	t.Parallel()
-	installGatewayAPI(t)
-	ns := namespace(t)
-	colours(t, ns, 0)
-	httpRoute(t, ns)
+	ns := routedColours(t, 0)
 	before := routeWeights(t, ns)
 	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes")
 	if r.code != cli.ExitRefused || !strings.Contains(r.stderr, "standby colour is not ready") {
@@ -143,10 +148,7 @@ func TestALBIngressSwitchBack(t *testing.T) {
 // done only when the controller has accepted the switched generation.
 func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
 	t.Parallel()
-	installGatewayAPI(t)
-	ns := namespace(t)
-	colours(t, ns, 2)
-	httpRoute(t, ns)
+	ns := routedColours(t, 2)
 	accept := func(gen string) error {
 		patch := `{"status":{"parents":[{"parentRef":{"name":"public"},"controllerName":"example.com/gateway","conditions":[` +
 			`{"type":"Accepted","status":"True","reason":"Accepted","message":"ok","observedGeneration":` + gen + `,"lastTransitionTime":"2026-11-27T00:00:00Z"},` +
@@ -192,10 +194,7 @@ func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
 // Gateway controller in between is no conflict.
 func TestHTTPRouteChangedAfterPlan(t *testing.T) {
 	t.Parallel()
-	installGatewayAPI(t)
-	ns := namespace(t)
-	colours(t, ns, 2)
-	httpRoute(t, ns)
+	ns := routedColours(t, 2)
 	ctx := context.Background()
 	tgt := kube.Target{Namespace: ns, Name: app, Kind: kube.KindHTTPRoute}
 	plan := func() (*kube.History, *kube.Plan) {
