@@ -42,6 +42,8 @@ type Service struct {
 	// listener: its rollback forwards the listener back to the standby
 	// target group (the runbook's AWS ALB example).
 	LoadBalancer *LoadBalancer `yaml:"loadBalancer,omitempty" json:"loadBalancer,omitempty"`
+	// Automation is what `rollback serve` may do for the service.
+	Automation *Automation `yaml:"automation,omitempty" json:"automation,omitempty"`
 }
 
 // LoadBalancer is an AWS Application Load Balancer listener whose default

@@ -55,4 +55,7 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("decide", reflect.TypeOf(Decide{}), s.Defs["decide"].Properties)
 	check("webhookNotify", reflect.TypeOf(WebhookNotify{}), s.Defs["webhookNotify"].Properties)
 	check("loadBalancer", reflect.TypeOf(LoadBalancer{}), s.Defs["loadBalancer"].Properties)
+	check("automation", reflect.TypeOf(Automation{}), s.Defs["automation"].Properties)
+	check("autoWatch", reflect.TypeOf(AutoWatch{}), s.Defs["autoWatch"].Properties)
+	check("staging", reflect.TypeOf(Staging{}), s.Defs["staging"].Properties)
 }

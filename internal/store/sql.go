@@ -92,6 +92,10 @@ var schema = []string{
 	// 2: runbook sign-offs
 	`CREATE TABLE approvals (service TEXT NOT NULL, release TEXT NOT NULL, approved_by TEXT NOT NULL,
 		note TEXT NOT NULL DEFAULT '', at TEXT NOT NULL, PRIMARY KEY (service, release))`,
+	// 3: the rollback testing schedule's drills
+	`CREATE TABLE drills (service TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL DEFAULT '',
+		ok INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '', at TEXT NOT NULL);
+	CREATE INDEX drills_service ON drills (service, kind, at)`,
 }
 
 func (s *sqlStore) migrate(ctx context.Context) error {
@@ -418,4 +422,37 @@ func (s *sqlStore) GetApproval(ctx context.Context, service, release string) (*A
 	}
 	a.At = parseTS(at)
 	return &a, nil
+}
+
+func (s *sqlStore) RecordDrill(ctx context.Context, d Drill) error {
+	if d.At.IsZero() {
+		d.At = time.Now()
+	}
+	ok := 0
+	if d.OK {
+		ok = 1
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO drills (service, kind, subject, ok, detail, at) VALUES (?, ?, ?, ?, ?, ?)`),
+		d.Service, d.Kind, d.Subject, ok, d.Detail, ts(d.At))
+	return err
+}
+
+func (s *sqlStore) ListDrills(ctx context.Context, service string) ([]Drill, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT service, kind, subject, ok, detail, at FROM drills WHERE ? = '' OR service = ? ORDER BY at DESC`), service, service)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Drill
+	for rows.Next() {
+		var d Drill
+		var ok int
+		var at string
+		if err := rows.Scan(&d.Service, &d.Kind, &d.Subject, &ok, &d.Detail, &at); err != nil {
+			return nil, err
+		}
+		d.OK, d.At = ok == 1, parseTS(at)
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }

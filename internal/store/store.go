@@ -84,6 +84,12 @@ type Status string
 const (
 	StatusOpen   Status = "open"
 	StatusClosed Status = "closed"
+	// StatusProposed: a trigger (an alert) proposed a rollback that waits
+	// for a person's approval; nothing has changed yet.
+	StatusProposed Status = "proposed"
+	// StatusDeclined: a proposal a person (or a newer incident) ended
+	// without a rollback.
+	StatusDeclined Status = "declined"
 )
 
 // Phase is what a journal entry records about its step.
@@ -160,6 +166,17 @@ type Approval struct {
 	At      time.Time `json:"at"`
 }
 
+// Drill is one run of a rollback test from the runbook's testing table:
+// a dry run, a migration round trip, a chaos drill or a fire drill.
+type Drill struct {
+	Service string    `json:"service"`
+	Kind    string    `json:"kind"`    // dry-run, migration, chaos, fire-drill
+	Subject string    `json:"subject"` // what was tested: the release, the migration version
+	OK      bool      `json:"ok"`
+	Detail  string    `json:"detail,omitempty"` // measured times, the failure
+	At      time.Time `json:"at"`
+}
+
 // Store is rollback's state.
 type Store interface {
 	// CreateIncident stores inc, assigning ID (INC-YYYYMMDD-N) when empty.
@@ -189,6 +206,11 @@ type Store interface {
 	Approve(ctx context.Context, a Approval) error
 	// GetApproval returns ErrNotFound when nobody signed off.
 	GetApproval(ctx context.Context, service, release string) (*Approval, error)
+
+	// RecordDrill keeps a drill's outcome.
+	RecordDrill(ctx context.Context, d Drill) error
+	// ListDrills lists a service's drills ("" for all), newest first.
+	ListDrills(ctx context.Context, service string) ([]Drill, error)
 
 	Close() error
 }

@@ -54,6 +54,7 @@ func TestContract(t *testing.T) {
 			t.Run("leases", func(t *testing.T) { testLeases(t, open()) })
 			t.Run("blocks", func(t *testing.T) { testBlocks(t, open()) })
 			t.Run("approvals", func(t *testing.T) { testApprovals(t, open()) })
+			t.Run("drills", func(t *testing.T) { testDrills(t, open()) })
 		})
 	}
 }
@@ -315,5 +316,33 @@ func TestConcurrentOpen(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+func testDrills(t *testing.T, s Store) {
+	ctx := context.Background()
+	day := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	for i, d := range []Drill{
+		{Service: "svc", Kind: "dry-run", Subject: "v1.2.0", OK: true, At: day},
+		{Service: "svc", Kind: "chaos", Subject: "v0.0.0-chaos", OK: false, Detail: "detector silent", At: day.Add(time.Hour)},
+		{Service: "other", Kind: "fire-drill", OK: true, At: day.Add(2 * time.Hour)},
+	} {
+		if err := s.RecordDrill(ctx, d); err != nil {
+			t.Fatalf("drill %d: %v", i, err)
+		}
+	}
+	got, err := s.ListDrills(ctx, "svc")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("svc drills: %+v %v", got, err)
+	}
+	if got[0].Kind != "chaos" || got[0].OK || got[0].Detail != "detector silent" || !got[0].At.Equal(day.Add(time.Hour)) {
+		t.Errorf("newest first: got %+v", got[0])
+	}
+	if got[1].Subject != "v1.2.0" || !got[1].OK {
+		t.Errorf("got %+v", got[1])
+	}
+	all, _ := s.ListDrills(ctx, "")
+	if len(all) != 3 || all[0].Service != "other" {
+		t.Errorf("all: %+v", all)
 	}
 }
