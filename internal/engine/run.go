@@ -49,6 +49,11 @@ type Decision struct {
 	// Detector is set when a canary detector decided (the runbook's
 	// "a canary metric threshold is breached automatically").
 	Detector *Breach
+	// Trigger says what fired (an alert), when a trigger started it.
+	Trigger string
+	// ApprovedBy is the person who approved a proposed rollback, and
+	// Proposal the proposed incident they approved.
+	ApprovedBy, Proposal string
 }
 
 // IsRollBack reports whether an action rolls back.
@@ -192,6 +197,12 @@ func (e *Engine) StartIncident(ctx context.Context, w *Workload, p *kube.Plan, d
 			inc.Decision = string(decide.RollBack)
 			reasons = append(reasons, decide.Reason{Question: "Who decided?", Answer: fmt.Sprintf("the operator overruled the flowchart's %s with --force", dec.Decision.Action), Source: decide.Override})
 		}
+	}
+	if dec != nil && dec.Trigger != "" {
+		reasons = append(reasons, decide.Reason{Question: "What fired?", Answer: dec.Trigger, Source: decide.Measured})
+	}
+	if dec != nil && dec.ApprovedBy != "" {
+		reasons = append(reasons, decide.Reason{Question: "Who decided?", Answer: "approved by " + dec.ApprovedBy, Source: decide.Override, Evidence: "proposal " + dec.Proposal})
 	}
 	reasons = append(reasons, decide.Reason{Question: "Target", Answer: p.Summary(), Source: decide.Measured, Evidence: p.Reason})
 	b, _ := json.Marshal(reasons)

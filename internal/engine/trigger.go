@@ -1,0 +1,265 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"rollback/internal/decide"
+	"rollback/internal/kube"
+	"rollback/internal/store"
+)
+
+// Trigger is a request for a rollback with nobody at the keyboard: a
+// firing alert, a chat command. It walks the decision flowchart from live
+// facts; it runs the runbook only when Auto and the flowchart says roll
+// back, else it opens a proposed incident for a person to approve.
+type Trigger struct {
+	Source string // alertmanager, slack, api
+	// Key is the same for repeated notifications of one thing
+	// (Alertmanager's groupKey): a trigger with a key already journaled
+	// for the service's current or recent incident changes nothing.
+	Key      string
+	What     string // what fired, as people read it
+	Severity decide.Severity
+	Auto     bool
+}
+
+// Trigger outcomes.
+const (
+	TriggerRan       = "ran"       // the runbook ran (Outcome says how it ended)
+	TriggerProposed  = "proposed"  // a proposed incident waits for approval
+	TriggerDuplicate = "duplicate" // already handled: Incident names where
+	TriggerNothing   = "nothing"   // no revision to roll back to
+)
+
+// TriggerResult is what a trigger did.
+type TriggerResult struct {
+	Action   string           `json:"action"`
+	Incident string           `json:"incident,omitempty"`
+	Reason   string           `json:"reason,omitempty"`
+	Decision *decide.Decision `json:"decision,omitempty"`
+	Outcome  *Outcome         `json:"-"`
+}
+
+// recentIncidents is how many of a service's newest incidents a trigger
+// key is looked for in.
+const recentIncidents = 5
+
+// HandleTrigger handles a trigger for the workload. Triggers of one
+// service are serialised across processes by a lease of their own, so a
+// storm of notifications, or two replicas, start at most one rollback.
+func (e *Engine) HandleTrigger(ctx context.Context, w *Workload, t Trigger) (*TriggerResult, error) {
+	ex := e.Executor()
+	release, err := ex.Hold(ctx, "trigger:"+w.LeaseKey())
+	if errors.Is(err, store.ErrLeaseHeld) {
+		return &TriggerResult{Action: TriggerDuplicate, Reason: "another trigger of " + w.Key() + " is being handled"}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if res, err := e.seen(ctx, w.Key(), t); res != nil || err != nil {
+		return res, err
+	}
+	p, err := PlanUndo(ctx, w, 0)
+	if err != nil {
+		return nil, err
+	}
+	if p.NoOp {
+		return &TriggerResult{Action: TriggerNothing, Reason: fmt.Sprintf("the current template already matches revision %d", p.To.Number)}, nil
+	}
+	r := FactsRequest{Service: w.Service, Severity: t.Severity}
+	if p.From != nil {
+		r.Release = versionOf(p.From)
+	}
+	facts, err := e.Facts(ctx, r)
+	if err != nil && !errors.Is(err, ErrMetricsWithoutPrometheus) {
+		return nil, err
+	}
+	d := decide.Decide(facts)
+	res := &TriggerResult{Decision: &d}
+	rolledBack, err := e.rolledBackTo(ctx, w.Key(), versionOf(p.From))
+	if err != nil {
+		return nil, err
+	}
+	if t.Auto && IsRollBack(d.Action) && rolledBack == "" {
+		res.Action = TriggerRan
+		res.Outcome, err = e.Run(ctx, RunRequest{Workload: w, Decide: func(context.Context, *kube.Plan) (*Decision, error) {
+			return &Decision{Severity: t.Severity, Decision: d, Trigger: t.What}, nil
+		}, Resume: false})
+		if res.Outcome != nil {
+			res.Incident = res.Outcome.Incident
+			if res.Incident != "" {
+				e.journalTrigger(ctx, res.Incident, t)
+			}
+		}
+		return res, err
+	}
+	why := "automatic rollback is off for this service (automation.auto)"
+	switch {
+	case !t.Auto:
+	case rolledBack != "":
+		why = "the running version is the one " + rolledBack + " rolled back to; rolling back further needs a person"
+	default:
+		why = "the decision flowchart says " + string(d.Action)
+	}
+	inc, err := e.propose(ctx, w, p, t, d, why)
+	if err != nil {
+		return nil, err
+	}
+	res.Action, res.Incident, res.Reason = TriggerProposed, inc.ID, why
+	return res, nil
+}
+
+// triggerKey is the journal key of a trigger.
+func triggerKey(t Trigger) string { return "trigger:" + t.Source + ":" + t.Key }
+
+// seen records the trigger on the service's open or proposed incident, or
+// finds it already journaled on a recent one: a duplicate either way.
+func (e *Engine) seen(ctx context.Context, service string, t Trigger) (*TriggerResult, error) {
+	incs, err := e.Store.ListIncidents(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	for i, inc := range incs {
+		if i >= recentIncidents {
+			break
+		}
+		if inc.Status == store.StatusOpen || inc.Status == store.StatusProposed {
+			added, err := e.Store.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: triggerKey(t), Message: t.What})
+			if err != nil {
+				return nil, err
+			}
+			why := "recorded on the " + string(inc.Status) + " incident " + inc.ID
+			if !added {
+				why = "a repeated notification of what " + inc.ID + " already handles"
+			}
+			return &TriggerResult{Action: TriggerDuplicate, Incident: inc.ID, Reason: why}, nil
+		}
+		if t.Key == "" {
+			continue
+		}
+		evs, err := e.Store.Events(ctx, inc.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range evs {
+			if ev.Key == triggerKey(t) {
+				return &TriggerResult{Action: TriggerDuplicate, Incident: inc.ID, Reason: "a repeated notification of what " + inc.ID + " handled"}, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+// rolledBackTo names the newest closed rollback of the service that
+// restored version ("" when none did): a trigger firing on the version a
+// rollback restored must not roll back further on its own.
+func (e *Engine) rolledBackTo(ctx context.Context, service, version string) (string, error) {
+	incs, err := e.Store.ListIncidents(ctx, service)
+	if err != nil {
+		return "", err
+	}
+	for _, inc := range incs {
+		if inc.Status == store.StatusClosed && inc.Decision != "" && inc.GoodVersion != "" {
+			if inc.GoodVersion == version && IsRollBack(decide.Action(inc.Decision)) {
+				return inc.ID, nil
+			}
+			return "", nil
+		}
+	}
+	return "", nil
+}
+
+func (e *Engine) journalTrigger(ctx context.Context, id string, t Trigger) {
+	_, _ = e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: triggerKey(t), Message: t.What})
+}
+
+// propose opens a proposed incident: the decision and what fired, for a
+// person to approve. Nothing in the cluster changes.
+func (e *Engine) propose(ctx context.Context, w *Workload, p *kube.Plan, t Trigger, d decide.Decision, why string) (*store.Incident, error) {
+	inc := &store.Incident{Service: w.Key(), Severity: string(t.Severity), Decision: string(d.Action), GoodVersion: versionOf(p.To),
+		BadVersion: versionOf(p.From), Status: store.StatusProposed, OpenedAt: e.now()}
+	reasons := append([]decide.Reason{}, d.Reasons...)
+	reasons = append(reasons,
+		decide.Reason{Question: "What fired?", Answer: t.What, Source: decide.Measured},
+		decide.Reason{Question: "Why not automatically?", Answer: why},
+		decide.Reason{Question: "Target", Answer: p.Summary(), Source: decide.Measured, Evidence: p.Reason})
+	b, _ := json.Marshal(reasons)
+	inc.Rationale = string(b)
+	if err := e.Store.CreateIncident(ctx, inc); err != nil {
+		return nil, err
+	}
+	e.journalTrigger(ctx, inc.ID, t)
+	return inc, nil
+}
+
+// ErrNotProposed: the incident is not a proposal waiting for approval.
+var ErrNotProposed = errors.New("not a proposed rollback")
+
+// Approve runs a proposed rollback as the approver's decision: the new
+// incident's rationale says who approved which proposal, and the proposal
+// is closed pointing at it. w is the proposal's workload.
+func (e *Engine) Approve(ctx context.Context, id, by string, w *Workload) (*Outcome, error) {
+	prop, err := e.Store.GetIncident(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if prop.Status != store.StatusProposed {
+		return nil, fmt.Errorf("%s is %s: %w", id, prop.Status, ErrNotProposed)
+	}
+	if w.Key() != prop.Service {
+		return nil, fmt.Errorf("%s proposes a rollback of %s, not %s", id, prop.Service, w.Key())
+	}
+	var reasons []decide.Reason
+	_ = json.Unmarshal([]byte(prop.Rationale), &reasons)
+	sev, _ := decide.ParseSeverity(prop.Severity)
+	dec := &Decision{Severity: sev, Decision: decide.Decision{Action: decide.Action(prop.Decision), Reasons: flowchartReasons(reasons)},
+		Forced: !IsRollBack(decide.Action(prop.Decision)), ApprovedBy: by, Proposal: id}
+	out, err := e.Run(ctx, RunRequest{Workload: w, Decide: func(context.Context, *kube.Plan) (*Decision, error) { return dec, nil }})
+	if out != nil && out.Incident != "" {
+		_, _ = e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: e.now(), Step: "approve", Phase: store.PhaseNote, Key: "approved",
+			Message: "approved by " + by + ": rollback " + out.Incident})
+		now := e.now()
+		prop.Status, prop.ClosedAt = store.StatusClosed, &now
+		if uerr := e.Store.UpdateIncident(ctx, prop); uerr != nil && err == nil {
+			err = uerr
+		}
+	}
+	return out, err
+}
+
+// Decline ends a proposal without a rollback.
+func (e *Engine) Decline(ctx context.Context, id, by, reason string) error {
+	prop, err := e.Store.GetIncident(ctx, id)
+	if err != nil {
+		return err
+	}
+	if prop.Status != store.StatusProposed {
+		return fmt.Errorf("%s is %s: %w", id, prop.Status, ErrNotProposed)
+	}
+	now := e.now()
+	prop.Status, prop.ClosedAt = store.StatusDeclined, &now
+	if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: now, Step: "approve", Phase: store.PhaseNote, Key: "declined",
+		Message: strings.TrimSpace("declined by " + by + ": " + reason)}); err != nil {
+		return err
+	}
+	return e.Store.UpdateIncident(ctx, prop)
+}
+
+// flowchartReasons drops a proposal's own notes (what fired, why not
+// automatic, the target) from its reasons: the run adds its own.
+func flowchartReasons(rs []decide.Reason) []decide.Reason {
+	var out []decide.Reason
+	for _, r := range rs {
+		switch r.Question {
+		case "What fired?", "Why not automatically?", "Target":
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
