@@ -75,6 +75,9 @@ type RunRequest struct {
 	Decide func(ctx context.Context, p *kube.Plan) (*Decision, error)
 	// Confirm asks before anything changes (nil: go ahead).
 	Confirm func(p *kube.Plan) (bool, error)
+	// Started is told the incident as soon as it is opened (a server
+	// answers with it while the run goes on).
+	Started func(incident string)
 }
 
 // Outcome is what a run did.
@@ -162,6 +165,9 @@ func (e *Engine) Run(ctx context.Context, r RunRequest) (*Outcome, error) {
 		return nil, err
 	}
 	out.Incident = inc.ID
+	if r.Started != nil {
+		r.Started(inc.ID)
+	}
 	res, err := e.execute(ctx, ex, inc, t, w)
 	if res.Plan == nil {
 		res.Plan = p
@@ -247,6 +253,16 @@ var ErrNoTarget = errors.New("the incident has no recorded target; it was not st
 // Resume finishes an incident's run where its journal stopped, holding the
 // service.
 func (e *Engine) Resume(ctx context.Context, id string) (*Outcome, error) {
+	if w, err := e.wideOf(ctx, id); err != nil || w != nil {
+		if err != nil {
+			return nil, err
+		}
+		wo, err := e.resumeWide(ctx, w)
+		if wo == nil {
+			return nil, err
+		}
+		return &Outcome{Incident: wo.Incident, Resumed: true, Result: &kube.Result{}}, err
+	}
 	return e.resume(ctx, e.Executor(), id, nil)
 }
 

@@ -203,7 +203,7 @@ var ErrNotProposed = errors.New("not a proposed rollback")
 // Approve runs a proposed rollback as the approver's decision: the new
 // incident's rationale says who approved which proposal, and the proposal
 // is closed pointing at it. w is the proposal's workload.
-func (e *Engine) Approve(ctx context.Context, id, by string, w *Workload) (*Outcome, error) {
+func (e *Engine) Approve(ctx context.Context, id, by string, w *Workload, started func(string)) (*Outcome, error) {
 	prop, err := e.Store.GetIncident(ctx, id)
 	if err != nil {
 		return nil, err
@@ -219,7 +219,7 @@ func (e *Engine) Approve(ctx context.Context, id, by string, w *Workload) (*Outc
 	sev, _ := decide.ParseSeverity(prop.Severity)
 	dec := &Decision{Severity: sev, Decision: decide.Decision{Action: decide.Action(prop.Decision), Reasons: flowchartReasons(reasons)},
 		Forced: !IsRollBack(decide.Action(prop.Decision)), ApprovedBy: by, Proposal: id}
-	out, err := e.Run(ctx, RunRequest{Workload: w, Decide: func(context.Context, *kube.Plan) (*Decision, error) { return dec, nil }})
+	out, err := e.Run(ctx, RunRequest{Workload: w, Started: started, Decide: func(context.Context, *kube.Plan) (*Decision, error) { return dec, nil }})
 	if out != nil && out.Incident != "" {
 		_, _ = e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: e.now(), Step: "approve", Phase: store.PhaseNote, Key: "approved",
 			Message: "approved by " + by + ": rollback " + out.Incident})

@@ -67,7 +67,7 @@ func TestTriggerProposesAndApprovalRuns(t *testing.T) {
 	if d, _ := e.HandleTrigger(ctx, w, alert("g2", false)); d.Action != TriggerDuplicate || d.Incident != prop.ID {
 		t.Errorf("a second alert while proposed: %+v", d)
 	}
-	out, err := e.Approve(ctx, prop.ID, "slack:@alice", w)
+	out, err := e.Approve(ctx, prop.ID, "slack:@alice", w, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestTriggerProposesAndApprovalRuns(t *testing.T) {
 	if prop.Status != store.StatusClosed {
 		t.Errorf("proposal after approval: %s", prop.Status)
 	}
-	if _, err := e.Approve(ctx, prop.ID, "bob", w); err == nil {
+	if _, err := e.Approve(ctx, prop.ID, "bob", w, nil); err == nil {
 		t.Error("a closed proposal was approved again")
 	}
 }

@@ -5,6 +5,7 @@
 package incident
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -206,4 +207,39 @@ func ReconcilerPaused(evs []store.Event) string {
 		return ""
 	}
 	return said
+}
+
+// View is one incident as `rollback status` and the dashboard show it:
+// the checklist with evidence, the decision's reasons, the journal.
+type View struct {
+	Incident             *store.Incident `json:"incident"`
+	Checklist            []Item          `json:"checklist"`
+	Reasons              []Reason        `json:"reasons,omitempty"`
+	Events               []store.Event   `json:"events"`
+	Review               string          `json:"review"`
+	ReviewDue            time.Time       `json:"reviewDue"`
+	TimeToRecoverSeconds float64         `json:"timeToRecoverSeconds,omitempty"`
+	GitOpsPaused         string          `json:"gitopsPaused,omitempty"`
+}
+
+// Reason is one answer of the decision's rationale.
+type Reason struct {
+	Question string `json:"question"`
+	Answer   string `json:"answer"`
+	Source   string `json:"source,omitempty"`
+	Evidence string `json:"evidence,omitempty"`
+}
+
+// NewView builds the view of an incident and its journal.
+func NewView(inc *store.Incident, events []store.Event, now time.Time) View {
+	v := View{Incident: inc, Checklist: Checklist(inc, events), Events: events,
+		Review: ReviewState(inc, events, now), ReviewDue: ReviewDue(inc), GitOpsPaused: ReconcilerPaused(events)}
+	if v.Events == nil {
+		v.Events = []store.Event{}
+	}
+	_ = json.Unmarshal([]byte(inc.Rationale), &v.Reasons)
+	if ttr, ok := TimeToRecover(inc, events); ok {
+		v.TimeToRecoverSeconds = ttr.Seconds()
+	}
+	return v
 }

@@ -408,3 +408,27 @@ func (h *History) onDelete() bool {
 func watchUntil(ctx context.Context, lw *cache.ListWatch, obj runtime.Object, cond func(watch.Event) (bool, error)) (*watch.Event, error) {
 	return watchtools.UntilWithSync(ctx, lw, obj, nil, cond)
 }
+
+// APIVersionKind is the kind's object as an Event's involvedObject names
+// it ("" for a Helm release or a load balancer, which are no object).
+func (k Kind) APIVersionKind() (apiVersion, kind string) {
+	switch k {
+	case KindDeployment, "":
+		return "apps/v1", "Deployment"
+	case KindStatefulSet:
+		return "apps/v1", "StatefulSet"
+	case KindDaemonSet:
+		return "apps/v1", "DaemonSet"
+	case KindService:
+		return "v1", "Service"
+	case KindHTTPRoute:
+		return "gateway.networking.k8s.io/v1", "HTTPRoute"
+	case KindIngress:
+		return "networking.k8s.io/v1", "Ingress"
+	case KindRollout:
+		return "argoproj.io/v1alpha1", "Rollout"
+	case KindCanary:
+		return "flagger.app/v1beta1", "Canary"
+	}
+	return "", ""
+}

@@ -1,0 +1,387 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"rollback/internal/decide"
+	"rollback/internal/incident"
+	"rollback/internal/kube"
+	"rollback/internal/progress"
+	"rollback/internal/runbook"
+	"rollback/internal/store"
+)
+
+// WideRequest is a wide rollback: every Deployment, StatefulSet and
+// DaemonSet a label selector matches in a namespace, as one incident (one
+// release often spans many services: a shared library, a sidecar, a base
+// image).
+type WideRequest struct {
+	Namespace string
+	Selector  string
+	Context   string
+	Client    kubernetes.Interface
+	// Parallel bounds the workloads rolled back at once (default 20).
+	Parallel int
+	Timeout  time.Duration // each workload's rollout
+	// Started is told the incident as soon as it opens.
+	Started func(string)
+}
+
+// WideItem is one workload of a wide rollback.
+type WideItem struct {
+	Workload string `json:"workload"`
+	From     string `json:"from,omitempty"`
+	To       string `json:"to,omitempty"`
+	Bad      string `json:"badVersion,omitempty"`
+	Good     string `json:"goodVersion,omitempty"`
+	State    string `json:"state"` // planned, done, skipped, failed
+	Error    string `json:"error,omitempty"`
+}
+
+// WideOutcome is what a wide rollback did.
+type WideOutcome struct {
+	Incident string     `json:"incident"`
+	Items    []WideItem `json:"items"`
+	Resumed  bool       `json:"resumed"`
+}
+
+// wideKey journals a wide incident's request; wideTarget and wideDone
+// each workload's pinned target and its completion.
+const (
+	wideKey    = "wide"
+	wideTarget = "wide-target:"
+	wideDone   = "wide-done:"
+)
+
+// WideService is the key a wide rollback's incident, lease and blocks use.
+func WideService(ns, selector string) string { return ns + "/selector:" + selector }
+
+// ErrNothingMatched: the selector matched no workload.
+var ErrNothingMatched = errors.New("the selector matched no Deployment, StatefulSet or DaemonSet")
+
+// Wide rolls back every matching workload as one incident: each
+// workload's target is planned and journaled before anything changes, then
+// they are undone with bounded parallelism, each completion journaled. A
+// resumed (or repeated) run finishes the open incident, undoing only what
+// is not done, to the targets pinned the first time.
+func (e *Engine) Wide(ctx context.Context, r WideRequest) (*WideOutcome, error) {
+	sel, err := labels.Parse(r.Selector)
+	if err != nil || sel.Empty() {
+		return nil, fmt.Errorf("selector %q: expected labels as kubectl takes them (e.g. release=2026-11-26,tier in (web,api)): %v", r.Selector, err)
+	}
+	if r.Parallel <= 0 {
+		r.Parallel = 20
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = DefaultTimeout
+	}
+	key := WideService(r.Namespace, sel.String())
+	ex := e.Executor()
+	release, err := Hold(ctx, ex, key)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	out := &WideOutcome{}
+	open, err := e.OpenIncident(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := wideTargets(ctx, r.Client, r.Namespace, sel)
+	if err != nil {
+		return nil, err
+	}
+	var inc *store.Incident
+	if open != nil {
+		inc, out.Resumed = open, true
+	} else {
+		if len(targets) == 0 {
+			return nil, fmt.Errorf("%w in namespace %s: %s", ErrNothingMatched, r.Namespace, sel)
+		}
+		reasons, _ := json.Marshal([]decide.Reason{{Question: "Who decided?", Answer: "the operator ran a wide rollback (--selector " + sel.String() + ")", Source: decide.Override},
+			{Question: "Target", Answer: fmt.Sprintf("%d workload(s) matching %s in %s, each to its previous good revision", len(targets), sel, r.Namespace), Source: decide.Measured}})
+		inc = &store.Incident{Service: key, Decision: string(decide.RollBack), Rationale: string(reasons), OpenedAt: e.now(),
+			BadVersion: fmt.Sprintf("%d workloads", len(targets))}
+		if err := e.Store.CreateIncident(ctx, inc); err != nil {
+			return nil, err
+		}
+		b, _ := json.Marshal(r.wideRecord())
+		if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: e.now(), Step: "run", Phase: store.PhaseNote, Key: wideKey, Evidence: string(b)}); err != nil {
+			return nil, err
+		}
+	}
+	out.Incident = inc.ID
+	if r.Started != nil {
+		r.Started(inc.ID)
+	}
+	x := &wideRun{e: e, r: r, inc: inc, targets: targets}
+	plan := runbook.Plan{Service: key, Steps: []runbook.Step{
+		{Name: incident.StepDeclare, Title: "Declare the incident", Budget: 2 * time.Minute, Run: x.declare},
+		{Name: incident.StepKube, Title: "Roll back every matching workload", Budget: 3 * time.Minute, Deadline: 2*r.Timeout + time.Minute, Run: x.undo},
+		{Name: incident.StepClose, Title: "Close the incident", Budget: time.Minute, Run: x.close},
+	}}
+	err = ex.Run(ctx, inc.ID, plan)
+	out.Items = x.items()
+	return out, err
+}
+
+// wideRecord is what a wide incident journals of its request, so resume
+// can rebuild it.
+type wideRecord struct {
+	Namespace string `json:"namespace"`
+	Selector  string `json:"selector"`
+	Context   string `json:"context,omitempty"`
+	Parallel  int    `json:"parallel"`
+	Timeout   string `json:"timeout"`
+}
+
+func (r WideRequest) wideRecord() wideRecord {
+	return wideRecord{Namespace: r.Namespace, Selector: r.Selector, Context: r.Context, Parallel: r.Parallel, Timeout: r.Timeout.String()}
+}
+
+// wideOf reads a wide incident's request ("" selector when not wide).
+func (e *Engine) wideOf(ctx context.Context, id string) (*wideRecord, error) {
+	evs, err := e.Store.Events(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		if ev.Key == wideKey {
+			var w wideRecord
+			if err := json.Unmarshal([]byte(ev.Evidence), &w); err != nil {
+				return nil, fmt.Errorf("incident %s: wide request: %w", id, err)
+			}
+			return &w, nil
+		}
+	}
+	return nil, nil
+}
+
+// resumeWide finishes a wide incident.
+func (e *Engine) resumeWide(ctx context.Context, w *wideRecord) (*WideOutcome, error) {
+	if e.Client == nil {
+		return nil, errors.New("resume: no Kubernetes client")
+	}
+	cs, err := e.Client(w.Context)
+	if err != nil {
+		return nil, err
+	}
+	timeout, _ := time.ParseDuration(w.Timeout)
+	return e.Wide(ctx, WideRequest{Namespace: w.Namespace, Selector: w.Selector, Context: w.Context, Client: cs, Parallel: w.Parallel, Timeout: timeout})
+}
+
+// wideTargets lists the matching workloads, sorted.
+func wideTargets(ctx context.Context, cs kubernetes.Interface, ns string, sel labels.Selector) ([]kube.Target, error) {
+	opts := metav1.ListOptions{LabelSelector: sel.String()}
+	var out []kube.Target
+	deps, err := cs.AppsV1().Deployments(ns).List(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
+	}
+	for _, d := range deps.Items {
+		out = append(out, kube.Target{Namespace: d.Namespace, Name: d.Name, Kind: kube.KindDeployment})
+	}
+	sts, err := cs.AppsV1().StatefulSets(ns).List(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("list statefulsets: %w", err)
+	}
+	for _, s := range sts.Items {
+		out = append(out, kube.Target{Namespace: s.Namespace, Name: s.Name, Kind: kube.KindStatefulSet})
+	}
+	dss, err := cs.AppsV1().DaemonSets(ns).List(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("list daemonsets: %w", err)
+	}
+	for _, d := range dss.Items {
+		out = append(out, kube.Target{Namespace: d.Namespace, Name: d.Name, Kind: kube.KindDaemonSet})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out, nil
+}
+
+type wideRun struct {
+	e       *Engine
+	r       WideRequest
+	inc     *store.Incident
+	targets []kube.Target
+
+	mu    sync.Mutex
+	state map[string]*WideItem
+}
+
+func (x *wideRun) set(it WideItem) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.state == nil {
+		x.state = map[string]*WideItem{}
+	}
+	x.state[it.Workload] = &it
+}
+
+func (x *wideRun) items() []WideItem {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]WideItem, 0, len(x.state))
+	for _, it := range x.state {
+		out = append(out, *it)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Workload < out[j].Workload })
+	return out
+}
+
+func (x *wideRun) declare(ctx context.Context, sc *runbook.StepContext) (string, error) {
+	return fmt.Sprintf("incident %s: wide rollback of %d workload(s) matching %s in %s", x.inc.ID, len(x.targets), x.r.Selector, x.r.Namespace), nil
+}
+
+// undo plans and pins every workload's target (journaled, once), then
+// rolls them back, at most Parallel at a time.
+func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, error) {
+	e := x.e
+	evs, err := e.Store.Events(ctx, x.inc.ID)
+	if err != nil {
+		return "", err
+	}
+	pinned, done := map[string]WideItem{}, map[string]bool{}
+	for _, ev := range evs {
+		if ref, ok := strings.CutPrefix(ev.Key, wideTarget); ok {
+			var it WideItem
+			if json.Unmarshal([]byte(ev.Evidence), &it) == nil {
+				pinned[ref] = it
+			}
+		}
+		if ref, ok := strings.CutPrefix(ev.Key, wideDone); ok {
+			done[ref] = true
+		}
+	}
+	// A resumed run finishes what was pinned; workloads that appeared
+	// since are not part of this incident.
+	targets := x.targets
+	if len(pinned) > 0 {
+		targets = targets[:0:0]
+		for ref := range pinned {
+			t, err := parseTargetKey(ref)
+			if err == nil {
+				targets = append(targets, t)
+			}
+		}
+		sort.Slice(targets, func(i, j int) bool { return targets[i].String() < targets[j].String() })
+	}
+	var mu sync.Mutex
+	var failed []string
+	work := func(t kube.Target) {
+		ref := t.String()
+		if done[ref] {
+			it := pinned[ref]
+			it.State = "done"
+			x.set(it)
+			return
+		}
+		it, ok := pinned[ref]
+		if !ok {
+			w := &Workload{Target: t, Client: x.r.Client, Context: x.r.Context}
+			p, err := PlanUndo(ctx, w, 0)
+			if err != nil {
+				x.fail(ctx, sc, &mu, &failed, WideItem{Workload: ref}, err)
+				return
+			}
+			it = WideItem{Workload: ref, Good: versionOf(p.To), Bad: versionOf(p.From)}
+			if p.NoOp {
+				it.State = "skipped"
+				x.set(it)
+				x.journal(ctx, sc, wideDone+ref, store.PhaseNote, "skipped: already on revision "+fmt.Sprint(p.To.Number), it)
+				return
+			}
+			it.To = p.To.Object
+			if p.From != nil {
+				it.From = p.From.Object
+			}
+			x.journal(ctx, sc, wideTarget+ref, store.PhaseNote, "pinned "+ref+" → "+it.Good, it)
+		}
+		res, err := kube.Rollback(ctx, x.r.Client, t, kube.RollbackOptions{Timeout: x.r.Timeout, Now: e.Now, ToObject: it.To, FromObject: it.From, Resume: true,
+			Events: func(ev progress.Event) { e.Events.Emit(ev.Time, ref+" "+ev.Step, ev.Phase, ev.Message, ev.Err) }})
+		if err != nil {
+			x.fail(ctx, sc, &mu, &failed, it, err)
+			return
+		}
+		it.State = "done"
+		x.set(it)
+		x.journal(ctx, sc, wideDone+ref, store.PhaseNote, fmt.Sprintf("%s rolled back to %s (%d ready)", ref, it.Good, res.ReadyPods), it)
+	}
+	sem := make(chan struct{}, x.r.Parallel)
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			defer func() {
+				if v := recover(); v != nil {
+					x.fail(ctx, sc, &mu, &failed, WideItem{Workload: t.String()}, fmt.Errorf("panic: %v", v))
+				}
+			}()
+			work(t)
+		}()
+	}
+	wg.Wait()
+	n := len(targets)
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		return "", fmt.Errorf("%d of %d workload(s) not rolled back: %s; 'rollback resume %s' retries them", len(failed), n, strings.Join(failed, "; "), x.inc.ID)
+	}
+	return fmt.Sprintf("%d workload(s) rolled back and rolled out", n), nil
+}
+
+func (x *wideRun) fail(ctx context.Context, sc *runbook.StepContext, mu *sync.Mutex, failed *[]string, it WideItem, err error) {
+	it.State, it.Error = "failed", err.Error()
+	x.set(it)
+	mu.Lock()
+	*failed = append(*failed, it.Workload+": "+err.Error())
+	mu.Unlock()
+	_ = sc.Note(ctx, it.Workload+" failed: "+err.Error())
+}
+
+// journal appends a keyed entry; a key already there is kept as it was.
+func (x *wideRun) journal(ctx context.Context, sc *runbook.StepContext, key string, ph store.Phase, msg string, it WideItem) {
+	b, _ := json.Marshal(it)
+	_, _ = x.e.Store.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: x.inc.ID, Time: x.e.now(), Step: sc.Step, Phase: ph, Key: key, Message: msg, Evidence: string(b)})
+}
+
+func (x *wideRun) close(ctx context.Context, sc *runbook.StepContext) (string, error) {
+	cur, err := x.e.Store.GetIncident(ctx, x.inc.ID)
+	if err != nil {
+		return "", err
+	}
+	if cur.Status != store.StatusClosed {
+		now := x.e.now()
+		cur.Status, cur.ClosedAt = store.StatusClosed, &now
+		if err := x.e.Store.UpdateIncident(ctx, cur); err != nil {
+			return "", err
+		}
+	}
+	return "incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339), nil
+}
+
+// parseTargetKey reads NAMESPACE/KIND/NAME.
+func parseTargetKey(s string) (kube.Target, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) != 3 {
+		return kube.Target{}, fmt.Errorf("not NAMESPACE/KIND/NAME: %q", s)
+	}
+	k, err := kube.ParseKind(parts[1])
+	if err != nil {
+		return kube.Target{}, err
+	}
+	return kube.Target{Namespace: parts[0], Kind: k, Name: parts[2]}, nil
+}

@@ -1,0 +1,56 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"rollback/internal/store"
+)
+
+// A wide rollback undoes every matching workload under one incident, each
+// journaled; a second run finds nothing open and the selector's workloads
+// already rolled back.
+func TestWide(t *testing.T) {
+	ctx := context.Background()
+	e, w := newEngine(t)
+	cs := w.Client
+	dep, _ := cs.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
+	dep.Labels = map[string]string{"release": "r7"}
+	if _, err := cs.AppsV1().Deployments("shop").Update(ctx, dep, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	other := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "unrelated", Namespace: "shop", Labels: map[string]string{"release": "r6"}}}
+	if _, err := cs.AppsV1().Deployments("shop").Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var started string
+	out, err := e.Wide(ctx, WideRequest{Namespace: "shop", Selector: "release=r7", Client: cs, Started: func(id string) { started = id }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if started != out.Incident || len(out.Items) != 1 || out.Items[0].Workload != "shop/deployment/web" || out.Items[0].State != "done" || out.Items[0].Good != "v1" {
+		t.Fatalf("got %+v (started %s)", out, started)
+	}
+	inc, _ := e.Store.GetIncident(ctx, out.Incident)
+	if inc.Status != store.StatusClosed || inc.Service != "shop/selector:release=r7" {
+		t.Errorf("incident %+v", inc)
+	}
+	evs, _ := e.Store.Events(ctx, out.Incident)
+	keys := map[string]bool{}
+	for _, ev := range evs {
+		keys[ev.Key] = true
+	}
+	if !keys["wide-target:shop/deployment/web"] || !keys["wide-done:shop/deployment/web"] {
+		t.Errorf("journal keys %v", keys)
+	}
+	if _, err := e.Wide(ctx, WideRequest{Namespace: "shop", Selector: "release=nothing", Client: cs}); !errors.Is(err, ErrNothingMatched) {
+		t.Errorf("no match: %v", err)
+	}
+	if _, err := e.Wide(ctx, WideRequest{Namespace: "shop", Selector: "release in (", Client: cs}); err == nil {
+		t.Error("a bad selector was accepted")
+	}
+}

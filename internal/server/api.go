@@ -1,0 +1,310 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"rollback/internal/engine"
+	"rollback/internal/incident"
+	"rollback/internal/store"
+)
+
+func (s *Server) listIncidents(w http.ResponseWriter, r *http.Request) {
+	incs, err := s.o.Store.ListIncidents(r.Context(), r.URL.Query().Get("service"))
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	status := r.URL.Query().Get("status")
+	out := []store.Incident{}
+	for _, inc := range incs {
+		if status == "" || string(inc.Status) == status {
+			out = append(out, inc)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) view(ctx context.Context, id string) (*incident.View, error) {
+	inc, err := s.o.Store.GetIncident(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := s.o.Store.Events(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	v := incident.NewView(inc, evs, s.o.Now())
+	return &v, nil
+}
+
+func (s *Server) getIncident(w http.ResponseWriter, r *http.Request) {
+	v, err := s.view(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// startWait is how long a request that starts a rollback waits for its
+// incident to open before answering 202 without it.
+const startWait = 15 * time.Second
+
+// RunAccepted answers a request that started a rollback.
+type RunAccepted struct {
+	Service  string `json:"service"`
+	Incident string `json:"incident,omitempty"`
+	// Done is set when the run ended before the answer, with its error.
+	Done  bool   `json:"done"`
+	Error string `json:"error,omitempty"`
+}
+
+// start runs a rollback in the background under the server's lifetime and
+// answers with its incident as soon as it opens.
+func (s *Server) start(w http.ResponseWriter, service string, wl *engine.Workload,
+	fn func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error)) {
+	opened := make(chan string, 1)
+	done := make(chan error, 1)
+	s.background(func(ctx context.Context) {
+		out, err := fn(ctx, s.engineFor(wl), func(id string) { opened <- id })
+		s.recordRun(ctx, service, out, err)
+		done <- err
+	})
+	acc := RunAccepted{Service: service}
+	select {
+	case acc.Incident = <-opened:
+		writeJSON(w, http.StatusAccepted, acc)
+	case err := <-done:
+		acc.Done = true
+		select {
+		case acc.Incident = <-opened:
+		default:
+		}
+		if err != nil {
+			acc.Error = err.Error()
+			code := statusOf(err)
+			if acc.Incident != "" {
+				code = http.StatusOK // it ran, and the incident says how it ended
+			}
+			writeJSON(w, code, acc)
+			return
+		}
+		writeJSON(w, http.StatusOK, acc)
+	case <-time.After(startWait):
+		writeJSON(w, http.StatusAccepted, acc)
+	}
+}
+
+// RunRequest asks for a rollback.
+type RunRequest struct {
+	Service    string `json:"service,omitempty"`
+	Selector   string `json:"selector,omitempty"`  // wide rollback: a label selector
+	Namespace  string `json:"namespace,omitempty"` // with selector
+	ToRevision int64  `json:"toRevision,omitempty"`
+	Resume     bool   `json:"resume,omitempty"`
+	Timeout    string `json:"timeout,omitempty"`
+}
+
+func (s *Server) run(w http.ResponseWriter, r *http.Request) {
+	var req RunRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	var timeout time.Duration
+	if req.Timeout != "" {
+		d, err := time.ParseDuration(req.Timeout)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, "timeout: "+req.Timeout+" is not a positive duration (e.g. 5m)")
+			return
+		}
+		timeout = d
+	}
+	if req.Selector != "" {
+		s.wide(w, r, req, timeout)
+		return
+	}
+	if req.Service == "" {
+		writeError(w, http.StatusBadRequest, "service (a configured service or NAMESPACE/KIND/NAME) or selector is required")
+		return
+	}
+	wl, err := s.o.Resolve(r.Context(), req.Service)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	by := caller(r).Name
+	s.o.Metrics.Triggers.WithLabelValues("api", "run").Inc()
+	s.o.Log.Info("rollback requested", "service", wl.Key(), "by", by)
+	s.start(w, wl.Key(), wl, func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error) {
+		return e.Run(ctx, engine.RunRequest{Workload: wl, ToRevision: req.ToRevision, Timeout: timeout, Resume: req.Resume, Started: started})
+	})
+}
+
+func (s *Server) approve(w http.ResponseWriter, r *http.Request) {
+	s.approveAs(w, r.Context(), r.PathValue("id"), "api:"+caller(r).Name)
+}
+
+// approveAs runs a proposal as by's decision.
+func (s *Server) approveAs(w http.ResponseWriter, ctx context.Context, id, by string) {
+	prop, err := s.o.Store.GetIncident(ctx, id)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	if prop.Status != store.StatusProposed {
+		writeError(w, http.StatusConflict, id+" is "+string(prop.Status)+", not a proposed rollback")
+		return
+	}
+	wl, err := s.o.Resolve(ctx, prop.Service)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.o.Log.Info("proposal approved", "incident", id, "by", by)
+	s.start(w, wl.Key(), wl, func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error) {
+		return e.Approve(ctx, id, by, wl, started)
+	})
+}
+
+// ReasonRequest carries a reason (decline, close, block).
+type ReasonRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (s *Server) decline(w http.ResponseWriter, r *http.Request) {
+	var req ReasonRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if err := s.engineFor(nil).Decline(r.Context(), r.PathValue("id"), "api:"+caller(r).Name, req.Reason); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	s.getIncident(w, r)
+}
+
+func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	inc, err := s.o.Store.GetIncident(r.Context(), id)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	if inc.Status != store.StatusOpen {
+		writeError(w, http.StatusConflict, id+" is "+string(inc.Status)+"; only an open incident resumes")
+		return
+	}
+	s.start(w, inc.Service, nil, func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error) {
+		started(id)
+		return e.Resume(ctx, id)
+	})
+}
+
+func (s *Server) closeIncident(w http.ResponseWriter, r *http.Request) {
+	var req ReasonRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		writeError(w, http.StatusBadRequest, "reason is required: say why the incident is closed without finishing its run")
+		return
+	}
+	if _, _, err := incident.CloseByHand(r.Context(), s.o.Store, r.PathValue("id"), req.Reason, "api:"+caller(r).Name, s.o.Now()); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	s.getIncident(w, r)
+}
+
+func (s *Server) listBlocks(w http.ResponseWriter, r *http.Request) {
+	bs, err := s.o.Store.ListBlocks(r.Context(), r.URL.Query().Get("service"))
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	if bs == nil {
+		bs = []store.Block{}
+	}
+	writeJSON(w, http.StatusOK, bs)
+}
+
+func (s *Server) block(w http.ResponseWriter, r *http.Request) {
+	var b store.Block
+	if !decode(w, r, &b) {
+		return
+	}
+	if b.Service == "" || b.Version == "" || strings.TrimSpace(b.Reason) == "" {
+		writeError(w, http.StatusBadRequest, "service, version and reason are required")
+		return
+	}
+	b.At = s.o.Now()
+	if err := s.o.Store.SetBlock(r.Context(), b); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	s.o.Log.Info("version blocked", "service", b.Service, "version", b.Version, "by", caller(r).Name)
+	writeJSON(w, http.StatusCreated, b)
+}
+
+// unblock is DELETE /api/v1/blocks/SERVICE/VERSION; SERVICE may itself
+// hold slashes (NAMESPACE/KIND/NAME), VERSION never does.
+func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
+	rest := r.PathValue("service")
+	i := strings.LastIndex(rest, "/")
+	if i <= 0 || i == len(rest)-1 {
+		writeError(w, http.StatusBadRequest, "expected /api/v1/blocks/SERVICE/VERSION")
+		return
+	}
+	if err := s.o.Store.DeleteBlock(r.Context(), rest[:i], rest[i+1:]); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// GateAnswer says whether a version may be deployed.
+type GateAnswer struct {
+	Service string       `json:"service"`
+	Version string       `json:"version"`
+	Allowed bool         `json:"allowed"`
+	Block   *store.Block `json:"block,omitempty"`
+}
+
+func (s *Server) gate(w http.ResponseWriter, r *http.Request) {
+	svc, ver := r.URL.Query().Get("service"), r.URL.Query().Get("version")
+	if svc == "" || ver == "" {
+		writeError(w, http.StatusBadRequest, "service and version query parameters are required")
+		return
+	}
+	b, err := s.o.Store.GetBlock(r.Context(), svc, ver)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusOK, GateAnswer{Service: svc, Version: ver, Allowed: true})
+		return
+	}
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, GateAnswer{Service: svc, Version: ver, Block: b})
+}
+
+func (s *Server) signoff(w http.ResponseWriter, r *http.Request) {
+	var a store.Approval
+	if !decode(w, r, &a) {
+		return
+	}
+	if a.Service == "" || a.Release == "" {
+		writeError(w, http.StatusBadRequest, "service and release are required")
+		return
+	}
+	a.By, a.At = caller(r).Name, s.o.Now()
+	if err := s.o.Store.Approve(r.Context(), a); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, a)
+}

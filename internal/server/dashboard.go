@@ -1,0 +1,128 @@
+package server
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+
+	"rollback/internal/incident"
+	"rollback/internal/store"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"ts": func(t any) string {
+		switch v := t.(type) {
+		case time.Time:
+			if v.IsZero() {
+				return "–"
+			}
+			return v.UTC().Format("2006-01-02 15:04:05Z")
+		case *time.Time:
+			if v == nil {
+				return "–"
+			}
+			return v.UTC().Format("2006-01-02 15:04:05Z")
+		}
+		return fmt.Sprint(t)
+	},
+	"dur": func(d time.Duration) string {
+		if d <= 0 {
+			return ""
+		}
+		return d.Round(100 * time.Millisecond).String()
+	},
+	"inc":  func(i int) int { return i + 1 },
+	"slug": func(s incident.Status) string { return strings.ReplaceAll(string(s), " ", "-") },
+}).ParseFS(templateFS, "templates/*.html"))
+
+// authedPage is authed for pages: a browser without a credential is sent
+// to the sign-in form instead of a 401.
+func (s *Server) authedPage(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.o.Auth.Authenticate(r)
+		if err != nil || p.Role < RoleRead {
+			if strings.HasSuffix(r.URL.Path, ".svg") {
+				http.Error(w, "unauthenticated", http.StatusUnauthorized)
+				return
+			}
+			http.Redirect(w, r, "/login", http.StatusSeeOther)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+type incidentRow struct {
+	store.Incident
+	TTR string
+}
+
+func (s *Server) render(w http.ResponseWriter, name string, data map[string]any) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'")
+	w.Header().Set("X-Frame-Options", "DENY")
+	if err := pages.ExecuteTemplate(w, name, data); err != nil {
+		s.o.Log.Error("render", "page", name, "err", err)
+	}
+}
+
+func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	incs, err := s.o.Store.ListIncidents(ctx, "")
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	rows := make([]incidentRow, 0, len(incs))
+	for _, inc := range incs {
+		row := incidentRow{Incident: inc}
+		if evs, err := s.o.Store.Events(ctx, inc.ID); err == nil {
+			if ttr, ok := incident.TimeToRecover(&inc, evs); ok {
+				row.TTR = ttr.Round(100 * time.Millisecond).String()
+			}
+		}
+		rows = append(rows, row)
+	}
+	blocks, _ := s.o.Store.ListBlocks(ctx, "")
+	items, _ := s.scheduleItems(ctx)
+	s.render(w, "index.html", map[string]any{"Title": "Rollbacks", "Who": caller(r).Name, "Incidents": rows, "Blocks": blocks, "Schedule": items})
+}
+
+func (s *Server) incidentPage(w http.ResponseWriter, r *http.Request) {
+	v, err := s.view(r.Context(), r.PathValue("id"))
+	if err != nil {
+		http.Error(w, err.Error(), statusOf(err))
+		return
+	}
+	ttr := "–"
+	if v.TimeToRecoverSeconds > 0 {
+		ttr = (time.Duration(v.TimeToRecoverSeconds*10) * time.Second / 10).String()
+	}
+	s.render(w, "incident.html", map[string]any{"Title": v.Incident.ID, "Who": caller(r).Name, "View": v, "TTR": ttr})
+}
+
+func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
+	s.render(w, "login.html", map[string]any{"Title": "Sign in", "Who": "nobody"})
+}
+
+// login checks a token and keeps it in an HTTP-only, same-site cookie.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	tok := r.PostFormValue("token")
+	check, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "/", nil)
+	check.Header.Set("Authorization", "Bearer "+tok)
+	if p, err := s.o.Auth.Authenticate(check); err != nil || p.Role < RoleRead {
+		http.Error(w, "that token does not sign in", http.StatusUnauthorized)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: tok, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+

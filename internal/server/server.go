@@ -1,0 +1,253 @@
+// Package server is `rollback serve`: a long-running service on the
+// rollback engine. It takes triggers (Alertmanager's webhook, Flagger's
+// rollback webhook, a Slack slash command, the supervised canary watch),
+// serves the HTTP API the CLI can use (--server) and a dashboard, runs the
+// runbook's rollback testing schedule, elects a leader on a Kubernetes
+// Lease and resumes what a dead leader left, and exports /metrics.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"rollback/internal/config"
+	"rollback/internal/engine"
+	"rollback/internal/progress"
+	"rollback/internal/store"
+)
+
+// Options configure a Server.
+type Options struct {
+	Store  store.Store
+	Config *config.Config // nil: no configured services (triggers find none)
+	// Engine returns an engine on Store reporting progress to events.
+	Engine func(events progress.Func) *engine.Engine
+	// Resolve turns a service (a configured name, or NAMESPACE/KIND/NAME)
+	// into a workload with its client.
+	Resolve func(ctx context.Context, service string) (*engine.Workload, error)
+	Auth    *Auth
+	Log     *slog.Logger
+	Metrics *Metrics
+	// SlackSigningSecret verifies Slack's slash-command requests ("":
+	// the Slack endpoint answers 404).
+	SlackSigningSecret string
+	// SlackOperators are the Slack user IDs or names who may run and
+	// approve (empty: anyone who can use the command).
+	SlackOperators []string
+	// SlackResponseHost is the host follow-ups may be posted to
+	// (default hooks.slack.com over https).
+	SlackResponseHost string
+	// Prometheus is the base URL the dashboard's charts query ("": none).
+	Prometheus string
+	// OutboundTimeout bounds each call the server makes on its own
+	// (Prometheus for charts, Slack's response_url).
+	OutboundTimeout time.Duration
+	Now             func() time.Time
+	// ResolveStaging is a service's staging copy (automation.staging).
+	ResolveStaging func(ctx context.Context, service string, st *config.Staging) (*engine.Workload, error)
+	// Leading reports whether this replica leads (nil: always). Only the
+	// leader resumes orphaned incidents and runs the schedule and the
+	// canary watches; every replica serves requests.
+	Leading func() bool
+}
+
+// Server is `rollback serve`.
+type Server struct {
+	o    Options
+	mux  *http.ServeMux
+	mu   sync.Mutex
+	ctx  context.Context // the server's lifetime: background runs use it
+	runs sync.WaitGroup
+}
+
+// New builds a server; Serve or Handler runs it.
+func New(o Options) *Server {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.OutboundTimeout <= 0 {
+		o.OutboundTimeout = 5 * time.Second
+	}
+	if o.Auth == nil {
+		o.Auth = &Auth{}
+	}
+	s := &Server{o: o, mux: http.NewServeMux(), ctx: context.Background()}
+	s.routes()
+	return s
+}
+
+// SetContext sets the context background runs are under; cancelling it
+// interrupts them (their incidents stay open and resumable).
+func (s *Server) SetContext(ctx context.Context) {
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+}
+
+func (s *Server) baseContext() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ctx
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.recoverer(s.mux) }
+
+// Wait waits for background runs to end.
+func (s *Server) Wait() { s.runs.Wait() }
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	m.Handle("GET /metrics", promhttp.HandlerFor(s.o.Metrics.Registry, promhttp.HandlerOpts{}))
+	// API v1
+	m.HandleFunc("GET /api/v1/incidents", s.authed(RoleRead, s.listIncidents))
+	m.HandleFunc("GET /api/v1/incidents/{id}", s.authed(RoleRead, s.getIncident))
+	m.HandleFunc("POST /api/v1/incidents/{id}/approve", s.authed(RoleOperate, s.approve))
+	m.HandleFunc("POST /api/v1/incidents/{id}/decline", s.authed(RoleOperate, s.decline))
+	m.HandleFunc("POST /api/v1/incidents/{id}/resume", s.authed(RoleOperate, s.resume))
+	m.HandleFunc("POST /api/v1/incidents/{id}/close", s.authed(RoleOperate, s.closeIncident))
+	m.HandleFunc("POST /api/v1/runs", s.authed(RoleOperate, s.run))
+	m.HandleFunc("GET /api/v1/blocks", s.authed(RoleRead, s.listBlocks))
+	m.HandleFunc("POST /api/v1/blocks", s.authed(RoleOperate, s.block))
+	m.HandleFunc("DELETE /api/v1/blocks/{service...}", s.authed(RoleOperate, s.unblock))
+	m.HandleFunc("GET /api/v1/gate", s.authed(RoleRead, s.gate))
+	m.HandleFunc("POST /api/v1/signoffs", s.authed(RoleOperate, s.signoff))
+	m.HandleFunc("GET /api/v1/schedule", s.authed(RoleRead, s.schedule))
+	m.HandleFunc("POST /api/v1/drills", s.authed(RoleOperate, s.drill))
+	// Triggers
+	m.HandleFunc("POST /hooks/alertmanager", s.authed(RoleOperate, s.alertmanager))
+	m.HandleFunc("POST /hooks/flagger/rollback", s.flaggerRollback)
+	m.HandleFunc("POST /hooks/slack", s.slack)
+	// Dashboard
+	m.HandleFunc("GET /{$}", s.authedPage(s.dashboard))
+	m.HandleFunc("GET /incidents/{id}", s.authedPage(s.incidentPage))
+	m.HandleFunc("GET /incidents/{id}/chart.svg", s.authedPage(s.chart))
+	m.HandleFunc("GET /login", s.loginForm)
+	m.HandleFunc("POST /login", s.login)
+}
+
+type principalKey struct{}
+
+// caller is the authenticated principal of a request.
+func caller(r *http.Request) Principal {
+	p, _ := r.Context().Value(principalKey{}).(Principal)
+	return p
+}
+
+// authed requires role of the caller: 401 without a valid credential,
+// 403 with too small a role.
+func (s *Server) authed(role Role, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.o.Auth.Authenticate(r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="rollback"`)
+			writeError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		if p.Role < role {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s may %s; this needs the %s role", p.Name, p.Role, role))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+// recoverer turns a handler's panic into a 500; a background run's panic
+// is the runbook's to journal.
+func (s *Server) recoverer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.o.Log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				writeError(w, http.StatusInternalServerError, "internal error")
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// apiError is every API error's body.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, apiError{Error: msg})
+}
+
+// maxBody bounds request bodies: API requests and webhooks are small.
+const maxBody = 1 << 20
+
+// decode reads a JSON body into v, refusing unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// statusOf maps an engine or store error to an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrLeaseHeld), errors.Is(err, engine.ErrOpenIncident), errors.Is(err, engine.ErrNotProposed):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+// background runs fn under the server's lifetime, not the request's.
+func (s *Server) background(fn func(ctx context.Context)) {
+	ctx := s.baseContext()
+	s.runs.Add(1)
+	go func() {
+		defer s.runs.Done()
+		defer func() {
+			if v := recover(); v != nil {
+				s.o.Log.Error("background run panic", "panic", fmt.Sprint(v))
+			}
+		}()
+		fn(ctx)
+	}()
+}
+
+func (s *Server) leading() bool { return s.o.Leading == nil || s.o.Leading() }
+
+// decodeLoose reads a vendor's JSON body, whose fields may grow.
+func decodeLoose(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return false
+	}
+	return true
+}

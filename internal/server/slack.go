@@ -1,0 +1,250 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"rollback/internal/engine"
+	"rollback/internal/store"
+)
+
+// slackMaxSkew is how old a signed Slack request may be (Slack's
+// documented replay window).
+const slackMaxSkew = 5 * time.Minute
+
+// slackAnswerWait keeps a slash command's answer inside Slack's 3 seconds.
+const slackAnswerWait = 2 * time.Second
+
+// verifySlack checks Slack's request signature: v0=HMAC-SHA256(signing
+// secret, "v0:TIMESTAMP:BODY"), with the timestamp within 5 minutes.
+func verifySlack(secret string, h http.Header, body []byte, now time.Time) error {
+	ts := h.Get("X-Slack-Request-Timestamp")
+	sig := h.Get("X-Slack-Signature")
+	if ts == "" || sig == "" {
+		return fmt.Errorf("missing X-Slack-Request-Timestamp or X-Slack-Signature")
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("X-Slack-Request-Timestamp %q is not a Unix time", clip(ts, 32))
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > slackMaxSkew || d < -slackMaxSkew {
+		return fmt.Errorf("request timestamp is %s from now; Slack signs requests within 5 minutes (a replay?)", d.Round(time.Second))
+	}
+	mac := hmac.New(sha256.New, []byte(secret))
+	fmt.Fprintf(mac, "v0:%s:", ts)
+	mac.Write(body)
+	want := "v0=" + hex.EncodeToString(mac.Sum(nil))
+	if !hmac.Equal([]byte(want), []byte(sig)) {
+		return fmt.Errorf("signature does not match")
+	}
+	return nil
+}
+
+// slackReply is a slash command's answer.
+type slackReply struct {
+	ResponseType string `json:"response_type"`
+	Text         string `json:"text"`
+}
+
+// slack is the `/rollback status|run|approve ...` slash command.
+func (s *Server) slack(w http.ResponseWriter, r *http.Request) {
+	if s.o.SlackSigningSecret == "" {
+		http.NotFound(w, r)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return
+	}
+	if err := verifySlack(s.o.SlackSigningSecret, r.Header, body, s.o.Now()); err != nil {
+		s.o.Log.Warn("slack request refused", "err", err)
+		writeError(w, http.StatusUnauthorized, "slack signature: "+err.Error())
+		return
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "form: "+err.Error())
+		return
+	}
+	user := "slack:@" + form.Get("user_name") + " (" + form.Get("user_id") + ")"
+	args := strings.Fields(form.Get("text"))
+	verb := ""
+	if len(args) > 0 {
+		verb = strings.ToLower(args[0])
+	}
+	usage := "Usage: `" + form.Get("command") + " status [SERVICE]`, `run SERVICE`, `approve SERVICE|INCIDENT`"
+	reply := func(public bool, text string) {
+		typ := "ephemeral"
+		if public {
+			typ = "in_channel"
+		}
+		writeJSON(w, http.StatusOK, slackReply{ResponseType: typ, Text: text})
+	}
+	switch verb {
+	case "status":
+		svc := ""
+		if len(args) > 1 {
+			svc = args[1]
+		}
+		reply(false, s.slackStatus(r.Context(), svc))
+		return
+	case "run", "approve":
+		if len(args) != 2 {
+			reply(false, usage)
+			return
+		}
+	default:
+		reply(false, usage)
+		return
+	}
+	if len(s.o.SlackOperators) > 0 && !slices.Contains(s.o.SlackOperators, form.Get("user_id")) && !slices.Contains(s.o.SlackOperators, form.Get("user_name")) {
+		reply(false, "You are not one of rollback's Slack operators (serve --slack-operator).")
+		return
+	}
+	s.o.Metrics.Triggers.WithLabelValues("slack", verb).Inc()
+	respond := form.Get("response_url")
+	switch verb {
+	case "run":
+		wl, err := s.o.Resolve(r.Context(), args[1])
+		if err != nil {
+			reply(false, "Cannot roll back "+args[1]+": "+err.Error())
+			return
+		}
+		s.slackStart(w, respond, wl, "Rollback of "+wl.Key()+" started by "+user, func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error) {
+			return e.Run(ctx, engine.RunRequest{Workload: wl, Started: started})
+		})
+	case "approve":
+		id, err := s.proposalOf(r.Context(), args[1])
+		if err != nil {
+			reply(false, err.Error())
+			return
+		}
+		prop, _ := s.o.Store.GetIncident(r.Context(), id)
+		wl, err := s.o.Resolve(r.Context(), prop.Service)
+		if err != nil {
+			reply(false, "Cannot roll back "+prop.Service+": "+err.Error())
+			return
+		}
+		s.slackStart(w, respond, wl, "Proposal "+id+" for "+prop.Service+" approved by "+user, func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error) {
+			return e.Approve(ctx, id, user, wl, started)
+		})
+	}
+}
+
+// proposalOf is an incident ID as given, or a service's proposed incident.
+func (s *Server) proposalOf(ctx context.Context, arg string) (string, error) {
+	if strings.HasPrefix(arg, "INC-") {
+		return arg, nil
+	}
+	incs, err := s.o.Store.ListIncidents(ctx, arg)
+	if err != nil {
+		return "", err
+	}
+	for _, inc := range incs {
+		if inc.Status == store.StatusProposed {
+			return inc.ID, nil
+		}
+	}
+	return "", fmt.Errorf("no proposed rollback of %s waits for approval", arg)
+}
+
+// slackStart starts a rollback, answers with its incident within Slack's
+// 3 seconds, and posts how it ended to the command's response_url.
+func (s *Server) slackStart(w http.ResponseWriter, responseURL string, wl *engine.Workload, what string,
+	fn func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error)) {
+	opened := make(chan string, 1)
+	s.background(func(ctx context.Context) {
+		out, err := fn(ctx, s.engineFor(wl), func(id string) { opened <- id })
+		s.recordRun(ctx, wl.Key(), out, err)
+		text := what + ": "
+		switch {
+		case out == nil || out.Incident == "":
+			text += "not started: " + errString(err)
+		case err != nil:
+			text += out.Incident + " stopped: " + err.Error() + " (it is journaled; `resume` continues it)"
+		default:
+			text += out.Incident + " finished; traffic is on " + versionText(out)
+		}
+		s.slackFollowUp(responseURL, text)
+	})
+	select {
+	case id := <-opened:
+		writeJSON(w, http.StatusOK, slackReply{ResponseType: "in_channel", Text: what + ": " + id})
+	case <-time.After(slackAnswerWait):
+		writeJSON(w, http.StatusOK, slackReply{ResponseType: "in_channel", Text: what + "; the incident follows here."})
+	}
+}
+
+func versionText(out *engine.Outcome) string {
+	if out.Plan != nil && out.Plan.To != nil {
+		return out.Plan.Summary()
+	}
+	return "the restored version"
+}
+
+// slackFollowUp posts to a command's response_url, bounded by the
+// outbound timeout. Only Slack's own hosts (or the configured one) are
+// posted to.
+func (s *Server) slackFollowUp(responseURL, text string) {
+	u, err := url.Parse(responseURL)
+	if err != nil || responseURL == "" {
+		return
+	}
+	allowed := s.o.SlackResponseHost
+	if allowed == "" {
+		allowed = "hooks.slack.com"
+	}
+	if u.Host != allowed || (u.Scheme != "https" && s.o.SlackResponseHost == "") {
+		s.o.Log.Warn("slack response_url not on Slack's host; not posted", "host", u.Host)
+		return
+	}
+	b, _ := json.Marshal(slackReply{ResponseType: "in_channel", Text: text})
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.OutboundTimeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, responseURL, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.o.Log.Warn("slack follow-up not delivered", "err", err)
+		return
+	}
+	resp.Body.Close()
+}
+
+// slackStatus is the open and proposed incidents (of a service).
+func (s *Server) slackStatus(ctx context.Context, service string) string {
+	incs, err := s.o.Store.ListIncidents(ctx, service)
+	if err != nil {
+		return "Cannot read the store: " + err.Error()
+	}
+	var lines []string
+	for _, inc := range incs {
+		if inc.Status == store.StatusOpen || inc.Status == store.StatusProposed || service != "" && len(lines) < 3 {
+			lines = append(lines, fmt.Sprintf("• %s %s %s: %s → %s (%s)", inc.ID, inc.Service, inc.Status, orDash(inc.BadVersion), orDash(inc.GoodVersion), inc.Decision))
+		}
+	}
+	if len(lines) == 0 {
+		return "No open or proposed rollbacks."
+	}
+	return strings.Join(lines, "\n")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,38 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"rollback/internal/engine"
+	"rollback/internal/kube"
+)
+
+// wide starts a wide rollback (POST /api/v1/runs with a selector).
+func (s *Server) wide(w http.ResponseWriter, r *http.Request, req RunRequest, timeout time.Duration) {
+	if req.Namespace == "" {
+		writeError(w, http.StatusBadRequest, "namespace is required with selector")
+		return
+	}
+	e := s.engineFor(nil)
+	if e.Client == nil {
+		writeError(w, http.StatusServiceUnavailable, "no Kubernetes client")
+		return
+	}
+	cs, err := e.Client("")
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	key := engine.WideService(req.Namespace, req.Selector)
+	s.o.Metrics.Triggers.WithLabelValues("api", "wide").Inc()
+	s.o.Log.Info("wide rollback requested", "namespace", req.Namespace, "selector", req.Selector, "by", caller(r).Name)
+	s.start(w, key, nil, func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error) {
+		wo, err := e.Wide(ctx, engine.WideRequest{Namespace: req.Namespace, Selector: req.Selector, Client: cs, Timeout: timeout, Started: started})
+		if wo == nil {
+			return nil, err
+		}
+		return &engine.Outcome{Incident: wo.Incident, Result: &kube.Result{}}, err
+	})
+}
