@@ -109,6 +109,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newGitOpsCmd(f),
 		newConfigCmd(f),
 		newReportCmd(f),
+		newServeCmd(f),
 		newVersionCmd(f),
 	)
 	return root

@@ -34,6 +34,10 @@ type Engine struct {
 	StateDir func(name string) (string, error)
 	// Holder names this process to a second run (host:pid by default).
 	Holder string
+	// LeaseTTL is how long a run's lease outlives its last renewal
+	// (default the executor's, a minute): a server sets it short so
+	// another replica resumes a dead one's run soon.
+	LeaseTTL time.Duration
 	// Events receives progress; may be nil.
 	Events progress.Func
 	// Client returns the Kubernetes client for a kubeconfig context; a
@@ -94,7 +98,7 @@ func (e *Engine) Executor() *runbook.Executor {
 	if holder == "" {
 		holder = HolderName()
 	}
-	return &runbook.Executor{Store: e.Store, Holder: holder, Now: e.Now, Events: e.Events}
+	return &runbook.Executor{Store: e.Store, Holder: holder, Now: e.Now, Events: e.Events, LeaseTTL: e.LeaseTTL}
 }
 
 // HolderName is this process as a lease holder: host:pid.

@@ -12,45 +12,23 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/utils/ptr"
 
 	"rollback/internal/config"
 	"rollback/internal/incident"
 	"rollback/internal/kube"
+	"rollback/internal/kube/kubetest"
 	"rollback/internal/store"
 	"rollback/internal/verify"
 )
 
-func template(img string) corev1.PodTemplateSpec {
-	return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: img}}}}
-}
+// cluster is a fake cluster whose Deployment shop/web runs v2 over v1,
+// already rolled out (see kubetest.Deployment).
+func cluster() *fake.Clientset { return kubetest.Deployment("shop", "web") }
 
-// cluster is a fake cluster whose Deployment runs web:v2 (revision 2) over
-// web:v1 (revision 1), with its status already rolled out, so an undo
-// completes at once; its one pod runs v1, the target.
-func cluster() *fake.Clientset {
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "dep", ResourceVersion: "5"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Template: template("r/web:v2")},
-		Status: appsv1.DeploymentStatus{Replicas: 1, UpdatedReplicas: 1, AvailableReplicas: 1, ReadyReplicas: 1},
-	}
-	rs := func(n int, img string) *appsv1.ReplicaSet {
-		return &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", n), Namespace: "shop", Labels: map[string]string{"app": "web"},
-			Annotations:     map[string]string{kube.RevisionAnnotation: fmt.Sprint(n)},
-			OwnerReferences: []metav1.OwnerReference{{UID: "dep", Controller: ptr.To(true), Kind: "Deployment", Name: "web"}}},
-			Spec: appsv1.ReplicaSetSpec{Template: template(img)}}
-	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1-abc", Namespace: "shop", Labels: map[string]string{"app": "web"}},
-		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "r/web:v1"}}},
-		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
-	return fake.NewClientset(dep, rs(1, "r/web:v1"), rs(2, "r/web:v2"), pod)
-}
+// template is the fake cluster's pod template running img.
+func template(img string) corev1.PodTemplateSpec { return kubetest.Template("web", img) }
 
 func newEngine(t *testing.T) (*Engine, *Workload) {
 	t.Helper()

@@ -25,6 +25,8 @@ type Trigger struct {
 	What     string // what fired, as people read it
 	Severity decide.Severity
 	Auto     bool
+	// Started is told the incident of a run as soon as it opens.
+	Started func(string)
 }
 
 // Trigger outcomes.
@@ -89,7 +91,7 @@ func (e *Engine) HandleTrigger(ctx context.Context, w *Workload, t Trigger) (*Tr
 		res.Action = TriggerRan
 		res.Outcome, err = e.Run(ctx, RunRequest{Workload: w, Decide: func(context.Context, *kube.Plan) (*Decision, error) {
 			return &Decision{Severity: t.Severity, Decision: d, Trigger: t.What}, nil
-		}, Resume: false})
+		}, Started: t.Started})
 		if res.Outcome != nil {
 			res.Incident = res.Outcome.Incident
 			if res.Incident != "" {

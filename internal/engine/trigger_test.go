@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"rollback/internal/config"
 	"rollback/internal/decide"
 	"rollback/internal/store"
@@ -106,5 +108,31 @@ func TestTriggerAutoProposesWhenTheFlowchartSaysNo(t *testing.T) {
 	res, err := e.HandleTrigger(ctx, w, alert("g1", true))
 	if err != nil || res.Action != TriggerProposed || !strings.Contains(res.Reason, string(decide.RollForwardOnlyOption)) {
 		t.Fatalf("got %+v %v, want a proposal saying the flowchart's answer", res, err)
+	}
+}
+
+// After a rollback, the bad version deployed again: the alert group that
+// caused the rollback repeating is still a duplicate (Alertmanager repeats
+// a firing group for hours), while a new alert group rolls back again.
+func TestTriggerRepeatAfterCloseIsDuplicate(t *testing.T) {
+	ctx := context.Background()
+	e, w := newEngine(t)
+	configured(e, w)
+	first, err := e.HandleTrigger(ctx, w, alert("g1", true))
+	if err != nil || first.Action != TriggerRan {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	dep, _ := w.Client.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
+	dep.Spec.Template = template("r/web:v2")
+	if _, err := w.Client.AppsV1().Deployments("shop").Update(ctx, dep, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.HandleTrigger(ctx, w, alert("g1", true))
+	if err != nil || again.Action != TriggerDuplicate || again.Incident != first.Incident {
+		t.Errorf("the same group again: %+v %v, want a duplicate of %s", again, err, first.Incident)
+	}
+	fresh, err := e.HandleTrigger(ctx, w, alert("g2", true))
+	if err != nil || fresh.Action == TriggerDuplicate {
+		t.Errorf("a new group: %+v %v, want it handled", fresh, err)
 	}
 }

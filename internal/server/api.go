@@ -70,7 +70,15 @@ func (s *Server) start(w http.ResponseWriter, service string, wl *engine.Workloa
 	opened := make(chan string, 1)
 	done := make(chan error, 1)
 	s.background(func(ctx context.Context) {
-		out, err := fn(ctx, s.engineFor(wl), func(id string) { opened <- id })
+		var id string
+		out, err := fn(ctx, s.engineFor(wl), func(i string) {
+			id = i
+			s.markRunning(id, true)
+			opened <- id
+		})
+		if id != "" {
+			s.markRunning(id, false)
+		}
 		s.recordRun(ctx, service, out, err)
 		done <- err
 	})

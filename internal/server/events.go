@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +28,7 @@ func (s *Server) engineFor(w *engine.Workload) *engine.Engine {
 	if w != nil {
 		service = w.Key()
 	}
-	return s.o.Engine(func(ev progress.Event) {
+	e := s.o.Engine(func(ev progress.Event) {
 		switch ev.Phase {
 		case progress.Started:
 			mu.Lock()
@@ -58,6 +59,13 @@ func (s *Server) engineFor(w *engine.Workload) *engine.Engine {
 		}
 		s.postEvent(w, ev.Step, outcome, msg)
 	})
+	// Each run holds its leases under a name of its own: two runs of this
+	// process must not read one's lease as the other's renewal.
+	e.Holder = fmt.Sprintf("%s/run-%d", engine.HolderName(), s.seq.Add(1))
+	if s.o.RunLeaseTTL > 0 {
+		e.LeaseTTL = s.o.RunLeaseTTL
+	}
+	return e
 }
 
 // postEvent records a step on the workload as a Kubernetes Event, in the

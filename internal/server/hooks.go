@@ -117,7 +117,12 @@ func (s *Server) trigger(service string, t engine.Trigger) {
 			s.o.Metrics.Triggers.WithLabelValues(t.Source, "error").Inc()
 			return
 		}
+		var id string
+		t.Started = func(i string) { id = i; s.markRunning(i, true) }
 		res, err := s.engineFor(wl).HandleTrigger(ctx, wl, t)
+		if id != "" {
+			s.markRunning(id, false)
+		}
 		action := "error"
 		if res != nil {
 			action = res.Action

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -51,6 +52,9 @@ type Options struct {
 	// (Prometheus for charts, Slack's response_url).
 	OutboundTimeout time.Duration
 	Now             func() time.Time
+	// RunLeaseTTL is how long a run's store lease outlives its holder
+	// (default a minute): another replica resumes a dead one's run after.
+	RunLeaseTTL time.Duration
 	// ResolveStaging is a service's staging copy (automation.staging).
 	ResolveStaging func(ctx context.Context, service string, st *config.Staging) (*engine.Workload, error)
 	// Leading reports whether this replica leads (nil: always). Only the
@@ -66,6 +70,8 @@ type Server struct {
 	mu   sync.Mutex
 	ctx  context.Context // the server's lifetime: background runs use it
 	runs sync.WaitGroup
+	live map[string]bool // incidents this process runs
+	seq  atomic.Int64    // run holder names
 }
 
 // New builds a server; Serve or Handler runs it.
@@ -251,3 +257,26 @@ func decodeLoose(w http.ResponseWriter, r *http.Request, v any) bool {
 	}
 	return true
 }
+
+// running tracks incidents this process is running (so the leader never
+// resumes its own live run).
+func (s *Server) running(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.live[id]
+}
+
+func (s *Server) markRunning(id string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.live == nil {
+		s.live = map[string]bool{}
+	}
+	if on {
+		s.live[id] = true
+	} else {
+		delete(s.live, id)
+	}
+}
+
+func errorsIsLease(err error) bool { return errors.Is(err, store.ErrLeaseHeld) }

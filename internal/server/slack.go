@@ -167,7 +167,15 @@ func (s *Server) slackStart(w http.ResponseWriter, responseURL string, wl *engin
 	fn func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error)) {
 	opened := make(chan string, 1)
 	s.background(func(ctx context.Context) {
-		out, err := fn(ctx, s.engineFor(wl), func(id string) { opened <- id })
+		var id string
+		out, err := fn(ctx, s.engineFor(wl), func(i string) {
+			id = i
+			s.markRunning(id, true)
+			opened <- id
+		})
+		if id != "" {
+			s.markRunning(id, false)
+		}
 		s.recordRun(ctx, wl.Key(), out, err)
 		text := what + ": "
 		switch {
