@@ -13,6 +13,10 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
 # Prometheus for the metrics provider's tests.
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# Alertmanager, whose webhook triggers 'rollback serve' in the tests.
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+# Headless Chromium for the dashboard's browser tests.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"

@@ -23,6 +23,14 @@ import (
 // every second. It returns the service and Prometheus URLs.
 func startDemo(t *testing.T, ns string, extra ...string) (svcURL, promURL string) {
 	t.Helper()
+	return startDemoProm(t, ns, "", "", extra...)
+}
+
+// startDemoProm is startDemo whose Prometheus also evaluates alerting
+// rules (a rules.yml's groups) and sends alerts to an Alertmanager at
+// amAddr (host:port), when given.
+func startDemoProm(t *testing.T, ns, rules, amAddr string, extra ...string) (svcURL, promURL string) {
+	t.Helper()
 	prom, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("prometheus is not installed (make deps installs it)")
@@ -49,6 +57,13 @@ func startDemo(t *testing.T, ns string, extra ...string) (svcURL, promURL string
 	addr := l.Addr().String()
 	l.Close()
 	cfg := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: ts\n    static_configs: [{targets: ['%s']}]\n", strings.TrimPrefix(svcURL, "http://"))
+	if rules != "" {
+		_ = os.WriteFile(filepath.Join(dir, "rules.yml"), []byte(rules), 0o644)
+		cfg += "rule_files: ['" + filepath.Join(dir, "rules.yml") + "']\n"
+	}
+	if amAddr != "" {
+		cfg += "alerting:\n  alertmanagers:\n    - static_configs: [{targets: ['" + amAddr + "']}]\n"
+	}
 	_ = os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
 	p := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
 	if err := p.Start(); err != nil {

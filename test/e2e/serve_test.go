@@ -1,0 +1,350 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"rollback/internal/metrics"
+)
+
+const serveToken = "e2e-operator-token-0123456789"
+
+// served is a running 'rollback serve'.
+type served struct {
+	url  string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs []string
+}
+
+func (s *served) lines() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.logs...)
+}
+
+// waitLog waits until a log line contains all of subs.
+func (s *served) waitLog(t *testing.T, d time.Duration, subs ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		for _, l := range s.lines() {
+			ok := true
+			for _, sub := range subs {
+				ok = ok && strings.Contains(l, sub)
+			}
+			if ok {
+				return l
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("serve never logged %q; its log:\n%s", subs, strings.Join(s.lines(), "\n"))
+	return ""
+}
+
+// startServe starts 'rollback serve' on a free loopback port.
+func startServe(t *testing.T, st, cfg string, args ...string) *served {
+	t.Helper()
+	all := append([]string{"serve", "--listen", "127.0.0.1:0", "--config", cfg, "--log-format", "json"}, args...)
+	cmd := rollbackCmd(st, all...)
+	cmd.Env = append(cmd.Env, "ROLLBACK_API_TOKENS=e2e=operate:"+serveToken)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &served{cmd: cmd}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			l := sc.Text()
+			if a, ok := strings.CutPrefix(l, "rollback serve: listening on "); ok {
+				addr <- a
+			}
+			s.mu.Lock()
+			s.logs = append(s.logs, l)
+			s.mu.Unlock()
+		}
+	}()
+	select {
+	case a := <-addr:
+		s.url = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not start:\n%s", strings.Join(s.lines(), "\n"))
+	}
+	return s
+}
+
+func (s *served) api(t *testing.T, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+serveToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+type incidentJSON struct {
+	ID          string     `json:"id"`
+	Service     string     `json:"service"`
+	Status      string     `json:"status"`
+	Severity    string     `json:"severity"`
+	GoodVersion string     `json:"goodVersion"`
+	OpenedAt    time.Time  `json:"openedAt"`
+	ClosedAt    *time.Time `json:"closedAt"`
+}
+
+// waitIncident polls the API until an incident of service is closed.
+func (s *served) waitClosed(t *testing.T, service string, d time.Duration) incidentJSON {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		_, b := s.api(t, "GET", "/api/v1/incidents?service="+service, "")
+		var incs []incidentJSON
+		_ = json.Unmarshal(b, &incs)
+		for _, inc := range incs {
+			if inc.Status == "closed" {
+				return inc
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_, b := s.api(t, "GET", "/api/v1/incidents", "")
+	t.Fatalf("no closed incident of %s; incidents: %s\nlog:\n%s", service, b, strings.Join(s.lines(), "\n"))
+	return incidentJSON{}
+}
+
+// freeAddr is a free loopback host:port.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startAlertmanager runs Debian's Alertmanager with one webhook receiver
+// (bearer token auth) and quick grouping.
+func startAlertmanager(t *testing.T, webhook, token string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus-alertmanager")
+	if err != nil {
+		t.Fatal("prometheus-alertmanager is not installed (make deps installs it)")
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`route:
+  receiver: rollback
+  group_by: [alertname, namespace]
+  group_wait: 0s
+  group_interval: 2s
+  repeat_interval: 5s
+receivers:
+  - name: rollback
+    webhook_configs:
+      - url: %s
+        send_resolved: true
+        http_config:
+          authorization: {type: Bearer, credentials: %s}
+`, webhook, token)
+	_ = os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o600)
+	addr := freeAddr(t)
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--cluster.listen-address=")
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return addr
+}
+
+// A real Prometheus alert on the broken release, through a real
+// Alertmanager's webhook, makes 'rollback serve' walk the flowchart and
+// (automation.auto) run the runbook: traffic back on v1.1.5, the incident
+// closed with the alert as its trigger, and the alert group's repeated
+// notifications (every 5 s) never start a second rollback.
+func TestServeAlertmanagerRollsBack(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5")
+	st := filepath.Join(t.TempDir(), "serve.db")
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	write := func(prom string) {
+		_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  ts:
+    kubernetes: {namespace: %s, name: %s}
+    verify: {prometheus: "%s", errorRateQuery: '%s', maxErrorRate: 0.005, within: 60s}
+    automation:
+      auto: true
+      alerts:
+        - {alertname: TransactionErrors, namespace: %s}
+`, ns, app, prom, errQuery, ns)), 0o644)
+	}
+	rules := fmt.Sprintf(`groups:
+  - name: ts
+    rules:
+      - alert: TransactionErrors
+        expr: '%s > 0.01'
+        labels: {severity: critical, namespace: %s}
+        annotations: {summary: "5xx above 1%%"}
+`, errQuery, ns)
+	webhookAddr := freeAddr(t)
+	amAddr := startAlertmanager(t, "http://"+webhookAddr+"/hooks/alertmanager", serveToken)
+	_, prom := startDemoProm(t, ns, rules, amAddr)
+	write(prom)
+	srv := startServe(t, st, cfg, "--listen", webhookAddr)
+	time.Sleep(2 * time.Second) // the healthy version's baseline
+	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
+	broken := time.Now()
+	inc := srv.waitClosed(t, "ts", 3*time.Minute)
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the alert: %s, want %s", got, image("v1.1.5"))
+	}
+	_, b := srv.api(t, "GET", "/api/v1/incidents/"+inc.ID, "")
+	var v struct {
+		Reasons []struct{ Question, Answer string } `json:"reasons"`
+		Events  []struct {
+			Step, Phase string
+			Time        time.Time
+		} `json:"events"`
+		Checklist []struct{ Status string } `json:"checklist"`
+	}
+	_ = json.Unmarshal(b, &v)
+	fired := ""
+	for _, r := range v.Reasons {
+		if r.Question == "What fired?" {
+			fired = r.Answer
+		}
+	}
+	if !strings.Contains(fired, "TransactionErrors") || inc.Severity != "P1" {
+		t.Errorf("the incident's trigger %q, severity %q; want the alert, P1", fired, inc.Severity)
+	}
+	var rolledOut time.Time
+	for _, ev := range v.Events {
+		if ev.Step == "kube-undo" && ev.Phase == "done" {
+			rolledOut = ev.Time
+		}
+	}
+	// When the alert fired: Prometheus keeps each alert's activeAt in
+	// ALERTS_FOR_STATE (the rule has no 'for', so active is firing).
+	startsAt := time.Time{}
+	if p, err := metrics.NewPrometheus(prom); err == nil {
+		if at, err := p.Query(context.Background(), `max(ALERTS_FOR_STATE{alertname="TransactionErrors"})`, inc.OpenedAt); err == nil {
+			startsAt = time.Unix(0, int64(at*1e9))
+		} else {
+			t.Errorf("ALERTS_FOR_STATE: %v", err)
+		}
+	}
+	t.Logf("broken release %s; alert startsAt %s; webhook → incident opened %s; traffic back on v1.1.5 (kube-undo done) %s",
+		broken.UTC().Format(time.RFC3339Nano), startsAt.UTC().Format(time.RFC3339Nano), inc.OpenedAt.UTC().Format(time.RFC3339Nano), rolledOut.UTC().Format(time.RFC3339Nano))
+	if !startsAt.IsZero() && !rolledOut.IsZero() {
+		t.Logf("MEASURE alert fired → traffic back: %.2fs (alert → incident opened %.2fs)", rolledOut.Sub(startsAt).Seconds(), inc.OpenedAt.Sub(startsAt).Seconds())
+	}
+	// Alertmanager repeats the group every 5 s while it fires, and sends
+	// it resolved: none of that starts another rollback.
+	time.Sleep(12 * time.Second)
+	_, b = srv.api(t, "GET", "/api/v1/incidents?service=ts", "")
+	var incs []incidentJSON
+	_ = json.Unmarshal(b, &incs)
+	if len(incs) != 1 {
+		t.Errorf("incidents after the repeats: %d, want 1: %s", len(incs), b)
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the repeats: %s, want %s", got, image("v1.1.5"))
+	}
+	_, m := srv.api(t, "GET", "/metrics", "")
+	if !strings.Contains(string(m), `rollback_runs_total{outcome="recovered",service="ts"} 1`) {
+		t.Errorf("metrics lack the recovered run")
+	}
+	// A Kubernetes Event for each step, on the Deployment.
+	evs, err := cs.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + app})
+	found := false
+	for _, e := range evs.Items {
+		found = found || e.Reason == "RollbackKubeUndo" && e.Source.Component == "rollback"
+	}
+	if err != nil || !found {
+		t.Errorf("no RollbackKubeUndo Event on the Deployment (%v)", err)
+	}
+}
+
+// Two replicas on the PostgreSQL store elect a leader on a Lease. The
+// leader is killed (SIGKILL) in the middle of a rollback; the other
+// replica takes the lead and resumes the incident from its journal.
+func TestServeLeaderKilledMidRunResumes(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	ctx := context.Background()
+	dsn, err := pg.CreateDB(ctx, "serve_"+strings.ReplaceAll(ns, "-", "_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  ts:
+    kubernetes: {namespace: %s, name: %s}
+`, ns, app)), 0o644)
+	lease := []string{"--leader-elect", "--lease-namespace", ns, "--lease-duration", "4s"}
+	a := startServe(t, dsn, cfg, lease...)
+	a.waitLog(t, 30*time.Second, `"msg":"leading"`)
+	b := startServe(t, dsn, cfg, lease...)
+	code, body := a.api(t, "POST", "/api/v1/runs", `{"service":"ts"}`)
+	if code != 202 && code != 200 {
+		t.Fatalf("run: %d %s", code, body)
+	}
+	a.waitLog(t, 30*time.Second, `"msg":"step started"`, `"step":"kube-undo"`)
+	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	_ = a.cmd.Wait()
+	inc := b.waitClosed(t, "ts", 2*time.Minute)
+	b.waitLog(t, time.Second, `"msg":"resumed an orphaned incident"`, inc.ID)
+	t.Logf("MEASURE leader killed mid-run → incident closed by the other replica after %.1fs", inc.ClosedAt.Sub(killed).Seconds())
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the resume: %s, want %s", got, image("v1.1.5"))
+	}
+	_, body = b.api(t, "GET", "/api/v1/incidents/"+inc.ID, "")
+	var v struct {
+		Events []struct{ Step, Phase string } `json:"events"`
+	}
+	_ = json.Unmarshal(body, &v)
+	n := 0
+	for _, ev := range v.Events {
+		if ev.Step == "kube-undo" && ev.Phase == "done" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("kube-undo done %d times in the journal, want 1:\n%s", n, body)
+	}
+	l, err := cs.CoordinationV1().Leases(ns).Get(ctx, "rollback-serve", metav1.GetOptions{})
+	if err != nil || l.Spec.HolderIdentity == nil || !strings.HasSuffix(*l.Spec.HolderIdentity, fmt.Sprint(":", b.cmd.Process.Pid)) {
+		t.Errorf("the Lease's holder: %v %v, want the second replica (pid %d)", l.Spec.HolderIdentity, err, b.cmd.Process.Pid)
+	}
+}
