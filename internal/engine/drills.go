@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,7 +41,10 @@ func (e *Engine) Subjects(ctx context.Context, w *Workload) schedule.Subjects {
 func (e *Engine) record(ctx context.Context, d store.Drill, err error) (store.Drill, error) {
 	d.OK = err == nil
 	if err != nil {
-		d.Detail = cmp.Or(d.Detail+"; ", "") + err.Error()
+		if d.Detail != "" {
+			d.Detail += "; "
+		}
+		d.Detail += err.Error()
 	}
 	d.At = e.now()
 	if rerr := e.Store.RecordDrill(context.WithoutCancel(ctx), d); rerr != nil && err == nil {
@@ -60,6 +62,13 @@ func (e *Engine) DrillDryRun(ctx context.Context, w *Workload) (store.Drill, err
 	res, err := e.DryRun(ctx, w, 0, kube.DryRunServer, time.Minute)
 	if err == nil && res != nil && res.Plan != nil {
 		d.Detail = "server dry run: " + res.Plan.Summary()
+	}
+	if errors.Is(err, kube.ErrNoTarget) {
+		// A first release has nothing to roll back to; that is no failed
+		// test. A history whose older revisions are all marked bad is.
+		if h, herr := kube.GetHistory(ctx, w.Client, w.Target); herr == nil && len(h.Revisions) <= 1 {
+			d.Detail, err = "the first release: no earlier revision to roll back to", nil
+		}
 	}
 	return e.record(ctx, d, err)
 }

@@ -3,10 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"rollback/internal/store"
 )
@@ -52,5 +55,30 @@ func TestWide(t *testing.T) {
 	}
 	if _, err := e.Wide(ctx, WideRequest{Namespace: "shop", Selector: "release in (", Client: cs}); err == nil {
 		t.Error("a bad selector was accepted")
+	}
+}
+
+// The schedule's dry run is the rollback sent with dryRun=All (that the
+// API server then changes nothing is TestDryRunChangesNothing's, on the
+// sandbox: the fake applies dry-run patches) and is recorded.
+func TestDrillDryRun(t *testing.T) {
+	ctx := context.Background()
+	e, w := newEngine(t)
+	d, err := e.DrillDryRun(ctx, w)
+	if err != nil || !d.OK || d.Kind != "dry-run" || d.Subject != "v2" || !strings.Contains(d.Detail, "server dry run") {
+		t.Fatalf("got %+v %v", d, err)
+	}
+	dryRun := false
+	for _, a := range w.Client.(*fake.Clientset).Actions() {
+		if p, ok := a.(k8stesting.PatchActionImpl); ok {
+			dryRun = dryRun || len(p.PatchOptions.DryRun) == 1 && p.PatchOptions.DryRun[0] == "All"
+		}
+	}
+	if !dryRun {
+		t.Error("no patch was sent with dryRun=All")
+	}
+	got, _ := e.Store.ListDrills(ctx, "")
+	if len(got) != 1 || !got[0].OK {
+		t.Errorf("recorded %+v", got)
 	}
 }

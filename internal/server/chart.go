@@ -28,9 +28,24 @@ type Marker struct {
 	Label string
 }
 
-// chartWindow is how much is shown before the incident opened and after
-// it closed.
+// chartWindow bounds how much is shown before the incident opened and
+// after it closed: twice the incident's length (at least 30 s each way),
+// at most ten minutes.
 const chartWindow = 10 * time.Minute
+
+// window is the chart's time range around an incident.
+func window(opened time.Time, closed *time.Time, now time.Time) (start, end time.Time) {
+	last := now
+	if closed != nil {
+		last = *closed
+	}
+	pad := min(max(2*last.Sub(opened), time.Minute), chartWindow)
+	start, end = opened.Add(-pad), last.Add(pad)
+	if end.After(now) {
+		end = now
+	}
+	return start, end
+}
 
 // chart draws the error rate and the p99 latency around an incident from
 // Prometheus, with the incident's declaration and recovery marked.
@@ -41,11 +56,7 @@ func (s *Server) chart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	inc := v.Incident
-	start := inc.OpenedAt.Add(-chartWindow)
-	end := s.o.Now()
-	if inc.ClosedAt != nil && inc.ClosedAt.Add(chartWindow).Before(end) {
-		end = inc.ClosedAt.Add(chartWindow)
-	}
+	start, end := window(inc.OpenedAt, inc.ClosedAt, s.o.Now())
 	marks := []Marker{{At: inc.OpenedAt, Label: "declared"}}
 	if v.TimeToRecoverSeconds > 0 {
 		marks = append(marks, Marker{At: inc.OpenedAt.Add(time.Duration(v.TimeToRecoverSeconds * float64(time.Second))), Label: "recovered"})
@@ -115,7 +126,7 @@ func renderChart(series []Series, marks []Marker, start, end time.Time) string {
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="#fafafa" stroke="#ccc"/>`, left, top, pw, ph)
 	for i := 0; i <= 4; i++ {
 		t := start.Add(time.Duration(float64(i) / 4 * span * float64(time.Second)))
-		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle" fill="#555">%s</text>`, x(t), H-bottom+16, t.UTC().Format("15:04"))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle" fill="#555">%s</text>`, x(t), H-bottom+16, t.UTC().Format("15:04:05"))
 	}
 	for i, s := range series {
 		if i > 1 {
@@ -157,12 +168,12 @@ func renderChart(series []Series, marks []Marker, start, end time.Time) string {
 		}
 		fmt.Fprintf(&b, `<polyline class="series" data-name="%s" fill="none" stroke="%s" stroke-width="2" points="%s"/>`, html.EscapeString(s.Name), s.Color, strings.Join(pts, " "))
 	}
-	for _, m := range marks {
+	for i, m := range marks {
 		if m.At.Before(start) || m.At.After(end) {
 			continue
 		}
 		mx := x(m.At)
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%.0f" stroke="#333" stroke-dasharray="4 3"/><text x="%.1f" y="%d" fill="#333">%s</text>`, mx, mx, top, float64(top)+ph, mx+3, top+12, html.EscapeString(m.Label))
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%.0f" stroke="#333" stroke-dasharray="4 3"/><text x="%.1f" y="%d" fill="#333">%s</text>`, mx, mx, top, float64(top)+ph, mx+3, top+12+14*i, html.EscapeString(m.Label))
 	}
 	lx := left
 	for _, s := range series {

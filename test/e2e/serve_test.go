@@ -198,12 +198,12 @@ kind: Config
 services:
   ts:
     kubernetes: {namespace: %s, name: %s}
-    verify: {prometheus: "%s", errorRateQuery: '%s', maxErrorRate: 0.005, within: 60s}
+    verify: {prometheus: "%s", errorRateQuery: '%s', maxErrorRate: 0.005, latencyQuery: '%s', maxLatency: 10s, within: 60s}
     automation:
       auto: true
       alerts:
         - {alertname: TransactionErrors, namespace: %s}
-`, ns, app, prom, errQuery, ns)), 0o644)
+`, ns, app, prom, errQuery, latQuery, ns)), 0o644)
 	}
 	rules := fmt.Sprintf(`groups:
   - name: ts
@@ -277,6 +277,7 @@ services:
 	if got := runningImage(t, ns); got != image("v1.1.5") {
 		t.Errorf("after the repeats: %s, want %s", got, image("v1.1.5"))
 	}
+	checkDashboard(t, srv, inc.ID)
 	_, m := srv.api(t, "GET", "/metrics", "")
 	if !strings.Contains(string(m), `rollback_runs_total{outcome="recovered",service="ts"} 1`) {
 		t.Errorf("metrics lack the recovered run")

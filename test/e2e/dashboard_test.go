@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	stdimage "image"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// browser is a headless Debian Chromium driven over the DevTools protocol.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed (make deps installs Debian's chromium)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1600),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancelT := context.WithTimeout(ctx, 2*time.Minute)
+	t.Cleanup(func() { cancelT(); cancel(); cancelA() })
+	return ctx
+}
+
+// screenshotDir is where the dashboard's screenshots go: the repository's
+// docs with ROLLBACK_SCREENSHOTS=docs (to update them), else a temp dir.
+func screenshotDir(t *testing.T) string {
+	if os.Getenv("ROLLBACK_SCREENSHOTS") == "docs" {
+		root, _ := repoRoot()
+		return filepath.Join(root, "docs", "screenshots")
+	}
+	return t.TempDir()
+}
+
+// colourPixels counts the pixels of img within 40 of (r, g, b) per channel.
+func colourPixels(img stdimage.Image, r, g, b int) int {
+	n := 0
+	near := func(a, want int) bool { return a-want < 40 && want-a < 40 }
+	bd := img.Bounds()
+	for y := bd.Min.Y; y < bd.Max.Y; y++ {
+		for x := bd.Min.X; x < bd.Max.X; x++ {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			if near(int(cr>>8), r) && near(int(cg>>8), g) && near(int(cb>>8), b) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// checkDashboard signs in to the dashboard with the API token in a real
+// headless Chromium and checks what people look at: the incident in the
+// list, the schedule, and on the incident's page the error-rate and p99
+// chart (drawn from the real Prometheus), the 11-item checklist, the
+// decision's reasons and the journal's timeline. Screenshots are kept.
+func checkDashboard(t *testing.T, srv *served, incident string) {
+	t.Helper()
+	ctx := browser(t)
+	dir := screenshotDir(t)
+	_ = os.MkdirAll(dir, 0o755)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=token]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=token]`), serveToken),
+		chromedp.Submit(chromedp.CSS(`form`)),
+		chromedp.WaitVisible(chromedp.ID("incidents")),
+	); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	row, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`tr[data-incident="`+incident+`"]`)))
+	if err != nil || !strings.Contains(row, "closed") || !strings.Contains(row, "v1.2.0 → v1.1.5") {
+		t.Errorf("the incident's row: %q %v", row, err)
+	}
+	sched, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("schedule")))
+	for _, want := range []string{"dry-run", "every release", "chaos", "quarterly", "fire-drill", "semi-annually"} {
+		if !strings.Contains(sched, want) {
+			t.Errorf("the schedule lacks %q: %q %v", want, sched, err)
+		}
+	}
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.WriteFile(filepath.Join(dir, "dashboard.png"), shot, 0o644)
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.url+"/incidents/"+incident), chromedp.WaitVisible(chromedp.ID("checklist"))); err != nil {
+		t.Fatal(err)
+	}
+	// The chart is an image: wait until the browser has loaded it.
+	loaded, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`new Promise(r => { const i = document.getElementById('chart'); if (i.complete) r(i.naturalWidth > 0); else { i.onload = () => r(true); i.onerror = () => r(false); } })`,
+		chromedp.EvalAwaitPromise))
+	if err != nil || !loaded {
+		t.Errorf("the chart did not load: %v", err)
+	}
+	rows, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#checklist tbody tr`)))
+	if err != nil || len(rows) != 11 {
+		t.Errorf("checklist rows: %d %v, want the runbook's 11", len(rows), err)
+	}
+	done, _ := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#checklist tr[data-status=done]`)))
+	if len(done) < 5 {
+		t.Errorf("checklist items done: %d, want the run's steps", len(done))
+	}
+	reasons, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("reasons")))
+	if !strings.Contains(reasons, "What fired?") || !strings.Contains(reasons, "TransactionErrors") {
+		t.Errorf("reasons: %q", reasons)
+	}
+	timeline, _ := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#timeline tbody tr`)))
+	if len(timeline) < 10 {
+		t.Errorf("timeline rows: %d", len(timeline))
+	}
+	chart, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.ID("chart")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(chart))
+	if err != nil {
+		t.Fatalf("chart screenshot: %v", err)
+	}
+	// The error-rate line (#d9534f) and the p99 line (#337ab7) are drawn:
+	// many pixels of each, not just their legend swatches (48 pixels).
+	if red, blue := colourPixels(img, 0xd9, 0x53, 0x4f), colourPixels(img, 0x33, 0x7a, 0xb7); red < 300 || blue < 300 {
+		t.Errorf("chart pixels: error rate %d, p99 %d; want both lines drawn", red, blue)
+	}
+	_ = os.WriteFile(filepath.Join(dir, "chart.png"), chart, 0o644)
+	page, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "incident.png"), page, 0o644)
+	}
+}
