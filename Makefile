@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary fuzz lint clean
+.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide dist fuzz lint clean
 
 all: build
 
@@ -61,6 +61,10 @@ bench-db: deps
 bench-canary: deps build peers
 	$(GO) run ./bench/canarybench
 	$(GO) run ./bench/flaggerbench
+
+## bench-wide: a wide rollback of 200 Deployments against one, on the sandbox
+bench-wide: deps build
+	$(GO) run ./bench/widebench
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 20s)
 FUZZTIME ?= 20s

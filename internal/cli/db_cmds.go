@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -225,10 +224,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 	}
 	if !o.Yes && f.IO.CanPrompt() {
 		printDBPlan(&IOStreams{Out: f.IO.ErrOut}, p)
-		fmt.Fprintf(f.IO.ErrOut, "Down-migrate %s from %s to %s? This destroys data the forward migrations added. [y/N] ", filepath.Base(migrate.SafeDSN(s.DSN)), orNone(p.From), orNone(p.To))
-		var answer string
-		fmt.Fscanln(f.IO.In, &answer)
-		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+		if !askYes(f.IO, fmt.Sprintf("Down-migrate %s from %s to %s? This destroys data the forward migrations added.", filepath.Base(migrate.SafeDSN(s.DSN)), orNone(p.From), orNone(p.To))) {
 			return errAborted
 		}
 	}

@@ -159,6 +159,17 @@ func (f *Factory) newClient(rc *rest.Config) (kubernetes.Interface, error) {
 
 // clientFor is the client of a kubeconfig context (a resumed incident's).
 func (f *Factory) clientFor(kubeContext string) (kubernetes.Interface, error) {
+	return f.clientQPS(kubeContext, 50, 100)
+}
+
+// bulkClient is a client for rolling back many workloads at once (a wide
+// rollback): each needs a handful of requests, and client-go's rate
+// limiter would otherwise queue them behind each other.
+func (f *Factory) bulkClient(kubeContext string) (kubernetes.Interface, error) {
+	return f.clientQPS(kubeContext, 500, 1000)
+}
+
+func (f *Factory) clientQPS(kubeContext string, qps float32, burst int) (kubernetes.Interface, error) {
 	if f.Context != "" {
 		kubeContext = f.Context
 	}
@@ -169,7 +180,7 @@ func (f *Factory) clientFor(kubeContext string) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
 	}
-	rc.QPS, rc.Burst = 50, 100
+	rc.QPS, rc.Burst = qps, burst
 	rc.UserAgent = "rollback/" + Version
 	return f.newClient(rc)
 }

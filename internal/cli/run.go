@@ -28,6 +28,9 @@ type RunOptions struct {
 	// before anything changes, and its decision is the incident's.
 	Decide DecideOptions
 	Force  bool
+	// Selector makes it a wide rollback; Parallel bounds it.
+	Selector string
+	Parallel int
 	// Resume finishes the service's open incident instead of refusing.
 	Resume bool
 	// PagerDutyIncident is the incident that paged on-call: acknowledged
@@ -91,9 +94,18 @@ never prompts.`,
   rollback run transaction-service --severity P1 --hotfix-eta 40m --yes
   rollback run transaction-service --severity P1 --api-adopted=false --yes
   rollback run transaction-service --pagerduty-incident Q1ABC2DEF3GH --yes
-  rollback run transaction-service --resume --yes   # finish an interrupted rollback`,
-		Args: exactArgs(1, "one SERVICE"),
+  rollback run transaction-service --resume --yes   # finish an interrupted rollback
+  rollback run -l release=2026-11-26 -n shop --yes  # wide: every matching workload, one incident`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Selector != "" {
+				if len(args) != 0 {
+					return usagef("--selector rolls back every matching workload: give no SERVICE")
+				}
+				return runWide(cmd.Context(), f, o)
+			}
+			if len(args) != 1 {
+				return usagef("run expects one SERVICE, got %d arguments (or --selector LABELS for a wide rollback)", len(args))
+			}
 			o.Service = args[0]
 			for _, ov := range overrideFlags {
 				if !cmd.Flags().Changed(ov.flag) {
@@ -114,6 +126,8 @@ never prompts.`,
 	fl.DurationVar(&o.Decide.Hotfix, "hotfix-eta", 0, "with --severity: how far away a fix is (e.g. 40m)")
 	fl.StringVar(&o.PagerDutyIncident, "pagerduty-incident", "", "the PagerDuty incident that paged on-call (e.g. Q1ABC2DEF3GH): set to acknowledged, then resolved (needs pagerduty.apiTokenEnv)")
 	fl.BoolVar(&o.Resume, "resume", false, "if an earlier rollback of the service is unfinished, finish it (as 'rollback resume INCIDENT') instead of refusing")
+	fl.StringVarP(&o.Selector, "selector", "l", "", "wide rollback: every Deployment, StatefulSet and DaemonSet with these labels in the namespace, as one incident")
+	fl.IntVar(&o.Parallel, "parallel", 20, "with --selector: workloads rolled back at once")
 	fl.BoolVar(&o.Force, "force", false, "with --severity: roll back even when the flowchart says otherwise (recorded)")
 	o.Decide.Overrides = map[string]*string{}
 	for _, ov := range overrideFlags {
@@ -248,16 +262,22 @@ func printRunSummary(s *IOStreams, res *kube.Result) {
 // confirm shows the plan and asks on the terminal.
 func confirm(s *IOStreams, p *kube.Plan) (bool, error) {
 	printPlan(&IOStreams{Out: s.ErrOut}, p)
-	fmt.Fprintf(s.ErrOut, "Roll back %s to revision %d? [y/N] ", p.Target.Ref(), p.To.Number)
+	return askYes(s, fmt.Sprintf("Roll back %s to revision %d?", p.Target.Ref(), p.To.Number)), nil
+}
+
+// askYes asks a yes/no question on the terminal; anything but y or yes
+// (or no answer) is no.
+func askYes(s *IOStreams, question string) bool {
+	fmt.Fprintf(s.ErrOut, "%s [y/N] ", question)
 	line, err := bufio.NewReader(s.In).ReadString('\n')
 	if err != nil && line == "" {
-		return false, nil
+		return false
 	}
 	switch strings.ToLower(strings.TrimSpace(line)) {
 	case "y", "yes":
-		return true, nil
+		return true
 	}
-	return false, nil
+	return false
 }
 
 func newResumeCmd(f *Factory) *cobra.Command {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"rollback/internal/config"
 	"rollback/internal/engine"
@@ -158,6 +159,7 @@ func runServe(ctx context.Context, f *Factory, o *ServeOptions) error {
 		},
 		Resolve:            f.resolveAny,
 		ResolveStaging:     f.resolveStaging,
+		BulkClient:         func() (kubernetes.Interface, error) { return f.bulkClient("") },
 		Auth:               auth,
 		SlackSigningSecret: f.IO.Getenv(o.SlackSecretEnv),
 		SlackOperators:     o.SlackOperators,

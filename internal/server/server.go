@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
 
 	"rollback/internal/config"
 	"rollback/internal/engine"
@@ -55,6 +56,9 @@ type Options struct {
 	// RunLeaseTTL is how long a run's store lease outlives its holder
 	// (default a minute): another replica resumes a dead one's run after.
 	RunLeaseTTL time.Duration
+	// BulkClient is a client for rolling back many workloads at once (a
+	// wide rollback), with a rate limit to match; nil: the engine's.
+	BulkClient func() (kubernetes.Interface, error)
 	// ResolveStaging is a service's staging copy (automation.staging).
 	ResolveStaging func(ctx context.Context, service string, st *config.Staging) (*engine.Workload, error)
 	// Leading reports whether this replica leads (nil: always). Only the

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"rollback/internal/engine"
 	"rollback/internal/kube"
 )
@@ -16,11 +18,15 @@ func (s *Server) wide(w http.ResponseWriter, r *http.Request, req RunRequest, ti
 		return
 	}
 	e := s.engineFor(nil)
-	if e.Client == nil {
+	bulk := s.o.BulkClient
+	if bulk == nil && e.Client != nil {
+		bulk = func() (kubernetes.Interface, error) { return e.Client("") }
+	}
+	if bulk == nil {
 		writeError(w, http.StatusServiceUnavailable, "no Kubernetes client")
 		return
 	}
-	cs, err := e.Client("")
+	cs, err := bulk()
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
