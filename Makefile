@@ -1,7 +1,7 @@
 # rollback — see README.md.
 SHELL   := /bin/bash
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X rollback/internal/cli.Version=$(VERSION)
+LDFLAGS := -X github.com/rollback-dev/rollback/internal/cli.Version=$(VERSION)
 GO      ?= go
 # Every build, vet and test is -trimpath, as the sandbox's binary is: one
 # build cache serves them all, so 'make test' after 'make demo' does not

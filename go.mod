@@ -1,4 +1,4 @@
-module rollback
+module github.com/rollback-dev/rollback
 
 go 1.26.0
 

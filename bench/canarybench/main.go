@@ -11,7 +11,7 @@ import (
 	"math/rand/v2"
 	"sort"
 
-	"rollback/internal/canary"
+	"github.com/rollback-dev/rollback/internal/canary"
 )
 
 func main() {

@@ -20,9 +20,9 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/incident"
-	"rollback/internal/outbound/outboundtest"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/outbound/outboundtest"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 func main() {

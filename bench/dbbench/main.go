@@ -23,8 +23,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"rollback/internal/migrate"
-	"rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/pgtest"
 )
 
 const undoWithUpdate = `UPDATE transactions SET category = NULL;

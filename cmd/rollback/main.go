@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/cli"
 )
 
 func main() {

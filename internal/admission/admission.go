@@ -10,8 +10,8 @@ import (
 	"sort"
 	"strings"
 
-	"rollback/internal/image"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/image"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // ParamKey is the ConfigMap key holding the blocked images, one a line.

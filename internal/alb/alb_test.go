@@ -9,8 +9,8 @@ import (
 
 	"k8s.io/client-go/kubernetes/fake"
 
-	"rollback/internal/alb/albtest"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/alb/albtest"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 const (

@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"time"
 
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 // Range is Flagger's thresholdRange: a value outside [Min, Max] fails.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 // timeToDetect feeds seconds of canary and baseline traffic to the

@@ -11,7 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 
-	"rollback/internal/image"
+	"github.com/rollback-dev/rollback/internal/image"
 )
 
 // Status of one prerequisite.

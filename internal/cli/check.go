@@ -12,9 +12,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
-	"rollback/internal/check"
-	"rollback/internal/engine"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/check"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // ErrCheckFailed means a prerequisite for a safe rollback is missing.

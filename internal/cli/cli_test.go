@@ -21,8 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"rollback/internal/config"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")

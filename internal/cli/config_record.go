@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 func newConfigCmd(f *Factory) *cobra.Command {

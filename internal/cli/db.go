@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/migrate"
 )
 
 // DBOptions are the flags every `rollback db` command shares.

@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/migrate"
-	"rollback/internal/progress"
-	"rollback/internal/verify"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/verify"
 )
 
 func newDBPlanCmd(f *Factory) *cobra.Command {

@@ -6,8 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/migrate"
-	"rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/progress"
 )
 
 func newDBDrillCmd(f *Factory) *cobra.Command {

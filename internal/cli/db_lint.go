@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/migrate"
 )
 
 func newDBLintCmd(f *Factory) *cobra.Command {

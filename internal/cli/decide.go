@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/decide"
-	"rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/decide"
+	"github.com/rollback-dev/rollback/internal/engine"
 )
 
 // DecideOptions are the flags of `rollback decide`.

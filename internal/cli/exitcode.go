@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 
-	"rollback/internal/config"
-	"rollback/internal/kube"
-	"rollback/internal/migrate"
-	"rollback/internal/runbook"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Exit codes, documented in the README.

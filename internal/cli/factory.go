@@ -13,11 +13,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"rollback/internal/config"
-	"rollback/internal/engine"
-	"rollback/internal/helm"
-	"rollback/internal/kube"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/helm"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Factory builds what commands need, lazily, from the global flags.
@@ -133,7 +133,7 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
 	}
 	rc.QPS, rc.Burst = 50, 100
-	rc.UserAgent = "rollback/" + Version
+	rc.UserAgent = "github.com/rollback-dev/rollback/" + Version
 	if w.Client, err = f.newClient(rc); err != nil {
 		return nil, err
 	}
@@ -181,7 +181,7 @@ func (f *Factory) clientQPS(kubeContext string, qps float32, burst int) (kuberne
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
 	}
 	rc.QPS, rc.Burst = qps, burst
-	rc.UserAgent = "rollback/" + Version
+	rc.UserAgent = "github.com/rollback-dev/rollback/" + Version
 	return f.newClient(rc)
 }
 

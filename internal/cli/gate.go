@@ -11,9 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"rollback/internal/admission"
-	"rollback/internal/image"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/admission"
+	"github.com/rollback-dev/rollback/internal/image"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // ErrBlocked means the version is blocked (rollback gate).

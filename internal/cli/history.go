@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // HistoryOptions are the flags of `rollback history`.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // MarkOptions are the flags of `rollback mark`.

@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/engine"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // PlanOptions are the flags of `rollback plan`.

@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"rollback/internal/engine"
-	"rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/progress"
 )
 
 func stepTitle(s string) string { return engine.Title(s) }

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Version is set at build time with -ldflags "-X rollback/internal/cli.Version=...".
+// Version is set at build time with -ldflags "-X github.com/rollback-dev/rollback/internal/cli.Version=...".
 var Version = "dev"
 
 // Main runs the command line and returns the exit code. progName is the

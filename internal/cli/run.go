@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/engine"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 var pagerDutyID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"strings"
 
-	"rollback/internal/decide"
-	"rollback/internal/engine"
-	"rollback/internal/image"
-	"rollback/internal/kube"
-	"rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/decide"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/image"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/progress"
 )
 
 // runDecision walks the flowchart for 'rollback run --severity' from live

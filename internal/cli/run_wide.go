@@ -7,7 +7,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
-	"rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/engine"
 )
 
 // runWide is `rollback run --selector`: every matching workload of the

@@ -16,10 +16,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"rollback/internal/config"
-	"rollback/internal/engine"
-	"rollback/internal/progress"
-	"rollback/internal/server"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/server"
 )
 
 // ServeOptions are `rollback serve`'s flags.

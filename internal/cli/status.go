@@ -12,9 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/engine"
-	"rollback/internal/incident"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 func newStatusCmd(f *Factory) *cobra.Command {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/incident"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 func TestStatusAndReport(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"rollback/internal/config"
-	"rollback/internal/verify"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/verify"
 )
 
 // VerifyOptions are the flags of `rollback verify`.

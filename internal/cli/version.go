@@ -29,6 +29,11 @@ func newVersionCmd(f *Factory) *cobra.Command {
 			}
 			v := versionInfo{Version: Version, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 			if bi, ok := debug.ReadBuildInfo(); ok {
+				// 'go install github.com/rollback-dev/rollback/cmd/rollback@v1.2.3'
+				// stamps the module's version; a release build sets Version.
+				if v.Version == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+					v.Version = bi.Main.Version
+				}
 				for _, d := range bi.Deps {
 					if d.Path == "k8s.io/client-go" {
 						v.ClientGo = d.Version

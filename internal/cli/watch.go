@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"rollback/internal/engine"
-	"rollback/internal/metrics"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // WatchOptions are the flags of `rollback watch`.

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"rollback/internal/kube"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Breach is a detector's verdict that the canary is broken.

@@ -11,10 +11,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"rollback/internal/check"
-	"rollback/internal/kube"
-	"rollback/internal/migrate"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/check"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // CheckRequest is the runbook's prerequisites check for a release about to

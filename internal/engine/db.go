@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 
-	"rollback/internal/config"
-	"rollback/internal/migrate"
-	"rollback/internal/runbook"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Database opens the service's database: the connection string in

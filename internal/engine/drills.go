@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"time"
 
-	"rollback/internal/image"
-	"rollback/internal/kube"
-	"rollback/internal/metrics"
-	"rollback/internal/migrate"
-	"rollback/internal/schedule"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/image"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/schedule"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Subjects is what the service has deployed now that the testing schedule

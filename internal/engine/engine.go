@@ -17,11 +17,11 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
-	"rollback/internal/config"
-	"rollback/internal/kube"
-	"rollback/internal/progress"
-	"rollback/internal/runbook"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Engine runs rollbacks against one store.

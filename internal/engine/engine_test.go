@@ -15,12 +15,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"rollback/internal/config"
-	"rollback/internal/incident"
-	"rollback/internal/kube"
-	"rollback/internal/kube/kubetest"
-	"rollback/internal/store"
-	"rollback/internal/verify"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube/kubetest"
+	"github.com/rollback-dev/rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/verify"
 )
 
 // cluster is a fake cluster whose Deployment shop/web runs v2 over v1,

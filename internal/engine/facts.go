@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/decide"
-	"rollback/internal/metrics"
-	"rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/decide"
+	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/migrate"
 )
 
 // FactsRequest says where the decision flowchart's facts come from. Empty

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 
-	"rollback/internal/gitops"
-	"rollback/internal/incident"
-	"rollback/internal/kube"
-	"rollback/internal/runbook"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/gitops"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // pauseGitOps pauses the Argo CD Application or Flux object that applies

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"rollback/internal/kube"
-	"rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/progress"
 )
 
 // helmOwned turns a workload Helm manages into its release, so the

@@ -3,9 +3,9 @@ package engine
 import (
 	"context"
 
-	"rollback/internal/alb"
-	"rollback/internal/config"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/alb"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // LoadBalancer is the listener of a configured service that is blue/green

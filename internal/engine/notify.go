@@ -7,12 +7,12 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/config"
-	"rollback/internal/flags"
-	"rollback/internal/incident"
-	"rollback/internal/notify"
-	"rollback/internal/outbound"
-	"rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/flags"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/notify"
+	"github.com/rollback-dev/rollback/internal/outbound"
+	"github.com/rollback-dev/rollback/internal/runbook"
 )
 
 // notifiedEvidence is a communication step's evidence: what was

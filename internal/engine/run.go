@@ -8,12 +8,12 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/decide"
-	"rollback/internal/image"
-	"rollback/internal/kube"
-	"rollback/internal/progress"
-	"rollback/internal/runbook"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/decide"
+	"github.com/rollback-dev/rollback/internal/image"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Target is journaled when an incident starts, so resume knows what to

@@ -8,17 +8,17 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/config"
-	"rollback/internal/flags"
-	"rollback/internal/incident"
-	"rollback/internal/kube"
-	"rollback/internal/metrics"
-	"rollback/internal/migrate"
-	"rollback/internal/notify"
-	"rollback/internal/progress"
-	"rollback/internal/runbook"
-	"rollback/internal/store"
-	"rollback/internal/verify"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/flags"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/notify"
+	"github.com/rollback-dev/rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/verify"
 )
 
 // Step is one step of the runbook, defined once: its name (the journal's

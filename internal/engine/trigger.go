@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"strings"
 
-	"rollback/internal/decide"
-	"rollback/internal/kube"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/decide"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Trigger is a request for a rollback with nobody at the keyboard: a

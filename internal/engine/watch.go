@@ -7,10 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/canary"
-	"rollback/internal/image"
-	"rollback/internal/kube"
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/canary"
+	"github.com/rollback-dev/rollback/internal/image"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 // WatchRequest is a canary watch: the current revision's version (the

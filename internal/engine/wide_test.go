@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // A wide rollback undoes every matching workload under one incident, each

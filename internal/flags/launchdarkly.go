@@ -10,7 +10,7 @@ import (
 	"net/url"
 	"strings"
 
-	"rollback/internal/outbound"
+	"github.com/rollback-dev/rollback/internal/outbound"
 )
 
 // LaunchDarkly turns flags off through the REST API v2 with a semantic

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strings"
 
-	"rollback/internal/outbound"
+	"github.com/rollback-dev/rollback/internal/outbound"
 )
 
 // Unleash turns a feature off in one environment with the admin API:

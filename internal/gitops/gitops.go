@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // Labels and annotations the reconcilers put on what they apply.
@@ -34,8 +34,8 @@ const (
 
 // rollback's annotations on a paused reconciler object.
 const (
-	PausedByAnnotation  = "rollback/paused-by"
-	PausedWasAnnotation = "rollback/paused-was"
+	PausedByAnnotation  = "github.com/rollback-dev/rollback/paused-by"
+	PausedWasAnnotation = "github.com/rollback-dev/rollback/paused-was"
 )
 
 // Owner is the reconciler object that applies a workload.

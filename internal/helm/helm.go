@@ -24,7 +24,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"sigs.k8s.io/yaml"
 
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // Releases is one namespace's Helm releases.
@@ -112,7 +112,7 @@ func (r *Releases) marks(ctx context.Context, name string) (map[string]map[strin
 	for _, s := range list.Items {
 		m := map[string]string{}
 		for k, v := range s.Annotations {
-			if strings.HasPrefix(k, "rollback/") {
+			if strings.HasPrefix(k, "github.com/rollback-dev/rollback/") {
 				m[k] = v
 			}
 		}

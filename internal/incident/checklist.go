@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Step names the whole-runbook run journals under; the checklist reads them.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")

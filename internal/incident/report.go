@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Report renders a post-incident review draft in Markdown: summary,

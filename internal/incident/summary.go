@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Outcomes are the closing summary's measured lines (runbook Step 6),

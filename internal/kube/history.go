@@ -33,7 +33,7 @@ const (
 
 // Annotations rollback keeps on ReplicaSets.
 const (
-	annotationPrefix       = "rollback/"
+	annotationPrefix       = "github.com/rollback-dev/rollback/"
 	HealthAnnotation       = annotationPrefix + "health"
 	HealthReasonAnnotation = annotationPrefix + "health-reason"
 	HealthAtAnnotation     = annotationPrefix + "health-marked-at"

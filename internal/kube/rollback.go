@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/progress"
 )
 
 // ErrImageMismatch means the rollout finished but the running image is not

@@ -16,7 +16,7 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 
-	"rollback/internal/outbound"
+	"github.com/rollback-dev/rollback/internal/outbound"
 )
 
 // Sample is one value at one time.

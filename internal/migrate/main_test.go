@@ -11,7 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/pgtest"
 )
 
 var pg *pgtest.Server

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/outbound"
+	"github.com/rollback-dev/rollback/internal/outbound"
 )
 
 // Incident is what the messages talk about.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/outbound/outboundtest"
+	"github.com/rollback-dev/rollback/internal/outbound/outboundtest"
 )
 
 func TestScrubCutsURLToHost(t *testing.T) {

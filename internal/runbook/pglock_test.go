@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/pgtest"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 var pg *pgtest.Server

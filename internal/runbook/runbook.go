@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"rollback/internal/progress"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Step is one unit of the runbook.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // crashingStore panics (like kill -9) instead of performing the n-th

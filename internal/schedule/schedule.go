@@ -13,7 +13,7 @@ package schedule
 import (
 	"time"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Kind of rollback test.

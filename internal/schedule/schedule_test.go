@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 func TestFor(t *testing.T) {

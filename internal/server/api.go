@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/engine"
-	"rollback/internal/incident"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 func (s *Server) listIncidents(w http.ResponseWriter, r *http.Request) {

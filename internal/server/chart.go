@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/metrics"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Series is one line of a chart.

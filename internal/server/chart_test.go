@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 func TestWindow(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/incident"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 //go:embed templates/*.html

@@ -10,9 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"rollback/internal/engine"
-	"rollback/internal/incident"
-	"rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/progress"
 )
 
 // eventTimeout bounds each Kubernetes Event the server posts: an Event is

@@ -8,11 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/config"
-	"rollback/internal/decide"
-	"rollback/internal/engine"
-	"rollback/internal/kube"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/decide"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // AlertmanagerWebhook is Alertmanager's webhook payload (version 4).

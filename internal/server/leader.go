@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // Election is leader election on a coordination.k8s.io Lease: one replica

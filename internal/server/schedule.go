@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"time"
 
-	"rollback/internal/engine"
-	"rollback/internal/metrics"
-	"rollback/internal/schedule"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/schedule"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // scheduleItems is every configured service's testing schedule. The

@@ -16,8 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"rollback/internal/engine"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // slackMaxSkew is how old a signed Slack request may be (Slack's

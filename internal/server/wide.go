@@ -7,8 +7,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
-	"rollback/internal/engine"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // wide starts a wide rollback (POST /api/v1/runs with a selector).

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/pgtest"
 )
 
 var pg *pgtest.Server

@@ -10,9 +10,9 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
-	"rollback/internal/config"
-	"rollback/internal/kube"
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 // Spec is one verification of a rolled-back service, the runbook's Step 4:

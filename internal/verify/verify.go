@@ -17,9 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"rollback/internal/config"
-	"rollback/internal/kube"
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 // Result is one check's verdict with what it measured.

@@ -15,10 +15,10 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
-	"rollback/internal/config"
-	"rollback/internal/kube"
-	"rollback/internal/metrics"
-	"rollback/internal/outbound/outboundtest"
+	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/outbound/outboundtest"
 )
 
 func TestSmoke(t *testing.T) {

@@ -9,10 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	"rollback/internal/alb"
-	"rollback/internal/alb/albtest"
-	"rollback/internal/cli"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/alb"
+	"github.com/rollback-dev/rollback/internal/alb/albtest"
+	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 const (

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/cli"
 )
 
 // startArgoRollouts installs the Argo Rollouts CRDs and runs the real

@@ -12,8 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"rollback/internal/cli"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // blueGreen deploys transaction-service as blue (v1.1.5) and green

@@ -19,8 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"rollback/internal/migrate"
-	"rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/migrate"
+	"github.com/rollback-dev/rollback/internal/pgtest"
 )
 
 var incidentID = regexp.MustCompile(`INC-[0-9]{8}-[0-9]+`)

@@ -19,11 +19,11 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"rollback/internal/cli"
-	"rollback/internal/incident"
-	"rollback/internal/outbound/outboundtest"
-	"rollback/internal/pgtest"
-	"rollback/internal/store"
+	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/outbound/outboundtest"
+	"github.com/rollback-dev/rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // The fault matrix: each case states its expected outcome and checks that

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/cli"
 )
 
 var flaggerProm string

@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"rollback/internal/gitops"
+	"github.com/rollback-dev/rollback/internal/gitops"
 )
 
 // installGitOps applies the real Argo CD Application and Flux

@@ -16,7 +16,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/cli"
 )
 
 // helmCLI runs the real helm (v3.22.0, built by scripts/build-peers.sh).

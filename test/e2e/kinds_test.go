@@ -12,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"rollback/internal/cli"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // deployKind creates a StatefulSet or DaemonSet running v1.1.5, then

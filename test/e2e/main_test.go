@@ -23,9 +23,9 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
-	"rollback/internal/cli"
-	"rollback/internal/kube"
-	"rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/pgtest"
 )
 
 var (

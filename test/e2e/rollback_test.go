@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/cli"
 )
 
 // historyJSON is the -o json shape of `rollback history`.

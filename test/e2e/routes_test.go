@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"rollback/internal/cli"
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // installGatewayAPI applies the real Gateway API CRDs to the sandbox once.

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/cli"
 )
 
 func rollbackCmd(st string, args ...string) *exec.Cmd {

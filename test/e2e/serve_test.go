@@ -19,7 +19,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 const serveToken = "e2e-operator-token-0123456789"

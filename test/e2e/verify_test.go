@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"rollback/internal/cli"
-	"rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
 // startDemo runs the sandbox's demo service for the namespace's

@@ -12,7 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
-	"rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // Template is a one-container pod template of app name running img.
