@@ -60,7 +60,7 @@ type Listener struct {
 
 // LastSwitchTag on the listener records the last switch: from=NAME
 // to=NAME at=RFC3339 (a tag value allows no JSON).
-const LastSwitchTag = "github.com/rollback-dev/rollback/last-switch"
+const LastSwitchTag = "rollback/last-switch"
 
 var listenerARN = regexp.MustCompile(`^arn:aws[a-z-]*:elasticloadbalancing:([a-z0-9-]+):[0-9]{12}:listener/(app|net|gwy)/[^/]+/[0-9a-f]+/[0-9a-f]+$`)
 

@@ -42,7 +42,7 @@ func seedDB(t *testing.T, name string) (dsn, dir string, conn *pgx.Conn, apply f
 	files := map[string]string{
 		"V1_1_0__create_transactions.sql":      "CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric NOT NULL);\n",
 		"V1_2_0__add_transaction_category.sql": "ALTER TABLE transactions ADD COLUMN category text;\n",
-		"github.com/rollback-dev/rollback/V1_2_0__Undo__add_transaction_category.sql": "UPDATE transactions SET category = NULL;\n" +
+		"rollback/V1_2_0__Undo__add_transaction_category.sql": "UPDATE transactions SET category = NULL;\n" +
 			"ALTER TABLE transactions DROP COLUMN IF EXISTS category;\n" +
 			"DELETE FROM flyway_schema_history WHERE version = '1.2.0';\n",
 	}
@@ -201,7 +201,7 @@ func TestConcurrentDBUndosPlanUnderTheLock(t *testing.T) {
 	ctx := context.Background()
 	dsn, dir, conn, apply := seedDB(t, "cli_concurrent_undo")
 	// A non-idempotent undo: a stale second run would fail on it.
-	if err := os.WriteFile(filepath.Join(dir, "github.com/rollback-dev/rollback/V1_2_0__Undo__add_transaction_category.sql"),
+	if err := os.WriteFile(filepath.Join(dir, "rollback/V1_2_0__Undo__add_transaction_category.sql"),
 		[]byte("ALTER TABLE transactions DROP COLUMN category;\nDELETE FROM flyway_schema_history WHERE version = '1.2.0';\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -133,7 +133,7 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
 	}
 	rc.QPS, rc.Burst = 50, 100
-	rc.UserAgent = "github.com/rollback-dev/rollback/" + Version
+	rc.UserAgent = "rollback/" + Version
 	if w.Client, err = f.newClient(rc); err != nil {
 		return nil, err
 	}
@@ -181,7 +181,7 @@ func (f *Factory) clientQPS(kubeContext string, qps float32, burst int) (kuberne
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
 	}
 	rc.QPS, rc.Burst = qps, burst
-	rc.UserAgent = "github.com/rollback-dev/rollback/" + Version
+	rc.UserAgent = "rollback/" + Version
 	return f.newClient(rc)
 }
 

@@ -18,7 +18,7 @@ import (
 )
 
 // APIVersion is the only config version this build understands.
-const APIVersion = "github.com/rollback-dev/rollback/v1"
+const APIVersion = "rollback/v1"
 
 // Config is the whole rollback.yaml.
 type Config struct {

@@ -84,7 +84,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"empty", ``, []string{"rollback.yaml:1", "empty"}},
 		{"not yaml", "services: [\n", []string{"rollback.yaml:", "not valid YAML"}},
-		{"wrong version", "apiVersion: rollback/v9\nservices: {}\n", []string{"rollback.yaml:1: apiVersion", `expected "github.com/rollback-dev/rollback/v1"`}},
+		{"wrong version", "apiVersion: rollback/v9\nservices: {}\n", []string{"rollback.yaml:1: apiVersion", `expected "rollback/v1"`}},
 		{"missing services", "apiVersion: rollback/v1\n", []string{"services: missing"}},
 		{"unknown top field", "apiVersion: rollback/v1\nservices: {}\nservice: {}\n", []string{"rollback.yaml:3: service: unknown field; expected one of: apiVersion, kind, services"}},
 		{"unknown nested field", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      namespce: x\n",

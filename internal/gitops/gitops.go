@@ -34,8 +34,8 @@ const (
 
 // rollback's annotations on a paused reconciler object.
 const (
-	PausedByAnnotation  = "github.com/rollback-dev/rollback/paused-by"
-	PausedWasAnnotation = "github.com/rollback-dev/rollback/paused-was"
+	PausedByAnnotation  = "rollback/paused-by"
+	PausedWasAnnotation = "rollback/paused-was"
 )
 
 // Owner is the reconciler object that applies a workload.

@@ -112,7 +112,7 @@ func (r *Releases) marks(ctx context.Context, name string) (map[string]map[strin
 	for _, s := range list.Items {
 		m := map[string]string{}
 		for k, v := range s.Annotations {
-			if strings.HasPrefix(k, "github.com/rollback-dev/rollback/") {
+			if strings.HasPrefix(k, "rollback/") {
 				m[k] = v
 			}
 		}

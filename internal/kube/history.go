@@ -33,7 +33,7 @@ const (
 
 // Annotations rollback keeps on ReplicaSets.
 const (
-	annotationPrefix       = "github.com/rollback-dev/rollback/"
+	annotationPrefix       = "rollback/"
 	HealthAnnotation       = annotationPrefix + "health"
 	HealthReasonAnnotation = annotationPrefix + "health-reason"
 	HealthAtAnnotation     = annotationPrefix + "health-marked-at"

@@ -171,7 +171,7 @@ func TestHTTPRouteSwitchPatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `[{"op":"test","path":"/metadata/generation","value":7},{"op":"add","path":"/spec/rules/1/backendRefs/0/weight","value":0},{"op":"add","path":"/spec/rules/1/backendRefs/1/weight","value":5},{"op":"add","path":"/metadata/annotations","value":{"github.com/rollback-dev/rollback/switches":"[]"}}]`
+	want := `[{"op":"test","path":"/metadata/generation","value":7},{"op":"add","path":"/spec/rules/1/backendRefs/0/weight","value":0},{"op":"add","path":"/spec/rules/1/backendRefs/1/weight","value":5},{"op":"add","path":"/metadata/annotations","value":{"rollback/switches":"[]"}}]`
 	if string(b) != want {
 		t.Errorf("patch\n%s\nwant\n%s", b, want)
 	}

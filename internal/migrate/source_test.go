@@ -60,7 +60,7 @@ func TestLoadDirErrors(t *testing.T) {
 		{map[string]string{"V1__a.sql": "", "1_a.up.sql": ""}, "keep one layout per directory"},
 		{map[string]string{"V1__a.sql": "", "notes.sql": ""}, "notes.sql: not a migration file name"},
 		{map[string]string{"V1__a.sql": "", "U2__b.sql": ""}, "no forward migration"},
-		{map[string]string{"V1__a.sql": "", "U1__a.sql": "", "github.com/rollback-dev/rollback/V1__Undo__a.sql": ""}, "two undo scripts for version 1"},
+		{map[string]string{"V1__a.sql": "", "U1__a.sql": "", "rollback/V1__Undo__a.sql": ""}, "two undo scripts for version 1"},
 	}
 	for _, tt := range tests {
 		_, err := LoadDir(writeFiles(t, tt.files))

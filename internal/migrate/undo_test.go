@@ -26,7 +26,7 @@ func seedFiles() map[string]string {
 		"V1_1_0__create_transactions.sql": "CREATE TABLE transactions (id bigserial PRIMARY KEY, amount numeric(12,2) NOT NULL, created_at timestamptz NOT NULL DEFAULT now());\n",
 		"V1_2_0__add_transaction_category.sql": "ALTER TABLE transactions ADD COLUMN category text;\n" +
 			"CREATE INDEX transactions_category_idx ON transactions (category);\n",
-		"github.com/rollback-dev/rollback/V1_2_0__Undo__add_transaction_category.sql": seedUndo,
+		"rollback/V1_2_0__Undo__add_transaction_category.sql": seedUndo,
 	}
 }
 
@@ -130,7 +130,7 @@ func TestFailingStatementLeavesEverythingUntouched(t *testing.T) {
 	ctx := context.Background()
 	conn, _ := newDB(t)
 	files := seedFiles()
-	files["github.com/rollback-dev/rollback/V1_2_0__Undo__add_transaction_category.sql"] = "ALTER TABLE transactions DROP COLUMN category;\nALTER TABLE transactions DROP COLUMN no_such_column;\n"
+	files["rollback/V1_2_0__Undo__add_transaction_category.sql"] = "ALTER TABLE transactions DROP COLUMN category;\nALTER TABLE transactions DROP COLUMN no_such_column;\n"
 	p := applyAndPlan(t, conn, files)
 	_, err := Undo(ctx, conn, p, opts())
 	if err == nil || !strings.Contains(err.Error(), "V1_2_0__Undo__add_transaction_category.sql:2") || !strings.Contains(err.Error(), "rolled back") {
@@ -234,7 +234,7 @@ func TestNonTransactionalStatementRunsAloneAndRerunsSafely(t *testing.T) {
 	ctx := context.Background()
 	conn, _ := newDB(t)
 	files := seedFiles()
-	files["github.com/rollback-dev/rollback/V1_2_0__Undo__add_transaction_category.sql"] = "DROP INDEX CONCURRENTLY transactions_category_idx;\nALTER TABLE transactions DROP COLUMN IF EXISTS category;\n"
+	files["rollback/V1_2_0__Undo__add_transaction_category.sql"] = "DROP INDEX CONCURRENTLY transactions_category_idx;\nALTER TABLE transactions DROP COLUMN IF EXISTS category;\n"
 	p := applyAndPlan(t, conn, files)
 	desc, _ := p.Describe(opts())
 	if !strings.Contains(desc, "DROP INDEX CONCURRENTLY IF EXISTS transactions_category_idx") || !strings.Contains(desc, "cannot run in a transaction") {
@@ -261,7 +261,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("missing undo", func(t *testing.T) {
 		conn, _ := newDB(t)
 		files := seedFiles()
-		delete(files, "github.com/rollback-dev/rollback/V1_2_0__Undo__add_transaction_category.sql")
+		delete(files, "rollback/V1_2_0__Undo__add_transaction_category.sql")
 		dir := writeFiles(t, files)
 		src, _ := LoadDir(dir)
 		flywayApply(t, conn, src, "1.2.0")

@@ -19,7 +19,7 @@ var _ RunLocker = (*sqlStore)(nil)
 // are unlikely to collide with it.
 func runLockKey(service string) int64 {
 	h := fnv.New64a()
-	h.Write([]byte("github.com/rollback-dev/rollback/run\x00" + service))
+	h.Write([]byte("rollback/run\x00" + service))
 	return int64(h.Sum64())
 }
 

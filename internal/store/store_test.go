@@ -275,7 +275,7 @@ func TestSchemaUpgradeFromVersion1(t *testing.T) {
 	}
 	db := s.(*sqlStore).db
 	// Make it a version-1 store, as an older rollback left it.
-	for _, q := range []string{`DROP TABLE approvals`, `DELETE FROM store_schema WHERE version = 2`} {
+	for _, q := range []string{`DROP TABLE approvals`, `DROP TABLE drills`, `DELETE FROM store_schema WHERE version >= 2`} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
@@ -288,6 +288,9 @@ func TestSchemaUpgradeFromVersion1(t *testing.T) {
 	defer s.Close()
 	if err := s.Approve(ctx, Approval{Service: "svc", Release: "v1", By: "alice"}); err != nil {
 		t.Errorf("the upgrade did not add approvals: %v", err)
+	}
+	if err := s.RecordDrill(ctx, Drill{Service: "svc", Kind: "chaos", OK: true}); err != nil {
+		t.Errorf("the upgrade did not add drills: %v", err)
 	}
 }
 

@@ -87,7 +87,7 @@ func TestConfigRestoredWithTheRevision(t *testing.T) {
 		t.Errorf("after the rollback: config %v (labels %v), secret %q", cm.Data, cm.Labels, sec.Data["password"])
 	}
 	// v1.2.0's config was kept first: a roll forward could restore it.
-	kept, err := cs.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: "github.com/rollback-dev/rollback/kept-of=app-creds"})
+	kept, err := cs.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: "rollback/kept-of=app-creds"})
 	if err != nil || len(kept.Items) != 2 {
 		t.Fatalf("kept copies of app-creds: %v %v", len(kept.Items), err)
 	}

@@ -19,7 +19,7 @@ func TestRunbookDownMigrates(t *testing.T) {
 	// The runbook's own layout: rollback/V…__Undo__….sql, which fixes the
 	// history itself.
 	deploy(t, ns, "v1.1.5")
-	dsn, mig, conn := dbService(t, ns, "github.com/rollback-dev/rollback/V1_2_0__Undo__add_transaction_category.sql",
+	dsn, mig, conn := dbService(t, ns, "rollback/V1_2_0__Undo__add_transaction_category.sql",
 		"ALTER TABLE transactions DROP COLUMN IF EXISTS category;\nDELETE FROM flyway_schema_history WHERE version = '1.2.0';\n")
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -105,7 +105,7 @@ func repoRoot() (string, error) {
 		return "", err
 	}
 	for {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module rollback\n")) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module github.com/rollback-dev/rollback\n")) {
 			return d, nil
 		}
 		parent := filepath.Dir(d)

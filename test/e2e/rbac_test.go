@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+)
+
+// applyManifest applies a deploy/ manifest with its namespaces replaced.
+func applyManifest(t *testing.T, name string, repl ...string) {
+	t.Helper()
+	root, _ := repoRoot()
+	b, err := os.ReadFile(filepath.Join(root, "deploy", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := strings.NewReplacer(repl...).Replace(string(b))
+	f := filepath.Join(t.TempDir(), name)
+	_ = os.WriteFile(f, []byte(y), 0o600)
+	kubectl(t, "apply", "-f", f)
+}
+
+// saKubeconfig is a kubeconfig that authenticates as a service account
+// with a bound token from the TokenRequest API.
+func saKubeconfig(t *testing.T, ns, sa string) (path, token string) {
+	t.Helper()
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := admin.Contexts[admin.CurrentContext]
+	cl := admin.Clusters[cur.Cluster]
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["sandbox"] = cl
+	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	cfg.Contexts[sa] = &clientcmdapi.Context{Cluster: "sandbox", AuthInfo: sa, Namespace: ns}
+	cfg.CurrentContext = sa
+	path = filepath.Join(t.TempDir(), sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path, tr.Status.Token
+}
+
+// rollback serve runs as the deploy/ manifests' service account, with only
+// their RBAC: it elects itself on the Lease, rolls a Deployment back
+// through the whole runbook with Events, checks a caller's service
+// account token with TokenReview (read-only role), and may do nothing the
+// manifests do not grant.
+func TestServeWithTheManifestsRBAC(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	sys := ns + "-sys"
+	ctx := context.Background()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), sys, metav1.DeleteOptions{}) })
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	// The server's own objects (no Deployment: the server runs here as a
+	// process), with cluster-scoped names made unique for the test.
+	root, _ := repoRoot()
+	b, _ := os.ReadFile(filepath.Join(root, "deploy", "serve.yaml"))
+	docs := strings.Split(string(b), "\n---\n")
+	var keep []string
+	for _, d := range docs {
+		if !strings.Contains(d, "kind: Deployment") && !strings.Contains(d, "kind: Service\n") {
+			keep = append(keep, d)
+		}
+	}
+	f := filepath.Join(t.TempDir(), "serve.yaml")
+	_ = os.WriteFile(f, []byte(strings.NewReplacer("rollback-system", sys, "name: rollback-tokenreview", "name: rollback-tokenreview-"+ns).Replace(strings.Join(keep, "\n---\n"))), 0o600)
+	kubectl(t, "apply", "-f", f)
+	t.Cleanup(func() {
+		kubectl(t, "delete", "clusterrole,clusterrolebinding", "rollback-tokenreview-"+ns, "--ignore-not-found")
+	})
+	applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+	kubectl(t, "create", "serviceaccount", "viewer", "-n", ns)
+
+	kc, _ := saKubeconfig(t, sys, "rollback")
+	_, viewerToken := saKubeconfig(t, ns, "viewer")
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  ts:\n    kubernetes: {namespace: "+ns+", name: "+app+"}\n"), 0o644)
+	st := filepath.Join(t.TempDir(), "serve.db")
+	srv := startServe(t, st, cfg, "--kubeconfig", kc, "--leader-elect", "--lease-namespace", sys,
+		"--token-review", "true", "--reader", "group:system:serviceaccounts:"+ns)
+	srv.waitLog(t, 30*time.Second, `"msg":"leading"`)
+	code, body := srv.api(t, "POST", "/api/v1/runs", `{"service":"ts"}`)
+	if code != 202 && code != 200 {
+		t.Fatalf("run: %d %s", code, body)
+	}
+	inc := srv.waitClosed(t, "ts", 2*time.Minute)
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the run as the service account: %s", got)
+	}
+	_, body = srv.api(t, "GET", "/api/v1/incidents/"+inc.ID, "")
+	var v struct {
+		Checklist []struct{ Item, Status, Evidence string } `json:"checklist"`
+	}
+	_ = json.Unmarshal(body, &v)
+	for _, it := range v.Checklist {
+		if it.Status == "failed" {
+			t.Errorf("checklist item failed with the manifests' RBAC: %s: %s", it.Item, it.Evidence)
+		}
+	}
+	for _, l := range srv.lines() {
+		if strings.Contains(l, "forbidden") {
+			t.Errorf("a request was forbidden: %s", l)
+		}
+	}
+	evs, _ := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + app})
+	posted := 0
+	for _, e := range evs.Items {
+		if e.Source.Component == "rollback" {
+			posted++
+		}
+	}
+	if posted == 0 {
+		t.Error("no Events posted as the service account")
+	}
+	// TokenReview: a service account of the namespace may read, not write.
+	get := func(method, path, token string) int {
+		req, _ := http.NewRequest(method, srv.url+path, strings.NewReader(`{"service":"ts","version":"v9","reason":"x"}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := get("GET", "/api/v1/incidents", viewerToken); c != 200 {
+		t.Errorf("viewer reads: %d, want 200", c)
+	}
+	if c := get("POST", "/api/v1/blocks", viewerToken); c != 403 {
+		t.Errorf("viewer writes: %d, want 403", c)
+	}
+	if c := get("GET", "/api/v1/incidents", "not-a-token-0123456789"); c != 401 {
+		t.Errorf("a made-up token: %d, want 401", c)
+	}
+	// Least privilege: what the manifests do not grant is denied.
+	user := "system:serviceaccount:" + sys + ":rollback"
+	for _, ra := range []authzv1.ResourceAttributes{
+		{Namespace: ns, Verb: "delete", Group: "apps", Resource: "deployments"},
+		{Namespace: ns, Verb: "create", Group: "apps", Resource: "deployments"},
+		{Namespace: ns, Verb: "list", Resource: "secrets"},
+		{Namespace: "default", Verb: "patch", Group: "apps", Resource: "deployments"},
+		{Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leases"},
+	} {
+		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &ra}}, metav1.CreateOptions{})
+		if err != nil || sar.Status.Allowed {
+			t.Errorf("%s %s/%s in %s: allowed=%v (%v), want denied", ra.Verb, ra.Group, ra.Resource, ra.Namespace, sar != nil && sar.Status.Allowed, err)
+		}
+	}
+}
