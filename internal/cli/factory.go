@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"regexp"
 	"strings"
 	"time"
+
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -30,6 +31,9 @@ type Factory struct {
 	Context    string
 	Namespace  string
 	StorePath  string
+	// Server is a 'rollback serve' URL (--server): commands work through
+	// its API.
+	Server string
 
 	// NewClient builds the Kubernetes client; nil means client-go's.
 	NewClient func(*rest.Config) (kubernetes.Interface, error)

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/rollback-dev/rollback/internal/admission"
+	"github.com/rollback-dev/rollback/internal/client"
 	"github.com/rollback-dev/rollback/internal/image"
 	"github.com/rollback-dev/rollback/internal/store"
 )
@@ -21,6 +22,12 @@ var ErrBlocked = errors.New("version is blocked")
 
 // openStore opens --store, $ROLLBACK_STORE, or the state directory's SQLite file.
 func (f *Factory) openStore(ctx context.Context) (store.Store, error) {
+	if c, err := f.remote(); c != nil || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return client.Store{C: c}, nil
+	}
 	loc := cmp.Or(f.StorePath, f.IO.Getenv("ROLLBACK_STORE"))
 	if loc == "" {
 		var err error

@@ -85,6 +85,7 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 	pf.StringVar(&f.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
 	pf.StringVar(&f.Context, "context", "", "kubeconfig context to use")
 	pf.StringVarP(&f.Namespace, "namespace", "n", "", "namespace of the workload (default: the service's, then the context's)")
+	pf.StringVar(&f.Server, "server", "", "a 'rollback serve' to work through (its API) instead of the store: status, block, unblock, gate, run, resume, approve, decline, close (default $ROLLBACK_SERVER; token in $ROLLBACK_SERVER_TOKEN)")
 	pf.StringVar(&f.StorePath, "store", "", "state store: an SQLite file or a postgres:// URL (default $ROLLBACK_STORE, then the state directory's rollback.db)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{err: err, showHelp: true}
@@ -110,6 +111,8 @@ SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
 		newConfigCmd(f),
 		newReportCmd(f),
 		newServeCmd(f),
+		newApproveCmd(f),
+		newDeclineCmd(f),
 		newVersionCmd(f),
 	)
 	return root

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rollback-dev/rollback/internal/engine"
 	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/server"
 )
 
 var pagerDutyID = regexp.MustCompile(`^[A-Z0-9]{2,32}$`)
@@ -157,6 +158,17 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 	if o.PagerDutyIncident != "" && !pagerDutyID.MatchString(o.PagerDutyIncident) {
 		return usagef("--pagerduty-incident %q: expected a PagerDuty incident ID such as Q1ABC2DEF3GH (letters and digits, from the incident's URL)", o.PagerDutyIncident)
 	}
+	if c, err := f.remote(); c != nil || err != nil {
+		if err != nil {
+			return err
+		}
+		if dry != kube.DryRunNone || o.Decide.Severity != "" || o.PagerDutyIncident != "" {
+			return usagef("with --server, run takes SERVICE, --to-revision, --timeout and --resume (the server decides the rest from its rollback.yaml)")
+		}
+		return remoteRun(ctx, f, c, func() (*server.RunAccepted, error) {
+			return c.Run(ctx, server.RunRequest{Service: o.Service, ToRevision: o.ToRevision, Resume: o.Resume, Timeout: o.Timeout.String()})
+		})
+	}
 	w, err := f.Resolve(o.Service)
 	if err != nil {
 		return err
@@ -291,6 +303,12 @@ the Kubernetes rollback finishes towards the target it had chosen.`,
 		Args:    exactArgs(1, "one INCIDENT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if c, err := f.remote(); c != nil || err != nil {
+				if err != nil {
+					return err
+				}
+				return remoteRun(ctx, f, c, func() (*server.RunAccepted, error) { return c.Resume(ctx, args[0]) })
+			}
 			s, err := f.openStore(ctx)
 			if err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/server"
 )
 
 // runWide is `rollback run --selector`: every matching workload of the
@@ -22,6 +23,17 @@ func runWide(ctx context.Context, f *Factory, o *RunOptions) error {
 	}
 	if o.ToRevision != 0 || o.Decide.Severity != "" || o.DryRun != "none" || o.PagerDutyIncident != "" {
 		return usagef("--selector takes --timeout, --parallel, --yes and -o; each workload goes to its own last good revision")
+	}
+	if c, err := f.remote(); c != nil || err != nil {
+		if err != nil {
+			return err
+		}
+		if f.Namespace == "" {
+			return usagef("with --server, --selector needs -n NAMESPACE")
+		}
+		return remoteRun(ctx, f, c, func() (*server.RunAccepted, error) {
+			return c.Run(ctx, server.RunRequest{Selector: o.Selector, Namespace: f.Namespace, Timeout: o.Timeout.String()})
+		})
 	}
 	ns := f.Namespace
 	if ns == "" {

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/rollback-dev/rollback/internal/engine"
 	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/store"
 )
@@ -199,6 +197,16 @@ with a reason; who closed it and why are journaled and appear in the report.`,
 			if strings.TrimSpace(reason) == "" {
 				return usagef("--reason is required: say why %s is closed without finishing its run", args[0])
 			}
+			if c, err := f.remote(); c != nil || err != nil {
+				if err != nil {
+					return err
+				}
+				if err := c.Close(cmd.Context(), args[0], reason); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.IO.Out, "%s closed by hand on the server: %s\n", args[0], reason)
+				return nil
+			}
 			s, err := f.openStore(cmd.Context())
 			if err != nil {
 				return err
@@ -207,11 +215,7 @@ with a reason; who closed it and why are journaled and appear in the report.`,
 			if _, _, err := loadIncident(cmd.Context(), s, args[0]); err != nil {
 				return err
 			}
-			by := engine.HolderName()
-			if u, err := user.Current(); err == nil {
-				by = u.Username + "@" + by
-			}
-			_, changed, err := incident.CloseByHand(cmd.Context(), s, args[0], reason, by, f.Now())
+			_, changed, err := incident.CloseByHand(cmd.Context(), s, args[0], reason, whoAmI(), f.Now())
 			if err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
@@ -347,5 +348,41 @@ services:
 	l, err := cs.CoordinationV1().Leases(ns).Get(ctx, "rollback-serve", metav1.GetOptions{})
 	if err != nil || l.Spec.HolderIdentity == nil || !strings.HasSuffix(*l.Spec.HolderIdentity, fmt.Sprint(":", b.cmd.Process.Pid)) {
 		t.Errorf("the Lease's holder: %v %v, want the second replica (pid %d)", l.Spec.HolderIdentity, err, b.cmd.Process.Pid)
+	}
+}
+
+// The CLI works through a server (--server, the token from the
+// environment): the run is the server's, the CLI follows it to its
+// checklist; status, gate and unblock read and write the server's store.
+func TestCLIThroughServer(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  ts:\n    kubernetes: {namespace: "+ns+", name: "+app+"}\n"), 0o644)
+	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
+	env := map[string]string{"ROLLBACK_SERVER_TOKEN": serveToken, "ROLLBACK_STORE": filepath.Join(t.TempDir(), "never-used.db")}
+	r := rollbackEnv(t, nil, "status", "--server", srv.url)
+	if r.code == 0 || !strings.Contains(r.stderr, "HTTP 401") || !strings.Contains(r.stderr, "ROLLBACK_SERVER_TOKEN") {
+		t.Errorf("without a token: exit %d %s", r.code, r.stderr)
+	}
+	r = rollbackEnv(t, env, "run", "ts", "--server", srv.url)
+	if r.code != 0 || !strings.Contains(r.stdout, "Kubernetes rollback executed") || !strings.Contains(r.stdout, "closed") {
+		t.Fatalf("run through the server: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the run: %s", got)
+	}
+	if r = rollbackEnv(t, env, "gate", "ts", "v1.2.0", "--server", srv.url); r.code != cli.ExitBlocked {
+		t.Errorf("gate of the rolled-back version: exit %d, want %d\n%s", r.code, cli.ExitBlocked, r.stdout)
+	}
+	if r = rollbackEnv(t, env, "unblock", "ts", "v1.2.0", "--server", srv.url); r.code != 0 {
+		t.Errorf("unblock: %d %s", r.code, r.stderr)
+	}
+	if r = rollbackEnv(t, env, "gate", "ts", "v1.2.0", "--server", srv.url); r.code != 0 {
+		t.Errorf("gate after unblock: exit %d", r.code)
+	}
+	if _, err := os.Stat(env["ROLLBACK_STORE"]); err == nil {
+		t.Error("the CLI opened a local store although --server was given")
 	}
 }
