@@ -21,7 +21,11 @@ func newStatusCmd(f *Factory) *cobra.Command {
 		Use:   "status [INCIDENT]",
 		Short: "Incidents and reviews due; or one incident's checklist with evidence and timings",
 		Long: `Without INCIDENT: the open incidents, and closed ones whose post-incident
-review is due (within 24 hours) or overdue (48 hours after closing).
+review is due (within 24 hours) or overdue (48 hours after closing); then
+the runbook's rollback testing schedule per configured service (dry run
+every release, migration drill every migration, chaos drill quarterly, fire
+drill semi-annually): last run and next due ('rollback serve' runs them;
+-o json leaves it out, GET /api/v1/schedule has it).
 With INCIDENT: the runbook's 11-item checklist, each item with its status,
 evidence, how long it took and whether it overran its budget, and the time
 to recover.`,
@@ -127,6 +131,13 @@ func listStatus(ctx context.Context, f *Factory, s store.Store, format string) e
 	if format != "" {
 		return printStructured(f.IO.Out, format, rows)
 	}
+	defer func() {
+		if items, err := testingSchedule(ctx, f, s); err == nil {
+			printSchedule(f, items)
+		} else {
+			fmt.Fprintf(f.IO.ErrOut, "warning: the testing schedule: %v\n", err)
+		}
+	}()
 	if len(rows) == 0 {
 		fmt.Fprintln(f.IO.Out, "No open incidents and no reviews due.")
 		return nil

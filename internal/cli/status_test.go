@@ -62,3 +62,29 @@ func TestStatusAndReport(t *testing.T) {
 		t.Errorf("unknown incident: %d %s", code, errOut)
 	}
 }
+
+// status shows each configured service's testing schedule: last run and
+// next due, from the store's drills.
+func TestStatusShowsTheTestingSchedule(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "r.db")
+	cfg := filepath.Join(dir, "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  api:\n    kubernetes: {namespace: shop}\n"), 0o644)
+	env := map[string]string{"ROLLBACK_STORE": db, "ROLLBACK_CONFIG": cfg, "KUBECONFIG": filepath.Join(dir, "none")}
+	s, err := store.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := time.Now().Add(-100 * 24 * time.Hour).UTC().Truncate(time.Second)
+	_ = s.RecordDrill(context.Background(), store.Drill{Service: "api", Kind: "chaos", OK: true, At: last, Detail: "detected in 20s"})
+	s.Close()
+	code, out, errOut := runCLI(t, env, "status")
+	if code != 0 || !strings.Contains(out, "Rollback testing schedule") {
+		t.Fatalf("status: %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"chaos", last.Format(time.RFC3339) + " passed", "overdue", "fire-drill", "never", "semi-annually"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the schedule lacks %q:\n%s", want, out)
+		}
+	}
+}

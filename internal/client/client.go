@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/incident"
+	"github.com/rollback-dev/rollback/internal/schedule"
 	"github.com/rollback-dev/rollback/internal/server"
 	"github.com/rollback-dev/rollback/internal/store"
 )
@@ -166,4 +167,10 @@ func (c *Client) Wait(ctx context.Context, id string, every, settle time.Duratio
 		case <-time.After(every):
 		}
 	}
+}
+
+// Schedule is the server's rollback testing schedule.
+func (c *Client) Schedule(ctx context.Context) ([]schedule.Item, error) {
+	var out []schedule.Item
+	return out, c.do(ctx, http.MethodGet, "/api/v1/schedule", nil, &out)
 }

@@ -172,3 +172,28 @@ func DrillWatch(p metrics.Provider, requests, errs string, interval time.Duratio
 	return WatchRequest{Prometheus: p, RequestsQuery: requests, ErrorsQuery: errs, Interval: interval, For: 10 * time.Minute,
 		AnalysisEvery: max(interval, time.Minute), Threshold: 3, MinSuccess: 99, Inconclusive: 6, Timeout: DefaultTimeout}
 }
+
+// Schedule is every configured service's rollback testing schedule: what
+// was tested (the store's drills), what is deployed (resolve; a service
+// that cannot be resolved shows its calendar items and an unknown
+// release), and the clock.
+func (e *Engine) Schedule(ctx context.Context, resolve func(ctx context.Context, service string) (*Workload, error)) ([]schedule.Item, error) {
+	if e.Config == nil {
+		return nil, nil
+	}
+	var out []schedule.Item
+	for _, name := range e.Config.ServiceNames() {
+		drills, err := e.Store.ListDrills(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		w := &Workload{Service: name}
+		if resolve != nil {
+			if rw, err := resolve(ctx, name); err == nil {
+				w = rw
+			}
+		}
+		out = append(out, schedule.For(name, e.Subjects(ctx, w), drills, e.now())...)
+	}
+	return out, nil
+}

@@ -12,26 +12,9 @@ import (
 	"github.com/rollback-dev/rollback/internal/store"
 )
 
-// scheduleItems is every configured service's testing schedule. The
-// deployed release comes from the cluster; a service that cannot be read
-// shows its calendar items and an unknown release.
+// scheduleItems is every configured service's testing schedule.
 func (s *Server) scheduleItems(ctx context.Context) ([]schedule.Item, error) {
-	var out []schedule.Item
-	for _, name := range s.serviceNames() {
-		drills, err := s.o.Store.ListDrills(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		var subj schedule.Subjects
-		e := s.engineFor(nil)
-		if wl, err := s.o.Resolve(ctx, name); err == nil {
-			subj = e.Subjects(ctx, wl)
-		} else {
-			subj = e.Subjects(ctx, &engine.Workload{Service: name})
-		}
-		out = append(out, schedule.For(name, subj, drills, s.o.Now())...)
-	}
-	return out, nil
+	return s.engineFor(nil).Schedule(ctx, s.o.Resolve)
 }
 
 func (s *Server) schedule(w http.ResponseWriter, r *http.Request) {
