@@ -191,6 +191,7 @@ func runServe(ctx context.Context, f *Factory, o *ServeOptions) error {
 	go func() { serveErr <- hs.Serve(ln) }()
 	lead := func(lctx context.Context) {
 		go srv.RunSchedule(lctx, o.ScheduleEvery, o.CalendarDrills)
+		go srv.Supervise(lctx, 2*time.Second)
 		srv.Lead(lctx, time.Second)
 	}
 	if election != nil {

@@ -164,13 +164,13 @@ func (e *Engine) Drill(ctx context.Context, r ChaosRequest) (store.Drill, error)
 }
 
 // DrillWatch is the detector settings of a service's automation.watch with
-// `rollback watch`'s defaults.
+// `rollback watch`'s defaults (Flagger's analysis every six intervals: 1m at 10s).
 func DrillWatch(p metrics.Provider, requests, errs string, interval time.Duration) WatchRequest {
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
 	return WatchRequest{Prometheus: p, RequestsQuery: requests, ErrorsQuery: errs, Interval: interval, For: 10 * time.Minute,
-		AnalysisEvery: max(interval, time.Minute), Threshold: 3, MinSuccess: 99, Inconclusive: 6, Timeout: DefaultTimeout}
+		AnalysisEvery: 6 * interval, Threshold: 3, MinSuccess: 99, Inconclusive: 6, Timeout: DefaultTimeout}
 }
 
 // Schedule is every configured service's rollback testing schedule: what

@@ -386,3 +386,40 @@ func TestCLIThroughServer(t *testing.T) {
 		t.Error("the CLI opened a local store although --server was given")
 	}
 }
+
+// The supervised canary watch: a service with automation.watch has each
+// new release watched by the leader; the broken v1.2.0 is detected from
+// Prometheus and rolled back through the runbook, with nobody running
+// 'rollback watch'.
+func TestServeSupervisedWatchRollsBack(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5")
+	_, prom := startDemo(t, ns)
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  ts:
+    kubernetes: {namespace: %s, name: %s}
+    verify: {prometheus: "%s"}
+    automation:
+      watch:
+        requestsQuery: 'sum(increase(http_requests_total{version="{{version}}"}[{{interval}}]))'
+        errorsQuery: 'sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{interval}}]))'
+        interval: 2s
+`, ns, app, prom)), 0o644)
+	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
+	time.Sleep(2 * time.Second)
+	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
+	srv.waitLog(t, time.Minute, `"msg":"watching a new release"`, `"version":"v1.2.0"`)
+	inc := srv.waitClosed(t, "ts", 3*time.Minute)
+	srv.waitLog(t, 10*time.Second, `"msg":"canary breach: rolled back"`, inc.ID)
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the supervised watch: %s, want %s", got, image("v1.1.5"))
+	}
+	_, b := srv.api(t, "GET", "/api/v1/incidents/"+inc.ID, "")
+	if !strings.Contains(string(b), "the canary watch") {
+		t.Errorf("the incident was not decided by the canary watch:\n%s", b)
+	}
+}
