@@ -423,3 +423,64 @@ services:
 		t.Errorf("the incident was not decided by the canary watch:\n%s", b)
 	}
 }
+
+// The schedule's chaos drill and fire drill run on the service's staging
+// copy (never production): the deliberately failing version is deployed,
+// the configured detector finds it and rolls it back (chaos), or the whole
+// runbook runs (fire drill); detection and recovery times are recorded
+// and the schedule shows them passed.
+func TestServeChaosAndFireDrills(t *testing.T) {
+	t.Parallel()
+	prod := namespace(t)
+	staging := namespace(t)
+	deploy(t, prod, "v1.1.5")
+	deploy(t, staging, "v1.1.5")
+	_, prom := startDemo(t, staging)
+	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
+	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
+kind: Config
+services:
+  ts:
+    kubernetes: {namespace: %s, name: %s}
+    verify: {prometheus: "%s"}
+    automation:
+      watch:
+        requestsQuery: 'sum(increase(http_requests_total{version="{{version}}"}[{{interval}}]))'
+        errorsQuery: 'sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{interval}}]))'
+        interval: 2s
+      staging: {namespace: %s, badImage: "%s"}
+`, prod, app, prom, staging, image("v1.2.0"))), 0o644)
+	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
+	type drill struct {
+		Kind, Subject, Detail string
+		OK                    bool
+	}
+	for _, kind := range []string{"chaos", "fire-drill"} {
+		code, b := srv.api(t, "POST", "/api/v1/drills", `{"service":"ts","kind":"`+kind+`"}`)
+		var d drill
+		_ = json.Unmarshal(b, &d)
+		t.Logf("%s drill: %s", kind, d.Detail)
+		if code != 200 || !d.OK || d.Subject != "v1.2.0" || !strings.Contains(d.Detail, "recovered") {
+			t.Errorf("%s drill: %d %s", kind, code, b)
+		}
+		if kind == "chaos" && !strings.Contains(d.Detail, "detected by") {
+			t.Errorf("chaos drill without a detection: %s", d.Detail)
+		}
+		if got := runningImage(t, staging); got != image("v1.1.5") {
+			t.Errorf("staging after the %s drill: %s", kind, got)
+		}
+	}
+	if got := runningImage(t, prod); got != image("v1.1.5") {
+		t.Errorf("production was touched: %s", got)
+	}
+	_, b := srv.api(t, "GET", "/api/v1/schedule", "")
+	var items []struct {
+		Kind, State string
+	}
+	_ = json.Unmarshal(b, &items)
+	for _, it := range items {
+		if (it.Kind == "chaos" || it.Kind == "fire-drill") && it.State != "ok" {
+			t.Errorf("%s is %s after a passed drill", it.Kind, it.State)
+		}
+	}
+}
