@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide dist fuzz lint clean
+.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide dist dist-check fuzz lint clean
 
 all: build
 
@@ -65,6 +65,15 @@ bench-canary: deps build peers
 ## bench-wide: a wide rollback of 200 Deployments against one, on the sandbox
 bench-wide: deps build
 	$(GO) run ./bench/widebench
+
+## dist: release archives for linux/darwin × amd64/arm64, checksums, the krew
+## manifest and the container image (an OCI layout) in dist/ (VERSION=1.2.3)
+dist:
+	scripts/dist.sh
+
+## dist-check: build dist/ for linux/amd64, install it with the real krew, run it, and run the image's binary
+dist-check:
+	scripts/dist-check.sh
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 20s)
 FUZZTIME ?= 20s
