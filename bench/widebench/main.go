@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 func main() {
@@ -100,7 +102,7 @@ func run(n, runs, parallel int) error {
 				return err
 			}
 			times[size] = append(times[size], took)
-			fmt.Fprintf(os.Stderr, "widebench: %d Deployment(s) rolled back in %.2fs\n", size, took.Seconds())
+			fmt.Fprintf(os.Stderr, "widebench: %d Deployment(s) rolled back in %.2fs; %s\n", size, took.Seconds(), phases(ctx, st))
 			// The next run's "bad" version goes over v1 again; v1 stays the
 			// last good one (each run marks only its bad one).
 		}
@@ -187,4 +189,35 @@ func allOn(ctx context.Context, cs kubernetes.Interface, ns string, size int, v 
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// phases reads the incident's journal: when the workloads' targets were
+// pinned and when they were done, from the incident's opening.
+func phases(ctx context.Context, path string) string {
+	s, err := store.Open(ctx, path)
+	if err != nil {
+		return err.Error()
+	}
+	defer s.Close()
+	incs, err := s.ListIncidents(ctx, "")
+	if err != nil || len(incs) == 0 {
+		return "no incident"
+	}
+	evs, _ := s.Events(ctx, incs[0].ID)
+	var pinned, done []float64
+	for _, ev := range evs {
+		at := ev.Time.Sub(incs[0].OpenedAt).Seconds()
+		switch {
+		case strings.HasPrefix(ev.Key, "wide-target:"):
+			pinned = append(pinned, at)
+		case strings.HasPrefix(ev.Key, "wide-done:"):
+			done = append(done, at)
+		}
+	}
+	sort.Float64s(pinned)
+	sort.Float64s(done)
+	if len(pinned) == 0 || len(done) == 0 {
+		return "no journal"
+	}
+	return fmt.Sprintf("targets pinned %.1f–%.1fs, done %.1f–%.1fs (median %.1fs) after the incident opened", pinned[0], pinned[len(pinned)-1], done[0], done[len(done)-1], done[len(done)/2])
 }

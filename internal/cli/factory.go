@@ -269,16 +269,22 @@ func (f *Factory) ServiceKey(arg string) (string, error) {
 	if svc := f.configuredServiceFor(f.Namespace, kind, name); svc != "" {
 		return svc, nil
 	}
-	ns := f.Namespace
-	if ns == "" {
-		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-			&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
-			&clientcmd.ConfigOverrides{CurrentContext: f.Context})
-		if ns, _, err = cc.Namespace(); err != nil || ns == "" {
-			ns = "default"
-		}
+	return kube.Target{Namespace: f.namespaceOrDefault(), Name: name, Kind: kind}.String(), nil
+}
+
+// namespaceOrDefault is -n, else the kubeconfig context's namespace, else
+// "default" (as kubectl).
+func (f *Factory) namespaceOrDefault() string {
+	if f.Namespace != "" {
+		return f.Namespace
 	}
-	return kube.Target{Namespace: ns, Name: name, Kind: kind}.String(), nil
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+		&clientcmd.ConfigOverrides{CurrentContext: f.Context})
+	if ns, _, err := cc.Namespace(); err == nil && ns != "" {
+		return ns
+	}
+	return "default"
 }
 
 // parseWorkloadArg splits a SERVICE argument: KIND/NAME (deployment,

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/rollback-dev/rollback/internal/engine"
 	"github.com/rollback-dev/rollback/internal/server"
 )
@@ -35,15 +33,7 @@ func runWide(ctx context.Context, f *Factory, o *RunOptions) error {
 			return c.Run(ctx, server.RunRequest{Selector: o.Selector, Namespace: f.Namespace, Timeout: o.Timeout.String()})
 		})
 	}
-	ns := f.Namespace
-	if ns == "" {
-		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-			&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
-			&clientcmd.ConfigOverrides{CurrentContext: f.Context})
-		if ns, _, err = cc.Namespace(); err != nil || ns == "" {
-			ns = "default"
-		}
-	}
+	ns := f.namespaceOrDefault()
 	cs, err := f.bulkClient("")
 	if err != nil {
 		return err

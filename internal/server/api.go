@@ -63,25 +63,36 @@ type RunAccepted struct {
 	Error string `json:"error,omitempty"`
 }
 
-// start runs a rollback in the background under the server's lifetime and
-// answers with its incident as soon as it opens.
-func (s *Server) start(w http.ResponseWriter, service string, wl *engine.Workload,
-	fn func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error)) {
-	opened := make(chan string, 1)
-	done := make(chan error, 1)
+// runFunc is a rollback to run on an engine; started is told its incident.
+type runFunc func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error)
+
+// launch runs fn in the background under the server's lifetime, its
+// incident marked as this process's while it runs, its outcome counted;
+// opened receives the incident as soon as it opens, and then ended is
+// called with how it ended.
+func (s *Server) launch(service string, wl *engine.Workload, fn runFunc, ended func(*engine.Outcome, error)) (opened <-chan string) {
+	ch := make(chan string, 1)
 	s.background(func(ctx context.Context) {
 		var id string
 		out, err := fn(ctx, s.engineFor(wl), func(i string) {
 			id = i
 			s.markRunning(id, true)
-			opened <- id
+			ch <- id
 		})
 		if id != "" {
 			s.markRunning(id, false)
 		}
 		s.recordRun(ctx, service, out, err)
-		done <- err
+		ended(out, err)
 	})
+	return ch
+}
+
+// start runs a rollback in the background and answers with its incident
+// as soon as it opens.
+func (s *Server) start(w http.ResponseWriter, service string, wl *engine.Workload, fn runFunc) {
+	done := make(chan error, 1)
+	opened := s.launch(service, wl, fn, func(_ *engine.Outcome, err error) { done <- err })
 	acc := RunAccepted{Service: service}
 	select {
 	case acc.Incident = <-opened:

@@ -163,20 +163,8 @@ func (s *Server) proposalOf(ctx context.Context, arg string) (string, error) {
 
 // slackStart starts a rollback, answers with its incident within Slack's
 // 3 seconds, and posts how it ended to the command's response_url.
-func (s *Server) slackStart(w http.ResponseWriter, responseURL string, wl *engine.Workload, what string,
-	fn func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error)) {
-	opened := make(chan string, 1)
-	s.background(func(ctx context.Context) {
-		var id string
-		out, err := fn(ctx, s.engineFor(wl), func(i string) {
-			id = i
-			s.markRunning(id, true)
-			opened <- id
-		})
-		if id != "" {
-			s.markRunning(id, false)
-		}
-		s.recordRun(ctx, wl.Key(), out, err)
+func (s *Server) slackStart(w http.ResponseWriter, responseURL string, wl *engine.Workload, what string, fn runFunc) {
+	opened := s.launch(wl.Key(), wl, fn, func(out *engine.Outcome, err error) {
 		text := what + ": "
 		switch {
 		case out == nil || out.Incident == "":

@@ -25,6 +25,13 @@ import (
 
 const serveToken = "e2e-operator-token-0123456789"
 
+// watchYAML is automation.watch on the demo service's metrics, every 2s.
+const watchYAML = `      watch:
+        requestsQuery: 'sum(increase(http_requests_total{version="{{version}}"}[{{interval}}]))'
+        errorsQuery: 'sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{interval}}]))'
+        interval: 2s
+`
+
 // served is a running 'rollback serve'.
 type served struct {
 	url  string
@@ -404,11 +411,7 @@ services:
     kubernetes: {namespace: %s, name: %s}
     verify: {prometheus: "%s"}
     automation:
-      watch:
-        requestsQuery: 'sum(increase(http_requests_total{version="{{version}}"}[{{interval}}]))'
-        errorsQuery: 'sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{interval}}]))'
-        interval: 2s
-`, ns, app, prom)), 0o644)
+%s`, ns, app, prom, watchYAML)), 0o644)
 	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
 	time.Sleep(2 * time.Second)
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
@@ -444,12 +447,8 @@ services:
     kubernetes: {namespace: %s, name: %s}
     verify: {prometheus: "%s"}
     automation:
-      watch:
-        requestsQuery: 'sum(increase(http_requests_total{version="{{version}}"}[{{interval}}]))'
-        errorsQuery: 'sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{interval}}]))'
-        interval: 2s
-      staging: {namespace: %s, badImage: "%s"}
-`, prod, app, prom, staging, image("v1.2.0"))), 0o644)
+%s      staging: {namespace: %s, badImage: "%s"}
+`, prod, app, prom, watchYAML, staging, image("v1.2.0"))), 0o644)
 	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
 	type drill struct {
 		Kind, Subject, Detail string
