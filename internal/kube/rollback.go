@@ -171,6 +171,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	}
 
 	goodObject := p.To.Object // marked good once verified
+	var after *History        // read once the workload rolled out
 	if err := step("rollout", func() (string, error) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
@@ -249,7 +250,8 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			}
 		}
 		res.RolledOut = true
-		after, err := GetHistory(ctx, cs, t)
+		var err error
+		after, err = GetHistory(ctx, cs, t)
 		if err != nil {
 			return "", err
 		}
@@ -265,19 +267,24 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		if h.LB != nil {
 			return fmt.Sprintf("no images at a load balancer: target group %s serves with %d healthy target(s)", p.To.Colour, res.ReadyPods), nil
 		}
-		return verifyImages(ctx, cs, t, p, res)
+		return verifyImages(ctx, cs, t, p, res, after)
 	}); err != nil {
 		return finish(err)
 	}
 
 	if err := step("mark", func() (string, error) {
 		var parts []string
-		if p.From != nil && p.From.Object != p.To.Object {
+		// Marked bad before the undo by this run: not patched twice (each
+		// patch of a ReplicaSet is work for the controllers too, which
+		// counts when hundreds roll back at once).
+		if p.From != nil && p.From.Object != p.To.Object && res.MarkedBad != p.From.Object {
 			reason := fmt.Sprintf("rolled back to revision %d at %s", p.To.Number, now().UTC().Format(time.RFC3339))
 			if err := Mark(ctx, cs, t, p.From.Object, Bad, reason, now()); err != nil {
 				return "", err
 			}
 			res.MarkedBad = p.From.Object
+		}
+		if res.MarkedBad != "" {
 			parts = append(parts, fmt.Sprintf("revision %d (%s) marked bad", p.From.Number, p.From.Object))
 		}
 		if err := Mark(ctx, cs, t, goodObject, Good, "restored by rollback and verified running", now()); err != nil {
@@ -301,10 +308,14 @@ func (h *History) configured() bool {
 
 // verifyImages checks the workload's template and its Ready pods run the
 // target revision's images (the runbook's "verify the running image").
-func verifyImages(ctx context.Context, cs kubernetes.Interface, t Target, p *Plan, res *Result) (string, error) {
-	h, err := GetHistory(ctx, cs, t)
-	if err != nil {
-		return "", err
+// verifyImages checks the running template and ready pods against the
+// target; h is the history read after the rollout (nil: read it now).
+func verifyImages(ctx context.Context, cs kubernetes.Interface, t Target, p *Plan, res *Result, h *History) (string, error) {
+	if h == nil {
+		var err error
+		if h, err = GetHistory(ctx, cs, t); err != nil {
+			return "", err
+		}
 	}
 	want := strings.Join(p.To.Images, ",")
 	res.Images = images(&h.Template)
