@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/outbound"
 	"github.com/rollback-dev/rollback/internal/store"
 )
 
@@ -212,7 +213,7 @@ func (s *Server) slackFollowUp(responseURL, text string) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, responseURL, bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := outbound.Client(s.o.OutboundTimeout).Do(req)
 	if err != nil {
 		s.o.Log.Warn("slack follow-up not delivered", "err", err)
 		return
