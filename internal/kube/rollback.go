@@ -274,10 +274,13 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 
 	if err := step("mark", func() (string, error) {
 		var parts []string
-		// Marked bad before the undo by this run: not patched twice (each
-		// patch of a ReplicaSet is work for the controllers too, which
-		// counts when hundreds roll back at once).
-		if p.From != nil && p.From.Object != p.To.Object && res.MarkedBad != p.From.Object {
+		// A plain workload's revision marked bad before the undo by this
+		// run keeps its mark: not patched twice (each patch of a
+		// ReplicaSet is work for the controllers too, which counts when
+		// hundreds roll back at once). Helm rewrites its release Secrets
+		// in the rollback, so there the mark is set again.
+		plain := (h.Deployment != nil || h.StatefulSet != nil || h.DaemonSet != nil) && h.Helm == nil && h.Flagger == nil && h.Rollout == nil
+		if p.From != nil && p.From.Object != p.To.Object && (!plain || res.MarkedBad != p.From.Object) {
 			reason := fmt.Sprintf("rolled back to revision %d at %s", p.To.Number, now().UTC().Format(time.RFC3339))
 			if err := Mark(ctx, cs, t, p.From.Object, Bad, reason, now()); err != nil {
 				return "", err
