@@ -62,6 +62,8 @@ Triggers:
                                  has an open rollback incident.
   POST /hooks/slack              /rollback status|run|approve SERVICE (Slack's signature is
                                  verified with $ROLLBACK_SLACK_SIGNING_SECRET).
+  automation.watch               the leader watches each new release of the service for ten
+                                 minutes, as 'rollback watch', and rolls back on a breach.
 API (/api/v1, bearer tokens from $ROLLBACK_API_TOKENS as NAME=ROLE:TOKEN, ROLE read or
 operate; in the cluster also service account tokens through TokenReview):
   GET incidents, incidents/ID, blocks, gate?service=&version=, schedule
