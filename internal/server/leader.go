@@ -47,7 +47,9 @@ func (e *Election) Run(ctx context.Context, lead func(ctx context.Context)) erro
 		e.RenewDeadline = e.LeaseDuration * 2 / 3
 	}
 	if e.RetryPeriod <= 0 {
-		e.RetryPeriod = 2 * time.Second
+		// Candidates retry often enough that a dead leader's Lease is
+		// taken soon after it expires.
+		e.RetryPeriod = min(2*time.Second, e.LeaseDuration/4)
 	}
 	lock := &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: e.Name},
 		Client: e.Client.CoordinationV1(), LockConfig: resourcelock.ResourceLockConfig{Identity: e.Identity}}
@@ -121,6 +123,7 @@ func (s *Server) resumeOrphans(ctx context.Context, tries map[string]int, mu *sy
 		mu.Unlock()
 		id, service := inc.ID, inc.Service
 		s.markRunning(id, true)
+		s.o.Log.Info("resuming an orphaned incident", "incident", id, "service", service)
 		s.background(func(bctx context.Context) {
 			defer s.markRunning(id, false)
 			out, err := s.engineFor(nil).Resume(bctx, id)
