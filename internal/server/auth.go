@@ -109,8 +109,10 @@ var errUnauthenticated = errors.New("unauthenticated: send Authorization: Bearer
 // tokenCookie carries a dashboard user's token in a browser.
 const tokenCookie = "rollback_token"
 
-// Authenticate returns the caller of r.
-func (a *Auth) Authenticate(r *http.Request) (Principal, error) {
+// Authenticate returns the caller of r from its bearer token. Pages
+// (cookie true) also take the dashboard's sign-in cookie; the API never
+// does, so no other site can make a browser write through it.
+func (a *Auth) Authenticate(r *http.Request, cookie bool) (Principal, error) {
 	tok := ""
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, t, ok := strings.Cut(h, " ")
@@ -118,7 +120,7 @@ func (a *Auth) Authenticate(r *http.Request) (Principal, error) {
 			return Principal{}, errUnauthenticated
 		}
 		tok = strings.TrimSpace(t)
-	} else if c, err := r.Cookie(tokenCookie); err == nil {
+	} else if c, err := r.Cookie(tokenCookie); err == nil && cookie {
 		tok = c.Value
 	}
 	if tok == "" {

@@ -46,7 +46,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 // to the sign-in form instead of a 401.
 func (s *Server) authedPage(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.o.Auth.Authenticate(r)
+		p, err := s.o.Auth.Authenticate(r, true)
 		if err != nil || p.Role < RoleRead {
 			if strings.HasSuffix(r.URL.Path, ".svg") {
 				http.Error(w, "unauthenticated", http.StatusUnauthorized)
@@ -118,7 +118,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	tok := r.PostFormValue("token")
 	check, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "/", nil)
 	check.Header.Set("Authorization", "Bearer "+tok)
-	if p, err := s.o.Auth.Authenticate(check); err != nil || p.Role < RoleRead {
+	if p, err := s.o.Auth.Authenticate(check, false); err != nil || p.Role < RoleRead {
 		http.Error(w, "that token does not sign in", http.StatusUnauthorized)
 		return
 	}

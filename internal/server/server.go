@@ -163,7 +163,7 @@ func caller(r *http.Request) Principal {
 // 403 with too small a role.
 func (s *Server) authed(role Role, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.o.Auth.Authenticate(r)
+		p, err := s.o.Auth.Authenticate(r, false)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="rollback"`)
 			writeError(w, http.StatusUnauthorized, err.Error())

@@ -375,3 +375,41 @@ func TestAPIRunAndWide(t *testing.T) {
 		t.Errorf("unknown service: %d %s", code, body)
 	}
 }
+
+// The dashboard's sign-in cookie opens pages, never the API: another site
+// cannot make a signed-in browser write through it.
+func TestCookieOnlyForPages(t *testing.T) {
+	f := newFixture(t, nil)
+	req, _ := http.NewRequest("POST", f.ts.URL+"/login", strings.NewReader(url.Values{"token": {opToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == tokenCookie {
+			cookie = c
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("sign in: %d %+v", resp.StatusCode, cookie)
+	}
+	page, _ := http.NewRequest("GET", f.ts.URL+"/", nil)
+	page.AddCookie(cookie)
+	if resp, err := noRedirect.Do(page); err != nil || resp.StatusCode != 200 {
+		t.Errorf("the dashboard with the cookie: %v %v", resp.StatusCode, err)
+	}
+	api, _ := http.NewRequest("POST", f.ts.URL+"/api/v1/blocks", strings.NewReader(`{"service":"web","version":"v2","reason":"x"}`))
+	api.AddCookie(cookie)
+	if resp, err := noRedirect.Do(api); err != nil || resp.StatusCode != 401 {
+		t.Errorf("the API with only the cookie: %v %v, want 401", resp.StatusCode, err)
+	}
+	bad, _ := http.NewRequest("POST", f.ts.URL+"/login", strings.NewReader("token=wrong-token-0123456789"))
+	bad.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, _ := noRedirect.Do(bad); resp.StatusCode != 401 {
+		t.Errorf("a wrong token signed in: %d", resp.StatusCode)
+	}
+}
