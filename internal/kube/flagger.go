@@ -150,7 +150,7 @@ func (f *FlaggerState) primaryOn(r *Revision) bool {
 // undoPatch puts the revision's template back on the target Deployment,
 // guarded by the target's resourceVersion.
 func (canaryKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
-	b, err := deploymentUndoPatch(to, h.ResourceVersion)
+	b, err := deploymentUndoPatch(to, map[string]any{"op": "test", "path": "/metadata/resourceVersion", "value": h.ResourceVersion})
 	return types.JSONPatchType, b, err
 }
 

@@ -144,8 +144,12 @@ func (deploymentKind) history(ctx context.Context, cs kubernetes.Interface, t Ta
 	return getDeploymentHistory(ctx, cs, t)
 }
 
+// undoPatch is guarded by the planned generation: the Deployment's spec
+// must be the planned one. Its status (the controller rewrites it while
+// pods come and go, more so while a broken version crashes) is no
+// conflict.
 func (deploymentKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, error) {
-	b, err := deploymentUndoPatch(to, h.ResourceVersion)
+	b, err := deploymentUndoPatch(to, map[string]any{"op": "test", "path": "/metadata/generation", "value": h.Deployment.Generation})
 	return types.JSONPatchType, b, err
 }
 

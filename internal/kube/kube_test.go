@@ -123,7 +123,8 @@ func TestUndoPatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := deploymentUndoPatch(p.To, "42")
+	h.Deployment.Generation = 42
+	_, b, err := deploymentKind{}.undoPatch(h, p.To)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +135,8 @@ func TestUndoPatch(t *testing.T) {
 	if err := json.Unmarshal(b, &ops); err != nil {
 		t.Fatal(err)
 	}
-	if len(ops) != 3 || ops[0].Op != "test" || string(ops[0].Value) != `"42"` {
-		t.Fatalf("patch %s: want a resourceVersion test first", b)
+	if len(ops) != 3 || ops[0].Op != "test" || ops[0].Path != "/metadata/generation" || string(ops[0].Value) != `42` {
+		t.Fatalf("patch %s: want a test of the planned generation first (status changes are no conflict)", b)
 	}
 	var tpl corev1.PodTemplateSpec
 	if err := json.Unmarshal(ops[1].Value, &tpl); err != nil {

@@ -58,9 +58,10 @@ func skipAnnotation(k string) bool {
 
 // deploymentUndoPatch builds the JSON patch kubectl's undo sends: the
 // target's pod template (without its pod-template-hash label) and its
-// annotations, with a test of the resourceVersion the plan was made from,
-// so a Deployment changed in between is not overwritten.
-func deploymentUndoPatch(to *Revision, resourceVersion string) ([]byte, error) {
+// annotations, after guard (a JSON patch test of what the plan was made
+// from: the generation, or the resourceVersion), so a Deployment changed
+// in between is not overwritten.
+func deploymentUndoPatch(to *Revision, guard map[string]any) ([]byte, error) {
 	tmpl := to.template.DeepCopy()
 	delete(tmpl.Labels, podTemplateHashLabel)
 	ann := map[string]string{}
@@ -70,7 +71,7 @@ func deploymentUndoPatch(to *Revision, resourceVersion string) ([]byte, error) {
 		}
 	}
 	ops := []map[string]any{
-		{"op": "test", "path": "/metadata/resourceVersion", "value": resourceVersion},
+		guard,
 		{"op": "replace", "path": "/spec/template", "value": tmpl},
 		{"op": "add", "path": "/metadata/annotations", "value": ann},
 	}
@@ -176,6 +177,8 @@ func changedSincePlan(ctx context.Context, cs kubernetes.Interface, h *History) 
 		return false
 	}
 	switch {
+	case h.Target.Of() == KindDeployment:
+		return now.Deployment != nil && now.Deployment.Generation != h.Deployment.Generation
 	case h.Route != nil && h.Target.Of() == KindHTTPRoute:
 		return now.Route != nil && now.Route.Generation != h.Route.Generation
 	case h.Rollout != nil:
