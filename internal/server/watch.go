@@ -24,6 +24,8 @@ func (s *Server) Supervise(ctx context.Context, every time.Duration) {
 	var mu sync.Mutex
 	watched := map[string]string{} // service → the version being or last watched
 	running := map[string]bool{}
+	// Workloads are resolved once (a client each), not at every check.
+	resolved := map[string]*engine.Workload{}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -38,13 +40,18 @@ func (s *Server) Supervise(ctx context.Context, every time.Duration) {
 			if busy {
 				continue
 			}
-			wl, err := s.o.Resolve(ctx, name)
-			if err != nil {
-				s.o.Log.Warn("watch: service not resolved", "service", name, "err", err)
-				continue
+			wl := resolved[name]
+			if wl == nil {
+				var err error
+				if wl, err = s.o.Resolve(ctx, name); err != nil {
+					s.o.Log.Warn("watch: service not resolved", "service", name, "err", err)
+					continue
+				}
+				resolved[name] = wl
 			}
 			h, err := kube.GetHistory(ctx, wl.Client, wl.Target)
 			if err != nil {
+				delete(resolved, name) // resolved again at the next check
 				continue
 			}
 			canaryImgs, baseImgs := h.Split()

@@ -90,8 +90,15 @@ func commsConfig(t *testing.T, ns, url string) string {
 // with the given further settings (YAML lines indented by four spaces).
 func webConfig(t *testing.T, ns, settings string) string {
 	t.Helper()
+	return serviceConfig(t, "web", ns, settings)
+}
+
+// serviceConfig writes rollback.yaml for service svc (the test app in ns)
+// with the given further settings (YAML lines indented by four spaces).
+func serviceConfig(t *testing.T, svc, ns, settings string) string {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	body := fmt.Sprintf("apiVersion: rollback/v1\nkind: Config\nservices:\n  web:\n    kubernetes: {namespace: %s, name: %s}\n%s", ns, app, settings)
+	body := fmt.Sprintf("apiVersion: rollback/v1\nkind: Config\nservices:\n  %s:\n    kubernetes: {namespace: %s, name: %s}\n%s", svc, ns, app, settings)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

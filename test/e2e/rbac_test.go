@@ -97,8 +97,7 @@ func TestServeWithTheManifestsRBAC(t *testing.T) {
 
 	kc, _ := saKubeconfig(t, sys, "rollback")
 	_, viewerToken := saKubeconfig(t, ns, "viewer")
-	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	_ = os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  ts:\n    kubernetes: {namespace: "+ns+", name: "+app+"}\n"), 0o644)
+	cfg := serviceConfig(t, "ts", ns, "")
 	st := filepath.Join(t.TempDir(), "serve.db")
 	srv := startServe(t, st, cfg, "--kubeconfig", kc, "--leader-elect", "--lease-namespace", sys,
 		"--token-review", "true", "--reader", "group:system:serviceaccounts:"+ns)

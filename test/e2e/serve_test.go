@@ -199,20 +199,6 @@ func TestServeAlertmanagerRollsBack(t *testing.T) {
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5")
 	st := filepath.Join(t.TempDir(), "serve.db")
-	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	write := func(prom string) {
-		_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
-kind: Config
-services:
-  ts:
-    kubernetes: {namespace: %s, name: %s}
-    verify: {prometheus: "%s", errorRateQuery: '%s', maxErrorRate: 0.005, latencyQuery: '%s', maxLatency: 10s, within: 60s}
-    automation:
-      auto: true
-      alerts:
-        - {alertname: TransactionErrors, namespace: %s}
-`, ns, app, prom, errQuery, latQuery, ns)), 0o644)
-	}
 	rules := fmt.Sprintf(`groups:
   - name: ts
     rules:
@@ -224,7 +210,12 @@ services:
 	webhookAddr := freeAddr(t)
 	amAddr := startAlertmanager(t, "http://"+webhookAddr+"/hooks/alertmanager", serveToken)
 	_, prom := startDemoProm(t, ns, rules, amAddr)
-	write(prom)
+	cfg := serviceConfig(t, "ts", ns, fmt.Sprintf(`    verify: {prometheus: "%s", errorRateQuery: '%s', maxErrorRate: 0.005, latencyQuery: '%s', maxLatency: 10s, within: 60s}
+    automation:
+      auto: true
+      alerts:
+        - {alertname: TransactionErrors, namespace: %s}
+`, prom, errQuery, latQuery, ns))
 	srv := startServe(t, st, cfg, "--listen", webhookAddr)
 	time.Sleep(2 * time.Second) // the healthy version's baseline
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
@@ -313,13 +304,7 @@ func TestServeLeaderKilledMidRunResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
-kind: Config
-services:
-  ts:
-    kubernetes: {namespace: %s, name: %s}
-`, ns, app)), 0o644)
+	cfg := serviceConfig(t, "ts", ns, "")
 	lease := []string{"--leader-elect", "--lease-namespace", ns, "--lease-duration", "4s"}
 	a := startServe(t, dsn, cfg, lease...)
 	a.waitLog(t, 30*time.Second, `"msg":"leading"`)
@@ -370,9 +355,7 @@ func TestCLIThroughServer(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
-	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	_ = os.WriteFile(cfg, []byte("apiVersion: rollback/v1\nkind: Config\nservices:\n  ts:\n    kubernetes: {namespace: "+ns+", name: "+app+"}\n"), 0o644)
-	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
+	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), serviceConfig(t, "ts", ns, ""))
 	env := map[string]string{"ROLLBACK_SERVER_TOKEN": serveToken, "ROLLBACK_STORE": filepath.Join(t.TempDir(), "never-used.db")}
 	r := rollbackEnv(t, nil, "status", "--server", srv.url)
 	if r.code == 0 || !strings.Contains(r.stderr, "HTTP 401") || !strings.Contains(r.stderr, "ROLLBACK_SERVER_TOKEN") {
@@ -408,15 +391,7 @@ func TestServeSupervisedWatchRollsBack(t *testing.T) {
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5")
 	_, prom := startDemo(t, ns)
-	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
-kind: Config
-services:
-  ts:
-    kubernetes: {namespace: %s, name: %s}
-    verify: {prometheus: "%s"}
-    automation:
-%s`, ns, app, prom, watchYAML)), 0o644)
+	cfg := serviceConfig(t, "ts", ns, fmt.Sprintf("    verify: {prometheus: \"%s\"}\n    automation:\n%s", prom, watchYAML))
 	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
 	time.Sleep(2 * time.Second)
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
@@ -444,16 +419,8 @@ func TestServeChaosAndFireDrills(t *testing.T) {
 	deploy(t, prod, "v1.1.5")
 	deploy(t, staging, "v1.1.5")
 	_, prom := startDemo(t, staging)
-	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
-	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
-kind: Config
-services:
-  ts:
-    kubernetes: {namespace: %s, name: %s}
-    verify: {prometheus: "%s"}
-    automation:
-%s      staging: {namespace: %s, badImage: "%s"}
-`, prod, app, prom, watchYAML, staging, image("v1.2.0"))), 0o644)
+	cfg := serviceConfig(t, "ts", prod, fmt.Sprintf("    verify: {prometheus: \"%s\"}\n    automation:\n%s      staging: {namespace: %s, badImage: \"%s\"}\n",
+		prom, watchYAML, staging, image("v1.2.0")))
 	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
 	type drill struct {
 		Kind, Subject, Detail string
