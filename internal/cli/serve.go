@@ -13,13 +13,17 @@ import (
 
 	"github.com/spf13/cobra"
 	authv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/kube"
 	"github.com/rollback-dev/rollback/internal/progress"
+	"github.com/rollback-dev/rollback/internal/runbook"
 	"github.com/rollback-dev/rollback/internal/server"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 // ServeOptions are `rollback serve`'s flags.
@@ -35,6 +39,11 @@ type ServeOptions struct {
 	TokenReview     string // auto, true, false
 	Operators       []string
 	Readers         []string
+	Triggers        []string
+	TokenAudiences  []string
+	AllowUnconfigured []string
+	MaxRuns         int
+	SlackTeam       string
 	AnonymousRead   bool
 	SlackOperators  []string
 	SlackSecretEnv  string
@@ -94,8 +103,13 @@ service's lease in the store, so two replicas never roll a service back twice.`,
 	fl.StringVar(&o.TokenReview, "token-review", "auto", "check unknown bearer tokens with the API server's TokenReview: auto (in a cluster), true or false")
 	fl.StringSliceVar(&o.Operators, "operator", nil, "users or group:NAME given the operate role through TokenReview (repeatable)")
 	fl.StringSliceVar(&o.Readers, "reader", nil, "users or group:NAME given the read role through TokenReview (repeatable)")
+	fl.StringSliceVar(&o.Triggers, "trigger", nil, "users or group:NAME given the trigger role through TokenReview: deliver alerts only (repeatable)")
+	fl.StringSliceVar(&o.TokenAudiences, "token-audience", nil, "audiences a service account token must be issued for (TokenReview's spec.audiences; default: the API server's)")
+	fl.StringSliceVar(&o.AllowUnconfigured, "allow-unconfigured", nil, "namespaces whose workloads may be rolled back by NAMESPACE/KIND/NAME though rollback.yaml names no such service (\"*\": all; default: configured services only)")
+	fl.IntVar(&o.MaxRuns, "max-runs", 32, "rollbacks and triggers running at once on this replica; more are answered 429")
+	fl.StringVar(&o.SlackTeam, "slack-team-id", "", "the Slack workspace (team_id) commands must come from")
 	fl.BoolVar(&o.AnonymousRead, "anonymous-read", false, "let unauthenticated callers read (behind an authenticating proxy)")
-	fl.StringSliceVar(&o.SlackOperators, "slack-operator", nil, "Slack user IDs or names who may run and approve (default: anyone who can use the command)")
+	fl.StringSliceVar(&o.SlackOperators, "slack-operator", nil, "Slack user IDs (U…) who may run and approve (default: none; Slack only shows status)")
 	fl.StringVar(&o.SlackSecretEnv, "slack-signing-secret-env", "ROLLBACK_SLACK_SIGNING_SECRET", "environment variable holding Slack's signing secret")
 	fl.StringVar(&o.SlackHost, "slack-response-host", "", "host slash-command follow-ups may be posted to (default hooks.slack.com)")
 	fl.StringVar(&o.LogFormat, "log-format", "json", "log format: json or text")
@@ -123,32 +137,40 @@ func runServe(ctx context.Context, f *Factory, o *ServeOptions) error {
 	if err != nil {
 		return usageError{err: err}
 	}
-	auth.OperateSubjects, auth.ReadSubjects, auth.AnonymousRead = o.Operators, o.Readers, o.AnonymousRead
+	auth.OperateSubjects, auth.ReadSubjects, auth.TriggerSubjects, auth.AnonymousRead = o.Operators, o.Readers, o.Triggers, o.AnonymousRead
+	auth.Sessions = server.NewSessions(f.IO.Getenv("ROLLBACK_SESSION_KEY"))
 	inCluster := f.IO.Getenv("KUBERNETES_SERVICE_HOST") != ""
 	review := o.TokenReview == "true" || o.TokenReview == "auto" && inCluster
 	if o.TokenReview != "auto" && o.TokenReview != "true" && o.TokenReview != "false" {
 		return usagef("--token-review: %q; expected auto, true or false", o.TokenReview)
 	}
+	var access server.AccessReviewer
 	if review {
 		cs, err := f.clientFor("")
 		if err != nil {
 			return err
 		}
-		auth.Review = func(ctx context.Context, token string) (string, []string, bool, error) {
-			ctx, cancel := context.WithTimeout(ctx, o.OutboundTimeout)
-			defer cancel()
-			tr, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authv1.TokenReview{Spec: authv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
-			if err != nil {
-				return "", nil, false, err
-			}
-			return tr.Status.User.Username, tr.Status.User.Groups, tr.Status.Authenticated, nil
-		}
+		auth.Review = reviewTokens(cs, o.TokenAudiences, o.OutboundTimeout)
+		access = reviewAccess(cs, o.OutboundTimeout)
 	}
 	s, err := f.openStore(ctx)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if o.LeaderElect && !store.Shared(s) {
+		return usagef("--leader-elect needs a store the replicas share: --store postgres://... (an SQLite file is one machine's; each replica would keep its own incidents and leases)")
+	}
+	if !store.Shared(s) {
+		// One serve per SQLite store: a second one would resume the
+		// first one's runs as orphans.
+		ex := &runbook.Executor{Store: s, Holder: engine.HolderName() + "/serve", LeaseTTL: o.LeaseDuration}
+		release, err := engine.Hold(ctx, ex, "serve")
+		if err != nil {
+			return fmt.Errorf("another 'rollback serve' uses this SQLite store (%w); one replica per SQLite file, or --store postgres://... for several", err)
+		}
+		defer release()
+	}
 	runCtx, cancelRuns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRuns()
 	var election *server.Election
@@ -163,6 +185,10 @@ func runServe(ctx context.Context, f *Factory, o *ServeOptions) error {
 		ResolveStaging:     f.resolveStaging,
 		BulkClient:         func() (kubernetes.Interface, error) { return f.bulkClient("") },
 		Auth:               auth,
+		Access:             access,
+		AllowUnconfigured:  o.AllowUnconfigured,
+		MaxRuns:            o.MaxRuns,
+		SlackTeam:          o.SlackTeam,
 		SlackSigningSecret: f.IO.Getenv(o.SlackSecretEnv),
 		SlackOperators:     o.SlackOperators,
 		SlackResponseHost:  o.SlackHost,
@@ -266,4 +292,48 @@ func (f *Factory) resolveStaging(_ context.Context, service string, st *config.S
 		g.Context = st.Context
 	}
 	return g.Resolve(strings.ToLower(cmp.Or(svc.Kubernetes.Kind, "Deployment")) + "/" + svc.Kubernetes.Name)
+}
+
+// reviewTokens checks bearer tokens with the API server (TokenReview),
+// for the given audiences.
+func reviewTokens(cs kubernetes.Interface, audiences []string, timeout time.Duration) server.Reviewer {
+	return func(ctx context.Context, token string) (server.Identity, bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		tr, err := cs.AuthenticationV1().TokenReviews().Create(ctx, &authv1.TokenReview{Spec: authv1.TokenReviewSpec{Token: token, Audiences: audiences}}, metav1.CreateOptions{})
+		if err != nil {
+			return server.Identity{}, false, err
+		}
+		u := tr.Status.User
+		id := server.Identity{User: u.Username, UID: u.UID, Groups: u.Groups}
+		if len(u.Extra) > 0 {
+			id.Extra = map[string][]string{}
+			for k, v := range u.Extra {
+				id.Extra[k] = v
+			}
+		}
+		return id, tr.Status.Authenticated && tr.Status.Error == "", nil
+	}
+}
+
+// reviewAccess asks the API server whether a user may do something
+// (SubjectAccessReview).
+func reviewAccess(cs kubernetes.Interface, timeout time.Duration) server.AccessReviewer {
+	return func(ctx context.Context, id server.Identity, a kube.Access) (bool, string, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: id.User, UID: id.UID, Groups: id.Groups,
+			ResourceAttributes: &authzv1.ResourceAttributes{Verb: a.Verb, Group: a.Group, Resource: a.Resource, Namespace: a.Namespace, Name: a.Name}}}
+		for k, v := range id.Extra {
+			if sar.Spec.Extra == nil {
+				sar.Spec.Extra = map[string]authzv1.ExtraValue{}
+			}
+			sar.Spec.Extra[k] = v
+		}
+		res, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			return false, "", err
+		}
+		return res.Status.Allowed && !res.Status.Denied, res.Status.Reason, nil
+	}
 }

@@ -80,7 +80,7 @@ func (Store) UpdateIncident(context.Context, *store.Incident) error { return Err
 func (Store) AppendEvent(context.Context, store.Event) (bool, error) {
 	return false, ErrRemote
 }
-func (Store) AcquireLease(context.Context, string, string, time.Duration, time.Time) (*store.Lease, error) {
+func (Store) AcquireLease(context.Context, string, string, time.Duration) (*store.Lease, error) {
 	return nil, ErrRemote
 }
 func (Store) ReleaseLease(context.Context, string, string) error { return ErrRemote }

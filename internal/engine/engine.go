@@ -15,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/rollback-dev/rollback/internal/config"
+	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/kube"
 	"github.com/rollback-dev/rollback/internal/progress"
 	"github.com/rollback-dev/rollback/internal/runbook"
@@ -173,4 +175,30 @@ func PlanUndo(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, e
 func openIncidentError(open *store.Incident, key string) error {
 	return fmt.Errorf("%w: incident %s for %s is still open (opened %s); finish it with 'rollback resume %s' (or pass --resume), see 'rollback status %s'; if it was finished by hand, 'rollback close %s --reason ...'",
 		ErrOpenIncident, open.ID, key, open.OpenedAt.UTC().Format(time.RFC3339), open.ID, open.ID, open.ID)
+}
+
+// CloseByHand closes an incident whose run will not be finished (a person
+// did the rest by hand), holding its service's lease while it does: a
+// live run of the service refuses it (ErrLeaseHeld, saying who runs).
+// changed is false when the incident was closed already.
+func (e *Engine) CloseByHand(ctx context.Context, id, reason, by string) (inc *store.Incident, changed bool, err error) {
+	key := ""
+	if w, err := e.wideOf(ctx, id); err != nil {
+		return nil, false, err
+	} else if w != nil {
+		key = WideService(w.Namespace, w.Selector)
+		if sel, err := labels.Parse(w.Selector); err == nil {
+			key = WideService(w.Namespace, sel.String())
+		}
+	} else if t, err := e.target(ctx, id); err == nil {
+		key = kube.Target{Namespace: t.Namespace, Name: t.Name, Kind: t.Kind}.String()
+	}
+	if key != "" { // an incident that never planned a target holds nothing
+		release, err := Hold(ctx, e.Executor(), key)
+		if err != nil {
+			return nil, false, err
+		}
+		defer release()
+	}
+	return incident.CloseByHand(ctx, e.Store, id, reason, by, e.now())
 }

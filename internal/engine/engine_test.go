@@ -82,7 +82,7 @@ func TestOnBreachRunsTheRunbook(t *testing.T) {
 func TestOnBreachWhileAnotherRunHoldsTheService(t *testing.T) {
 	ctx := context.Background()
 	e, w := newEngine(t)
-	if _, err := e.Store.AcquireLease(ctx, w.LeaseKey(), "other-host:1", time.Minute, time.Now()); err != nil {
+	if _, err := e.Store.AcquireLease(ctx, w.LeaseKey(), "other-host:1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.OnBreach(ctx, w, Breach{Detector: "threshold"}, time.Minute); !errors.Is(err, ErrBusy) {

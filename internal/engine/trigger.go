@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/rollback-dev/rollback/internal/decide"
 	"github.com/rollback-dev/rollback/internal/kube"
@@ -18,16 +20,31 @@ import (
 // back, else it opens a proposed incident for a person to approve.
 type Trigger struct {
 	Source string // alertmanager, slack, api
-	// Key is the same for repeated notifications of one thing
-	// (Alertmanager's groupKey): a trigger with a key already journaled
-	// for the service's current or recent incident changes nothing.
-	Key      string
+	// Key names what fired (Alertmanager's groupKey). Without Instances
+	// it is the trigger's identity: a key already journaled on a recent
+	// incident of the same release changes nothing.
+	Key string
+	// Instances identify each firing instance of what fired (for
+	// Alertmanager each alert's fingerprint and startsAt): a trigger all
+	// of whose instances were journaled on a recent incident of the
+	// running release is a repeat and changes nothing; an instance never
+	// seen (an alert that resolved and fires again, a new alert) or a
+	// release no recent incident was about is a new trigger.
+	Instances []string
 	What     string // what fired, as people read it
 	Severity decide.Severity
 	Auto     bool
 	// Started is told the incident of a run as soon as it opens.
 	Started func(string)
+	// Wait is how long a trigger waits for another trigger of the same
+	// service to be handled before it gives up with ErrTriggerBusy
+	// (default 5s): nothing is recorded then, and the sender retries.
+	Wait time.Duration
 }
+
+// ErrTriggerBusy: another trigger of the service was still being handled
+// after Trigger.Wait; this one recorded nothing and should be retried.
+var ErrTriggerBusy = errors.New("another trigger of this service is being handled; nothing was recorded, send it again")
 
 // Trigger outcomes.
 const (
@@ -54,21 +71,25 @@ const recentIncidents = 5
 // service are serialised across processes by a lease of their own, so a
 // storm of notifications, or two replicas, start at most one rollback.
 func (e *Engine) HandleTrigger(ctx context.Context, w *Workload, t Trigger) (*TriggerResult, error) {
-	ex := e.Executor()
-	release, err := ex.Hold(ctx, "trigger:"+w.LeaseKey())
-	if errors.Is(err, store.ErrLeaseHeld) {
-		return &TriggerResult{Action: TriggerDuplicate, Reason: "another trigger of " + w.Key() + " is being handled"}, nil
-	}
+	release, err := e.holdTrigger(ctx, w, t.Wait)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	if res, err := e.seen(ctx, w.Key(), t); res != nil || err != nil {
-		return res, err
-	}
 	p, err := PlanUndo(ctx, w, 0)
 	if err != nil {
+		// Nothing to roll back to (often: it was just rolled back): a
+		// repeat is still a repeat, whatever runs.
+		if dup, serr := e.seen(ctx, w.Key(), t, ""); dup != nil || serr != nil {
+			return dup, serr
+		}
+		if errors.Is(err, kube.ErrNoTarget) {
+			return &TriggerResult{Action: TriggerNothing, Reason: err.Error()}, nil
+		}
 		return nil, err
+	}
+	if dup, err := e.seen(ctx, w.Key(), t, versionOf(p.From)); dup != nil || err != nil {
+		return dup, err
 	}
 	if p.NoOp {
 		return &TriggerResult{Action: TriggerNothing, Reason: fmt.Sprintf("the current template already matches revision %d", p.To.Number)}, nil
@@ -91,12 +112,17 @@ func (e *Engine) HandleTrigger(ctx context.Context, w *Workload, t Trigger) (*Tr
 		res.Action = TriggerRan
 		res.Outcome, err = e.Run(ctx, RunRequest{Workload: w, Decide: func(context.Context, *kube.Plan) (*Decision, error) {
 			return &Decision{Severity: t.Severity, Decision: d, Trigger: t.What}, nil
-		}, Started: t.Started})
+		}, Started: func(id string) {
+			// Recorded: the next trigger finds this incident open and
+			// joins it, so the trigger lease need not outlast the run.
+			e.journalTrigger(ctx, id, t)
+			release()
+			if t.Started != nil {
+				t.Started(id)
+			}
+		}})
 		if res.Outcome != nil {
 			res.Incident = res.Outcome.Incident
-			if res.Incident != "" {
-				e.journalTrigger(ctx, res.Incident, t)
-			}
 		}
 		return res, err
 	}
@@ -116,24 +142,72 @@ func (e *Engine) HandleTrigger(ctx context.Context, w *Workload, t Trigger) (*Tr
 	return res, nil
 }
 
-// triggerKey is the journal key of a trigger.
-func triggerKey(t Trigger) string { return "trigger:" + t.Source + ":" + t.Key }
+// triggerKeys are the journal keys of a trigger: one per instance, or
+// its key when it has none.
+func triggerKeys(t Trigger) []string {
+	if len(t.Instances) == 0 {
+		return []string{"trigger:" + t.Source + ":" + t.Key}
+	}
+	keys := make([]string, len(t.Instances))
+	for i, in := range t.Instances {
+		keys[i] = "trigger:" + t.Source + ":" + t.Key + "|" + in
+	}
+	return keys
+}
 
-// seen records the trigger on the service's open or proposed incident, or
-// finds it already journaled on a recent one: a duplicate either way.
-func (e *Engine) seen(ctx context.Context, service string, t Trigger) (*TriggerResult, error) {
+// holdTrigger takes the service's trigger lease, waiting up to wait
+// (default 5s) while another trigger of it is handled: a storm of
+// notifications is handled one after the other, never dropped.
+func (e *Engine) holdTrigger(ctx context.Context, w *Workload, wait time.Duration) (func(), error) {
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	ex := e.Executor()
+	deadline := time.Now().Add(wait)
+	pause := 50 * time.Millisecond
+	for {
+		release, err := ex.Hold(ctx, "trigger:"+w.LeaseKey())
+		if err == nil {
+			var once sync.Once
+			return func() { once.Do(release) }, nil
+		}
+		if !errors.Is(err, store.ErrLeaseHeld) {
+			return nil, err
+		}
+		if time.Now().Add(pause).After(deadline) {
+			return nil, fmt.Errorf("%s: %w (%v)", w.Key(), ErrTriggerBusy, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 500*time.Millisecond)
+	}
+}
+
+// seen finds the trigger already handled: recorded on the service's open
+// or proposed incident (joining it), or every instance of it journaled on
+// a recent incident about the running release (bad, or the good one it
+// restored). Nil when it is a new trigger.
+func (e *Engine) seen(ctx context.Context, service string, t Trigger, running string) (*TriggerResult, error) {
 	incs, err := e.Store.ListIncidents(ctx, service)
 	if err != nil {
 		return nil, err
 	}
+	keys := triggerKeys(t)
 	for i, inc := range incs {
 		if i >= recentIncidents {
 			break
 		}
 		if inc.Status == store.StatusOpen || inc.Status == store.StatusProposed {
-			added, err := e.Store.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: triggerKey(t), Message: t.What})
-			if err != nil {
-				return nil, err
+			added := false
+			for _, k := range keys {
+				a, err := e.Store.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: k, Message: t.What})
+				if err != nil {
+					return nil, err
+				}
+				added = added || a
 			}
 			why := "recorded on the " + string(inc.Status) + " incident " + inc.ID
 			if !added {
@@ -141,17 +215,26 @@ func (e *Engine) seen(ctx context.Context, service string, t Trigger) (*TriggerR
 			}
 			return &TriggerResult{Action: TriggerDuplicate, Incident: inc.ID, Reason: why}, nil
 		}
-		if t.Key == "" {
+		if t.Key == "" && len(t.Instances) == 0 {
 			continue
+		}
+		if running != "" && running != inc.BadVersion && running != inc.GoodVersion {
+			continue // about another release: not the one running now
 		}
 		evs, err := e.Store.Events(ctx, inc.ID)
 		if err != nil {
 			return nil, err
 		}
+		journaled := map[string]bool{}
 		for _, ev := range evs {
-			if ev.Key == triggerKey(t) {
-				return &TriggerResult{Action: TriggerDuplicate, Incident: inc.ID, Reason: "a repeated notification of what " + inc.ID + " handled"}, nil
-			}
+			journaled[ev.Key] = true
+		}
+		all := true
+		for _, k := range keys {
+			all = all && journaled[k]
+		}
+		if all {
+			return &TriggerResult{Action: TriggerDuplicate, Incident: inc.ID, Reason: "a repeated notification of what " + inc.ID + " handled"}, nil
 		}
 	}
 	return nil, nil
@@ -177,7 +260,9 @@ func (e *Engine) rolledBackTo(ctx context.Context, service, version string) (str
 }
 
 func (e *Engine) journalTrigger(ctx context.Context, id string, t Trigger) {
-	_, _ = e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: triggerKey(t), Message: t.What})
+	for _, k := range triggerKeys(t) {
+		_, _ = e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: k, Message: t.What})
+	}
 }
 
 // propose opens a proposed incident: the decision and what fired, for a
@@ -202,6 +287,11 @@ func (e *Engine) propose(ctx context.Context, w *Workload, p *kube.Plan, t Trigg
 // ErrNotProposed: the incident is not a proposal waiting for approval.
 var ErrNotProposed = errors.New("not a proposed rollback")
 
+// ErrStaleProposal: the running version is no longer the one a proposal
+// named; approving it would roll back something nobody looked at.
+var ErrStaleProposal = errors.New("the proposal is stale")
+
+
 // Approve runs a proposed rollback as the approver's decision: the new
 // incident's rationale says who approved which proposal, and the proposal
 // is closed pointing at it. w is the proposal's workload.
@@ -215,6 +305,20 @@ func (e *Engine) Approve(ctx context.Context, id, by string, w *Workload, starte
 	}
 	if w.Key() != prop.Service {
 		return nil, fmt.Errorf("%s proposes a rollback of %s, not %s", id, prop.Service, w.Key())
+	}
+	// The world may have moved since the proposal: a fix deployed, the
+	// release rolled back by hand. Approval is for what was proposed.
+	p, err := PlanUndo(ctx, w, 0)
+	if err != nil {
+		return nil, err
+	}
+	if now, was := versionOf(p.From), prop.BadVersion; now != was || !p.NoOp && versionOf(p.To) != prop.GoodVersion {
+		what := "running now is " + orNone(now) + " (proposed: rolling back " + orNone(was) + ")"
+		if now == was {
+			what = "the target now is " + orNone(versionOf(p.To)) + " (proposed: " + orNone(prop.GoodVersion) + ")"
+		}
+		return nil, fmt.Errorf("%s proposed rolling %s back from %s to %s, but %s: %w; decline it, and start a new rollback if one is still needed",
+			id, prop.Service, orNone(prop.BadVersion), orNone(prop.GoodVersion), what, ErrStaleProposal)
 	}
 	var reasons []decide.Reason
 	_ = json.Unmarshal([]byte(prop.Rationale), &reasons)

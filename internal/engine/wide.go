@@ -67,6 +67,12 @@ const (
 // WideService is the key a wide rollback's incident, lease and blocks use.
 func WideService(ns, selector string) string { return ns + "/selector:" + selector }
 
+// ParseWideService is WideService's inverse: ok false for any other key.
+func ParseWideService(key string) (ns, selector string, ok bool) {
+	ns, selector, ok = strings.Cut(key, "/selector:")
+	return ns, selector, ok && ns != "" && !strings.Contains(ns, "/")
+}
+
 // ErrNothingMatched: the selector matched no workload.
 var ErrNothingMatched = errors.New("the selector matched no Deployment, StatefulSet or DaemonSet")
 

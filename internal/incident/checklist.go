@@ -103,8 +103,8 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 			s.started, s.phase = ev.Time, store.PhaseStarted
 		case store.PhaseDone:
 			s.ended, s.phase, s.evidence = ev.Time, store.PhaseDone, ev.Evidence
-		case store.PhaseFailed:
-			s.ended, s.phase, s.msg = ev.Time, store.PhaseFailed, ev.Message
+		case store.PhaseFailed, store.PhaseInterrupted:
+			s.ended, s.phase, s.msg = ev.Time, ev.Phase, ev.Message
 		case store.PhaseOverrun:
 			s.overrun = ev.Message
 		}
@@ -138,6 +138,8 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 				}
 			case store.PhaseFailed:
 				it.Status, it.Evidence = Failed, s.msg
+			case store.PhaseInterrupted:
+				it.Status, it.Evidence = Failed, "interrupted, resumable: "+s.msg
 			}
 			if !s.ended.IsZero() && !s.started.IsZero() {
 				it.Took = s.ended.Sub(s.started)

@@ -436,3 +436,49 @@ func (k Kind) APIVersionKind() (apiVersion, kind string) {
 	}
 	return "", ""
 }
+
+// Access is a verb on a resource, as a SubjectAccessReview asks it.
+type Access struct {
+	Verb, Group, Resource, Namespace, Name string
+}
+
+func (a Access) String() string {
+	r := a.Resource
+	if a.Group != "" {
+		r += "." + a.Group
+	}
+	return a.Verb + " " + r + " " + a.Namespace + "/" + a.Name
+}
+
+// UndoAccess is what a caller must be allowed to do on the target for the
+// service to roll it back on the caller's behalf: read it and change it.
+// A Helm release is its release Secrets; a load balancer (no cluster
+// object) is the virtual resource services.rollback.dev named by the
+// configured service, verb rollback, which RBAC can grant like any other.
+func (t Target) UndoAccess() []Access {
+	var group, resource string
+	switch t.Of() {
+	case KindDeployment:
+		group, resource = "apps", "deployments"
+	case KindStatefulSet:
+		group, resource = "apps", "statefulsets"
+	case KindDaemonSet:
+		group, resource = "apps", "daemonsets"
+	case KindService:
+		group, resource = "", "services"
+	case KindHTTPRoute:
+		group, resource = "gateway.networking.k8s.io", "httproutes"
+	case KindIngress:
+		group, resource = "networking.k8s.io", "ingresses"
+	case KindRollout:
+		group, resource = "argoproj.io", "rollouts"
+	case KindCanary:
+		group, resource = "flagger.app", "canaries"
+	case KindHelm:
+		return []Access{{Verb: "list", Resource: "secrets", Namespace: t.Namespace}, {Verb: "update", Resource: "secrets", Namespace: t.Namespace}}
+	default:
+		return []Access{{Verb: "rollback", Group: "rollback.dev", Resource: "services", Namespace: t.Namespace, Name: t.Name}}
+	}
+	return []Access{{Verb: "get", Group: group, Resource: resource, Namespace: t.Namespace, Name: t.Name},
+		{Verb: "patch", Group: group, Resource: resource, Namespace: t.Namespace, Name: t.Name}}
+}

@@ -98,6 +98,10 @@ type Executor struct {
 
 	held string       // the service Hold holds for this executor, if any
 	lost atomic.Value // error: why the hold was lost
+	// fence ends when the hold is lost: the step in progress is
+	// cancelled, so no side effect is started once another run may hold
+	// the service.
+	fence context.Context
 }
 
 // StepContext gives a step its incident and at-most-once side effects.
@@ -204,8 +208,13 @@ func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, 
 		sc.journal.put(note)
 		return Uncertain, err
 	}
+	// Fencing: no side effect starts once the hold is lost.
+	if err := sc.ex.Lost(); err != nil {
+		return "", err
+	}
 	attempt := fmt.Sprintf("%s#%d", key, time.Now().UnixNano())
-	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseIntent, Key: keyIntent + attempt}
+	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseIntent, Key: keyIntent + attempt,
+		Message: "by " + sc.ex.Holder}
 	if err := sc.ex.append(ctx, intent); err != nil {
 		return "", err
 	}
@@ -285,22 +294,25 @@ func (e *Executor) Hold(ctx context.Context, service string) (release func(), er
 			return nil, err
 		}
 	}
-	if _, err := e.Store.AcquireLease(ctx, service, e.Holder, ttl, e.now()); err != nil {
+	if _, err := e.Store.AcquireLease(ctx, service, e.Holder, ttl); err != nil {
 		lock.Unlock()
 		return nil, err
 	}
 	e.lost = atomic.Value{}
+	fence, lose := context.WithCancelCause(context.Background())
+	e.fence = fence
 	renewCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		e.keep(renewCtx, service, ttl, lock)
+		e.keep(renewCtx, service, ttl, lock, lose)
 	}()
 	e.held = service
 	return func() {
 		stop()
 		wg.Wait()
+		lose(nil)
 		e.held = ""
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -314,39 +326,47 @@ type noLock struct{}
 func (noLock) Unlock()                         {}
 func (noLock) Check(ctx context.Context) error { return nil }
 
-// keep renews the lease every TTL/3 and checks the advisory lock (taking
+// keep renews the lease every TTL/6 and checks the advisory lock (taking
 // it again on a new connection if the store's connection was lost). The
 // hold is lost when another holder has the lease or the lock, or when no
-// renewal succeeded for a whole TTL: from then on the lease may have
-// expired and another run may act, so this one stops at its next step
-// boundary.
-func (e *Executor) keep(ctx context.Context, service string, ttl time.Duration, lock store.RunLock) {
-	every := ttl / 3
-	lastOK := time.Now()
+// renewal succeeded for half the TTL: the lease (judged by the store's
+// clock) then ends within the other half, so the run is stopped (lose
+// cancels the step in progress) before another run can take the service.
+func (e *Executor) keep(ctx context.Context, service string, ttl time.Duration, lock store.RunLock, lose context.CancelCauseFunc) {
+	every := ttl / 6
+	lastOK := time.Now() // when the last successful renewal was sent
 	t := time.NewTicker(every)
 	defer t.Stop()
+	fail := func(err error) {
+		e.lost.Store(err)
+		lose(err)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		sent := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, every)
-		_, err := e.Store.AcquireLease(rctx, service, e.Holder, ttl, e.now())
+		_, err := e.Store.AcquireLease(rctx, service, e.Holder, ttl)
 		if err == nil {
 			err = lock.Check(rctx)
 		}
 		cancel()
+		if ctx.Err() != nil {
+			return
+		}
 		var le *store.LeaseError
 		var lk *store.LockError
 		switch {
 		case err == nil:
-			lastOK = time.Now()
+			lastOK = sent
 		case errors.As(err, &le) || errors.As(err, &lk):
-			e.lost.Store(fmt.Errorf("%w: %v", ErrLeaseLost, err))
+			fail(fmt.Errorf("%w: %v", ErrLeaseLost, err))
 			return
-		case time.Since(lastOK) >= ttl:
-			e.lost.Store(fmt.Errorf("%w: no renewal for %s (last error: %v)", ErrLeaseLost, ttl, err))
+		case time.Since(lastOK) >= ttl/2:
+			fail(fmt.Errorf("%w: no renewal for %s of the %s lease (last error: %v)", ErrLeaseLost, time.Since(lastOK).Round(time.Millisecond), ttl, err))
 			return
 		}
 	}
@@ -373,6 +393,13 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 			return err
 		}
 		defer release()
+	}
+	if e.fence != nil {
+		fenced, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := context.AfterFunc(e.fence, func() { cancel(context.Cause(e.fence)) })
+		defer stop()
+		ctx = fenced
 	}
 
 	evs, err := e.Store.Events(ctx, incident)
@@ -401,7 +428,13 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 			continue
 		}
 		if err := e.Lost(); err != nil {
-			_ = e.append(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: store.PhaseFailed, Message: "not started: " + err.Error()})
+			_ = e.append(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: store.PhaseInterrupted, Message: "not started: " + err.Error()})
+			e.Events.Emit(e.now(), s.Name, progress.Failed, "", err)
+			return fmt.Errorf("before step %s: %w", s.Name, err)
+		}
+		if ctx.Err() != nil {
+			err := fmt.Errorf("interrupted: %w", context.Cause(ctx))
+			_ = e.append(context.WithoutCancel(ctx), store.Event{Incident: incident, Time: e.now(), Step: s.Name, Phase: store.PhaseInterrupted, Message: "not started: " + err.Error()})
 			e.Events.Emit(e.now(), s.Name, progress.Failed, "", err)
 			return fmt.Errorf("before step %s: %w", s.Name, err)
 		}
@@ -415,7 +448,7 @@ func (e *Executor) Run(ctx context.Context, incident string, p Plan) error {
 			}()
 			continue
 		}
-		if err := e.step(ctx, incident, s, j); err != nil && (!s.Soft || errors.Is(err, ErrJournal)) {
+		if err := e.step(ctx, incident, s, j); err != nil && (!s.Soft || errors.Is(err, ErrJournal) || ctx.Err() != nil) {
 			return fmt.Errorf("step %s: %w", s.Name, err)
 		}
 	}
@@ -436,6 +469,17 @@ func (e *Executor) step(ctx context.Context, incident string, s Step, j *journal
 	switch {
 	case errors.Is(err, ErrSkip):
 		evidence, err = "skipped: "+strings.TrimSuffix(strings.TrimSuffix(err.Error(), ErrSkip.Error()), ": "), nil
+	case err != nil && ctx.Err() != nil:
+		// Stopped from outside (SIGTERM, the hold lost): not the step's
+		// failure; the run is resumable and a leader resumes it.
+		cause := context.Cause(ctx)
+		if lost := e.Lost(); lost != nil {
+			cause = lost
+		}
+		err = fmt.Errorf("interrupted: %w", cause)
+		_ = e.append(jctx, store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseInterrupted, Message: err.Error()})
+		e.Events.Emit(end, s.Name, progress.Failed, "", err)
+		return err
 	case err != nil:
 		ev := store.Event{Incident: incident, Time: end, Step: s.Name, Phase: store.PhaseFailed, Message: err.Error()}
 		var pe *PanicError

@@ -70,9 +70,9 @@ type runFunc func(ctx context.Context, e *engine.Engine, started func(string)) (
 // incident marked as this process's while it runs, its outcome counted;
 // opened receives the incident as soon as it opens, and then ended is
 // called with how it ended.
-func (s *Server) launch(service string, wl *engine.Workload, fn runFunc, ended func(*engine.Outcome, error)) (opened <-chan string) {
+func (s *Server) launch(service string, wl *engine.Workload, fn runFunc, ended func(*engine.Outcome, error)) (opened <-chan string, err error) {
 	ch := make(chan string, 1)
-	s.background(func(ctx context.Context) {
+	err = s.tryBackground(func(ctx context.Context) {
 		var id string
 		out, err := fn(ctx, s.engineFor(wl), func(i string) {
 			id = i
@@ -85,14 +85,19 @@ func (s *Server) launch(service string, wl *engine.Workload, fn runFunc, ended f
 		s.recordRun(ctx, service, out, err)
 		ended(out, err)
 	})
-	return ch
+	return ch, err
 }
 
 // start runs a rollback in the background and answers with its incident
 // as soon as it opens.
 func (s *Server) start(w http.ResponseWriter, service string, wl *engine.Workload, fn runFunc) {
 	done := make(chan error, 1)
-	opened := s.launch(service, wl, fn, func(_ *engine.Outcome, err error) { done <- err })
+	opened, err := s.launch(service, wl, fn, func(_ *engine.Outcome, err error) { done <- err })
+	if err != nil {
+		w.Header().Set("Retry-After", "10")
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
 	acc := RunAccepted{Service: service}
 	select {
 	case acc.Incident = <-opened:
@@ -150,9 +155,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "service (a configured service or NAMESPACE/KIND/NAME) or selector is required")
 		return
 	}
-	wl, err := s.o.Resolve(r.Context(), req.Service)
+	wl, err := s.workloadFor(r.Context(), caller(r), req.Service, false)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, statusOf(err), err.Error())
 		return
 	}
 	by := caller(r).Name
@@ -164,25 +169,22 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) approve(w http.ResponseWriter, r *http.Request) {
-	s.approveAs(w, r.Context(), r.PathValue("id"), "api:"+caller(r).Name)
-}
-
-// approveAs runs a proposal as by's decision.
-func (s *Server) approveAs(w http.ResponseWriter, ctx context.Context, id, by string) {
+	ctx, id := r.Context(), r.PathValue("id")
 	prop, err := s.o.Store.GetIncident(ctx, id)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
 	if prop.Status != store.StatusProposed {
-		writeError(w, http.StatusConflict, id+" is "+string(prop.Status)+", not a proposed rollback")
+		writeError(w, http.StatusConflict, notProposed(prop))
 		return
 	}
-	wl, err := s.o.Resolve(ctx, prop.Service)
+	wl, err := s.workloadFor(ctx, caller(r), prop.Service, false)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, statusOf(err), err.Error())
 		return
 	}
+	by := "api:" + caller(r).Name
 	s.o.Log.Info("proposal approved", "incident", id, "by", by)
 	s.start(w, wl.Key(), wl, func(ctx context.Context, e *engine.Engine, started func(string)) (*engine.Outcome, error) {
 		return e.Approve(ctx, id, by, wl, started)
@@ -194,9 +196,39 @@ type ReasonRequest struct {
 	Reason string `json:"reason"`
 }
 
+// notProposed says why an incident cannot be approved or declined.
+func notProposed(inc *store.Incident) string {
+	switch inc.Status {
+	case store.StatusClosed:
+		return inc.ID + " is already closed (it was approved, or its rollback ran): nothing to approve"
+	case store.StatusDeclined:
+		return inc.ID + " was declined: nothing to approve; start a new rollback if one is needed"
+	case store.StatusOpen:
+		return inc.ID + " is a rollback already running or resumable, not a proposal: see its journal, or resume it"
+	}
+	return inc.ID + " is " + string(inc.Status) + ", not a proposed rollback"
+}
+
+// incidentFor reads the incident a request names and checks the caller
+// may act on its service.
+func (s *Server) incidentFor(w http.ResponseWriter, r *http.Request) (*store.Incident, bool) {
+	inc, err := s.o.Store.GetIncident(r.Context(), r.PathValue("id"))
+	if err == nil {
+		err = s.authorizeService(r.Context(), caller(r), inc.Service)
+	}
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return nil, false
+	}
+	return inc, true
+}
+
 func (s *Server) decline(w http.ResponseWriter, r *http.Request) {
 	var req ReasonRequest
 	if !decode(w, r, &req) {
+		return
+	}
+	if _, ok := s.incidentFor(w, r); !ok {
 		return
 	}
 	if err := s.engineFor(nil).Decline(r.Context(), r.PathValue("id"), "api:"+caller(r).Name, req.Reason); err != nil {
@@ -208,9 +240,8 @@ func (s *Server) decline(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	inc, err := s.o.Store.GetIncident(r.Context(), id)
-	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+	inc, ok := s.incidentFor(w, r)
+	if !ok {
 		return
 	}
 	if inc.Status != store.StatusOpen {
@@ -232,7 +263,11 @@ func (s *Server) closeIncident(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "reason is required: say why the incident is closed without finishing its run")
 		return
 	}
-	if _, _, err := incident.CloseByHand(r.Context(), s.o.Store, r.PathValue("id"), req.Reason, "api:"+caller(r).Name, s.o.Now()); err != nil {
+	inc, ok := s.incidentFor(w, r)
+	if !ok {
+		return
+	}
+	if err := s.closeByHand(r.Context(), inc, req.Reason, "api:"+caller(r).Name); err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
@@ -260,6 +295,10 @@ func (s *Server) block(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "service, version and reason are required")
 		return
 	}
+	if err := s.authorizeService(r.Context(), caller(r), b.Service); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
 	b.At = s.o.Now()
 	if err := s.o.Store.SetBlock(r.Context(), b); err != nil {
 		writeError(w, statusOf(err), err.Error())
@@ -278,9 +317,26 @@ func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "expected /api/v1/blocks/SERVICE/VERSION")
 		return
 	}
-	if err := s.o.Store.DeleteBlock(r.Context(), rest[:i], rest[i+1:]); err != nil {
+	svc, ver := rest[:i], rest[i+1:]
+	if err := s.authorizeService(r.Context(), caller(r), svc); err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
+	}
+	b, err := s.o.Store.GetBlock(r.Context(), svc, ver)
+	if err == nil {
+		err = s.o.Store.DeleteBlock(r.Context(), svc, ver)
+	}
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	// Audited: who unblocked, in the log and in the journal of the
+	// incident that blocked the version.
+	by := "api:" + caller(r).Name
+	s.o.Log.Info("version unblocked", "service", svc, "version", ver, "by", by, "incident", b.Incident)
+	if b.Incident != "" {
+		_, _ = s.o.Store.AppendEvent(r.Context(), store.Event{Incident: b.Incident, Time: s.o.Now(), Step: "block", Phase: store.PhaseNote,
+			Message: "unblocked " + svc + " " + ver + " by " + by})
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -320,10 +376,24 @@ func (s *Server) signoff(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "service and release are required")
 		return
 	}
+	if err := s.authorizeService(r.Context(), caller(r), a.Service); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
 	a.By, a.At = caller(r).Name, s.o.Now()
 	if err := s.o.Store.Approve(r.Context(), a); err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusCreated, a)
+}
+
+// closeByHand closes an incident by hand unless a run of it is live here
+// or holds its service anywhere (409, naming the holder).
+func (s *Server) closeByHand(ctx context.Context, inc *store.Incident, reason, by string) error {
+	if s.running(inc.ID) {
+		return &httpError{code: http.StatusConflict, msg: inc.ID + " is running on this replica: wait for it, or interrupt it first"}
+	}
+	_, _, err := s.engineFor(nil).CloseByHand(ctx, inc.ID, reason, by)
+	return err
 }

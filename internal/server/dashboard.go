@@ -47,7 +47,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 func (s *Server) authedPage(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.o.Auth.Authenticate(r, true)
-		if err != nil || p.Role < RoleRead {
+		if err != nil || !p.Role.May(RoleRead) {
 			if strings.HasSuffix(r.URL.Path, ".svg") {
 				http.Error(w, "unauthenticated", http.StatusUnauthorized)
 				return
@@ -112,16 +112,29 @@ func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
 	s.render(w, "login.html", map[string]any{"Title": "Sign in", "Who": "nobody"})
 }
 
-// login checks a token and keeps it in an HTTP-only, same-site cookie.
+// login checks a token and starts a session: an HTTP-only, same-site
+// cookie holding a signed, expiring session, never the token.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	tok := r.PostFormValue("token")
-	check, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "/", nil)
-	check.Header.Set("Authorization", "Bearer "+tok)
-	if p, err := s.o.Auth.Authenticate(check, false); err != nil || p.Role < RoleRead {
+	tok := strings.TrimSpace(r.PostFormValue("token"))
+	p, err := s.o.Auth.token(r.Context(), tok)
+	if tok == "" || err != nil || !p.Role.May(RoleRead) {
 		http.Error(w, "that token does not sign in", http.StatusUnauthorized)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: tok, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	v, exp := s.o.Auth.sessions().Issue(p)
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: v, Path: "/", Expires: exp, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	s.o.Log.Info("signed in", "who", p.Name, "role", p.Role.String())
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// logout ends the session: the cookie is cleared and the session revoked.
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		s.o.Auth.sessions().Revoke(c.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }

@@ -2,8 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -49,8 +53,13 @@ type AlertAnswer struct {
 
 // alertmanager receives Alertmanager's webhook: each firing alert that a
 // service's automation.alerts matches is a trigger for that service. It
-// answers at once; Alertmanager's retries of the same group are
-// deduplicated by its groupKey.
+// answers once every trigger is recorded (a run's incident opened, a
+// proposal or a repeat journaled); a trigger that recorded nothing (the
+// service's triggers stayed busy, the cluster or the store failed) makes
+// it answer 503, and Alertmanager sends the notification again.
+// Deduplication is per firing instance (the group, each alert's
+// fingerprint and startsAt), so repeats change nothing, and a group that
+// fires again a month later is a new trigger.
 func (s *Server) alertmanager(w http.ResponseWriter, r *http.Request) {
 	var n AlertmanagerWebhook
 	if !decodeLoose(w, r, &n) {
@@ -61,9 +70,10 @@ func (s *Server) alertmanager(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	type hit struct {
-		svc    string
-		sev    decide.Severity
-		alerts []string
+		svc       string
+		sev       decide.Severity
+		alerts    []string
+		instances []string
 	}
 	hits := map[string]*hit{}
 	for _, a := range n.Alerts {
@@ -88,6 +98,7 @@ func (s *Server) alertmanager(w http.ResponseWriter, r *http.Request) {
 				desc += " (" + clip(sum, 200) + ")"
 			}
 			h.alerts = append(h.alerts, desc)
+			h.instances = append(h.instances, alertInstance(a))
 		}
 	}
 	ans := AlertAnswer{Services: []string{}}
@@ -97,28 +108,92 @@ func (s *Server) alertmanager(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, ans)
 		return
 	}
-	for name, h := range hits {
-		ans.Services = append(ans.Services, name)
-		sort.Strings(h.alerts)
-		t := engine.Trigger{Source: "alertmanager", Key: n.GroupKey, Severity: h.sev, Auto: s.o.Config.Services[name].Automation.Auto,
-			What: "Alertmanager (" + n.Receiver + "): " + strings.Join(h.alerts, ", ") + " firing"}
-		s.trigger(name, t)
+	var names []string
+	for name := range hits {
+		names = append(names, name)
 	}
-	sort.Strings(ans.Services)
+	sort.Strings(names)
+	results := make([]<-chan triggerRecord, len(names))
+	for i, name := range names {
+		h := hits[name]
+		sort.Strings(h.alerts)
+		sort.Strings(h.instances)
+		t := engine.Trigger{Source: "alertmanager", Key: n.GroupKey, Instances: slices.Compact(h.instances), Severity: h.sev,
+			Auto: s.o.Config.Services[name].Automation.Auto,
+			What: "Alertmanager (" + n.Receiver + "): " + strings.Join(slices.Compact(h.alerts), ", ") + " firing"}
+		results[i] = s.trigger(name, t)
+	}
+	ans.Services = names
+	timeout := time.After(triggerAnswerWait)
+	var failed []string
+	for i, ch := range results {
+		select {
+		case rec := <-ch:
+			if rec.err != nil {
+				failed = append(failed, names[i]+": "+rec.err.Error())
+			}
+		case <-timeout:
+			// Still working (a slow API server): it records or fails in
+			// the background; a failure is logged and counted.
+		}
+	}
+	if len(failed) > 0 {
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, AlertAnswer{Services: names, Ignored: "not recorded, send again: " + strings.Join(failed, "; ")})
+		return
+	}
 	writeJSON(w, http.StatusAccepted, ans)
 }
 
-// trigger handles a trigger for a configured service in the background.
-func (s *Server) trigger(service string, t engine.Trigger) {
-	s.background(func(ctx context.Context) {
+// triggerAnswerWait bounds how long Alertmanager's request waits for its
+// triggers to be recorded.
+const triggerAnswerWait = 20 * time.Second
+
+// alertInstance names one firing of one alert: its fingerprint (its label
+// set) and when it started firing. A repeat carries the same; an alert
+// that resolved and fires again has a new startsAt.
+func alertInstance(a Alert) string {
+	fp := a.Fingerprint
+	if fp == "" { // older senders: the labels are the identity
+		keys := make([]string, 0, len(a.Labels))
+		for k := range a.Labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var b strings.Builder
+		for _, k := range keys {
+			fmt.Fprintf(&b, "%q=%q,", k, a.Labels[k])
+		}
+		sum := sha256.Sum256([]byte(b.String()))
+		fp = hex.EncodeToString(sum[:8])
+	}
+	return fp + "@" + a.StartsAt.UTC().Format(time.RFC3339Nano)
+}
+
+// triggerRecord says whether a trigger was recorded (err nil) or not.
+type triggerRecord struct{ err error }
+
+// trigger handles a trigger for a configured service in the background;
+// the channel tells when it is recorded (its run's incident opened, a
+// proposal or repeat journaled) or that it recorded nothing.
+func (s *Server) trigger(service string, t engine.Trigger) <-chan triggerRecord {
+	rec := make(chan triggerRecord, 1)
+	tell := func(err error) {
+		select {
+		case rec <- triggerRecord{err: err}:
+		default:
+		}
+	}
+	err := s.tryBackground(func(ctx context.Context) {
 		wl, err := s.o.Resolve(ctx, service)
 		if err != nil {
 			s.o.Log.Error("trigger: service not resolved", "service", service, "source", t.Source, "err", err)
 			s.o.Metrics.Triggers.WithLabelValues(t.Source, "error").Inc()
+			tell(err)
 			return
 		}
 		var id string
-		t.Started = func(i string) { id = i; s.markRunning(i, true) }
+		t.Started = func(i string) { id = i; s.markRunning(i, true); tell(nil) }
 		res, err := s.engineFor(wl).HandleTrigger(ctx, wl, t)
 		if id != "" {
 			s.markRunning(id, false)
@@ -132,11 +207,23 @@ func (s *Server) trigger(service string, t engine.Trigger) {
 			s.recordRun(ctx, wl.Key(), res.Outcome, err)
 		}
 		if err != nil {
-			s.o.Log.Error("trigger failed", "service", service, "source", t.Source, "err", err)
+			if errors.Is(err, engine.ErrTriggerBusy) {
+				s.o.Log.Warn("trigger not recorded: the service's triggers are busy; the sender retries", "service", service, "source", t.Source)
+			} else {
+				s.o.Log.Error("trigger failed", "service", service, "source", t.Source, "err", err)
+			}
+			if res == nil || res.Incident == "" {
+				tell(err)
+			}
 			return
 		}
+		tell(nil)
 		s.o.Log.Info("trigger handled", "service", service, "source", t.Source, "action", res.Action, "incident", res.Incident, "reason", res.Reason)
 	})
+	if err != nil {
+		tell(err)
+	}
+	return rec
 }
 
 func (s *Server) serviceNames() []string {
@@ -172,16 +259,19 @@ func (s *Server) flaggerRollback(w http.ResponseWriter, r *http.Request) {
 	key := s.canaryService(h.Namespace, h.Name)
 	incs, err := s.o.Store.ListIncidents(r.Context(), key)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		s.o.Log.Warn("flagger webhook: store", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
+	// The status is the whole answer: Flagger sends no credential, so the
+	// body names no incident and no service.
 	for _, inc := range incs {
 		if inc.Status == store.StatusOpen {
-			writeJSON(w, http.StatusOK, map[string]string{"rollback": inc.ID, "service": key})
+			w.WriteHeader(http.StatusOK)
 			return
 		}
 	}
-	writeJSON(w, http.StatusNotFound, map[string]string{"service": key, "rollback": ""})
+	w.WriteHeader(http.StatusNotFound)
 }
 
 // canaryService is the service key of a Flagger canary: the configured

@@ -140,13 +140,14 @@ func (s *Server) resumeOrphans(ctx context.Context, tries map[string]int, mu *sy
 }
 
 // orphaned: the journal stops mid-run (a step started, an effect
-// intended) rather than at a failure the run reported.
+// intended, a step interrupted by SIGTERM or a lost hold) rather than at a
+// failure the run reported.
 func orphaned(evs []store.Event) bool {
 	for i := len(evs) - 1; i >= 0; i-- {
 		switch evs[i].Phase {
 		case store.PhaseFailed:
 			return false
-		case store.PhaseStarted, store.PhaseIntent, store.PhaseNote, store.PhaseDone, store.PhaseEffect:
+		case store.PhaseStarted, store.PhaseIntent, store.PhaseNote, store.PhaseDone, store.PhaseEffect, store.PhaseInterrupted:
 			return true
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/rollback-dev/rollback/internal/config"
@@ -36,14 +37,27 @@ type Options struct {
 	// into a workload with its client.
 	Resolve func(ctx context.Context, service string) (*engine.Workload, error)
 	Auth    *Auth
+	// Access checks what a user the API server authenticated may do
+	// (SubjectAccessReview); nil: such users are refused any action.
+	Access AccessReviewer
+	// AllowUnconfigured are namespaces whose workloads may be rolled back
+	// by NAMESPACE/KIND/NAME though no service of rollback.yaml names
+	// them ("*": every namespace). Empty: configured services only.
+	AllowUnconfigured []string
+	// MaxRuns caps the rollbacks and triggers running in the background
+	// at once (default 32); a request beyond it is answered 429.
+	MaxRuns int
 	Log     *slog.Logger
 	Metrics *Metrics
 	// SlackSigningSecret verifies Slack's slash-command requests ("":
 	// the Slack endpoint answers 404).
 	SlackSigningSecret string
-	// SlackOperators are the Slack user IDs or names who may run and
-	// approve (empty: anyone who can use the command).
+	// SlackOperators are the Slack user IDs (U…, W…) who may run and
+	// approve; empty: Slack can only show status.
 	SlackOperators []string
+	// SlackTeam is the Slack workspace (team_id) commands must come from
+	// ("": any workspace the signing secret's app is installed in).
+	SlackTeam string
 	// SlackResponseHost is the host follow-ups may be posted to
 	// (default hooks.slack.com over https).
 	SlackResponseHost string
@@ -76,6 +90,8 @@ type Server struct {
 	runs sync.WaitGroup
 	live map[string]bool // incidents this process runs
 	seq  atomic.Int64    // run holder names
+	// active counts background runs and triggers (tryBackground).
+	active atomic.Int64
 }
 
 // New builds a server; Serve or Handler runs it.
@@ -140,7 +156,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/schedule", s.authed(RoleRead, s.schedule))
 	m.HandleFunc("POST /api/v1/drills", s.authed(RoleOperate, s.drill))
 	// Triggers
-	m.HandleFunc("POST /hooks/alertmanager", s.authed(RoleOperate, s.alertmanager))
+	m.HandleFunc("POST /hooks/alertmanager", s.authed(RoleTrigger, s.alertmanager))
 	m.HandleFunc("POST /hooks/flagger/rollback", s.flaggerRollback)
 	m.HandleFunc("POST /hooks/slack", s.slack)
 	// Dashboard
@@ -149,6 +165,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /incidents/{id}/chart.svg", s.authedPage(s.chart))
 	m.HandleFunc("GET /login", s.loginForm)
 	m.HandleFunc("POST /login", s.login)
+	m.HandleFunc("POST /logout", s.logout)
 }
 
 type principalKey struct{}
@@ -169,7 +186,7 @@ func (s *Server) authed(role Role, h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, err.Error())
 			return
 		}
-		if p.Role < role {
+		if !p.Role.May(role) {
 			writeError(w, http.StatusForbidden, fmt.Sprintf("%s may %s; this needs the %s role", p.Name, p.Role, role))
 			return
 		}
@@ -227,13 +244,44 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // statusOf maps an engine or store error to an HTTP status.
 func statusOf(err error) int {
+	if he, ok := asHTTPError(err); ok {
+		return he.code
+	}
 	switch {
+	case apierrors.IsNotFound(err):
+		return http.StatusNotFound
+	case errors.Is(err, errBusy):
+		return http.StatusTooManyRequests
 	case errors.Is(err, store.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, store.ErrLeaseHeld), errors.Is(err, engine.ErrOpenIncident), errors.Is(err, engine.ErrNotProposed):
+	case errors.Is(err, store.ErrLeaseHeld), errors.Is(err, engine.ErrOpenIncident), errors.Is(err, engine.ErrNotProposed),
+		errors.Is(err, engine.ErrStaleProposal):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
+}
+
+// errBusy: as many rollbacks and triggers run as the server takes
+// (Options.MaxRuns); the request may be sent again later.
+var errBusy = errors.New("too many rollbacks running on this replica; try again shortly")
+
+// tryBackground runs fn in the background unless MaxRuns already run:
+// then it returns errBusy and fn never runs.
+func (s *Server) tryBackground(fn func(ctx context.Context)) error {
+	limit := s.o.MaxRuns
+	if limit <= 0 {
+		limit = 32
+	}
+	if s.active.Add(1) > int64(limit) {
+		s.active.Add(-1)
+		s.o.Metrics.Triggers.WithLabelValues("server", "busy").Inc()
+		return errBusy
+	}
+	s.background(func(ctx context.Context) {
+		defer s.active.Add(-1)
+		fn(ctx)
+	})
+	return nil
 }
 
 // background runs fn under the server's lifetime, not the request's.

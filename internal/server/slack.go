@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -80,7 +81,28 @@ func (s *Server) slack(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "form: "+err.Error())
 		return
 	}
-	user := "slack:@" + form.Get("user_name") + " (" + form.Get("user_id") + ")"
+	if s.o.SlackTeam != "" && form.Get("team_id") != s.o.SlackTeam {
+		s.o.Log.Warn("slack request refused: another workspace", "team", clip(form.Get("team_id"), 32))
+		writeError(w, http.StatusForbidden, "this rollback serves another Slack workspace")
+		return
+	}
+	// Each signed request is taken once: a captured request replayed
+	// within Slack's 5 minutes (to this replica or another) is refused.
+	// The store keeps the request's signature as a lease that outlives
+	// the window.
+	sum := sha256.Sum256([]byte(r.Header.Get("X-Slack-Signature")))
+	if _, err := s.o.Store.AcquireLease(r.Context(), "slack-request:"+hex.EncodeToString(sum[:16]), fmt.Sprintf("%s/slack-%d", engine.HolderName(), s.seq.Add(1)),
+		2*slackMaxSkew+time.Minute); err != nil {
+		if errorsIsLease(err) {
+			s.o.Log.Warn("slack request refused: a replay", "user_id", clip(form.Get("user_id"), 32))
+			writeError(w, http.StatusUnauthorized, "slack signature: this request was already taken (a replay)")
+			return
+		}
+		writeError(w, http.StatusServiceUnavailable, "store: "+err.Error())
+		return
+	}
+	userID := form.Get("user_id")
+	user := "slack:@" + form.Get("user_name") + " (" + userID + ")"
 	args := strings.Fields(form.Get("text"))
 	verb := ""
 	if len(args) > 0 {
@@ -111,15 +133,22 @@ func (s *Server) slack(w http.ResponseWriter, r *http.Request) {
 		reply(false, usage)
 		return
 	}
-	if len(s.o.SlackOperators) > 0 && !slices.Contains(s.o.SlackOperators, form.Get("user_id")) && !slices.Contains(s.o.SlackOperators, form.Get("user_name")) {
+	// Only user IDs: a user_name is the user's to change.
+	switch {
+	case len(s.o.SlackOperators) == 0:
+		reply(false, "Slack can only show status here: no Slack operators are configured (serve --slack-operator USER_ID).")
+		return
+	case userID == "" || !slices.Contains(s.o.SlackOperators, userID):
+		s.o.Log.Warn("slack command refused: not an operator", "user_id", clip(userID, 32), "verb", verb)
 		reply(false, "You are not one of rollback's Slack operators (serve --slack-operator).")
 		return
 	}
 	s.o.Metrics.Triggers.WithLabelValues("slack", verb).Inc()
 	respond := form.Get("response_url")
+	who := Principal{Name: user, Role: RoleOperate}
 	switch verb {
 	case "run":
-		wl, err := s.o.Resolve(r.Context(), args[1])
+		wl, err := s.workloadFor(r.Context(), who, args[1], true)
 		if err != nil {
 			reply(false, "Cannot roll back "+args[1]+": "+err.Error())
 			return
@@ -133,8 +162,16 @@ func (s *Server) slack(w http.ResponseWriter, r *http.Request) {
 			reply(false, err.Error())
 			return
 		}
-		prop, _ := s.o.Store.GetIncident(r.Context(), id)
-		wl, err := s.o.Resolve(r.Context(), prop.Service)
+		prop, err := s.o.Store.GetIncident(r.Context(), id)
+		if err != nil {
+			reply(false, "No incident "+id+": "+err.Error())
+			return
+		}
+		if prop.Status != store.StatusProposed {
+			reply(false, notProposed(prop))
+			return
+		}
+		wl, err := s.workloadFor(r.Context(), who, prop.Service, true)
 		if err != nil {
 			reply(false, "Cannot roll back "+prop.Service+": "+err.Error())
 			return
@@ -165,7 +202,7 @@ func (s *Server) proposalOf(ctx context.Context, arg string) (string, error) {
 // slackStart starts a rollback, answers with its incident within Slack's
 // 3 seconds, and posts how it ended to the command's response_url.
 func (s *Server) slackStart(w http.ResponseWriter, responseURL string, wl *engine.Workload, what string, fn runFunc) {
-	opened := s.launch(wl.Key(), wl, fn, func(out *engine.Outcome, err error) {
+	opened, err := s.launch(wl.Key(), wl, fn, func(out *engine.Outcome, err error) {
 		text := what + ": "
 		switch {
 		case out == nil || out.Incident == "":
@@ -177,6 +214,10 @@ func (s *Server) slackStart(w http.ResponseWriter, responseURL string, wl *engin
 		}
 		s.slackFollowUp(responseURL, text)
 	})
+	if err != nil {
+		writeJSON(w, http.StatusOK, slackReply{ResponseType: "ephemeral", Text: what + ": not started: " + err.Error()})
+		return
+	}
 	select {
 	case id := <-opened:
 		writeJSON(w, http.StatusOK, slackReply{ResponseType: "in_channel", Text: what + ": " + id})
@@ -215,6 +256,12 @@ func (s *Server) slackFollowUp(responseURL, text string) {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := outbound.Client(s.o.OutboundTimeout).Do(req)
 	if err != nil {
+		// A url.Error names the URL: response_url is a credential (it
+		// posts to the channel), so only the cause is logged.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		s.o.Log.Warn("slack follow-up not delivered", "err", err)
 		return
 	}

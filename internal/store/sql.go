@@ -313,30 +313,62 @@ func (s *sqlStore) Events(ctx context.Context, incident string) ([]Event, error)
 	return out, rows.Err()
 }
 
-func (s *sqlStore) AcquireLease(ctx context.Context, service, holder string, ttl time.Duration, now time.Time) (*Lease, error) {
+// clock is the store's time: PostgreSQL's own clock for a shared store
+// (replicas' clocks may disagree; the database's is the one they share),
+// this machine's for an SQLite file.
+func (s *sqlStore) clock(ctx context.Context) (time.Time, error) {
+	if !s.postgres {
+		return time.Now(), nil
+	}
+	var now time.Time
+	if err := s.db.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
+		return time.Time{}, err
+	}
+	return now, nil
+}
+
+// leaseTS formats a lease time with a fixed width, so that the text
+// comparison of expiry times orders them as times (RFC 3339 with trimmed
+// fractions does not: "…:00Z" sorts after "…:00.5Z").
+func leaseTS(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000000Z07:00") }
+
+func (s *sqlStore) AcquireLease(ctx context.Context, service, holder string, ttl time.Duration) (*Lease, error) {
+	now, err := s.clock(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lease %s: store clock: %w", service, err)
+	}
 	l := &Lease{Service: service, Holder: holder, Since: now, Expires: now.Add(ttl)}
-	// One statement: take a free or expired lease, or renew our own.
-	var since string
-	err := s.db.QueryRowContext(ctx, s.q(`INSERT INTO leases (service, holder, since, expires) VALUES (?, ?, ?, ?)
+	// A lease released between the two statements below is gone when it
+	// is read: try again.
+	for try := 0; try < 5; try++ {
+		// One statement: take a free or expired lease, or renew our own.
+		var since string
+		err = s.db.QueryRowContext(ctx, s.q(`INSERT INTO leases (service, holder, since, expires) VALUES (?, ?, ?, ?)
 		ON CONFLICT (service) DO UPDATE SET holder = excluded.holder, expires = excluded.expires,
 		  since = CASE WHEN leases.holder = excluded.holder THEN leases.since ELSE excluded.since END
 		WHERE leases.holder = excluded.holder OR leases.expires < ?
-		RETURNING since`), service, holder, ts(l.Since), ts(l.Expires), ts(now)).Scan(&since)
-	if err == nil {
-		l.Since = parseTS(since)
-		return l, nil
+		RETURNING since`), service, holder, leaseTS(l.Since), leaseTS(l.Expires), leaseTS(now)).Scan(&since)
+		if err == nil {
+			l.Since = parseTS(since)
+			return l, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("lease %s: %w", service, err)
+		}
+		var cur Lease
+		var s1, e1 string
+		err = s.db.QueryRowContext(ctx, s.q(`SELECT service, holder, since, expires FROM leases WHERE service = ?`), service).
+			Scan(&cur.Service, &cur.Holder, &s1, &e1)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lease %s: %w", service, err)
+		}
+		cur.Since, cur.Expires = parseTS(s1), parseTS(e1)
+		return nil, &LeaseError{Lease: cur}
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("lease %s: %w", service, err)
-	}
-	var cur Lease
-	var s1, e1 string
-	if err := s.db.QueryRowContext(ctx, s.q(`SELECT service, holder, since, expires FROM leases WHERE service = ?`), service).
-		Scan(&cur.Service, &cur.Holder, &s1, &e1); err != nil {
-		return nil, fmt.Errorf("lease %s: %w", service, err)
-	}
-	cur.Since, cur.Expires = parseTS(s1), parseTS(e1)
-	return nil, &LeaseError{Lease: cur}
+	return nil, fmt.Errorf("lease %s: taken and released too often to read", service)
 }
 
 func (s *sqlStore) ReleaseLease(ctx context.Context, service, holder string) error {

@@ -77,6 +77,14 @@ func (e *LockError) Error() string {
 
 func (e *LockError) Unwrap() error { return ErrLeaseHeld }
 
+// Shared reports whether s can be shared by processes on several machines
+// (PostgreSQL), as replicas of 'rollback serve' need; an SQLite file is
+// one machine's.
+func Shared(s Store) bool {
+	ss, ok := s.(*sqlStore)
+	return ok && ss.postgres
+}
+
 // Status is an incident's state.
 type Status string
 
@@ -100,6 +108,10 @@ const (
 	PhaseStarted Phase = "started"
 	PhaseDone    Phase = "done"
 	PhaseFailed  Phase = "failed"
+	// PhaseInterrupted: the step was stopped from outside (SIGTERM, the
+	// run's hold on the service lost) rather than failing; the run is
+	// resumable and a leader resumes it.
+	PhaseInterrupted Phase = "interrupted"
 	PhaseNote    Phase = "note"
 	// PhaseOverrun: the step took longer than its runbook budget.
 	PhaseOverrun Phase = "overrun"
@@ -192,8 +204,10 @@ type Store interface {
 	Events(ctx context.Context, incident string) ([]Event, error)
 
 	// AcquireLease takes or renews the service's lease for holder until
-	// now+ttl; a live lease of another holder is a *LeaseError.
-	AcquireLease(ctx context.Context, service, holder string, ttl time.Duration, now time.Time) (*Lease, error)
+	// now+ttl, now by the store's clock (the database server's for a
+	// shared store, so replicas whose clocks disagree still agree on
+	// expiry); a live lease of another holder is a *LeaseError.
+	AcquireLease(ctx context.Context, service, holder string, ttl time.Duration) (*Lease, error)
 	ReleaseLease(ctx context.Context, service, holder string) error
 
 	SetBlock(ctx context.Context, b Block) error

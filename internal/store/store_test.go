@@ -150,7 +150,6 @@ func testJournal(t *testing.T, s Store) {
 
 func testLeases(t *testing.T, s Store) {
 	ctx := context.Background()
-	now := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 	// Concurrent acquirers: exactly one wins.
 	var wg sync.WaitGroup
 	wins := make(chan string, 10)
@@ -159,7 +158,7 @@ func testLeases(t *testing.T, s Store) {
 		go func(i int) {
 			defer wg.Done()
 			holder := fmt.Sprintf("host-%d", i)
-			_, err := s.AcquireLease(ctx, "svc", holder, time.Minute, now)
+			_, err := s.AcquireLease(ctx, "svc", holder, time.Minute)
 			var le *LeaseError
 			switch {
 			case err == nil:
@@ -179,24 +178,42 @@ func testLeases(t *testing.T, s Store) {
 	if len(winners) != 1 {
 		t.Fatalf("winners %v, want exactly one", winners)
 	}
-	_, err := s.AcquireLease(ctx, "svc", "other", time.Minute, now.Add(30*time.Second))
+	_, err := s.AcquireLease(ctx, "svc", "other", time.Minute)
 	var le *LeaseError
-	if !errors.As(err, &le) || le.Lease.Holder != winners[0] || !le.Lease.Since.Equal(now) {
+	if !errors.As(err, &le) || le.Lease.Holder != winners[0] {
 		t.Errorf("held lease: %v", err)
 	}
-	// The holder renews, keeping since; after expiry another takes it.
-	l, err := s.AcquireLease(ctx, "svc", winners[0], time.Minute, now.Add(50*time.Second))
-	if err != nil || !l.Since.Equal(now) {
-		t.Errorf("renew: %+v %v", l, err)
+	since := le.Lease.Since
+	// The holder renews, keeping since.
+	l, err := s.AcquireLease(ctx, "svc", winners[0], 300*time.Millisecond)
+	if err != nil || !l.Since.Equal(since) {
+		t.Errorf("renew: %+v %v (since %s)", l, err, since)
 	}
-	if _, err := s.AcquireLease(ctx, "svc", "other", time.Minute, now.Add(3*time.Minute)); err != nil {
+	// Expiry at a whole second and a fraction after it: lease times
+	// compare as times, not as text of differing widths.
+	if _, err := s.AcquireLease(ctx, "svc", "other", time.Minute); err == nil {
+		t.Error("a live lease was taken over")
+	}
+	time.Sleep(400 * time.Millisecond)
+	if _, err := s.AcquireLease(ctx, "svc", "other", time.Minute); err != nil {
 		t.Errorf("expired lease not taken over: %v", err)
 	}
 	if err := s.ReleaseLease(ctx, "svc", "other"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AcquireLease(ctx, "svc", "third", time.Minute, now.Add(3*time.Minute)); err != nil {
+	if _, err := s.AcquireLease(ctx, "svc", "third", time.Minute); err != nil {
 		t.Errorf("released lease not free: %v", err)
+	}
+}
+
+func TestLeaseTimesCompareAsTimes(t *testing.T) {
+	a := time.Date(2026, 11, 26, 3, 1, 0, 0, time.UTC)
+	b := a.Add(300 * time.Millisecond)
+	if !(leaseTS(a) < leaseTS(b)) || !(leaseTS(b) < leaseTS(a.Add(time.Second))) {
+		t.Errorf("%s, %s, %s do not sort as times", leaseTS(a), leaseTS(b), leaseTS(a.Add(time.Second)))
+	}
+	if got := parseTS(leaseTS(b)); !got.Equal(b) {
+		t.Errorf("parse %s: %s", leaseTS(b), got)
 	}
 }
 
