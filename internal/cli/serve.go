@@ -28,29 +28,29 @@ import (
 
 // ServeOptions are `rollback serve`'s flags.
 type ServeOptions struct {
-	Listen          string
-	LeaderElect     bool
-	LeaseNamespace  string
-	LeaseName       string
-	LeaseDuration   time.Duration
-	Prometheus      string
-	ScheduleEvery   time.Duration
-	CalendarDrills  bool
-	TokenReview     string // auto, true, false
-	Operators       []string
-	Readers         []string
-	Triggers        []string
-	TokenAudiences  []string
+	Listen            string
+	LeaderElect       bool
+	LeaseNamespace    string
+	LeaseName         string
+	LeaseDuration     time.Duration
+	Prometheus        string
+	ScheduleEvery     time.Duration
+	CalendarDrills    bool
+	TokenReview       string // auto, true, false
+	Operators         []string
+	Readers           []string
+	Triggers          []string
+	TokenAudiences    []string
 	AllowUnconfigured []string
-	MaxRuns         int
-	SlackTeam       string
-	AnonymousRead   bool
-	SlackOperators  []string
-	SlackSecretEnv  string
-	SlackHost       string
-	LogFormat       string
-	ShutdownGrace   time.Duration
-	OutboundTimeout time.Duration
+	MaxRuns           int
+	SlackTeam         string
+	AnonymousRead     bool
+	SlackOperators    []string
+	SlackSecretEnv    string
+	SlackHost         string
+	LogFormat         string
+	ShutdownGrace     time.Duration
+	OutboundTimeout   time.Duration
 }
 
 func newServeCmd(f *Factory) *cobra.Command {

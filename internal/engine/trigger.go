@@ -31,9 +31,9 @@ type Trigger struct {
 	// seen (an alert that resolved and fires again, a new alert) or a
 	// release no recent incident was about is a new trigger.
 	Instances []string
-	What     string // what fired, as people read it
-	Severity decide.Severity
-	Auto     bool
+	What      string // what fired, as people read it
+	Severity  decide.Severity
+	Auto      bool
 	// Started is told the incident of a run as soon as it opens.
 	Started func(string)
 	// Wait is how long a trigger waits for another trigger of the same
@@ -71,6 +71,12 @@ const recentIncidents = 5
 // service are serialised across processes by a lease of their own, so a
 // storm of notifications, or two replicas, start at most one rollback.
 func (e *Engine) HandleTrigger(ctx context.Context, w *Workload, t Trigger) (*TriggerResult, error) {
+	// The common case in a storm: the service already has an open or
+	// proposed incident. Joining it is an idempotent keyed append, so it
+	// needs no lease and never waits for one.
+	if dup, err := e.JoinOpen(ctx, w.Key(), t); dup != nil || err != nil {
+		return dup, err
+	}
 	release, err := e.holdTrigger(ctx, w, t.Wait)
 	if err != nil {
 		return nil, err
@@ -186,6 +192,42 @@ func (e *Engine) holdTrigger(ctx context.Context, w *Workload, wait time.Duratio
 	}
 }
 
+// JoinOpen records the trigger on the service's open or proposed
+// incident, if it has one (a duplicate of what that incident handles);
+// nil when it has none.
+func (e *Engine) JoinOpen(ctx context.Context, service string, t Trigger) (*TriggerResult, error) {
+	incs, err := e.Store.ListIncidents(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	for i, inc := range incs {
+		if i >= recentIncidents {
+			break
+		}
+		if inc.Status == store.StatusOpen || inc.Status == store.StatusProposed {
+			return e.join(ctx, &inc, t)
+		}
+	}
+	return nil, nil
+}
+
+// join records t's instances on inc: a duplicate of what inc handles.
+func (e *Engine) join(ctx context.Context, inc *store.Incident, t Trigger) (*TriggerResult, error) {
+	added := false
+	for _, k := range triggerKeys(t) {
+		a, err := e.Store.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: k, Message: t.What})
+		if err != nil {
+			return nil, err
+		}
+		added = added || a
+	}
+	why := "recorded on the " + string(inc.Status) + " incident " + inc.ID
+	if !added {
+		why = "a repeated notification of what " + inc.ID + " already handles"
+	}
+	return &TriggerResult{Action: TriggerDuplicate, Incident: inc.ID, Reason: why}, nil
+}
+
 // seen finds the trigger already handled: recorded on the service's open
 // or proposed incident (joining it), or every instance of it journaled on
 // a recent incident about the running release (bad, or the good one it
@@ -201,19 +243,7 @@ func (e *Engine) seen(ctx context.Context, service string, t Trigger, running st
 			break
 		}
 		if inc.Status == store.StatusOpen || inc.Status == store.StatusProposed {
-			added := false
-			for _, k := range keys {
-				a, err := e.Store.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: e.now(), Step: "trigger", Phase: store.PhaseNote, Key: k, Message: t.What})
-				if err != nil {
-					return nil, err
-				}
-				added = added || a
-			}
-			why := "recorded on the " + string(inc.Status) + " incident " + inc.ID
-			if !added {
-				why = "a repeated notification of what " + inc.ID + " already handles"
-			}
-			return &TriggerResult{Action: TriggerDuplicate, Incident: inc.ID, Reason: why}, nil
+			return e.join(ctx, &inc, t)
 		}
 		if t.Key == "" && len(t.Instances) == 0 {
 			continue
@@ -290,7 +320,6 @@ var ErrNotProposed = errors.New("not a proposed rollback")
 // ErrStaleProposal: the running version is no longer the one a proposal
 // named; approving it would roll back something nobody looked at.
 var ErrStaleProposal = errors.New("the proposal is stale")
-
 
 // Approve runs a proposed rollback as the approver's decision: the new
 // incident's rationale says who approved which proposal, and the proposal

@@ -118,7 +118,7 @@ func (s *Server) alertmanager(w http.ResponseWriter, r *http.Request) {
 		h := hits[name]
 		sort.Strings(h.alerts)
 		sort.Strings(h.instances)
-		t := engine.Trigger{Source: "alertmanager", Key: n.GroupKey, Instances: slices.Compact(h.instances), Severity: h.sev,
+		t := engine.Trigger{Source: "alertmanager", Key: n.GroupKey, Instances: slices.Compact(h.instances), Severity: h.sev, Wait: s.o.TriggerWait,
 			Auto: s.o.Config.Services[name].Automation.Auto,
 			What: "Alertmanager (" + n.Receiver + "): " + strings.Join(slices.Compact(h.alerts), ", ") + " firing"}
 		results[i] = s.trigger(name, t)
@@ -184,7 +184,16 @@ func (s *Server) trigger(service string, t engine.Trigger) <-chan triggerRecord 
 		default:
 		}
 	}
-	err := s.tryBackground(func(ctx context.Context) {
+	// Joining an open or proposed incident is quick and needs no lease:
+	// done here, it takes no background slot in a storm.
+	if dup, err := s.engineFor(nil).JoinOpen(context.WithoutCancel(s.baseContext()), service, t); err != nil || dup != nil {
+		if dup != nil {
+			s.o.Metrics.Triggers.WithLabelValues(t.Source, dup.Action).Inc()
+		}
+		tell(err)
+		return rec
+	}
+	err := s.tryBackgroundN(4, func(ctx context.Context) {
 		wl, err := s.o.Resolve(ctx, service)
 		if err != nil {
 			s.o.Log.Error("trigger: service not resolved", "service", service, "source", t.Source, "err", err)

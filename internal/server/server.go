@@ -23,6 +23,7 @@ import (
 
 	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/engine"
+	"github.com/rollback-dev/rollback/internal/kube"
 	"github.com/rollback-dev/rollback/internal/progress"
 	"github.com/rollback-dev/rollback/internal/store"
 )
@@ -47,8 +48,12 @@ type Options struct {
 	// MaxRuns caps the rollbacks and triggers running in the background
 	// at once (default 32); a request beyond it is answered 429.
 	MaxRuns int
-	Log     *slog.Logger
-	Metrics *Metrics
+	// TriggerWait is how long an alert waits for another trigger of its
+	// service before the notification is answered 503, to be sent again
+	// (default 5s).
+	TriggerWait time.Duration
+	Log         *slog.Logger
+	Metrics     *Metrics
 	// SlackSigningSecret verifies Slack's slash-command requests ("":
 	// the Slack endpoint answers 404).
 	SlackSigningSecret string
@@ -248,7 +253,7 @@ func statusOf(err error) int {
 		return he.code
 	}
 	switch {
-	case apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err), errors.Is(err, kube.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, errBusy):
 		return http.StatusTooManyRequests
@@ -268,11 +273,18 @@ var errBusy = errors.New("too many rollbacks running on this replica; try again 
 // tryBackground runs fn in the background unless MaxRuns already run:
 // then it returns errBusy and fn never runs.
 func (s *Server) tryBackground(fn func(ctx context.Context)) error {
+	return s.tryBackgroundN(1, fn)
+}
+
+// tryBackgroundN is tryBackground with the cap scaled by n (triggers
+// mostly wait on their service's lease, so more of them may wait than
+// rollbacks run).
+func (s *Server) tryBackgroundN(n int, fn func(ctx context.Context)) error {
 	limit := s.o.MaxRuns
 	if limit <= 0 {
 		limit = 32
 	}
-	if s.active.Add(1) > int64(limit) {
+	if s.active.Add(1) > int64(limit*n) {
 		s.active.Add(-1)
 		s.o.Metrics.Triggers.WithLabelValues("server", "busy").Inc()
 		return errBusy

@@ -43,7 +43,7 @@ type fixture struct {
 
 // newFixture serves a server on a fake cluster whose Deployment shop/web
 // (the configured service "web", automation as given) runs v2 over v1.
-func newFixture(t *testing.T, auto *config.Automation) *fixture {
+func newFixture(t *testing.T, auto *config.Automation, opts ...func(*Options)) *fixture {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "r.db"))
 	if err != nil {
@@ -58,18 +58,33 @@ func newFixture(t *testing.T, auto *config.Automation) *fixture {
 	}
 	dir := t.TempDir()
 	f := &fixture{store: st, cs: cs}
-	f.srv = New(Options{Store: st, Config: cfg, Auth: auth, SlackSigningSecret: slackKey, SlackOperators: []string{"U1"},
+	o0 := Options{Store: st, Config: cfg, Auth: auth, SlackSigningSecret: slackKey, SlackOperators: []string{"U1"},
 		Engine: func(ev progress.Func) *engine.Engine {
 			return &engine.Engine{Store: st, Config: cfg, Getenv: func(string) string { return "" }, Events: ev,
 				StateDir: func(string) (string, error) { return dir, nil },
 				Client:   func(string) (kubernetes.Interface, error) { return cs, nil }}
 		},
 		Resolve: func(_ context.Context, svc string) (*engine.Workload, error) {
+			if parts := strings.Split(svc, "/"); len(parts) == 3 { // NAMESPACE/KIND/NAME
+				kind, err := kube.ParseKind(parts[1])
+				if err != nil {
+					return nil, err
+				}
+				wl := &engine.Workload{Target: kube.Target{Namespace: parts[0], Name: parts[2], Kind: kind}, Client: cs}
+				if wl.Target.String() == "shop/deployment/web" {
+					wl.Service = "web"
+				}
+				return wl, nil
+			}
 			if svc != "web" {
 				return nil, fmt.Errorf("unknown service %q", svc)
 			}
 			return &engine.Workload{Service: "web", Target: kube.Target{Namespace: "shop", Name: "web", Kind: kube.KindDeployment}, Client: cs}, nil
-		}})
+		}}
+	for _, o := range opts {
+		o(&o0)
+	}
+	f.srv = New(o0)
 	f.ts = httptest.NewServer(f.srv.Handler())
 	t.Cleanup(func() { f.ts.Close(); f.srv.Wait() })
 	return f

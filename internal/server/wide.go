@@ -17,6 +17,22 @@ func (s *Server) wide(w http.ResponseWriter, r *http.Request, req RunRequest, ti
 		writeError(w, http.StatusBadRequest, "namespace is required with selector")
 		return
 	}
+	// A selector names workloads rollback.yaml does not: the namespace
+	// must be opted in, a scoped token cannot, and an API-server user
+	// must be allowed to change what it matches.
+	p := caller(r)
+	if !s.unconfiguredAllowed(req.Namespace) {
+		writeError(w, http.StatusForbidden, "a wide rollback acts on workloads rollback.yaml does not name: serve --allow-unconfigured "+req.Namespace+" opts the namespace in")
+		return
+	}
+	if p.Services != nil {
+		writeError(w, http.StatusForbidden, p.Name+" is scoped to services; a wide rollback needs an unscoped operator")
+		return
+	}
+	if err := s.review(r.Context(), p, wideAccess(req.Namespace, req.Selector)); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
 	e := s.engineFor(nil)
 	bulk := s.o.BulkClient
 	if bulk == nil && e.Client != nil {

@@ -112,7 +112,7 @@ const (
 	// run's hold on the service lost) rather than failing; the run is
 	// resumable and a leader resumes it.
 	PhaseInterrupted Phase = "interrupted"
-	PhaseNote    Phase = "note"
+	PhaseNote        Phase = "note"
 	// PhaseOverrun: the step took longer than its runbook budget.
 	PhaseOverrun Phase = "overrun"
 	// PhaseIntent, PhaseEffect and PhaseEffectFailed journal one attempt
