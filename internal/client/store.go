@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/server"
@@ -22,9 +23,54 @@ type Store struct{ C *Client }
 
 var _ store.Store = Store{}
 
+// ListIncidents implements store.Store: every page of the service's
+// incidents.
 func (s Store) ListIncidents(ctx context.Context, service string) ([]store.Incident, error) {
 	var out []store.Incident
-	return out, s.C.do(ctx, http.MethodGet, "/api/v1/incidents?service="+url.QueryEscape(service), nil, &out)
+	q := store.IncidentQuery{Service: service, Limit: 1000}
+	for {
+		page, err := s.QueryIncidents(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if len(page) < q.Limit {
+			return out, nil
+		}
+		q.Before = page[len(page)-1].ID
+	}
+}
+
+// QueryIncidents implements store.Store through the API's pages.
+func (s Store) QueryIncidents(ctx context.Context, q store.IncidentQuery) ([]store.Incident, error) {
+	v := url.Values{}
+	if q.Service != "" {
+		v.Set("service", q.Service)
+	}
+	for _, st := range q.Status {
+		v.Add("status", string(st))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Before != "" {
+		v.Set("before", q.Before)
+	}
+	var out []store.Incident
+	return out, s.C.do(ctx, http.MethodGet, "/api/v1/incidents?"+v.Encode(), nil, &out)
+}
+
+// EventsOf implements store.Store, one incident at a time.
+func (s Store) EventsOf(ctx context.Context, ids []string) (map[string][]store.Event, error) {
+	out := map[string][]store.Event{}
+	for _, id := range ids {
+		evs, err := s.Events(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out[id] = evs
+	}
+	return out, nil
 }
 
 func (s Store) GetIncident(ctx context.Context, id string) (*store.Incident, error) {

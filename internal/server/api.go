@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,20 +13,42 @@ import (
 	"github.com/rollback-dev/rollback/internal/store"
 )
 
+// Pages of GET /api/v1/incidents.
+const (
+	defaultPage = 100
+	maxPage     = 1000
+)
+
+// listIncidents is a page of incidents, newest first: ?service=,
+// ?status= (repeatable), ?limit= (default 100, at most 1000), ?before=ID
+// for the next page, which the X-Next-Before header names when there may
+// be one.
 func (s *Server) listIncidents(w http.ResponseWriter, r *http.Request) {
-	incs, err := s.o.Store.ListIncidents(r.Context(), r.URL.Query().Get("service"))
+	qs := r.URL.Query()
+	q := store.IncidentQuery{Service: qs.Get("service"), Before: qs.Get("before"), Limit: defaultPage}
+	for _, st := range qs["status"] {
+		q.Status = append(q.Status, store.Status(st))
+	}
+	if l := qs.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n <= 0 || n > maxPage {
+			writeError(w, http.StatusBadRequest, "limit: "+clip(l, 16)+" is not a page size from 1 to 1000")
+			return
+		}
+		q.Limit = n
+	}
+	incs, err := s.o.Store.QueryIncidents(r.Context(), q)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	status := r.URL.Query().Get("status")
-	out := []store.Incident{}
-	for _, inc := range incs {
-		if status == "" || string(inc.Status) == status {
-			out = append(out, inc)
-		}
+	if incs == nil {
+		incs = []store.Incident{}
 	}
-	writeJSON(w, http.StatusOK, out)
+	if len(incs) == q.Limit {
+		w.Header().Set("X-Next-Before", incs[len(incs)-1].ID)
+	}
+	writeJSON(w, http.StatusOK, incs)
 }
 
 func (s *Server) view(ctx context.Context, id string) (*incident.View, error) {

@@ -59,6 +59,9 @@ func (s *Server) authedPage(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// dashboardPage is how many incidents the dashboard shows a page.
+const dashboardPage = 50
+
 type incidentRow struct {
 	store.Incident
 	TTR string
@@ -75,24 +78,33 @@ func (s *Server) render(w http.ResponseWriter, name string, data map[string]any)
 
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	incs, err := s.o.Store.ListIncidents(ctx, "")
+	// A constant number of queries whatever the history: a page of
+	// incidents and their journals in one read.
+	incs, err := s.o.Store.QueryIncidents(ctx, store.IncidentQuery{Limit: dashboardPage, Before: r.URL.Query().Get("before")})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	ids := make([]string, len(incs))
+	for i := range incs {
+		ids[i] = incs[i].ID
+	}
+	journals, _ := s.o.Store.EventsOf(ctx, ids)
 	rows := make([]incidentRow, 0, len(incs))
 	for _, inc := range incs {
 		row := incidentRow{Incident: inc}
-		if evs, err := s.o.Store.Events(ctx, inc.ID); err == nil {
-			if ttr, ok := incident.TimeToRecover(&inc, evs); ok {
-				row.TTR = ttr.Round(100 * time.Millisecond).String()
-			}
+		if ttr, ok := incident.TimeToRecover(&inc, journals[inc.ID]); ok {
+			row.TTR = ttr.Round(100 * time.Millisecond).String()
 		}
 		rows = append(rows, row)
 	}
+	next := ""
+	if len(incs) == dashboardPage {
+		next = incs[len(incs)-1].ID
+	}
 	blocks, _ := s.o.Store.ListBlocks(ctx, "")
 	items, _ := s.scheduleItems(ctx)
-	s.render(w, "index.html", map[string]any{"Title": "Rollbacks", "Who": caller(r).Name, "Incidents": rows, "Blocks": blocks, "Schedule": items})
+	s.render(w, "index.html", map[string]any{"Title": "Rollbacks", "Who": caller(r).Name, "Incidents": rows, "Next": next, "Blocks": blocks, "Schedule": items})
 }
 
 func (s *Server) incidentPage(w http.ResponseWriter, r *http.Request) {

@@ -101,6 +101,15 @@ func (s *Server) postEvent(w *engine.Workload, step, outcome, msg string) {
 	}()
 }
 
+// metricService is a service as a metric label: configured names only,
+// so requests cannot grow /metrics with labels of their choosing.
+func (s *Server) metricService(service string) string {
+	if s.o.Config != nil && s.o.Config.Services[service] != nil {
+		return service
+	}
+	return "unconfigured"
+}
+
 // recordRun counts a run's outcome and its time to recover.
 func (s *Server) recordRun(ctx context.Context, service string, out *engine.Outcome, err error) {
 	outcome := "recovered"
@@ -110,7 +119,8 @@ func (s *Server) recordRun(ctx context.Context, service string, out *engine.Outc
 	case err != nil:
 		outcome = "failed"
 	}
-	s.o.Metrics.Runs.WithLabelValues(service, outcome).Inc()
+	label := s.metricService(service)
+	s.o.Metrics.Runs.WithLabelValues(label, outcome).Inc()
 	if out == nil || out.Incident == "" {
 		if err != nil {
 			s.o.Log.Error("rollback did not start", "service", service, "err", err)
@@ -124,7 +134,7 @@ func (s *Server) recordRun(ctx context.Context, service string, out *engine.Outc
 	}
 	evs, _ := s.o.Store.Events(context.WithoutCancel(ctx), out.Incident)
 	if ttr, ok := incident.TimeToRecover(inc, evs); ok {
-		s.o.Metrics.TimeToRecover.WithLabelValues(service).Observe(ttr.Seconds())
+		s.o.Metrics.TimeToRecover.WithLabelValues(label).Observe(ttr.Seconds())
 	}
 }
 

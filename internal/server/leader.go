@@ -99,7 +99,9 @@ func (s *Server) Lead(ctx context.Context, every time.Duration) {
 const maxResumes = 3
 
 func (s *Server) resumeOrphans(ctx context.Context, tries map[string]int, mu *sync.Mutex) {
-	incs, err := s.o.Store.ListIncidents(ctx, "")
+	// Open incidents only (indexed): the scan costs what is running, not
+	// the history.
+	incs, err := s.o.Store.QueryIncidents(ctx, store.IncidentQuery{Status: []store.Status{store.StatusOpen}, Limit: 1000})
 	if err != nil {
 		s.o.Log.Warn("orphan scan: store", "err", err)
 		return

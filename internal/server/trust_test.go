@@ -537,3 +537,75 @@ func TestSessionCookie(t *testing.T) {
 		t.Error("an expired session opened")
 	}
 }
+
+// countingStore counts the store's reads.
+type countingStore struct {
+	store.Store
+	reads atomic.Int32
+}
+
+func (c *countingStore) ListIncidents(ctx context.Context, s string) ([]store.Incident, error) {
+	c.reads.Add(1)
+	return c.Store.ListIncidents(ctx, s)
+}
+func (c *countingStore) QueryIncidents(ctx context.Context, q store.IncidentQuery) ([]store.Incident, error) {
+	c.reads.Add(1)
+	return c.Store.QueryIncidents(ctx, q)
+}
+func (c *countingStore) Events(ctx context.Context, id string) ([]store.Event, error) {
+	c.reads.Add(1)
+	return c.Store.Events(ctx, id)
+}
+func (c *countingStore) EventsOf(ctx context.Context, ids []string) (map[string][]store.Event, error) {
+	c.reads.Add(1)
+	return c.Store.EventsOf(ctx, ids)
+}
+func (c *countingStore) GetIncident(ctx context.Context, id string) (*store.Incident, error) {
+	c.reads.Add(1)
+	return c.Store.GetIncident(ctx, id)
+}
+
+// The dashboard and the API read the store a constant number of times
+// whatever the history, and the leader's scan reads open incidents only.
+func TestLoadDoesNotGrowWithHistory(t *testing.T) {
+	var counting *countingStore
+	f := newFixture(t, nil, func(o *Options) { counting = &countingStore{Store: o.Store}; o.Store = counting })
+	ctx := context.Background()
+	readsFor := func(path string) int32 {
+		counting.reads.Store(0)
+		if code, body := f.do(t, "GET", path, readToken, ""); code != 200 {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+		return counting.reads.Load()
+	}
+	add := func(n int, st store.Status) {
+		for i := 0; i < n; i++ {
+			inc := &store.Incident{Service: "web", Status: st, OpenedAt: time.Now()}
+			if err := f.store.CreateIncident(ctx, inc); err != nil {
+				t.Fatal(err)
+			}
+			f.store.AppendEvent(ctx, store.Event{Incident: inc.ID, Step: "kube-undo", Phase: store.PhaseDone, Time: time.Now()})
+		}
+	}
+	add(3, store.StatusClosed)
+	small, smallAPI := readsFor("/"), readsFor("/api/v1/incidents")
+	add(150, store.StatusClosed)
+	if big, bigAPI := readsFor("/"), readsFor("/api/v1/incidents"); big != small || bigAPI != smallAPI {
+		t.Errorf("store reads for a page: dashboard %d with 3 incidents, %d with 153; API %d, %d", small, big, smallAPI, bigAPI)
+	}
+	code, body := f.do(t, "GET", "/api/v1/incidents?limit=100", readToken, "")
+	var page []store.Incident
+	json.Unmarshal([]byte(body), &page)
+	if code != 200 || len(page) != 100 {
+		t.Errorf("a page of 100: %d, %d incidents", code, len(page))
+	}
+	if code, _ := f.do(t, "GET", "/api/v1/incidents?limit=100000", readToken, ""); code != 400 {
+		t.Errorf("an oversized page: %d, want 400", code)
+	}
+	// The leader's scan: one read, open incidents only.
+	counting.reads.Store(0)
+	f.srv.resumeOrphans(ctx, map[string]int{}, &sync.Mutex{})
+	if n := counting.reads.Load(); n != 1 {
+		t.Errorf("orphan scan over 153 closed incidents read the store %d times, want 1", n)
+	}
+}

@@ -16,6 +16,9 @@ import (
 	_ "modernc.org/sqlite"             // database/sql driver "sqlite"
 )
 
+// PostgresMaxConns is the most connections a PostgreSQL store opens.
+const PostgresMaxConns = 64
+
 // sqlStore implements Store for SQLite and PostgreSQL; the SQL is shared,
 // only placeholders differ.
 type sqlStore struct {
@@ -33,6 +36,16 @@ func Open(ctx context.Context, location string) (Store, error) {
 	if strings.HasPrefix(location, "postgres://") || strings.HasPrefix(location, "postgresql://") {
 		s.postgres = true
 		s.db, err = sql.Open("pgx", location)
+		if err == nil {
+			// Bounded: each run holds one connection for its advisory
+			// lock (so serve caps its runs below this), the rest serve
+			// requests; idle ones are closed, old ones recycled (a
+			// failover's new primary is picked up).
+			s.db.SetMaxOpenConns(PostgresMaxConns)
+			s.db.SetMaxIdleConns(8)
+			s.db.SetConnMaxIdleTime(5 * time.Minute)
+			s.db.SetConnMaxLifetime(30 * time.Minute)
+		}
 	} else {
 		if err := os.MkdirAll(filepath.Dir(location), 0o700); err != nil {
 			return nil, err
@@ -96,6 +109,9 @@ var schema = []string{
 	`CREATE TABLE drills (service TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL DEFAULT '',
 		ok INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '', at TEXT NOT NULL);
 	CREATE INDEX drills_service ON drills (service, kind, at)`,
+	// 4: listing by status and pages over all incidents stay indexed
+	`CREATE INDEX incidents_status ON incidents (status, opened_at);
+	CREATE INDEX incidents_opened ON incidents (opened_at, id)`,
 }
 
 func (s *sqlStore) migrate(ctx context.Context) error {
@@ -268,6 +284,45 @@ func (s *sqlStore) ListIncidents(ctx context.Context, service string) ([]Inciden
 	return out, rows.Err()
 }
 
+func (s *sqlStore) QueryIncidents(ctx context.Context, q IncidentQuery) ([]Incident, error) {
+	where := []string{"1 = 1"}
+	var args []any
+	if q.Service != "" {
+		where = append(where, "service = ?")
+		args = append(args, q.Service)
+	}
+	if len(q.Status) > 0 {
+		marks := make([]string, len(q.Status))
+		for i, st := range q.Status {
+			marks[i] = "?"
+			args = append(args, string(st))
+		}
+		where = append(where, "status IN ("+strings.Join(marks, ", ")+")")
+	}
+	if q.Before != "" {
+		where = append(where, "(opened_at < (SELECT opened_at FROM incidents WHERE id = ?) OR opened_at = (SELECT opened_at FROM incidents WHERE id = ?) AND id < ?)")
+		args = append(args, q.Before, q.Before, q.Before)
+	}
+	query := `SELECT ` + incidentCols + ` FROM incidents WHERE ` + strings.Join(where, " AND ") + ` ORDER BY opened_at DESC, id DESC`
+	if q.Limit > 0 {
+		query += " LIMIT " + strconv.Itoa(q.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Incident
+	for rows.Next() {
+		inc, err := scanIncident(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *inc)
+	}
+	return out, rows.Err()
+}
+
 func (s *sqlStore) AppendEvent(ctx context.Context, ev Event) (bool, error) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
@@ -294,13 +349,26 @@ func (s *sqlStore) AppendEvent(ctx context.Context, ev Event) (bool, error) {
 }
 
 func (s *sqlStore) Events(ctx context.Context, incident string) ([]Event, error) {
+	m, err := s.EventsOf(ctx, []string{incident})
+	return m[incident], err
+}
+
+func (s *sqlStore) EventsOf(ctx context.Context, incidents []string) (map[string][]Event, error) {
+	out := map[string][]Event{}
+	if len(incidents) == 0 {
+		return out, nil
+	}
+	marks := make([]string, len(incidents))
+	args := make([]any, len(incidents))
+	for i, id := range incidents {
+		marks[i], args[i] = "?", id
+	}
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT incident, seq, at, step, phase, coalesce(key, ''), message, evidence
-		FROM events WHERE incident = ? ORDER BY seq`), incident)
+		FROM events WHERE incident IN (`+strings.Join(marks, ", ")+`) ORDER BY incident, seq`), args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Event
 	for rows.Next() {
 		var ev Event
 		var at string
@@ -308,7 +376,7 @@ func (s *sqlStore) Events(ctx context.Context, incident string) ([]Event, error)
 			return nil, err
 		}
 		ev.Time = parseTS(at)
-		out = append(out, ev)
+		out[ev.Incident] = append(out[ev.Incident], ev)
 	}
 	return out, rows.Err()
 }

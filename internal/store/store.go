@@ -136,6 +136,17 @@ type Incident struct {
 	ClosedAt    *time.Time `json:"closedAt,omitempty"`
 }
 
+// IncidentQuery selects incidents.
+type IncidentQuery struct {
+	Service string   // "" for all
+	Status  []Status // none: any
+	// Limit is the page size (0: no limit).
+	Limit int
+	// Before continues a listing after the incident with this ID: only
+	// older ones.
+	Before string
+}
+
 // Event is one journal entry of an incident.
 type Event struct {
 	Incident string    `json:"incident"`
@@ -197,11 +208,17 @@ type Store interface {
 	UpdateIncident(ctx context.Context, inc *Incident) error
 	// ListIncidents lists incidents, newest first; service "" means all.
 	ListIncidents(ctx context.Context, service string) ([]Incident, error)
+	// QueryIncidents lists the incidents q selects, newest first, a page
+	// at a time (indexed by status and by time).
+	QueryIncidents(ctx context.Context, q IncidentQuery) ([]Incident, error)
 
 	// AppendEvent journals ev; with a Key already journaled for the
 	// incident it changes nothing and returns added = false.
 	AppendEvent(ctx context.Context, ev Event) (added bool, err error)
 	Events(ctx context.Context, incident string) ([]Event, error)
+	// EventsOf is the journals of several incidents in one read (a page
+	// of a listing), by incident.
+	EventsOf(ctx context.Context, incidents []string) (map[string][]Event, error)
 
 	// AcquireLease takes or renews the service's lease for holder until
 	// now+ttl, now by the store's clock (the database server's for a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +51,7 @@ func TestContract(t *testing.T) {
 	for name, open := range backends(t) {
 		t.Run(name, func(t *testing.T) {
 			t.Run("incidents", func(t *testing.T) { testIncidents(t, open()) })
+			t.Run("query", func(t *testing.T) { testQueryIncidents(t, open()) })
 			t.Run("journal", func(t *testing.T) { testJournal(t, open()) })
 			t.Run("leases", func(t *testing.T) { testLeases(t, open()) })
 			t.Run("blocks", func(t *testing.T) { testBlocks(t, open()) })
@@ -292,7 +294,7 @@ func TestSchemaUpgradeFromVersion1(t *testing.T) {
 	}
 	db := s.(*sqlStore).db
 	// Make it a version-1 store, as an older rollback left it.
-	for _, q := range []string{`DROP TABLE approvals`, `DROP TABLE drills`, `DELETE FROM store_schema WHERE version >= 2`} {
+	for _, q := range []string{`DROP TABLE approvals`, `DROP TABLE drills`, `DROP INDEX incidents_status`, `DROP INDEX incidents_opened`, `DELETE FROM store_schema WHERE version >= 2`} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
@@ -364,5 +366,55 @@ func testDrills(t *testing.T, s Store) {
 	all, _ := s.ListDrills(ctx, "")
 	if len(all) != 3 || all[0].Service != "other" {
 		t.Errorf("all: %+v", all)
+	}
+}
+
+func testQueryIncidents(t *testing.T, s Store) {
+	ctx := context.Background()
+	base := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	for i := 0; i < 7; i++ {
+		st := StatusClosed
+		if i%3 == 0 {
+			st = StatusOpen
+		}
+		svc := "a"
+		if i%2 == 1 {
+			svc = "b"
+		}
+		// Two incidents share each opening time: pages break ties by ID.
+		if err := s.CreateIncident(ctx, &Incident{ID: fmt.Sprintf("INC-%d", i), Service: svc, Status: st, OpenedAt: base.Add(time.Duration(i/2) * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(incs []Incident) string {
+		var out []string
+		for _, inc := range incs {
+			out = append(out, inc.ID)
+		}
+		return strings.Join(out, ",")
+	}
+	var pages []string
+	before := ""
+	for {
+		page, err := s.QueryIncidents(ctx, IncidentQuery{Limit: 3, Before: before})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		pages = append(pages, ids(page))
+		before = page[len(page)-1].ID
+	}
+	if got := strings.Join(pages, " | "); got != "INC-6,INC-5,INC-4 | INC-3,INC-2,INC-1 | INC-0" {
+		t.Errorf("pages: %s", got)
+	}
+	open, err := s.QueryIncidents(ctx, IncidentQuery{Status: []Status{StatusOpen}})
+	if err != nil || ids(open) != "INC-6,INC-3,INC-0" {
+		t.Errorf("open: %s %v", ids(open), err)
+	}
+	b, err := s.QueryIncidents(ctx, IncidentQuery{Service: "b", Status: []Status{StatusOpen, StatusClosed}, Limit: 2})
+	if err != nil || ids(b) != "INC-5,INC-3" {
+		t.Errorf("service b: %s %v", ids(b), err)
 	}
 }
