@@ -23,6 +23,7 @@ import (
 
 	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -271,4 +272,27 @@ func FuzzParseWorkloadArg(f *testing.F) {
 			t.Fatalf("parseWorkloadArg(%q) accepted name %q", arg, name)
 		}
 	})
+}
+
+// serve refuses what would run two replicas on one machine's store: leader
+// election on SQLite, and a second serve on the same SQLite file.
+func TestServeRefusesSQLiteReplicas(t *testing.T) {
+	t.Chdir(t.TempDir())
+	st := filepath.Join(t.TempDir(), "serve.db")
+	code, _, errOut := runFake(t, fixture(), "serve", "--leader-elect", "--store", st, "--listen", "127.0.0.1:0")
+	if code != ExitUsage || !strings.Contains(errOut, "--leader-elect needs a store the replicas share") {
+		t.Errorf("leader election on SQLite: exit %d %q", code, errOut)
+	}
+	s, err := store.Open(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.AcquireLease(context.Background(), "serve", "other-host:1/serve", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runFake(t, fixture(), "serve", "--store", st, "--listen", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(errOut, "another 'rollback serve' uses this SQLite store") {
+		t.Errorf("a second serve on one SQLite file: exit %d %q", code, errOut)
+	}
 }

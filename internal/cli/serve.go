@@ -161,6 +161,9 @@ func runServe(ctx context.Context, f *Factory, o *ServeOptions) error {
 	if o.LeaderElect && !store.Shared(s) {
 		return usagef("--leader-elect needs a store the replicas share: --store postgres://... (an SQLite file is one machine's; each replica would keep its own incidents and leases)")
 	}
+	if store.Shared(s) && o.MaxRuns > store.PostgresMaxConns-16 {
+		return usagef("--max-runs %d: each run holds a store connection for its lock; at most %d with PostgreSQL (its pool is %d)", o.MaxRuns, store.PostgresMaxConns-16, store.PostgresMaxConns)
+	}
 	if !store.Shared(s) {
 		// One serve per SQLite store: a second one would resume the
 		// first one's runs as orphans.

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +52,17 @@ type Owner struct {
 
 func (o Owner) String() string {
 	return fmt.Sprintf("%s %s %s/%s", o.Tool, o.Kind, o.Namespace, o.Name)
+}
+
+// resource is the owner's kind as an RBAC rule names it.
+func (o Owner) resource() string {
+	switch o.Kind {
+	case "Application":
+		return "applications.argoproj.io"
+	case "Kustomization":
+		return "kustomizations.kustomize.toolkit.fluxcd.io"
+	}
+	return "helmreleases.helm.toolkit.fluxcd.io"
 }
 
 func (o Owner) path() string {
@@ -117,6 +129,12 @@ type object struct {
 // re-applying Git by itself).
 func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
 	obj, err := kube.GetCustom[object](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
+	if apierrors.IsForbidden(err) {
+		// Not allowed to look is not "not there": a reconciler left
+		// running would undo the rollback. Say which rule is missing.
+		return "", false, fmt.Errorf("pause %s: forbidden: %w; grant get and patch on %s in namespace %s (deploy/workloads-role.yaml, role rollback-gitops)",
+			o, err, o.resource(), o.Namespace)
+	}
 	if err != nil && o.Weak {
 		// app.kubernetes.io/instance without an Application of that
 		// name: a Helm release or a plain label, not Argo CD.

@@ -1,9 +1,16 @@
 package gitops
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 func TestDetect(t *testing.T) {
@@ -24,6 +31,28 @@ func TestDetect(t *testing.T) {
 		got := Detect(m, "")
 		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
 			t.Errorf("%s: got %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A 403 reading the owner is no "not Argo CD": the pause fails, naming
+// the missing rule, even when the owner was only weakly detected.
+func TestPauseForbiddenNamesTheRule(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,`+
+			`"message":"applications.argoproj.io \"shop\" is forbidden: User \"system:serviceaccount:rollback-system:rollback\" cannot get resource \"applications\""}`)
+	}))
+	defer api.Close()
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: api.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, weak := range []bool{true, false} {
+		_, paused, err := Pause(context.Background(), cs, Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: "shop", Weak: weak}, "INC-1")
+		if err == nil || paused || !strings.Contains(err.Error(), "grant get and patch on applications.argoproj.io in namespace argocd") {
+			t.Errorf("weak %v: paused %v, %v; want a failure naming the rule", weak, paused, err)
 		}
 	}
 }

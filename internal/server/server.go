@@ -144,6 +144,7 @@ func (s *Server) Wait() { s.runs.Wait() }
 func (s *Server) routes() {
 	m := s.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	m.HandleFunc("GET /readyz", s.ready)
 	m.Handle("GET /metrics", promhttp.HandlerFor(s.o.Metrics.Registry, promhttp.HandlerOpts{}))
 	// API v1
 	m.HandleFunc("GET /api/v1/incidents", s.authed(RoleRead, s.listIncidents))
@@ -171,6 +172,19 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /login", s.loginForm)
 	m.HandleFunc("POST /login", s.login)
 	m.HandleFunc("POST /logout", s.logout)
+}
+
+// ready answers 200 while the store answers: a replica that cannot reach
+// it takes no requests (it could record nothing).
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.o.Store.QueryIncidents(ctx, store.IncidentQuery{Status: []store.Status{store.StatusOpen}, Limit: 1}); err != nil {
+		s.o.Log.Warn("not ready: store", "err", err)
+		http.Error(w, "store unreachable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ok\n"))
 }
 
 type principalKey struct{}

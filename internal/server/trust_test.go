@@ -609,3 +609,16 @@ func TestLoadDoesNotGrowWithHistory(t *testing.T) {
 		t.Errorf("orphan scan over 153 closed incidents read the store %d times, want 1", n)
 	}
 }
+
+// /readyz follows the store: a replica that cannot record takes no
+// requests.
+func TestReadyFollowsTheStore(t *testing.T) {
+	f := newFixture(t, nil)
+	if code, _ := f.do(t, "GET", "/readyz", "", ""); code != 200 {
+		t.Errorf("ready: %d", code)
+	}
+	f.store.Close()
+	if code, _ := f.do(t, "GET", "/readyz", "", ""); code != 503 {
+		t.Errorf("store closed: %d, want 503", code)
+	}
+}

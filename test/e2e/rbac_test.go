@@ -98,7 +98,11 @@ func TestServeWithTheManifestsRBAC(t *testing.T) {
 	kc, _ := saKubeconfig(t, sys, "rollback")
 	_, viewerToken := saKubeconfig(t, ns, "viewer")
 	cfg := serviceConfig(t, "ts", ns, "")
-	st := filepath.Join(t.TempDir(), "serve.db")
+	// Leader election needs a store the replicas share.
+	st, err := pg.CreateDB(ctx, "rbac_"+strings.ReplaceAll(ns, "-", "_"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := startServe(t, st, cfg, "--kubeconfig", kc, "--leader-elect", "--lease-namespace", sys,
 		"--token-review", "true", "--reader", "group:system:serviceaccounts:"+ns)
 	srv.waitLog(t, 30*time.Second, `"msg":"leading"`)

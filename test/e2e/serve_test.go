@@ -296,6 +296,17 @@ func TestServeAlertmanagerRollsBack(t *testing.T) {
 // leader is killed (SIGKILL) in the middle of a rollback; the other
 // replica takes the lead and resumes the incident from its journal.
 func TestServeLeaderKilledMidRunResumes(t *testing.T) {
+	leaderDiesMidRun(t, syscall.SIGKILL)
+}
+
+// SIGTERM with no grace left interrupts the run: its step is journaled
+// interrupted (not failed), and the other replica resumes and finishes it
+// as it does a crashed one's.
+func TestServeSIGTERMMidRunResumes(t *testing.T) {
+	leaderDiesMidRun(t, syscall.SIGTERM, "--shutdown-grace", "0s")
+}
+
+func leaderDiesMidRun(t *testing.T, sig syscall.Signal, args ...string) {
 	t.Parallel()
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
@@ -306,7 +317,7 @@ func TestServeLeaderKilledMidRunResumes(t *testing.T) {
 	}
 	cfg := serviceConfig(t, "ts", ns, "")
 	lease := []string{"--leader-elect", "--lease-namespace", ns, "--lease-duration", "4s"}
-	a := startServe(t, dsn, cfg, lease...)
+	a := startServe(t, dsn, cfg, append(lease, args...)...)
 	a.waitLog(t, 30*time.Second, `"msg":"leading"`)
 	b := startServe(t, dsn, cfg, lease...)
 	code, body := a.api(t, "POST", "/api/v1/runs", `{"service":"ts"}`)
@@ -314,7 +325,7 @@ func TestServeLeaderKilledMidRunResumes(t *testing.T) {
 		t.Fatalf("run: %d %s", code, body)
 	}
 	a.waitLog(t, 30*time.Second, `"msg":"step started"`, `"step":"kube-undo"`)
-	_ = a.cmd.Process.Signal(syscall.SIGKILL)
+	_ = a.cmd.Process.Signal(sig)
 	killed := time.Now()
 	_ = a.cmd.Wait()
 	inc := b.waitClosed(t, "ts", 2*time.Minute)
@@ -323,8 +334,8 @@ func TestServeLeaderKilledMidRunResumes(t *testing.T) {
 		Time time.Time `json:"time"`
 	}
 	_ = json.Unmarshal([]byte(b.waitLog(t, time.Second, `"msg":"resuming an orphaned incident"`, inc.ID)), &resuming)
-	t.Logf("MEASURE leader killed mid-run → the other replica resumed the incident after %.1fs (lease 4s), closed it after %.1fs",
-		resuming.Time.Sub(killed).Seconds(), inc.ClosedAt.Sub(killed).Seconds())
+	t.Logf("MEASURE leader %s mid-run → the other replica resumed the incident after %.1fs (lease 4s), closed it after %.1fs",
+		sig, resuming.Time.Sub(killed).Seconds(), inc.ClosedAt.Sub(killed).Seconds())
 	if got := runningImage(t, ns); got != image("v1.1.5") {
 		t.Errorf("after the resume: %s, want %s", got, image("v1.1.5"))
 	}
