@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide dist dist-check fuzz lint clean
+.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide bench-serve dist dist-check fuzz lint clean
 
 all: build
 
@@ -61,6 +61,10 @@ bench-db: deps
 bench-canary: deps build peers
 	$(GO) run ./bench/canarybench
 	$(GO) run ./bench/flaggerbench
+
+## bench-serve: an alert storm on rollback serve, and its reads with 10,000 incidents (real PostgreSQL)
+bench-serve: deps
+	$(GO) run ./bench/servebench
 
 ## bench-wide: a wide rollback of 200 Deployments against one, on the sandbox
 bench-wide: deps build
