@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -622,3 +624,27 @@ func TestReadyFollowsTheStore(t *testing.T) {
 		t.Errorf("store closed: %d, want 503", code)
 	}
 }
+
+// A follow-up that cannot be delivered is logged without its
+// response_url: that URL posts to the channel.
+func TestResponseURLNotLogged(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	f := newFixture(t, nil, func(o *Options) {
+		o.Log = slog.New(slog.NewTextHandler(writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(b) }), nil))
+	})
+	dead := httptest.NewServer(http.NotFoundHandler())
+	u, _ := url.Parse(dead.URL)
+	dead.Close() // refuses connections
+	f.srv.o.SlackResponseHost = u.Host
+	f.srv.slackFollowUp(dead.URL+"/commands/T1/B2/s3cr3t-path", "done")
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "slack follow-up not delivered") || strings.Contains(logs.String(), "s3cr3t-path") {
+		t.Errorf("log: %s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(b []byte) (int, error) { return w(b) }
