@@ -68,9 +68,14 @@ type incidentRow struct {
 }
 
 func (s *Server) render(w http.ResponseWriter, name string, data map[string]any) {
+	s.renderCode(w, http.StatusOK, name, data)
+}
+
+func (s *Server) renderCode(w http.ResponseWriter, code int, name string, data map[string]any) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; form-action 'self'")
 	w.Header().Set("X-Frame-Options", "DENY")
+	w.WriteHeader(code)
 	if err := pages.ExecuteTemplate(w, name, data); err != nil {
 		s.o.Log.Error("render", "page", name, "err", err)
 	}
@@ -108,6 +113,16 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) incidentPage(w http.ResponseWriter, r *http.Request) {
+	s.incidentPageWith(w, r, http.StatusOK, "")
+}
+
+// livePageEvery is how often the page of an open incident reloads itself
+// (the Refresh header: live within the CSP, which allows no script).
+const livePageEvery = 2
+
+// incidentPageWith renders an incident's page with status code and, when
+// an action failed, why. An open incident's page follows the run live.
+func (s *Server) incidentPageWith(w http.ResponseWriter, r *http.Request, code int, problem string) {
 	v, err := s.view(r.Context(), r.PathValue("id"))
 	if err != nil {
 		http.Error(w, err.Error(), statusOf(err))
@@ -117,7 +132,13 @@ func (s *Server) incidentPage(w http.ResponseWriter, r *http.Request) {
 	if v.TimeToRecoverSeconds > 0 {
 		ttr = (time.Duration(v.TimeToRecoverSeconds*10) * time.Second / 10).String()
 	}
-	s.render(w, "incident.html", map[string]any{"Title": v.Incident.ID, "Who": caller(r).Name, "View": v, "TTR": ttr})
+	p := caller(r)
+	if v.Incident.Status == store.StatusOpen && problem == "" {
+		w.Header().Set("Refresh", fmt.Sprint(livePageEvery))
+	}
+	s.renderCode(w, code, "incident.html", map[string]any{"Title": v.Incident.ID, "Who": p.Name, "View": v, "TTR": ttr,
+		"CanAct": p.Role.May(RoleOperate), "CSRF": s.formCSRF(r), "Problem": problem,
+		"Live": v.Incident.Status == store.StatusOpen, "Every": livePageEvery})
 }
 
 func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {

@@ -169,6 +169,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /{$}", s.authedPage(s.dashboard))
 	m.HandleFunc("GET /incidents/{id}", s.authedPage(s.incidentPage))
 	m.HandleFunc("GET /incidents/{id}/chart.svg", s.authedPage(s.chart))
+	m.HandleFunc("POST /incidents/{id}/approve", s.pageAction(s.pageApprove))
+	m.HandleFunc("POST /incidents/{id}/decline", s.pageAction(s.pageDecline))
 	m.HandleFunc("GET /login", s.loginForm)
 	m.HandleFunc("POST /login", s.login)
 	m.HandleFunc("POST /logout", s.logout)

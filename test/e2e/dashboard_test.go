@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	stdimage "image"
 	"image/png"
 	"os"
@@ -135,5 +136,73 @@ func checkDashboard(t *testing.T, srv *served, incident string) {
 	page, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "incident.png"), page, 0o644)
+	}
+}
+
+// An on-call engineer acts from the dashboard: an alert's proposal is
+// approved on its incident page (a form with the session's CSRF token),
+// the browser lands on the run's incident, and that page follows the run
+// by itself until it is closed, with the cluster back on the good version.
+func TestDashboardApproveFollowsTheRun(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	slowRollout(t, ns) // the run lasts a few seconds: its page is seen live
+	cfg := serviceConfig(t, "ts", ns, "    automation:\n      severity: P1\n      alerts:\n        - {alertname: TransactionErrors}\n")
+	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
+	alert := `{"version":"4","groupKey":"{}:{alertname=\"TransactionErrors\"}","status":"firing","receiver":"rollback",
+"alerts":[{"status":"firing","labels":{"alertname":"TransactionErrors"},"startsAt":"` + time.Now().UTC().Format(time.RFC3339) + `","fingerprint":"e2e"}]}`
+	if code, b := srv.api(t, "POST", "/hooks/alertmanager", alert); code != 202 {
+		t.Fatalf("alert: %d %s", code, b)
+	}
+	_, b := srv.api(t, "GET", "/api/v1/incidents?service=ts&status=proposed", "")
+	var props []incidentJSON
+	_ = json.Unmarshal(b, &props)
+	if len(props) != 1 {
+		t.Fatalf("want one proposal: %s", b)
+	}
+	ctx := browser(t)
+	var url string
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.url+"/login"),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=token]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name=token]`), serveToken),
+		chromedp.Submit(chromedp.CSS(`form`)),
+		chromedp.WaitVisible(chromedp.ID("incidents")),
+		chromedp.Navigate(srv.url+"/incidents/"+props[0].ID),
+		chromedp.WaitVisible(chromedp.ID("approve")),
+		chromedp.Click(chromedp.ID("approve")),
+	); err != nil {
+		t.Fatalf("approve in the browser: %v", err)
+	}
+	for wait := time.Now().Add(20 * time.Second); time.Now().Before(wait); time.Sleep(200 * time.Millisecond) {
+		if url, _ = chromedp.Run(ctx, chromedp.Location()); !strings.HasSuffix(url, props[0].ID) {
+			break
+		}
+	}
+	if strings.HasSuffix(url, props[0].ID) || !strings.Contains(url, "/incidents/INC-") {
+		t.Fatalf("after approving the browser is at %s, want the run's incident", url)
+	}
+	// The page reloads itself while the run is open: nothing navigates
+	// here, yet the page comes to show the incident closed.
+	live, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('live') !== null`))
+	if !live {
+		t.Error("the run's page did not say it follows the run while it was open")
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	closed := false
+	for !closed && time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		closed, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('h1 .s-closed') !== null`))
+	}
+	if !closed {
+		t.Fatalf("the run's page never showed it closed (it should follow the run)")
+	}
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the approval: %s, want %s", got, image("v1.1.5"))
+	}
+	done, _ := chromedp.Run(ctx, chromedp.Nodes(chromedp.CSSAll(`#checklist tr[data-status=done]`)))
+	if len(done) < 5 {
+		t.Errorf("checklist items done on the live page: %d", len(done))
 	}
 }
