@@ -165,3 +165,44 @@ const FlywayHistoryDDL = `CREATE TABLE flyway_schema_history (
 	installed_on TIMESTAMP NOT NULL DEFAULT now(),
 	execution_time INT NOT NULL,
 	success BOOLEAN NOT NULL)`
+
+// Freeze stops every process of the server (the postmaster and each
+// backend) with SIGSTOP, as a stalled database host or a failover does:
+// connections stay open and every query hangs. thaw (SIGCONT) resumes it.
+func (s *Server) Freeze() (thaw func(), err error) {
+	b, err := os.ReadFile(filepath.Join(s.Dir, "data", "postmaster.pid"))
+	if err != nil {
+		return nil, err
+	}
+	var pm int
+	if _, err := fmt.Sscan(strings.SplitN(string(b), "\n", 2)[0], &pm); err != nil {
+		return nil, fmt.Errorf("postmaster.pid: %w", err)
+	}
+	pids := []int{pm}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid := 0
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; read after ')'.
+		rest := string(st[strings.LastIndexByte(string(st), ')')+1:])
+		var state string
+		var ppid int
+		if _, err := fmt.Sscan(rest, &state, &ppid); err == nil && ppid == pm {
+			pids = append(pids, pid)
+		}
+	}
+	for _, p := range pids {
+		_ = syscall.Kill(p, syscall.SIGSTOP)
+	}
+	return func() {
+		for _, p := range pids {
+			_ = syscall.Kill(p, syscall.SIGCONT)
+		}
+	}, nil
+}

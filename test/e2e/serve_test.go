@@ -21,6 +21,7 @@ import (
 
 	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/pgtest"
 )
 
 const serveToken = "e2e-operator-token-0123456789"
@@ -465,4 +466,95 @@ func TestServeChaosAndFireDrills(t *testing.T) {
 			t.Errorf("%s is %s after a passed drill", it.Kind, it.State)
 		}
 	}
+}
+
+// The store stalls (every PostgreSQL process stopped) for twice the run
+// lease while the leader's rollback is mid-step. The run loses its hold,
+// its step is cancelled (fenced) and journaled interrupted once the store
+// is back; a leader resumes it and finishes it. The journal shows each
+// side effect attempted by one holder only (an attempt that failed
+// aside), and the undo done once.
+func TestServeStorePausedLongerThanTheLease(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, err := pgtest.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Stop()
+	dsn, err := db.CreateDB(ctx, "paused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	slowRollout(t, ns)
+	// A flag to turn off: a side effect (at most once) after the stall.
+	flagFile := filepath.Join(t.TempDir(), "flags.json")
+	_ = os.WriteFile(flagFile, []byte(`{"flags": {"transaction-category": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}`), 0o644)
+	cfg := serviceConfig(t, "ts", ns, "    flag: {provider: flagd, key: transaction-category, path: "+flagFile+"}\n")
+	lease := []string{"--leader-elect", "--lease-namespace", ns, "--lease-duration", "4s"}
+	a := startServe(t, dsn, cfg, lease...)
+	a.waitLog(t, 30*time.Second, `"msg":"leading"`)
+	b := startServe(t, dsn, cfg, lease...)
+	if code, body := a.api(t, "POST", "/api/v1/runs", `{"service":"ts"}`); code != 202 && code != 200 {
+		t.Fatalf("run: %d %s", code, body)
+	}
+	a.waitLog(t, 30*time.Second, `"msg":"step started"`, `"step":"kube-undo"`)
+	thaw, err := db.Freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(8 * time.Second) // twice the lease
+	thaw()
+	inc := a.waitClosed(t, "ts", 2*time.Minute)
+	_ = b
+	if got := runningImage(t, ns); got != image("v1.1.5") {
+		t.Errorf("after the stall: %s, want %s", got, image("v1.1.5"))
+	}
+	_, body := a.api(t, "GET", "/api/v1/incidents/"+inc.ID, "")
+	var v struct {
+		Events []struct{ Step, Phase, Key, Message string } `json:"events"`
+	}
+	_ = json.Unmarshal(body, &v)
+	interrupted, undone := 0, 0
+	holders := map[string]map[string]bool{} // effect -> holders of attempts that did not fail
+	failed := map[string]bool{}             // attempts that failed
+	for _, ev := range v.Events {
+		switch {
+		case ev.Phase == "interrupted":
+			interrupted++
+		case ev.Step == "kube-undo" && ev.Phase == "done":
+			undone++
+		case ev.Phase == "effect-failed":
+			failed[strings.TrimPrefix(ev.Key, "failed:")] = true
+		}
+	}
+	for _, ev := range v.Events {
+		if ev.Phase != "intent" {
+			continue
+		}
+		attempt := strings.TrimPrefix(ev.Key, "intent:")
+		if failed[attempt] {
+			continue
+		}
+		effect, _, _ := strings.Cut(attempt, "#")
+		if holders[effect] == nil {
+			holders[effect] = map[string]bool{}
+		}
+		holders[effect][strings.TrimPrefix(ev.Message, "by ")] = true
+	}
+	for effect, hs := range holders {
+		if len(hs) != 1 {
+			t.Errorf("side effect %s attempted by %d holders: %v", effect, len(hs), hs)
+		}
+	}
+	if len(holders) == 0 {
+		t.Error("no side effect journaled (the flag's): the holder check checked nothing")
+	}
+	if undone != 1 || interrupted == 0 {
+		t.Errorf("kube-undo done %d times (want 1), %d steps interrupted (want the fenced one):\n%s", undone, interrupted, body)
+	}
+	t.Logf("MEASURE store stalled 8 s (lease 4 s) mid-undo: %d step(s) interrupted, %d side effects each by one holder, closed %s after opening",
+		interrupted, len(holders), inc.ClosedAt.Sub(inc.OpenedAt).Round(100*time.Millisecond))
 }
