@@ -128,7 +128,7 @@ func (e *Engine) Check(ctx context.Context, r CheckRequest) ([]check.Result, err
 	} else if snapshotMode == "none" {
 		add(check.Result{Prerequisite: snap, Status: check.Fail, Detail: "rollback.yaml turns it off (database.snapshot: none)", HowToEnsure: "set database.snapshot to tables or full"})
 	} else if p, err := exec.LookPath("pg_dump"); err != nil {
-		add(check.Result{Prerequisite: snap, Status: check.Fail, Detail: "pg_dump not found: 'rollback db undo' could not snapshot first", HowToEnsure: "install PostgreSQL's client tools"})
+		add(check.Result{Prerequisite: snap, Status: check.Pass, Detail: "pg_dump not installed: the undo's tables are snapshotted through the driver (data only, CSV per table; install PostgreSQL's client tools for a pg_dump archive with the DDL)"})
 	} else {
 		add(check.Result{Prerequisite: snap, Status: check.Pass, Detail: "taken automatically by 'rollback run' and 'rollback db undo' with " + p})
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -122,6 +123,25 @@ func TakeSnapshot(ctx context.Context, dsn string, p *Plan, mode SnapshotMode, d
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
 	}
+	if !pgDumpAvailable() {
+		// No client tools (the container image): the data through the
+		// driver, so the undo still has its snapshot.
+		var tables []string
+		if mode == SnapshotTables {
+			tables = s.Tables
+		}
+		s.Path = strings.TrimSuffix(s.Path, ".dump") + ".csv.tar"
+		_ = os.Remove(filepath.Join(dir, name))
+		name = filepath.Base(s.Path)
+		found, restore, err := nativeSnapshot(ctx, dsn, tables, s.Path)
+		if err != nil {
+			_ = os.Remove(s.Path)
+			return nil, fmt.Errorf("%w: without pg_dump: %v", ErrSnapshot, err)
+		}
+		s.Tables, s.Restore = found, "sha256sum -c "+s.Path+".sha256 && "+restore
+		s.Note = strings.TrimPrefix(s.Note+"; data only (pg_dump not installed): CSV per table, copied in one transaction", "; ")
+		return finishSnapshot(s, name)
+	}
 	args = append(args, "--dbname", conn)
 	cmd := exec.CommandContext(ctx, "pg_dump", args...)
 	cmd.Env = env
@@ -130,6 +150,15 @@ func TakeSnapshot(ctx context.Context, dsn string, p *Plan, mode SnapshotMode, d
 		_ = os.Remove(s.Path)
 		return nil, fmt.Errorf("%w: pg_dump: %v: %s", ErrSnapshot, err, Redact(string(out), dsn))
 	}
+	// The restore command shows the connection without credentials: the
+	// operator supplies the password (PGPASSWORD or ~/.pgpass) as usual.
+	s.Restore = fmt.Sprintf("sha256sum -c %s.sha256 && pg_restore --clean --if-exists --single-transaction --dbname %q %s",
+		s.Path, conn, s.Path)
+	return finishSnapshot(s, name)
+}
+
+// finishSnapshot checksums the snapshot and writes NAME.sha256 beside it.
+func finishSnapshot(s *Snapshot, name string) (*Snapshot, error) {
 	f, err := os.Open(s.Path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
@@ -143,9 +172,5 @@ func TakeSnapshot(ctx context.Context, dsn string, p *Plan, mode SnapshotMode, d
 	if err := os.WriteFile(s.Path+".sha256", []byte(s.SHA256+"  "+name+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
 	}
-	// The restore command shows the connection without credentials: the
-	// operator supplies the password (PGPASSWORD or ~/.pgpass) as usual.
-	s.Restore = fmt.Sprintf("sha256sum -c %s.sha256 && pg_restore --clean --if-exists --single-transaction --dbname %q %s",
-		s.Path, conn, s.Path)
 	return s, nil
 }

@@ -1,10 +1,16 @@
 package migrate
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -399,5 +405,72 @@ func TestJavaHash(t *testing.T) {
 	}
 	if FlywayLockID("public", FlywayTable) == FlywayLockID("other", FlywayTable) {
 		t.Error("schemas share a lock key")
+	}
+}
+
+// Without pg_dump (the container image has no client tools) the snapshot
+// is still taken, through the driver: a tar of one CSV per touched table,
+// with the values the undo is about to destroy, and its checksum.
+func TestSnapshotWithoutPgDump(t *testing.T) {
+	ctx := context.Background()
+	conn, dsn := newDB(t)
+	dir := writeFiles(t, seedFiles())
+	src, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flywayApply(t, conn, src, "1.1.0")
+	mustExec(t, conn, `INSERT INTO transactions (amount) SELECT 10 FROM generate_series(1, 100)`)
+	st, _ := ReadState(ctx, conn, Flyway, "")
+	if _, err := Record(ctx, conn, "v1.2.0", st); err != nil {
+		t.Fatal(err)
+	}
+	flywayApply(t, conn, src, "1.2.0")
+	mustExec(t, conn, `UPDATE transactions SET category = 'food, "fresh"' WHERE id % 2 = 0`)
+	rel, err := LoadRelease(ctx, conn, "v1.2.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := loadPlan(t, conn, dir, Flyway, rel.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", t.TempDir()) // no pg_dump here
+	snap, err := TakeSnapshot(ctx, dsn, p, SnapshotTables, t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(snap.Path, ".csv.tar") || strings.Join(snap.Tables, ",") != "transactions" || !strings.Contains(snap.Note, "pg_dump not installed") ||
+		!strings.Contains(snap.Restore, `\\copy transactions FROM 'transactions.csv'`) {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	b, err := os.ReadFile(snap.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != snap.SHA256 {
+		t.Error("the checksum does not match the file")
+	}
+	if fi, _ := os.Stat(snap.Path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("snapshot mode %v, want 0600", fi.Mode().Perm())
+	}
+	tr := tar.NewReader(bytes.NewReader(b))
+	h, err := tr.Next()
+	if err != nil || h.Name != "transactions.csv" {
+		t.Fatalf("tar: %v %+v", err, h)
+	}
+	rows, err := csv.NewReader(tr).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := slices.Index(rows[0], "category")
+	food := 0
+	for _, r := range rows[1:] {
+		if col >= 0 && r[col] == `food, "fresh"` {
+			food++
+		}
+	}
+	if len(rows) != 101 || food != 50 {
+		t.Errorf("CSV: %d rows (want header + 100), %d with the category the undo drops (want 50)", len(rows), food)
 	}
 }
