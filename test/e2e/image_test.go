@@ -36,7 +36,9 @@ func TestImageRunsTheDownMigration(t *testing.T) {
 	if out, err := img.CombinedOutput(); err != nil {
 		t.Fatalf("image: %v\n%s", err, out)
 	}
-	blob := func(digest string) string { return filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:")) }
+	blob := func(digest string) string {
+		return filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+	}
 	var index struct{ Manifests []struct{ Digest string } }
 	var manifest struct {
 		Config struct{ Digest string }
