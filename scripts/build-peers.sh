@@ -73,6 +73,18 @@ if [ ! -x "$hl/helm" ]; then
 fi
 cp -f "$hl/helm" bin/helm
 
+# versitygw: a real S3-compatible server (POSIX backend) for the snapshot
+# store's tests.
+VERSITYGW_VERSION=v1.8.0
+vg="$cache_root/versitygw/$VERSITYGW_VERSION"
+if [ ! -x "$vg/versitygw" ]; then
+  echo "build-peers: building versitygw $VERSITYGW_VERSION (a minute or two the first time)"
+  mkdir -p "$vg.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$vg.tmp" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  rm -rf "$vg" && mv "$vg.tmp" "$vg"
+fi
+cp -f "$vg/versitygw" bin/versitygw
+
 # GitOps CRDs: Argo CD's Application and Flux's Kustomization, from their
 # modules (the reconcilers themselves are played by the tests).
 ARGOCD_VERSION=v3.1.0

@@ -81,6 +81,20 @@ type Database struct {
 	Dir      string `yaml:"dir" json:"dir"`
 	Format   string `yaml:"format,omitempty" json:"format,omitempty"`
 	Snapshot string `yaml:"snapshot,omitempty" json:"snapshot,omitempty"`
+	// SnapshotStore keeps snapshots where every replica finds them (an
+	// S3-compatible bucket); nil: the state directory only.
+	SnapshotStore *SnapshotStore `yaml:"snapshotStore,omitempty" json:"snapshotStore,omitempty"`
+}
+
+// SnapshotStore is an S3-compatible bucket for snapshots. Credentials come
+// from the named environment variables, or the AWS SDK's default chain.
+type SnapshotStore struct {
+	URL                string `yaml:"url" json:"url"` // s3://BUCKET[/PREFIX]
+	Endpoint           string `yaml:"endpoint,omitempty" json:"endpoint,omitempty"`
+	Region             string `yaml:"region,omitempty" json:"region,omitempty"`
+	AccessKeyIDEnv     string `yaml:"accessKeyIdEnv,omitempty" json:"accessKeyIdEnv,omitempty"`
+	SecretAccessKeyEnv string `yaml:"secretAccessKeyEnv,omitempty" json:"secretAccessKeyEnv,omitempty"`
+	MaxBytes           int64  `yaml:"maxBytes,omitempty" json:"maxBytes,omitempty"`
 }
 
 // Notify says whom a rollback tells (runbook Steps 1 and 6). Secrets are

@@ -86,6 +86,8 @@ func TestParseErrors(t *testing.T) {
 		{"not yaml", "services: [\n", []string{"rollback.yaml:", "not valid YAML"}},
 		{"wrong version", "apiVersion: rollback/v9\nservices: {}\n", []string{"rollback.yaml:1: apiVersion", `expected "rollback/v1"`}},
 		{"missing services", "apiVersion: rollback/v1\n", []string{"services: missing"}},
+		{"bad snapshot store", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes: {}\n    database:\n      dsnEnv: DB\n      dir: m\n      snapshotStore:\n        url: https://bucket\n        maxBytes: lots\n        accessKeyIdEnv: AK\n",
+			[]string{"rollback.yaml:9: services.api.database.snapshotStore.url", "expected s3://BUCKET", "rollback.yaml:10: services.api.database.snapshotStore.maxBytes", "accessKeyIdEnv and secretAccessKeyEnv go together"}},
 		{"unknown top field", "apiVersion: rollback/v1\nservices: {}\nservice: {}\n", []string{"rollback.yaml:3: service: unknown field; expected one of: apiVersion, kind, services"}},
 		{"unknown nested field", "apiVersion: rollback/v1\nservices:\n  api:\n    kubernetes:\n      namespce: x\n",
 			[]string{"rollback.yaml:5: services.api.kubernetes.namespce: unknown field", "namespace"}},

@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -523,9 +525,53 @@ func orProvider(p string) string {
 	return p
 }
 
+func (v *validator) snapshotStore(n *yaml.Node, path string) *SnapshotStore {
+	st := &SnapshotStore{}
+	v.fields(n, path, []string{"url", "endpoint", "region", "accessKeyIdEnv", "secretAccessKeyEnv", "maxBytes"}, func(key string, val *yaml.Node) {
+		fp := join(path, key)
+		switch key {
+		case "url":
+			if s, ok := v.str(val, fp); ok {
+				if u, err := url.Parse(s); err != nil || u.Scheme != "s3" || u.Host == "" {
+					v.add(val, fp, "%q; expected s3://BUCKET[/PREFIX]", s)
+				}
+				st.URL = s
+			}
+		case "endpoint":
+			if s, ok := v.str(val, fp); ok {
+				if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					v.add(val, fp, "%q; expected an http(s) URL of an S3-compatible server", s)
+				}
+				st.Endpoint = s
+			}
+		case "region":
+			st.Region, _ = v.str(val, fp)
+		case "accessKeyIdEnv":
+			st.AccessKeyIDEnv = v.envRef(val, fp)
+		case "secretAccessKeyEnv":
+			st.SecretAccessKeyEnv = v.envRef(val, fp)
+		case "maxBytes":
+			if s, ok := v.str(val, fp); ok {
+				n, err := strconv.ParseInt(s, 10, 64)
+				if err != nil || n <= 0 {
+					v.add(val, fp, "%q; expected a positive number of bytes", s)
+				}
+				st.MaxBytes = n
+			}
+		}
+	})
+	if n.Kind == yaml.MappingNode && st.URL == "" {
+		v.add(n, path+".url", "missing; the bucket as s3://BUCKET[/PREFIX]")
+	}
+	if (st.AccessKeyIDEnv == "") != (st.SecretAccessKeyEnv == "") {
+		v.add(n, path, "accessKeyIdEnv and secretAccessKeyEnv go together")
+	}
+	return st
+}
+
 func (v *validator) database(n *yaml.Node, path string) *Database {
 	d := &Database{}
-	v.fields(n, path, []string{"dsnEnv", "dir", "format", "snapshot"}, func(key string, val *yaml.Node) {
+	v.fields(n, path, []string{"dsnEnv", "dir", "format", "snapshot", "snapshotStore"}, func(key string, val *yaml.Node) {
 		fp := join(path, key)
 		switch key {
 		case "dsnEnv":
@@ -546,6 +592,8 @@ func (v *validator) database(n *yaml.Node, path string) *Database {
 				}
 				d.Snapshot = s
 			}
+		case "snapshotStore":
+			d.SnapshotStore = v.snapshotStore(val, fp)
 		}
 	})
 	if n.Kind == yaml.MappingNode {

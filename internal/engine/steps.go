@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/rollback-dev/rollback/internal/notify"
 	"github.com/rollback-dev/rollback/internal/progress"
 	"github.com/rollback-dev/rollback/internal/runbook"
+	"github.com/rollback-dev/rollback/internal/snapstore"
 	"github.com/rollback-dev/rollback/internal/store"
 	"github.com/rollback-dev/rollback/internal/verify"
 )
@@ -182,7 +185,40 @@ func snapshot(ctx context.Context, x *execution, sc *runbook.StepContext) (strin
 	if snap.Note != "" {
 		note = "; " + snap.Note
 	}
+	if st := x.svc.Database.SnapshotStore; st != nil {
+		// Where a replica that resumes this run finds it: the pod's own
+		// disk does not outlive the pod.
+		obj, err := x.e.keepSnapshot(ctx, st, snap, x.inc.ID)
+		if err != nil {
+			return "", fmt.Errorf("snapshot taken (%s) but not kept in %s: %w", snap.Path, st.URL, err)
+		}
+		return fmt.Sprintf("%s (%d bytes, sha256 %s, read back and checked); restore: aws s3 cp %s . && %s", obj.URL, obj.Bytes, obj.SHA256,
+			obj.URL, strings.ReplaceAll(snap.Restore, filepath.Dir(snap.Path)+"/", "")) + note, nil
+	}
 	return fmt.Sprintf("%s (%d bytes, sha256 %s); restore: %s", snap.Path, snap.Bytes, snap.SHA256, snap.Restore) + note, nil
+}
+
+// keepSnapshot uploads a snapshot to the service's snapshot store, checks
+// it, and removes the local copy.
+func (e *Engine) keepSnapshot(ctx context.Context, st *config.SnapshotStore, snap *migrate.Snapshot, incident string) (*snapstore.Object, error) {
+	o := snapstore.Options{URL: st.URL, Endpoint: st.Endpoint, Region: st.Region, MaxBytes: st.MaxBytes}
+	if st.AccessKeyIDEnv != "" {
+		o.AccessKeyID, o.SecretAccessKey = e.getenv(st.AccessKeyIDEnv), e.getenv(st.SecretAccessKeyEnv)
+		if o.AccessKeyID == "" || o.SecretAccessKey == "" {
+			return nil, fmt.Errorf("$%s or $%s is empty", st.AccessKeyIDEnv, st.SecretAccessKeyEnv)
+		}
+	}
+	s, err := snapstore.Open(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := s.Put(ctx, snap.Path, incident)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(snap.Path)
+	_ = os.Remove(snap.Path + ".sha256")
+	return obj, nil
 }
 
 func kubeUndo(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {

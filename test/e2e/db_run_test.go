@@ -8,7 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/snapstore/snapstoretest"
 )
 
 // TestRunbookDownMigrates: a service with a database snapshots it and
@@ -23,15 +27,22 @@ func TestRunbookDownMigrates(t *testing.T) {
 		"ALTER TABLE transactions DROP COLUMN IF EXISTS category;\nDELETE FROM flyway_schema_history WHERE version = '1.2.0';\n")
 	ctx := context.Background()
 	dir := t.TempDir()
+	// The snapshot is kept in a bucket (a real S3-compatible server), where
+	// a replica resuming the run would find it.
+	s3url, s3c := snapstoretest.Start(t, filepath.Join(binDir, "versitygw"), "snapshots")
 	cfg := filepath.Join(dir, "rollback.yaml")
 	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
 kind: Config
 services:
   payments-db:
     kubernetes: {namespace: %s, name: %s}
-    database: {dsnEnv: TEST_DSN, dir: %s}
-`, ns, app, mig)), 0o644)
-	env := map[string]string{"TEST_DSN": dsn, "ROLLBACK_DB_DSN": dsn, "ROLLBACK_STORE": filepath.Join(dir, "state.db"), "XDG_STATE_HOME": filepath.Join(dir, "xdg")}
+    database:
+      dsnEnv: TEST_DSN
+      dir: %s
+      snapshotStore: {url: s3://snapshots/e2e, endpoint: %s, accessKeyIdEnv: S3_KEY, secretAccessKeyEnv: S3_SECRET}
+`, ns, app, mig, s3url)), 0o644)
+	env := map[string]string{"TEST_DSN": dsn, "ROLLBACK_DB_DSN": dsn, "ROLLBACK_STORE": filepath.Join(dir, "state.db"), "XDG_STATE_HOME": filepath.Join(dir, "xdg"),
+		"S3_KEY": snapstoretest.AccessKey, "S3_SECRET": snapstoretest.SecretKey}
 
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 	waitRolledOut(t, ns)
@@ -78,7 +89,14 @@ services:
 		id = strings.SplitN(r.stdout[i+len(`"incident": "`):], `"`, 2)[0]
 	}
 	s := rollbackEnv(t, env, "status", id, "--config", cfg)
-	for _, want := range []string{"Database snapshot taken", "before-undo-1.2.0-to-1.1.0", "1 migration(s) undone", "schema equals the one recorded",
+	objs, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String("snapshots"), Prefix: aws.String("e2e/" + id + "/before-undo-1.2.0-to-1.1.0")})
+	if err != nil || len(objs.Contents) != 2 {
+		t.Errorf("the snapshot and its checksum in the bucket: %v %v", objs, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "xdg", "rollback", "snapshots", "*")); len(left) != 0 {
+		t.Errorf("local copies left after the upload: %v", left)
+	}
+	for _, want := range []string{"Database snapshot taken", "s3://snapshots/e2e/" + id + "/before-undo-1.2.0-to-1.1.0", "read back and checked", "1 migration(s) undone", "schema equals the one recorded",
 		"roll-back-with-down-migration — rationale recorded"} {
 		if !strings.Contains(s.stdout, want) {
 			t.Errorf("status lacks %q:\n%s", want, s.stdout)
