@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/config"
@@ -170,6 +171,33 @@ func alertInstance(a Alert) string {
 	return fp + "@" + a.StartsAt.UTC().Format(time.RFC3339Nano)
 }
 
+// serviceGate admits one trigger of a service at a time in this process,
+// waiting up to wait (default 5s); release is safe to call twice.
+func (s *Server) serviceGate(service string, wait time.Duration) (release func(), ok bool) {
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	s.mu.Lock()
+	if s.gates == nil {
+		s.gates = map[string]chan struct{}{}
+	}
+	g := s.gates[service]
+	if g == nil {
+		g = make(chan struct{}, 1)
+		s.gates[service] = g
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case g <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-g }) }, true
+	case <-t.C:
+		return nil, false
+	}
+}
+
 // triggerRecord says whether a trigger was recorded (err nil) or not.
 type triggerRecord struct{ err error }
 
@@ -194,6 +222,22 @@ func (s *Server) trigger(service string, t engine.Trigger) <-chan triggerRecord 
 		return rec
 	}
 	err := s.tryBackgroundN(4, func(ctx context.Context) {
+		// One trigger of a service at a time in this process: the others
+		// wait here, not polling the store's lease against each other,
+		// and then most of them just join what the first one opened.
+		release, ok := s.serviceGate(service, t.Wait)
+		if !ok {
+			tell(fmt.Errorf("%s: %w", service, engine.ErrTriggerBusy))
+			return
+		}
+		defer release()
+		if dup, err := s.engineFor(nil).JoinOpen(ctx, service, t); err != nil || dup != nil {
+			if dup != nil {
+				s.o.Metrics.Triggers.WithLabelValues(t.Source, dup.Action).Inc()
+			}
+			tell(err)
+			return
+		}
 		wl, err := s.o.Resolve(ctx, service)
 		if err != nil {
 			s.o.Log.Error("trigger: service not resolved", "service", service, "source", t.Source, "err", err)
@@ -202,7 +246,7 @@ func (s *Server) trigger(service string, t engine.Trigger) <-chan triggerRecord 
 			return
 		}
 		var id string
-		t.Started = func(i string) { id = i; s.markRunning(i, true); tell(nil) }
+		t.Started = func(i string) { id = i; s.markRunning(i, true); tell(nil); release() }
 		res, err := s.engineFor(wl).HandleTrigger(ctx, wl, t)
 		if id != "" {
 			s.markRunning(id, false)

@@ -97,6 +97,8 @@ type Server struct {
 	seq  atomic.Int64    // run holder names
 	// active counts background runs and triggers (tryBackground).
 	active atomic.Int64
+	// gates admit one trigger per service at a time (serviceGate).
+	gates map[string]chan struct{}
 }
 
 // New builds a server; Serve or Handler runs it.

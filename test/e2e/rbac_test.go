@@ -174,3 +174,63 @@ func TestServeWithTheManifestsRBAC(t *testing.T) {
 		}
 	}
 }
+
+// The GitOps pause as the shipped service account, with the shipped
+// per-feature Roles: without rollback-gitops bound where the Application
+// lives, the run stops before the undo with an error naming the rule
+// (never "not Argo CD" and an undo the reconciler reverts); with it bound,
+// the resumed run pauses the Application and rolls back.
+func TestGitOpsRoleAsTheServiceAccount(t *testing.T) {
+	t.Parallel()
+	installGitOps(t)
+	ctx := context.Background()
+	ns := namespace(t)
+	sys := ns + "-sys"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), sys, metav1.DeleteOptions{}) })
+	kubectl(t, "create", "serviceaccount", "rollback", "-n", sys)
+	deploy(t, ns, "v1.1.5", "v1.2.0")
+	paused := argoApp(t, ns)
+	applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+	kc, _ := saKubeconfig(t, sys, "rollback")
+	st := filepath.Join(t.TempDir(), "r.db")
+	// As the service account only (the command's own --kubeconfig).
+	asSA := func(args ...string) (error, string) {
+		out, err := rollbackCmd(st, append(args, "--kubeconfig", kc)...).CombinedOutput()
+		return err, string(out)
+	}
+	err, out := asSA("run", "deployment/"+app, "-n", ns, "--yes")
+	if err == nil || !strings.Contains(out, "grant get and patch on applications.argoproj.io in namespace argocd") {
+		t.Fatalf("without the GitOps role: %v, want a failure naming the rule\n%s", err, out)
+	}
+	if got := runningImage(t, ns); got != image("v1.2.0") {
+		t.Errorf("the undo ran without the pause: %s", got)
+	}
+	id := incidentID.FindString(out)
+	// Bind rollback-gitops where the Application lives, as the manifest's
+	// comment says, and resume.
+	root, _ := repoRoot()
+	b, _ := os.ReadFile(filepath.Join(root, "deploy", "workloads-role.yaml"))
+	var gitopsDocs []string
+	for _, d := range strings.Split(string(b), "\n---\n") {
+		if strings.Contains(d, "name: rollback-gitops") {
+			gitopsDocs = append(gitopsDocs, strings.NewReplacer("namespace: NAMESPACE", "namespace: argocd", "name: rollback-gitops", "name: rollback-gitops-"+ns,
+				"namespace: rollback-system", "namespace: "+sys).Replace(d))
+		}
+	}
+	if len(gitopsDocs) != 2 {
+		t.Fatalf("rollback-gitops Role and RoleBinding not found in the manifest: %d documents", len(gitopsDocs))
+	}
+	kubectlApply(t, strings.Join(gitopsDocs, "\n---\n"))
+	t.Cleanup(func() {
+		kubectl(t, "delete", "role,rolebinding", "rollback-gitops-"+ns, "-n", "argocd", "--ignore-not-found")
+	})
+	if err, out := asSA("resume", id); err != nil {
+		t.Fatalf("resume with the GitOps role: %v\n%s", err, out)
+	}
+	if !paused() || runningImage(t, ns) != image("v1.1.5") {
+		t.Errorf("after the resume: paused %v, running %s", paused(), runningImage(t, ns))
+	}
+}
