@@ -234,3 +234,46 @@ func TestGitOpsRoleAsTheServiceAccount(t *testing.T) {
 		t.Errorf("after the resume: paused %v, running %s", paused(), runningImage(t, ns))
 	}
 }
+
+// The blue/green switch as the shipped service account: with only the
+// plain-workloads Role the switch is refused (forbidden) and the Service
+// stays where it was; with rollback-bluegreen bound it switches to blue.
+func TestBlueGreenRoleAsTheServiceAccount(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ns := namespace(t)
+	sys := ns + "-sys"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), sys, metav1.DeleteOptions{}) })
+	kubectl(t, "create", "serviceaccount", "rollback", "-n", sys)
+	blueGreen(t, ns, 2)
+	applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+	kubectl(t, "delete", "rolebinding", "rollback-bluegreen", "-n", ns)
+	kc, _ := saKubeconfig(t, sys, "rollback")
+	st := filepath.Join(t.TempDir(), "r.db")
+	asSA := func(args ...string) (error, string) {
+		out, err := rollbackCmd(st, append(args, "--kubeconfig", kc)...).CombinedOutput()
+		return err, string(out)
+	}
+	if err, out := asSA("run", "service/"+app, "-n", ns, "--yes"); err == nil || !strings.Contains(out, "forbidden") {
+		t.Fatalf("without rollback-bluegreen: %v, want a refusal\n%s", err, out)
+	}
+	if got := kubectl(t, "get", "service", app, "-n", ns, "-o", "jsonpath={.spec.selector.color}"); got != "green" {
+		t.Errorf("refused, yet the selector is %q", got)
+	}
+	applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+	if err, out := asSA("run", "service/"+app, "-n", ns, "--yes"); err != nil {
+		// A first run that stopped may have left its incident open.
+		if id := incidentID.FindString(out); id != "" && strings.Contains(out, "rollback resume") {
+			err, out = asSA("resume", id)
+		}
+		if err != nil {
+			t.Fatalf("with rollback-bluegreen: %v\n%s", err, out)
+		}
+	}
+	if got := kubectl(t, "get", "service", app, "-n", ns, "-o", "jsonpath={.spec.selector.color}"); got != "blue" {
+		t.Errorf("with the Role the selector is %q, want blue", got)
+	}
+}
