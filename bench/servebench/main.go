@@ -41,6 +41,10 @@ import (
 
 const token = "bench-operator-token-0123456789"
 
+// client bounds every request: a hung server is a failed measurement, not
+// a stalled bench.
+var client = &http.Client{Timeout: 30 * time.Second}
+
 func main() {
 	services := flag.Int("services", 20, "services")
 	rate := flag.Int("rate", 100, "notifications a second")
@@ -110,7 +114,7 @@ func newServer(st store.Store, n int) (*server.Server, *config.Config) {
 func post(url, body string) (int, error) {
 	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -218,7 +222,7 @@ func run(services, rate int, storm time.Duration, incidents, requests int) error
 			req, _ := http.NewRequest("GET", ts.URL+path, nil)
 			req.Header.Set("Authorization", "Bearer "+token)
 			t := time.Now()
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				return 0, 0, err
 			}

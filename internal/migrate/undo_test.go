@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // The runbook's example, file for file.
@@ -42,9 +44,13 @@ func opts() UndoOptions {
 	return o
 }
 
-func TestSeedExampleUndo(t *testing.T) {
+// seedReleased is the runbook's example after its release: 100
+// transactions at 1.1.0, v1.2.0 recorded and migrated, every other
+// transaction given category; the plan undoes 1.2.0.
+func seedReleased(t *testing.T, category string) (conn *pgx.Conn, dsn string, rel *Release, p *Plan) {
+	t.Helper()
 	ctx := context.Background()
-	conn, dsn := newDB(t)
+	conn, dsn = newDB(t)
 	dir := writeFiles(t, seedFiles())
 	src, err := LoadDir(dir)
 	if err != nil {
@@ -57,16 +63,21 @@ func TestSeedExampleUndo(t *testing.T) {
 		t.Fatal(err)
 	}
 	flywayApply(t, conn, src, "1.2.0")
-	mustExec(t, conn, `UPDATE transactions SET category = 'food' WHERE id % 2 = 0`)
+	if _, err := conn.Exec(ctx, `UPDATE transactions SET category = $1 WHERE id % 2 = 0`, category); err != nil {
+		t.Fatal(err)
+	}
+	if rel, err = LoadRelease(ctx, conn, "v1.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = loadPlan(t, conn, dir, Flyway, rel.Version); err != nil {
+		t.Fatal(err)
+	}
+	return conn, dsn, rel, p
+}
 
-	rel, err := LoadRelease(ctx, conn, "v1.2.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := loadPlan(t, conn, dir, Flyway, rel.Version)
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestSeedExampleUndo(t *testing.T) {
+	ctx := context.Background()
+	conn, dsn, rel, p := seedReleased(t, "food")
 	if len(p.Steps) != 1 || p.Steps[0].VersionText != "1.2.0" || p.From != "1.2.0" || p.To != "1.1.0" {
 		t.Fatalf("plan %+v, want one step undoing 1.2.0", p)
 	}
@@ -413,28 +424,7 @@ func TestJavaHash(t *testing.T) {
 // with the values the undo is about to destroy, and its checksum.
 func TestSnapshotWithoutPgDump(t *testing.T) {
 	ctx := context.Background()
-	conn, dsn := newDB(t)
-	dir := writeFiles(t, seedFiles())
-	src, err := LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	flywayApply(t, conn, src, "1.1.0")
-	mustExec(t, conn, `INSERT INTO transactions (amount) SELECT 10 FROM generate_series(1, 100)`)
-	st, _ := ReadState(ctx, conn, Flyway, "")
-	if _, err := Record(ctx, conn, "v1.2.0", st); err != nil {
-		t.Fatal(err)
-	}
-	flywayApply(t, conn, src, "1.2.0")
-	mustExec(t, conn, `UPDATE transactions SET category = 'food, "fresh"' WHERE id % 2 = 0`)
-	rel, err := LoadRelease(ctx, conn, "v1.2.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := loadPlan(t, conn, dir, Flyway, rel.Version)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dsn, _, p := seedReleased(t, `food, "fresh"`)
 	t.Setenv("PATH", t.TempDir()) // no pg_dump here
 	snap, err := TakeSnapshot(ctx, dsn, p, SnapshotTables, t.TempDir(), time.Now())
 	if err != nil {

@@ -230,14 +230,7 @@ func (s *Server) trigger(service string, t engine.Trigger) <-chan triggerRecord 
 			tell(fmt.Errorf("%s: %w", service, engine.ErrTriggerBusy))
 			return
 		}
-		defer release()
-		if dup, err := s.engineFor(nil).JoinOpen(ctx, service, t); err != nil || dup != nil {
-			if dup != nil {
-				s.o.Metrics.Triggers.WithLabelValues(t.Source, dup.Action).Inc()
-			}
-			tell(err)
-			return
-		}
+		defer release() // HandleTrigger first joins what the trigger before opened
 		wl, err := s.o.Resolve(ctx, service)
 		if err != nil {
 			s.o.Log.Error("trigger: service not resolved", "service", service, "source", t.Source, "err", err)

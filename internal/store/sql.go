@@ -268,20 +268,7 @@ func (s *sqlStore) UpdateIncident(ctx context.Context, inc *Incident) error {
 }
 
 func (s *sqlStore) ListIncidents(ctx context.Context, service string) ([]Incident, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+incidentCols+` FROM incidents WHERE ? = '' OR service = ? ORDER BY opened_at DESC, id DESC`), service, service)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Incident
-	for rows.Next() {
-		inc, err := scanIncident(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *inc)
-	}
-	return out, rows.Err()
+	return s.QueryIncidents(ctx, IncidentQuery{Service: service})
 }
 
 func (s *sqlStore) QueryIncidents(ctx context.Context, q IncidentQuery) ([]Incident, error) {

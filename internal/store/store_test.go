@@ -187,7 +187,7 @@ func testLeases(t *testing.T, s Store) {
 	}
 	since := le.Lease.Since
 	// The holder renews, keeping since.
-	l, err := s.AcquireLease(ctx, "svc", winners[0], 300*time.Millisecond)
+	l, err := s.AcquireLease(ctx, "svc", winners[0], 2*time.Second)
 	if err != nil || !l.Since.Equal(since) {
 		t.Errorf("renew: %+v %v (since %s)", l, err, since)
 	}
@@ -196,7 +196,7 @@ func testLeases(t *testing.T, s Store) {
 	if _, err := s.AcquireLease(ctx, "svc", "other", time.Minute); err == nil {
 		t.Error("a live lease was taken over")
 	}
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(2100 * time.Millisecond)
 	if _, err := s.AcquireLease(ctx, "svc", "other", time.Minute); err != nil {
 		t.Errorf("expired lease not taken over: %v", err)
 	}

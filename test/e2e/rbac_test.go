@@ -183,24 +183,10 @@ func TestServeWithTheManifestsRBAC(t *testing.T) {
 func TestGitOpsRoleAsTheServiceAccount(t *testing.T) {
 	t.Parallel()
 	installGitOps(t)
-	ctx := context.Background()
 	ns := namespace(t)
-	sys := ns + "-sys"
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), sys, metav1.DeleteOptions{}) })
-	kubectl(t, "create", "serviceaccount", "rollback", "-n", sys)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	paused := argoApp(t, ns)
-	applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
-	kc, _ := saKubeconfig(t, sys, "rollback")
-	st := filepath.Join(t.TempDir(), "r.db")
-	// As the service account only (the command's own --kubeconfig).
-	asSA := func(args ...string) (error, string) {
-		out, err := rollbackCmd(st, append(args, "--kubeconfig", kc)...).CombinedOutput()
-		return err, string(out)
-	}
+	sys, asSA := asServiceAccount(t, ns)
 	err, out := asSA("run", "deployment/"+app, "-n", ns, "--yes")
 	if err == nil || !strings.Contains(out, "grant get and patch on applications.argoproj.io in namespace argocd") {
 		t.Fatalf("without the GitOps role: %v, want a failure naming the rule\n%s", err, out)
@@ -240,23 +226,10 @@ func TestGitOpsRoleAsTheServiceAccount(t *testing.T) {
 // stays where it was; with rollback-bluegreen bound it switches to blue.
 func TestBlueGreenRoleAsTheServiceAccount(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	ns := namespace(t)
-	sys := ns + "-sys"
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), sys, metav1.DeleteOptions{}) })
-	kubectl(t, "create", "serviceaccount", "rollback", "-n", sys)
 	blueGreen(t, ns, 2)
-	applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+	sys, asSA := asServiceAccount(t, ns)
 	kubectl(t, "delete", "rolebinding", "rollback-bluegreen", "-n", ns)
-	kc, _ := saKubeconfig(t, sys, "rollback")
-	st := filepath.Join(t.TempDir(), "r.db")
-	asSA := func(args ...string) (error, string) {
-		out, err := rollbackCmd(st, append(args, "--kubeconfig", kc)...).CombinedOutput()
-		return err, string(out)
-	}
 	if err, out := asSA("run", "service/"+app, "-n", ns, "--yes"); err == nil || !strings.Contains(out, "forbidden") {
 		t.Fatalf("without rollback-bluegreen: %v, want a refusal\n%s", err, out)
 	}
@@ -275,5 +248,27 @@ func TestBlueGreenRoleAsTheServiceAccount(t *testing.T) {
 	}
 	if got := kubectl(t, "get", "service", app, "-n", ns, "-o", "jsonpath={.spec.selector.color}"); got != "blue" {
 		t.Errorf("with the Role the selector is %q, want blue", got)
+	}
+}
+
+// asServiceAccount makes NS-sys with the service account "rollback", binds
+// the shipped per-namespace Roles for ns to it, and returns the system
+// namespace and a runner of the rollback binary as that account only (its
+// own --kubeconfig: the e2e rollbackEnv helper would add the admin's).
+func asServiceAccount(t *testing.T, ns string) (sys string, run func(args ...string) (error, string)) {
+	t.Helper()
+	ctx := context.Background()
+	sys = ns + "-sys"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sys}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), sys, metav1.DeleteOptions{}) })
+	kubectl(t, "create", "serviceaccount", "rollback", "-n", sys)
+	applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+	kc, _ := saKubeconfig(t, sys, "rollback")
+	st := filepath.Join(t.TempDir(), "r.db")
+	return sys, func(args ...string) (error, string) {
+		out, err := rollbackCmd(st, append(args, "--kubeconfig", kc)...).CombinedOutput()
+		return err, string(out)
 	}
 }
