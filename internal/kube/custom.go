@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,11 @@ func getResource(ctx context.Context, cs kubernetes.Interface, path string, t Ta
 	}
 	raw, err := rc.Get().AbsPath(path).Do(ctx).Raw()
 	if err != nil {
+		err = statusOf(raw, err)
+		if apierrors.IsForbidden(err) {
+			// Not allowed to look is not "not there": say which rule.
+			return nil, fmt.Errorf("get %s: %w; grant get and patch on %s (deploy/workloads-role.yaml)", t, err, resourceOf(path))
+		}
 		var st apierrors.APIStatus
 		if apierrors.IsNotFound(err) && errors.As(err, &st) && st.Status().Details != nil && st.Status().Details.Name == "" {
 			// No object name in the 404: the resource type itself is missing.
@@ -61,13 +67,37 @@ func patchResource(ctx context.Context, cs kubernetes.Interface, path string, pt
 	if err == nil {
 		return nil
 	}
-	// The REST interface does not decode the server's Status: read it,
-	// so the reason (a failed test operation: a conflict) is not lost.
+	err = statusOf(raw, err)
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%w; grant patch on %s (deploy/workloads-role.yaml)", err, resourceOf(path))
+	}
+	return err
+}
+
+// statusOf reads the server's Status from a failed request's body: the
+// REST interface does not decode it, and its error says only "unknown",
+// losing the reason (forbidden, a failed test operation's conflict).
+func statusOf(raw []byte, err error) error {
 	var st metav1.Status
 	if json.Unmarshal(raw, &st) == nil && st.Message != "" {
 		return &apierrors.StatusError{ErrStatus: st}
 	}
 	return err
+}
+
+// resourceOf names an API path's resource for an RBAC rule:
+// "rollouts.argoproj.io in namespace NS" from
+// /apis/argoproj.io/v1alpha1/namespaces/NS/rollouts/NAME[/status].
+func resourceOf(path string) string {
+	p := strings.Split(strings.Trim(path, "/"), "/")
+	if len(p) >= 6 && p[0] == "apis" && p[3] == "namespaces" {
+		r := p[5] + "." + p[1]
+		if len(p) >= 8 {
+			r = p[5] + "/" + p[7] + "." + p[1]
+		}
+		return r + " in namespace " + p[4]
+	}
+	return path
 }
 
 // GetCustom reads a custom resource (an API path such as

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -270,5 +271,89 @@ func asServiceAccount(t *testing.T, ns string) (sys string, run func(args ...str
 	return sys, func(args ...string) (error, string) {
 		out, err := rollbackCmd(st, append(args, "--kubeconfig", kc)...).CombinedOutput()
 		return err, string(out)
+	}
+}
+
+// Each feature's Role, exercised as the shipped service account: with its
+// binding removed the run stops with a refusal that names what is missing
+// and the object is as it was (a 403 is never read as "nothing there");
+// with the manifest's binding back, the resumed run rolls back.
+func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, binding, target string
+		setup                 func(t *testing.T, ns string)
+		state                 func(t *testing.T, ns string) string
+		check                 func(t *testing.T, ns string)
+	}{
+		{name: "argo", binding: "rollback-argo", target: "rollout/" + app,
+			setup: func(t *testing.T, ns string) { startArgoRollouts(t); argoCanary(t, ns, 0) },
+			state: func(t *testing.T, ns string) string {
+				return rolloutField(t, ns, ".spec.template.spec.containers[0].image") + " " + rolloutField(t, ns, ".status.abort")
+			},
+			check: checkRolledBack},
+		{name: "flagger", binding: "rollback-flagger", target: "canary/" + app,
+			setup: func(t *testing.T, ns string) {
+				startFlagger(t)
+				flaggerCanary(t, ns, 1000)
+				setImage(t, ns, "v1.2.0")
+				waitCanary(t, ns, "Progressing")
+			},
+			state: func(t *testing.T, ns string) string {
+				return runningImage(t, ns) + " " + canaryField(t, ns, ".status.failedChecks")
+			},
+			check: func(t *testing.T, ns string) { checkFlaggerRolledBack(t, ns, "Failed") }},
+		{name: "helm", binding: "rollback-helm", target: "helm/app",
+			setup: helmRelease,
+			state: func(t *testing.T, ns string) string { return fmt.Sprint(len(helmHistory(t, ns))) },
+			check: checkHelmRolledBack},
+		{name: "config", binding: "rollback-config", target: "deployment/" + app,
+			setup: func(t *testing.T, ns string) {
+				putConfig(t, ns, "app-config", "strict", "app-creds", "pw-old")
+				configDeployment(t, ns, "v1.1.5", "app-config", "app-creds")
+				if r := rollback(t, "config", "record", "deployment/"+app, "-n", ns); r.code != 0 {
+					t.Fatalf("config record: exit %d\n%s", r.code, r.stderr)
+				}
+				putConfig(t, ns, "app-config", "lenient", "app-creds", "pw-new")
+				configDeployment(t, ns, "v1.2.0", "app-config", "app-creds")
+			},
+			state: func(t *testing.T, ns string) string {
+				return runningImage(t, ns) + " " + kubectl(t, "get", "configmap", "app-config", "-n", ns, "-o", "jsonpath={.data.FRAUD_LEVEL}")
+			},
+			check: func(t *testing.T, ns string) {
+				if got := kubectl(t, "get", "configmap", "app-config", "-n", ns, "-o", "jsonpath={.data.FRAUD_LEVEL}"); got != "strict" {
+					t.Errorf("the ConfigMap was not restored: %q", got)
+				}
+				if got := runningImage(t, ns); got != image("v1.1.5") {
+					t.Errorf("running %s", got)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := namespace(t)
+			tc.setup(t, ns)
+			sys, asSA := asServiceAccount(t, ns)
+			kubectl(t, "delete", "rolebinding", tc.binding, "-n", ns)
+			before := tc.state(t, ns)
+			err, out := asSA("run", tc.target, "-n", ns, "--yes", "--timeout", "90s")
+			if err == nil || !strings.Contains(out, "forbidden") && !strings.Contains(out, "grant ") {
+				t.Fatalf("without %s: %v, want a refusal\n%s", tc.binding, err, out)
+			}
+			t.Logf("without %s: %s", tc.binding, out)
+			if after := tc.state(t, ns); after != before {
+				t.Errorf("refused, yet changed: %q, was %q", after, before)
+			}
+			applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+			if id := incidentID.FindString(out); id != "" && strings.Contains(out, "rollback resume") {
+				err, out = asSA("resume", id)
+			} else {
+				err, out = asSA("run", tc.target, "-n", ns, "--yes", "--timeout", "90s")
+			}
+			if err != nil {
+				t.Fatalf("with %s bound: %v\n%s", tc.binding, err, out)
+			}
+			tc.check(t, ns)
+		})
 	}
 }
