@@ -11,7 +11,7 @@ cache_root="${ROLLBACK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback}"
 k8s_version=$(sed -n 's/^\tk8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' sandbox/go.mod)
 minor=${k8s_version#v1.}; minor=${minor%%.*}
 ldflags="-X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
-key=$( (echo "$ldflags"; cat sandbox/go.mod sandbox/go.sum $(find sandbox -name '*.go' ! -name '*_test.go' | LC_ALL=C sort)) | sha256sum | cut -c1-16)
+key=$( (echo "$ldflags"; cat sandbox/go.mod sandbox/go.sum $(find sandbox \( -name '*.go' -o -name '*.yaml' \) ! -name '*_test.go' | LC_ALL=C sort)) | sha256sum | cut -c1-16)
 sbx="$cache_root/sandbox-bin/$key"
 kwk="$cache_root/kwok-bin/$KWOK_VERSION"
 mkdir -p bin

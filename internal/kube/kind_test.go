@@ -233,7 +233,7 @@ func TestSettlePodsReplacesOnDelete(t *testing.T) {
 	var said []string
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, true, func(s string) { said = append(said, s) })
+	n, err := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, settleOnDelete, func(s string) { said = append(said, s) })
 	if err != nil || n != 3 {
 		t.Fatalf("replaced %d, %v", n, err)
 	}
@@ -265,7 +265,7 @@ func TestSettlePodsWaitsAbovePartition(t *testing.T) {
 		_, _ = cs.CoreV1().Pods("ns").Create(ctx, pod("a-1", "a-aaa", "v1", true), metav1.CreateOptions{})
 	}()
 	start := time.Now()
-	n, err := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, false, func(string) {})
+	n, err := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, settleWait, func(string) {})
 	if err != nil || n != 0 || time.Since(start) < 400*time.Millisecond {
 		t.Fatalf("settled after %s: %d replaced, %v; want a wait for a-1, nothing deleted", time.Since(start), n, err)
 	}

@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -180,7 +177,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		if h.onDelete() {
 			// updateStrategy OnDelete: the controller changes no pod by
 			// itself; the rollback replaces them, one at a time.
-			n, err := settlePods(wctx, cs, h, p.To, true, say)
+			n, err := settlePods(wctx, cs, h, p.To, settleOnDelete, say)
 			if err != nil {
 				return "", err
 			}
@@ -241,11 +238,23 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			}
 			return fmt.Sprintf("%s: every endpoint on %s", t.Ref(), p.To.Colour), nil
 		}
+		if h.StatefulSet != nil && !h.onDelete() {
+			// A StatefulSet's controller never replaces a pod stuck on
+			// the broken revision (kubernetes#67250): it waits for it to
+			// become Ready first. The rollback replaces them.
+			n, err := settlePods(wctx, cs, h, p.To, settleStuck, say)
+			if err != nil {
+				return "", err
+			}
+			if n > 0 {
+				replaced = fmt.Sprintf("; %d pod(s) stuck on the broken revision replaced (the StatefulSet controller waits for them to become Ready: kubernetes#67250)", n)
+			}
+		}
 		if err := WaitRolledOut(wctx, cs, t, say); err != nil {
 			return "", err
 		}
-		if (h.StatefulSet != nil || h.DaemonSet != nil) && !h.onDelete() {
-			if _, err := settlePods(wctx, cs, h, p.To, false, say); err != nil {
+		if h.DaemonSet != nil && !h.onDelete() {
+			if _, err := settlePods(wctx, cs, h, p.To, settleWait, say); err != nil {
 				return "", err
 			}
 		}
@@ -370,78 +379,6 @@ func (h *History) Desired() int32 {
 		}
 	}
 	return 1
-}
-
-// settlePods waits until the pods of a StatefulSet or DaemonSet are on
-// the target revision (a StatefulSet's below its partition excepted), as
-// many as desired and all Ready: a controller's status can call a
-// partitioned roll out complete before the pod above the partition is
-// replaced. With replace (updateStrategy OnDelete, where the controller
-// changes no pod by itself) it deletes the stale pods one at a time, a
-// StatefulSet's highest ordinal first, as its controller would, waiting
-// until every pod is Ready again before the next. It returns how many it
-// replaced.
-func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, replace bool, say func(string)) (int, error) {
-	partition := -1
-	if s := h.StatefulSet; s != nil && !replace && s.Spec.UpdateStrategy.RollingUpdate != nil && s.Spec.UpdateStrategy.RollingUpdate.Partition != nil {
-		partition = int(*s.Spec.UpdateStrategy.RollingUpdate.Partition)
-	}
-	n := 0
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	var stale []corev1.Pod
-	for {
-		// Desired is read anew: a DaemonSet's follows its nodes.
-		cur, err := GetHistory(ctx, cs, h.Target)
-		if err != nil {
-			return n, err
-		}
-		pods, err := ListPods(ctx, cs, cur)
-		if err != nil {
-			return n, err
-		}
-		busy, live := false, 0
-		stale = stale[:0]
-		for _, pod := range pods {
-			switch {
-			case pod.DeletionTimestamp != nil || !PodReady(&pod):
-				busy = true
-			case pod.Labels[controllerRevisionHash] != to.podHash && (h.StatefulSet == nil || podOrdinal(pod.Name) >= partition):
-				stale = append(stale, pod)
-			}
-			if pod.DeletionTimestamp == nil {
-				live++
-			}
-		}
-		switch {
-		case !busy && len(stale) == 0 && live >= int(cur.Desired()):
-			return n, nil
-		case !busy && len(stale) > 0 && replace:
-			sort.Slice(stale, func(i, j int) bool { return podOrdinal(stale[i].Name) > podOrdinal(stale[j].Name) })
-			victim := stale[0].Name
-			say(fmt.Sprintf("replacing pod %s with revision %d (updateStrategy OnDelete)", victim, to.Number))
-			err := cs.CoreV1().Pods(h.Target.Namespace).Delete(ctx, victim, metav1.DeleteOptions{})
-			if err != nil && !apierrors.IsNotFound(err) {
-				return n, fmt.Errorf("replace pod %s: %w", victim, err)
-			}
-			n++
-		}
-		select {
-		case <-ctx.Done():
-			return n, fmt.Errorf("%w of %s: %d pod(s) replaced, %d still on another revision, %d of %d live", ErrTimeout, h.Target.Ref(), n, len(stale), live, cur.Desired())
-		case <-tick.C:
-		}
-	}
-}
-
-// podOrdinal is a StatefulSet pod's ordinal (NAME-N), or -1.
-func podOrdinal(name string) int {
-	i := strings.LastIndexByte(name, '-')
-	n, err := strconv.Atoi(name[i+1:])
-	if i < 0 || err != nil {
-		return -1
-	}
-	return n
 }
 
 // PodReady reports whether the pod's Ready condition is true.

@@ -194,8 +194,12 @@ func Up(ctx context.Context, dir string, log io.Writer) (*State, error) {
 		return nil, err
 	}
 	step("starting kwok (simulated node)")
+	stagesFile := filepath.Join(dir, "kwok-stages.yaml")
+	if err := os.WriteFile(stagesFile, podStages, 0o644); err != nil {
+		return nil, err
+	}
 	if err := launch("kwok", kwokExe,
-		"--kubeconfig", kc,
+		"--kubeconfig", kc, "--config", stagesFile,
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
 		"--node-lease-duration-seconds", "40",

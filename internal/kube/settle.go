@@ -1,0 +1,144 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// settle says what settlePods may do beyond waiting.
+type settle int
+
+const (
+	// settleWait only waits: the controller replaces the pods.
+	settleWait settle = iota
+	// settleOnDelete replaces every pod on another revision (updateStrategy
+	// OnDelete: the controller changes no pod by itself): the stuck ones
+	// as settleStuck does, then the Ready ones highest ordinal first as a
+	// StatefulSet's controller would, each once all are Ready.
+	settleOnDelete
+	// settleStuck replaces the pods on another revision that are not
+	// Ready (crash-looping, never Ready, an image that cannot be pulled),
+	// lowest ordinal first, each once the one before is Ready on the
+	// target: a StatefulSet's controller waits for such a pod to become
+	// Ready before it replaces anything, so after the undo it never would
+	// (kubernetes#67250, "forced rollback"). Ready pods on another
+	// revision are left to the controller.
+	settleStuck
+)
+
+// settlePods waits until the pods of a StatefulSet or DaemonSet are on
+// the target revision (a StatefulSet's below its partition excepted), as
+// many as desired and all Ready: a controller's status can call a
+// partitioned roll out complete before the pod above the partition is
+// replaced. By mode it replaces pods itself, one at a time, saying each;
+// it returns how many it replaced.
+func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, mode settle, say func(string)) (int, error) {
+	partition := -1
+	if s := h.StatefulSet; s != nil && mode != settleOnDelete && s.Spec.UpdateStrategy.RollingUpdate != nil && s.Spec.UpdateStrategy.RollingUpdate.Partition != nil {
+		partition = int(*s.Spec.UpdateStrategy.RollingUpdate.Partition)
+	}
+	n := 0
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var stale, stuck []corev1.Pod
+	for {
+		// Desired is read anew: a DaemonSet's follows its nodes.
+		cur, err := GetHistory(ctx, cs, h.Target)
+		if err != nil {
+			return n, err
+		}
+		pods, err := ListPods(ctx, cs, cur)
+		if err != nil {
+			return n, err
+		}
+		terminating, starting, live := false, false, 0
+		stale, stuck = stale[:0], stuck[:0]
+		for _, pod := range pods {
+			ready := PodReady(&pod)
+			other := pod.Labels[controllerRevisionHash] != to.podHash && (h.StatefulSet == nil || podOrdinal(pod.Name) >= partition)
+			switch {
+			case pod.DeletionTimestamp != nil:
+				terminating = true
+				continue
+			case other && ready:
+				stale = append(stale, pod)
+			case other:
+				stuck = append(stuck, pod)
+			case !ready:
+				starting = true
+			}
+			live++
+		}
+		var victim *corev1.Pod
+		switch {
+		case !terminating && !starting && len(stale)+len(stuck) == 0 && live >= int(cur.Desired()):
+			return n, nil
+		case mode != settleWait && !terminating && !starting && len(stuck) > 0:
+			// Stuck pods first, under OnDelete too: they serve nothing,
+			// and while one is not Ready nothing else moves.
+			sort.Slice(stuck, func(i, j int) bool { return podOrdinal(stuck[i].Name) < podOrdinal(stuck[j].Name) })
+			victim = &stuck[0]
+			say(fmt.Sprintf("replacing pod %s, stuck on revision %s (%s), with revision %d: its controller waits for it to become Ready",
+				victim.Name, victim.Labels[controllerRevisionHash], PodTrouble(victim), to.Number))
+		case mode == settleOnDelete && !terminating && !starting && len(stale) > 0:
+			sort.Slice(stale, func(i, j int) bool { return podOrdinal(stale[i].Name) > podOrdinal(stale[j].Name) })
+			victim = &stale[0]
+			say(fmt.Sprintf("replacing pod %s with revision %d (updateStrategy OnDelete)", victim.Name, to.Number))
+		}
+		if victim != nil {
+			// Preconditioned on the UID read: a pod the controller has
+			// replaced meanwhile is not deleted again.
+			err := cs.CoreV1().Pods(h.Target.Namespace).Delete(ctx, victim.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &victim.UID}})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return n, fmt.Errorf("replace pod %s: %w", victim.Name, err)
+			}
+			n++
+		}
+		select {
+		case <-ctx.Done():
+			return n, fmt.Errorf("%w of %s: %d pod(s) replaced, %d still on another revision (%d not Ready), %d of %d live",
+				ErrTimeout, h.Target.Ref(), n, len(stale)+len(stuck), len(stuck), live, cur.Desired())
+		case <-tick.C:
+		}
+	}
+}
+
+// PodTrouble says why a pod is not Ready, as kubectl get pods' STATUS
+// column would: the first container's waiting reason (CrashLoopBackOff,
+// ImagePullBackOff, ...) with its restarts, "not Ready" when it runs.
+func PodTrouble(p *corev1.Pod) string {
+	for _, c := range p.Status.ContainerStatuses {
+		if w := c.State.Waiting; w != nil && w.Reason != "" {
+			if c.RestartCount > 0 {
+				return fmt.Sprintf("%s, %d restarts", w.Reason, c.RestartCount)
+			}
+			return w.Reason
+		}
+		if !c.Ready {
+			return fmt.Sprintf("container %s running, not Ready", c.Name)
+		}
+	}
+	if p.Status.Phase != "" && p.Status.Phase != corev1.PodRunning {
+		return string(p.Status.Phase)
+	}
+	return "not Ready"
+}
+
+// podOrdinal is a StatefulSet pod's ordinal (NAME-N), or -1.
+func podOrdinal(name string) int {
+	i := strings.LastIndexByte(name, '-')
+	n, err := strconv.Atoi(name[i+1:])
+	if i < 0 || err != nil {
+		return -1
+	}
+	return n
+}

@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/rollback-dev/rollback/internal/kube"
+)
+
+// failModes are the sandbox's broken pods, chosen by the image tag's
+// suffix (sandbox/internal/cluster/stages.yaml), with what kubectl's
+// STATUS column shows for each.
+var failModes = []struct{ suffix, status string }{
+	{"crashloop", "CrashLoopBackOff"},
+	{"unready", "not Ready"},
+	{"pullfail", "ImagePullBackOff"},
+}
+
+// releaseBroken creates KIND/app at v1.1.5 (3 replicas; a DaemonSet has
+// the sandbox's one node), waits until it has rolled out, releases
+// v1.2.0-SUFFIX and waits until a pod of it shows the failure.
+func releaseBroken(t *testing.T, ns string, kind kube.Kind, suffix, status string) {
+	t.Helper()
+	ctx := context.Background()
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: app, Image: image("v1.1.5")}}}}
+	var err error
+	switch kind {
+	case kube.KindDeployment:
+		_, err = cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3), Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
+	case kube.KindStatefulSet:
+		// OrderedReady, the default: the controller waits for each pod
+		// to be Ready before it touches the next.
+		_, err = cs.AppsV1().StatefulSets(ns).Create(ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3), Selector: sel, ServiceName: app, Template: tmpl}}, metav1.CreateOptions{})
+	case kube.KindDaemonSet:
+		_, err = cs.AppsV1().DaemonSets(ns).Create(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: app, Namespace: ns},
+			Spec: appsv1.DaemonSetSpec{Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := kube.Target{Namespace: ns, Name: app, Kind: kind}
+	wctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := kube.WaitRolledOut(wctx, cs, tgt, nil); err != nil {
+		t.Fatalf("%s did not roll out: %v", tgt, err)
+	}
+	kubectl(t, "set", "image", string(kind)+"/"+app, app+"="+image("v1.2.0-"+suffix), "-n", ns)
+	waitPodTrouble(t, ns, status)
+}
+
+// waitPodTrouble waits until a pod of app shows the failure.
+func waitPodTrouble(t *testing.T, ns, status string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range pods.Items {
+			if p := &pods.Items[i]; !kube.PodReady(p) && strings.Contains(kube.PodTrouble(p), status) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pod became %s", status)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// allOn checks that every pod of app runs v and is Ready.
+func allOn(t *testing.T, ns, v string) {
+	t.Helper()
+	pods, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp == nil && (p.Spec.Containers[0].Image != image(v) || !kube.PodReady(p)) {
+			t.Errorf("pod %s: %s, Ready %v (%s)", p.Name, p.Spec.Containers[0].Image, kube.PodReady(p), kube.PodTrouble(p))
+		}
+	}
+}
+
+// Each plain workload kind rolls back out of each way a release breaks
+// in production: containers that crash-loop, readiness that never passes,
+// an image that cannot be pulled. The StatefulSet is the trap kubectl
+// cannot leave (kubernetes#67250): after the undo its controller waits
+// for the stuck pod to become Ready before replacing it, so the rollback
+// replaces it, and says so.
+func TestRollsBackOutOfFailingPods(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []kube.Kind{kube.KindDeployment, kube.KindStatefulSet, kube.KindDaemonSet} {
+		for _, fm := range failModes {
+			t.Run(string(kind)+"-"+fm.suffix, func(t *testing.T) {
+				t.Parallel()
+				ns := namespace(t)
+				releaseBroken(t, ns, kind, fm.suffix, fm.status)
+				r := rollback(t, "run", string(kind)+"/"+app, "-n", ns, "--yes", "--timeout", "90s")
+				if r.code != 0 {
+					t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+				}
+				if kind == kube.KindStatefulSet {
+					if !strings.Contains(r.stderr, "replacing pod "+app+"-2, stuck on revision") ||
+						!strings.Contains(r.stderr, "1 pod(s) stuck on the broken revision replaced") {
+						t.Errorf("the run does not say it replaced the stuck pod:\n%s", r.stderr)
+					}
+				}
+				allOn(t, ns, "v1.1.5")
+			})
+		}
+	}
+}
