@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide bench-serve dist dist-check fuzz lint clean
+.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
 
 all: build
 
@@ -65,6 +65,11 @@ bench-canary: deps build peers
 ## bench-serve: an alert storm on rollback serve, and its reads with 10,000 incidents (real PostgreSQL)
 bench-serve: deps
 	$(GO) run ./bench/servebench
+
+## bench-fail: time to rolled back out of crash-looping, never-Ready and unpullable pods
+## per workload kind, rollback run against kubectl rollout undo + status, on the sandbox
+bench-fail: deps build
+	$(GO) run ./bench/failbench
 
 ## bench-wide: a wide rollback of 200 Deployments against one, on the sandbox
 bench-wide: deps build

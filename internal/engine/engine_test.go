@@ -24,7 +24,7 @@ import (
 )
 
 // cluster is a fake cluster whose Deployment shop/web runs v2 over v1,
-// already rolled out (see kubetest.Deployment).
+// the pods on v2, the broken version (see kubetest.Deployment).
 func cluster() *fake.Clientset { return kubetest.Deployment("shop", "web") }
 
 // template is the fake cluster's pod template running img.
@@ -75,6 +75,7 @@ func TestOnBreachRunsTheRunbook(t *testing.T) {
 	if r := h.FindObject("web-2"); r == nil || r.Health != kube.Bad {
 		t.Errorf("the abandoned revision is not marked bad: %+v", r)
 	}
+	kubetest.RolledBack(t, w.Client.(*fake.Clientset), "shop", "web")
 }
 
 // A breach while another run holds the service is not acted on twice: it

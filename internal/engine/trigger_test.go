@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"k8s.io/client-go/kubernetes/fake"
+
 	"context"
+	"github.com/rollback-dev/rollback/internal/kube/kubetest"
 	"strings"
 	"testing"
 
@@ -42,6 +45,7 @@ func TestTriggerAutoRunsOnceAndDeduplicates(t *testing.T) {
 	if inc.Status != store.StatusClosed || inc.GoodVersion != "v1" || !strings.Contains(inc.Rationale, "alert HighErrorRate firing") {
 		t.Errorf("incident %+v", inc)
 	}
+	kubetest.RolledBack(t, w.Client.(*fake.Clientset), "shop", "web")
 	again, err := e.HandleTrigger(ctx, w, alert("{}:{alertname=\"HighErrorRate\"}", true))
 	if err != nil || again.Action != TriggerDuplicate || again.Incident != res.Incident {
 		t.Fatalf("repeat: got %+v %v, want a duplicate of %s", again, err, res.Incident)
@@ -77,6 +81,7 @@ func TestTriggerProposesAndApprovalRuns(t *testing.T) {
 	if inc.Status != store.StatusClosed || !strings.Contains(inc.Rationale, "approved by slack:@alice") || !strings.Contains(inc.Rationale, prop.ID) {
 		t.Errorf("run incident %+v", inc)
 	}
+	kubetest.RolledBack(t, w.Client.(*fake.Clientset), "shop", "web")
 	prop, _ = e.Store.GetIncident(ctx, prop.ID)
 	if prop.Status != store.StatusClosed {
 		t.Errorf("proposal after approval: %s", prop.Status)

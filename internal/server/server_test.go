@@ -185,6 +185,7 @@ func TestAlertmanagerAutoRollsBackOnce(t *testing.T) {
 	if len(incs) != 1 || incs[0].Status != store.StatusClosed || incs[0].Severity != "P1" || incs[0].GoodVersion != "v1" {
 		t.Fatalf("incidents after 5 notifications: %+v", incs)
 	}
+	kubetest.RolledBack(t, f.cs, "shop", "web")
 	if code, _ := f.do(t, "POST", "/hooks/alertmanager", opToken, alertBody(`{}:{alertname="HighErrorRate"}`, "HighErrorRate", "critical")); code != 202 {
 		t.Fatal(code)
 	}
@@ -234,6 +235,7 @@ func TestAlertProposesAndAPIApproves(t *testing.T) {
 	if err != nil || inc.Status != store.StatusClosed || !strings.Contains(inc.Rationale, "approved by api:ops") {
 		t.Errorf("the approved run: %+v %v", inc, err)
 	}
+	kubetest.RolledBack(t, f.cs, "shop", "web")
 	code, _ = f.do(t, "POST", "/api/v1/incidents/"+incs[0].ID+"/approve", opToken, "")
 	if code != 409 {
 		t.Errorf("second approval: %d, want 409", code)
@@ -381,6 +383,7 @@ func TestAPIRunAndWide(t *testing.T) {
 	if code != 200 || len(v.Checklist) != 11 {
 		t.Errorf("view: %d %s", code, body)
 	}
+	kubetest.RolledBack(t, f.cs, "shop", "web")
 	code, body = f.do(t, "POST", "/api/v1/runs", opToken, `{"selector":"app=web"}`)
 	if code != 400 || !strings.Contains(body, "namespace is required") {
 		t.Errorf("wide without namespace: %d %s", code, body)

@@ -251,7 +251,7 @@ services:
 			if out, err := res.CombinedOutput(); err != nil {
 				t.Fatalf("resume: %v\n%s", err, out)
 			}
-			checkFinished(t, st, id, ns)
+			checkFinished(t, st, id, ns, 7) // no metric checks configured
 
 			sl.mu.Lock()
 			defer sl.mu.Unlock()

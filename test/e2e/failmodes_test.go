@@ -124,3 +124,59 @@ func TestRollsBackOutOfFailingPods(t *testing.T) {
 		}
 	}
 }
+
+// An Argo Rollout and a Flagger canary whose canary pods crash-loop or
+// cannot pull their image roll back at once: Argo's canary never reaches
+// its pause (the step waits for available canary pods) and Flagger would
+// wait out its progressDeadlineSeconds (600 s here, its default) before
+// rolling back by itself.
+func TestCanaryRollsBackOutOfFailingPods(t *testing.T) {
+	t.Parallel()
+	for _, fm := range []struct{ suffix, status string }{failModes[0], failModes[2]} {
+		t.Run("argo-"+fm.suffix, func(t *testing.T) {
+			t.Parallel()
+			startArgoRollouts(t)
+			ns := namespace(t)
+			argoRollout(t, ns, "v1.1.5", 0)
+			waitRollout(t, ns, "Healthy")
+			argoRollout(t, ns, "v1.2.0-"+fm.suffix, 0)
+			waitPodTrouble(t, ns, fm.status)
+			if got := rolloutField(t, ns, ".status.phase"); got != "Progressing" {
+				t.Fatalf("the broken canary is %q, want Progressing", got)
+			}
+			r := rollback(t, "run", "rollout/"+app, "-n", ns, "--yes", "--timeout", "90s")
+			if r.code != 0 {
+				t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+			}
+			if got := rolloutField(t, ns, ".status.phase"); got != "Healthy" {
+				t.Errorf("phase %q after the rollback", got)
+			}
+			allOn(t, ns, "v1.1.5")
+		})
+		t.Run("flagger-"+fm.suffix, func(t *testing.T) {
+			t.Parallel()
+			startFlagger(t)
+			ns := namespace(t)
+			flaggerCanary(t, ns, 1000)
+			kubectl(t, "patch", "canary", app, "-n", ns, "--type", "merge", "-p", `{"spec":{"progressDeadlineSeconds":600}}`)
+			setImage(t, ns, "v1.2.0-"+fm.suffix)
+			waitCanary(t, ns, "Progressing")
+			waitPodTrouble(t, ns, fm.status)
+			start := time.Now()
+			r := rollback(t, "run", "canary/"+app, "-n", ns, "--yes", "--timeout", "120s")
+			if r.code != 0 {
+				t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+			}
+			t.Logf("rolled back in %s", time.Since(start).Round(time.Second))
+			if got := primaryImage(t, ns); got != image("v1.1.5") {
+				t.Errorf("primary runs %s", got)
+			}
+			if got := runningImage(t, ns); got != image("v1.1.5") {
+				t.Errorf("target template %s", got)
+			}
+			if got := canaryField(t, ns, ".status.phase"); got != "Failed" {
+				t.Errorf("canary phase %q, want Failed", got)
+			}
+		})
+	}
+}
