@@ -19,6 +19,7 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -69,6 +70,11 @@ func (r *Releases) History(ctx context.Context, name string) ([]kube.HelmRevisio
 	})
 	if errors.Is(err, driverNotFound) {
 		return nil, nil // kube says "not found" with what to check
+	}
+	if err != nil && (apierrors.IsForbidden(err) || strings.Contains(err.Error(), " is forbidden: ")) {
+		// Helm finds revisions by listing Secrets: a grant only Helm
+		// releases need (deploy/helm-role.yaml).
+		return nil, fmt.Errorf("helm history %s: %w; apply deploy/helm-role.yaml in the release's namespace (role rollback-helm)", name, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("helm history %s: %w", name, err)

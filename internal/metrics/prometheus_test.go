@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 var promURL string
@@ -53,8 +55,8 @@ func TestMain(m *testing.M) {
 		l.Close()
 		cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: ['%s']\n", exp.Listener.Addr())
 		_ = os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
-		cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-			"--web.listen-address="+addr)
+		cmd := reaper.Child(exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+			"--web.listen-address="+addr))
 		log, _ := os.Create(filepath.Join(dir, "log"))
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {

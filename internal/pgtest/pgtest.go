@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 // Server is a running PostgreSQL.
@@ -25,6 +27,8 @@ type Server struct {
 	Port int
 	bin  string
 	uid  *syscall.Credential
+	// release tells the watchdog the server was stopped here.
+	release func()
 }
 
 // BinDir finds PostgreSQL's server programs (initdb, pg_ctl).
@@ -68,8 +72,15 @@ func Start(ctx context.Context) (*Server, error) {
 			return nil, err
 		}
 	}
+	// Killed, the run's server is stopped by a watchdog (an immediate
+	// shutdown of the postmaster) and its files removed.
+	if s.release, err = reaper.Guard(dir, reaper.Stop{PIDFile: filepath.Join(dir, "data", "postmaster.pid")}); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		s.Stop()
 		return nil, err
 	}
 	s.Port = l.Addr().(*net.TCPAddr).Port
@@ -136,6 +147,9 @@ func (s *Server) Stop() {
 		cancel()
 	}
 	_ = os.RemoveAll(s.Dir)
+	if s.release != nil {
+		s.release()
+	}
 }
 
 // Main is a TestMain body for packages whose tests need PostgreSQL: it

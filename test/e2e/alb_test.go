@@ -13,6 +13,7 @@ import (
 	"github.com/rollback-dev/rollback/internal/alb/albtest"
 	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 const (
@@ -28,7 +29,7 @@ const (
 // credentials in its environment only (the SDK's standard chain).
 func albRun(t *testing.T, st, cfg string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "rollback"), append([]string{"--config", cfg}, args...)...)
+	cmd := reaper.Child(exec.Command(filepath.Join(binDir, "rollback"), append([]string{"--config", cfg}, args...)...))
 	cmd.Env = append(os.Environ(), "ROLLBACK_STORE="+st, "KUBECONFIG="+kubeconfig,
 		"AWS_ACCESS_KEY_ID="+albKey, "AWS_SECRET_ACCESS_KEY="+albSecret, "AWS_REGION=", "AWS_PROFILE=",
 		"AWS_CONFIG_FILE="+filepath.Join(t.TempDir(), "none"), "AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(t.TempDir(), "none"),

@@ -20,8 +20,9 @@ func startArgoRollouts(t *testing.T) {
 		if err := applyCRDs("argo-rollouts", "rollouts.argoproj.io", "analysisruns.argoproj.io"); err != nil {
 			return err
 		}
-		return runPeer("rollouts-controller", "--kubeconfig", kubeconfig, "--leader-elect=false",
-			"--metricsport", strconv.Itoa(freePort(t)), "--healthzPort", strconv.Itoa(freePort(t)), "--loglevel", "info")
+		health := freePort(t)
+		return runPeer("rollouts-controller", fmt.Sprintf("http://127.0.0.1:%d/healthz", health), "--kubeconfig", kubeconfig, "--leader-elect=false",
+			"--metricsport", strconv.Itoa(freePort(t)), "--healthzPort", strconv.Itoa(health), "--loglevel", "info")
 	})
 }
 

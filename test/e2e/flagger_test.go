@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 var flaggerProm string
@@ -42,14 +43,15 @@ func startFlagger(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"), 0o644); err != nil {
 			return err
 		}
-		p := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+		p := reaper.Child(exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr))
 		if err := p.Start(); err != nil {
 			return err
 		}
 		peers.procs = append(peers.procs, p)
 		flaggerProm = "http://" + addr
-		return runPeer("flagger", "-kubeconfig", kubeconfig, "-mesh-provider", "kubernetes", "-metrics-server", flaggerProm,
-			"-port", strconv.Itoa(freePort(t)), "-log-level", "info", "-control-loop-interval", "1s", "-zap-encoding", "console")
+		port := freePort(t)
+		return runPeer("flagger", fmt.Sprintf("http://127.0.0.1:%d/healthz", port), "-kubeconfig", kubeconfig, "-mesh-provider", "kubernetes", "-metrics-server", flaggerProm,
+			"-port", strconv.Itoa(port), "-log-level", "info", "-control-loop-interval", "1s", "-zap-encoding", "console")
 	})
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/kube"
 	"github.com/rollback-dev/rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 var (
@@ -58,6 +59,17 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: kubectl is not on PATH; the tests compare rollback with the real kubectl")
 		return 1
 	}
+	// What a killed earlier run left (its sandbox, its PostgreSQL) when
+	// its watchdog was killed too.
+	for _, pattern := range []string{"rollback-e2e-*", "rollback-pg-*"} {
+		reaped, err := reaper.ReapStale(filepath.Join(os.TempDir(), pattern))
+		for _, d := range reaped {
+			fmt.Fprintln(os.Stderr, "e2e: stopped what a killed run left in", d)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: reaping a killed run's leftovers:", err)
+		}
+	}
 	dir, err := os.MkdirTemp("", "rollback-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
@@ -67,6 +79,13 @@ func run(m *testing.M) int {
 	sandboxDir = dir
 	storePath = filepath.Join(dir, "state", "rollback.db")
 	sbx := filepath.Join(binDir, "rollback-sandbox")
+	// Killed, this run's sandbox is stopped by a watchdog.
+	release, err := reaper.Guard(dir, reaper.Stop{Argv: []string{sbx, "down", "--dir", dir}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer release()
 	up := exec.Command(sbx, "up", "--dir", dir)
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr
 	if err := up.Run(); err != nil {

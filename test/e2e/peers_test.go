@@ -3,12 +3,15 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 // Real peers (controllers) the tests start beside the sandbox, once each,
@@ -85,8 +88,9 @@ func startPeer(t *testing.T, name string, start func() error) {
 }
 
 // runPeer starts a controller binary from bin/ with its log in the
-// sandbox directory, and checks it stays up for a moment.
-func runPeer(bin string, args ...string) error {
+// sandbox directory (killed with this run), and polls its health URL
+// until it answers 200; an exit before that is the error, with its log.
+func runPeer(bin, health string, args ...string) error {
 	path := filepath.Join(binDir, bin)
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("%s is missing: run 'make test' (scripts/build-peers.sh builds it)", path)
@@ -95,7 +99,7 @@ func runPeer(bin string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(path, args...)
+	cmd := reaper.Child(exec.Command(path, args...))
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return err
@@ -103,11 +107,23 @@ func runPeer(bin string, args ...string) error {
 	peers.procs = append(peers.procs, cmd)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	select {
-	case err := <-exited:
-		b, _ := os.ReadFile(log.Name())
-		return fmt.Errorf("%s exited at once: %v\n%s", bin, err, b)
-	case <-time.After(2 * time.Second):
-		return nil
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.After(60 * time.Second)
+	for {
+		if resp, err := hc.Get(health); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(log.Name())
+			return fmt.Errorf("%s exited before it was healthy: %v\n%s", bin, err, b)
+		case <-deadline:
+			b, _ := os.ReadFile(log.Name())
+			return fmt.Errorf("%s not healthy at %s after 60s:\n%s", bin, health, b)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

@@ -275,13 +275,15 @@ func asServiceAccount(t *testing.T, ns string) (sys string, run func(args ...str
 }
 
 // Each feature's Role, exercised as the shipped service account: with its
-// binding removed the run stops with a refusal that names what is missing
-// and the object is as it was (a 403 is never read as "nothing there");
-// with the manifest's binding back, the resumed run rolls back.
+// binding removed (Helm's is not in workloads-role.yaml: it reads every
+// Secret) the run stops with a refusal that names what is missing and the
+// object is as it was (a 403 is never read as "nothing there"); with the
+// manifest's binding applied, the resumed run rolls back.
 func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, binding, target string
+		manifest              string // what grants it: workloads-role.yaml's binding, or a file of its own
 		setup                 func(t *testing.T, ns string)
 		state                 func(t *testing.T, ns string) string
 		check                 func(t *testing.T, ns string)
@@ -303,7 +305,7 @@ func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
 				return runningImage(t, ns) + " " + canaryField(t, ns, ".status.failedChecks")
 			},
 			check: func(t *testing.T, ns string) { checkFlaggerRolledBack(t, ns, "Failed") }},
-		{name: "helm", binding: "rollback-helm", target: "helm/app",
+		{name: "helm", binding: "rollback-helm", target: "helm/app", manifest: "helm-role.yaml",
 			setup: helmRelease,
 			state: func(t *testing.T, ns string) string { return fmt.Sprint(len(helmHistory(t, ns))) },
 			check: checkHelmRolledBack},
@@ -334,7 +336,10 @@ func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
 			ns := namespace(t)
 			tc.setup(t, ns)
 			sys, asSA := asServiceAccount(t, ns)
-			kubectl(t, "delete", "rolebinding", tc.binding, "-n", ns)
+			if tc.manifest == "" {
+				tc.manifest = "workloads-role.yaml"
+				kubectl(t, "delete", "rolebinding", tc.binding, "-n", ns)
+			}
 			before := tc.state(t, ns)
 			err, out := asSA("run", tc.target, "-n", ns, "--yes", "--timeout", "90s")
 			if err == nil || !strings.Contains(out, "forbidden") && !strings.Contains(out, "grant ") {
@@ -344,7 +349,7 @@ func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
 			if after := tc.state(t, ns); after != before {
 				t.Errorf("refused, yet changed: %q, was %q", after, before)
 			}
-			applyManifest(t, "workloads-role.yaml", "NAMESPACE", ns, "rollback-system", sys)
+			applyManifest(t, tc.manifest, "NAMESPACE", ns, "rollback-system", sys)
 			if id := incidentID.FindString(out); id != "" && strings.Contains(out, "rollback resume") {
 				err, out = asSA("resume", id)
 			} else {

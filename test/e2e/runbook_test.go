@@ -14,10 +14,11 @@ import (
 	"testing"
 
 	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 func rollbackCmd(st string, args ...string) *exec.Cmd {
-	cmd := exec.Command(filepath.Join(binDir, "rollback"), args...)
+	cmd := reaper.Child(exec.Command(filepath.Join(binDir, "rollback"), args...))
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "ROLLBACK_STORE="+st)
 	return cmd
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/metrics"
 	"github.com/rollback-dev/rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 const serveToken = "e2e-operator-token-0123456789"
@@ -48,6 +49,20 @@ func (s *served) lines() []string {
 }
 
 // waitLog waits until a log line contains all of subs.
+// logged reports whether a line of the log holds every one of subs.
+func (s *served) logged(subs ...string) bool {
+	for _, l := range s.lines() {
+		ok := true
+		for _, sub := range subs {
+			ok = ok && strings.Contains(l, sub)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *served) waitLog(t *testing.T, d time.Duration, subs ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -180,8 +195,8 @@ receivers:
 `, webhook, token)
 	_ = os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o600)
 	addr := freeAddr(t)
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--cluster.listen-address=")
+	cmd := reaper.Child(exec.Command(bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--cluster.listen-address="))
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/metrics"
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 // startDemo runs the sandbox's demo service for the namespace's
@@ -36,7 +37,7 @@ func startDemoProm(t *testing.T, ns, rules, amAddr string, extra ...string) (svc
 		t.Fatal("prometheus is not installed (make deps installs it)")
 	}
 	args := append([]string{"demo-service", "--dir", sandboxDir, "-n", ns, "--deployment", app, "--broken", "v1.2.0", "--error-rate", "0.2", "--rps", "50"}, extra...)
-	cmd := exec.Command(filepath.Join(binDir, "rollback-sandbox"), args...)
+	cmd := reaper.Child(exec.Command(filepath.Join(binDir, "rollback-sandbox"), args...))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func startDemoProm(t *testing.T, ns, rules, amAddr string, extra ...string) (svc
 		cfg += "alerting:\n  alertmanagers:\n    - static_configs: [{targets: ['" + amAddr + "']}]\n"
 	}
 	_ = os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
-	p := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+	p := reaper.Child(exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr))
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
 // The server's root credentials.
@@ -36,7 +38,7 @@ func Start(t testing.TB, bin, bucket string) (endpoint string, c *s3.Client) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	cmd := exec.Command(bin, "--access", AccessKey, "--secret", SecretKey, "--port", addr, "posix", t.TempDir())
+	cmd := reaper.Child(exec.Command(bin, "--access", AccessKey, "--secret", SecretKey, "--port", addr, "posix", t.TempDir()))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -241,7 +241,7 @@ func Down(dir string, log io.Writer) error {
 		return errors.Join(errs...)
 	}
 	for _, name := range []string{stateFile, "kubeconfig", "ca.crt", "apiserver.crt", "apiserver.key",
-		"sa.key", "sa.pub", "tokens.csv", "etcd", "logs"} {
+		"sa.key", "sa.pub", "tokens.csv", "kwok-stages.yaml", "etcd", "logs"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			errs = append(errs, err)
 		}
