@@ -17,6 +17,7 @@ import (
 	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/engine"
 	"github.com/rollback-dev/rollback/internal/helm"
+	"github.com/rollback-dev/rollback/internal/kinds"
 	"github.com/rollback-dev/rollback/internal/kube"
 	"github.com/rollback-dev/rollback/internal/store"
 )
@@ -287,12 +288,12 @@ func (f *Factory) namespaceOrDefault() string {
 	return "default"
 }
 
-// parseWorkloadArg splits a SERVICE argument: KIND/NAME (deployment,
-// statefulset, daemonset, in kubectl's spellings) is a reference to a
-// workload; anything else must be a configured service name.
+// parseWorkloadArg splits a SERVICE argument: KIND/NAME (a kind of the
+// table of kinds, in kubectl's spellings) is a reference to a workload;
+// anything else must be a configured service name.
 func parseWorkloadArg(arg string) (kind kube.Kind, name string, isRef bool, err error) {
 	if arg == "" {
-		return "", "", false, usagef("empty SERVICE: expected a service from rollback.yaml or KIND/NAME (deployment/, statefulset/, daemonset/)")
+		return "", "", false, usagef("empty SERVICE: expected a service from rollback.yaml or KIND/NAME (KIND one of %s)", strings.Join(kinds.Names(), ", "))
 	}
 	k, name, ok := strings.Cut(arg, "/")
 	if !ok {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/rollback-dev/rollback/internal/kinds"
 )
 
 // Version is set at build time with -ldflags "-X github.com/rollback-dev/rollback/internal/cli.Version=...".
@@ -70,7 +72,9 @@ semantics, watches it until it has rolled out, verifies the running image,
 and records which revisions are good and bad on the cluster itself.
 
 SERVICE is a service named in rollback.yaml (--config, $ROLLBACK_CONFIG or
-./rollback.yaml), or deployment/NAME as kubectl takes it.`,
+./rollback.yaml), or KIND/NAME as kubectl takes it:
+
+` + kinds.Help(),
 		Example: `  rollback history deployment/transaction-service -n payments
   rollback plan transaction-service
   rollback run transaction-service --yes

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/rollback-dev/rollback/internal/kinds"
 )
 
 // APIVersion is the only config version this build understands.
@@ -190,9 +192,8 @@ type Kubernetes struct {
 	ColorLabel string `yaml:"colorLabel,omitempty" json:"colorLabel,omitempty"`
 }
 
-// Kinds of workload rollback can roll back (a Service is blue/green: its
-// rollback switches the selector's colour).
-var supportedKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Service", "HTTPRoute", "Ingress", "Rollout", "Canary", "HelmRelease"}
+// Kinds rollback.yaml's kubernetes.kind accepts: the table of kinds'.
+var supportedKinds = kinds.ConfigKinds()
 
 // ErrNotFound is returned by Find when no config file exists where looked.
 var ErrNotFound = errors.New("no rollback.yaml found")

@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/rollback-dev/rollback/internal/kinds"
 )
 
 // Kind is a workload kind kubectl rollout undo handles.
@@ -39,37 +41,13 @@ const (
 
 // ParseKind accepts kubectl's spellings of a kind: singular, plural, short
 // name, and with the API group (deployment, deployments, deploy,
-// deployments.apps; statefulset, sts; daemonset, ds), in any case.
+// deployments.apps; statefulset, sts; daemonset, ds), in any case; the
+// spellings are the table of kinds' (internal/kinds).
 func ParseKind(s string) (Kind, error) {
-	k := strings.TrimSuffix(strings.ToLower(s), ".apps")
-	switch strings.ToLower(s) {
-	case "httproute", "httproutes", "httproute.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io":
-		return KindHTTPRoute, nil
-	case "ingress", "ingresses", "ing", "ingress.networking.k8s.io", "ingresses.networking.k8s.io":
-		return KindIngress, nil
-	case "alb-listener", "alblistener":
-		return KindLoadBalancer, nil
-	case "rollout", "rollouts", "ro", "rollout.argoproj.io", "rollouts.argoproj.io":
-		return KindRollout, nil
-	case "canary", "canaries", "canary.flagger.app", "canaries.flagger.app":
-		return KindCanary, nil
-	case "helm", "helmrelease", "release":
-		return KindHelm, nil
+	if sp, ok := kinds.Lookup(s); ok {
+		return Kind(sp.Name), nil
 	}
-	switch k {
-	case "deployment", "deployments", "deploy":
-		return KindDeployment, nil
-	case "statefulset", "statefulsets", "sts":
-		return KindStatefulSet, nil
-	case "daemonset", "daemonsets", "ds":
-		return KindDaemonSet, nil
-	case "service", "services", "svc":
-		if k != strings.ToLower(s) { // services.apps is no kind
-			break
-		}
-		return KindService, nil
-	}
-	return "", fmt.Errorf("unsupported kind %q: rollback undoes deployments, statefulsets and daemonsets, Argo Rollouts (rollout/NAME) and Flagger canaries (canary/NAME), Helm releases (helm/RELEASE), and switches blue/green traffic back: services, Gateway API httproutes and AWS ALB ingresses (KIND/NAME, e.g. statefulset/ledger, rollout/checkout, httproute/checkout)", s)
+	return "", fmt.Errorf("unsupported kind %q: rollback rolls back %s (KIND/NAME, e.g. statefulset/ledger, rollout/checkout, httproute/checkout)", s, strings.Join(kinds.Names(), ", "))
 }
 
 // controllerRevisionHash is the label the StatefulSet and DaemonSet
@@ -416,25 +394,11 @@ func watchUntil(ctx context.Context, lw *cache.ListWatch, obj runtime.Object, co
 // APIVersionKind is the kind's object as an Event's involvedObject names
 // it ("" for a Helm release or a load balancer, which are no object).
 func (k Kind) APIVersionKind() (apiVersion, kind string) {
-	switch k {
-	case KindDeployment, "":
-		return "apps/v1", "Deployment"
-	case KindStatefulSet:
-		return "apps/v1", "StatefulSet"
-	case KindDaemonSet:
-		return "apps/v1", "DaemonSet"
-	case KindService:
-		return "v1", "Service"
-	case KindHTTPRoute:
-		return "gateway.networking.k8s.io/v1", "HTTPRoute"
-	case KindIngress:
-		return "networking.k8s.io/v1", "Ingress"
-	case KindRollout:
-		return "argoproj.io/v1alpha1", "Rollout"
-	case KindCanary:
-		return "flagger.app/v1beta1", "Canary"
+	if k == "" {
+		k = KindDeployment
 	}
-	return "", ""
+	sp := kinds.Of(string(k))
+	return sp.APIVersion, sp.APIKind
 }
 
 // Access is a verb on a resource, as a SubjectAccessReview asks it.

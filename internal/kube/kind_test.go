@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
+
+	"github.com/rollback-dev/rollback/internal/kinds"
 )
 
 func TestParseKind(t *testing.T) {
@@ -268,5 +270,22 @@ func TestSettlePodsWaitsAbovePartition(t *testing.T) {
 	n, err := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, settleWait, func(string) {})
 	if err != nil || n != 0 || time.Since(start) < 400*time.Millisecond {
 		t.Fatalf("settled after %s: %d replaced, %v; want a wait for a-1, nothing deleted", time.Since(start), n, err)
+	}
+}
+
+// Every kind of the table parses to itself, has its own implementation
+// (none falls through to the Deployment's), and names its API object.
+func TestTableOfKindsIsImplemented(t *testing.T) {
+	for _, sp := range kinds.Table {
+		k, err := ParseKind(sp.Name)
+		if err != nil || string(k) != sp.Name {
+			t.Errorf("ParseKind(%q) = %q, %v", sp.Name, k, err)
+		}
+		if _, isDeployment := kindOf(Target{Kind: k}).(deploymentKind); isDeployment != (k == KindDeployment) {
+			t.Errorf("%s has no implementation of its own", k)
+		}
+		if v, kind := k.APIVersionKind(); v != sp.APIVersion || kind != sp.APIKind {
+			t.Errorf("%s: APIVersionKind %s %s", k, v, kind)
+		}
 	}
 }
