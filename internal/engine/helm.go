@@ -26,6 +26,6 @@ func (e *Engine) helmOwned(ctx context.Context, w *Workload) (*Workload, error) 
 	}
 	out := *w
 	out.Target = kube.Target{Namespace: ns, Name: rel, Kind: kube.KindHelm, Helm: h}
-	e.Events.Emit(e.now(), "plan", progress.Progress, fmt.Sprintf("%s is managed by Helm release %s: rolling back the release through Helm, so its history stays true", w.Target.Ref(), rel), nil)
+	e.Events.Emit(e.now(), kube.StepPlan, progress.Progress, fmt.Sprintf("%s is managed by Helm release %s: rolling back the release through Helm, so its history stays true", w.Target.Ref(), rel), nil)
 	return &out, nil
 }

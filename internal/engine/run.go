@@ -126,7 +126,7 @@ func (e *Engine) Run(ctx context.Context, r RunRequest) (*Outcome, error) {
 		return out, err
 	}
 	var p *kube.Plan
-	err = e.Events.Run(e.now, "plan", func() (string, error) {
+	err = e.Events.Run(e.now, kube.StepPlan, func() (string, error) {
 		var err error
 		if p, err = PlanUndo(ctx, w, r.ToRevision); err != nil {
 			return "", err

@@ -80,17 +80,6 @@ var Steps = []Step{
 	{Name: incident.StepReview, Title: "Schedule post-incident review", Run: scheduleReview},
 }
 
-// kubeSteps are the Kubernetes step's own parts, as kube.Rollback reports them.
-var kubeSteps = map[string]string{
-	"plan":         "Plan",
-	"mark-bad":     "Mark abandoned revision bad",
-	"config":       "Restore ConfigMaps and Secrets",
-	"undo":         "Kubernetes undo",
-	"rollout":      "Wait for rollout",
-	"verify-image": "Verify running image",
-	"mark":         "Mark revisions",
-}
-
 // Title is a step's title, for progress lines.
 func Title(name string) string {
 	for _, s := range Steps {
@@ -98,8 +87,10 @@ func Title(name string) string {
 			return s.Title
 		}
 	}
-	if t, ok := kubeSteps[name]; ok {
-		return t
+	for _, s := range kube.SubSteps {
+		if s.Name == name {
+			return s.Title
+		}
 	}
 	return name
 }
@@ -226,7 +217,7 @@ func kubeUndo(ctx context.Context, x *execution, sc *runbook.StepContext) (strin
 		x.e.Events.Emit(ev.Time, ev.Step, ev.Phase, ev.Message, ev.Err)
 		// The abandoned revision's bad mark and the config restored are
 		// journaled as soon as they are done, before the undo.
-		if (ev.Step == "mark-bad" || ev.Step == "config") && ev.Phase == progress.Done {
+		if (ev.Step == kube.StepMarkBad || ev.Step == kube.StepConfig) && ev.Phase == progress.Done {
 			_ = sc.Note(ctx, ev.Message)
 		}
 	}

@@ -82,7 +82,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	step := func(name string, fn func() (string, error)) error { return o.Events.Run(now, name, fn) }
 
 	var h *History
-	if err := step("plan", func() (string, error) {
+	if err := step(StepPlan, func() (string, error) {
 		var err error
 		if h, err = GetHistory(ctx, cs, t); err != nil {
 			return "", err
@@ -109,14 +109,14 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	}
 	p := res.Plan
 	if p.NoOp && !o.Resume {
-		emit("undo", progress.Done, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
+		emit(StepUndo, progress.Done, fmt.Sprintf("skipped rollback (current template already matches revision %d)", p.To.Number), nil)
 		return finish(nil)
 	}
 	// The abandoned revision is marked bad before anything changes, so no
 	// interruption from here on can leave a state in which a second run
 	// picks it as its target (it would roll forward to the broken version).
 	if o.DryRun == DryRunNone && p.From != nil && p.From.Object != p.To.Object && p.From.Health != Bad {
-		if err := step("mark-bad", func() (string, error) {
+		if err := step(StepMarkBad, func() (string, error) {
 			reason := fmt.Sprintf("abandoned: rollback to revision %d started at %s", p.To.Number, now().UTC().Format(time.RFC3339))
 			if err := Mark(ctx, cs, t, p.From.Object, Bad, reason, now()); err != nil {
 				return "", err
@@ -130,7 +130,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	// Config is not part of the revision: the target's ConfigMaps and
 	// Secrets are restored before the undo restarts the pods.
 	if o.DryRun == DryRunNone && h.configured() && p.From != nil && p.From.Object != p.To.Object {
-		if err := step("config", func() (string, error) {
+		if err := step(StepConfig, func() (string, error) {
 			lines, err := RestoreConfig(ctx, cs, t.Namespace, p.From, p.To)
 			if err != nil {
 				return "", err
@@ -143,7 +143,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 			return finish(err)
 		}
 	}
-	if err := step("undo", func() (string, error) {
+	if err := step(StepUndo, func() (string, error) {
 		if p.NoOp {
 			return fmt.Sprintf("already at revision %d (resumed)", p.To.Number), nil
 		}
@@ -169,10 +169,10 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 
 	goodObject := p.To.Object // marked good once verified
 	var after *History        // read once the workload rolled out
-	if err := step("rollout", func() (string, error) {
+	if err := step(StepRollout, func() (string, error) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		say := func(msg string) { emit("rollout", progress.Progress, msg, nil) }
+		say := func(msg string) { emit(StepRollout, progress.Progress, msg, nil) }
 		replaced := ""
 		if h.onDelete() {
 			// updateStrategy OnDelete: the controller changes no pod by
@@ -272,7 +272,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		return finish(err)
 	}
 
-	if err := step("verify-image", func() (string, error) {
+	if err := step(StepVerifyImage, func() (string, error) {
 		if h.LB != nil {
 			return fmt.Sprintf("no images at a load balancer: target group %s serves with %d healthy target(s)", p.To.Colour, res.ReadyPods), nil
 		}
@@ -281,7 +281,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		return finish(err)
 	}
 
-	if err := step("mark", func() (string, error) {
+	if err := step(StepMark, func() (string, error) {
 		var parts []string
 		// A plain workload's revision marked bad before the undo by this
 		// run keeps its mark: not patched twice (each patch of a
