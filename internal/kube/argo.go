@@ -308,3 +308,14 @@ func waitRolloutHealthy(ctx context.Context, cs kubernetes.Interface, h *History
 		}
 	}
 }
+
+func (rolloutKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	how, err := waitRolloutHealthy(ctx, s.cs, s.h, s.to, s.say)
+	if err != nil {
+		return "", err
+	}
+	out.revision = s.to.Number
+	return fmt.Sprintf("%s is Healthy on revision %d (%s)", s.h.Target.Ref(), s.to.Number, how), nil
+}
+
+func (rolloutKind) traits() traits { return traits{restoresConfig: true} }

@@ -271,3 +271,15 @@ func WaitSwitched(ctx context.Context, cs kubernetes.Interface, h *History, to *
 	}
 	return nil
 }
+
+// settle: the traffic has moved when the Service's EndpointSlices hold
+// only the standby's pods.
+func (serviceKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	if err := WaitSwitched(ctx, s.cs, s.h, s.to, s.say); err != nil {
+		return "", err
+	}
+	out.revision = int64(len(s.h.Revisions))
+	return fmt.Sprintf("%s: every endpoint on %s", s.h.Target.Ref(), s.to.Colour), nil
+}
+
+func (serviceKind) traits() traits { return traits{} }

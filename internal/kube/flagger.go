@@ -101,8 +101,6 @@ type FlaggerState struct {
 	// target is the Canary's target Deployment, planned from template.
 	target   Target
 	template corev1.PodTemplateSpec
-	// Failed says how the analysis in progress was failed, if it was.
-	Failed string
 }
 
 func canaryPath(ns, name string) string {
@@ -323,7 +321,7 @@ func prepareCanary(ctx context.Context, cs kubernetes.Interface, h *History, dry
 	if err != nil {
 		return err
 	}
-	h.Flagger.Failed = msg
+	h.Prepared = msg
 	if err := skipAnalysis(ctx, cs, h.Target, true, dry); err != nil {
 		return fmt.Errorf("set skipAnalysis on %s: %w", h.Target.Ref(), err)
 	}
@@ -337,3 +335,15 @@ func prepareCanary(ctx context.Context, cs kubernetes.Interface, h *History, dry
 	h.ResourceVersion = d.ResourceVersion
 	return nil
 }
+
+func (canaryKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	how, err := waitPromoted(ctx, s.cs, s.h, s.to, s.say)
+	if err != nil {
+		return "", err
+	}
+	out.revision = s.to.Number
+	return fmt.Sprintf("%s: %s", s.h.Target.Ref(), how), nil
+}
+
+// traits: the primary's config is Flagger's to copy.
+func (canaryKind) traits() traits { return traits{} }

@@ -88,8 +88,6 @@ type HelmState struct {
 	Release string
 	// Pending is the latest revision's pending-* status, if it is stuck.
 	Pending string
-	// Repaired says how a pending state was repaired.
-	Repaired string
 	// Workload is the release's first workload (pod checks), if any.
 	Workload *Target
 }
@@ -206,7 +204,7 @@ func repairHelm(ctx context.Context, h *History, dry DryRun) error {
 	if err != nil {
 		return err
 	}
-	h.Helm.Repaired = msg
+	h.Prepared = msg
 	return nil
 }
 
@@ -265,3 +263,23 @@ func ObjectMeta(ctx context.Context, cs kubernetes.Interface, t Target) (metav1.
 	}
 	return m, nil
 }
+
+// settle: Helm's rollback waited for its resources (--wait), counting the
+// new ReplicaSet's ready pods; the old ones may still serve, so kubectl's
+// conditions wait them out. The release's new revision is the one marked
+// good.
+func (helmKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	n, msg, err := waitHelm(ctx, s.h, s.to)
+	if err != nil {
+		return "", err
+	}
+	if wt := s.h.Helm.Workload; wt != nil {
+		if err := WaitRolledOut(ctx, s.cs, *wt, s.say); err != nil {
+			return "", err
+		}
+	}
+	out.revision, out.good = n, HelmObject(s.h.Target.Name, n)
+	return msg, nil
+}
+
+func (helmKind) traits() traits { return traits{} }

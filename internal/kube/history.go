@@ -133,6 +133,9 @@ type History struct {
 	Paused          bool
 	ResourceVersion string
 	Revisions       []Revision
+	// Prepared says what the undo did first, for its kind (a stuck Helm
+	// release repaired, Flagger's analysis failed at once), if anything.
+	Prepared string
 }
 
 // BlueGreen reports whether the workload's rollback is a traffic switch

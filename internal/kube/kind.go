@@ -67,6 +67,12 @@ type kindOps interface {
 	status(obj runtime.Object) (msg string, done bool, err error)
 	listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch
 	markPatch(ctx context.Context, cs kubernetes.Interface, namespace, object string, data []byte) error
+	// settle waits, after the undo, until the rollback has taken effect
+	// (the pods rolled out, the traffic moved, the release deployed),
+	// replacing what the kind's controller would not, and says how.
+	settle(ctx context.Context, s *settling, out *settled) (string, error)
+	// traits are what changes the procedure around these steps.
+	traits() traits
 }
 
 func kindOf(t Target) kindOps {

@@ -207,3 +207,14 @@ func lbOnly(s *LBState, id string) bool {
 	}
 	return true
 }
+
+func (lbKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	n, err := waitForwarded(ctx, s.h, s.to, s.say)
+	if err != nil {
+		return "", err
+	}
+	out.revision, out.readyPods = int64(len(s.h.Revisions)), n
+	return fmt.Sprintf("%s: the listener forwards to %s, %d healthy target(s)", s.h.Target.Ref(), s.to.Colour, n), nil
+}
+
+func (lbKind) traits() traits { return traits{noImages: true} }

@@ -156,127 +156,38 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		case DryRunServer:
 			return "dry run (server): accepted by the API server, nothing stored", nil
 		}
-		if h.Helm != nil && h.Helm.Repaired != "" {
-			return fmt.Sprintf("%s; rolled back to revision %d", h.Helm.Repaired, p.To.Number), nil
-		}
-		if h.Flagger != nil && h.Flagger.Failed != "" {
-			return fmt.Sprintf("%s; rolled back to revision %d", h.Flagger.Failed, p.To.Number), nil
+		if h.Prepared != "" {
+			return fmt.Sprintf("%s; rolled back to revision %d", h.Prepared, p.To.Number), nil
 		}
 		return fmt.Sprintf("rolled back to revision %d", p.To.Number), nil
 	}); err != nil || o.DryRun != DryRunNone {
 		return finish(err)
 	}
 
-	goodObject := p.To.Object // marked good once verified
-	var after *History        // read once the workload rolled out
+	var after *settled
 	if err := step(StepRollout, func() (string, error) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
-		say := func(msg string) { emit(StepRollout, progress.Progress, msg, nil) }
-		replaced := ""
-		if h.onDelete() {
-			// updateStrategy OnDelete: the controller changes no pod by
-			// itself; the rollback replaces them, one at a time.
-			n, err := settlePods(wctx, cs, h, p.To, settleOnDelete, say)
-			if err != nil {
-				return "", err
-			}
-			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
-		}
-		if h.Helm != nil {
-			// Helm's rollback waited for its resources (--wait).
-			n, msg, err := waitHelm(wctx, h, p.To)
-			if err != nil {
-				return "", err
-			}
-			// Helm's --wait counts ready pods of the new ReplicaSet; the
-			// old ones may still serve. kubectl's conditions wait them out.
-			if wt := h.Helm.Workload; wt != nil {
-				if err := WaitRolledOut(wctx, cs, *wt, say); err != nil {
-					return "", err
-				}
-			}
-			res.RolledOut, res.Revision = true, n
-			goodObject = HelmObject(t.Name, n) // the rollback's own revision
-			return msg, nil
-		}
-		if h.Flagger != nil {
-			how, err := waitPromoted(wctx, cs, h, p.To, say)
-			if err != nil {
-				return "", err
-			}
-			res.RolledOut, res.Revision = true, p.To.Number
-			return fmt.Sprintf("%s: %s", t.Ref(), how), nil
-		}
-		if h.Rollout != nil {
-			how, err := waitRolloutHealthy(wctx, cs, h, p.To, say)
-			if err != nil {
-				return "", err
-			}
-			res.RolledOut, res.Revision = true, p.To.Number
-			return fmt.Sprintf("%s is Healthy on revision %d (%s)", t.Ref(), p.To.Number, how), nil
-		}
-		if h.LB != nil {
-			n, err := waitForwarded(wctx, h, p.To, say)
-			if err != nil {
-				return "", err
-			}
-			res.RolledOut, res.ReadyPods, res.Revision = true, n, int64(len(h.Revisions))
-			return fmt.Sprintf("%s: the listener forwards to %s, %d healthy target(s)", t.Ref(), p.To.Colour, n), nil
-		}
-		if h.BlueGreen() {
-			// Blue/green: the traffic has moved when the Service's
-			// EndpointSlices hold only the standby's pods, or the route's
-			// weights are all on it.
-			if err := WaitSwitched(wctx, cs, h, p.To, say); err != nil {
-				return "", err
-			}
-			res.RolledOut = true
-			res.Revision = int64(len(h.Revisions))
-			if h.Route != nil {
-				return fmt.Sprintf("%s: all traffic on %s", t.Ref(), p.To.Colour), nil
-			}
-			return fmt.Sprintf("%s: every endpoint on %s", t.Ref(), p.To.Colour), nil
-		}
-		if h.StatefulSet != nil && !h.onDelete() {
-			// A StatefulSet's controller never replaces a pod stuck on
-			// the broken revision (kubernetes#67250): it waits for it to
-			// become Ready first. The rollback replaces them.
-			n, err := settlePods(wctx, cs, h, p.To, settleStuck, say)
-			if err != nil {
-				return "", err
-			}
-			if n > 0 {
-				replaced = fmt.Sprintf("; %d pod(s) stuck on the broken revision replaced (the StatefulSet controller waits for them to become Ready: kubernetes#67250)", n)
-			}
-		}
-		if err := WaitRolledOut(wctx, cs, t, say); err != nil {
-			return "", err
-		}
-		if h.DaemonSet != nil && !h.onDelete() {
-			if _, err := settlePods(wctx, cs, h, p.To, settleWait, say); err != nil {
-				return "", err
-			}
-		}
-		res.RolledOut = true
-		var err error
-		after, err = GetHistory(ctx, cs, t)
+		after = &settled{good: p.To.Object}
+		msg, err := kindOf(t).settle(wctx, &settling{cs: cs, h: h, to: p.To, say: func(msg string) { emit(StepRollout, progress.Progress, msg, nil) }}, after)
 		if err != nil {
 			return "", err
 		}
-		if cur := after.Current(); cur != nil {
-			res.Revision = cur.Number
+		res.RolledOut, res.Revision = true, after.revision
+		if after.readyPods > 0 {
+			res.ReadyPods = after.readyPods
 		}
-		return fmt.Sprintf("%s successfully rolled out%s", t.Ref(), replaced), nil
+		return msg, nil
 	}); err != nil {
 		return finish(err)
 	}
+	tr := kindOf(t).traits()
 
 	if err := step(StepVerifyImage, func() (string, error) {
-		if h.LB != nil {
+		if tr.noImages {
 			return fmt.Sprintf("no images at a load balancer: target group %s serves with %d healthy target(s)", p.To.Colour, res.ReadyPods), nil
 		}
-		return verifyImages(ctx, cs, t, p, res, after)
+		return verifyImages(ctx, cs, t, p, res, after.history)
 	}); err != nil {
 		return finish(err)
 	}
@@ -288,8 +199,7 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		// ReplicaSet is work for the controllers too, which counts when
 		// hundreds roll back at once). Helm rewrites its release Secrets
 		// in the rollback, so there the mark is set again.
-		plain := (h.Deployment != nil || h.StatefulSet != nil || h.DaemonSet != nil) && h.Helm == nil && h.Flagger == nil && h.Rollout == nil
-		if p.From != nil && p.From.Object != p.To.Object && (!plain || res.MarkedBad != p.From.Object) {
+		if p.From != nil && p.From.Object != p.To.Object && (!tr.keepsBadMark || res.MarkedBad != p.From.Object) {
 			reason := fmt.Sprintf("rolled back to revision %d at %s", p.To.Number, now().UTC().Format(time.RFC3339))
 			if err := Mark(ctx, cs, t, p.From.Object, Bad, reason, now()); err != nil {
 				return "", err
@@ -299,11 +209,11 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 		if res.MarkedBad != "" {
 			parts = append(parts, fmt.Sprintf("revision %d (%s) marked bad", p.From.Number, p.From.Object))
 		}
-		if err := Mark(ctx, cs, t, goodObject, Good, "restored by rollback and verified running", now()); err != nil {
+		if err := Mark(ctx, cs, t, after.good, Good, "restored by rollback and verified running", now()); err != nil {
 			return "", err
 		}
-		res.MarkedGood = goodObject
-		parts = append(parts, fmt.Sprintf("revision %d (%s) marked good", res.Revision, goodObject))
+		res.MarkedGood = after.good
+		parts = append(parts, fmt.Sprintf("revision %d (%s) marked good", res.Revision, after.good))
 		return strings.Join(parts, "; "), nil
 	}); err != nil {
 		return finish(err)
@@ -312,11 +222,8 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 }
 
 // configured: the kind's revisions are pod templates whose ConfigMaps and
-// Secrets rollback keeps (not blue/green colours, each with its own, nor
-// Helm, which renders its own, nor a load balancer).
-func (h *History) configured() bool {
-	return (h.Deployment != nil || h.StatefulSet != nil || h.DaemonSet != nil || h.Rollout != nil) && h.Flagger == nil && h.Helm == nil
-}
+// Secrets rollback keeps.
+func (h *History) configured() bool { return kindOf(h.Target).traits().restoresConfig }
 
 // verifyImages checks the workload's template and its Ready pods run the
 // target revision's images (the runbook's "verify the running image").

@@ -353,3 +353,15 @@ func routed(ctx context.Context, cs kubernetes.Interface, api routeAPI, h *Histo
 	msg := fmt.Sprintf("all weight on %s; service/%s has %d of %d ready endpoints", to.Colour, to.Colour, ready, want)
 	return ready >= want && ready > 0, msg, nil
 }
+
+// settle: the traffic has moved when the route's weights are all on the
+// standby.
+func (routeKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	if err := WaitSwitched(ctx, s.cs, s.h, s.to, s.say); err != nil {
+		return "", err
+	}
+	out.revision = int64(len(s.h.Revisions))
+	return fmt.Sprintf("%s: all traffic on %s", s.h.Target.Ref(), s.to.Colour), nil
+}
+
+func (routeKind) traits() traits { return traits{} }

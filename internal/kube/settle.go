@@ -142,3 +142,103 @@ func podOrdinal(name string) int {
 	}
 	return n
 }
+
+// settling is what a kind's settle works from: the history read before
+// the undo and the revision undone to.
+type settling struct {
+	cs  kubernetes.Interface
+	h   *History
+	to  *Revision
+	say func(string)
+}
+
+// settled is what a kind's settle learnt: the revision now running, the
+// object to mark good (the target's, or a rollback's own new revision),
+// ready pods or healthy targets counted, and the history read after a
+// rollout of pods (for verifying the images; nil: read it again).
+type settled struct {
+	revision  int64
+	good      string
+	readyPods int
+	history   *History
+}
+
+// traits are what changes the procedure around a kind's own steps.
+type traits struct {
+	// restoresConfig: its revisions are pod templates whose ConfigMaps
+	// and Secrets rollback keeps and restores (not blue/green colours,
+	// each with its own, nor Helm, which renders its own).
+	restoresConfig bool
+	// keepsBadMark: the abandoned revision's bad mark, set before the
+	// undo, survives it (a plain workload's ReplicaSet or
+	// ControllerRevision): not patched twice, which counts when hundreds
+	// roll back at once. Others rewrite what holds it, so it is set again.
+	keepsBadMark bool
+	// noImages: what it serves is no pod template of its own (a load
+	// balancer's target groups): no running image to verify.
+	noImages bool
+}
+
+// settlePlain is a plain workload's settle: pods replaced first as mode
+// says, kubectl's rollout status, then, with podsAfter, every pod waited
+// for on the target revision and Ready (a DaemonSet's status can say
+// complete before).
+func settlePlain(ctx context.Context, s *settling, out *settled, mode settle, podsAfter bool) (string, error) {
+	t := s.h.Target
+	replaced := ""
+	if mode != settleWait {
+		n, err := settlePods(ctx, s.cs, s.h, s.to, mode, s.say)
+		if err != nil {
+			return "", err
+		}
+		switch {
+		case mode == settleOnDelete:
+			replaced = fmt.Sprintf("; %d pod(s) replaced (updateStrategy OnDelete)", n)
+		case n > 0:
+			replaced = fmt.Sprintf("; %d pod(s) stuck on the broken revision replaced (the StatefulSet controller waits for them to become Ready: kubernetes#67250)", n)
+		}
+	}
+	if err := WaitRolledOut(ctx, s.cs, t, s.say); err != nil {
+		return "", err
+	}
+	if podsAfter {
+		if _, err := settlePods(ctx, s.cs, s.h, s.to, settleWait, s.say); err != nil {
+			return "", err
+		}
+	}
+	h, err := GetHistory(ctx, s.cs, t)
+	if err != nil {
+		return "", err
+	}
+	out.history = h
+	if cur := h.Current(); cur != nil {
+		out.revision = cur.Number
+	}
+	return fmt.Sprintf("%s successfully rolled out%s", t.Ref(), replaced), nil
+}
+
+func (deploymentKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	return settlePlain(ctx, s, out, settleWait, false)
+}
+
+func (deploymentKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
+
+func (statefulSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	if s.h.onDelete() {
+		return settlePlain(ctx, s, out, settleOnDelete, false)
+	}
+	// The controller never replaces a pod stuck on the broken revision
+	// (kubernetes#67250): the rollback does.
+	return settlePlain(ctx, s, out, settleStuck, false)
+}
+
+func (statefulSetKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
+
+func (daemonSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	if s.h.onDelete() {
+		return settlePlain(ctx, s, out, settleOnDelete, false)
+	}
+	return settlePlain(ctx, s, out, settleWait, true)
+}
+
+func (daemonSetKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
