@@ -283,3 +283,9 @@ func (serviceKind) settle(ctx context.Context, s *settling, out *settled) (strin
 }
 
 func (serviceKind) traits() traits { return traits{} }
+
+// prepare: the standby must be able to take the traffic before the
+// selector moves.
+func (serviceKind) prepare(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, _ DryRun) error {
+	return CheckStandby(ctx, cs, h, to)
+}

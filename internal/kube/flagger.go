@@ -347,3 +347,9 @@ func (canaryKind) settle(ctx context.Context, s *settling, out *settled) (string
 
 // traits: the primary's config is Flagger's to copy.
 func (canaryKind) traits() traits { return traits{} }
+
+// prepare: fail an analysis in progress at once, and have the restored
+// template promoted without a new analysis.
+func (canaryKind) prepare(ctx context.Context, cs kubernetes.Interface, h *History, _ *Revision, dry DryRun) error {
+	return prepareCanary(ctx, cs, h, dry)
+}

@@ -283,3 +283,8 @@ func (helmKind) settle(ctx context.Context, s *settling, out *settled) (string, 
 }
 
 func (helmKind) traits() traits { return traits{} }
+
+// prepare: a release stuck in pending-* blocks every Helm action.
+func (helmKind) prepare(ctx context.Context, _ kubernetes.Interface, h *History, _ *Revision, dry DryRun) error {
+	return repairHelm(ctx, h, dry)
+}

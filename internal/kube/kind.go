@@ -67,6 +67,9 @@ type kindOps interface {
 	status(obj runtime.Object) (msg string, done bool, err error)
 	listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch
 	markPatch(ctx context.Context, cs kubernetes.Interface, namespace, object string, data []byte) error
+	// prepare does what the kind needs before its undo patch (nothing,
+	// for a plain workload).
+	prepare(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, dry DryRun) error
 	// settle waits, after the undo, until the rollback has taken effect
 	// (the pods rolled out, the traffic moved, the release deployed),
 	// replacing what the kind's controller would not, and says how.

@@ -218,3 +218,9 @@ func (lbKind) settle(ctx context.Context, s *settling, out *settled) (string, er
 }
 
 func (lbKind) traits() traits { return traits{noImages: true} }
+
+// prepare: the standby target group must be healthy before the listener
+// forwards to it.
+func (lbKind) prepare(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, _ DryRun) error {
+	return CheckStandby(ctx, cs, h, to)
+}

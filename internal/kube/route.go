@@ -365,3 +365,9 @@ func (routeKind) settle(ctx context.Context, s *settling, out *settled) (string,
 }
 
 func (routeKind) traits() traits { return traits{} }
+
+// prepare: the standby must be able to take the traffic before the
+// weights move.
+func (routeKind) prepare(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, _ DryRun) error {
+	return CheckStandby(ctx, cs, h, to)
+}

@@ -242,3 +242,15 @@ func (daemonSetKind) settle(ctx context.Context, s *settling, out *settled) (str
 }
 
 func (daemonSetKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
+
+func (deploymentKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
+	return nil
+}
+
+func (statefulSetKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
+	return nil
+}
+
+func (daemonSetKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
+	return nil
+}

@@ -84,47 +84,12 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 	if p.NoOp {
 		return nil
 	}
-	if h.BlueGreen() {
-		// Blue/green: the standby must be able to take the traffic
-		// before the selector moves.
-		if err := CheckStandby(ctx, cs, h, p.To); err != nil {
-			return err
-		}
-	}
-	if h.Rollout != nil {
-		// Argo Rollouts: abort the update in progress first, so the
-		// stable version takes the traffic at once.
-		aborted, err := abortRollout(ctx, cs, h, dry)
-		if err != nil {
-			return err
-		}
-		if aborted != "" && dry == DryRunNone {
-			// The abort changed the status, so the resourceVersion: the
-			// guard is now that the spec (generation) is the planned one.
-			ro, err := GetRollout(ctx, cs, h.Target)
-			if err != nil {
-				return err
-			}
-			if ro.Metadata.Generation != h.Rollout.Metadata.Generation {
-				return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
-			}
-			h.ResourceVersion = ro.Metadata.ResourceVersion
-		}
-	}
-	if h.Helm != nil {
-		// A release stuck in pending-* blocks every Helm action.
-		if err := repairHelm(ctx, h, dry); err != nil {
-			return err
-		}
-	}
-	if h.Flagger != nil {
-		// Flagger: fail an analysis in progress at once, and have the
-		// restored template promoted without a new analysis.
-		if err := prepareCanary(ctx, cs, h, dry); err != nil {
-			return err
-		}
-	}
 	k := kindOf(h.Target)
+	// What the kind needs before its undo (abort an update in progress,
+	// fail an analysis, repair a stuck release, check the standby).
+	if err := k.prepare(ctx, cs, h, p.To, dry); err != nil {
+		return err
+	}
 	pt, patch, err := k.undoPatch(h, p.To)
 	if err != nil {
 		return err
