@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/canary"
+	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/image"
 	"github.com/rollback-dev/rollback/internal/kube"
 	"github.com/rollback-dev/rollback/internal/metrics"
@@ -166,4 +167,48 @@ func PromDuration(d time.Duration) string {
 		return fmt.Sprintf("%ds", int(d.Seconds()))
 	}
 	return fmt.Sprintf("%dms", d.Milliseconds())
+}
+
+// SupervisedFor is how long the supervised watch follows a new release.
+const SupervisedFor = 10 * time.Minute
+
+// NewRelease is the version of the release the workload is rolling out
+// against another it still runs (the current revision's, or an Argo
+// Rollout's or a Flagger canary's canary), or "" when there is nothing new
+// to compare.
+func NewRelease(ctx context.Context, w *Workload) (string, error) {
+	h, err := kube.GetHistory(ctx, w.Client, w.Target)
+	if err != nil {
+		return "", err
+	}
+	canaryImgs, baseImgs := h.Split()
+	if len(canaryImgs) == 0 || len(baseImgs) == 0 || canaryImgs[0] == baseImgs[0] {
+		return "", nil
+	}
+	return image.VersionOf(canaryImgs[0]), nil
+}
+
+// SupervisedWatch is the watch 'rollback serve' runs on a new release of a
+// service with automation.watch: SupervisedFor long, on the service's
+// Prometheus (verify.prometheus, else prom), never rolling back for
+// missing data alone (a release nobody calls is not a failed one).
+func SupervisedWatch(svc *config.Service, w *Workload, prom string) (WatchRequest, error) {
+	if svc == nil || svc.Automation == nil || svc.Automation.Watch == nil {
+		return WatchRequest{}, fmt.Errorf("%s: no automation.watch configured", w.Key())
+	}
+	if svc.Verify != nil && svc.Verify.Prometheus != "" {
+		prom = svc.Verify.Prometheus
+	}
+	if prom == "" {
+		return WatchRequest{}, fmt.Errorf("%s: no Prometheus to watch with (verify.prometheus, or serve's --prometheus)", w.Key())
+	}
+	p, err := metrics.NewPrometheus(prom)
+	if err != nil {
+		return WatchRequest{}, err
+	}
+	aw := svc.Automation.Watch
+	req := DrillWatch(p, aw.RequestsQuery, aw.ErrorsQuery, aw.Interval)
+	req.Workload, req.For = w, SupervisedFor
+	req.Inconclusive = int(SupervisedFor/req.Interval) + 1
+	return req, nil
 }

@@ -1,25 +1,19 @@
 package server
 
 import (
-	"cmp"
 	"context"
 	"sync"
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/engine"
-	"github.com/rollback-dev/rollback/internal/image"
-	"github.com/rollback-dev/rollback/internal/kube"
-	"github.com/rollback-dev/rollback/internal/metrics"
 )
 
-// watchFor is how long the supervised watch follows a new release.
-const watchFor = 10 * time.Minute
-
 // Supervise runs the canary watch of every service with automation.watch
-// as a supervised loop while this replica leads: each new release (the
-// current revision's version, or for an Argo Rollout or a Flagger canary
-// its canary) is watched for ten minutes; a breach rolls it back through
-// the runbook. A crashed watch is restarted at the next check.
+// as a supervised loop while this replica leads: each new release
+// (engine.NewRelease) is watched as engine.SupervisedWatch says; a breach
+// rolls it back through the runbook. A crashed watch is restarted at the
+// next check. What is watched and how is the engine's; this is the
+// scheduling.
 func (s *Server) Supervise(ctx context.Context, every time.Duration) {
 	var mu sync.Mutex
 	watched := map[string]string{} // service → the version being or last watched
@@ -49,16 +43,14 @@ func (s *Server) Supervise(ctx context.Context, every time.Duration) {
 				}
 				resolved[name] = wl
 			}
-			h, err := kube.GetHistory(ctx, wl.Client, wl.Target)
+			version, err := engine.NewRelease(ctx, wl)
 			if err != nil {
 				delete(resolved, name) // resolved again at the next check
 				continue
 			}
-			canaryImgs, baseImgs := h.Split()
-			if len(canaryImgs) == 0 || len(baseImgs) == 0 || canaryImgs[0] == baseImgs[0] {
+			if version == "" {
 				continue // nothing new to compare
 			}
-			version := image.VersionOf(canaryImgs[0])
 			mu.Lock()
 			seen := watched[name] == version
 			if !seen {
@@ -68,24 +60,14 @@ func (s *Server) Supervise(ctx context.Context, every time.Duration) {
 			if seen {
 				continue
 			}
-			aw := svc.Automation.Watch
-			prom := s.o.Prometheus
-			if svc.Verify != nil {
-				prom = cmp.Or(svc.Verify.Prometheus, prom)
-			}
-			p, err := metrics.NewPrometheus(prom)
-			if err != nil || prom == "" {
-				s.o.Log.Warn("watch: no Prometheus", "service", name)
+			req, err := engine.SupervisedWatch(svc, wl, s.o.Prometheus)
+			if err != nil {
+				s.o.Log.Warn("watch: not watched", "service", name, "err", err)
 				mu.Lock()
 				running[name] = false
 				mu.Unlock()
 				continue
 			}
-			req := engine.DrillWatch(p, aw.RequestsQuery, aw.ErrorsQuery, aw.Interval)
-			req.Workload, req.For = wl, watchFor
-			// A release nobody calls is not a failed one: the supervised
-			// watch never rolls back for missing data alone.
-			req.Inconclusive = int(watchFor/req.Interval) + 1
 			req.Log = func(line string) { s.o.Log.Debug("watch", "service", name, "msg", line) }
 			s.o.Log.Info("watching a new release", "service", name, "version", version)
 			s.background(func(bctx context.Context) {
