@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/kube"
 )
 
@@ -179,4 +181,73 @@ func TestCanaryRollsBackOutOfFailingPods(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Blue/green and Helm out of failing pods: the active colour crash-loops
+// (all its pods, a Recreate roll out) and the Service switches back to the
+// standby; a standby that itself crash-loops is refused before anything
+// moves; a Helm release upgraded (without --wait, as CD often does) to
+// pods that cannot pull their image is rolled back through Helm.
+func TestTrafficAndHelmRollBackOutOfFailingPods(t *testing.T) {
+	t.Parallel()
+	breakColour := func(t *testing.T, ns, colour, suffix, status string) {
+		t.Helper()
+		kubectl(t, "patch", "deployment", app+"-"+colour, "-n", ns, "--type", "merge", "-p", `{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}`)
+		kubectl(t, "set", "image", "deployment/"+app+"-"+colour, app+"="+image("v1.2.0-"+suffix), "-n", ns)
+		waitPodTrouble(t, ns, status)
+	}
+	t.Run("bluegreen-active-crashloop", func(t *testing.T) {
+		t.Parallel()
+		ns := namespace(t)
+		blueGreen(t, ns, 2)
+		breakColour(t, ns, "green", "crashloop", "CrashLoopBackOff")
+		r := rollback(t, "run", "service/"+app, "-n", ns, "--yes", "--timeout", "60s")
+		if r.code != 0 {
+			t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+		}
+		if got := kubectl(t, "get", "service", app, "-n", ns, "-o", "jsonpath={.spec.selector.color}"); got != "blue" {
+			t.Errorf("selector %q, want blue", got)
+		}
+		if eps := endpointPods(t, ns); strings.Contains(eps, "-green-") || !strings.Contains(eps, "-blue-") {
+			t.Errorf("endpoints after the switch: %s", eps)
+		}
+	})
+	t.Run("bluegreen-standby-crashloop", func(t *testing.T) {
+		t.Parallel()
+		ns := namespace(t)
+		blueGreen(t, ns, 2)
+		breakColour(t, ns, "blue", "crashloop", "CrashLoopBackOff")
+		r := rollback(t, "run", "service/"+app, "-n", ns, "--yes", "--timeout", "60s")
+		if r.code != cli.ExitRefused {
+			t.Fatalf("run with a crash-looping standby: exit %d, want %d (refused)\n%s", r.code, cli.ExitRefused, r.stderr)
+		}
+		if got := kubectl(t, "get", "service", app, "-n", ns, "-o", "jsonpath={.spec.selector.color}"); got != "green" {
+			t.Errorf("refused, yet the selector is %q", got)
+		}
+	})
+	t.Run("helm-pullfail", func(t *testing.T) {
+		t.Parallel()
+		ns := namespace(t)
+		chart := filepath.Join("testdata", "chart")
+		helmCLI(t, "install", "app", chart, "-n", ns, "--set", "image.tag=v1.1.5", "--wait", "--timeout", "90s")
+		helmCLI(t, "upgrade", "app", chart, "-n", ns, "--set", "image.tag=v1.2.0-pullfail")
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(kubectl(t, "get", "pods", "-n", ns, "-o", "jsonpath={.items[*].status.containerStatuses[*].state.waiting.reason}"), "ImagePullBackOff") {
+			if time.Now().After(deadline) {
+				t.Fatal("no pod of the upgrade failed to pull")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		r := rollback(t, "run", "helm/app", "-n", ns, "--yes", "--timeout", "90s")
+		if r.code != 0 {
+			t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+		}
+		h := helmHistory(t, ns)
+		if len(h) != 3 || h[2].Status != "deployed" || h[2].Description != "Rollback to 1" {
+			t.Errorf("helm history: %+v", h)
+		}
+		if imgs := kubectl(t, "get", "pods", "-n", ns, "-o", "jsonpath={.items[*].spec.containers[0].image}"); strings.Contains(imgs, "pullfail") {
+			t.Errorf("pods after the rollback: %s", imgs)
+		}
+	})
 }
