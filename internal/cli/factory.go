@@ -153,7 +153,7 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 func (f *Factory) newClient(rc *rest.Config) (kubernetes.Interface, error) {
 	newClient := f.NewClient
 	if newClient == nil {
-		newClient = func(rc *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(rc) }
+		newClient = kube.NewClients
 	}
 	cs, err := newClient(rc)
 	if err != nil {

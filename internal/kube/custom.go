@@ -9,30 +9,96 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Custom resources (HTTPRoute, Rollout, Canary, reconcilers' objects) are
 // read and patched through the API server's REST interface, as JSON.
 
-// getResource reads a custom resource's JSON through the API server's
-// REST interface; crds names the CRDs for the error when they are not
-// installed.
-func getResource(ctx context.Context, cs kubernetes.Interface, path string, t Target, crds string) ([]byte, error) {
-	rc := cs.Discovery().RESTClient()
-	if rc == nil {
-		return nil, fmt.Errorf("get %s: this client has no REST interface for custom resources", t)
-	}
-	raw, err := rc.Get().AbsPath(path).Do(ctx).Raw()
+// Clients is the typed client with a dynamic one beside it: custom
+// resources go through the dynamic client (a fake of each in tests).
+type Clients struct {
+	kubernetes.Interface
+	Dyn dynamic.Interface
+}
+
+// Dynamic is the dynamic client.
+func (c Clients) Dynamic() dynamic.Interface { return c.Dyn }
+
+// NewClients makes both clients from one configuration.
+func NewClients(rc *rest.Config) (kubernetes.Interface, error) {
+	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		err = statusOf(raw, err)
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return Clients{Interface: cs, Dyn: dyn}, nil
+}
+
+// dynamicOf is the client's dynamic client, or nil.
+func dynamicOf(cs kubernetes.Interface) dynamic.Interface {
+	if d, ok := cs.(interface{ Dynamic() dynamic.Interface }); ok {
+		return d.Dynamic()
+	}
+	return nil
+}
+
+// resourcePath is an API path of a namespaced custom resource:
+// /apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME[/SUBRESOURCE].
+type resourcePath struct {
+	gvr             schema.GroupVersionResource
+	namespace, name string
+	sub             []string
+}
+
+func parsePath(path string) (resourcePath, error) {
+	p := strings.Split(strings.Trim(path, "/"), "/")
+	if len(p) < 7 || len(p) > 8 || p[0] != "apis" || p[3] != "namespaces" {
+		return resourcePath{}, fmt.Errorf("not a namespaced custom resource's path: %q", path)
+	}
+	return resourcePath{gvr: schema.GroupVersionResource{Group: p[1], Version: p[2], Resource: p[5]}, namespace: p[4], name: p[6], sub: p[7:]}, nil
+}
+
+// getResource reads a custom resource's JSON (through the dynamic client
+// when the client has one, else the API server's REST interface); crds
+// names the CRDs for the error when they are not installed.
+func getResource(ctx context.Context, cs kubernetes.Interface, path string, t Target, crds string) ([]byte, error) {
+	var raw []byte
+	var err error
+	if dyn := dynamicOf(cs); dyn != nil {
+		rp, perr := parsePath(path)
+		if perr != nil {
+			return nil, perr
+		}
+		var u *unstructured.Unstructured
+		if u, err = dyn.Resource(rp.gvr).Namespace(rp.namespace).Get(ctx, rp.name, metav1.GetOptions{}, rp.sub...); err == nil {
+			raw, err = u.MarshalJSON()
+		}
+	} else {
+		rc := cs.Discovery().RESTClient()
+		if rc == nil {
+			return nil, fmt.Errorf("get %s: this client has no REST interface for custom resources", t)
+		}
+		raw, err = rc.Get().AbsPath(path).Do(ctx).Raw()
+		if err != nil {
+			err = statusOf(raw, err)
+		}
+	}
+	if err != nil {
 		if apierrors.IsForbidden(err) {
 			// Not allowed to look is not "not there": say which rule.
 			return nil, fmt.Errorf("get %s: %w; grant get and patch on %s (deploy/workloads-role.yaml)", t, err, resourceOf(path))
 		}
 		var st apierrors.APIStatus
-		if apierrors.IsNotFound(err) && errors.As(err, &st) && st.Status().Details != nil && st.Status().Details.Name == "" {
+		if apierrors.IsNotFound(err) && errors.As(err, &st) && (st.Status().Details == nil || st.Status().Details.Name == "") {
 			// No object name in the 404: the resource type itself is missing.
 			return nil, fmt.Errorf("get %s: %s are not installed in this cluster: %w", t, crds, err)
 		}
@@ -56,18 +122,26 @@ func getCustom[T any](ctx context.Context, cs kubernetes.Interface, path string,
 
 // patchResource patches a custom resource (path may end in /status).
 func patchResource(ctx context.Context, cs kubernetes.Interface, path string, pt types.PatchType, data []byte, o metav1.PatchOptions) error {
-	req := cs.Discovery().RESTClient().Patch(pt).AbsPath(path).Body(data)
-	if o.FieldManager != "" {
-		req = req.Param("fieldManager", o.FieldManager)
+	var err error
+	if dyn := dynamicOf(cs); dyn != nil {
+		rp, perr := parsePath(path)
+		if perr != nil {
+			return perr
+		}
+		_, err = dyn.Resource(rp.gvr).Namespace(rp.namespace).Patch(ctx, rp.name, pt, data, o, rp.sub...)
+	} else {
+		req := cs.Discovery().RESTClient().Patch(pt).AbsPath(path).Body(data)
+		if o.FieldManager != "" {
+			req = req.Param("fieldManager", o.FieldManager)
+		}
+		for _, d := range o.DryRun {
+			req = req.Param("dryRun", d)
+		}
+		var raw []byte
+		if raw, err = req.DoRaw(ctx); err != nil {
+			err = statusOf(raw, err)
+		}
 	}
-	for _, d := range o.DryRun {
-		req = req.Param("dryRun", d)
-	}
-	raw, err := req.DoRaw(ctx)
-	if err == nil {
-		return nil
-	}
-	err = statusOf(raw, err)
 	if apierrors.IsForbidden(err) {
 		return fmt.Errorf("%w; grant patch on %s (deploy/workloads-role.yaml)", err, resourceOf(path))
 	}

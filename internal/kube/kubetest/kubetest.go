@@ -7,14 +7,19 @@ import (
 	"fmt"
 	"testing"
 
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/rollback-dev/rollback/internal/kube"
 )
@@ -137,4 +142,30 @@ func RolledBack(t testing.TB, cs *fake.Clientset, ns, name string) {
 			t.Errorf("pod %s runs %s, want %s", p.Name, got, want)
 		}
 	}
+}
+
+// listKinds are the custom resources rollback reads, for the dynamic fake.
+var listKinds = map[schema.GroupVersionResource]string{
+	{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}:                 "RolloutList",
+	{Group: "argoproj.io", Version: "v1alpha1", Resource: "applications"}:             "ApplicationList",
+	{Group: "flagger.app", Version: "v1beta1", Resource: "canaries"}:                  "CanaryList",
+	{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}:       "HTTPRouteList",
+	{Group: "kustomize.toolkit.fluxcd.io", Version: "v1", Resource: "kustomizations"}: "KustomizationList",
+	{Group: "helm.toolkit.fluxcd.io", Version: "v2", Resource: "helmreleases"}:        "HelmReleaseList",
+}
+
+// Clients is typed beside a dynamic fake holding the custom resources
+// given as YAML or JSON documents, as kube.NewClients pairs the real ones.
+func Clients(t testing.TB, typed *fake.Clientset, docs ...string) (kube.Clients, *dynamicfake.FakeDynamicClient) {
+	t.Helper()
+	var objs []runtime.Object
+	for _, d := range docs {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(d), &u.Object); err != nil {
+			t.Fatalf("fixture: %v\n%s", err, d)
+		}
+		objs = append(objs, u)
+	}
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds, objs...)
+	return kube.Clients{Interface: typed, Dyn: dyn}, dyn
 }

@@ -1,0 +1,119 @@
+package kube_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/kube/kubetest"
+)
+
+var rollouts = schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "rollouts"}
+
+// A Rollout paused mid-canary (v2 at its first step over the stable v1),
+// as the controller leaves it.
+const midCanary = `apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web, namespace: shop, uid: ro-uid, generation: 2, resourceVersion: "9"}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "r/web:v2"}]}
+  strategy: {canary: {steps: [{setWeight: 20}, {pause: {}}]}}
+status: {observedGeneration: "2", currentPodHash: h2, stableRS: h1, phase: Paused}
+`
+
+func argoRS(name, hash, rev, img string) *appsv1.ReplicaSet {
+	tpl := kubetest.Template("web", img)
+	tpl.Labels["rollouts-pod-template-hash"] = hash // as Argo's controller sets it
+	return &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
+		Labels:          map[string]string{"app": "web", "rollouts-pod-template-hash": hash},
+		Annotations:     map[string]string{"rollout.argoproj.io/revision": rev},
+		OwnerReferences: []metav1.OwnerReference{{UID: "ro-uid", Controller: ptr.To(true), Kind: "Rollout", Name: "web"}}},
+		Spec: appsv1.ReplicaSetSpec{Template: tpl}}
+}
+
+// Mid-canary, the plan is the stable ReplicaSet and the undo is Argo's
+// abort (status.abort) then the stable template back, without Argo's hash
+// label, guarded by the generation — read and patched through the dynamic
+// client, on fixtures.
+func TestArgoRolloutUndoOnFixtures(t *testing.T) {
+	ctx := context.Background()
+	typed := fake.NewClientset(argoRS("web-h1", "h1", "1", "r/web:v1"), argoRS("web-h2", "h2", "2", "r/web:v2"))
+	cs, dyn := kubetest.Clients(t, typed, midCanary)
+	tgt := kube.Target{Namespace: "shop", Name: "web", Kind: kube.KindRollout}
+	h, err := kube.GetHistory(ctx, cs, tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := kube.PlanUndo(h, 0)
+	if err != nil || p.To.Object != "web-h1" || p.From.Object != "web-h2" {
+		t.Fatalf("plan %+v, %v; want web-h2 -> web-h1", p, err)
+	}
+	if err := kube.Undo(ctx, cs, h, p, kube.DryRunNone); err != nil {
+		t.Fatal(err)
+	}
+	var patches []string
+	for _, a := range dyn.Actions() {
+		if pa, ok := a.(k8stesting.PatchAction); ok {
+			patches = append(patches, pa.GetSubresource()+" "+string(pa.GetPatch()))
+		}
+	}
+	if len(patches) != 2 || !strings.HasPrefix(patches[0], `status {"status":{"abort":true}}`) ||
+		!strings.Contains(patches[1], `"op":"test","path":"/metadata/generation","value":2`) {
+		t.Errorf("patches %q: want the abort, then the template guarded by the generation", patches)
+	}
+	ro, err := dyn.Resource(rollouts).Namespace("shop").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _, _ := unstructured.NestedSlice(ro.Object, "spec", "template", "spec", "containers")
+	labels, _, _ := unstructured.NestedStringMap(ro.Object, "spec", "template", "metadata", "labels")
+	abort, _, _ := unstructured.NestedBool(ro.Object, "status", "abort")
+	if len(img) != 1 || img[0].(map[string]any)["image"] != "r/web:v1" || labels["rollouts-pod-template-hash"] != "" || !abort {
+		t.Errorf("after the undo: containers %v, labels %v, abort %v", img, labels, abort)
+	}
+}
+
+// A 403 reading a Rollout through the dynamic client is the refusal with
+// the rule to grant, never "not installed" or "not found".
+func TestArgoRolloutForbiddenOnFixtures(t *testing.T) {
+	cs, dyn := kubetest.Clients(t, fake.NewClientset(), midCanary)
+	dyn.PrependReactor("get", "rollouts", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "argoproj.io", Resource: "rollouts"}, "web", nil)
+	})
+	_, err := kube.GetHistory(context.Background(), cs, kube.Target{Namespace: "shop", Name: "web", Kind: kube.KindRollout})
+	if err == nil || !strings.Contains(err.Error(), "forbidden") || !strings.Contains(err.Error(), "grant get and patch on rollouts.argoproj.io in namespace shop") {
+		t.Errorf("got %v", err)
+	}
+}
+
+// A Rollout that is not there is "not found" with what to check; Argo's
+// CRDs missing is said as such.
+func TestArgoRolloutMissingOnFixtures(t *testing.T) {
+	cs, dyn := kubetest.Clients(t, fake.NewClientset())
+	_, err := kube.GetHistory(context.Background(), cs, kube.Target{Namespace: "shop", Name: "web", Kind: kube.KindRollout})
+	if err == nil || !strings.Contains(err.Error(), "check the name") {
+		t.Errorf("missing Rollout: %v", err)
+	}
+	dyn.PrependReactor("get", "rollouts", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Group: "argoproj.io", Resource: "rollouts"}, "")
+	})
+	_, err = kube.GetHistory(context.Background(), cs, kube.Target{Namespace: "shop", Name: "web", Kind: kube.KindRollout})
+	if err == nil || !strings.Contains(err.Error(), "are not installed") {
+		t.Errorf("missing CRDs: %v", err)
+	}
+}
