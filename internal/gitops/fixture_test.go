@@ -1,0 +1,80 @@
+package gitops
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/rollback-dev/rollback/internal/kube/kubetest"
+)
+
+// Pause then Resume on fixtures (through the dynamic client): an Argo CD
+// Application's automated sync is removed and put back exactly as it was;
+// a Flux Kustomization is suspended and resumed; a second Pause by the
+// same incident changes nothing; annotations record who paused it.
+func TestPauseResumeOnFixtures(t *testing.T) {
+	ctx := context.Background()
+	cs, dyn := kubetest.Clients(t, fake.NewClientset(), `apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: web, namespace: argocd, resourceVersion: "3"}
+spec: {syncPolicy: {automated: {prune: true, selfHeal: true}}}
+`, `apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system, resourceVersion: "4", annotations: {team: payments}}
+spec: {interval: 1m}
+`)
+	for _, tc := range []struct {
+		owner Owner
+		gvr   schema.GroupVersionResource
+		field []string
+		want  func(v any, found bool) bool
+	}{
+		{Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: "web"},
+			schema.GroupVersionResource{Group: "argoproj.io", Version: "v1alpha1", Resource: "applications"},
+			[]string{"spec", "syncPolicy", "automated"}, func(v any, found bool) bool { return !found }},
+		{Owner{Tool: "flux", Kind: "Kustomization", Namespace: "flux-system", Name: "apps"},
+			schema.GroupVersionResource{Group: "kustomize.toolkit.fluxcd.io", Version: "v1", Resource: "kustomizations"},
+			[]string{"spec", "suspend"}, func(v any, found bool) bool { return found && v == true }},
+	} {
+		get := func() *unstructured.Unstructured {
+			u, err := dyn.Resource(tc.gvr).Namespace(tc.owner.Namespace).Get(ctx, tc.owner.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u
+		}
+		before := get()
+		msg, paused, err := Pause(ctx, cs, tc.owner, "INC-1")
+		if err != nil || !paused || !strings.Contains(msg, "IT STAYS PAUSED") {
+			t.Fatalf("%s: pause: %q %v %v", tc.owner, msg, paused, err)
+		}
+		u := get()
+		if v, found, _ := unstructured.NestedFieldNoCopy(u.Object, tc.field...); !tc.want(v, found) {
+			t.Errorf("%s: after the pause %v = %v (found %v)", tc.owner, tc.field, v, found)
+		}
+		if u.GetAnnotations()[PausedByAnnotation] != "INC-1" {
+			t.Errorf("%s: annotations %v", tc.owner, u.GetAnnotations())
+		}
+		if msg, paused, err := Pause(ctx, cs, tc.owner, "INC-1"); err != nil || !paused || !strings.Contains(msg, "already") {
+			t.Errorf("%s: second pause: %q %v %v", tc.owner, msg, paused, err)
+		}
+		if msg, err := Resume(ctx, cs, tc.owner); err != nil || !strings.Contains(msg, "resumed (paused by INC-1)") {
+			t.Fatalf("%s: resume: %q %v", tc.owner, msg, err)
+		}
+		after := get()
+		bs, _, _ := unstructured.NestedMap(before.Object, "spec")
+		as, _, _ := unstructured.NestedMap(after.Object, "spec")
+		if tc.owner.Tool == "flux" {
+			delete(as, "suspend") // resumed as suspend: false
+		}
+		if !reflect.DeepEqual(bs, as) || after.GetAnnotations()[PausedByAnnotation] != "" {
+			t.Errorf("%s: not as it was: spec %v (was %v), annotations %v", tc.owner, as, bs, after.GetAnnotations())
+		}
+	}
+}
