@@ -117,3 +117,76 @@ func TestArgoRolloutMissingOnFixtures(t *testing.T) {
 		t.Errorf("missing CRDs: %v", err)
 	}
 }
+
+var canaries = schema.GroupVersionResource{Group: "flagger.app", Version: "v1beta1", Resource: "canaries"}
+
+// A Flagger Canary mid-analysis: the undo fails the analysis at once (the
+// threshold's failed checks in its status, the canary scaled to zero)
+// instead of waiting for Flagger's own checks, then sets skipAnalysis and
+// puts v1 back on the target. A stand-in Flagger runs during it: it moves
+// the Canary to Failed only a few reads after the failed checks land, and
+// its own check first rewrites failedChecks lower once.
+func TestFlaggerFailsTheAnalysisOnFixtures(t *testing.T) {
+	ctx := context.Background()
+	typed := kubetest.Deployment("shop", "web") // the target: v2 over v1
+	primary := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web-primary", Namespace: "shop"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web-primary"}},
+			Template: kubetest.Template("web-primary", "r/web:v1")}}
+	if err := typed.Tracker().Add(primary); err != nil {
+		t.Fatal(err)
+	}
+	cs, dyn := kubetest.Clients(t, typed, `apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: web, namespace: shop, resourceVersion: "7"}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  analysis: {interval: 2s, threshold: 3}
+status: {phase: Progressing, failedChecks: 0, canaryWeight: 10}
+`)
+	reads, rewrote := 0, false
+	dyn.PrependReactor("get", "canaries", func(k8stesting.Action) (bool, runtime.Object, error) {
+		o, err := dyn.Tracker().Get(canaries, "shop", "web")
+		if err != nil {
+			return false, nil, nil
+		}
+		u := o.(*unstructured.Unstructured).DeepCopy()
+		failed, _, _ := unstructured.NestedInt64(u.Object, "status", "failedChecks")
+		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+		switch {
+		case failed >= 3 && !rewrote:
+			rewrote = true // Flagger's own check writes its count over ours
+			_ = unstructured.SetNestedField(u.Object, int64(1), "status", "failedChecks")
+			_ = dyn.Tracker().Update(canaries, u, "shop")
+		case failed >= 3 && phase == "Progressing":
+			if reads++; reads >= 3 {
+				_ = unstructured.SetNestedField(u.Object, "Failed", "status", "phase")
+				_ = dyn.Tracker().Update(canaries, u, "shop")
+			}
+		}
+		return false, nil, nil
+	})
+	tgt := kube.Target{Namespace: "shop", Name: "web", Kind: kube.KindCanary}
+	h, err := kube.GetHistory(ctx, cs, tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := kube.PlanUndo(h, 0)
+	if err != nil || p.To.Object != "web-1" {
+		t.Fatalf("plan %+v, %v", p, err)
+	}
+	if err := kube.Undo(ctx, cs, h, p, kube.DryRunNone); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h.Prepared, "analysis failed at once (canary scaled to zero, 3 failed checks set)") || !rewrote {
+		t.Errorf("prepared %q (Flagger's rewrite seen: %v)", h.Prepared, rewrote)
+	}
+	c, _ := dyn.Resource(canaries).Namespace("shop").Get(ctx, "web", metav1.GetOptions{})
+	skip, _, _ := unstructured.NestedBool(c.Object, "spec", "skipAnalysis")
+	if !skip || c.GetAnnotations()[kube.SkipAnalysisAnnotation] != "false" {
+		t.Errorf("skipAnalysis %v, kept %q", skip, c.GetAnnotations()[kube.SkipAnalysisAnnotation])
+	}
+	d, _ := typed.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
+	if *d.Spec.Replicas != 0 || d.Spec.Template.Spec.Containers[0].Image != "r/web:v1" {
+		t.Errorf("target: %d replicas on %s; want scaled to zero, v1 back", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image)
+	}
+}
