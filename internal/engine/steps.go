@@ -325,18 +325,11 @@ func flagOff(ctx context.Context, x *execution, sc *runbook.StepContext) (string
 
 func closeIncident(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {
 	s, inc := x.e.Store, x.inc
-	cur, err := s.GetIncident(ctx, inc.ID)
+	cur, err := x.e.markClosed(ctx, inc.ID)
 	if err != nil {
 		return "", err
 	}
-	if cur.Status != store.StatusClosed {
-		now := x.e.now()
-		cur.Status, cur.ClosedAt = store.StatusClosed, &now
-		if err := s.UpdateIncident(ctx, cur); err != nil {
-			return "", err
-		}
-		*inc = *cur
-	}
+	*inc = *cur
 	evs, err := s.Events(ctx, inc.ID)
 	if err != nil {
 		return "", err
@@ -346,6 +339,23 @@ func closeIncident(ctx context.Context, x *execution, sc *runbook.StepContext) (
 	sum := notify.Summary{TimeToRecover: ttr, ErrorRate: out.ErrorRate, DownMigration: out.DownMigration,
 		SmokeTests: out.SmokeTests, PIRDue: incident.ReviewDue(cur), Blocked: inc.BadVersion != ""}
 	return notifiedEvidence("incident closed at "+cur.ClosedAt.UTC().Format(time.RFC3339), x.e.conclude(ctx, sc, x.svc, x.ninc, sum)), nil
+}
+
+// markClosed closes the incident (once: closing a closed one changes
+// nothing) and returns it as stored.
+func (e *Engine) markClosed(ctx context.Context, id string) (*store.Incident, error) {
+	cur, err := e.Store.GetIncident(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Status != store.StatusClosed {
+		now := e.now()
+		cur.Status, cur.ClosedAt = store.StatusClosed, &now
+		if err := e.Store.UpdateIncident(ctx, cur); err != nil {
+			return nil, err
+		}
+	}
+	return cur, nil
 }
 
 func scheduleReview(ctx context.Context, x *execution, sc *runbook.StepContext) (string, error) {

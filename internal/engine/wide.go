@@ -133,8 +133,8 @@ func (e *Engine) Wide(ctx context.Context, r WideRequest) (*WideOutcome, error) 
 	}
 	x := &wideRun{e: e, r: r, inc: inc, targets: targets}
 	plan := runbook.Plan{Service: key, Steps: []runbook.Step{
-		{Name: incident.StepDeclare, Title: "Declare the incident", Budget: 2 * time.Minute, Run: x.declare},
-		{Name: incident.StepKube, Title: "Roll back every matching workload", Budget: 3 * time.Minute, Deadline: 2*r.Timeout + time.Minute, Run: x.undo},
+		{Name: incident.StepDeclare, Title: "Declare the incident", Budget: runbook.BudgetDeclare, Run: x.declare},
+		{Name: incident.StepKube, Title: "Roll back every matching workload", Budget: runbook.BudgetKube, Deadline: 2*r.Timeout + time.Minute, Run: x.undo},
 		{Name: incident.StepClose, Title: "Close the incident", Budget: time.Minute, Run: x.close},
 	}}
 	err = ex.Run(ctx, inc.ID, plan)
@@ -365,16 +365,9 @@ func (x *wideRun) journal(ctx context.Context, sc *runbook.StepContext, key stri
 }
 
 func (x *wideRun) close(ctx context.Context, sc *runbook.StepContext) (string, error) {
-	cur, err := x.e.Store.GetIncident(ctx, x.inc.ID)
+	cur, err := x.e.markClosed(ctx, x.inc.ID)
 	if err != nil {
 		return "", err
-	}
-	if cur.Status != store.StatusClosed {
-		now := x.e.now()
-		cur.Status, cur.ClosedAt = store.StatusClosed, &now
-		if err := x.e.Store.UpdateIncident(ctx, cur); err != nil {
-			return "", err
-		}
 	}
 	return "incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339), nil
 }
