@@ -100,8 +100,8 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 			// Blue/green at a load balancer: no cluster object, no
 			// kubeconfig needed.
 			w.Target.Kind, w.Target.Name = kube.KindLoadBalancer, arg
-			if w.Target.LB, err = engine.NewLoadBalancer(context.Background(), svc.LoadBalancer); err != nil {
-				return nil, usagef("%s: services.%s.loadBalancer: %v", cfg.Path, arg, err)
+			if err := f.attach(w); err != nil {
+				return nil, usagef("%s: %v", cfg.Path, err)
 			}
 		}
 		w.Target.ColorLabel = svc.Kubernetes.ColorLabel
@@ -142,10 +142,8 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	if w.Client, err = f.newClient(rc); err != nil {
 		return nil, err
 	}
-	if w.Target.Of() == kube.KindHelm {
-		if w.Target.Helm, err = f.helmFor(w.Context, ns); err != nil {
-			return nil, err
-		}
+	if err := f.attach(w); err != nil {
+		return nil, err
 	}
 	return w, nil
 }
@@ -165,6 +163,12 @@ func (f *Factory) newClient(rc *rest.Config) (kubernetes.Interface, error) {
 // clientFor is the client of a kubeconfig context (a resumed incident's).
 func (f *Factory) clientFor(kubeContext string) (kubernetes.Interface, error) {
 	return f.clientQPS(kubeContext, 50, 100)
+}
+
+// attach gives the workload's target the adapter its kind needs, as the
+// engine does for every entry point (engine.Attach).
+func (f *Factory) attach(w *engine.Workload) error {
+	return (&engine.Engine{Config: f.cfg, Helm: f.helmFor}).Attach(context.Background(), w)
 }
 
 // bulkClient is a client for rolling back many workloads at once (a wide

@@ -20,12 +20,11 @@ func (e *Engine) helmOwned(ctx context.Context, w *Workload) (*Workload, error) 
 	if err != nil || rel == "" {
 		return w, nil // the plan reports a missing workload
 	}
-	h, err := e.Helm(w.Context, ns)
-	if err != nil {
+	out := *w
+	out.Target = kube.Target{Namespace: ns, Name: rel, Kind: kube.KindHelm}
+	if err := e.Attach(ctx, &out); err != nil {
 		return nil, err
 	}
-	out := *w
-	out.Target = kube.Target{Namespace: ns, Name: rel, Kind: kube.KindHelm, Helm: h}
 	e.Events.Emit(e.now(), kube.StepPlan, progress.Progress, fmt.Sprintf("%s is managed by Helm release %s: rolling back the release through Helm, so its history stays true", w.Target.Ref(), rel), nil)
 	return &out, nil
 }

@@ -287,18 +287,8 @@ func (e *Engine) resume(ctx context.Context, ex *runbook.Executor, id string, w 
 			return nil, err
 		}
 		w = &Workload{Service: serviceOf(t), Target: kube.Target{Namespace: t.Namespace, Name: t.Name, Kind: t.Kind, ColorLabel: t.ColorLabel}, Context: t.Context, Client: cs}
-		if t.Kind == kube.KindLoadBalancer {
-			if w.Target.LB, err = e.LoadBalancer(ctx, w.Service); err != nil {
-				return nil, err
-			}
-		}
-		if t.Kind == kube.KindHelm {
-			if e.Helm == nil {
-				return nil, errors.New("resume: no Helm client")
-			}
-			if w.Target.Helm, err = e.Helm(t.Context, t.Namespace); err != nil {
-				return nil, err
-			}
+		if err := e.Attach(ctx, w); err != nil {
+			return nil, fmt.Errorf("resume: %w", err)
 		}
 	}
 	release, err := Hold(ctx, ex, w.LeaseKey())
