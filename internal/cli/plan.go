@@ -56,7 +56,7 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := engine.PlanUndo(ctx, w, o.ToRevision)
+	p, err := engine.PlanRollback(ctx, w, o.ToRevision)
 	if err != nil {
 		return err
 	}

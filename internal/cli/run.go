@@ -178,7 +178,7 @@ func runRun(ctx context.Context, f *Factory, o *RunOptions) error {
 		if o.Decide.Severity != "" {
 			// A dry run walks the decision too: it says whether the real
 			// run would proceed.
-			p, err := engine.PlanUndo(ctx, w, o.ToRevision)
+			p, err := engine.PlanRollback(ctx, w, o.ToRevision)
 			if err != nil {
 				return err
 			}

@@ -153,11 +153,11 @@ func (e *Engine) OpenIncident(ctx context.Context, service string) (*store.Incid
 	return nil, nil
 }
 
-// PlanUndo reads the workload's history and chooses the target revision
+// PlanRollback reads the workload's history and chooses the target revision
 // (see kube.PlanUndo). Read-only. For a blue/green Service the standby
 // colour must be able to take the traffic, or the plan is refused before
 // anything is recorded.
-func PlanUndo(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, error) {
+func PlanRollback(ctx context.Context, w *Workload, toRevision int64) (*kube.Plan, error) {
 	h, err := kube.GetHistory(ctx, w.Client, w.Target)
 	if err != nil {
 		return nil, err

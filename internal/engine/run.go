@@ -128,7 +128,7 @@ func (e *Engine) Run(ctx context.Context, r RunRequest) (*Outcome, error) {
 	var p *kube.Plan
 	err = e.Events.Run(e.now, kube.StepPlan, func() (string, error) {
 		var err error
-		if p, err = PlanUndo(ctx, w, r.ToRevision); err != nil {
+		if p, err = PlanRollback(ctx, w, r.ToRevision); err != nil {
 			return "", err
 		}
 		return p.Summary() + "; " + p.Reason, nil

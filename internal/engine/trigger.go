@@ -82,7 +82,7 @@ func (e *Engine) HandleTrigger(ctx context.Context, w *Workload, t Trigger) (*Tr
 		return nil, err
 	}
 	defer release()
-	p, err := PlanUndo(ctx, w, 0)
+	p, err := PlanRollback(ctx, w, 0)
 	if err != nil {
 		// Nothing to roll back to (often: it was just rolled back): a
 		// repeat is still a repeat, whatever runs.
@@ -337,7 +337,7 @@ func (e *Engine) Approve(ctx context.Context, id, by string, w *Workload, starte
 	}
 	// The world may have moved since the proposal: a fix deployed, the
 	// release rolled back by hand. Approval is for what was proposed.
-	p, err := PlanUndo(ctx, w, 0)
+	p, err := PlanRollback(ctx, w, 0)
 	if err != nil {
 		return nil, err
 	}

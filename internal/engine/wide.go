@@ -296,7 +296,7 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 		it, ok := pinned[ref]
 		if !ok {
 			w := &Workload{Target: t, Client: x.r.Client, Context: x.r.Context}
-			p, err := PlanUndo(ctx, w, 0)
+			p, err := PlanRollback(ctx, w, 0)
 			if err != nil {
 				x.fail(ctx, sc, &mu, &failed, WideItem{Workload: ref}, err)
 				return
