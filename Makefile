@@ -89,6 +89,7 @@ FUZZTIME ?= 20s
 fuzz:
 	$(GO) test ./internal/config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/cli -run '^$$' -fuzz FuzzParseWorkloadArg -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/kube -run '^$$' -fuzz FuzzParsePath -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzSplit -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzParseName -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/migrate -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME)

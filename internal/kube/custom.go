@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -61,7 +62,7 @@ type resourcePath struct {
 
 func parsePath(path string) (resourcePath, error) {
 	p := strings.Split(strings.Trim(path, "/"), "/")
-	if len(p) < 7 || len(p) > 8 || p[0] != "apis" || p[3] != "namespaces" {
+	if len(p) < 7 || len(p) > 8 || p[0] != "apis" || p[3] != "namespaces" || slices.Contains(p, "") {
 		return resourcePath{}, fmt.Errorf("not a namespaced custom resource's path: %q", path)
 	}
 	return resourcePath{gvr: schema.GroupVersionResource{Group: p[1], Version: p[2], Resource: p[5]}, namespace: p[4], name: p[6], sub: p[7:]}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,4 +53,30 @@ func TestResourceOf(t *testing.T) {
 			t.Errorf("resourceOf(%q) = %q, want %q", path, got, want)
 		}
 	}
+}
+
+// parsePath and resourceOf never panic; a path parsePath accepts names a
+// namespaced resource whose parts round-trip, and resourceOf names it.
+func FuzzParsePath(f *testing.F) {
+	for _, s := range []string{"/apis/argoproj.io/v1alpha1/namespaces/shop/rollouts/web", "/apis/flagger.app/v1beta1/namespaces/a/canaries/x/status",
+		"/api/v1/namespaces/a/services/x", "", "/", "//////", "/apis/g/v/namespaces//r/n", "/apis/a/b/namespaces/c/d/e/f/g"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		_ = resourceOf(path)
+		rp, err := parsePath(path)
+		if err != nil {
+			return
+		}
+		want := "/apis/" + rp.gvr.Group + "/" + rp.gvr.Version + "/namespaces/" + rp.namespace + "/" + rp.gvr.Resource + "/" + rp.name
+		for _, s := range rp.sub {
+			want += "/" + s
+		}
+		if strings.Trim(want, "/") != strings.Trim(path, "/") {
+			t.Errorf("parsePath(%q) = %+v, which is %q", path, rp, want)
+		}
+		if slices.Contains(strings.Split(strings.Trim(path, "/"), "/"), "") || !strings.Contains(resourceOf(path), " in namespace "+rp.namespace) {
+			t.Errorf("resourceOf(%q) = %q", path, resourceOf(path))
+		}
+	})
 }
