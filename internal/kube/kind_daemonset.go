@@ -74,3 +74,10 @@ func (daemonSetKind) traits() traits { return traits{restoresConfig: true, keeps
 func (daemonSetKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
 	return nil
 }
+
+func (daemonSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+	if s.h.onDelete() {
+		return settlePlain(ctx, s, out, settleOnDelete, false)
+	}
+	return settlePlain(ctx, s, out, settleWait, true)
+}

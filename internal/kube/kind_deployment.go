@@ -56,15 +56,6 @@ func (deploymentKind) settle(ctx context.Context, s *settling, out *settled) (st
 
 func (deploymentKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
 
-func (statefulSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
-	if s.h.onDelete() {
-		return settlePlain(ctx, s, out, settleOnDelete, false)
-	}
-	// The controller never replaces a pod stuck on the broken revision
-	// (kubernetes#67250): the rollback does.
-	return settlePlain(ctx, s, out, settleStuck, false)
-}
-
 func (deploymentKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
 	return nil
 }

@@ -89,13 +89,15 @@ func (statefulSetKind) markPatch(ctx context.Context, cs kubernetes.Interface, n
 
 func (statefulSetKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
 
-func (daemonSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
+func (statefulSetKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
+	return nil
+}
+
+func (statefulSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
 	if s.h.onDelete() {
 		return settlePlain(ctx, s, out, settleOnDelete, false)
 	}
-	return settlePlain(ctx, s, out, settleWait, true)
-}
-
-func (statefulSetKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
-	return nil
+	// The controller never replaces a pod stuck on the broken revision
+	// (kubernetes#67250): the rollback does.
+	return settlePlain(ctx, s, out, settleStuck, false)
 }

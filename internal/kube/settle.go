@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -60,11 +61,33 @@ func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Re
 		if err != nil {
 			return n, err
 		}
+		// The revision the pods must be on: the controller's own update
+		// revision once it has observed the undo (it may have made a new
+		// ControllerRevision equal to the target's); nothing is replaced
+		// before it has, or a pod it recreates from the old spec would be
+		// replaced again.
+		want, observed, owner := to.podHash, true, types.UID("")
+		switch {
+		case cur.StatefulSet != nil:
+			st := cur.StatefulSet
+			observed, owner = st.Status.ObservedGeneration >= st.Generation, st.UID
+			if observed && st.Status.UpdateRevision != "" {
+				want = st.Status.UpdateRevision
+			}
+		case cur.DaemonSet != nil:
+			observed, owner = cur.DaemonSet.Status.ObservedGeneration >= cur.DaemonSet.Generation, cur.DaemonSet.UID
+		}
 		terminating, starting, live := false, false, 0
 		stale, stuck = stale[:0], stuck[:0]
 		for _, pod := range pods {
+			if ref := metav1.GetControllerOf(&pod); owner != "" && (ref == nil || ref.UID != owner) {
+				continue // another workload's pod that shares the labels
+			}
+			if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				continue
+			}
 			ready := PodReady(&pod)
-			other := pod.Labels[controllerRevisionHash] != to.podHash && (h.StatefulSet == nil || podOrdinal(pod.Name) >= partition)
+			other := pod.Labels[controllerRevisionHash] != want && (h.StatefulSet == nil || podOrdinal(pod.Name) >= partition)
 			switch {
 			case pod.DeletionTimestamp != nil:
 				terminating = true
@@ -78,18 +101,21 @@ func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Re
 			}
 			live++
 		}
+		// One at a time: nothing is replaced while a pod terminates,
+		// starts, or is missing (deleted, not yet recreated).
+		settled := observed && !terminating && !starting && live >= int(cur.Desired())
 		var victim *corev1.Pod
 		switch {
-		case !terminating && !starting && len(stale)+len(stuck) == 0 && live >= int(cur.Desired()):
+		case settled && len(stale)+len(stuck) == 0:
 			return n, nil
-		case mode != settleWait && !terminating && !starting && len(stuck) > 0:
+		case mode != settleWait && settled && len(stuck) > 0:
 			// Stuck pods first, under OnDelete too: they serve nothing,
 			// and while one is not Ready nothing else moves.
 			sort.Slice(stuck, func(i, j int) bool { return podOrdinal(stuck[i].Name) < podOrdinal(stuck[j].Name) })
 			victim = &stuck[0]
 			say(fmt.Sprintf("replacing pod %s, stuck on revision %s (%s), with revision %d: its controller waits for it to become Ready",
 				victim.Name, victim.Labels[controllerRevisionHash], PodTrouble(victim), to.Number))
-		case mode == settleOnDelete && !terminating && !starting && len(stale) > 0:
+		case mode == settleOnDelete && settled && len(stale) > 0:
 			sort.Slice(stale, func(i, j int) bool { return podOrdinal(stale[i].Name) > podOrdinal(stale[j].Name) })
 			victim = &stale[0]
 			say(fmt.Sprintf("replacing pod %s with revision %d (updateStrategy OnDelete)", victim.Name, to.Number))
@@ -98,10 +124,12 @@ func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Re
 			// Preconditioned on the UID read: a pod the controller has
 			// replaced meanwhile is not deleted again.
 			err := cs.CoreV1().Pods(h.Target.Namespace).Delete(ctx, victim.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &victim.UID}})
-			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			switch {
+			case err == nil:
+				n++
+			case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err):
 				return n, fmt.Errorf("replace pod %s: %w", victim.Name, err)
 			}
-			n++
 		}
 		select {
 		case <-ctx.Done():

@@ -98,3 +98,42 @@ func TestPodTrouble(t *testing.T) {
 		}
 	}
 }
+
+// What the forced rollback must never delete: a pod of another workload
+// that shares the labels, a finished (Succeeded) pod, anything while the
+// controller has not yet observed the undo, and the next stuck pod while
+// one is missing (deleted, not yet recreated).
+func TestSettlePodsReplacesOnlyWhatIsStuckAndOurs(t *testing.T) {
+	foreign := crashLooping(pod("a-9", "a-bbb", "v2", false))
+	foreign.OwnerReferences[0].UID = "other-uid"
+	done := pod("a-8", "a-bbb", "v2", false)
+	done.Status.Phase = corev1.PodSucceeded
+	for name, tc := range map[string]struct {
+		mutate func(*appsv1.StatefulSet)
+		pods   []runtime.Object
+	}{
+		"another workload's pod": {pods: []runtime.Object{pod("a-0", "a-aaa", "v1", true), pod("a-1", "a-aaa", "v1", true), foreign}},
+		"a finished pod":         {pods: []runtime.Object{pod("a-0", "a-aaa", "v1", true), pod("a-1", "a-aaa", "v1", true), done}},
+		"the undo not observed yet": {mutate: func(s *appsv1.StatefulSet) { s.Generation, s.Status.ObservedGeneration = 3, 2 },
+			pods: []runtime.Object{pod("a-0", "a-aaa", "v1", true), crashLooping(pod("a-1", "a-bbb", "v2", false))}},
+		"a pod missing": {mutate: func(s *appsv1.StatefulSet) { s.Spec.Replicas = ptr.To[int32](3) },
+			pods: []runtime.Object{pod("a-0", "a-aaa", "v1", true), crashLooping(pod("a-2", "a-bbb", "v2", false))}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			sts := statefulSet("v1", appsv1.RollingUpdateStatefulSetStrategyType)
+			if tc.mutate != nil {
+				tc.mutate(sts)
+			}
+			cs := fake.NewClientset(append([]runtime.Object{sts}, tc.pods...)...)
+			deleted := 0
+			cs.PrependReactor("delete", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { deleted++; return false, nil, nil })
+			h := &History{Target: Target{Namespace: "ns", Name: "a", Kind: KindStatefulSet}, StatefulSet: sts, Selector: sts.Spec.Selector}
+			ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+			defer cancel()
+			n, _ := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, settleStuck, func(string) {})
+			if n != 0 || deleted != 0 {
+				t.Errorf("replaced %d, %d delete(s)", n, deleted)
+			}
+		})
+	}
+}

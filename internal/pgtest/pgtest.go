@@ -74,7 +74,7 @@ func Start(ctx context.Context) (*Server, error) {
 	}
 	// Killed, the run's server is stopped by a watchdog (an immediate
 	// shutdown of the postmaster) and its files removed.
-	if s.release, err = reaper.Guard(dir, reaper.Stop{PIDFile: filepath.Join(dir, "data", "postmaster.pid")}); err != nil {
+	if s.release, err = reaper.Guard(dir, reaper.Stop{PIDFile: filepath.Join(dir, "data", "postmaster.pid"), Program: "postgres"}); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}

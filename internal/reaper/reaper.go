@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,12 +45,14 @@ func Child(cmd *exec.Cmd) *exec.Cmd {
 
 // Stop is how to stop a daemon: a command to run (as the given user, for
 // a server that refuses root), or the PID in a pid file (its first line)
-// to signal with SIGQUIT then SIGKILL. Then the directory goes.
+// to signal with SIGQUIT then, if it lingers, SIGKILL — only while that
+// PID still runs Program (a PID is reused). Then the directory goes.
 type Stop struct {
 	Argv    []string `json:"argv,omitempty"`
 	UID     *uint32  `json:"uid,omitempty"`
 	GID     *uint32  `json:"gid,omitempty"`
 	PIDFile string   `json:"pidFile,omitempty"`
+	Program string   `json:"program,omitempty"`
 }
 
 // plan is what a guarded directory holds in reapFile.
@@ -157,6 +160,9 @@ func reap(dir string) error {
 	s := p.Stop
 	if len(s.Argv) > 0 {
 		cmd := exec.Command(s.Argv[0], s.Argv[1:]...)
+		// Not a watchdog itself (the variable would make a binary that
+		// links this package one).
+		cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, envWatch+"=") })
 		if s.UID != nil && s.GID != nil {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: *s.UID, Gid: *s.GID}}
 		}
@@ -165,16 +171,42 @@ func reap(dir string) error {
 	if s.PIDFile != "" {
 		if pb, err := os.ReadFile(s.PIDFile); err == nil {
 			line, _, _ := strings.Cut(string(pb), "\n")
-			if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && pid > 0 {
+			if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && pid > 0 && runs(pid, s.Program) {
 				_ = syscall.Kill(pid, syscall.SIGQUIT)
-				for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+				for i := 0; i < 100 && runs(pid, s.Program); i++ {
 					time.Sleep(50 * time.Millisecond)
 				}
-				_ = syscall.Kill(pid, syscall.SIGKILL)
+				if runs(pid, s.Program) {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
 		}
 	}
 	return os.RemoveAll(dir)
+}
+
+// runs reports whether pid is a live (not zombie) process of program
+// (its argv[0]'s base name; any process when program is "").
+func runs(pid int, program string) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(st, ')'); i > 0 && i+2 < len(st) && st[i+2] == 'Z' {
+		return false
+	}
+	if program == "" {
+		return true
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+	return filepath.Base(string(argv0)) == program
 }
 
 // startTime is field 22 of /proc/PID/stat: with the PID, a process's

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -123,15 +124,33 @@ func TestReapStale(t *testing.T) {
 	// The stale plan's owner: a process that has ended.
 	gone := exec.Command("true")
 	_ = gone.Run()
-	if err := reaper.WritePlan(stale, gone.Process.Pid, reaper.Stop{Argv: []string{"touch", marker}, PIDFile: filepath.Join(stale, "daemon.pid")}); err != nil {
+	if err := reaper.WritePlan(stale, gone.Process.Pid, reaper.Stop{Argv: []string{"touch", marker}, PIDFile: filepath.Join(stale, "daemon.pid"), Program: "sleep"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := reaper.WritePlan(live, os.Getpid(), reaper.Stop{Argv: []string{"touch", marker + "-live"}}); err != nil {
 		t.Fatal(err)
 	}
+	// A pid file whose PID now runs another program (reused): that
+	// process is never signalled.
+	bystander := exec.Command("sleep", "301")
+	if err := bystander.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = bystander.Wait() }()
+	t.Cleanup(func() { _ = bystander.Process.Kill() })
+	reused := filepath.Join(root, "run-reused")
+	_ = os.Mkdir(reused, 0o755)
+	_ = os.WriteFile(filepath.Join(reused, "postmaster.pid"), []byte(strconv.Itoa(bystander.Process.Pid)+"\n"), 0o644)
+	if err := reaper.WritePlan(reused, gone.Process.Pid, reaper.Stop{PIDFile: filepath.Join(reused, "postmaster.pid"), Program: "postgres"}); err != nil {
+		t.Fatal(err)
+	}
 	reaped, err := reaper.ReapStale(filepath.Join(root, "run-*"))
-	if err != nil || len(reaped) != 1 || reaped[0] != stale {
-		t.Fatalf("reaped %v, %v; want only %s", reaped, err, stale)
+	if err != nil || len(reaped) != 2 || !slices.Contains(reaped, stale) || !slices.Contains(reaped, reused) {
+		t.Fatalf("reaped %v, %v; want %s and %s", reaped, err, stale, reused)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if !alive(bystander.Process.Pid) {
+		t.Error("a process that reused a stale pid file's PID was killed")
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("%s still exists", stale)

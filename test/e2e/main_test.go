@@ -86,7 +86,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer release()
-	up := exec.Command(sbx, "up", "--dir", dir)
+	// Killed during up, the up dies too (not left starting daemons
+	// after the watchdog's down).
+	up := reaper.Child(exec.Command(sbx, "up", "--dir", dir))
 	up.Stdout, up.Stderr = os.Stderr, os.Stderr
 	if err := up.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: sandbox up:", err)
