@@ -30,11 +30,11 @@ const (
 	KindStatefulSet Kind = "statefulset"
 	KindDaemonSet   Kind = "daemonset"
 	// KindService is a blue/green Service: its rollback switches the
-	// selector's colour (see bluegreen.go).
+	// selector's colour (see kind_service.go).
 	KindService Kind = "service"
 	// KindHTTPRoute is a Gateway API HTTPRoute whose rules weigh two
 	// colour Services; KindIngress an AWS Load Balancer Controller
-	// Ingress whose forward actions do (see route.go).
+	// Ingress whose forward actions do (see kind_route.go).
 	KindHTTPRoute Kind = "httproute"
 	KindIngress   Kind = "ingress"
 )
