@@ -78,8 +78,8 @@ func pod(name, hash, img string, ready bool) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{"app": "a", controllerRevisionHash: hash},
 			OwnerReferences: []metav1.OwnerReference{{UID: "sts-uid", Controller: ptr.To(true), Kind: "StatefulSet", Name: "a"}}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: img}}},
-		Status:     corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
+		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: img}}},
+		Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}},
 	}
 }
 
