@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"text/tabwriter"
@@ -252,9 +253,15 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 	if err != nil {
 		return err
 	}
+	// One use case with the runbook's step (migrate.UndoAndVerify),
+	// shown as its two parts.
+	var verr error
 	err = ev.Run(f.Now, "db-undo", func() (string, error) {
-		res, err := s.Undo(ctx, p, uo)
-		out.Undo = res
+		res, v, err := s.UndoAndVerify(ctx, p, rel, uo)
+		out.Undo, out.Verify = res, v
+		if errors.Is(err, migrate.ErrVerifyAfterUndo) {
+			verr, err = err, nil // the undo is done: the next part fails
+		}
 		if err != nil {
 			return "", err
 		}
@@ -264,12 +271,13 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		return err
 	}
 	err = ev.Run(f.Now, "db-verify", func() (string, error) {
-		v, err := verifyDB(ctx, s, &o.DBOptions, p, rel)
-		out.Verify = v
-		if err != nil {
-			return "", err
+		if errors.Is(verr, migrate.ErrNotRestored) {
+			return "", fmt.Errorf("%w: %s", ErrVerifyFailed, verifySummary(out.Verify))
 		}
-		return verifySummary(v), nil
+		if verr != nil {
+			return "", verr
+		}
+		return verifySummary(out.Verify), nil
 	})
 	if o.Output != "" {
 		if perr := printStructured(f.IO.Out, o.Output, out); perr != nil {
@@ -279,24 +287,6 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		fmt.Fprintf(f.IO.Out, "Down-migrated from %s to %s; history fixed; %s.\n", orNone(p.From), orNone(p.To), verifySummary(out.Verify))
 	}
 	return err
-}
-
-func verifyDB(ctx context.Context, s *dbSession, o *DBOptions, p *migrate.Plan, rel *migrate.Release) (*migrate.Verification, error) {
-	want, err := migrate.ParseVersion(p.After)
-	if p.After == "" {
-		want, err = migrate.Version{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	v, err := s.Verify(ctx, want, rel)
-	if err != nil {
-		return nil, err
-	}
-	if !v.OK {
-		return v, fmt.Errorf("%w: %s", ErrVerifyFailed, verifySummary(v))
-	}
-	return v, nil
 }
 
 func verifySummary(v *migrate.Verification) string { return v.Summary() }

@@ -254,16 +254,12 @@ func downMigrate(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 		return "", err
 	}
 	defer d.close()
-	res, err := d.p.Undo(ctx, d.plan, uo)
-	if err != nil {
-		return "", err
-	}
-	v, err := d.p.Verify(ctx, d.to, d.rel)
-	if err != nil {
-		return "", err
-	}
-	if !v.OK {
+	res, v, err := d.p.UndoAndVerify(ctx, d.plan, d.rel, uo)
+	if errors.Is(err, migrate.ErrNotRestored) {
 		return "", fmt.Errorf("%w: %s", verify.ErrFailed, v.Summary())
+	}
+	if err != nil {
+		return "", err
 	}
 	return fmt.Sprintf("%d migration(s) undone in %d transaction(s); %s", len(d.plan.Steps), res.Segments, v.Summary()), nil
 }

@@ -178,6 +178,41 @@ func (p *Provider) Undo(ctx context.Context, plan *Plan, o UndoOptions) (*UndoRe
 	return Undo(ctx, p.Conn, plan, o)
 }
 
+// ErrVerifyAfterUndo wraps what went wrong after the undo had run, while
+// verifying it (the undo itself is done); ErrNotRestored is a database
+// that verification found not where the undo should leave it.
+var (
+	ErrVerifyAfterUndo = errors.New("verify after the undo")
+	ErrNotRestored     = errors.New("the database is not where the undo should leave it")
+)
+
+// UndoAndVerify is the down migration as the runbook's step and 'rollback
+// db undo' both run it (the caller holds the migration tool's lock and has
+// taken any snapshot): the plan undone under o, then the history verified
+// at the plan's After version and, with the release's record, the schema
+// against it. An error after the undo ran wraps ErrVerifyAfterUndo (and
+// ErrNotRestored for a failed verification, returned with what it saw).
+func (p *Provider) UndoAndVerify(ctx context.Context, plan *Plan, rel *Release, o UndoOptions) (*UndoResult, *Verification, error) {
+	res, err := p.Undo(ctx, plan, o)
+	if err != nil || o.DryRun {
+		return res, nil, err
+	}
+	var want Version
+	if plan.After != "" {
+		if want, err = ParseVersion(plan.After); err != nil {
+			return res, nil, fmt.Errorf("%w: %w", ErrVerifyAfterUndo, err)
+		}
+	}
+	v, err := p.Verify(ctx, want, rel)
+	if err != nil {
+		return res, nil, fmt.Errorf("%w: %w", ErrVerifyAfterUndo, err)
+	}
+	if !v.OK {
+		return res, v, fmt.Errorf("%w: %w: %s", ErrVerifyAfterUndo, ErrNotRestored, v.Summary())
+	}
+	return res, v, nil
+}
+
 // Drill runs the undo/redo/undo round trip on a clone (see Drill).
 func (p *Provider) Drill(ctx context.Context, o DrillOptions) (*DrillResult, error) {
 	return Drill(ctx, p.DSN, p.Source, p.Format, p.Table, o)

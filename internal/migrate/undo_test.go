@@ -464,3 +464,29 @@ func TestSnapshotWithoutPgDump(t *testing.T) {
 		t.Errorf("CSV: %d rows (want header + 100), %d with the category the undo drops (want 50)", len(rows), food)
 	}
 }
+
+// UndoAndVerify, the one down migration of the runbook and 'rollback db
+// undo': verified at the plan's After version against the record; a
+// schema the undo did not bring back (a column added by hand during the
+// release) is ErrNotRestored after the undo ran (ErrVerifyAfterUndo), with
+// what verification saw.
+func TestUndoAndVerify(t *testing.T) {
+	ctx := context.Background()
+	conn, _, rel, p := seedReleased(t, "food")
+	pr := &Provider{Conn: conn, Format: Flyway}
+	res, v, err := pr.UndoAndVerify(ctx, p, rel, opts())
+	if err != nil || res == nil || v == nil || !v.OK {
+		t.Fatalf("undo and verify: %+v %+v %v", res, v, err)
+	}
+
+	conn2, _, rel2, p2 := seedReleased(t, "food")
+	mustExec(t, conn2, `ALTER TABLE transactions ADD COLUMN note text`)
+	pr2 := &Provider{Conn: conn2, Format: Flyway}
+	res, v, err = pr2.UndoAndVerify(ctx, p2, rel2, opts())
+	if !errors.Is(err, ErrVerifyAfterUndo) || !errors.Is(err, ErrNotRestored) || res == nil || v == nil || v.OK {
+		t.Fatalf("drifted: %+v %+v %v; want the undo done and ErrNotRestored", res, v, err)
+	}
+	if got := historyVersions(t, conn2); got != "1.1.0" {
+		t.Errorf("history after the undo: %s", got)
+	}
+}
