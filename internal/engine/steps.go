@@ -27,8 +27,9 @@ import (
 // Step is one step of the runbook, defined once: its name (the journal's
 // and the checklist's), title, the runbook's budget, how it runs beside
 // the others, whether it applies to a service (and why not), and its body.
-// The run's plan, 'rollback plan's outline, progress titles and the
-// checklist all derive from Steps.
+// The run's plan, 'rollback plan's outline and progress titles derive
+// from Steps; the checklist (internal/incident, in the runbook's own
+// order) reads the journal under the same names.
 type Step struct {
 	Name   string
 	Title  string
