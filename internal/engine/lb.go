@@ -39,6 +39,9 @@ func (e *Engine) Attach(ctx context.Context, w *Workload) error {
 			return nil
 		}
 		svc := e.service(w.Service)
+		if w.Service == "" {
+			return fmt.Errorf("%s: a load balancer's listener is rolled back as the service that configures it (loadBalancer: in rollback.yaml); pass the service's name", w.Target.Ref())
+		}
 		if svc == nil || svc.LoadBalancer == nil {
 			return fmt.Errorf("%s: no loadBalancer configured for service %q in rollback.yaml", w.Target.Ref(), w.Service)
 		}

@@ -70,6 +70,8 @@ func controllerRevision(t *testing.T, owner metav1.Object, kind, name, hash stri
 	return cr
 }
 
+// pod is a pod of the StatefulSet fixture (its controller reference is
+// statefulSet()'s UID: settlePods ignores pods of other owners).
 func pod(name, hash, img string, ready bool) *corev1.Pod {
 	st := corev1.ConditionFalse
 	if ready {

@@ -103,15 +103,21 @@ func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Re
 		}
 		// One at a time: nothing is replaced while a pod terminates,
 		// starts, or is missing (deleted, not yet recreated).
-		settled := observed && !terminating && !starting && live >= int(cur.Desired())
+		quiet := observed && !terminating && !starting
+		settled := quiet && live >= int(cur.Desired())
+		if len(stuck) > 0 {
+			sort.Slice(stuck, func(i, j int) bool { return podOrdinal(stuck[i].Name) < podOrdinal(stuck[j].Name) })
+		}
 		var victim *corev1.Pod
 		switch {
 		case settled && len(stale)+len(stuck) == 0:
 			return n, nil
-		case mode != settleWait && settled && len(stuck) > 0:
+		case mode != settleWait && quiet && len(stuck) > 0 && (settled || h.StatefulSet != nil && ordinalsBelow(pods, podOrdinal(stuck[0].Name))):
+			// A StatefulSet's stuck pod goes once every lower ordinal is
+			// there: its controller may be holding back a higher one (a
+			// release that also scaled up) until this one is Ready.
 			// Stuck pods first, under OnDelete too: they serve nothing,
 			// and while one is not Ready nothing else moves.
-			sort.Slice(stuck, func(i, j int) bool { return podOrdinal(stuck[i].Name) < podOrdinal(stuck[j].Name) })
 			victim = &stuck[0]
 			say(fmt.Sprintf("replacing pod %s, stuck on revision %s (%s), with revision %d: its controller waits for it to become Ready",
 				victim.Name, victim.Labels[controllerRevisionHash], PodTrouble(victim), to.Number))
@@ -138,6 +144,22 @@ func settlePods(ctx context.Context, cs kubernetes.Interface, h *History, to *Re
 		case <-tick.C:
 		}
 	}
+}
+
+// ordinalsBelow reports whether a live pod holds every ordinal below k.
+func ordinalsBelow(pods []corev1.Pod, k int) bool {
+	have := map[int]bool{}
+	for i := range pods {
+		if pods[i].DeletionTimestamp == nil {
+			have[podOrdinal(pods[i].Name)] = true
+		}
+	}
+	for o := 0; o < k; o++ {
+		if !have[o] {
+			return false
+		}
+	}
+	return true
 }
 
 // PodTrouble says why a pod is not Ready, as kubectl get pods' STATUS

@@ -137,3 +137,19 @@ func TestSettlePodsReplacesOnlyWhatIsStuckAndOurs(t *testing.T) {
 		})
 	}
 }
+
+// A release that also scaled up: the controller holds back the higher
+// ordinal until the stuck one is Ready, so a missing pod above the stuck
+// one does not stop its replacement (it would wait forever).
+func TestSettlePodsReplacesStuckBelowAMissingOrdinal(t *testing.T) {
+	sts := statefulSet("v1", appsv1.RollingUpdateStatefulSetStrategyType)
+	sts.Spec.Replicas = ptr.To[int32](4)
+	cs := fake.NewClientset(sts, pod("a-0", "a-aaa", "v1", true), pod("a-1", "a-aaa", "v1", true), crashLooping(pod("a-2", "a-bbb", "v2", false)))
+	h := &History{Target: Target{Namespace: "ns", Name: "a", Kind: KindStatefulSet}, StatefulSet: sts, Selector: sts.Spec.Selector}
+	ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+	defer cancel()
+	n, _ := settlePods(ctx, cs, h, &Revision{Number: 3, podHash: "a-aaa"}, settleStuck, func(string) {})
+	if n != 1 {
+		t.Errorf("replaced %d, want a-2 replaced though a-3 does not exist yet", n)
+	}
+}
