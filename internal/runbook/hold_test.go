@@ -37,8 +37,10 @@ func TestLostLeaseCancelsTheStepInProgress(t *testing.T) {
 	id := newIncident(t, s)
 	var effects atomic.Int32
 	var cancelledAfter atomic.Int64
+	finished := make(chan struct{})
 	p := Plan{Service: "svc", Steps: []Step{
 		{Name: "undo", Run: func(ctx context.Context, sc *StepContext) (string, error) {
+			defer close(finished)
 			start := time.Now()
 			select { // renewals every 15ms: the second is refused
 			case <-time.After(5 * time.Second):
@@ -55,7 +57,11 @@ func TestLostLeaseCancelsTheStepInProgress(t *testing.T) {
 	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "thief:1") {
 		t.Fatalf("got %v, want ErrLeaseLost naming the new holder", err)
 	}
-	time.Sleep(50 * time.Millisecond) // the abandoned body finishes
+	select { // the abandoned body finishes
+	case <-finished:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned step never returned")
+	}
 	if d := time.Duration(cancelledAfter.Load()); d == 0 || d > time.Second {
 		t.Errorf("the step in progress was cancelled after %s, want within the lease", d)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,8 +31,7 @@ func configDeployment(t *testing.T, ns, v, cm, sec string) {
 	} else if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	waitRolledOut(t, ns)
+	waitRolledOut(t, ns) // waits for the spec to be observed first
 }
 
 func putConfig(t *testing.T, ns, cm, level, sec, password string) {

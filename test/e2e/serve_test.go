@@ -233,7 +233,7 @@ func TestServeAlertmanagerRollsBack(t *testing.T) {
         - {alertname: TransactionErrors, namespace: %s}
 `, prom, errQuery, latQuery, ns))
 	srv := startServe(t, st, cfg, "--listen", webhookAddr)
-	time.Sleep(2 * time.Second) // the healthy version's baseline
+	waitForBaseline(t, prom) // the healthy version's baseline
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 	broken := time.Now()
 	inc := srv.waitClosed(t, "ts", 3*time.Minute)
@@ -420,7 +420,7 @@ func TestServeSupervisedWatchRollsBack(t *testing.T) {
 	_, prom := startDemo(t, ns)
 	cfg := serviceConfig(t, "ts", ns, fmt.Sprintf("    verify: {prometheus: \"%s\"}\n    automation:\n%s", prom, watchYAML))
 	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
-	time.Sleep(2 * time.Second)
+	waitForBaseline(t, prom) // the watch compares against the healthy version
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 	srv.waitLog(t, time.Minute, `"msg":"watching a new release"`, `"version":"v1.2.0"`)
 	inc := srv.waitClosed(t, "ts", 3*time.Minute)

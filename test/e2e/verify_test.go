@@ -78,12 +78,18 @@ const errQuery = `sum(rate(http_requests_total{code=~"5.."}[5s])) / sum(rate(htt
 
 const latQuery = `histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[5s])))`
 
-// waitFor polls a Prometheus query until ok(value) or a minute passes.
+// waitForQuery polls a Prometheus query until ok(value) or a minute passes.
 func waitForQuery(t *testing.T, p *metrics.Prometheus, q string, ok func(float64) bool, what string) {
+	t.Helper()
+	waitForQueryAt(t, p, q, 0, ok, what)
+}
+
+// waitForQueryAt polls a query evaluated ago before now.
+func waitForQueryAt(t *testing.T, p *metrics.Prometheus, q string, ago time.Duration, ok func(float64) bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		v, err := p.Query(context.Background(), q, time.Now())
+		v, err := p.Query(context.Background(), q, time.Now().Add(-ago))
 		if err == nil && ok(v) {
 			return
 		}
@@ -94,6 +100,19 @@ func waitForQuery(t *testing.T, p *metrics.Prometheus, q string, ok func(float64
 	}
 }
 
+// waitForBaseline waits until the demo's Prometheus has the healthy
+// version's latency two seconds back: where a release made now is
+// measured against (verify.BaselineTime: a second before the bad
+// revision's creation, which the API server keeps in whole seconds).
+func waitForBaseline(t *testing.T, promURL string) {
+	t.Helper()
+	p, err := metrics.NewPrometheus(promURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitForQueryAt(t, p, latQuery, 2*time.Second, func(v float64) bool { return v > 0 && v < 0.1 }, "the healthy version's latency two seconds back")
+}
+
 func TestVerifyMeasuresTheRollback(t *testing.T) {
 	t.Parallel()
 	ns := namespace(t)
@@ -101,8 +120,7 @@ func TestVerifyMeasuresTheRollback(t *testing.T) {
 	svc, prom := startDemo(t, ns)
 	p, _ := metrics.NewPrometheus(prom)
 	// The pre-release baseline exists before the broken release.
-	waitForQuery(t, p, latQuery, func(v float64) bool { return v > 0 && v < 0.1 }, "the healthy version's latency")
-	time.Sleep(2 * time.Second)
+	waitForBaseline(t, prom)
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 	waitRolledOut(t, ns)
 	waitForQuery(t, p, errQuery, func(v float64) bool { return v > 0.05 }, "the broken version's errors")
