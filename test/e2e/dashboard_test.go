@@ -119,18 +119,33 @@ func checkDashboard(t *testing.T, srv *served, incident string) {
 	if len(timeline) < 10 {
 		t.Errorf("timeline rows: %d", len(timeline))
 	}
-	chart, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.ID("chart")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(bytes.NewReader(chart))
-	if err != nil {
-		t.Fatalf("chart screenshot: %v", err)
-	}
 	// The error-rate line (#d9534f) and the p99 line (#337ab7) are drawn:
 	// many pixels of each, not just their legend swatches (48 pixels).
-	if red, blue := colourPixels(img, 0xd9, 0x53, 0x4f), colourPixels(img, 0x33, 0x7a, 0xb7); red < 300 || blue < 300 {
-		t.Errorf("chart pixels: error rate %d, p99 %d; want both lines drawn", red, blue)
+	// The chart runs to now, so its lines grow: reload until they are
+	// long enough, with a deadline.
+	var chart []byte
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if chart, err = chromedp.Run(ctx, chromedp.Screenshot(chromedp.ID("chart"))); err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(chart))
+		if err != nil {
+			t.Fatalf("chart screenshot: %v", err)
+		}
+		red, blue := colourPixels(img, 0xd9, 0x53, 0x4f), colourPixels(img, 0x33, 0x7a, 0xb7)
+		if red >= 300 && blue >= 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("chart pixels: error rate %d, p99 %d; want both lines drawn", red, blue)
+			break
+		}
+		time.Sleep(time.Second)
+		if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("chart"))); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](`new Promise(r => { const i = document.getElementById('chart'); if (i.complete) r(true); else { i.onload = () => r(true); i.onerror = () => r(false); } })`,
+			chromedp.EvalAwaitPromise))
 	}
 	_ = os.WriteFile(filepath.Join(dir, "chart.png"), chart, 0o644)
 	page, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))

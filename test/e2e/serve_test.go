@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -280,9 +281,25 @@ func TestServeAlertmanagerRollsBack(t *testing.T) {
 	if !startsAt.IsZero() && !rolledOut.IsZero() {
 		t.Logf("MEASURE alert fired → traffic back: %.2fs (alert → incident opened %.2fs)", rolledOut.Sub(startsAt).Seconds(), inc.OpenedAt.Sub(startsAt).Seconds())
 	}
-	// Alertmanager repeats the group every 5 s while it fires, and sends
-	// it resolved: none of that starts another rollback.
-	time.Sleep(12 * time.Second)
+	// Alertmanager repeats the group every 5 s while it fires, then sends
+	// it resolved (which matches no firing alert: "ignored"). Wait, by the
+	// server's own count, until the resolved one was handled: none of
+	// what came before it started another rollback.
+	ignored := func() int {
+		_, m := srv.api(t, "GET", "/metrics", "")
+		for _, l := range strings.Split(string(m), "\n") {
+			if strings.HasPrefix(l, `rollback_triggers_total{action="ignored",source="alertmanager"} `) {
+				n, _ := strconv.Atoi(strings.Fields(l)[1])
+				return n
+			}
+		}
+		return 0
+	}
+	for deadline := time.Now().Add(90 * time.Second); ignored() < 1; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Alertmanager's resolved notification was not handled within 90s")
+		}
+	}
 	_, b = srv.api(t, "GET", "/api/v1/incidents?service=ts", "")
 	var incs []incidentJSON
 	_ = json.Unmarshal(b, &incs)
