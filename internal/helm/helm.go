@@ -71,7 +71,7 @@ func (r *Releases) History(ctx context.Context, name string) ([]kube.HelmRevisio
 	if errors.Is(err, driverNotFound) {
 		return nil, nil // kube says "not found" with what to check
 	}
-	if err != nil && (apierrors.IsForbidden(err) || strings.Contains(err.Error(), " is forbidden: ")) {
+	if err != nil && apierrors.IsForbidden(err) {
 		// Helm finds revisions by listing Secrets: a grant only Helm
 		// releases need (deploy/helm-role.yaml).
 		return nil, fmt.Errorf("helm history %s: %w; apply deploy/helm-role.yaml in the release's namespace (role rollback-helm)", name, err)

@@ -70,8 +70,7 @@ func Lookup(s string) (Spec, bool) {
 
 // Of is the kind named name (rollback's name), or the zero Spec.
 func Of(name string) Spec {
-	sp, _ := byName[name]
-	return sp
+	return byName[name]
 }
 
 // ConfigKinds are the kinds rollback.yaml's kubernetes.kind accepts.

@@ -13,7 +13,7 @@ import (
 )
 
 // A DaemonSet: its revisions are ControllerRevisions.
-type daemonSetKind struct{}
+type daemonSetKind struct{ plainWorkload }
 
 func (daemonSetKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
 	ds, err := cs.AppsV1().DaemonSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
@@ -53,11 +53,7 @@ func DaemonSetStatus(d *appsv1.DaemonSet) (string, bool, error) {
 }
 
 func (daemonSetKind) status(obj runtime.Object) (string, bool, error) {
-	d, ok := obj.(*appsv1.DaemonSet)
-	if !ok {
-		return "", false, nil
-	}
-	return DaemonSetStatus(d)
+	return typedStatus(obj, DaemonSetStatus)
 }
 
 func (daemonSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
@@ -67,12 +63,6 @@ func (daemonSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWat
 
 func (daemonSetKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
 	return markControllerRevision(ctx, cs, ns, object, data)
-}
-
-func (daemonSetKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
-
-func (daemonSetKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
-	return nil
 }
 
 func (daemonSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {

@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 
-	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -12,7 +11,7 @@ import (
 )
 
 // A Deployment: its revisions are its ReplicaSets (history.go reads them).
-type deploymentKind struct{}
+type deploymentKind struct{ plainWorkload }
 
 func (deploymentKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
 	return getDeploymentHistory(ctx, cs, t)
@@ -33,11 +32,7 @@ func (deploymentKind) patch(ctx context.Context, cs kubernetes.Interface, t Targ
 }
 
 func (deploymentKind) status(obj runtime.Object) (string, bool, error) {
-	d, ok := obj.(*appsv1.Deployment)
-	if !ok {
-		return "", false, nil
-	}
-	return RolloutStatus(d)
+	return typedStatus(obj, RolloutStatus)
 }
 
 func (deploymentKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
@@ -52,10 +47,4 @@ func (deploymentKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns
 
 func (deploymentKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {
 	return settlePlain(ctx, s, out, settleWait, false)
-}
-
-func (deploymentKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
-
-func (deploymentKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
-	return nil
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // A StatefulSet: its revisions are ControllerRevisions.
-type statefulSetKind struct{}
+type statefulSetKind struct{ plainWorkload }
 
 func (statefulSetKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
 	sts, err := cs.AppsV1().StatefulSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
@@ -71,11 +71,7 @@ func StatefulSetStatus(s *appsv1.StatefulSet) (string, bool, error) {
 }
 
 func (statefulSetKind) status(obj runtime.Object) (string, bool, error) {
-	s, ok := obj.(*appsv1.StatefulSet)
-	if !ok {
-		return "", false, nil
-	}
-	return StatefulSetStatus(s)
+	return typedStatus(obj, StatefulSetStatus)
 }
 
 func (statefulSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListWatch {
@@ -85,12 +81,6 @@ func (statefulSetKind) listWatch(cs kubernetes.Interface, t Target) *cache.ListW
 
 func (statefulSetKind) markPatch(ctx context.Context, cs kubernetes.Interface, ns, object string, data []byte) error {
 	return markControllerRevision(ctx, cs, ns, object, data)
-}
-
-func (statefulSetKind) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
-
-func (statefulSetKind) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
-	return nil
 }
 
 func (statefulSetKind) settle(ctx context.Context, s *settling, out *settled) (string, error) {

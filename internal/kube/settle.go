@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
@@ -227,6 +228,26 @@ type traits struct {
 	// noImages: what it serves is no pod template of its own (a load
 	// balancer's target groups): no running image to verify.
 	noImages bool
+}
+
+// plainWorkload is what the plain kinds (Deployment, StatefulSet,
+// DaemonSet) share: nothing to prepare before the undo, and the same traits.
+type plainWorkload struct{}
+
+func (plainWorkload) prepare(context.Context, kubernetes.Interface, *History, *Revision, DryRun) error {
+	return nil
+}
+
+func (plainWorkload) traits() traits { return traits{restoresConfig: true, keepsBadMark: true} }
+
+// typedStatus is a kind's rollout status of its own object type (not
+// done for any other object).
+func typedStatus[T runtime.Object](obj runtime.Object, status func(T) (string, bool, error)) (string, bool, error) {
+	o, ok := obj.(T)
+	if !ok {
+		return "", false, nil
+	}
+	return status(o)
 }
 
 // settlePlain is a plain workload's settle: pods replaced first as mode

@@ -228,8 +228,5 @@ func startTime(pid int) string {
 }
 
 func alive(pid int, seen string) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	return seen == "" || startTime(pid) == seen
+	return pid > 0 && runs(pid, "") && (seen == "" || startTime(pid) == seen)
 }

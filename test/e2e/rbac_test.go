@@ -336,7 +336,8 @@ func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
 			ns := namespace(t)
 			tc.setup(t, ns)
 			sys, asSA := asServiceAccount(t, ns)
-			if tc.manifest == "" {
+			ownFile := tc.manifest != ""
+			if !ownFile {
 				tc.manifest = "workloads-role.yaml"
 				kubectl(t, "delete", "rolebinding", tc.binding, "-n", ns)
 			}
@@ -346,6 +347,9 @@ func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
 				t.Fatalf("without %s: %v, want a refusal\n%s", tc.binding, err, out)
 			}
 			t.Logf("without %s: %s", tc.binding, out)
+			if ownFile && !strings.Contains(out, "deploy/"+tc.manifest) {
+				t.Errorf("the refusal does not name deploy/%s", tc.manifest)
+			}
 			if after := tc.state(t, ns); after != before {
 				t.Errorf("refused, yet changed: %q, was %q", after, before)
 			}
