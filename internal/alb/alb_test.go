@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/rollback-dev/rollback/internal/alb/albtest"
@@ -51,8 +52,11 @@ func standIn(t *testing.T) (*albtest.Server, *Listener) {
 	return s, l
 }
 
-func target(l kube.LoadBalancer) kube.Target {
-	return kube.Target{Namespace: "default", Name: "checkout", Kind: kube.KindLoadBalancer, LB: l}
+var target = kube.Target{Namespace: "default", Name: "checkout", Kind: kube.KindLoadBalancer}
+
+// clients is a cluster with the listener's API beside it.
+func clients(l kube.LoadBalancer) kubernetes.Interface {
+	return kube.WithAdapters(fake.NewClientset(), l, nil)
 }
 
 // The runbook's ALB example, through the SDK: the listener forwards back
@@ -62,8 +66,8 @@ func target(l kube.LoadBalancer) kube.Target {
 func TestSwitchBackToBlue(t *testing.T) {
 	ctx := context.Background()
 	s, l := standIn(t)
-	cs := fake.NewClientset()
-	res, err := kube.Rollback(ctx, cs, target(l), kube.RollbackOptions{Timeout: 10 * time.Second})
+	cs := clients(l)
+	res, err := kube.Rollback(ctx, cs, target, kube.RollbackOptions{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("rollback: %v (stand-in errors: %v)", err, s.Errors)
 	}
@@ -85,7 +89,7 @@ func TestSwitchBackToBlue(t *testing.T) {
 	if len(s.Errors) > 0 {
 		t.Errorf("requests AWS would refuse: %v", s.Errors)
 	}
-	h, err := kube.GetHistory(ctx, cs, target(l))
+	h, err := kube.GetHistory(ctx, cs, target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +104,7 @@ func TestStandbyNotHealthy(t *testing.T) {
 	for name, states := range map[string][]string{"unhealthy": {"healthy", "unhealthy"}, "unused": {"unused", "unused"}, "none": nil} {
 		s, l := standIn(t)
 		s.SetTargets(blueTG, states...)
-		_, err := kube.Rollback(context.Background(), fake.NewClientset(), target(l), kube.RollbackOptions{Timeout: 5 * time.Second})
+		_, err := kube.Rollback(context.Background(), clients(l), target, kube.RollbackOptions{Timeout: 5 * time.Second})
 		if !errors.Is(err, kube.ErrStandbyNotReady) {
 			t.Errorf("%s: %v, want ErrStandbyNotReady", name, err)
 		}

@@ -203,16 +203,16 @@ func (e *Engine) CloseByHand(ctx context.Context, id, reason, by string) (inc *s
 	return incident.CloseByHand(ctx, e.Store, id, reason, by, e.now())
 }
 
-// Attach gives a workload's target the adapter its kind works through: a
+// Attach gives a workload's clients the adapter its kind works through: a
 // load balancer's listener API (from the service's loadBalancer config),
 // a namespace's Helm releases (for the workload's kubeconfig context).
 // The CLI, the server and resume build workloads with it, so no caller
-// knows which kinds need what.
+// knows which kinds need what; the target stays an identity.
 func (e *Engine) Attach(ctx context.Context, w *Workload) error {
-	var err error
+	lb, hr := kube.AdaptersOf(w.Client)
 	switch w.Target.Of() {
 	case kube.KindLoadBalancer:
-		if w.Target.LB != nil {
+		if lb != nil {
 			return nil
 		}
 		svc := e.service(w.Service)
@@ -222,19 +222,23 @@ func (e *Engine) Attach(ctx context.Context, w *Workload) error {
 		if svc == nil || svc.LoadBalancer == nil {
 			return fmt.Errorf("%s: no loadBalancer configured for service %q in rollback.yaml", w.Target.Ref(), w.Service)
 		}
-		if w.Target.LB, err = NewLoadBalancer(ctx, svc.LoadBalancer); err != nil {
+		lb, err := NewLoadBalancer(ctx, svc.LoadBalancer)
+		if err != nil {
 			return fmt.Errorf("services.%s.loadBalancer: %w", w.Service, err)
 		}
+		w.Client = kube.WithAdapters(w.Client, lb, nil)
 	case kube.KindHelm:
-		if w.Target.Helm != nil {
+		if hr != nil {
 			return nil
 		}
 		if e.Helm == nil {
 			return fmt.Errorf("%s: no Helm client", w.Target.Ref())
 		}
-		if w.Target.Helm, err = e.Helm(w.Context, w.Target.Namespace); err != nil {
+		hr, err := e.Helm(w.Context, w.Target.Namespace)
+		if err != nil {
 			return err
 		}
+		w.Client = kube.WithAdapters(w.Client, nil, hr)
 	}
 	return nil
 }

@@ -21,11 +21,48 @@ import (
 // Custom resources (HTTPRoute, Rollout, Canary, reconcilers' objects) are
 // read and patched through the API server's REST interface, as JSON.
 
-// Clients is the typed client with a dynamic one beside it: custom
-// resources go through the dynamic client (a fake of each in tests).
+// Clients is everything a rollback talks to for one workload: the typed
+// client, a dynamic one beside it (custom resources go through it; a fake
+// of each in tests), and the adapters of the kinds that live outside the
+// Kubernetes API: a load balancer's listener API (KindLoadBalancer) and
+// the namespace's Helm releases (KindHelm). A Target is only an identity;
+// what reaches it travels here.
 type Clients struct {
 	kubernetes.Interface
-	Dyn dynamic.Interface
+	Dyn  dynamic.Interface
+	LB   LoadBalancer
+	Helm HelmReleases
+}
+
+// WithAdapters is cs with the given adapters (nil keeps what cs has).
+func WithAdapters(cs kubernetes.Interface, lb LoadBalancer, helm HelmReleases) kubernetes.Interface {
+	c := clientsOf(cs)
+	if lb != nil {
+		c.LB = lb
+	}
+	if helm != nil {
+		c.Helm = helm
+	}
+	return c
+}
+
+// clientsOf is cs as Clients (a bare typed client has no dynamic client
+// and no adapters).
+func clientsOf(cs kubernetes.Interface) Clients {
+	switch c := cs.(type) {
+	case Clients:
+		return c
+	case *Clients:
+		return *c
+	}
+	return Clients{Interface: cs, Dyn: dynamicOf(cs)}
+}
+
+// AdaptersOf are the load balancer and Helm adapters cs carries (nil when
+// not).
+func AdaptersOf(cs kubernetes.Interface) (LoadBalancer, HelmReleases) {
+	c := clientsOf(cs)
+	return c.LB, c.Helm
 }
 
 // Dynamic is the dynamic client.

@@ -67,10 +67,6 @@ type Target struct {
 	// ColorLabel is a blue/green Service's colour label ("" to find it
 	// among ColorLabels).
 	ColorLabel string `json:"colorLabel,omitempty"`
-	// LB is a load balancer listener's API (KindLoadBalancer).
-	LB LoadBalancer `json:"-"`
-	// Helm is the namespace's Helm releases (KindHelm).
-	Helm HelmReleases `json:"-"`
 }
 
 // Of is the target's kind ("" is a Deployment).

@@ -91,13 +91,13 @@ func kindOf(t Target) kindOps {
 	case KindIngress:
 		return routeKind{albIngressAPI{}}
 	case KindLoadBalancer:
-		return lbKind{t.LB}
+		return lbKind{}
 	case KindRollout:
 		return rolloutKind{}
 	case KindCanary:
 		return canaryKind{}
 	case KindHelm:
-		return helmKind{t.Helm}
+		return helmKind{}
 	}
 	return deploymentKind{}
 }

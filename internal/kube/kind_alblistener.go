@@ -50,6 +50,15 @@ type LBState struct {
 	Colours  []LBColour
 	Active   string
 	Switches []Switch
+
+	api LoadBalancer // the listener's API the history was read through
+}
+
+// Health is a target group's registered targets: how many are healthy,
+// of how many, and the load balancer's words, read through the API the
+// history came from.
+func (s *LBState) Health(ctx context.Context, object string) (healthy, total int, msg string, err error) {
+	return s.api.Health(ctx, object)
 }
 
 // LBColour is one target group.
@@ -64,13 +73,23 @@ type LBColour struct {
 // ErrNoLoadBalancer: the target's load balancer client was not set.
 var ErrNoLoadBalancer = errors.New("no load balancer configured (loadBalancer: in rollback.yaml)")
 
-type lbKind struct{ lb LoadBalancer }
+type lbKind struct{}
 
-func (k lbKind) history(ctx context.Context, _ kubernetes.Interface, t Target) (*History, error) {
-	if k.lb == nil {
+// lbOf is the load balancer adapter cs carries.
+func lbOf(cs kubernetes.Interface, t Target) (LoadBalancer, error) {
+	lb, _ := AdaptersOf(cs)
+	if lb == nil {
 		return nil, fmt.Errorf("%s: %w", t.Ref(), ErrNoLoadBalancer)
 	}
-	s, err := k.lb.Colours(ctx)
+	return lb, nil
+}
+
+func (lbKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
+	lb, err := lbOf(cs, t)
+	if err != nil {
+		return nil, err
+	}
+	s, err := lb.Colours(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +99,7 @@ func (k lbKind) history(ctx context.Context, _ kubernetes.Interface, t Target) (
 	if s.Active == "" {
 		return nil, fmt.Errorf("%w: listener %s forwards to none of its target groups", ErrNotBlueGreen, s.Listener)
 	}
+	s.api = lb
 	h := &History{Target: t, LB: s}
 	for _, c := range s.Colours {
 		r := Revision{Object: c.ID, Colour: c.Name, Created: c.Created, Health: Unknown,
@@ -114,26 +134,34 @@ func (lbKind) undoPatch(h *History, to *Revision) (types.PatchType, []byte, erro
 	return "", b, err
 }
 
-func (k lbKind) patch(ctx context.Context, _ kubernetes.Interface, t Target, _ types.PatchType, data []byte, o metav1.PatchOptions) error {
+func (lbKind) patch(ctx context.Context, cs kubernetes.Interface, t Target, _ types.PatchType, data []byte, o metav1.PatchOptions) error {
 	var s lbSwitch
 	if err := json.Unmarshal(data, &s); err != nil {
 		return err
 	}
-	st, err := k.lb.Colours(ctx)
+	lb, err := lbOf(cs, t)
+	if err != nil {
+		return err
+	}
+	st, err := lb.Colours(ctx)
 	if err != nil {
 		return err
 	}
 	if st.Active != s.Switch.From {
 		return fmt.Errorf("%w: listener %s now forwards to %s, not %s", ErrConflict, st.Listener, st.Active, s.Switch.From)
 	}
-	return k.lb.Forward(ctx, st, s.To, s.Switch, len(o.DryRun) > 0)
+	return lb.Forward(ctx, st, s.To, s.Switch, len(o.DryRun) > 0)
 }
 
 func (lbKind) status(runtime.Object) (string, bool, error)             { return "", true, nil }
 func (lbKind) listWatch(kubernetes.Interface, Target) *cache.ListWatch { return nil }
 
 // markPatch turns Mark's annotation patch into the load balancer's marks.
-func (k lbKind) markPatch(ctx context.Context, _ kubernetes.Interface, _, object string, data []byte) error {
+func (lbKind) markPatch(ctx context.Context, cs kubernetes.Interface, _, object string, data []byte) error {
+	lb, _ := AdaptersOf(cs)
+	if lb == nil {
+		return fmt.Errorf("%s: %w", object, ErrNoLoadBalancer)
+	}
 	var p struct {
 		Metadata struct {
 			Annotations map[string]*string `json:"annotations"`
@@ -142,13 +170,13 @@ func (k lbKind) markPatch(ctx context.Context, _ kubernetes.Interface, _, object
 	if err := json.Unmarshal(data, &p); err != nil {
 		return err
 	}
-	return k.lb.Mark(ctx, object, p.Metadata.Annotations)
+	return lb.Mark(ctx, object, p.Metadata.Annotations)
 }
 
 // checkLBStandby: every registered target of the colour is healthy, and
 // there is at least one.
 func checkLBStandby(ctx context.Context, h *History, to *Revision) error {
-	healthy, total, msg, err := h.Target.LB.Health(ctx, to.Object)
+	healthy, total, msg, err := h.LB.Health(ctx, to.Object)
 	if err != nil {
 		return err
 	}
@@ -165,7 +193,7 @@ func waitForwarded(ctx context.Context, h *History, to *Revision, progress func(
 	defer tick.Stop()
 	last := ""
 	for {
-		s, err := h.Target.LB.Colours(ctx)
+		s, err := h.LB.api.Colours(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -174,7 +202,7 @@ func waitForwarded(ctx context.Context, h *History, to *Revision, progress func(
 		if s.Active == to.Object && lbOnly(s, to.Object) {
 			var total int
 			var hm string
-			healthy, total, hm, err = h.Target.LB.Health(ctx, to.Object)
+			healthy, total, hm, err = h.LB.Health(ctx, to.Object)
 			if err != nil {
 				return 0, err
 			}

@@ -90,22 +90,34 @@ type HelmState struct {
 	Pending string
 	// Workload is the release's first workload (pod checks), if any.
 	Workload *Target
+
+	api HelmReleases // the releases the history was read through
 }
 
-type helmKind struct{ h HelmReleases }
+type helmKind struct{}
 
-func (k helmKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
-	if k.h == nil {
+// helmOf is the Helm adapter cs carries.
+func helmOf(cs kubernetes.Interface, t Target) (HelmReleases, error) {
+	_, hr := AdaptersOf(cs)
+	if hr == nil {
 		return nil, fmt.Errorf("%s: no Helm client (the release's namespace and kubeconfig are needed)", t.Ref())
 	}
-	revs, err := k.h.History(ctx, t.Name)
+	return hr, nil
+}
+
+func (helmKind) history(ctx context.Context, cs kubernetes.Interface, t Target) (*History, error) {
+	hr, err := helmOf(cs, t)
+	if err != nil {
+		return nil, err
+	}
+	revs, err := hr.History(ctx, t.Name)
 	if err != nil {
 		return nil, err
 	}
 	if len(revs) == 0 {
 		return nil, fmt.Errorf("helm release %q in namespace %q: %w; check the name and -n (helm list -n %s)", t.Name, t.Namespace, ErrNotFound, t.Namespace)
 	}
-	h := &History{Target: t, Helm: &HelmState{Release: t.Name}}
+	h := &History{Target: t, Helm: &HelmState{Release: t.Name, api: hr}}
 	// The current revision is the deployed one, or the latest when it is
 	// pending: an interrupted upgrade is what the cluster was changing to,
 	// so it is the one abandoned.
@@ -163,18 +175,26 @@ func (helmKind) undoPatch(_ *History, to *Revision) (types.PatchType, []byte, er
 	return "", b, err
 }
 
-func (k helmKind) patch(ctx context.Context, _ kubernetes.Interface, t Target, _ types.PatchType, data []byte, o metav1.PatchOptions) error {
+func (helmKind) patch(ctx context.Context, cs kubernetes.Interface, t Target, _ types.PatchType, data []byte, o metav1.PatchOptions) error {
 	var r helmRollback
 	if err := json.Unmarshal(data, &r); err != nil {
 		return err
 	}
-	return k.h.Rollback(ctx, t.Name, r.Revision, len(o.DryRun) > 0)
+	hr, err := helmOf(cs, t)
+	if err != nil {
+		return err
+	}
+	return hr.Rollback(ctx, t.Name, r.Revision, len(o.DryRun) > 0)
 }
 
 func (helmKind) status(runtime.Object) (string, bool, error)             { return "", true, nil }
 func (helmKind) listWatch(kubernetes.Interface, Target) *cache.ListWatch { return nil }
 
-func (k helmKind) markPatch(ctx context.Context, _ kubernetes.Interface, _, object string, data []byte) error {
+func (helmKind) markPatch(ctx context.Context, cs kubernetes.Interface, _, object string, data []byte) error {
+	_, hr := AdaptersOf(cs)
+	if hr == nil {
+		return fmt.Errorf("%s: no Helm client", object)
+	}
 	n, ok := helmRevisionOf(object)
 	if !ok {
 		return fmt.Errorf("%s is not a Helm release revision", object)
@@ -188,7 +208,7 @@ func (k helmKind) markPatch(ctx context.Context, _ kubernetes.Interface, _, obje
 		return err
 	}
 	release := strings.TrimPrefix(object[:strings.LastIndex(object, ".v")], "sh.helm.release.v1.")
-	return k.h.Mark(ctx, release, n, p.Metadata.Annotations)
+	return hr.Mark(ctx, release, n, p.Metadata.Annotations)
 }
 
 // helmGrace is how long a pending-* state may last before rollback takes
@@ -200,7 +220,7 @@ func repairHelm(ctx context.Context, h *History, dry DryRun) error {
 	if h.Helm.Pending == "" || dry != DryRunNone {
 		return nil
 	}
-	msg, err := h.Target.Helm.Repair(ctx, h.Target.Name, helmGrace)
+	msg, err := h.Helm.api.Repair(ctx, h.Target.Name, helmGrace)
 	if err != nil {
 		return err
 	}
@@ -211,7 +231,7 @@ func repairHelm(ctx context.Context, h *History, dry DryRun) error {
 // waitHelm checks the rollback's new revision: deployed, with the
 // target's manifest.
 func waitHelm(ctx context.Context, h *History, to *Revision) (int64, string, error) {
-	revs, err := h.Target.Helm.History(ctx, h.Target.Name)
+	revs, err := h.Helm.api.History(ctx, h.Target.Name)
 	if err != nil {
 		return 0, "", err
 	}

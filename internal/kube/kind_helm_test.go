@@ -21,8 +21,9 @@ func TestHelmRollbackOnAFake(t *testing.T) {
 	ctx := context.Background()
 	cluster := kubetest.Deployment("shop", "app-web")
 	hf := kubetest.HelmRelease(cluster, "shop", "app", "deployed", time.Now().Add(-time.Hour))
-	tgt := kube.Target{Namespace: "shop", Name: "app", Kind: kube.KindHelm, Helm: hf}
-	res, err := kube.Rollback(ctx, cluster, tgt, kube.RollbackOptions{Timeout: 5 * time.Second})
+	tgt := kube.Target{Namespace: "shop", Name: "app", Kind: kube.KindHelm}
+	cs := kube.WithAdapters(cluster, nil, hf)
+	res, err := kube.Rollback(ctx, cs, tgt, kube.RollbackOptions{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,7 @@ func TestHelmRollbackOnAFake(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	kubetest.RolledBack(t, cluster, "shop", "app-web")
-	if _, err := kube.Rollback(ctx, cluster, tgt, kube.RollbackOptions{Timeout: 5 * time.Second}); !errors.Is(err, kube.ErrNoTarget) {
+	if _, err := kube.Rollback(ctx, cs, tgt, kube.RollbackOptions{Timeout: 5 * time.Second}); !errors.Is(err, kube.ErrNoTarget) {
 		t.Errorf("second run: %v, want no target (revision 2 bad, 3 is 1)", err)
 	}
 }
@@ -48,14 +49,14 @@ func TestHelmRollbackOnAFake(t *testing.T) {
 func TestHelmPendingOnAFake(t *testing.T) {
 	ctx := context.Background()
 	young := kubetest.HelmRelease(kubetest.Deployment("shop", "app-web"), "shop", "app", "pending-upgrade", time.Now().Add(-time.Minute))
-	_, err := kube.Rollback(ctx, fake.NewClientset(), kube.Target{Namespace: "shop", Name: "app", Kind: kube.KindHelm, Helm: young}, kube.RollbackOptions{Timeout: 5 * time.Second})
+	_, err := kube.Rollback(ctx, kube.WithAdapters(fake.NewClientset(), nil, young), helmApp, kube.RollbackOptions{Timeout: 5 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "may still run") || len(young.Releases["app"]) != 2 || len(young.Rollbacks) != 0 {
 		t.Errorf("young pending: %v; history %+v, rollbacks %v", err, young.Releases["app"], young.Rollbacks)
 	}
 	cluster := kubetest.Deployment("shop", "app-web")
 	old := kubetest.HelmRelease(cluster, "shop", "app", "pending-upgrade", time.Now().Add(-time.Hour))
 	var said []string
-	_, err = kube.Rollback(ctx, cluster, kube.Target{Namespace: "shop", Name: "app", Kind: kube.KindHelm, Helm: old},
+	_, err = kube.Rollback(ctx, kube.WithAdapters(cluster, nil, old), helmApp,
 		kube.RollbackOptions{Timeout: 5 * time.Second, Events: func(ev progress.Event) { said = append(said, ev.Message) }})
 	revs := old.Releases["app"]
 	if err != nil || revs[1].Status != "failed" || len(revs) != 3 || revs[2].Description != "Rollback to 1" {
@@ -72,7 +73,7 @@ func TestHelmRollbackFailsAfterRecording(t *testing.T) {
 	cluster := kubetest.Deployment("shop", "app-web")
 	hf := kubetest.HelmRelease(cluster, "shop", "app", "deployed", time.Now().Add(-time.Hour))
 	hf.Fail = errors.New("timed out waiting for the condition")
-	_, err := kube.Rollback(context.Background(), fake.NewClientset(), kube.Target{Namespace: "shop", Name: "app", Kind: kube.KindHelm, Helm: hf}, kube.RollbackOptions{Timeout: 5 * time.Second})
+	_, err := kube.Rollback(context.Background(), kube.WithAdapters(fake.NewClientset(), nil, hf), helmApp, kube.RollbackOptions{Timeout: 5 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "timed out waiting") {
 		t.Errorf("got %v", err)
 	}
@@ -80,3 +81,5 @@ func TestHelmRollbackFailsAfterRecording(t *testing.T) {
 		t.Error("a failed rollback's revision was marked good")
 	}
 }
+
+var helmApp = kube.Target{Namespace: "shop", Name: "app", Kind: kube.KindHelm}

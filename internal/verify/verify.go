@@ -118,7 +118,7 @@ func Pods(ctx context.Context, cs kubernetes.Interface, t kube.Target, pc PodChe
 func targetHealth(ctx context.Context, h *kube.History) (Result, error) {
 	r := Result{Check: "target-health"}
 	cur := h.Current()
-	healthy, total, msg, err := h.Target.LB.Health(ctx, cur.Object)
+	healthy, total, msg, err := h.LB.Health(ctx, cur.Object)
 	if err != nil {
 		return r, err
 	}
