@@ -188,3 +188,29 @@ func TestRunVerifiesLatencyAgainstBaseline(t *testing.T) {
 		})
 	}
 }
+
+// The engine runs the runbook's table: every step of incident.Runbook
+// (but the decision, recorded on the incident) has a body, no body is
+// without a step, and the plan keeps the table's order.
+func TestStepsAreTheRunbooksTable(t *testing.T) {
+	for _, d := range incident.Runbook {
+		if b, ok := bodies[d.Name]; d.OnIncident == ok || (ok && b.Run == nil) {
+			t.Errorf("step %s: on the incident %v, body %v", d.Name, d.OnIncident, ok)
+		}
+	}
+	for name := range bodies {
+		if _, ok := incident.Lookup(name); !ok {
+			t.Errorf("body %s runs no step of the runbook", name)
+		}
+	}
+	i := 0
+	for _, d := range incident.Runbook {
+		if d.OnIncident {
+			continue
+		}
+		if i >= len(Steps) || Steps[i].Name != d.Name || Steps[i].Budget != d.Budget || Steps[i].Title != d.Title {
+			t.Fatalf("Steps[%d] is not the table's %s", i, d.Name)
+		}
+		i++
+	}
+}

@@ -232,5 +232,5 @@ func notifyDeadline(svc *config.Service, _ time.Duration) time.Duration {
 	if svc != nil && svc.Notify != nil && svc.Notify.Deadline > 0 {
 		return svc.Notify.Deadline
 	}
-	return runbook.BudgetDeclare
+	return incident.BudgetDeclare
 }

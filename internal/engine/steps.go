@@ -24,16 +24,17 @@ import (
 	"github.com/rollback-dev/rollback/internal/verify"
 )
 
-// Step is one step of the runbook, defined once: its name (the journal's
-// and the checklist's), title, the runbook's budget, how it runs beside
-// the others, whether it applies to a service (and why not), and its body.
-// The run's plan, 'rollback plan's outline and progress titles derive
-// from Steps; the checklist (internal/incident, in the runbook's own
-// order) reads the journal under the same names.
+// Step is one step of the runbook: its definition (name, title,
+// checklist item, budget and place in the order: incident.Runbook, the one
+// table every part of rollback reads) and how the engine runs it.
 type Step struct {
-	Name   string
-	Title  string
-	Budget time.Duration
+	incident.Def
+	body
+}
+
+// body is how the engine runs a step: beside the others or not, its
+// enforced deadline, whether it applies to a service, and what it does.
+type body struct {
 	// Soft, Background and Join: see runbook.Step.
 	Soft, Background, Join bool
 	// Deadline is the enforced deadline for the service (nil: the budget,
@@ -57,29 +58,38 @@ type execution struct {
 	res     *kube.Result
 }
 
-// Steps is the runbook in its order: communication runs beside recovery
-// (never before it), the broken version is blocked as soon as the
-// rollback has moved off it.
-var Steps = []Step{
-	{Name: incident.StepDeclare, Title: "Declare incident and notify", Budget: runbook.BudgetDeclare, Background: true, Soft: true,
-		Deadline: notifyDeadline, Applies: notifyApplies, Run: declare},
-	{Name: incident.StepSnapshot, Title: "Database snapshot", Applies: dbApplies, Run: snapshot},
-	{Name: incident.StepGitOps, Title: "Pause the GitOps reconciler", Run: pauseGitOps,
+// bodies are the engine's steps by name.
+var bodies = map[string]body{
+	incident.StepDeclare:  {Background: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: declare},
+	incident.StepSnapshot: {Applies: dbApplies, Run: snapshot},
+	incident.StepGitOps: {Run: pauseGitOps,
 		Applies:  func(*config.Service) string { return "when Argo CD or Flux applies the workload" },
 		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
-	{Name: incident.StepKube, Title: "Kubernetes rollback", Budget: runbook.BudgetKube,
+	incident.StepKube: {Run: kubeUndo,
 		Deadline: func(_ *config.Service, timeout time.Duration) time.Duration {
-			return max(runbook.BudgetKube, timeout+30*time.Second)
-		}, Run: kubeUndo},
-	{Name: incident.StepBlock, Title: "Block the broken version",
-		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }, Run: block},
-	{Name: incident.StepDownMig, Title: "Database down migration", Applies: dbApplies, Run: downMigrate},
-	{Name: incident.StepSmoke, Title: "Verify pods and smoke tests", Budget: runbook.BudgetVerify, Applies: smokeApplies, Run: smoke},
-	{Name: incident.StepMetrics, Title: "Verify metrics", Budget: runbook.BudgetVerify, Deadline: metricsDeadline, Applies: metricsApplies, Run: checkMetrics},
-	{Name: incident.StepFlagOff, Title: "Feature flag off", Soft: true, Deadline: flagStepDeadline, Applies: flagApplies, Run: flagOff},
-	{Name: incident.StepClose, Title: "Communicate and close", Join: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: closeIncident},
-	{Name: incident.StepReview, Title: "Schedule post-incident review", Run: scheduleReview},
+			return max(incident.BudgetKube, timeout+30*time.Second)
+		}},
+	incident.StepBlock: {Run: block,
+		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
+	incident.StepDownMig: {Applies: dbApplies, Run: downMigrate},
+	incident.StepSmoke:   {Applies: smokeApplies, Run: smoke},
+	incident.StepMetrics: {Deadline: metricsDeadline, Applies: metricsApplies, Run: checkMetrics},
+	incident.StepFlagOff: {Soft: true, Deadline: flagStepDeadline, Applies: flagApplies, Run: flagOff},
+	incident.StepClose:   {Join: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: closeIncident},
+	incident.StepReview:  {Run: scheduleReview},
 }
+
+// Steps is the runbook in incident.Runbook's order, each step with its
+// body (the decision, recorded when the incident opens, is not run).
+var Steps = func() []Step {
+	var out []Step
+	for _, d := range incident.Runbook {
+		if !d.OnIncident {
+			out = append(out, Step{Def: d, body: bodies[d.Name]})
+		}
+	}
+	return out
+}()
 
 // Title is a step's title, for progress lines.
 func Title(name string) string {
@@ -130,11 +140,16 @@ func (e *Engine) plan(inc *store.Incident, t *Target, w *Workload, res *kube.Res
 	}
 	x := &execution{e: e, svc: e.service(t.Service), inc: inc, t: t, w: w, timeout: timeout, res: res,
 		ninc: notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt, PagerDutyID: t.PagerDuty}}
-	p := runbook.Plan{Service: w.LeaseKey()}
-	for _, st := range Steps {
+	return x.plan(w.LeaseKey(), Steps)
+}
+
+// plan runs steps on the execution, holding key.
+func (x *execution) plan(key string, steps []Step) runbook.Plan {
+	p := runbook.Plan{Service: key}
+	for _, st := range steps {
 		rs := runbook.Step{Name: st.Name, Title: st.Title, Budget: st.Budget, Soft: st.Soft, Background: st.Background, Join: st.Join}
 		if st.Deadline != nil {
-			rs.Deadline = st.Deadline(x.svc, timeout)
+			rs.Deadline = st.Deadline(x.svc, x.timeout)
 		}
 		run := st.Run
 		rs.Run = func(ctx context.Context, sc *runbook.StepContext) (string, error) { return run(ctx, x, sc) }
@@ -366,7 +381,7 @@ func scheduleReview(ctx context.Context, x *execution, sc *runbook.StepContext) 
 // metricsDeadline is the metric step's enforced deadline: its window
 // (verify.within, default the runbook's 5 minutes) and a last query.
 func metricsDeadline(svc *config.Service, _ time.Duration) time.Duration {
-	within := runbook.BudgetVerify
+	within := incident.BudgetVerify
 	if svc != nil && svc.Verify != nil && svc.Verify.Within > 0 {
 		within = svc.Verify.Within
 	}

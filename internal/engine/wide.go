@@ -14,9 +14,11 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/decide"
 	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/kube"
+	"github.com/rollback-dev/rollback/internal/notify"
 	"github.com/rollback-dev/rollback/internal/progress"
 	"github.com/rollback-dev/rollback/internal/runbook"
 	"github.com/rollback-dev/rollback/internal/store"
@@ -132,12 +134,7 @@ func (e *Engine) Wide(ctx context.Context, r WideRequest) (*WideOutcome, error) 
 		r.Started(inc.ID)
 	}
 	x := &wideRun{e: e, r: r, inc: inc, targets: targets}
-	plan := runbook.Plan{Service: key, Steps: []runbook.Step{
-		{Name: incident.StepDeclare, Title: "Declare the incident", Budget: runbook.BudgetDeclare, Run: x.declare},
-		{Name: incident.StepKube, Title: "Roll back every matching workload", Budget: runbook.BudgetKube, Deadline: 2*r.Timeout + time.Minute, Run: x.undo},
-		{Name: incident.StepClose, Title: "Close the incident", Budget: time.Minute, Run: x.close},
-	}}
-	err = ex.Run(ctx, inc.ID, plan)
+	err = ex.Run(ctx, inc.ID, x.plan(key))
 	out.Items = x.items()
 	return out, err
 }
@@ -246,8 +243,33 @@ func (x *wideRun) items() []WideItem {
 	return out
 }
 
-func (x *wideRun) declare(ctx context.Context, sc *runbook.StepContext) (string, error) {
-	return fmt.Sprintf("incident %s: wide rollback of %d workload(s) matching %s in %s", x.inc.ID, len(x.targets), x.r.Selector, x.r.Namespace), nil
+// plan is the runbook's steps for a wide incident: the same table and
+// the same declare, close and review as a service's run; the undo rolls
+// back every pinned workload; the steps that act on one service's
+// database, reconciler, flag or checks do not apply.
+func (x *wideRun) plan(key string) runbook.Plan {
+	steps := make([]Step, 0, len(Steps))
+	for _, st := range Steps {
+		switch st.Name {
+		case incident.StepDeclare, incident.StepClose, incident.StepReview:
+		case incident.StepKube:
+			st.Deadline = func(*config.Service, time.Duration) time.Duration { return 2*x.r.Timeout + time.Minute }
+			st.Run = func(ctx context.Context, _ *execution, sc *runbook.StepContext) (string, error) {
+				return x.undo(ctx, sc)
+			}
+		default:
+			st.Deadline, st.Run = nil, wideSkip
+		}
+		steps = append(steps, st)
+	}
+	inc := x.inc
+	ex := &execution{e: x.e, inc: inc, timeout: x.r.Timeout,
+		ninc: notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt}}
+	return ex.plan(key, steps)
+}
+
+func wideSkip(context.Context, *execution, *runbook.StepContext) (string, error) {
+	return "", fmt.Errorf("a wide rollback spans many services; this step is per service (run it with each service's own rollback.yaml): %w", runbook.ErrSkip)
 }
 
 // undo plans and pins every workload's target (journaled, once), then
@@ -362,14 +384,6 @@ func (x *wideRun) fail(ctx context.Context, sc *runbook.StepContext, mu *sync.Mu
 func (x *wideRun) journal(ctx context.Context, sc *runbook.StepContext, key string, ph store.Phase, msg string, it WideItem) {
 	b, _ := json.Marshal(it)
 	_, _ = x.e.Store.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: x.inc.ID, Time: x.e.now(), Step: sc.Step, Phase: ph, Key: key, Message: msg, Evidence: string(b)})
-}
-
-func (x *wideRun) close(ctx context.Context, sc *runbook.StepContext) (string, error) {
-	cur, err := x.e.markClosed(ctx, x.inc.ID)
-	if err != nil {
-		return "", err
-	}
-	return "incident closed at " + cur.ClosedAt.UTC().Format(time.RFC3339), nil
 }
 
 // parseTargetKey reads NAMESPACE/KIND/NAME.

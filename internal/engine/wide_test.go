@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/store"
 )
 
@@ -49,6 +50,20 @@ func TestWide(t *testing.T) {
 	}
 	if !keys["wide-target:shop/deployment/web"] || !keys["wide-done:shop/deployment/web"] {
 		t.Errorf("journal keys %v", keys)
+	}
+	// The runbook's own steps: the same checklist, its per-service items
+	// n/a with the reason, the incident closed and its review scheduled.
+	for _, it := range incident.Checklist(inc, evs) {
+		want := incident.Skipped
+		switch it.Step {
+		case incident.StepDecision, incident.StepKube, incident.StepReview:
+			want = incident.Done
+		case incident.StepDeclare, incident.StepClose:
+			want = incident.Unnotified // no notifier for a selector
+		}
+		if it.Status != want || (want == incident.Skipped && !strings.Contains(it.Evidence, "per service")) {
+			t.Errorf("wide checklist %s: %s (%s), want %s", it.Step, it.Status, it.Evidence, want)
+		}
 	}
 	if _, err := e.Wide(ctx, WideRequest{Namespace: "shop", Selector: "release=nothing", Client: cs}); !errors.Is(err, ErrNothingMatched) {
 		t.Errorf("no match: %v", err)

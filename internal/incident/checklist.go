@@ -12,27 +12,6 @@ import (
 	"github.com/rollback-dev/rollback/internal/store"
 )
 
-// Step names the whole-runbook run journals under; the checklist reads them.
-const (
-	StepDeclare  = "declare"
-	StepSnapshot = "snapshot"
-	StepKube     = "kube-undo"
-	StepGitOps   = "gitops-pause"
-	// KeyGitOpsOwner journals the reconciler a run paused (JSON), and
-	// KeyGitOpsResumed that it was resumed.
-	KeyGitOpsOwner   = "gitops-owner"
-	KeyGitOpsResumed = "gitops-resumed"
-	StepDownMig      = "down-migrate"
-	StepSmoke        = "smoke"
-	StepMetrics      = "metrics"
-	StepFlagOff      = "flag-off"
-	StepClose        = "close"
-	StepBlock        = "block"
-	StepReview       = "schedule-review"
-	// StepReviewDone is journaled when the review took place.
-	StepReviewDone = "review-done"
-)
-
 // NotNotified starts the part of a communication step's evidence that
 // says no message was delivered (the reasons follow); the checklist shows
 // such an item as not notified, never as "stakeholders notified".
@@ -66,22 +45,8 @@ type Item struct {
 	Overrun  string        `json:"overrun,omitempty"`
 }
 
-// The runbook's checklist, in its order, with the step that ticks each item.
-var checklist = []struct{ text, step string }{
-	{"Incident declared and stakeholders notified", StepDeclare},
-	{"Decision to roll-backward documented (rationale)", ""},
-	{"Database snapshot taken (if migration involved)", StepSnapshot},
-	{"Kubernetes rollback executed (kubectl rollout undo)", StepKube},
-	{"Down migration run and verified (if applicable)", StepDownMig},
-	{"Inflight smoke tests passed on rolled-back version", StepSmoke},
-	{"Monitoring dashboards confirm recovery", StepMetrics},
-	{"Feature flag disabled to prevent re-triggering", StepFlagOff},
-	{"Incident closed and stakeholders notified of recovery", StepClose},
-	{"Broken version blocked in CI/CD pipeline", StepBlock},
-	{"Post-incident review scheduled (within 48 hours)", StepReview},
-}
-
-// Checklist derives the 11 items from the incident and its journal.
+// Checklist derives the runbook's 11 items (one per step of Runbook that
+// ticks one, in its order) from the incident and its journal.
 func Checklist(inc *store.Incident, events []store.Event) []Item {
 	type state struct {
 		started, ended time.Time
@@ -109,10 +74,13 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 			s.overrun = ev.Message
 		}
 	}
-	items := make([]Item, 0, len(checklist))
-	for _, c := range checklist {
-		it := Item{Text: c.text, Step: c.step, Status: Pending}
-		if c.step == "" { // the decision lives on the incident itself
+	items := make([]Item, 0, len(Runbook))
+	for _, c := range Runbook {
+		if c.Checklist == "" {
+			continue
+		}
+		it := Item{Text: c.Checklist, Step: c.Name, Status: Pending}
+		if c.OnIncident { // the decision lives on the incident itself
 			if inc.Decision != "" {
 				it.Status, it.Evidence = Done, inc.Decision
 				if inc.Rationale != "" {
@@ -122,7 +90,7 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 			items = append(items, it)
 			continue
 		}
-		s := steps[c.step]
+		s := steps[c.Name]
 		if s != nil {
 			it.Started, it.Overrun = s.started, s.overrun
 			switch s.phase {
@@ -133,7 +101,7 @@ func Checklist(inc *store.Incident, events []store.Event) []Item {
 				if strings.HasPrefix(s.evidence, "skipped: ") {
 					it.Status, it.Evidence = Skipped, strings.TrimPrefix(s.evidence, "skipped: ")
 				}
-				if (c.step == StepDeclare || c.step == StepClose) && strings.Contains(s.evidence, "; "+NotNotified) {
+				if (c.Name == StepDeclare || c.Name == StepClose) && strings.Contains(s.evidence, "; "+NotNotified) {
 					it.Status = Unnotified
 				}
 			case store.PhaseFailed:

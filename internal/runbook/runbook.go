@@ -70,14 +70,9 @@ type PanicError struct {
 
 func (p *PanicError) Error() string { return fmt.Sprintf("panic: %v", p.Value) }
 
-// Budgets from the runbook.
-const (
-	BudgetDeclare = 2 * time.Minute // Step 1: declare and notify
-	BudgetKube    = 3 * time.Minute // Step 2: Kubernetes rollback
-	BudgetVerify  = 5 * time.Minute // Step 4: recovery verified within 5 minutes
-	// DefaultDeadline bounds a step the runbook gives no budget.
-	DefaultDeadline = 10 * time.Minute
-)
+// DefaultDeadline bounds a step the runbook gives no budget (the
+// runbook's budgets: incident.Runbook).
+const DefaultDeadline = 10 * time.Minute
 
 // Plan is the ordered steps of one run.
 type Plan struct {

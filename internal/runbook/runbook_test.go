@@ -45,7 +45,7 @@ func plan(fx *effects, crashInside func(string)) Plan {
 		}
 	}
 	return Plan{Service: "transaction-service", Steps: []Step{
-		{Name: "declare", Title: "Declare incident and notify", Budget: BudgetDeclare, Run: effect("slack-start", &fx.slackStart)},
+		{Name: "declare", Title: "Declare incident and notify", Budget: 2 * time.Minute, Run: effect("slack-start", &fx.slackStart)},
 		{Name: "down-migrate", Title: "Database down migration", Run: effect("history-delete", &fx.historyDelete)},
 		{Name: "flag-off", Title: "Feature flag off", Run: func(context.Context, *StepContext) (string, error) {
 			return "", fmt.Errorf("no flag configured: %w", ErrSkip)
@@ -219,7 +219,7 @@ func TestBudgetOverrunIsJournaled(t *testing.T) {
 	clock := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	p := Plan{Service: "svc", Steps: []Step{{Name: "undo", Budget: BudgetKube, Run: func(context.Context, *StepContext) (string, error) {
+	p := Plan{Service: "svc", Steps: []Step{{Name: "undo", Budget: 3 * time.Minute, Run: func(context.Context, *StepContext) (string, error) {
 		mu.Lock()
 		clock = clock.Add(4 * time.Minute)
 		mu.Unlock()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/migrate"
 	"github.com/rollback-dev/rollback/internal/pgtest"
 )
@@ -251,7 +252,7 @@ services:
 			if out, err := res.CombinedOutput(); err != nil {
 				t.Fatalf("resume: %v\n%s", err, out)
 			}
-			checkFinished(t, st, id, ns, 7) // no metric checks configured
+			checkFinished(t, st, id, ns, incident.StepMetrics) // no metric checks configured
 
 			sl.mu.Lock()
 			defer sl.mu.Unlock()

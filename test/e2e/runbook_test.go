@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
@@ -32,8 +33,21 @@ type statusJSON struct {
 	} `json:"incident"`
 	Checklist []struct {
 		Item   string `json:"item"`
+		Step   string `json:"step"`
 		Status string `json:"status"`
 	} `json:"checklist"`
+}
+
+// item is the checklist's item of a step.
+func (s statusJSON) item(t *testing.T, step string) (text, status string) {
+	t.Helper()
+	for _, it := range s.Checklist {
+		if it.Step == step {
+			return it.Item, it.Status
+		}
+	}
+	t.Fatalf("no checklist item for step %s in %+v", step, s.Checklist)
+	return "", ""
 }
 
 func incidentStatus(t *testing.T, st, id string) statusJSON {
@@ -49,15 +63,14 @@ func incidentStatus(t *testing.T, st, id string) statusJSON {
 	return s
 }
 
-// plainNA are the checklist items that do not apply to a service with no
-// database, metric checks or feature flag configured (3 snapshot, 5 down
-// migration, 7 monitoring, 8 flag off).
-var plainNA = []int{3, 5, 7, 8}
+// plainNA are the steps whose checklist items do not apply to a service
+// with no database, metric checks or feature flag configured.
+var plainNA = []string{incident.StepSnapshot, incident.StepDownMig, incident.StepMetrics, incident.StepFlagOff}
 
 // checkFinished: the incident is closed with every checklist item done,
-// except the items na (numbered from 1), which must be "n/a": an item that
+// except the items of the steps na, which must be "n/a": an item that
 // applies is never accepted as "n/a".
-func checkFinished(t *testing.T, st, id, ns string, na ...int) {
+func checkFinished(t *testing.T, st, id, ns string, na ...string) {
 	t.Helper()
 	s := incidentStatus(t, st, id)
 	if s.Incident.Status != "closed" || s.Incident.BadVersion != "v1.2.0" || len(s.Checklist) != 11 {
@@ -65,12 +78,14 @@ func checkFinished(t *testing.T, st, id, ns string, na ...int) {
 	}
 	for i, it := range s.Checklist {
 		want := "done"
-		if slices.Contains(na, i+1) {
+		if slices.Contains(na, it.Step) {
 			want = "n/a"
 		}
-		// Items 1 and 9 say "not notified" when nothing was delivered (no
-		// notifier configured, or a post interrupted and not confirmed).
-		if it.Status != want && !(it.Status == "not notified" && (i == 0 || i == 8)) {
+		// The declare and close items say "not notified" when nothing was
+		// delivered (no notifier configured, or a post interrupted and not
+		// confirmed).
+		comms := it.Step == incident.StepDeclare || it.Step == incident.StepClose
+		if it.Status != want && !(it.Status == "not notified" && comms) {
 			t.Errorf("item %d %q is %s, want %s", i+1, it.Item, it.Status, want)
 		}
 	}
