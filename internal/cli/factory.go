@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/engine"
 	"github.com/rollback-dev/rollback/internal/helm"
-	"github.com/rollback-dev/rollback/internal/kinds"
 	"github.com/rollback-dev/rollback/internal/kube"
 	"github.com/rollback-dev/rollback/internal/store"
 )
@@ -66,83 +64,36 @@ func (f *Factory) Config() (*config.Config, error) {
 type Workload = engine.Workload
 
 // Resolve turns a SERVICE argument (a configured service, or KIND/NAME as
-// kubectl takes it: deployment/, statefulset/, daemonset/) into a workload
-// and a client. Flags win over the config, which wins over the
-// kubeconfig's defaults.
+// kubectl takes it) into a workload and a client (engine.Locate; flags win
+// over the config, which wins over the kubeconfig's defaults).
 func (f *Factory) Resolve(arg string) (*Workload, error) {
-	w := &Workload{Context: f.Context}
-	ns := f.Namespace
-	kind, name, isRef, err := parseWorkloadArg(arg)
+	_, _, isRef, err := engine.ParseRef(arg)
 	if err != nil {
+		return nil, usageError{err: err}
+	}
+	cfg, err := f.Config()
+	if err != nil && !isRef {
 		return nil, err
 	}
-	if isRef {
-		w.Target.Name, w.Target.Kind = name, kind
-	} else {
-		cfg, err := f.Config()
-		if err != nil {
+	w, err := engine.Locate(cfg, arg, engine.Where{Namespace: f.Namespace, Context: f.Context, DefaultNamespace: f.kubeconfigNamespace})
+	if err != nil {
+		return nil, usageError{err: err}
+	}
+	rc, err := f.clientConfig(w.Context).ClientConfig()
+	switch {
+	case err == nil:
+		rc.QPS, rc.Burst = 50, 100
+		rc.UserAgent = "rollback/" + Version
+		if w.Client, err = f.newClient(rc); err != nil {
 			return nil, err
 		}
-		if cfg == nil {
-			return nil, usagef("unknown service %q: no rollback.yaml found (looked at --config, $ROLLBACK_CONFIG and ./rollback.yaml); pass deployment/NAME with -n NAMESPACE, or define the service in rollback.yaml", arg)
-		}
-		svc, ok := cfg.Services[arg]
-		if !ok {
-			return nil, usagef("unknown service %q in %s; configured services: %s; or pass deployment/NAME with -n NAMESPACE",
-				arg, cfg.Path, strings.Join(cfg.ServiceNames(), ", "))
-		}
-		w.Service = arg
-		w.Target.Name = svc.Kubernetes.Name
-		if w.Target.Kind, err = kube.ParseKind(svc.Kubernetes.Kind); err != nil {
-			return nil, usagef("%s: kubernetes.kind: %v", cfg.Path, err)
-		}
-		if svc.LoadBalancer != nil {
-			// Blue/green at a load balancer: no cluster object, no
-			// kubeconfig needed.
-			w.Target.Kind, w.Target.Name = kube.KindLoadBalancer, arg
-			if err := f.attach(w); err != nil {
-				return nil, usagef("%s: %v", cfg.Path, err)
-			}
-		}
-		w.Target.ColorLabel = svc.Kubernetes.ColorLabel
-		if w.Context == "" {
-			w.Context = svc.Kubernetes.Context
-		}
-		if ns == "" {
-			ns = svc.Kubernetes.Namespace
-		}
-	}
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
-		&clientcmd.ConfigOverrides{CurrentContext: w.Context})
-	if ns == "" {
-		var err error
-		if ns, _, err = cc.Namespace(); err != nil {
-			if w.Target.Kind != kube.KindLoadBalancer {
-				return nil, usagef("read kubeconfig: %v", err)
-			}
-			ns = "default"
-		}
-	}
-	w.Target.Namespace = ns
-	if isRef {
-		// KIND/NAME of a configured service is that service: the same
-		// blocks, incidents and settings whichever way it is named.
-		w.Service = f.configuredServiceFor(ns, kind, name)
-	}
-	rc, err := cc.ClientConfig()
-	if err != nil {
-		if w.Target.Kind == kube.KindLoadBalancer {
-			return w, nil
-		}
+	case w.Target.Kind != kube.KindLoadBalancer: // a listener needs no cluster
 		return nil, usagef("kubeconfig: %v; pass --kubeconfig or set $KUBECONFIG", err)
 	}
-	rc.QPS, rc.Burst = 50, 100
-	rc.UserAgent = "rollback/" + Version
-	if w.Client, err = f.newClient(rc); err != nil {
-		return nil, err
-	}
 	if err := f.attach(w); err != nil {
+		if w.Target.Kind == kube.KindLoadBalancer {
+			return nil, usagef("%s: %v", cfg.Path, err)
+		}
 		return nil, err
 	}
 	return w, nil
@@ -226,27 +177,10 @@ func (f *Factory) engine(s store.Store, r *renderer) *engine.Engine {
 }
 
 // configuredServiceFor is the configured service whose workload is
-// ns/kind/name ("" when none, or when there is no rollback.yaml). With ns
-// "" a single service naming the workload matches.
+// ns/kind/name (engine.ServiceFor).
 func (f *Factory) configuredServiceFor(ns string, kind kube.Kind, name string) string {
-	cfg, err := f.Config()
-	if err != nil || cfg == nil {
-		return ""
-	}
-	found := ""
-	for _, n := range cfg.ServiceNames() {
-		k := cfg.Services[n].Kubernetes
-		if kk, err := kube.ParseKind(k.Kind); err != nil || kk != kind {
-			continue
-		}
-		if k.Name == name && (ns == "" || k.Namespace == ns) {
-			if found != "" {
-				return "" // ambiguous without a namespace
-			}
-			found = n
-		}
-	}
-	return found
+	cfg, _ := f.Config()
+	return engine.ServiceFor(cfg, ns, kind, name)
 }
 
 // ServiceKey is the canonical key of a SERVICE argument without asking the
@@ -256,7 +190,7 @@ func (f *Factory) configuredServiceFor(ns string, kind kube.Kind, name string) s
 func (f *Factory) ServiceKey(arg string) (string, error) {
 	// A key as rollback writes it (NAMESPACE/KIND/NAME, shown by status
 	// and in incidents) is taken as it is.
-	if ns, ref, ok := strings.Cut(arg, "/"); ok && strings.Count(arg, "/") == 2 && objectName.MatchString(ns) {
+	if ns, ref, ok := strings.Cut(arg, "/"); ok && strings.Count(arg, "/") == 2 && engine.ObjectName(ns) {
 		if kind, name, isRef, err := parseWorkloadArg(ref); err == nil && isRef {
 			if svc := f.configuredServiceFor(ns, kind, name); svc != "" {
 				return svc, nil
@@ -283,39 +217,30 @@ func (f *Factory) namespaceOrDefault() string {
 	if f.Namespace != "" {
 		return f.Namespace
 	}
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
-		&clientcmd.ConfigOverrides{CurrentContext: f.Context})
-	if ns, _, err := cc.Namespace(); err == nil && ns != "" {
+	if ns, err := f.kubeconfigNamespace(f.Context); err == nil && ns != "" {
 		return ns
 	}
 	return "default"
 }
 
-// parseWorkloadArg splits a SERVICE argument: KIND/NAME (a kind of the
-// table of kinds, in kubectl's spellings) is a reference to a workload;
-// anything else must be a configured service name.
-func parseWorkloadArg(arg string) (kind kube.Kind, name string, isRef bool, err error) {
-	if arg == "" {
-		return "", "", false, usagef("empty SERVICE: expected a service from rollback.yaml or KIND/NAME (KIND one of %s)", strings.Join(kinds.Names(), ", "))
-	}
-	k, name, ok := strings.Cut(arg, "/")
-	if !ok {
-		if !serviceName.MatchString(arg) {
-			return "", "", false, usagef("invalid SERVICE %q: expected a service name from rollback.yaml (lowercase letters, digits, '-') or KIND/NAME such as deployment/NAME", arg)
-		}
-		return "", arg, false, nil
-	}
-	if kind, err = kube.ParseKind(k); err != nil {
-		return "", "", false, usagef("%v, in %q", err, arg)
-	}
-	if !objectName.MatchString(name) || len(name) > 253 {
-		return "", "", false, usagef("invalid %s name %q in %q: expected a lowercase DNS subdomain such as %s/transaction-service", kind, name, arg, kind)
-	}
-	return kind, name, true, nil
+// clientConfig is the kubeconfig (--kubeconfig, else $KUBECONFIG and
+// ~/.kube/config) at a context.
+func (f *Factory) clientConfig(kubeContext string) clientcmd.ClientConfig {
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: f.Kubeconfig, Precedence: clientcmd.NewDefaultClientConfigLoadingRules().Precedence},
+		&clientcmd.ConfigOverrides{CurrentContext: kubeContext})
 }
 
-var (
-	serviceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	objectName  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-)
+// kubeconfigNamespace is the context's namespace in the kubeconfig.
+func (f *Factory) kubeconfigNamespace(kubeContext string) (string, error) {
+	ns, _, err := f.clientConfig(kubeContext).Namespace()
+	return ns, err
+}
+
+// parseWorkloadArg is engine.ParseRef, its refusal a usage error.
+func parseWorkloadArg(arg string) (kind kube.Kind, name string, isRef bool, err error) {
+	if kind, name, isRef, err = engine.ParseRef(arg); err != nil {
+		err = usageError{err: err}
+	}
+	return kind, name, isRef, err
+}
