@@ -296,3 +296,13 @@ func TestServeRefusesSQLiteReplicas(t *testing.T) {
 		t.Errorf("a second serve on one SQLite file: exit %d %q", code, errOut)
 	}
 }
+
+// A load balancer's listener named as KIND/NAME, with no rollback.yaml to
+// configure it, is a usage error that says what to pass (never a crash).
+func TestListenerWithoutConfigIsAUsageError(t *testing.T) {
+	t.Chdir(t.TempDir())
+	code, _, errOut := runFake(t, nil, "history", "alb-listener/checkout", "-n", "shop")
+	if code != ExitUsage || !strings.Contains(errOut, "pass the service's name") || strings.Contains(errOut, "panic") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}

@@ -92,7 +92,10 @@ func (f *Factory) Resolve(arg string) (*Workload, error) {
 	}
 	if err := f.attach(w); err != nil {
 		if w.Target.Kind == kube.KindLoadBalancer {
-			return nil, usagef("%s: %v", cfg.Path, err)
+			if !isRef && cfg != nil {
+				return nil, usagef("%s: %v", cfg.Path, err)
+			}
+			return nil, usageError{err: err}
 		}
 		return nil, err
 	}

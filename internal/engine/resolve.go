@@ -84,7 +84,7 @@ func Locate(cfg *config.Config, arg string, where Where) (*Workload, error) {
 		w.Service = arg
 		w.Target.Name = svc.Kubernetes.Name
 		if w.Target.Kind, err = kube.ParseKind(svc.Kubernetes.Kind); err != nil {
-			return nil, fmt.Errorf("%w: %s: kubernetes.kind: %v", ErrBadRef, cfg.Path, err)
+			return nil, fmt.Errorf("%s: services.%s.kubernetes.kind: %v", cfg.Path, arg, err)
 		}
 		if svc.LoadBalancer != nil {
 			// Blue/green at a load balancer: no cluster object.
@@ -101,7 +101,7 @@ func Locate(cfg *config.Config, arg string, where Where) (*Workload, error) {
 	if ns == "" && where.DefaultNamespace != nil {
 		if ns, err = where.DefaultNamespace(w.Context); err != nil {
 			if w.Target.Kind != kube.KindLoadBalancer {
-				return nil, fmt.Errorf("%w: read kubeconfig: %v", ErrBadRef, err)
+				return nil, fmt.Errorf("read kubeconfig: %v", err)
 			}
 			ns = "default" // a load balancer needs no kubeconfig
 		}

@@ -251,7 +251,13 @@ func (x *wideRun) plan(key string) runbook.Plan {
 	steps := make([]Step, 0, len(Steps))
 	for _, st := range Steps {
 		switch st.Name {
-		case incident.StepDeclare, incident.StepClose, incident.StepReview:
+		case incident.StepDeclare:
+			st.Run = func(ctx context.Context, _ *execution, sc *runbook.StepContext) (string, error) { return x.declare(ctx, sc) }
+		case incident.StepClose:
+			// Nothing notifies a selector: the close is the incident's own
+			// and must not fail silently.
+			st.Soft = false
+		case incident.StepReview:
 		case incident.StepKube:
 			st.Deadline = func(*config.Service, time.Duration) time.Duration { return 2*x.r.Timeout + time.Minute }
 			st.Run = func(ctx context.Context, _ *execution, sc *runbook.StepContext) (string, error) {
@@ -266,6 +272,10 @@ func (x *wideRun) plan(key string) runbook.Plan {
 	ex := &execution{e: x.e, inc: inc, timeout: x.r.Timeout,
 		ninc: notify.Incident{ID: inc.ID, Service: inc.Service, BadVersion: inc.BadVersion, GoodVersion: inc.GoodVersion, Date: inc.OpenedAt}}
 	return ex.plan(key, steps)
+}
+
+func (x *wideRun) declare(ctx context.Context, sc *runbook.StepContext) (string, error) {
+	return fmt.Sprintf("incident %s: wide rollback of %d workload(s) matching %s in %s", x.inc.ID, len(x.targets), x.r.Selector, x.r.Namespace), nil
 }
 
 func wideSkip(context.Context, *execution, *runbook.StepContext) (string, error) {
