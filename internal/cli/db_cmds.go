@@ -84,7 +84,14 @@ func newDBRecordCmd(f *Factory) *cobra.Command {
 		Use:   "record --release NAME",
 		Short: "Before a release migrates: store the schema version and fingerprint it starts from",
 		Long: `Store, in the database itself (schema "rollback"), the current migration
-version and the schema fingerprint, under the release's name. 'db plan',
+version and the schema fingerprint, under the release's name. Before that,
+the pending up scripts are read with the PostgreSQL grammar, and what each
+statement will destroy (a dropped column or table, a type change, an UPDATE,
+DELETE or TRUNCATE) is captured with its table's key into the schema
+rollback_capture; 'db undo' merges it back by key after the down script, so
+customers' writes since the release are kept. A table without a primary key
+(or a unique index on NOT NULL columns) whose data the release destroys is
+refused, and nothing is recorded. 'db plan',
 'db undo' and 'db verify' with --release use it: the target version, and the
 schema the undo must restore. Run it in the deploy pipeline right before the
 migration step.`,
@@ -94,21 +101,27 @@ migration step.`,
 			if release == "" {
 				return usagef("--release is required: the name of the release about to migrate (e.g. v1.2.0)")
 			}
-			s, err := o.open(cmd.Context(), f, false)
+			s, err := o.open(cmd.Context(), f, true)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			st, err := s.State(cmd.Context())
-			if err != nil {
-				return err
-			}
-			rel, err := migrate.Record(cmd.Context(), s.Conn, release, st)
+			rel, caps, err := s.RecordRelease(cmd.Context(), release)
 			if err != nil {
 				return err
 			}
 			if o.Output != "" {
-				return printStructured(f.IO.Out, o.Output, rel)
+				return printStructured(f.IO.Out, o.Output, struct {
+					*migrate.Release
+					Captured []migrate.Captured `json:"captured"`
+				}{rel, caps})
+			}
+			for _, c := range caps {
+				if c.Note != "" {
+					fmt.Fprintf(f.IO.Out, "%s: %s\n", c.Destruction, c.Note)
+					continue
+				}
+				fmt.Fprintf(f.IO.Out, "%s: captured %d row(s) by key into %s\n", c.Destruction, c.Rows, c.Store)
 			}
 			fmt.Fprintf(f.IO.Out, "Recorded release %s: version %s, schema fingerprint %s (%d objects).\n",
 				rel.Name, orNone(rel.Version), rel.Fingerprint.Hash[:12], len(rel.Fingerprint.Lines))
@@ -265,7 +278,11 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("%d migration(s) undone, %d statement(s) in %d transaction(s), %d lock retries", len(p.Steps), res.Statements, res.Segments, res.Retries), nil
+		msg := fmt.Sprintf("%d migration(s) undone, %d statement(s) in %d transaction(s), %d lock retries", len(p.Steps), res.Statements, res.Segments, res.Retries)
+		if m := migrate.MergeSummary(res.Merged); m != "" {
+			msg += "; " + m
+		}
+		return msg, nil
 	})
 	if err != nil {
 		return err

@@ -277,7 +277,11 @@ func downMigrate(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d migration(s) undone in %d transaction(s); %s", len(d.plan.Steps), res.Segments, v.Summary()), nil
+	ev := fmt.Sprintf("%d migration(s) undone in %d transaction(s); %s", len(d.plan.Steps), res.Segments, v.Summary())
+	if m := migrate.MergeSummary(res.Merged); m != "" {
+		ev += "; " + m
+	}
+	return ev, nil
 }
 
 // verifySpec is the run's verification: the service's verify section,

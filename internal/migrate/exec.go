@@ -58,6 +58,9 @@ type UndoResult struct {
 	Duration   time.Duration `json:"-"`
 	Seconds    float64       `json:"seconds"`
 	DryRun     bool          `json:"dryRun"`
+	// Merged is what each capture of the release's destroyed data gave
+	// back, merged in its step's transaction.
+	Merged []Merged `json:"merged,omitempty"`
 }
 
 // action is one statement to run, with where it came from.
@@ -66,6 +69,8 @@ type action struct {
 	args  []any
 	where string
 	nonTx bool
+	// merge, instead of sql: put a capture back by key.
+	merge *Captured
 }
 
 // segment is a unit run atomically: a transaction, or one statement that
@@ -141,6 +146,7 @@ func orDefault(s, d string) string {
 // statement that cannot run in one runs alone, guarded with IF [NOT] EXISTS
 // so a re-run after a failure is safe.
 func (p *Plan) segments() ([]segment, []string, error) {
+	caps := p.captures
 	var segs []segment
 	var warnings []string
 	cur := segment{}
@@ -161,6 +167,11 @@ func (p *Plan) segments() ([]segment, []string, error) {
 				continue
 			}
 			cur.actions = append(cur.actions, action{sql: st.SQL, where: where})
+		}
+		// What the release destroyed goes back after the down script, in
+		// its transaction, newest statement first.
+		for _, c := range caps[s.VersionText] {
+			cur.actions = append(cur.actions, action{merge: c, where: fmt.Sprintf("merge of %s:%d", c.File, c.Line)})
 		}
 		cur.actions = append(cur.actions, p.historyFix(i)...)
 	}
@@ -251,6 +262,10 @@ func (p *Plan) Describe(o UndoOptions) (string, error) {
 		}
 		fmt.Fprintf(&b, "\nBEGIN;\nSET LOCAL lock_timeout = '%dms';\nSET LOCAL statement_timeout = '%dms';\n", o.LockTimeout.Milliseconds(), o.StatementTimeout.Milliseconds())
 		for _, a := range s.actions {
+			if a.merge != nil {
+				fmt.Fprintf(&b, "-- %s: give back %d captured row(s) of %s by key (%s)\n", a.where, a.merge.Rows, a.merge.Table, a.merge.Kind)
+				continue
+			}
 			sql := a.sql
 			for i, arg := range a.args {
 				sql = strings.Replace(sql, fmt.Sprintf("$%d", i+1), fmt.Sprintf("'%v'", arg), 1)
@@ -275,14 +290,14 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 			o.Log(fmt.Sprintf(format, a...))
 		}
 	}
-	segs, warnings, err := p.segments()
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range warnings {
-		logf("warning: %s", w)
-	}
 	if o.DryRun || len(p.Steps) == 0 {
+		_, warnings, err := p.segments()
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range warnings {
+			logf("warning: %s", w)
+		}
 		res.Duration = time.Since(start)
 		res.Seconds = res.Duration.Seconds()
 		return res, nil
@@ -294,11 +309,25 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 		}
 		defer unlock()
 	}
+	if err := p.LoadCaptures(ctx, conn); err != nil {
+		return nil, err
+	}
+	segs, warnings, err := p.segments()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		logf("warning: %s", w)
+	}
 
 	for i, s := range segs {
 		for try := 0; ; try++ {
-			err := runSegment(ctx, conn, s, o)
+			merged, err := runSegment(ctx, conn, s, o)
 			if err == nil {
+				res.Merged = append(res.Merged, merged...)
+				for _, m := range merged {
+					logf("merged %s", m)
+				}
 				break
 			}
 			if !isLockTimeout(err) {
@@ -326,20 +355,20 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 	return res, nil
 }
 
-func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) error {
+func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) ([]Merged, error) {
 	if s.nonTx {
 		a := s.actions[0]
 		if _, err := conn.Exec(ctx, fmt.Sprintf("SET lock_timeout = '%dms'", o.LockTimeout.Milliseconds())); err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := conn.Exec(ctx, a.sql, a.args...); err != nil {
-			return fmt.Errorf("%s: %w", a.where, err)
+			return nil, fmt.Errorf("%s: %w", a.where, err)
 		}
-		return nil
+		return nil, nil
 	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	for _, set := range []string{
@@ -347,15 +376,24 @@ func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) e
 		fmt.Sprintf("SET LOCAL statement_timeout = '%dms'", o.StatementTimeout.Milliseconds()),
 	} {
 		if _, err := tx.Exec(ctx, set); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	var merged []Merged
 	for _, a := range s.actions {
+		if a.merge != nil {
+			m, err := a.merge.merge(ctx, tx)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w (the transaction was rolled back: schema, data and history are unchanged)", a.where, err)
+			}
+			merged = append(merged, m)
+			continue
+		}
 		if _, err := tx.Exec(ctx, a.sql, a.args...); err != nil {
-			return fmt.Errorf("%s: %w (the transaction was rolled back: schema and history are unchanged)", a.where, err)
+			return nil, fmt.Errorf("%s: %w (the transaction was rolled back: schema and history are unchanged)", a.where, err)
 		}
 	}
-	return tx.Commit(ctx)
+	return merged, tx.Commit(ctx)
 }
 
 // advisoryLock takes the migration tool's lock, trying for the same

@@ -17,7 +17,7 @@ type Fingerprint struct {
 	Lines []string `json:"lines"`
 }
 
-const fingerprintExclude = `NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rollback')`
+const fingerprintExclude = `NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'rollback', 'rollback_capture')`
 
 // TakeFingerprint reads the schema fingerprint of the connected database.
 func TakeFingerprint(ctx context.Context, db DB) (*Fingerprint, error) {

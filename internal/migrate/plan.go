@@ -34,8 +34,13 @@ type Plan struct {
 	Steps    []*Step  `json:"steps"`
 	Warnings []string `json:"warnings,omitempty"`
 
-	to    Version
-	after Version
+	// Captured lists what the release destroyed and 'rollback db record'
+	// captured, by step version: the undo merges it back.
+	Captured []*Captured `json:"captured,omitempty"`
+
+	to       Version
+	after    Version
+	captures map[string][]*Captured
 }
 
 // PlanUndo lists the applied migrations newer than to, newest first, each

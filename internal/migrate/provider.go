@@ -112,13 +112,34 @@ func (p *Provider) Plan(ctx context.Context, to Version) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return PlanUndo(p.Source, st, to)
+	plan, err := PlanUndo(p.Source, st, to)
+	if err != nil {
+		return nil, err
+	}
+	return plan, plan.LoadCaptures(ctx, p.Conn)
 }
 
 // Verify checks the history is at want and, with a release record, that
 // the schema equals the one recorded before the release.
 func (p *Provider) Verify(ctx context.Context, want Version, rel *Release) (*Verification, error) {
 	return Verify(ctx, p.Conn, p.Format, p.Table, want, rel)
+}
+
+// RecordRelease is 'rollback db record': before the release migrates,
+// capture (keyed) what its pending up scripts will destroy, then store
+// the version and schema fingerprint it starts from. A refusal (a table
+// without a key) records nothing.
+func (p *Provider) RecordRelease(ctx context.Context, release string) (*Release, []Captured, error) {
+	st, err := p.State(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	caps, err := Capture(ctx, p.Conn, release, p.Source, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	rel, err := Record(ctx, p.Conn, release, st)
+	return rel, caps, err
 }
 
 // Lock takes the migration tool's lock until unlock; o.Locked is set.

@@ -1,0 +1,595 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	pgq "github.com/pganalyze/pg_query_go/v6"
+	pg_query "github.com/wasilibs/go-pgquery"
+)
+
+// A release's forward migration can destroy data: a dropped column or
+// table, a type change that loses information, an UPDATE that rewrites
+// values, a DELETE or TRUNCATE. A down script recreates the shape, never
+// the data. So before the release migrates ('rollback db record'), what
+// each pending up statement will destroy is captured with its key, in the
+// database itself (schema rollback_capture), and the undo merges it back
+// by key in the down script's own transaction: rows that still exist get
+// their destroyed values back, rows written since stay as they are, rows
+// deleted since stay deleted, and a value the new version wrote since is
+// a conflict (the new write wins; the key is listed).
+
+// Destruction kinds.
+const (
+	DestroyColumn   = "drop-column"
+	DestroyTable    = "drop-table"
+	DestroyType     = "type-change"
+	DestroyUpdate   = "update"
+	DestroyDelete   = "delete"
+	DestroyTruncate = "truncate"
+)
+
+// Destruction is what one statement of a pending up script destroys.
+type Destruction struct {
+	File   string `json:"file"`
+	Line   int    `json:"line"`
+	Kind   string `json:"kind"`
+	Table  string `json:"table"`
+	Column string `json:"column,omitempty"`
+	// Scoped: the grammar says exactly which rows and values the statement
+	// changes, so the undo merges them back by key. Unscoped statements
+	// (Reason says why) are captured whole and not merged automatically.
+	Scoped bool   `json:"scoped"`
+	Reason string `json:"reason,omitempty"`
+
+	// The statement's parse, for building the capture query.
+	rel   *pgq.RangeVar
+	from  []*pgq.Node // UPDATE ... FROM, DELETE ... USING
+	where *pgq.Node
+	post  *pgq.Node // the value the statement leaves (UPDATE's SET, a type change's cast)
+}
+
+func (d Destruction) String() string {
+	what := d.Table
+	if d.Column != "" {
+		what += "." + d.Column
+	}
+	s := fmt.Sprintf("%s:%d: %s %s", d.File, d.Line, d.Kind, what)
+	if !d.Scoped {
+		s += " (not scoped: " + d.Reason + "; captured whole, restored by hand)"
+	}
+	return s
+}
+
+// Destructions analyses an up script with the PostgreSQL grammar and lists
+// what each statement destroys, in order.
+func Destructions(file, script string) (out []Destruction, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("%s: cannot analyze (%v); please report this statement", file, r)
+		}
+	}()
+	for _, st := range Split(script) {
+		tree, err := pg_query.Parse(st.SQL)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: SQL syntax: %w", file, st.Line, err)
+		}
+		for _, raw := range tree.GetStmts() {
+			for _, d := range destructionsOf(raw.GetStmt()) {
+				d.File, d.Line = file, st.Line
+				out = append(out, d)
+			}
+		}
+	}
+	return out, nil
+}
+
+func destructionsOf(n *pgq.Node) []Destruction {
+	var out []Destruction
+	switch {
+	case n.GetAlterTableStmt() != nil:
+		a := n.GetAlterTableStmt()
+		for _, c := range a.GetCmds() {
+			cmd := c.GetAlterTableCmd()
+			switch cmd.GetSubtype() {
+			case pgq.AlterTableType_AT_DropColumn:
+				out = append(out, Destruction{Kind: DestroyColumn, Table: relName(a.GetRelation()), Column: cmd.GetName(), Scoped: true, rel: a.GetRelation()})
+			case pgq.AlterTableType_AT_AlterColumnType:
+				def := cmd.GetDef().GetColumnDef()
+				col := pgq.MakeColumnRefNode([]*pgq.Node{pgq.MakeStrNode(cmd.GetName())}, -1)
+				post := def.GetRawDefault() // USING
+				if post == nil {
+					post = &pgq.Node{Node: &pgq.Node_TypeCast{TypeCast: &pgq.TypeCast{Arg: col, TypeName: def.GetTypeName(), Location: -1}}}
+				}
+				out = append(out, Destruction{Kind: DestroyType, Table: relName(a.GetRelation()), Column: cmd.GetName(), Scoped: true, rel: a.GetRelation(), post: post})
+			}
+		}
+	case n.GetDropStmt() != nil:
+		d := n.GetDropStmt()
+		if d.GetRemoveType() != pgq.ObjectType_OBJECT_TABLE {
+			break
+		}
+		for _, o := range d.GetObjects() {
+			var parts []string
+			for _, s := range o.GetList().GetItems() {
+				parts = append(parts, s.GetString_().GetSval())
+			}
+			rv := &pgq.RangeVar{Relname: parts[len(parts)-1], Inh: true, Relpersistence: "p", Location: -1}
+			if len(parts) > 1 {
+				rv.Schemaname = parts[len(parts)-2]
+			}
+			out = append(out, Destruction{Kind: DestroyTable, Table: relName(rv), Scoped: true, rel: rv})
+		}
+	case n.GetTruncateStmt() != nil:
+		for _, r := range n.GetTruncateStmt().GetRelations() {
+			rv := r.GetRangeVar()
+			out = append(out, Destruction{Kind: DestroyTruncate, Table: relName(rv), Scoped: true, rel: rv})
+		}
+	case n.GetDeleteStmt() != nil:
+		d := n.GetDeleteStmt()
+		x := Destruction{Kind: DestroyDelete, Table: relName(d.GetRelation()), Scoped: true, rel: d.GetRelation(), from: d.GetUsingClause(), where: d.GetWhereClause()}
+		if d.GetWithClause() != nil {
+			x.Scoped, x.Reason = false, "a WITH clause"
+		}
+		out = append(out, x)
+	case n.GetUpdateStmt() != nil:
+		u := n.GetUpdateStmt()
+		for _, t := range u.GetTargetList() {
+			rt := t.GetResTarget()
+			x := Destruction{Kind: DestroyUpdate, Table: relName(u.GetRelation()), Column: rt.GetName(), Scoped: true,
+				rel: u.GetRelation(), from: u.GetFromClause(), where: u.GetWhereClause(), post: rt.GetVal()}
+			switch {
+			case u.GetWithClause() != nil:
+				x.Scoped, x.Reason = false, "a WITH clause"
+			case len(rt.GetIndirection()) > 0:
+				x.Scoped, x.Reason = false, "it sets part of a column (an array element or field)"
+			case rt.GetVal().GetMultiAssignRef() != nil:
+				x.Scoped, x.Reason = false, "a multi-column assignment"
+			}
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func relName(rv *pgq.RangeVar) string {
+	if rv.GetSchemaname() != "" {
+		return rv.GetSchemaname() + "." + rv.GetRelname()
+	}
+	return rv.GetRelname()
+}
+
+// ErrNoKey is a table whose destroyed data cannot be given back by key.
+var ErrNoKey = errors.New("no key to merge by")
+
+// tableInfo is what the capture needs of a table: its key columns (the
+// primary key, else a unique index on NOT NULL columns) and its stored
+// columns with their types.
+type tableInfo struct {
+	ident string   // quoted, schema-qualified
+	keys  []string // column names
+	cols  []string // insertable columns (no generated ones)
+	types map[string]string
+}
+
+func readTable(ctx context.Context, db DB, table string) (*tableInfo, bool, error) {
+	var oid uint32
+	var ident string
+	err := db.QueryRow(ctx, `SELECT c.oid, format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = to_regclass($1)`, table).Scan(&oid, &ident)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("table %s: %w", table, err)
+	}
+	ti := &tableInfo{ident: ident, types: map[string]string{}}
+	rows, err := db.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod), attgenerated <> '' FROM pg_attribute
+		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, oid)
+	if err != nil {
+		return nil, false, err
+	}
+	for rows.Next() {
+		var name, typ string
+		var generated bool
+		if err := rows.Scan(&name, &typ, &generated); err != nil {
+			return nil, false, err
+		}
+		ti.types[name] = typ
+		if !generated {
+			ti.cols = append(ti.cols, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	// The primary key first, then the unique indexes whose columns are
+	// all NOT NULL, the narrowest first.
+	err = db.QueryRow(ctx, `SELECT array_agg(a.attname ORDER BY k.ord) FROM (
+		  SELECT i.indexrelid, i.indisprimary, i.indnkeyatts FROM pg_index i
+		  WHERE i.indrelid = $1 AND (i.indisprimary OR (i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+		    AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) c JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = c WHERE NOT a.attnotnull)))
+		  ORDER BY i.indisprimary DESC, i.indnkeyatts, i.indexrelid LIMIT 1) best
+		JOIN pg_index i ON i.indexrelid = best.indexrelid
+		CROSS JOIN LATERAL unnest(i.indkey[0:best.indnkeyatts-1]) WITH ORDINALITY k(att, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.att`, oid).Scan(&ti.keys)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, err
+	}
+	return ti, true, nil
+}
+
+// captureQuery is the SELECT that reads what d destroys, keyed: k1..kn,
+// then pre (the value destroyed) and post (the value the statement
+// leaves) for a column, or the whole row for a row kind.
+func (d *Destruction) captureQuery(ti *tableInfo) (string, error) {
+	ref := d.rel.GetRelname()
+	if a := d.rel.GetAlias(); a != nil {
+		ref = a.GetAliasname()
+	}
+	colRef := func(name string) *pgq.Node {
+		return pgq.MakeColumnRefNode([]*pgq.Node{pgq.MakeStrNode(ref), pgq.MakeStrNode(name)}, -1)
+	}
+	sel := &pgq.SelectStmt{FromClause: append([]*pgq.Node{{Node: &pgq.Node_RangeVar{RangeVar: d.rel}}}, d.from...), WhereClause: d.where}
+	for i, k := range ti.keys {
+		sel.TargetList = append(sel.TargetList, pgq.MakeResTargetNodeWithNameAndVal(fmt.Sprintf("k%d", i+1), colRef(k), -1))
+	}
+	switch d.Kind {
+	case DestroyColumn, DestroyType, DestroyUpdate:
+		sel.TargetList = append(sel.TargetList, pgq.MakeResTargetNodeWithNameAndVal("pre", colRef(d.Column), -1))
+		if d.post != nil && d.Scoped {
+			sel.TargetList = append(sel.TargetList, pgq.MakeResTargetNodeWithNameAndVal("post", d.post, -1))
+		}
+	default:
+		for i, c := range ti.cols {
+			sel.TargetList = append(sel.TargetList, pgq.MakeResTargetNodeWithNameAndVal(fmt.Sprintf("c%d", i+1), colRef(c), -1))
+		}
+	}
+	if d.Kind == DestroyUpdate && !d.Scoped {
+		// Unscoped: every row's value, for a person to restore.
+		sel.WhereClause, sel.FromClause = nil, sel.FromClause[:1]
+	}
+	return pg_query.Deparse(&pgq.ParseResult{Stmts: []*pgq.RawStmt{{Stmt: &pgq.Node{Node: &pgq.Node_SelectStmt{SelectStmt: sel}}}}})
+}
+
+// Captured is one statement's destroyed data, kept for the undo.
+type Captured struct {
+	Destruction
+	Version  string `json:"version"`
+	Seq      int    `json:"seq"`
+	Store    string `json:"store"` // rollback_capture.TABLE
+	Rows     int64  `json:"rows"`
+	Checksum string `json:"checksum"`
+	Note     string `json:"note,omitempty"`
+
+	ident   string   // the captured table, quoted
+	keys    []string // its key columns
+	cols    []string // its row's columns (row kinds)
+	colType string   // the column's type before the release (column kinds)
+}
+
+const captureDDL = `CREATE SCHEMA IF NOT EXISTS rollback;
+CREATE SCHEMA IF NOT EXISTS rollback_capture;
+CREATE TABLE IF NOT EXISTS rollback.captures (
+	version   text NOT NULL,
+	seq       int NOT NULL,
+	release   text NOT NULL,
+	kind      text NOT NULL,
+	tbl       text NOT NULL,
+	col       text NOT NULL DEFAULT '',
+	col_type  text NOT NULL DEFAULT '',
+	keys      text[] NOT NULL,
+	cols      text[] NOT NULL,
+	scoped    boolean NOT NULL,
+	reason    text NOT NULL DEFAULT '',
+	store     text NOT NULL,
+	rows      bigint NOT NULL,
+	checksum  text NOT NULL,
+	file      text NOT NULL,
+	line      int NOT NULL,
+	captured_at timestamptz NOT NULL DEFAULT now(),
+	merged_at timestamptz,
+	PRIMARY KEY (version, seq)
+)`
+
+// checksumSQL is a capture's row count and checksum (md5 over its rows
+// in key order).
+const checksumSQL = `SELECT count(*), coalesce(md5(string_agg(md5(c::text), '' ORDER BY c.rn)), '') FROM %s c`
+
+// Capture analyses the up scripts that have not run yet (newer than the
+// history's version) and captures, keyed, what each of their statements
+// will destroy, replacing earlier captures of those versions. It runs
+// as one transaction of reads and CREATE TABLE AS (no lock that stalls
+// writers): a refusal or failure leaves nothing. A table the release
+// destroys data of without a primary key or a unique key on NOT NULL
+// columns is refused (ErrNoKey), before the release.
+func Capture(ctx context.Context, conn *pgx.Conn, release string, src *Source, st *State) ([]Captured, error) {
+	if src == nil {
+		return nil, errors.New("capture: the migration scripts are needed (--dir)")
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, captureDDL); err != nil {
+		return nil, fmt.Errorf("create rollback.captures: %w", err)
+	}
+	var out []Captured
+	var refused []string
+	for _, m := range src.Migrations {
+		if m.Version.Compare(st.Current) <= 0 || m.Up == nil {
+			continue
+		}
+		v := m.Version.String()
+		if err := dropCaptures(ctx, tx, v); err != nil {
+			return nil, err
+		}
+		b, err := os.ReadFile(m.Up.Path)
+		if err != nil {
+			return nil, err
+		}
+		ds, err := Destructions(m.Up.Name(), string(b))
+		if err != nil {
+			return nil, err
+		}
+		for i, d := range ds {
+			c := Captured{Destruction: d, Version: v, Seq: i + 1}
+			ti, exists, err := readTable(ctx, tx, d.Table)
+			if err != nil {
+				return nil, err
+			}
+			if !exists {
+				c.Note = "the table does not exist before the release: nothing to capture"
+				out = append(out, c)
+				continue
+			}
+			if d.Column != "" && ti.types[d.Column] == "" {
+				c.Note = "the column does not exist before the release: nothing to capture"
+				out = append(out, c)
+				continue
+			}
+			if len(ti.keys) == 0 {
+				refused = append(refused, fmt.Sprintf("%s:%d: %s destroys data of %s, which has no primary key (nor a unique index on NOT NULL columns): add one before the release, or capture the table yourself", d.File, d.Line, d.Kind, ti.ident))
+				continue
+			}
+			c.keys, c.cols, c.colType = ti.keys, ti.cols, ti.types[d.Column]
+			q, err := d.captureQuery(ti)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: capture query: %w", d.File, d.Line, err)
+			}
+			name := fmt.Sprintf("v%s_%d", strings.NewReplacer(".", "_", "-", "_").Replace(v), i+1)
+			c.ident = pgx.Identifier{"rollback_capture", name}.Sanitize()
+			c.Store = "rollback_capture." + name
+			order := make([]string, len(ti.keys))
+			for j := range ti.keys {
+				order[j] = fmt.Sprintf("k%d", j+1)
+			}
+			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE %s AS SELECT row_number() OVER (ORDER BY %s) AS rn, q.* FROM (%s) q", c.ident, strings.Join(order, ", "), q)); err != nil {
+				return nil, fmt.Errorf("%s:%d: capture %s: %w", d.File, d.Line, d.Table, err)
+			}
+			if err := tx.QueryRow(ctx, fmt.Sprintf(checksumSQL, c.ident)).Scan(&c.Rows, &c.Checksum); err != nil {
+				return nil, err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO rollback.captures (version, seq, release, kind, tbl, col, col_type, keys, cols, scoped, reason, store, rows, checksum, file, line)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+				v, c.Seq, release, d.Kind, ti.ident, d.Column, c.colType, c.keys, c.cols, d.Scoped, d.Reason, c.ident, c.Rows, c.Checksum, d.File, d.Line); err != nil {
+				return nil, err
+			}
+			out = append(out, c)
+		}
+	}
+	if len(refused) > 0 {
+		return nil, fmt.Errorf("%w: nothing was recorded:\n  %s", ErrNoKey, strings.Join(refused, "\n  "))
+	}
+	return out, tx.Commit(ctx)
+}
+
+func dropCaptures(ctx context.Context, tx pgx.Tx, version string) error {
+	rows, err := tx.Query(ctx, `SELECT store FROM rollback.captures WHERE version = $1`, version)
+	if err != nil {
+		return err
+	}
+	stores, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, s := range stores {
+		if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+s); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM rollback.captures WHERE version = $1`, version)
+	return err
+}
+
+// LoadCaptures reads the captures of the plan's versions not merged yet:
+// its undo merges them.
+func (p *Plan) LoadCaptures(ctx context.Context, db DB) error {
+	caps, err := loadCaptures(ctx, db, p)
+	if err != nil {
+		return fmt.Errorf("read the release's captures: %w", err)
+	}
+	p.captures, p.Captured = caps, nil
+	for _, s := range p.Steps {
+		p.Captured = append(p.Captured, caps[s.VersionText]...)
+	}
+	return nil
+}
+
+func loadCaptures(ctx context.Context, db DB, p *Plan) (map[string][]*Captured, error) {
+	var exists bool
+	if err := db.QueryRow(ctx, `SELECT to_regclass('rollback.captures') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return nil, err
+	}
+	var versions []string
+	for _, s := range p.Steps {
+		versions = append(versions, s.VersionText)
+	}
+	rows, err := db.Query(ctx, `SELECT version, seq, kind, tbl, col, col_type, keys, cols, scoped, reason, store, rows, checksum, file, line
+		FROM rollback.captures WHERE version = ANY($1) AND merged_at IS NULL ORDER BY version, seq DESC`, versions)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]*Captured{}
+	for rows.Next() {
+		c := &Captured{}
+		if err := rows.Scan(&c.Version, &c.Seq, &c.Kind, &c.ident, &c.Column, &c.colType, &c.keys, &c.cols, &c.Scoped, &c.Reason, &c.Store, &c.Rows, &c.Checksum, &c.File, &c.Line); err != nil {
+			return nil, err
+		}
+		c.Table = c.ident
+		out[c.Version] = append(out[c.Version], c)
+	}
+	return out, rows.Err()
+}
+
+// Merged counts what a capture's merge did.
+type Merged struct {
+	Capture string `json:"capture"` // what it gives back: TABLE.COLUMN (kind)
+	// Restored rows got their destroyed values back (or came back whole).
+	Restored int64 `json:"restored"`
+	// Kept rows were written since the release (not captured): unchanged.
+	Kept int64 `json:"kept"`
+	// NotResurrected rows were deleted since the release: still deleted.
+	NotResurrected int64 `json:"notResurrected"`
+	// Conflicts: the new version wrote the value (or a row took the key)
+	// since the release; the new write won. ConflictKeys lists the first.
+	Conflicts    int64    `json:"conflicts"`
+	ConflictKeys []string `json:"conflictKeys,omitempty"`
+	// ByHand: captured whole, not merged (the statement was not scoped).
+	ByHand int64 `json:"byHand,omitempty"`
+}
+
+func (m Merged) String() string {
+	if m.ByHand > 0 {
+		return fmt.Sprintf("%s: %d row(s) captured, not merged (restore by hand)", m.Capture, m.ByHand)
+	}
+	s := fmt.Sprintf("%s: %d restored, %d kept, %d not resurrected, %d conflict(s)", m.Capture, m.Restored, m.Kept, m.NotResurrected, m.Conflicts)
+	if len(m.ConflictKeys) > 0 {
+		s += " (new write kept for key " + strings.Join(m.ConflictKeys, "; ") + ")"
+	}
+	return s
+}
+
+// mergeBatch is how many captured rows one merge statement handles.
+const mergeBatch = 5000
+
+// merge puts a capture back by key, in the undo's transaction, after the
+// down script: see Merged for what happens to each row.
+func (c *Captured) merge(ctx context.Context, tx pgx.Tx) (Merged, error) {
+	m := Merged{Capture: c.Table}
+	if c.Column != "" {
+		m.Capture += "." + c.Column
+	}
+	m.Capture += " (" + c.Kind + ")"
+	var n int64
+	var sum string
+	if err := tx.QueryRow(ctx, fmt.Sprintf(checksumSQL, c.Store)).Scan(&n, &sum); err != nil {
+		return m, fmt.Errorf("capture %s: %w", c.Store, err)
+	}
+	if n != c.Rows || sum != c.Checksum {
+		return m, fmt.Errorf("capture %s changed since it was taken (%d rows, checksum %s; recorded %d, %s): not merged", c.Store, n, sum, c.Rows, c.Checksum)
+	}
+	if !c.Scoped {
+		m.ByHand = n
+		return m, nil
+	}
+	var match, keyText []string
+	for i, k := range c.keys {
+		match = append(match, fmt.Sprintf("t.%s = c.k%d", pgx.Identifier{k}.Sanitize(), i+1))
+		keyText = append(keyText, fmt.Sprintf("c.k%d::text", i+1))
+	}
+	on := strings.Join(match, " AND ")
+	key := "concat_ws(',', " + strings.Join(keyText, ", ") + ")"
+	if err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT count(*) FROM %s t WHERE NOT EXISTS (SELECT 1 FROM %s c WHERE %s)`, c.Table, c.Store, on)).Scan(&m.Kept); err != nil {
+		return m, err
+	}
+	var conflict, update, insert string
+	switch c.Kind {
+	case DestroyColumn, DestroyType, DestroyUpdate:
+		col := pgx.Identifier{c.Column}.Sanitize()
+		untouched := "true"
+		if c.Kind != DestroyColumn {
+			untouched = fmt.Sprintf("t.%s IS NOT DISTINCT FROM CAST(c.post AS %s)", col, c.colType)
+		}
+		conflict = fmt.Sprintf(`SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM %[1]s t WHERE %[3]s)),
+			count(*) FILTER (WHERE EXISTS (SELECT 1 FROM %[1]s t WHERE %[3]s AND NOT (%[4]s))),
+			coalesce((array_agg(%[5]s ORDER BY c.rn) FILTER (WHERE EXISTS (SELECT 1 FROM %[1]s t WHERE %[3]s AND NOT (%[4]s))))[1:20], '{}')
+			FROM %[2]s c`, c.Table, c.Store, on, untouched, key)
+		update = fmt.Sprintf(`UPDATE %s t SET %s = c.pre FROM %s c WHERE %s AND (%s) AND c.rn BETWEEN $1 AND $2`, c.Table, col, c.Store, on, untouched)
+	default:
+		conflict = fmt.Sprintf(`SELECT 0::bigint, count(*), coalesce((array_agg(%[4]s ORDER BY c.rn))[1:20], '{}')
+			FROM %[2]s c WHERE EXISTS (SELECT 1 FROM %[1]s t WHERE %[3]s)`, c.Table, c.Store, on, key)
+		cols := make([]string, len(c.cols))
+		vals := make([]string, len(c.cols))
+		for i, name := range c.cols {
+			cols[i], vals[i] = pgx.Identifier{name}.Sanitize(), fmt.Sprintf("c.c%d", i+1)
+		}
+		insert = fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s c WHERE c.rn BETWEEN $1 AND $2 AND NOT EXISTS (SELECT 1 FROM %s t WHERE %s)`,
+			c.Table, strings.Join(cols, ", "), strings.Join(vals, ", "), c.Store, c.Table, on)
+	}
+	if err := tx.QueryRow(ctx, conflict).Scan(&m.NotResurrected, &m.Conflicts, &m.ConflictKeys); err != nil {
+		return m, fmt.Errorf("merge %s: %w", m.Capture, err)
+	}
+	stmt := update + insert
+	for lo := int64(1); lo <= n; lo += mergeBatch {
+		tag, err := tx.Exec(ctx, stmt, lo, lo+mergeBatch-1)
+		if err != nil {
+			return m, fmt.Errorf("merge %s: %w", m.Capture, err)
+		}
+		m.Restored += tag.RowsAffected()
+	}
+	if insert != "" {
+		// A recreated table's sequences start again at 1: move them past
+		// the restored keys.
+		if err := advanceSequences(ctx, tx, c.Table); err != nil {
+			return m, fmt.Errorf("merge %s: advance its sequences: %w", m.Capture, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE rollback.captures SET merged_at = now() WHERE version = $1 AND seq = $2`, c.Version, c.Seq); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// advanceSequences moves each serial or identity sequence of a table past
+// the largest value its column holds.
+func advanceSequences(ctx context.Context, tx pgx.Tx, table string) error {
+	rows, err := tx.Query(ctx, `SELECT a.attname, pg_get_serial_sequence($1, a.attname) FROM pg_attribute a
+		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND pg_get_serial_sequence($1, a.attname) IS NOT NULL`, table)
+	if err != nil {
+		return err
+	}
+	type seq struct{ col, seq string }
+	seqs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (seq, error) {
+		var s seq
+		return s, r.Scan(&s.col, &s.seq)
+	})
+	if err != nil {
+		return err
+	}
+	for _, s := range seqs {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SELECT setval($1, m) FROM (SELECT max(%s)::bigint AS m FROM %s) x
+			WHERE m > coalesce(pg_sequence_last_value($1::regclass), 0)`, pgx.Identifier{s.col}.Sanitize(), table), s.seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MergeSummary is the merges of an undo in one line ("" when none).
+func MergeSummary(ms []Merged) string {
+	if len(ms) == 0 {
+		return ""
+	}
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.String()
+	}
+	return "gave back what the release destroyed: " + strings.Join(parts, "; ")
+}

@@ -1,0 +1,316 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const captureBase = `CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL, note text,
+	status text NOT NULL DEFAULT 'active', score numeric(10,3) NOT NULL DEFAULT 0);
+CREATE TABLE audit (id bigserial PRIMARY KEY, msg text);
+`
+
+// captureCase is a release that destroys data, the customers' writes
+// after it, and what the undo must give back.
+type captureCase struct {
+	name, up, undo string
+	// after runs once the release has migrated (customers' writes).
+	after string
+	// check asserts the data after the undo.
+	check func(t *testing.T, conn *pgx.Conn, m Merged)
+}
+
+// releaseWithCapture: 100 accounts and 50 audit rows at version 1; the
+// release (version 2) recorded (and captured), migrated, written to.
+func releaseWithCapture(t *testing.T, up, undo string) (*pgx.Conn, string, *Source) {
+	t.Helper()
+	ctx := context.Background()
+	conn, dsn := newDB(t)
+	dir := writeFiles(t, map[string]string{"V1__base.sql": captureBase, "V2__release.sql": up, "rollback/V2__Undo__release.sql": undo})
+	src, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flywayApply(t, conn, src, "1")
+	mustExec(t, conn, `INSERT INTO accounts (email, note, status, score)
+		SELECT 'u' || i || '@example.com', 'n' || i, CASE WHEN i % 5 = 0 THEN 'trial' ELSE 'active' END, i + 0.125 FROM generate_series(1, 100) i`)
+	mustExec(t, conn, `INSERT INTO audit (msg) SELECT 'm' || i FROM generate_series(1, 50) i`)
+	p := &Provider{DSN: dsn, Conn: conn, Source: src, Format: Flyway}
+	if _, _, err := p.RecordRelease(ctx, "v2"); err != nil {
+		t.Fatal(err)
+	}
+	flywayApply(t, conn, src, "2")
+	return conn, dsn, src
+}
+
+func undoRelease(t *testing.T, conn *pgx.Conn, dir string) (*UndoResult, error) {
+	t.Helper()
+	p, err := loadPlan(t, conn, dir, Flyway, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.LoadCaptures(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	return Undo(context.Background(), conn, p, opts())
+}
+
+func ints(t *testing.T, conn *pgx.Conn, sql string) []int64 {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func one(t *testing.T, conn *pgx.Conn, sql string) string {
+	t.Helper()
+	var s string
+	if err := conn.QueryRow(context.Background(), sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+var captureCases = []captureCase{
+	{
+		name: "drop column",
+		up:   "ALTER TABLE accounts DROP COLUMN note;", undo: "ALTER TABLE accounts ADD COLUMN note text;",
+		after: `DELETE FROM accounts WHERE id <= 5;
+			UPDATE accounts SET email = 'changed' WHERE id = 50;
+			INSERT INTO accounts (email) SELECT 'new' || i FROM generate_series(1, 10) i;`,
+		check: func(t *testing.T, conn *pgx.Conn, m Merged) {
+			if got := one(t, conn, `SELECT count(*) FROM accounts WHERE id BETWEEN 6 AND 100 AND note = 'n' || id`); got != "95" {
+				t.Errorf("%s of 95 pre-release notes back", got)
+			}
+			if got := one(t, conn, `SELECT count(*) FROM accounts WHERE email LIKE 'new%' AND note IS NULL`); got != "10" {
+				t.Errorf("%s of the 10 rows written since without a note", got)
+			}
+			if got := one(t, conn, `SELECT email FROM accounts WHERE id = 50`); got != "changed" {
+				t.Errorf("the customer's write to row 50 was lost: %s", got)
+			}
+			if m.Restored != 95 || m.NotResurrected != 5 || m.Conflicts != 0 || m.Kept < 10 {
+				t.Errorf("counts %+v", m)
+			}
+		},
+	},
+	{
+		name: "drop table",
+		up:   "DROP TABLE audit;", undo: "CREATE TABLE audit (id bigserial PRIMARY KEY, msg text);",
+		check: func(t *testing.T, conn *pgx.Conn, m Merged) {
+			if got := one(t, conn, `SELECT count(*) FROM audit WHERE msg = 'm' || id`); got != "50" {
+				t.Errorf("%s of 50 audit rows back", got)
+			}
+			// The recreated table's sequence is past the restored keys.
+			if got := one(t, conn, `INSERT INTO audit (msg) VALUES ('next') RETURNING id::text`); got != "51" {
+				t.Errorf("next id %s, want 51", got)
+			}
+			if m.Restored != 50 || m.Conflicts != 0 {
+				t.Errorf("counts %+v", m)
+			}
+		},
+	},
+	{
+		name: "narrowing type change",
+		up:   "ALTER TABLE accounts ALTER COLUMN score TYPE integer;", undo: "ALTER TABLE accounts ALTER COLUMN score TYPE numeric(10,3);",
+		after: `DELETE FROM accounts WHERE id <= 5;
+			UPDATE accounts SET score = 999 WHERE id BETWEEN 10 AND 14;
+			INSERT INTO accounts (email, score) VALUES ('new', 7);`,
+		check: func(t *testing.T, conn *pgx.Conn, m Merged) {
+			if got := one(t, conn, `SELECT count(*) FROM accounts WHERE id BETWEEN 6 AND 100 AND id NOT BETWEEN 10 AND 14 AND score = id + 0.125`); got != "90" {
+				t.Errorf("%s of 90 pre-release scores back (fractions the release rounded away)", got)
+			}
+			if got := one(t, conn, `SELECT count(*) FROM accounts WHERE id BETWEEN 10 AND 14 AND score = 999`); got != "5" {
+				t.Errorf("%s of the 5 scores written since kept", got)
+			}
+			if got := one(t, conn, `SELECT score::text FROM accounts WHERE email = 'new'`); got != "7.000" {
+				t.Errorf("new row's score %s", got)
+			}
+			if m.Restored != 90 || m.Conflicts != 5 || m.NotResurrected != 5 || strings.Join(m.ConflictKeys, " ") != "10 11 12 13 14" {
+				t.Errorf("counts %+v", m)
+			}
+		},
+	},
+	{
+		name: "data-rewriting update",
+		up:   "UPDATE accounts SET status = 'legacy' WHERE status = 'trial';", undo: "SELECT 1;",
+		after: `DELETE FROM accounts WHERE id = 5;
+			UPDATE accounts SET status = 'active' WHERE id = 10;
+			INSERT INTO accounts (email, status) VALUES ('new', 'legacy');`,
+		check: func(t *testing.T, conn *pgx.Conn, m Merged) {
+			if got := one(t, conn, `SELECT count(*) FROM accounts WHERE id % 5 = 0 AND id NOT IN (5, 10) AND status = 'trial'`); got != "18" {
+				t.Errorf("%s of 18 trial statuses back", got)
+			}
+			if got := one(t, conn, `SELECT status FROM accounts WHERE id = 10`); got != "active" {
+				t.Errorf("row 10 written since: %s, want the new write kept", got)
+			}
+			if got := one(t, conn, `SELECT status FROM accounts WHERE email = 'new'`); got != "legacy" {
+				t.Errorf("a row written since with the new value was changed: %s", got)
+			}
+			if got := one(t, conn, `SELECT count(*) FROM accounts WHERE id = 5`); got != "0" {
+				t.Error("a row deleted since came back")
+			}
+			if m.Restored != 18 || m.Conflicts != 1 || m.NotResurrected != 1 || strings.Join(m.ConflictKeys, " ") != "10" {
+				t.Errorf("counts %+v", m)
+			}
+		},
+	},
+	{
+		name: "delete",
+		up:   "DELETE FROM accounts WHERE status = 'trial' AND id > 50;", undo: "SELECT 1;",
+		after: `INSERT INTO accounts (id, email) VALUES (55, 'took the key');
+			INSERT INTO accounts (email) SELECT 'new' || i FROM generate_series(1, 3) i;`,
+		check: func(t *testing.T, conn *pgx.Conn, m Merged) {
+			if got := one(t, conn, `SELECT count(*) FROM accounts WHERE id > 50 AND id % 5 = 0 AND id <> 55 AND status = 'trial' AND note = 'n' || id`); got != "9" {
+				t.Errorf("%s of 9 deleted rows back", got)
+			}
+			if got := one(t, conn, `SELECT email FROM accounts WHERE id = 55`); got != "took the key" {
+				t.Errorf("row 55 written since: %s, want the new write kept", got)
+			}
+			if m.Restored != 9 || m.Conflicts != 1 || strings.Join(m.ConflictKeys, " ") != "55" {
+				t.Errorf("counts %+v", m)
+			}
+		},
+	},
+}
+
+// Against the real PostgreSQL: for each kind of destroying release, with
+// writers inserting throughout the undo, every pre-release value comes
+// back for rows that still exist, rows written since are kept unchanged,
+// rows deleted since stay deleted, and conflicts are counted and keyed.
+func TestUndoMergesWhatTheReleaseDestroyed(t *testing.T) {
+	for _, tc := range captureCases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			conn, dsn, src := releaseWithCapture(t, tc.up, tc.undo)
+			if tc.after != "" {
+				mustExec(t, conn, tc.after)
+			}
+			// A writer inserts throughout the undo.
+			writer := connect(t, dsn)
+			var wrote atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := writer.Exec(ctx, `INSERT INTO accounts (email) VALUES ($1)`, fmt.Sprintf("writer%d", i)); err == nil {
+						wrote.Add(1)
+					}
+				}
+			}()
+			res, err := undoRelease(t, conn, src.Dir)
+			close(stop)
+			wg.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Merged) != 1 {
+				t.Fatalf("merged %+v", res.Merged)
+			}
+			if got := one(t, conn, `SELECT count(*)::text FROM accounts WHERE email LIKE 'writer%'`); got != fmt.Sprint(wrote.Load()) {
+				t.Errorf("%s of the writer's %d rows are there", got, wrote.Load())
+			}
+			tc.check(t, conn, res.Merged[0])
+			if got := historyVersions(t, conn); got != "1" {
+				t.Errorf("history %s", got)
+			}
+			// Merged once: a second undo has nothing to do.
+			if p, err := loadPlan(t, conn, src.Dir, Flyway, "1"); err != nil || len(p.Steps) != 0 {
+				t.Errorf("second plan: %v %+v", err, p)
+			}
+		})
+	}
+}
+
+// A table the release destroys data of without a key is refused when the
+// release is recorded, before it migrates: nothing is recorded.
+func TestRecordRefusesATableWithoutAKey(t *testing.T) {
+	ctx := context.Background()
+	conn, dsn := newDB(t)
+	dir := writeFiles(t, map[string]string{"V1__base.sql": "CREATE TABLE logs (msg text);", "V2__release.sql": "DELETE FROM logs WHERE msg LIKE 'debug%';",
+		"rollback/V2__Undo__release.sql": "SELECT 1;"})
+	src, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flywayApply(t, conn, src, "1")
+	p := &Provider{DSN: dsn, Conn: conn, Source: src, Format: Flyway}
+	_, _, err = p.RecordRelease(ctx, "v2")
+	if !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), "V2__release.sql:1") || !strings.Contains(err.Error(), "primary key") {
+		t.Fatalf("got %v, want the file, line and what to do", err)
+	}
+	if _, err := LoadRelease(ctx, conn, "v2"); !errors.Is(err, ErrNoRecord) {
+		t.Errorf("a refused release was recorded: %v", err)
+	}
+}
+
+// The merge is part of the down script's transaction: a merge that fails
+// (here: the capture was tampered with) leaves schema, data and history
+// as the release left them, and the undo run again (once the capture is
+// sound) reaches the same end state as one that never failed.
+func TestMergeFailureLeavesNothingHalfDone(t *testing.T) {
+	ctx := context.Background()
+	tc := captureCases[0]
+	conn, _, src := releaseWithCapture(t, tc.up, tc.undo)
+	mustExec(t, conn, tc.after)
+	var sum string
+	_ = conn.QueryRow(ctx, `SELECT checksum FROM rollback.captures`).Scan(&sum)
+	mustExec(t, conn, `UPDATE rollback.captures SET checksum = 'tampered'`)
+	if _, err := undoRelease(t, conn, src.Dir); err == nil || !strings.Contains(err.Error(), "changed since it was taken") {
+		t.Fatalf("got %v", err)
+	}
+	if got := historyVersions(t, conn); got != "1,2" {
+		t.Errorf("history after the failed merge: %s", got)
+	}
+	if strings.Contains(columns(t, conn, "accounts"), "note") {
+		t.Error("the down script's change was kept although the merge failed")
+	}
+	mustExec(t, conn, `UPDATE rollback.captures SET checksum = $1`, sum)
+	res, err := undoRelease(t, conn, src.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.check(t, conn, res.Merged[0])
+}
+
+// What a release destroys, by the grammar: scoped where it can say which
+// rows, said so where it cannot.
+func TestDestructions(t *testing.T) {
+	ds, err := Destructions("V2.sql", `ALTER TABLE a DROP COLUMN x, ALTER COLUMN y TYPE int USING round(y);
+DROP TABLE s.t, u;
+TRUNCATE v;
+UPDATE w SET p = 1, q = lower(q) WHERE r;
+UPDATE w SET arr[1] = 0;
+WITH d AS (SELECT 1) DELETE FROM z USING d WHERE z.id = 1;
+CREATE TABLE fine (id int);`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range ds {
+		got = append(got, fmt.Sprintf("%s %s.%s %v", d.Kind, d.Table, d.Column, d.Scoped))
+	}
+	want := "drop-column a.x true|type-change a.y true|drop-table s.t. true|drop-table u. true|truncate v. true|update w.p true|update w.q true|update w.arr false|delete z. false"
+	if strings.Join(got, "|") != want {
+		t.Errorf("got  %s\nwant %s", strings.Join(got, "|"), want)
+	}
+}
