@@ -252,7 +252,9 @@ func (x *wideRun) plan(key string) runbook.Plan {
 	for _, st := range Steps {
 		switch st.Name {
 		case incident.StepDeclare:
-			st.Run = func(ctx context.Context, _ *execution, sc *runbook.StepContext) (string, error) { return x.declare(ctx, sc) }
+			st.Run = func(ctx context.Context, _ *execution, sc *runbook.StepContext) (string, error) {
+				return x.declare(ctx, sc)
+			}
 		case incident.StepClose:
 			// Nothing notifies a selector: the close is the incident's own
 			// and must not fail silently.
