@@ -65,6 +65,12 @@ func printDBPlan(s *IOStreams, p *migrate.Plan) {
 	}
 	tw.Flush()
 	fmt.Fprintf(s.Out, "History afterwards: %s.\n", orNone(p.After))
+	if len(p.Destroyed) > 0 {
+		fmt.Fprintf(s.Out, "What the release destroyed:\n")
+		for _, d := range p.Destroyed {
+			fmt.Fprintf(s.Out, "  %s %s\n", d.Version, d)
+		}
+	}
 	for _, w := range p.Warnings {
 		fmt.Fprintf(s.Out, "warning: %s\n", w)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -103,6 +104,13 @@ func (e *Engine) Check(ctx context.Context, r CheckRequest) ([]check.Result, err
 		skip(down, "no --dir: the release brings no migrations that rollback knows of")
 	} else {
 		add(e.checkMigrations(ctx, r, dsnEnv))
+	}
+
+	const keyed = "What the release destroys can be given back by key"
+	if r.Dir == "" {
+		skip(keyed, "no --dir: no database migrations")
+	} else {
+		add(e.checkDestroyed(ctx, r, dsnEnv))
 	}
 
 	const reviewed = "Rollback procedure reviewed by on-call before deployment"
@@ -205,6 +213,61 @@ func (e *Engine) checkMigrations(ctx context.Context, r CheckRequest, dsnEnv str
 		res.Status, res.Detail = check.Pass, "the release brings no migrations"
 	default:
 		res.Status, res.Detail = check.Pass, fmt.Sprintf("undo scripts written and drilled for %v", ok)
+	}
+	return res
+}
+
+// checkDestroyed: what the new migrations destroy, and whether each table
+// has a key for 'rollback db record' to capture it by.
+func (e *Engine) checkDestroyed(ctx context.Context, r CheckRequest, dsnEnv string) check.Result {
+	res := check.Result{Prerequisite: "What the release destroys can be given back by key",
+		HowToEnsure: "run 'rollback db record --release VERSION' right before the migration; give every table the release destroys data of a primary key"}
+	src, err := migrate.LoadDir(r.Dir)
+	if err != nil {
+		res.Status, res.Detail = check.Fail, err.Error()
+		return res
+	}
+	since := migrate.Version{}
+	var db migrate.DB
+	if dsn, _ := migrate.LookupDSN(r.DSN, dsnEnv, e.getenv); dsn != "" {
+		p, err := migrate.Open(ctx, migrate.ProviderOptions{DSN: dsn, Dir: r.Dir, Format: r.Format, NeedSource: true})
+		if err != nil {
+			res.Status, res.Detail = check.Fail, err.Error()
+			return res
+		}
+		defer p.Close()
+		st, err := p.State(ctx)
+		if err != nil {
+			res.Status, res.Detail = check.Fail, err.Error()
+			return res
+		}
+		since, db = st.Current, p.Conn
+	} else if r.Since != "" {
+		if since, err = migrate.ParseVersion(r.Since); err != nil {
+			res.Status, res.Detail = check.Fail, "--since-version: "+err.Error()
+			return res
+		}
+	} else {
+		res.Status, res.Detail = check.Skip, "which migrations are new? give a database ("+migrate.DSNSources+") or --since-version"
+		return res
+	}
+	ds, problems, err := migrate.Assess(ctx, db, src, since)
+	switch {
+	case err != nil:
+		res.Status, res.Detail = check.Fail, err.Error()
+	case len(problems) > 0:
+		res.Status, res.Detail = check.Fail, strings.Join(problems, "; ")
+	case len(ds) == 0:
+		res.Status, res.Detail = check.Pass, "the new migrations destroy no data"
+	default:
+		parts := make([]string, len(ds))
+		for i, d := range ds {
+			parts[i] = d.String()
+		}
+		res.Status, res.Detail = check.Pass, "captured by 'rollback db record': "+strings.Join(parts, "; ")
+		if db == nil {
+			res.Detail += " (keys not checked: no database)"
+		}
 	}
 	return res
 }

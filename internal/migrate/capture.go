@@ -354,7 +354,7 @@ func Capture(ctx context.Context, conn *pgx.Conn, release string, src *Source, s
 				continue
 			}
 			if len(ti.keys) == 0 {
-				refused = append(refused, fmt.Sprintf("%s:%d: %s destroys data of %s, which has no primary key (nor a unique index on NOT NULL columns): add one before the release, or capture the table yourself", d.File, d.Line, d.Kind, ti.ident))
+				refused = append(refused, noKey(d, ti.ident))
 				continue
 			}
 			c.keys, c.cols, c.colType = ti.keys, ti.cols, ti.types[d.Column]
@@ -418,7 +418,60 @@ func (p *Plan) LoadCaptures(ctx context.Context, db DB) error {
 	for _, s := range p.Steps {
 		p.Captured = append(p.Captured, caps[s.VersionText]...)
 	}
+	p.Destroyed = destroyedBy(p, caps)
 	return nil
+}
+
+// Destroyed is what an undone step's up script destroyed, and whether
+// 'rollback db record' captured it before the release.
+type Destroyed struct {
+	Destruction
+	Version  string `json:"version"`
+	Captured bool   `json:"captured"`
+	Store    string `json:"store,omitempty"`
+	Rows     int64  `json:"rows,omitempty"`
+	Note     string `json:"note,omitempty"`
+}
+
+func (d Destroyed) String() string {
+	s := d.Destruction.String()
+	switch {
+	case d.Captured:
+		s += fmt.Sprintf(": captured %d row(s) in %s, merged back by key after the down script", d.Rows, d.Store)
+	case d.Note != "":
+		s += ": " + d.Note
+	}
+	return s
+}
+
+// destroyedBy lists what the plan's steps destroyed, from their up
+// scripts, each with its capture (or why there is none).
+func destroyedBy(p *Plan, caps map[string][]*Captured) []Destroyed {
+	var out []Destroyed
+	for _, s := range p.Steps {
+		if s.Up == nil {
+			continue
+		}
+		b, err := os.ReadFile(s.Up.Path)
+		if err != nil {
+			continue
+		}
+		ds, err := Destructions(s.Up.Name(), string(b))
+		if err != nil {
+			continue
+		}
+		for i, d := range ds {
+			x := Destroyed{Destruction: d, Version: s.VersionText,
+				Note: "not captured (no 'rollback db record --release' before the release migrated): the down script recreates the shape only; the data is in the snapshot"}
+			for _, c := range caps[s.VersionText] {
+				if c.Seq == i+1 {
+					x.Captured, x.Store, x.Rows, x.Note = true, c.Store, c.Rows, ""
+				}
+			}
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func loadCaptures(ctx context.Context, db DB, p *Plan) (map[string][]*Captured, error) {
@@ -592,4 +645,41 @@ func MergeSummary(ms []Merged) string {
 		parts[i] = m.String()
 	}
 	return "gave back what the release destroyed: " + strings.Join(parts, "; ")
+}
+
+func noKey(d Destruction, table string) string {
+	return fmt.Sprintf("%s:%d: %s destroys data of %s, which has no primary key (nor a unique index on NOT NULL columns): add one before the release, or capture the table yourself", d.File, d.Line, d.Kind, table)
+}
+
+// Assess lists what the migrations newer than since will destroy and,
+// with a database (db not nil), the tables among them that have no key
+// to give their data back by: 'rollback check' before a release.
+func Assess(ctx context.Context, db DB, src *Source, since Version) (ds []Destruction, problems []string, err error) {
+	for _, m := range src.Migrations {
+		if m.Version.Compare(since) <= 0 || m.Up == nil {
+			continue
+		}
+		b, err := os.ReadFile(m.Up.Path)
+		if err != nil {
+			return nil, nil, err
+		}
+		mds, err := Destructions(m.Up.Name(), string(b))
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, d := range mds {
+			ds = append(ds, d)
+			if db == nil {
+				continue
+			}
+			ti, exists, err := readTable(ctx, db, d.Table)
+			if err != nil {
+				return nil, nil, err
+			}
+			if exists && len(ti.keys) == 0 {
+				problems = append(problems, noKey(d, ti.ident))
+			}
+		}
+	}
+	return ds, problems, nil
 }

@@ -261,6 +261,35 @@ func TestRecordRefusesATableWithoutAKey(t *testing.T) {
 	if _, err := LoadRelease(ctx, conn, "v2"); !errors.Is(err, ErrNoRecord) {
 		t.Errorf("a refused release was recorded: %v", err)
 	}
+	// 'rollback check' says so before the release too.
+	ds, problems, err := Assess(ctx, conn, src, MustVersion("1"))
+	if err != nil || len(ds) != 1 || len(problems) != 1 || !strings.Contains(problems[0], "V2__release.sql:1") {
+		t.Errorf("assess: %v %v %v", ds, problems, err)
+	}
+}
+
+// 'rollback db plan' after the release says what it destroyed and where
+// the capture is; without a record, that nothing was captured.
+func TestPlanSaysWhatWasDestroyed(t *testing.T) {
+	tc := captureCases[0]
+	conn, _, src := releaseWithCapture(t, tc.up, tc.undo)
+	p, err := loadPlan(t, conn, src.Dir, Flyway, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.LoadCaptures(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Destroyed) != 1 || !p.Destroyed[0].Captured || p.Destroyed[0].Rows != 100 || !strings.Contains(p.Destroyed[0].String(), "accounts.note: captured 100 row(s)") {
+		t.Errorf("destroyed %+v", p.Destroyed)
+	}
+	mustExec(t, conn, `DELETE FROM rollback.captures`)
+	if err := p.LoadCaptures(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Destroyed) != 1 || p.Destroyed[0].Captured || !strings.Contains(p.Destroyed[0].Note, "not captured") {
+		t.Errorf("destroyed without a capture %+v", p.Destroyed)
+	}
 }
 
 // The merge is part of the down script's transaction: a merge that fails

@@ -37,6 +37,9 @@ type Plan struct {
 	// Captured lists what the release destroyed and 'rollback db record'
 	// captured, by step version: the undo merges it back.
 	Captured []*Captured `json:"captured,omitempty"`
+	// Destroyed is what the undone steps' up scripts destroyed, each with
+	// its capture or why there is none.
+	Destroyed []Destroyed `json:"destroyed,omitempty"`
 
 	to       Version
 	after    Version
