@@ -343,3 +343,79 @@ CREATE TABLE fine (id int);`)
 		t.Errorf("got  %s\nwant %s", strings.Join(got, "|"), want)
 	}
 }
+
+// A kill (the session terminated, as when rollback dies) at every
+// boundary of an undo whose down script has two statements and three
+// merges: each resumed undo reaches exactly the end state of an undo that
+// was never killed, and nothing is merged twice.
+func TestKillAtEveryBoundaryConverges(t *testing.T) {
+	ctx := context.Background()
+	const up = `ALTER TABLE accounts DROP COLUMN note;
+DELETE FROM accounts WHERE status = 'trial' AND id > 50;
+UPDATE accounts SET status = 'legacy' WHERE status = 'trial';`
+	const undo = `ALTER TABLE accounts ADD COLUMN note text;
+COMMENT ON COLUMN accounts.note IS 'restored';`
+	const after = `DELETE FROM accounts WHERE id IN (5, 7);
+UPDATE accounts SET status = 'active' WHERE id = 10;
+INSERT INTO accounts (id, email) VALUES (55, 'took the key');
+INSERT INTO accounts (id, email) VALUES (1000, 'new');`
+	state := func(conn *pgx.Conn) string {
+		return one(t, conn, `SELECT string_agg(to_jsonb(a)::text, E'\n' ORDER BY id) FROM accounts a`) +
+			"\nhistory " + historyVersions(t, conn) + "\n" + columns(t, conn, "accounts")
+	}
+	ref, _, src := releaseWithCapture(t, up, undo)
+	mustExec(t, ref, after)
+	res, err := undoRelease(t, ref, src.Dir)
+	if err != nil || len(res.Merged) != 3 {
+		t.Fatalf("reference undo: %v %+v", err, res)
+	}
+	want := state(ref)
+
+	var boundaries []string
+	o := opts()
+	o.boundary = func(where string) { boundaries = append(boundaries, where) }
+	conn, _, _ := releaseWithCapture(t, up, undo)
+	mustExec(t, conn, after)
+	p, _ := loadPlan(t, conn, src.Dir, Flyway, "1")
+	if _, err := Undo(ctx, conn, p, o); err != nil {
+		t.Fatal(err)
+	}
+	if len(boundaries) != 7 { // 2 statements, 3 merges, the history fix, the commit
+		t.Fatalf("boundaries %v", boundaries)
+	}
+	converged := 0
+	for i, where := range boundaries {
+		conn, dsn, _ := releaseWithCapture(t, up, undo)
+		mustExec(t, conn, after)
+		before := state(conn)
+		admin := connect(t, dsn)
+		var pid uint32
+		_ = conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+		o := opts()
+		n := 0
+		o.boundary = func(string) {
+			if n == i {
+				_, _ = admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
+			}
+			n++
+		}
+		p, _ := loadPlan(t, conn, src.Dir, Flyway, "1")
+		if _, err := Undo(ctx, conn, p, o); err == nil {
+			t.Errorf("killed before %s: the undo did not notice", where)
+		}
+		again := connect(t, dsn)
+		if got := state(again); got != before {
+			t.Errorf("killed before %s: half done:\n%s", where, got)
+		}
+		if _, err := undoRelease(t, again, src.Dir); err != nil {
+			t.Errorf("killed before %s: resume: %v", where, err)
+			continue
+		}
+		if got := state(again); got != want {
+			t.Errorf("killed before %s: resumed to\n%s\nwant\n%s", where, got, want)
+			continue
+		}
+		converged++
+	}
+	t.Logf("kill at every boundary: %d boundaries, %d converged", len(boundaries), converged)
+}

@@ -32,6 +32,10 @@ type UndoOptions struct {
 	// Locked: the caller holds the migration tool's lock (LockMigrations)
 	// and planned under it; Undo does not take it again.
 	Locked bool
+
+	// boundary, in tests, is called before each statement, merge and
+	// commit of a transaction (where a kill can land).
+	boundary func(where string)
 }
 
 // DefaultUndoOptions are the defaults of `rollback db undo`: a short
@@ -381,6 +385,9 @@ func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) (
 	}
 	var merged []Merged
 	for _, a := range s.actions {
+		if o.boundary != nil {
+			o.boundary(a.where)
+		}
 		if a.merge != nil {
 			m, err := a.merge.merge(ctx, tx)
 			if err != nil {
@@ -392,6 +399,9 @@ func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) (
 		if _, err := tx.Exec(ctx, a.sql, a.args...); err != nil {
 			return nil, fmt.Errorf("%s: %w (the transaction was rolled back: schema and history are unchanged)", a.where, err)
 		}
+	}
+	if o.boundary != nil {
+		o.boundary("commit")
 	}
 	return merged, tx.Commit(ctx)
 }
