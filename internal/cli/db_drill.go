@@ -86,6 +86,12 @@ the drill log, where 'down migration tested' is looked up later.`,
 					for _, d := range st.Diff {
 						fmt.Fprintf(f.IO.Out, "\n      %s", d)
 					}
+					if st.Sample != "" {
+						fmt.Fprintf(f.IO.Out, "\n      after the release: %s", st.Sample)
+					}
+					for _, m := range st.Merged {
+						fmt.Fprintf(f.IO.Out, "\n      undo gave back %s", m)
+					}
 					fmt.Fprintln(f.IO.Out)
 				}
 			}

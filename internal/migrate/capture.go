@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -358,26 +359,26 @@ func Capture(ctx context.Context, conn *pgx.Conn, release string, src *Source, s
 				continue
 			}
 			c.keys, c.cols, c.colType = ti.keys, ti.cols, ti.types[d.Column]
+			c.Table, c.ident = ti.ident, ti.ident
 			q, err := d.captureQuery(ti)
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: capture query: %w", d.File, d.Line, err)
 			}
 			name := fmt.Sprintf("v%s_%d", strings.NewReplacer(".", "_", "-", "_").Replace(v), i+1)
-			c.ident = pgx.Identifier{"rollback_capture", name}.Sanitize()
-			c.Store = "rollback_capture." + name
+			c.Store = "rollback_capture." + name // name: [a-z0-9_]
 			order := make([]string, len(ti.keys))
 			for j := range ti.keys {
 				order[j] = fmt.Sprintf("k%d", j+1)
 			}
-			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE %s AS SELECT row_number() OVER (ORDER BY %s) AS rn, q.* FROM (%s) q", c.ident, strings.Join(order, ", "), q)); err != nil {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE %s AS SELECT row_number() OVER (ORDER BY %s) AS rn, q.* FROM (%s) q", c.Store, strings.Join(order, ", "), q)); err != nil {
 				return nil, fmt.Errorf("%s:%d: capture %s: %w", d.File, d.Line, d.Table, err)
 			}
-			if err := tx.QueryRow(ctx, fmt.Sprintf(checksumSQL, c.ident)).Scan(&c.Rows, &c.Checksum); err != nil {
+			if err := tx.QueryRow(ctx, fmt.Sprintf(checksumSQL, c.Store)).Scan(&c.Rows, &c.Checksum); err != nil {
 				return nil, err
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO rollback.captures (version, seq, release, kind, tbl, col, col_type, keys, cols, scoped, reason, store, rows, checksum, file, line)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
-				v, c.Seq, release, d.Kind, ti.ident, d.Column, c.colType, c.keys, c.cols, d.Scoped, d.Reason, c.ident, c.Rows, c.Checksum, d.File, d.Line); err != nil {
+				v, c.Seq, release, d.Kind, ti.ident, d.Column, c.colType, c.keys, c.cols, d.Scoped, d.Reason, c.Store, c.Rows, c.Checksum, d.File, d.Line); err != nil {
 				return nil, err
 			}
 			out = append(out, c)
@@ -682,4 +683,119 @@ func Assess(ctx context.Context, db DB, src *Source, since Version) (ds []Destru
 		}
 	}
 	return ds, problems, nil
+}
+
+// sample is what a drill wrote after the forward migration, per capture:
+// rows deleted (which must stay deleted) and rows inserted (which must be
+// kept).
+type sample struct {
+	deleted  map[string][]string // capture store -> keys
+	inserted map[string]int64    // table -> rows
+	notes    []string
+}
+
+func (s sample) String() string {
+	var parts []string
+	for store, keys := range s.deleted {
+		parts = append(parts, fmt.Sprintf("%d captured row(s) of %s deleted", len(keys), store))
+	}
+	for table, n := range s.inserted {
+		parts = append(parts, fmt.Sprintf("%d row(s) inserted into %s", n, table))
+	}
+	return strings.Join(append(parts, s.notes...), "; ")
+}
+
+// sampleWrites writes what customers would after the release: for each
+// capture whose table still exists, it deletes two captured rows and
+// inserts two rows copied from others (their key from its default; a
+// table whose key has none, or whose copy breaks a constraint, gets no
+// inserts and the sample says so).
+func sampleWrites(ctx context.Context, conn *pgx.Conn, caps []Captured) (sample, error) {
+	s := sample{deleted: map[string][]string{}, inserted: map[string]int64{}}
+	for _, c := range caps {
+		if c.Store == "" || !c.Scoped {
+			continue
+		}
+		ti, exists, err := readTable(ctx, conn, c.ident)
+		if err != nil {
+			return s, err
+		}
+		if !exists {
+			continue // dropped by the release
+		}
+		var match, keyText []string
+		for i, k := range c.keys {
+			match = append(match, fmt.Sprintf("t.%s = c.k%d", pgx.Identifier{k}.Sanitize(), i+1))
+			keyText = append(keyText, fmt.Sprintf("c.k%d::text", i+1))
+		}
+		rows, err := conn.Query(ctx, fmt.Sprintf(`DELETE FROM %s t USING (SELECT * FROM %s ORDER BY rn LIMIT 2) c WHERE %s RETURNING concat_ws(',', %s)`,
+			ti.ident, c.Store, strings.Join(match, " AND "), strings.Join(keyText, ", ")))
+		if err != nil {
+			return s, fmt.Errorf("sample delete from %s: %w", ti.ident, err)
+		}
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return s, fmt.Errorf("sample delete from %s: %w", ti.ident, err)
+		}
+		s.deleted[c.Store] = keys
+		if _, done := s.inserted[ti.ident]; done {
+			continue
+		}
+		var cols []string
+		for _, col := range ti.cols {
+			if !slices.Contains(ti.keys, col) {
+				cols = append(cols, pgx.Identifier{col}.Sanitize())
+			}
+		}
+		list := strings.Join(cols, ", ")
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return s, err
+		}
+		tag, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM %s LIMIT 2`, ti.ident, list, list, ti.ident))
+		if err != nil {
+			_ = tx.Rollback(ctx)
+			s.notes = append(s.notes, fmt.Sprintf("no sample inserts into %s (%v)", ti.ident, err))
+			s.inserted[ti.ident] = 0
+			continue
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return s, err
+		}
+		s.inserted[ti.ident] = tag.RowsAffected()
+	}
+	return s, nil
+}
+
+// check: every captured row is accounted for (restored, not resurrected
+// or a conflict), the rows the sample deleted stayed deleted and the rows
+// it inserted were kept.
+func (s sample) check(ctx context.Context, conn *pgx.Conn, caps []Captured, merged []Merged) error {
+	byCapture := map[string]Merged{}
+	for _, m := range merged {
+		byCapture[m.Capture] = m
+	}
+	for _, c := range caps {
+		if c.Store == "" || !c.Scoped {
+			continue
+		}
+		name := c.Table
+		if c.Column != "" {
+			name += "." + c.Column
+		}
+		m, ok := byCapture[name+" ("+c.Kind+")"]
+		if !ok {
+			return fmt.Errorf("the capture of %s was not merged", name)
+		}
+		if got := m.Restored + m.NotResurrected + m.Conflicts; got != c.Rows {
+			return fmt.Errorf("merge of %s accounts for %d of %d captured row(s): %s", name, got, c.Rows, m)
+		}
+		if d := int64(len(s.deleted[c.Store])); c.Column != "" && m.NotResurrected < d {
+			return fmt.Errorf("merge of %s: %d row(s) deleted after the release, %d counted as not resurrected", name, d, m.NotResurrected)
+		}
+		if n := s.inserted[c.Table]; m.Kept < n {
+			return fmt.Errorf("merge of %s: %d row(s) inserted after the release, %d kept", name, n, m.Kept)
+		}
+	}
+	return nil
 }

@@ -33,7 +33,13 @@ type DrillStep struct {
 	Passed   bool       `json:"passed"`
 	Diff     []string   `json:"schemaDiff,omitempty"`
 	DataLoss []DataLoss `json:"dataLoss,omitempty"`
-	Error    string     `json:"error,omitempty"`
+	// Merged is, for a pending migration that destroys data, what its
+	// capture gave back after the forward migration, a sample of new
+	// writes (inserts and deletes) and the undo; Sample says what was
+	// written.
+	Merged []Merged `json:"merged,omitempty"`
+	Sample string   `json:"sample,omitempty"`
+	Error  string   `json:"error,omitempty"`
 	UndoHash string     `json:"undoSha256"`
 }
 
@@ -216,12 +222,29 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 			if err != nil {
 				return err
 			}
+			// What the migration destroys is captured as 'db record'
+			// would, the sample writes land after it, and the undo must
+			// account for every captured row.
+			caps, err := Capture(ctx, cc, "drill", &Source{Migrations: []*Migration{m}}, &State{})
+			if err != nil {
+				return fmt.Errorf("capture what %s destroys: %w", m.Up.Name(), err)
+			}
 			if err := runScript(ctx, cc, m.Up.Path); err != nil {
 				return fmt.Errorf("apply %s: %w", m.Up.Name(), err)
 			}
+			sample, err := sampleWrites(ctx, cc, caps)
+			if err != nil {
+				return err
+			}
+			ds.Sample = sample.String()
 			one := &Plan{Format: format, Table: st.Table, Steps: []*Step{s}, after: st.Current}
-			if _, err := Undo(ctx, cc, one, uo); err != nil {
+			res, err := Undo(ctx, cc, one, uo)
+			if err != nil {
 				return fmt.Errorf("undo: %w", err)
+			}
+			ds.Merged = res.Merged
+			if err := sample.check(ctx, cc, caps, res.Merged); err != nil {
+				return err
 			}
 			after, err := TakeFingerprint(ctx, cc)
 			if err != nil {

@@ -88,3 +88,52 @@ func TestDrillCatchesIncompleteUndo(t *testing.T) {
 		t.Errorf("step %+v, want a schema diff naming the leftover default", last)
 	}
 }
+
+// The drill proves the merge of a pending release that destroys data: on
+// the clone, it captures, migrates, writes (deletes two captured rows,
+// inserts two), undoes, and accounts for every captured row; an undo that
+// cannot take the data back fails the drill.
+func TestDrillProvesTheMerge(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, undo string
+		pass       bool
+	}{
+		{"merges", "ALTER TABLE accounts ADD COLUMN note text;", true},
+		{"down script forgets the column", "SELECT 1;", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, dsn := newDB(t)
+			dir := writeFiles(t, map[string]string{"V1__base.sql": captureBase, "rollback/V1__Undo__base.sql": "DROP TABLE audit; DROP TABLE accounts;",
+				"V1_1__index.sql": "CREATE INDEX accounts_email ON accounts (email);", "rollback/V1_1__Undo__index.sql": "DROP INDEX accounts_email;",
+				"V2__release.sql": "ALTER TABLE accounts DROP COLUMN note;", "rollback/V2__Undo__release.sql": tc.undo})
+			src, _ := LoadDir(dir)
+			flywayApply(t, conn, src, "1.1")
+			mustExec(t, conn, `INSERT INTO accounts (email, note) SELECT 'u' || i, 'n' || i FROM generate_series(1, 20) i`)
+			res, err := Drill(ctx, dsn, src, Flyway, "", DrillOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := res.Steps[len(res.Steps)-1]
+			if res.Passed != tc.pass {
+				t.Fatalf("passed %v, want %v: %+v", res.Passed, tc.pass, st)
+			}
+			if !tc.pass {
+				if !strings.Contains(st.Error, "note") {
+					t.Errorf("the failure does not name the column: %s", st.Error)
+				}
+				return
+			}
+			m := st.Merged
+			if len(m) != 1 || m[0].Restored != 18 || m[0].NotResurrected != 2 || m[0].Kept != 2 || !strings.Contains(st.Sample, "2 row(s) inserted") {
+				t.Errorf("merged %+v, sample %q", m, st.Sample)
+			}
+			// The source database has no capture: the drill's was on its clone.
+			var n int
+			_ = conn.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname = 'rollback_capture'`).Scan(&n)
+			if n != 0 {
+				t.Error("the drill captured into the source database")
+			}
+		})
+	}
+}
