@@ -37,10 +37,10 @@ type DrillStep struct {
 	// capture gave back after the forward migration, a sample of new
 	// writes (inserts and deletes) and the undo; Sample says what was
 	// written.
-	Merged []Merged `json:"merged,omitempty"`
-	Sample string   `json:"sample,omitempty"`
-	Error  string   `json:"error,omitempty"`
-	UndoHash string     `json:"undoSha256"`
+	Merged   []Merged `json:"merged,omitempty"`
+	Sample   string   `json:"sample,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	UndoHash string   `json:"undoSha256"`
 }
 
 // DrillResult is a whole drill.
