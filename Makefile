@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps peers test unit e2e demo bench bench-db bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
+.PHONY: all build deps peers test unit e2e demo bench bench-db bench-merge bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
 
 all: build
 
@@ -55,6 +55,11 @@ bench: deps build peers
 ## bench-db: down-migration timings and query latency under load (real PostgreSQL)
 bench-db: deps
 	$(GO) run ./bench/dbbench
+
+## bench-merge: the undo that gives back what a release destroyed: rows lost under writes against
+## pg_restore, merge time and readers' latency, capture against pg_dump (real PostgreSQL, durable)
+bench-merge: deps
+	$(GO) run ./bench/mergebench
 
 ## bench-canary: time to detect and false rollbacks, sequential test vs Flagger's default
 ## (synthetic streams), then the live comparison with the real Flagger on the sandbox

@@ -50,8 +50,12 @@ func releaseWithCapture(t *testing.T, up, undo string) (*pgx.Conn, string, *Sour
 	return conn, dsn, src
 }
 
-func undoRelease(t *testing.T, conn *pgx.Conn, dir string) (*UndoResult, error) {
+func undoRelease(t *testing.T, conn *pgx.Conn, dir string, mode ...UndoOptions) (*UndoResult, error) {
 	t.Helper()
+	o := opts()
+	if len(mode) > 0 {
+		o = mode[0]
+	}
 	p, err := loadPlan(t, conn, dir, Flyway, "1")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +63,18 @@ func undoRelease(t *testing.T, conn *pgx.Conn, dir string) (*UndoResult, error) 
 	if err := p.LoadCaptures(context.Background(), conn); err != nil {
 		t.Fatal(err)
 	}
-	return Undo(context.Background(), conn, p, opts())
+	return Undo(context.Background(), conn, p, o)
+}
+
+// batched is the undo with every merge after the commit, in batches of
+// 30 rows.
+func batched(t *testing.T) UndoOptions {
+	old := mergeBatch
+	mergeBatch = 30
+	t.Cleanup(func() { mergeBatch = old })
+	o := opts()
+	o.InlineMergeRows = -1
+	return o
 }
 
 func ints(t *testing.T, conn *pgx.Conn, sql string) []int64 {
@@ -191,8 +206,20 @@ var captureCases = []captureCase{
 // back for rows that still exist, rows written since are kept unchanged,
 // rows deleted since stay deleted, and conflicts are counted and keyed.
 func TestUndoMergesWhatTheReleaseDestroyed(t *testing.T) {
-	for _, tc := range captureCases {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, mode := range []string{"inline", "batched"} {
+		for _, tc := range captureCases {
+			t.Run(mode+"/"+tc.name, func(t *testing.T) { mergeCase(t, tc, mode) })
+		}
+	}
+}
+
+func mergeCase(t *testing.T, tc captureCase, mode string) {
+	o := opts()
+	if mode == "batched" {
+		o = batched(t)
+	}
+	{
+		{
 			ctx := context.Background()
 			conn, dsn, src := releaseWithCapture(t, tc.up, tc.undo)
 			if tc.after != "" {
@@ -217,7 +244,7 @@ func TestUndoMergesWhatTheReleaseDestroyed(t *testing.T) {
 					}
 				}
 			}()
-			res, err := undoRelease(t, conn, src.Dir)
+			res, err := undoRelease(t, conn, src.Dir, o)
 			close(stop)
 			wg.Wait()
 			if err != nil {
@@ -237,7 +264,10 @@ func TestUndoMergesWhatTheReleaseDestroyed(t *testing.T) {
 			if p, err := loadPlan(t, conn, src.Dir, Flyway, "1"); err != nil || len(p.Steps) != 0 {
 				t.Errorf("second plan: %v %+v", err, p)
 			}
-		})
+			if again, err := undoRelease(t, conn, src.Dir, o); err != nil || len(again.Merged) != 0 {
+				t.Errorf("second undo: %v, merged %+v", err, again.Merged)
+			}
+		}
 	}
 }
 
@@ -349,6 +379,13 @@ CREATE TABLE fine (id int);`)
 // merges: each resumed undo reaches exactly the end state of an undo that
 // was never killed, and nothing is merged twice.
 func TestKillAtEveryBoundaryConverges(t *testing.T) {
+	t.Run("inline", func(t *testing.T) { killEverywhere(t, opts(), 7) })
+	// 2 statements, the undone mark, the history fix, the commit; then a
+	// transaction per batch of 30 and a last one per capture.
+	t.Run("batched", func(t *testing.T) { o := batched(t); killEverywhere(t, o, 5+2+2+5) })
+}
+
+func killEverywhere(t *testing.T, mode UndoOptions, wantBoundaries int) {
 	ctx := context.Background()
 	const up = `ALTER TABLE accounts DROP COLUMN note;
 DELETE FROM accounts WHERE status = 'trial' AND id > 50;
@@ -365,14 +402,15 @@ INSERT INTO accounts (id, email) VALUES (1000, 'new');`
 	}
 	ref, _, src := releaseWithCapture(t, up, undo)
 	mustExec(t, ref, after)
-	res, err := undoRelease(t, ref, src.Dir)
+	res, err := undoRelease(t, ref, src.Dir, mode)
 	if err != nil || len(res.Merged) != 3 {
 		t.Fatalf("reference undo: %v %+v", err, res)
 	}
 	want := state(ref)
+	wantMerged := fmt.Sprint(res.Merged)
 
 	var boundaries []string
-	o := opts()
+	o := mode
 	o.boundary = func(where string) { boundaries = append(boundaries, where) }
 	conn, _, _ := releaseWithCapture(t, up, undo)
 	mustExec(t, conn, after)
@@ -380,8 +418,8 @@ INSERT INTO accounts (id, email) VALUES (1000, 'new');`
 	if _, err := Undo(ctx, conn, p, o); err != nil {
 		t.Fatal(err)
 	}
-	if len(boundaries) != 7 { // 2 statements, 3 merges, the history fix, the commit
-		t.Fatalf("boundaries %v", boundaries)
+	if len(boundaries) != wantBoundaries {
+		t.Fatalf("%d boundaries, want %d: %v", len(boundaries), wantBoundaries, boundaries)
 	}
 	converged := 0
 	for i, where := range boundaries {
@@ -391,7 +429,7 @@ INSERT INTO accounts (id, email) VALUES (1000, 'new');`
 		admin := connect(t, dsn)
 		var pid uint32
 		_ = conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
-		o := opts()
+		o := mode
 		n := 0
 		o.boundary = func(string) {
 			if n == i {
@@ -404,15 +442,24 @@ INSERT INTO accounts (id, email) VALUES (1000, 'new');`
 			t.Errorf("killed before %s: the undo did not notice", where)
 		}
 		again := connect(t, dsn)
-		if got := state(again); got != before {
+		// Before the down script's commit nothing has changed; after it,
+		// the history says undone and the merge goes on where it stopped.
+		if got := state(again); got != before && !strings.Contains(got, "\nhistory 1\n") {
 			t.Errorf("killed before %s: half done:\n%s", where, got)
 		}
-		if _, err := undoRelease(t, again, src.Dir); err != nil {
+		res, err := undoRelease(t, again, src.Dir, mode)
+		if err != nil {
 			t.Errorf("killed before %s: resume: %v", where, err)
 			continue
 		}
 		if got := state(again); got != want {
 			t.Errorf("killed before %s: resumed to\n%s\nwant\n%s", where, got, want)
+			continue
+		}
+		// Counted once: the resumed run reports the whole merge, as
+		// the uninterrupted one did.
+		if got := fmt.Sprint(res.Merged); got != wantMerged {
+			t.Errorf("killed before %s: merged %s, want %s", where, got, wantMerged)
 			continue
 		}
 		converged++

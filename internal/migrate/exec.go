@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf16"
@@ -33,9 +34,25 @@ type UndoOptions struct {
 	// and planned under it; Undo does not take it again.
 	Locked bool
 
+	// InlineMergeRows: a step whose captures hold at most this many rows
+	// is merged inside its down script's transaction, a larger one in
+	// batches after it commits (0: DefaultInlineMergeRows; negative:
+	// always in batches).
+	InlineMergeRows int
+
 	// boundary, in tests, is called before each statement, merge and
 	// commit of a transaction (where a kill can land).
 	boundary func(where string)
+}
+
+func (o UndoOptions) inline(rows int64) bool {
+	switch {
+	case o.InlineMergeRows < 0:
+		return false
+	case o.InlineMergeRows == 0:
+		return rows <= DefaultInlineMergeRows
+	}
+	return rows <= int64(o.InlineMergeRows)
 }
 
 // DefaultUndoOptions are the defaults of `rollback db undo`: a short
@@ -149,7 +166,7 @@ func orDefault(s, d string) string {
 // statements, each step's history fix included, is one transaction; a
 // statement that cannot run in one runs alone, guarded with IF [NOT] EXISTS
 // so a re-run after a failure is safe.
-func (p *Plan) segments() ([]segment, []string, error) {
+func (p *Plan) segments(o UndoOptions) ([]segment, []string, error) {
 	caps := p.captures
 	var segs []segment
 	var warnings []string
@@ -172,10 +189,20 @@ func (p *Plan) segments() ([]segment, []string, error) {
 			}
 			cur.actions = append(cur.actions, action{sql: st.SQL, where: where})
 		}
-		// What the release destroyed goes back after the down script, in
-		// its transaction, newest statement first.
+		// What the release destroyed goes back after the down script,
+		// newest statement first: in its transaction when small, else in
+		// batches once it has committed (marked undone here).
+		var rows int64
 		for _, c := range caps[s.VersionText] {
-			cur.actions = append(cur.actions, action{merge: c, where: fmt.Sprintf("merge of %s:%d", c.File, c.Line)})
+			rows += c.Rows
+		}
+		if o.inline(rows) {
+			for _, c := range caps[s.VersionText] {
+				cur.actions = append(cur.actions, action{merge: c, where: fmt.Sprintf("merge of %s:%d", c.File, c.Line)})
+			}
+		} else if len(caps[s.VersionText]) > 0 {
+			cur.actions = append(cur.actions, action{sql: `UPDATE rollback.captures SET undone_at = now() WHERE version = $1 AND merged_at IS NULL`,
+				args: []any{s.VersionText}, where: fmt.Sprintf("%d captured row(s) of %s to merge after the commit, in batches", rows, s.VersionText)})
 		}
 		cur.actions = append(cur.actions, p.historyFix(i)...)
 	}
@@ -248,7 +275,7 @@ func firstLine(s string) string {
 // Describe returns the SQL the undo would run, segment by segment, with
 // the checks it makes: what --dry-run prints.
 func (p *Plan) Describe(o UndoOptions) (string, error) {
-	segs, warnings, err := p.segments()
+	segs, warnings, err := p.segments(o)
 	if err != nil {
 		return "", err
 	}
@@ -294,8 +321,18 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 			o.Log(fmt.Sprintf(format, a...))
 		}
 	}
-	if o.DryRun || len(p.Steps) == 0 {
-		_, warnings, err := p.segments()
+	if len(p.Steps) == 0 && !o.DryRun {
+		// Nothing left to undo; a merge a kill interrupted is finished.
+		versions, err := finishMerges(ctx, conn, o, logf)
+		if err == nil {
+			res.Merged, err = reportMerges(ctx, conn, versions)
+		}
+		res.Duration = time.Since(start)
+		res.Seconds = res.Duration.Seconds()
+		return res, err
+	}
+	if o.DryRun {
+		_, warnings, err := p.segments(o)
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +353,7 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 	if err := p.LoadCaptures(ctx, conn); err != nil {
 		return nil, err
 	}
-	segs, warnings, err := p.segments()
+	segs, warnings, err := p.segments(o)
 	if err != nil {
 		return nil, err
 	}
@@ -325,38 +362,63 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 	}
 
 	for i, s := range segs {
-		for try := 0; ; try++ {
+		err := withLockRetries(ctx, o, logf, fmt.Sprintf("segment %d/%d", i+1, len(segs)), func() error {
 			merged, err := runSegment(ctx, conn, s, o)
 			if err == nil {
-				res.Merged = append(res.Merged, merged...)
 				for _, m := range merged {
 					logf("merged %s", m)
 				}
-				break
 			}
-			if !isLockTimeout(err) {
-				return res, err
-			}
-			if try >= o.Retries {
-				return res, fmt.Errorf("%w: %d tries of lock_timeout=%s failed (%v); nothing of this transaction was applied. Find the blocker with: SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(<pid>)), or retry when traffic is lower",
-					ErrLockBudget, try+1, o.LockTimeout, err)
-			}
-			res.Retries++
-			wait := backoff(o.Backoff, try)
-			logf("segment %d/%d: %s at %v; rolled back; retry %d/%d in %s", i+1, len(segs), lockReason(err), lockWhere(err), try+1, o.Retries, wait)
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(wait):
-			}
+			return err
+		}, &res.Retries)
+		if err != nil {
+			return res, err
 		}
 		res.Segments++
 		res.Statements += len(s.actions)
 		logf("segment %d/%d applied (%d statements)", i+1, len(segs), len(s.actions))
 	}
+	versions, err := finishMerges(ctx, conn, o, logf)
+	if err != nil {
+		return res, err
+	}
+	for _, s := range p.Steps {
+		if !slices.Contains(versions, s.VersionText) {
+			versions = append(versions, s.VersionText)
+		}
+	}
+	if res.Merged, err = reportMerges(ctx, conn, versions); err != nil {
+		return res, err
+	}
 	res.Duration = time.Since(start)
 	res.Seconds = res.Duration.Seconds()
 	return res, nil
+}
+
+// withLockRetries runs fn (one transaction) until it does not hit
+// lock_timeout, with backoff, at most 1+o.Retries times; retries counts
+// the retries (may be nil).
+func withLockRetries(ctx context.Context, o UndoOptions, logf func(string, ...any), what string, fn func() error, retries ...*int) error {
+	for try := 0; ; try++ {
+		err := fn()
+		if err == nil || !isLockTimeout(err) {
+			return err
+		}
+		if try >= o.Retries {
+			return fmt.Errorf("%w: %d tries of lock_timeout=%s failed (%v); nothing of this transaction was applied. Find the blocker with: SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(<pid>)), or retry when traffic is lower",
+				ErrLockBudget, try+1, o.LockTimeout, err)
+		}
+		for _, r := range retries {
+			*r++
+		}
+		wait := backoff(o.Backoff, try)
+		logf("%s: %s at %v; rolled back; retry %d/%d in %s", what, lockReason(err), lockWhere(err), try+1, o.Retries, wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 func runSegment(ctx context.Context, conn *pgx.Conn, s segment, o UndoOptions) ([]Merged, error) {

@@ -49,8 +49,22 @@ func BinDir() (string, error) {
 	return "", fmt.Errorf("PostgreSQL server programs (initdb, pg_ctl) not found: install Debian's postgresql package (make deps does)")
 }
 
-// Start initializes and starts a server. Stop it with Stop.
-func Start(ctx context.Context) (*Server, error) {
+// Options configure StartWith.
+type Options struct {
+	// Durable keeps PostgreSQL's production durability (fsync,
+	// synchronous_commit, full_page_writes on); tests run without it.
+	Durable bool
+}
+
+// Start initializes and starts a server for tests (no fsync: nothing here
+// must survive a power cut). Stop it with Stop.
+func Start(ctx context.Context) (*Server, error) { return StartWith(ctx, Options{}) }
+
+// Bin is the path of one of the server's programs (pg_dump, pg_restore).
+func (s *Server) Bin(prog string) string { return filepath.Join(s.bin, prog) }
+
+// StartWith initializes and starts a server. Stop it with Stop.
+func StartWith(ctx context.Context, o Options) (*Server, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -90,7 +104,10 @@ func Start(ctx context.Context) (*Server, error) {
 		s.Stop()
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", s.Port, dir)
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=200", s.Port, dir)
+	if !o.Durable {
+		opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+	}
 	if out, err := s.run(ctx, "pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
 		s.Stop()
