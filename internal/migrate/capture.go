@@ -381,6 +381,10 @@ func Capture(ctx context.Context, conn *pgx.Conn, release string, src *Source, s
 			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TABLE %s AS SELECT row_number() OVER (ORDER BY %s) AS rn, q.* FROM (%s) q", c.Store, strings.Join(order, ", "), q)); err != nil {
 				return nil, fmt.Errorf("%s:%d: capture %s: %w", d.File, d.Line, d.Table, err)
 			}
+			// Merged batch by batch (rn) and looked up by key.
+			if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (rn); CREATE INDEX ON %s (%s)", c.Store, c.Store, strings.Join(order, ", "))); err != nil {
+				return nil, fmt.Errorf("%s:%d: index the capture of %s: %w", d.File, d.Line, d.Table, err)
+			}
 			if err := tx.QueryRow(ctx, fmt.Sprintf(checksumSQL, c.Store)).Scan(&c.Rows, &c.Checksum); err != nil {
 				return nil, err
 			}
