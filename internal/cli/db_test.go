@@ -238,3 +238,45 @@ func TestConcurrentDBUndosPlanUnderTheLock(t *testing.T) {
 		t.Errorf("history has %d rows, want 1", n)
 	}
 }
+
+// A release that destroys data, through the commands: record captures it
+// (and says so), plan shows it, undo gives it back and says how much.
+func TestDBCommandsGiveBackWhatTheReleaseDestroyed(t *testing.T) {
+	ctx := context.Background()
+	dsn, dir, conn, apply := seedDB(t, "cli_capture")
+	for n, b := range map[string]string{
+		"V1_3_0__drop_memo.sql":                               "ALTER TABLE transactions DROP COLUMN memo;\n",
+		"rollback/V1_3_0__Undo__drop_memo.sql":                "ALTER TABLE transactions ADD COLUMN memo text;\n",
+		"V1_2_0__add_transaction_category.sql":                "ALTER TABLE transactions ADD COLUMN memo text;\n",
+		"rollback/V1_2_0__Undo__add_transaction_category.sql": "ALTER TABLE transactions DROP COLUMN memo;\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(2, "1.2.0", "V1_2_0__add_transaction_category.sql")
+	if _, err := conn.Exec(ctx, `INSERT INTO transactions (amount, memo) SELECT i, 'memo ' || i FROM generate_series(1, 30) i`); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"ROLLBACK_DB_DSN": dsn, "XDG_STATE_HOME": t.TempDir()}
+	code, out, _ := runCLI(t, env, "db", "record", "--dir", dir, "--release", "v1.3.0")
+	if code != 0 || !strings.Contains(out, "drop-column public.transactions.memo") || !strings.Contains(out, "captured 30 row(s)") {
+		t.Fatalf("record: %d %s", code, out)
+	}
+	apply(3, "1.3.0", "V1_3_0__drop_memo.sql")
+	if _, err := conn.Exec(ctx, `DELETE FROM transactions WHERE id = 1; INSERT INTO transactions (amount) VALUES (99)`); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := runCLI(t, env, "db", "plan", "--dir", dir, "--release", "v1.3.0"); code != 0 || !strings.Contains(out, "What the release destroyed") || !strings.Contains(out, "captured 30 row(s)") {
+		t.Errorf("plan: %d\n%s", code, out)
+	}
+	code, out, errOut := runCLI(t, env, "db", "undo", "--dir", dir, "--release", "v1.3.0", "--yes")
+	if code != 0 || !strings.Contains(out+errOut, "29 restored, 1 kept, 1 not resurrected, 0 conflict(s)") {
+		t.Errorf("undo: %d\n%s%s", code, out, errOut)
+	}
+	var back int
+	_ = conn.QueryRow(ctx, `SELECT count(*) FROM transactions WHERE memo = 'memo ' || amount`).Scan(&back)
+	if back != 29 {
+		t.Errorf("%d of 29 memos back", back)
+	}
+}

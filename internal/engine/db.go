@@ -76,6 +76,13 @@ func (e *Engine) prepareDB(ctx context.Context, svc *config.Service, inc *store.
 		return fail(err)
 	}
 	if len(d.plan.Steps) == 0 {
+		if n, err := p.PendingMerges(ctx); err != nil {
+			return fail(err)
+		} else if n > 0 {
+			// The down migration ran; a kill stopped the merge of what
+			// the release destroyed: the undo finishes it.
+			return d, nil
+		}
 		v, err := p.Verify(ctx, d.to, d.rel)
 		if err == nil && v.OK {
 			return fail(fmt.Errorf("database at %s, where %s started: nothing to undo (%s): %w", orNone(st.Current.String()), inc.BadVersion, v.Summary(), runbook.ErrSkip))

@@ -173,6 +173,9 @@ func snapshot(ctx context.Context, x *execution, sc *runbook.StepContext) (strin
 		return "", err
 	}
 	defer d.close()
+	if len(d.plan.Steps) == 0 {
+		return "", fmt.Errorf("the down migration already ran (its merge resumes): %w", runbook.ErrSkip)
+	}
 	mode, _ := migrate.ParseSnapshotMode(cmp.Or(x.svc.Database.Snapshot, "tables"))
 	if x.e.StateDir == nil {
 		return "", errors.New("snapshot: no state directory to keep it in")

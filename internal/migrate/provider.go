@@ -142,6 +142,13 @@ func (p *Provider) RecordRelease(ctx context.Context, release string) (*Release,
 	return rel, caps, err
 }
 
+// PendingMerges counts the captures whose step was undone and whose merge
+// has not finished (a kill stopped it): Undo finishes them.
+func (p *Provider) PendingMerges(ctx context.Context) (int, error) {
+	caps, err := pendingMerges(ctx, p.Conn)
+	return len(caps), err
+}
+
 // Lock takes the migration tool's lock until unlock; o.Locked is set.
 func (p *Provider) Lock(ctx context.Context, o *UndoOptions) (unlock func(), err error) {
 	unlock, err = LockMigrations(ctx, p.Conn, p.Format, p.Table, *o)
