@@ -70,7 +70,7 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 	printPlan(f.IO, p)
 	fmt.Fprintf(f.IO.Out, "\nThe runbook 'rollback run %s' follows:\n", o.Service)
 	tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  #\tSTEP\tBUDGET\tTHIS SERVICE")
+	fmt.Fprintln(tw, "  #\tSTEP\tBUDGET\tTHIS SERVICE\tWHERE, AND WHY")
 	for i, st := range steps {
 		budget := "-"
 		if d, err := time.ParseDuration(st.Budget); err == nil && d%time.Minute == 0 {
@@ -78,7 +78,7 @@ func runPlan(ctx context.Context, f *Factory, o *PlanOptions) error {
 		} else if st.Budget != "" {
 			budget = "< " + st.Budget
 		}
-		fmt.Fprintf(tw, "  %d.\t%s\t%s\t%s\n", i+1, st.Title, budget, st.Applies)
+		fmt.Fprintf(tw, "  %d.\t%s\t%s\t%s\t%s\n", i+1, st.Title, budget, st.Applies, st.Why)
 	}
 	return tw.Flush()
 }

@@ -43,7 +43,10 @@ type body struct {
 	// Applies says what the step will do for the service, or why it is
 	// skipped ("skipped: ..."); nil means it always acts.
 	Applies func(svc *config.Service) string
-	Run     func(ctx context.Context, r *execution, sc *runbook.StepContext) (string, error)
+	// Why says why the step is where it is relative to the Kubernetes
+	// undo (what traffic waits for), for 'rollback plan'.
+	Why string
+	Run func(ctx context.Context, r *execution, sc *runbook.StepContext) (string, error)
 }
 
 // execution is one incident's run: what the step bodies work on.
@@ -60,18 +63,20 @@ type execution struct {
 
 // bodies are the engine's steps by name.
 var bodies = map[string]body{
-	incident.StepDeclare:  {Background: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: declare},
-	incident.StepSnapshot: {Applies: dbApplies, Run: snapshot},
-	incident.StepGitOps: {Run: pauseGitOps,
+	incident.StepDeclare: {Background: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: declare,
+		Why: "beside the undo, never before it: a slow notifier delays nothing"},
+	incident.StepSnapshot: {Applies: dbApplies, Run: snapshot,
+		Why: "after the undo: only the down migration needs it"},
+	incident.StepGitOps: {Run: pauseGitOps, Why: "before the undo: a running reconciler would re-apply the broken version",
 		Applies:  func(*config.Service) string { return "when Argo CD or Flux applies the workload" },
 		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
-	incident.StepKube: {Run: kubeUndo,
+	incident.StepKube: {Run: kubeUndo, Why: "traffic goes back to the good version here",
 		Deadline: func(_ *config.Service, timeout time.Duration) time.Duration {
 			return max(incident.BudgetKube, timeout+30*time.Second)
 		}},
-	incident.StepBlock: {Run: block,
+	incident.StepBlock: {Run: block, Why: "after the undo: nothing may deploy the broken version again",
 		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
-	incident.StepDownMig: {Applies: dbApplies, Run: downMigrate},
+	incident.StepDownMig: {Applies: dbApplies, Run: downMigrate, Why: "after the undo and the snapshot"},
 	incident.StepSmoke:   {Applies: smokeApplies, Run: smoke},
 	incident.StepMetrics: {Deadline: metricsDeadline, Applies: metricsApplies, Run: checkMetrics},
 	incident.StepFlagOff: {Soft: true, Deadline: flagStepDeadline, Applies: flagApplies, Run: flagOff},
@@ -112,6 +117,7 @@ type OutlineStep struct {
 	Title   string `json:"title"`
 	Budget  string `json:"budget,omitempty"`
 	Applies string `json:"applies"`
+	Why     string `json:"why,omitempty"`
 }
 
 // Outline lists the steps a run would take for the service, with what
@@ -120,7 +126,7 @@ func (e *Engine) Outline(service string) []OutlineStep {
 	svc := e.service(service)
 	out := make([]OutlineStep, 0, len(Steps))
 	for _, st := range Steps {
-		o := OutlineStep{Step: st.Name, Title: st.Title, Applies: "yes"}
+		o := OutlineStep{Step: st.Name, Title: st.Title, Applies: "yes", Why: st.Why}
 		if st.Applies != nil {
 			o.Applies = st.Applies(svc)
 		}

@@ -33,10 +33,10 @@ func sample() (*store.Incident, []store.Event) {
 		evs = append(evs, ev)
 	}
 	step(StepDeclare, 40*time.Second, "done", "#incident-2026-11-26-transaction-service, PagerDuty acknowledged")
-	step(StepSnapshot, 20*time.Second, "done", "before-undo-1.2.0-to-1.1.0.dump (sha256 1a2b…)")
 	step(StepKube, 4*time.Minute, "done", "revision 2 -> 3 (v1.1.5), 3 ready pods")
 	evs = append(evs, store.Event{Incident: inc.ID, Time: at, Step: StepKube, Phase: "overrun", Message: "took 4m0s, budget 3m0s"})
 	step(StepBlock, time.Second, "failed", "store unreachable")
+	step(StepSnapshot, 20*time.Second, "done", "before-undo-1.2.0-to-1.1.0.dump (sha256 1a2b…)")
 	step(StepDownMig, 30*time.Second, "done", "1.2.0 undone; history at 1.1.0; schema equals the recorded one")
 	step(StepSmoke, 10*time.Second, "done", "1/1 smoke checks passed")
 	step(StepMetrics, 2*time.Minute, "done", "5xx 0.04% ≤ 0.1%")
@@ -51,15 +51,16 @@ func TestChecklist(t *testing.T) {
 	if len(items) != 11 {
 		t.Fatalf("%d items, want the runbook's 11", len(items))
 	}
-	// In the order a run takes the steps: the block right after the undo.
-	want := []Status{Done, Done, Done, Done, Failed, Done, Done, Done, Skipped, Done, Pending}
+	// In the order a run takes the steps: the block right after the undo,
+	// the snapshot after it.
+	want := []Status{Done, Done, Done, Failed, Done, Done, Done, Done, Skipped, Done, Pending}
 	for i, it := range items {
 		if it.Status != want[i] {
 			t.Errorf("item %d %q: %s, want %s", i+1, it.Text, it.Status, want[i])
 		}
 	}
-	if items[3].Overrun == "" || items[3].Took != 4*time.Minute {
-		t.Errorf("kube item: %+v", items[3])
+	if items[2].Overrun == "" || items[2].Took != 4*time.Minute {
+		t.Errorf("kube item: %+v", items[2])
 	}
 	if ttr, ok := TimeToRecover(inc, evs); !ok || ttr != 7*time.Minute+41*time.Second {
 		t.Errorf("time to recover %s %v", ttr, ok)

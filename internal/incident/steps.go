@@ -49,15 +49,18 @@ const (
 // Runbook is the runbook's steps in the order a run takes them: the
 // engine runs them in this order (internal/engine attaches each one's
 // body by name), 'rollback plan' outlines them, and the checklist lists
-// its items in it. Communication runs beside recovery, never before it;
-// the broken version is blocked as soon as the rollback has moved off it.
+// its items in it. Nothing waits before the Kubernetes undo that need not:
+// communication runs beside recovery, the reconciler is paused because it
+// would re-apply the broken version, and the database snapshot, which only
+// the down migration needs, is taken after the undo. The broken version
+// is blocked as soon as the rollback has moved off it.
 var Runbook = []Def{
 	{Name: StepDeclare, Title: "Declare incident and notify", Checklist: "Incident declared and stakeholders notified", Budget: BudgetDeclare},
 	{Name: StepDecision, Title: "Decide to roll backward", Checklist: "Decision to roll-backward documented (rationale)", OnIncident: true},
-	{Name: StepSnapshot, Title: "Database snapshot", Checklist: "Database snapshot taken (if migration involved)"},
 	{Name: StepGitOps, Title: "Pause the GitOps reconciler"},
 	{Name: StepKube, Title: "Kubernetes rollback", Checklist: "Kubernetes rollback executed (kubectl rollout undo)", Budget: BudgetKube},
 	{Name: StepBlock, Title: "Block the broken version", Checklist: "Broken version blocked in CI/CD pipeline"},
+	{Name: StepSnapshot, Title: "Database snapshot", Checklist: "Database snapshot taken (if migration involved)"},
 	{Name: StepDownMig, Title: "Database down migration", Checklist: "Down migration run and verified (if applicable)"},
 	{Name: StepSmoke, Title: "Verify pods and smoke tests", Checklist: "Inflight smoke tests passed on rolled-back version", Budget: BudgetVerify},
 	{Name: StepMetrics, Title: "Verify metrics", Checklist: "Monitoring dashboards confirm recovery", Budget: BudgetVerify},

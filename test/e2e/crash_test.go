@@ -22,6 +22,7 @@ import (
 	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/migrate"
 	"github.com/rollback-dev/rollback/internal/pgtest"
+	"github.com/rollback-dev/rollback/internal/store"
 )
 
 var incidentID = regexp.MustCompile(`INC-[0-9]{8}-[0-9]+`)
@@ -253,6 +254,12 @@ services:
 				t.Fatalf("resume: %v\n%s", err, out)
 			}
 			checkFinished(t, st, id, ns, incident.StepMetrics) // no metric checks configured
+			// The Kubernetes undo never waits for the database snapshot,
+			// which only the down migration needs.
+			evs := journal(t, st, id)
+			if k, s := stepIndex(evs, incident.StepKube, store.PhaseStarted), stepIndex(evs, incident.StepSnapshot, store.PhaseStarted); k < 0 || s < 0 || k > s {
+				t.Errorf("journal order: the undo at %d, the snapshot at %d", k, s)
+			}
 
 			sl.mu.Lock()
 			defer sl.mu.Unlock()
