@@ -77,11 +77,12 @@ var bodies = map[string]body{
 	incident.StepBlock: {Run: block, Why: "after the undo: nothing may deploy the broken version again",
 		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
 	incident.StepDownMig: {Applies: dbApplies, Run: downMigrate, Why: "after the undo and the snapshot"},
-	incident.StepSmoke:   {Applies: smokeApplies, Run: smoke},
-	incident.StepMetrics: {Deadline: metricsDeadline, Applies: metricsApplies, Run: checkMetrics},
-	incident.StepFlagOff: {Soft: true, Deadline: flagStepDeadline, Applies: flagApplies, Run: flagOff},
-	incident.StepClose:   {Join: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: closeIncident},
-	incident.StepReview:  {Run: scheduleReview},
+	incident.StepSmoke:   {Applies: smokeApplies, Run: smoke, Why: "after the undo: it checks the rolled-back pods"},
+	incident.StepMetrics: {Deadline: metricsDeadline, Applies: metricsApplies, Run: checkMetrics, Why: "after the undo: it measures the recovery"},
+	incident.StepFlagOff: {Soft: true, Deadline: flagStepDeadline, Applies: flagApplies, Run: flagOff, Why: "after recovery: belt and braces, never on its path"},
+	incident.StepClose: {Join: true, Soft: true, Deadline: notifyDeadline, Applies: notifyApplies, Run: closeIncident,
+		Why: "after the verification: the summary reports what it measured"},
+	incident.StepReview: {Run: scheduleReview, Why: "last: due 48 hours after the close"},
 }
 
 // Steps is the runbook in incident.Runbook's order, each step with its
