@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +20,8 @@ type VerifyOptions struct {
 	Service       string
 	PromURL       string
 	ErrorQuery    string
+	RequestsQuery string
+	ErrorsQuery   string
 	MaxErrorRate  float64
 	LatencyQuery  string
 	MaxLatency    time.Duration
@@ -42,13 +45,21 @@ func newVerifyCmd(f *Factory) *cobra.Command {
      (and any --smoke-url), with expected status, body and latency;
   3. metrics: the 5xx rate at most --max-error-rate (default 0.1%) and the p99
      latency at most --max-latency, reached within --within (default 5m).
+     With --requests-query and --errors-query (counts over $window, the time
+     since the check began), the rate passes only when the counts show it is
+     under the bound with 95% confidence: as soon as they do when traffic is
+     plentiful; when it is thin, the check waits up to --within and says how
+     many requests it had.
 Each check prints what it measured. No data is a failure, never a pass.
 Exit code 0 when every check passes, 5 when one fails.`,
 		Example: `  rollback verify transaction-service
   rollback verify statefulset/ledger -n payments --settle 10s
   rollback verify deployment/transaction-service -n payments --prometheus http://127.0.0.1:9090 \
     --error-rate-query 'sum(rate(http_requests_total{code=~"5.."}[1m])) / sum(rate(http_requests_total[1m]))' \
-    --smoke-url http://127.0.0.1:8080/healthz`,
+    --smoke-url http://127.0.0.1:8080/healthz
+  rollback verify transaction-service \
+    --requests-query 'sum(increase(http_requests_total[$window]))' \
+    --errors-query 'sum(increase(http_requests_total{code=~"5.."}[$window]))'`,
 		Args: exactArgs(1, "one SERVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Service = args[0]
@@ -60,6 +71,8 @@ Exit code 0 when every check passes, 5 when one fails.`,
 	fl := cmd.Flags()
 	fl.StringVar(&o.PromURL, "prometheus", "", "Prometheus URL (default: the service's verify.prometheus, then $ROLLBACK_PROMETHEUS_URL)")
 	fl.StringVar(&o.ErrorQuery, "error-rate-query", "", "PromQL: the 5xx share (0..1)")
+	fl.StringVar(&o.RequestsQuery, "requests-query", "", "PromQL: requests over $window (with --errors-query: the rate's 95% confidence bound decides)")
+	fl.StringVar(&o.ErrorsQuery, "errors-query", "", "PromQL: failed requests over $window")
 	fl.Float64Var(&o.MaxErrorRate, "max-error-rate", 0.001, "largest acceptable error rate (the runbook: < 0.1%)")
 	fl.StringVar(&o.LatencyQuery, "latency-query", "", "PromQL: p99 latency in seconds")
 	fl.DurationVar(&o.MaxLatency, "max-latency", 0, "largest acceptable p99 latency")
@@ -92,6 +105,12 @@ func (o *VerifyOptions) spec(f *Factory, w *Workload) (verify.Spec, error) {
 	}
 	if set("error-rate-query") {
 		s.ErrorQuery = o.ErrorQuery
+	}
+	if set("requests-query") || set("errors-query") {
+		if !strings.Contains(o.RequestsQuery, "$window") || !strings.Contains(o.ErrorsQuery, "$window") {
+			return s, usagef("--requests-query and --errors-query go together, each a count over $window, e.g. 'sum(increase(http_requests_total[$window]))'")
+		}
+		s.RequestsQuery, s.ErrorsQuery = o.RequestsQuery, o.ErrorsQuery
 	}
 	if set("max-error-rate") {
 		s.MaxErrorRate = o.MaxErrorRate

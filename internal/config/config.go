@@ -157,7 +157,13 @@ type Flag struct {
 type Verify struct {
 	Prometheus     string        `yaml:"prometheus,omitempty" json:"prometheus,omitempty"`
 	ErrorRateQuery string        `yaml:"errorRateQuery,omitempty" json:"errorRateQuery,omitempty"`
-	MaxErrorRate   float64       `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
+	// RequestsQuery and ErrorsQuery count requests and failed requests
+	// over $window (replaced with the time since verification began):
+	// with them the error-rate check passes only when the data shows,
+	// with 95% confidence, that the rate is under maxErrorRate.
+	RequestsQuery string  `yaml:"requestsQuery,omitempty" json:"requestsQuery,omitempty"`
+	ErrorsQuery   string  `yaml:"errorsQuery,omitempty" json:"errorsQuery,omitempty"`
+	MaxErrorRate  float64 `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
 	LatencyQuery   string        `yaml:"latencyQuery,omitempty" json:"latencyQuery,omitempty"`
 	MaxLatency     time.Duration `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
 	// LatencyFactor bounds p99 latency as a multiple of its pre-release

@@ -434,8 +434,11 @@ func smokeApplies(svc *config.Service) string {
 }
 
 func metricsApplies(svc *config.Service) string {
-	if svc == nil || svc.Verify == nil || (svc.Verify.ErrorRateQuery == "" && svc.Verify.LatencyQuery == "") {
+	if svc == nil || svc.Verify == nil || (svc.Verify.ErrorRateQuery == "" && svc.Verify.LatencyQuery == "" && svc.Verify.RequestsQuery == "") {
 		return "skipped: no verify queries in rollback.yaml"
+	}
+	if svc.Verify.RequestsQuery != "" {
+		return "error rate under the bound with 95% confidence (request and error counts), p99 from Prometheus"
 	}
 	if svc.Verify.LatencyFactor > 0 {
 		return fmt.Sprintf("error rate / p99 (at most %gx the pre-release baseline) from Prometheus", svc.Verify.LatencyFactor)

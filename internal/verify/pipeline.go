@@ -23,9 +23,13 @@ type Spec struct {
 	Pods  PodCheck
 	Smoke []config.Smoke
 
-	Prometheus   string
-	ErrorQuery   string
-	MaxErrorRate float64 // default 0.001 (the runbook's < 0.1%)
+	Prometheus string
+	ErrorQuery string
+	// RequestsQuery and ErrorsQuery (with $window) count requests and
+	// failures since verification began; with them the error-rate check
+	// is CountedRate's (a confidence bound), not the ratio query's.
+	RequestsQuery, ErrorsQuery string
+	MaxErrorRate               float64 // default 0.001 (the runbook's < 0.1%)
 	LatencyQuery string
 	MaxLatency   time.Duration
 	// LatencyFactor bounds p99 as a multiple of its pre-release baseline,
@@ -56,6 +60,7 @@ func SpecFor(v *config.Verify, getenv func(string) string, now func() time.Time)
 		s.Smoke = v.Smoke
 		s.Prometheus = v.Prometheus
 		s.ErrorQuery, s.LatencyQuery = v.ErrorRateQuery, v.LatencyQuery
+		s.RequestsQuery, s.ErrorsQuery = v.RequestsQuery, v.ErrorsQuery
 		if v.MaxErrorRate > 0 {
 			s.MaxErrorRate = v.MaxErrorRate
 		}
@@ -75,7 +80,9 @@ func SpecFor(v *config.Verify, getenv func(string) string, now func() time.Time)
 var ErrNoPrometheus = errors.New("metric checks need a Prometheus: verify.prometheus in rollback.yaml, --prometheus, or $ROLLBACK_PROMETHEUS_URL")
 
 // HasMetrics reports whether the spec has metric checks.
-func (s *Spec) HasMetrics() bool { return s.ErrorQuery != "" || s.LatencyQuery != "" }
+func (s *Spec) HasMetrics() bool {
+	return s.ErrorQuery != "" || s.LatencyQuery != "" || s.RequestsQuery != ""
+}
 
 // Validate rejects a spec that cannot be run as asked.
 func (s *Spec) Validate() error {
@@ -126,7 +133,13 @@ func (s *Spec) Metrics(ctx context.Context, cs kubernetes.Interface, t kube.Targ
 		return nil, err
 	}
 	var out []Result
-	if s.ErrorQuery != "" {
+	if s.RequestsQuery != "" && s.ErrorsQuery != "" {
+		r, err := CountedRate(ctx, p, Counts{Requests: s.RequestsQuery, Errors: s.ErrorsQuery, Max: s.MaxErrorRate, Within: s.Within}, s.now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	} else if s.ErrorQuery != "" {
 		r, err := Metric(ctx, p, Threshold{Name: "error-rate", Query: s.ErrorQuery, Max: s.MaxErrorRate, Within: s.Within,
 			Unit: func(v float64) string { return fmt.Sprintf("%.3f%%", 100*v) }}, s.now)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -235,6 +236,109 @@ func Metric(ctx context.Context, p metrics.Provider, th Threshold, now func() ti
 				return r, nil
 			}
 			r.Message = fmt.Sprintf("over %s", unit(th.Max))
+		}
+		left := deadline.Sub(now())
+		if left <= 0 {
+			r.Message += fmt.Sprintf(" (still, after %s)", th.Within)
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(min(every, left)):
+		}
+	}
+}
+
+// Counts is an error-rate check from request and error counts: it passes
+// when the upper bound of the rate's one-sided 95% confidence interval
+// (Wilson's score interval) is at most Max.
+type Counts struct {
+	// Requests and Errors are PromQL counts over $window, replaced with
+	// the time since the check began (whole seconds).
+	Requests, Errors string
+	Max              float64
+	Within, Every    time.Duration
+}
+
+// z95 is the one-sided 95% normal quantile.
+const z95 = 1.6448536269514722
+
+// UpperBound is the upper end of the one-sided 95% Wilson score interval
+// of a rate of errors in n requests (1 when n is 0).
+func UpperBound(errors, n float64) float64 {
+	if n <= 0 {
+		return 1
+	}
+	p := min(max(errors/n, 0), 1)
+	z2 := z95 * z95
+	centre := p + z2/(2*n)
+	spread := z95 * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
+	return min((centre+spread)/(1+z2/n), 1)
+}
+
+// LowerBound is the lower end of the same interval.
+func LowerBound(errors, n float64) float64 {
+	if n <= 0 {
+		return 0
+	}
+	p := min(max(errors/n, 0), 1)
+	z2 := z95 * z95
+	centre := p + z2/(2*n)
+	spread := z95 * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
+	return max((centre-spread)/(1+z2/n), 0)
+}
+
+// CountedRate polls the counts since it began and passes as soon as they
+// show, with 95% confidence, that the error rate is at most th.Max:
+// plentiful traffic finishes in seconds, thin traffic waits up to
+// th.Within and then says how many requests it had and what bound they
+// allow. The result carries the measured rate, the bound and the count.
+func CountedRate(ctx context.Context, p metrics.Provider, th Counts, now func() time.Time) (Result, error) {
+	r := Result{Check: "error-rate"}
+	start := now()
+	deadline := start.Add(th.Within)
+	every := th.Every
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	pct := func(v float64) string { return fmt.Sprintf("%.3f%%", 100*v) }
+	for {
+		window := fmt.Sprintf("%ds", max(int(math.Ceil(now().Sub(start).Seconds())), 1))
+		qctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+		n, err := p.Query(qctx, strings.ReplaceAll(th.Requests, "$window", window), now())
+		var e float64
+		if err == nil {
+			e, err = p.Query(qctx, strings.ReplaceAll(th.Errors, "$window", window), now())
+			if errors.Is(err, metrics.ErrNoData) && n > 0 {
+				e, err = 0, nil // no failed request has been counted
+			}
+		}
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return r, ctx.Err()
+		case errors.Is(err, metrics.ErrNoData) || errors.Is(err, metrics.ErrNaN):
+			r.Measured, r.Message = "no data", err.Error()
+		case err != nil:
+			r.Measured, r.Message = "unreachable", err.Error()
+		default:
+			n, e = math.Round(n), math.Round(e)
+			up := UpperBound(e, n)
+			rate := 0.0
+			if n > 0 {
+				rate = e / n
+			}
+			r.Measured = fmt.Sprintf("%s (%.0f of %.0f requests in %s; 95%% upper bound %s)", pct(rate), e, n, window, pct(up))
+			if n > 0 && up <= th.Max {
+				r.Passed, r.Message = true, "upper bound at most "+pct(th.Max)
+				return r, nil
+			}
+			if LowerBound(e, n) > th.Max {
+				r.Message = "over " + pct(th.Max) + " with 95% confidence"
+			} else {
+				r.Message = fmt.Sprintf("not enough requests yet to show the rate is under %s with 95%% confidence", pct(th.Max))
+			}
 		}
 		left := deadline.Sub(now())
 		if left <= 0 {

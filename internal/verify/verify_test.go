@@ -190,3 +190,74 @@ func TestMetricRetriesUnreachableAndSilentPrometheus(t *testing.T) {
 		}
 	}
 }
+
+// The bound: no errors in 800 requests cannot show a rate under 0.1%
+// (the demo's old verdict); in 3,000 it can; 3 in 1,000 is over.
+func TestUpperBound(t *testing.T) {
+	for _, tc := range []struct {
+		e, n     float64
+		under001 bool
+	}{
+		{0, 800, false}, {0, 3000, true}, {1, 10000, true}, {3, 1000, false}, {0, 0, false},
+	} {
+		if got := UpperBound(tc.e, tc.n) <= 0.001; got != tc.under001 {
+			t.Errorf("%g of %g: upper bound %.5f", tc.e, tc.n, UpperBound(tc.e, tc.n))
+		}
+	}
+	if lb := LowerBound(30, 1000); lb <= 0.01 || lb >= 0.03 {
+		t.Errorf("lower bound of 3%%: %g", lb)
+	}
+}
+
+// counts answers the requests query from one list and the errors query
+// from another, and remembers the windows it was asked for.
+type counts struct {
+	requests, errs []float64
+	windows        []string
+}
+
+func (c *counts) Query(_ context.Context, q string, _ time.Time) (float64, error) {
+	list := &c.requests
+	if strings.Contains(q, "5..") {
+		list = &c.errs
+	} else {
+		c.windows = append(c.windows, q[strings.Index(q, "[")+1:strings.Index(q, "]")])
+	}
+	if len(*list) == 0 {
+		return 0, metrics.ErrNoData
+	}
+	v := (*list)[0]
+	if len(*list) > 1 {
+		*list = (*list)[1:]
+	}
+	return v, nil
+}
+
+func (c *counts) QueryRange(context.Context, string, time.Time, time.Time, time.Duration) ([]metrics.Sample, error) {
+	return nil, metrics.ErrNoData
+}
+
+// Plentiful traffic passes as soon as the bound allows; thin traffic
+// waits out the window and says it cannot tell; a clear excess is said
+// to be over. The evidence has the rate, the count and the bound.
+func TestCountedRate(t *testing.T) {
+	ctx := context.Background()
+	th := Counts{Requests: `sum(increase(req[$window]))`, Errors: `sum(increase(req{code=~"5.."}[$window]))`, Max: 0.001, Within: time.Second, Every: 10 * time.Millisecond}
+	c := &counts{requests: []float64{400, 1500, 3200}, errs: nil}
+	r, err := CountedRate(ctx, c, th, time.Now)
+	if err != nil || !r.Passed || !strings.Contains(r.Measured, "0 of 3200 requests") || !strings.Contains(r.Measured, "95% upper bound 0.08") {
+		t.Errorf("plentiful: %+v %v", r, err)
+	}
+	if len(c.windows) != 3 || c.windows[0] != "1s" {
+		t.Errorf("windows %v, want $window replaced by the time since the check began", c.windows)
+	}
+	th.Within = 60 * time.Millisecond
+	r, _ = CountedRate(ctx, &counts{requests: []float64{800}}, th, time.Now)
+	if r.Passed || !strings.Contains(r.Message, "not enough requests") || !strings.Contains(r.Measured, "0 of 800") {
+		t.Errorf("thin: %+v", r)
+	}
+	r, _ = CountedRate(ctx, &counts{requests: []float64{1000}, errs: []float64{30}}, th, time.Now)
+	if r.Passed || !strings.Contains(r.Message, "over 0.100% with 95% confidence") || !strings.Contains(r.Measured, "3.000%") {
+		t.Errorf("over: %+v", r)
+	}
+}

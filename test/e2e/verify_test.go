@@ -159,6 +159,19 @@ services:
 			t.Errorf("verify output lacks %s", want)
 		}
 	}
+	// From counts: a few seconds of traffic cannot show a rate under
+	// 0.1% with 95% confidence, and the check says so; given time, the
+	// counts do, and the evidence has the rate, the count and the bound.
+	counted := []string{"verify", "deployment/" + app, "-n", ns, "--prometheus", prom, "--settle", "1s",
+		"--requests-query", `sum(increase(http_requests_total[$window]))`, "--errors-query", `sum(increase(http_requests_total{code=~"5.."}[$window]))`}
+	r = rollback(t, append(counted, "--within", "4s")...)
+	if r.code != cli.ExitFailed || !strings.Contains(r.stdout, "not enough requests") {
+		t.Errorf("a few seconds of traffic: exit %d\n%s", r.code, r.stdout)
+	}
+	r = rollback(t, append(counted, "--within", "3m")...)
+	if r.code != 0 || !regexp.MustCompile(`0\.000% \(0 of \d+ requests in \d+s; 95% upper bound 0\.0\d\d%\)`).MatchString(r.stdout) {
+		t.Errorf("given time: exit %d\n%s", r.code, r.stdout)
+	}
 }
 
 // watchRollsBack runs 'rollback watch REF' against prom until it rolls
