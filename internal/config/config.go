@@ -155,17 +155,17 @@ type Flag struct {
 
 // Verify says how to tell that a rollback worked (runbook Step 4).
 type Verify struct {
-	Prometheus     string        `yaml:"prometheus,omitempty" json:"prometheus,omitempty"`
-	ErrorRateQuery string        `yaml:"errorRateQuery,omitempty" json:"errorRateQuery,omitempty"`
+	Prometheus     string `yaml:"prometheus,omitempty" json:"prometheus,omitempty"`
+	ErrorRateQuery string `yaml:"errorRateQuery,omitempty" json:"errorRateQuery,omitempty"`
 	// RequestsQuery and ErrorsQuery count requests and failed requests
 	// over $window (replaced with the time since verification began):
 	// with them the error-rate check passes only when the data shows,
 	// with 95% confidence, that the rate is under maxErrorRate.
-	RequestsQuery string  `yaml:"requestsQuery,omitempty" json:"requestsQuery,omitempty"`
-	ErrorsQuery   string  `yaml:"errorsQuery,omitempty" json:"errorsQuery,omitempty"`
-	MaxErrorRate  float64 `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
-	LatencyQuery   string        `yaml:"latencyQuery,omitempty" json:"latencyQuery,omitempty"`
-	MaxLatency     time.Duration `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
+	RequestsQuery string        `yaml:"requestsQuery,omitempty" json:"requestsQuery,omitempty"`
+	ErrorsQuery   string        `yaml:"errorsQuery,omitempty" json:"errorsQuery,omitempty"`
+	MaxErrorRate  float64       `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
+	LatencyQuery  string        `yaml:"latencyQuery,omitempty" json:"latencyQuery,omitempty"`
+	MaxLatency    time.Duration `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
 	// LatencyFactor bounds p99 latency as a multiple of its pre-release
 	// baseline (measured just before the abandoned revision was created).
 	LatencyFactor float64 `yaml:"latencyFactor,omitempty" json:"latencyFactor,omitempty"`

@@ -30,8 +30,8 @@ type Spec struct {
 	// is CountedRate's (a confidence bound), not the ratio query's.
 	RequestsQuery, ErrorsQuery string
 	MaxErrorRate               float64 // default 0.001 (the runbook's < 0.1%)
-	LatencyQuery string
-	MaxLatency   time.Duration
+	LatencyQuery               string
+	MaxLatency                 time.Duration
 	// LatencyFactor bounds p99 as a multiple of its pre-release baseline,
 	// measured at BaselineAt (zero: just before the newest revision
 	// marked bad was created).
