@@ -76,7 +76,7 @@ bench-serve: deps
 bench-fail: deps build
 	$(GO) run ./bench/failbench
 
-## bench-wide: a wide rollback of 200 Deployments against one, on the sandbox
+## bench-wide: a wide rollback of 200 Deployments against one, at --parallel 20 (the default) and 200, against the direct floor, on the sandbox
 bench-wide: deps build
 	$(GO) run ./bench/widebench
 

@@ -3,8 +3,11 @@
 // 200 Deployments against one (the same command, the same path). Each
 // Deployment runs one replica of v1, then v2; the clock runs from
 // `rollback run --selector` starting to its exit, when every workload has
-// rolled out on v1 and the incident is closed. Three runs each; it prints a
-// table. Run it with `make bench-wide`; it needs `make build`.
+// rolled out on v1 and the incident is closed. It runs at the CLI's default
+// parallelism (20) and at a stated higher one (-parallel), alternating
+// them, against the floor: the same rollouts made directly by this program
+// and waited for with a watch (no polling slack). Three runs each; it
+// prints a table. Run it with `make bench-wide`; it needs `make build`.
 package main
 
 import (
@@ -32,15 +35,24 @@ import (
 func main() {
 	n := flag.Int("n", 200, "Deployments of the wide rollback")
 	runs := flag.Int("runs", 3, "runs of each size")
-	parallel := flag.Int("parallel", 200, "rollback run --parallel")
+	parallel := flag.String("parallel", "20,200", "rollback run --parallel settings, compared in one run (20 is the CLI's default)")
 	flag.Parse()
-	if err := run(*n, *runs, *parallel); err != nil {
+	var ps []int
+	for _, f := range strings.Split(*parallel, ",") {
+		var p int
+		if _, err := fmt.Sscan(f, &p); err != nil || p <= 0 {
+			fmt.Fprintf(os.Stderr, "widebench: -parallel %q: expected numbers such as 20,200\n", *parallel)
+			os.Exit(2)
+		}
+		ps = append(ps, p)
+	}
+	if err := run(*n, *runs, ps); err != nil {
 		fmt.Fprintln(os.Stderr, "widebench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, runs, parallel int) error {
+func run(n, runs int, parallels []int) error {
 	root, _ := os.Getwd()
 	bin := filepath.Join(root, "bin")
 	dir, err := os.MkdirTemp("", "widebench-")
@@ -64,9 +76,10 @@ func run(n, runs, parallel int) error {
 		return err
 	}
 	ctx := context.Background()
-	times := map[int][]time.Duration{}
+	type key struct{ size, parallel int }
+	times := map[key][]time.Duration{}
 	// floor: the same change made directly (every Deployment patched at
-	// once by this program, waited until rolled out): what the sandbox's
+	// once by this program, waited for with a watch): what the sandbox's
 	// control plane itself needs for that many rollouts.
 	floor := map[int][]time.Duration{}
 	for _, size := range []int{1, n} {
@@ -78,33 +91,42 @@ func run(n, runs, parallel int) error {
 		if err := deployAll(ctx, cs, ns, size, "v1"); err != nil {
 			return err
 		}
+		version := 1
 		for r := 0; r < runs; r++ {
-			bad := fmt.Sprintf("v%d", r+2)
-			t0 := time.Now()
-			if err := deployAll(ctx, cs, ns, size, bad); err != nil {
-				return err
+			// The settings alternate: the first goes first on even runs.
+			order := append([]int(nil), parallels...)
+			if r%2 == 1 {
+				for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+					order[i], order[j] = order[j], order[i]
+				}
 			}
-			floor[size] = append(floor[size], time.Since(t0))
-			st := filepath.Join(dir, fmt.Sprintf("store-%d-%d.db", size, r))
-			cmd := exec.Command(filepath.Join(bin, "rollback"), "run", "--selector", "bench=wide", "-n", ns, "--yes",
-				"--parallel", fmt.Sprint(parallel), "-o", "json")
-			cmd.Env = append(os.Environ(), "KUBECONFIG="+kc, "ROLLBACK_STORE="+st)
-			t0 = time.Now()
-			out, err := cmd.CombinedOutput()
-			took := time.Since(t0)
-			if err != nil {
-				return fmt.Errorf("rollback run --selector (%d): %v\n%s", size, err, out)
+			for _, parallel := range order {
+				version++
+				bad := fmt.Sprintf("v%d", version)
+				t0 := time.Now()
+				if err := deployAll(ctx, cs, ns, size, bad); err != nil {
+					return err
+				}
+				floor[size] = append(floor[size], time.Since(t0))
+				st := filepath.Join(dir, fmt.Sprintf("store-%d-%d-%d.db", size, r, parallel))
+				cmd := exec.Command(filepath.Join(bin, "rollback"), "run", "--selector", "bench=wide", "-n", ns, "--yes",
+					"--parallel", fmt.Sprint(parallel), "-o", "json")
+				cmd.Env = append(os.Environ(), "KUBECONFIG="+kc, "ROLLBACK_STORE="+st)
+				t0 = time.Now()
+				out, err := cmd.CombinedOutput()
+				took := time.Since(t0)
+				if err != nil {
+					return fmt.Errorf("rollback run --selector (%d): %v\n%s", size, err, out)
+				}
+				if got := strings.Count(string(out), `"state": "done"`); got != size {
+					return fmt.Errorf("%d of %d workloads done:\n%s", got, size, out)
+				}
+				if err := allOn(ctx, cs, ns, size, "v1"); err != nil {
+					return err
+				}
+				times[key{size, parallel}] = append(times[key{size, parallel}], took)
+				fmt.Fprintf(os.Stderr, "widebench: %d Deployment(s), --parallel %d, rolled back in %.2fs; %s\n", size, parallel, took.Seconds(), phases(ctx, st))
 			}
-			if got := strings.Count(string(out), `"state": "done"`); got != size {
-				return fmt.Errorf("%d of %d workloads done:\n%s", got, size, out)
-			}
-			if err := allOn(ctx, cs, ns, size, "v1"); err != nil {
-				return err
-			}
-			times[size] = append(times[size], took)
-			fmt.Fprintf(os.Stderr, "widebench: %d Deployment(s) rolled back in %.2fs; %s\n", size, took.Seconds(), phases(ctx, st))
-			// The next run's "bad" version goes over v1 again; v1 stays the
-			// last good one (each run marks only its bad one).
 		}
 	}
 	med := func(d []time.Duration) time.Duration {
@@ -112,19 +134,20 @@ func run(n, runs, parallel int) error {
 		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 		return s[len(s)/2]
 	}
-	fmt.Printf("\nWide rollback on the sandbox (rollback run --selector, --parallel %d; each Deployment 1 replica, v%d..v2 → v1)\n\n", parallel, runs+1)
-	fmt.Println("| Deployments | rollback run --selector: median (min–max) | The same number of rollouts made directly: median (min–max) |")
-	fmt.Println("|---|---|---|")
 	span := func(d []time.Duration) string {
+		d = append([]time.Duration(nil), d...)
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 		return fmt.Sprintf("%.2f s (%.2f–%.2f)", med(d).Seconds(), d[0].Seconds(), d[len(d)-1].Seconds())
 	}
+	fmt.Printf("\nWide rollback on the sandbox (rollback run --selector; each Deployment 1 replica, a new bad version each run → v1; %d runs per setting, settings alternated)\n\n", runs)
+	fmt.Println("| Deployments | --parallel | rollback run --selector: median (min–max) | the same rollouts made directly: median (min–max) | ratio to direct |")
+	fmt.Println("|---:|---:|---|---|---:|")
 	for _, size := range []int{1, n} {
-		fmt.Printf("| %d | %s | %s |\n", size, span(times[size]), span(floor[size]))
+		for _, p := range parallels {
+			fmt.Printf("| %d | %d | %s | %s | %.2f× |\n", size, p, span(times[key{size, p}]), span(floor[size]), med(times[key{size, p}]).Seconds()/med(floor[size]).Seconds())
+		}
 	}
-	fmt.Printf("\nRatio %d vs 1, wide rollback (medians): %.2f (target ≤ 2)\n", n, med(times[n]).Seconds()/med(times[1]).Seconds())
-	fmt.Printf("Ratio %d vs 1, direct rollouts (medians): %.2f (the control plane's own scaling)\n", n, med(floor[n]).Seconds()/med(floor[1]).Seconds())
-	fmt.Printf("Wide rollback over direct rollouts of %d (medians): %.2f\n", n, med(times[n]).Seconds()/med(floor[n]).Seconds())
+	fmt.Printf("\nThe direct floor scales %.2f× from 1 to %d Deployments (the control plane's own scaling).\n", med(floor[n]).Seconds()/med(floor[1]).Seconds(), n)
 	return nil
 }
 
@@ -165,30 +188,53 @@ func deployAll(ctx context.Context, cs kubernetes.Interface, ns string, size int
 	return allOn(ctx, cs, ns, size, v)
 }
 
-// allOn waits until every Deployment runs v, rolled out.
+// allOn waits until every Deployment runs v, rolled out: a list, then a
+// watch from its resourceVersion, each event judged as it comes (no
+// polling slack in the floor).
 func allOn(ctx context.Context, cs kubernetes.Interface, ns string, size int, v string) error {
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		list, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: "bench=wide"})
-		if err != nil {
-			return err
-		}
-		done := 0
-		for _, d := range list.Items {
-			st := d.Status
-			if strings.HasSuffix(d.Spec.Template.Spec.Containers[0].Image, ":"+v) && st.ObservedGeneration >= d.Generation &&
-				st.UpdatedReplicas == 1 && st.AvailableReplicas == 1 && st.Replicas == 1 {
-				done++
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	on := func(d *appsv1.Deployment) bool {
+		st := d.Status
+		return strings.HasSuffix(d.Spec.Template.Spec.Containers[0].Image, ":"+v) && st.ObservedGeneration >= d.Generation &&
+			st.UpdatedReplicas == 1 && st.AvailableReplicas == 1 && st.Replicas == 1
+	}
+	opts := metav1.ListOptions{LabelSelector: "bench=wide"}
+	list, err := cs.AppsV1().Deployments(ns).List(ctx, opts)
+	if err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	for i := range list.Items {
+		done[list.Items[i].Name] = on(&list.Items[i])
+	}
+	count := func() int {
+		n := 0
+		for _, ok := range done {
+			if ok {
+				n++
 			}
 		}
-		if done == size {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d Deployments on %s after 5 minutes", done, size, v)
-		}
-		time.Sleep(500 * time.Millisecond)
+		return n
 	}
+	if count() == size {
+		return nil
+	}
+	opts.ResourceVersion = list.ResourceVersion
+	w, err := cs.AppsV1().Deployments(ns).Watch(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		if d, ok := ev.Object.(*appsv1.Deployment); ok {
+			done[d.Name] = on(d)
+			if count() == size {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%d of %d Deployments on %s when the watch ended (%v)", count(), size, v, ctx.Err())
 }
 
 // phases reads the incident's journal: when the workloads' targets were
