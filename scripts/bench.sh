@@ -3,7 +3,8 @@
 #  - `rollback run` against `kubectl rollout undo && kubectl rollout status`
 #    on the same sandbox scenario (3 replicas, v1.1.5 -> broken v1.2.0),
 #    for a Deployment, a StatefulSet and a DaemonSet, median of RUNS runs
-#    each;
+#    each, the two tools alternating which goes first; the times are this
+#    sandbox's (instant readiness, no data plane): compare the ratios;
 #  - the sandbox's start time: `up` with cached binaries (warm), and, with
 #    BENCH_COLD=1, the cold path: building the binaries with an empty Go
 #    build cache and binary cache, then `up`.
@@ -65,7 +66,7 @@ took() { # json step
 declare -A rows
 for kind in deployment statefulset daemonset; do
   rb=(); kc=(); kstep=(); verify=(); own=()
-  for i in $(seq 1 "$RUNS"); do
+  run_rb() {
     scenario "rb-$kind-$i" "$kind"
     s=$(now); "$bin/rollback" run "$kind/transaction-service" -n "rb-$kind-$i" --yes -o json > "$dir/run.json" 2>/dev/null; e=$(now)
     rb+=("$(elapsed "$s" "$e")")
@@ -76,12 +77,19 @@ for kind in deployment statefulset daemonset; do
     # The tool's own time: the whole run less the Kubernetes step (API
     # calls and the rollout it waits for) and the pod verification.
     own+=("$(awk -v w="$(elapsed "$s" "$e")" -v k="$k" -v v="$v" 'BEGIN{printf "%.3f", w-k-v}')")
+  }
+  run_kc() {
     scenario "kc-$kind-$i" "$kind"
     s=$(now)
     kubectl -n "kc-$kind-$i" rollout undo "$kind/transaction-service" >/dev/null
     kubectl -n "kc-$kind-$i" rollout status "$kind/transaction-service" --timeout=5m >/dev/null
     e=$(now)
     kc+=("$(elapsed "$s" "$e")")
+  }
+  for i in $(seq 1 "$RUNS"); do
+    # The tools alternate which goes first, so neither always meets a
+    # warmer control plane.
+    if [ $((i % 2)) -eq 1 ]; then run_rb; run_kc; else run_kc; run_rb; fi
   done
   rows[$kind]=$(
     printf 'rb %s\n' "${rb[*]}"; printf 'kstep %s\n' "${kstep[*]}"; printf 'verify %s\n' "${verify[*]}"
