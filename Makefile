@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps peers test unit e2e demo bench bench-db bench-merge bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
+.PHONY: all build deps deps-demo peers test unit e2e demo bench bench-db bench-merge bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
 
 all: build
 
@@ -39,14 +39,15 @@ unit:
 	$(GO) test -count=1 ./internal/...
 
 ## demo: a full rollback fire drill on the local sandbox (the README's first command)
-# While the drill waits on the sandbox, the tests are vetted and compiled in
-# the background (test binaries run with /bin/true: built, not run), so the
-# README's second command, 'make test', reuses that work.
-demo: deps build
-	@( $(GO) vet ./... && $(GO) test -count=1 -exec /bin/true ./... && cd sandbox && $(GO) vet ./... && \
-	   $(GO) test -count=1 -exec /bin/true ./... ) >/dev/null 2>&1 & warm=$$!; \
-	scripts/demo.sh; rc=$$?; \
-	echo "demo: waiting for the test build to finish (so 'make test' reuses it)"; wait $$warm; exit $$rc
+# Only what the drill needs is installed and built (the tests' peers and
+# browser come with 'make test', which reuses the binaries, the sandbox's
+# cache and the Go build cache from here).
+demo: deps-demo build
+	scripts/demo.sh
+
+## deps-demo: what the demo needs and a fresh machine lacks (no test-only peers)
+deps-demo:
+	@scripts/install-deps.sh demo
 
 ## bench: rollback run against kubectl rollout undo, and sandbox start times
 bench: deps build peers

@@ -2,7 +2,10 @@
 # Installs what rollback's build, tests and demo need and a fresh machine
 # may lack: Debian's etcd-server (the sandbox's etcd), PostgreSQL and Prometheus, and
 # checks that kubectl is there. Go modules are fetched by the go command itself.
+# 'install-deps.sh demo' installs only what the demo uses; the tests' own
+# peers (Alertmanager, a headless Chromium) come with the default, 'test'.
 set -euo pipefail
+profile=${1:-test}
 
 need=()
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
@@ -13,10 +16,12 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
 # Prometheus for the metrics provider's tests.
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
-# Alertmanager, whose webhook triggers 'rollback serve' in the tests.
-command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
-# Headless Chromium for the dashboard's browser tests.
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ "$profile" = test ]; then
+  # Alertmanager, whose webhook triggers 'rollback serve' in the tests.
+  command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+  # Headless Chromium for the dashboard's browser tests.
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
