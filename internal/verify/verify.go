@@ -201,6 +201,48 @@ type Threshold struct {
 	Every  time.Duration
 }
 
+// poll runs try every every until it says done or within has passed
+// (each try's queries bounded by what is left of within, and a second);
+// at the end the result's message says it still did not hold.
+func poll(ctx context.Context, r *Result, within, every time.Duration, now func() time.Time, try func(qctx context.Context) (done bool)) (Result, error) {
+	deadline := now().Add(within)
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	for {
+		qctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+		done := try(qctx)
+		cancel()
+		if ctx.Err() != nil {
+			return *r, ctx.Err()
+		}
+		if done {
+			return *r, nil
+		}
+		left := deadline.Sub(now())
+		if left <= 0 {
+			r.Message += fmt.Sprintf(" (still, after %s)", within)
+			return *r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return *r, ctx.Err()
+		case <-time.After(min(every, left)):
+		}
+	}
+}
+
+// queryFailed says in r what a failed query means: no data (a failure,
+// never healthy) or an unreachable Prometheus (retried).
+func queryFailed(r *Result, err error, failures *int) {
+	if errors.Is(err, metrics.ErrNoData) || errors.Is(err, metrics.ErrNaN) {
+		r.Measured, r.Message = "no data", err.Error()
+		return
+	}
+	*failures++
+	r.Measured, r.Message = "unreachable", fmt.Sprintf("%d failed quer%s, last: %v", *failures, plural(*failures, "y", "ies"), err)
+}
+
 // Metric polls the query until it is at most Max or Within has passed. No
 // data and NaN count as failing, never as healthy. An unreachable or
 // silent Prometheus is retried, each query bounded by what is left of
@@ -211,43 +253,21 @@ func Metric(ctx context.Context, p metrics.Provider, th Threshold, now func() ti
 	if unit == nil {
 		unit = func(v float64) string { return fmt.Sprintf("%g", v) }
 	}
-	deadline := now().Add(th.Within)
-	every := th.Every
-	if every <= 0 {
-		every = 5 * time.Second
-	}
 	failures := 0
-	for {
-		qctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+	return poll(ctx, &r, th.Within, th.Every, now, func(qctx context.Context) bool {
 		v, err := p.Query(qctx, th.Query, now())
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return r, ctx.Err()
-		case errors.Is(err, metrics.ErrNoData) || errors.Is(err, metrics.ErrNaN):
-			r.Measured, r.Message = "no data", err.Error()
-		case err != nil:
-			failures++
-			r.Measured, r.Message = "unreachable", fmt.Sprintf("%d failed quer%s, last: %v", failures, plural(failures, "y", "ies"), err)
-		default:
-			r.Measured = unit(v)
-			if v <= th.Max {
-				r.Passed, r.Message = true, fmt.Sprintf("at most %s", unit(th.Max))
-				return r, nil
-			}
-			r.Message = fmt.Sprintf("over %s", unit(th.Max))
+		if err != nil {
+			queryFailed(&r, err, &failures)
+			return false
 		}
-		left := deadline.Sub(now())
-		if left <= 0 {
-			r.Message += fmt.Sprintf(" (still, after %s)", th.Within)
-			return r, nil
+		r.Measured = unit(v)
+		if v <= th.Max {
+			r.Passed, r.Message = true, fmt.Sprintf("at most %s", unit(th.Max))
+			return true
 		}
-		select {
-		case <-ctx.Done():
-			return r, ctx.Err()
-		case <-time.After(min(every, left)):
-		}
-	}
+		r.Message = fmt.Sprintf("over %s", unit(th.Max))
+		return false
+	})
 }
 
 // Counts is an error-rate check from request and error counts: it passes
@@ -264,29 +284,17 @@ type Counts struct {
 // z95 is the one-sided 95% normal quantile.
 const z95 = 1.6448536269514722
 
-// UpperBound is the upper end of the one-sided 95% Wilson score interval
-// of a rate of errors in n requests (1 when n is 0).
-func UpperBound(errors, n float64) float64 {
+// Bounds are the ends of the one-sided 95% Wilson score interval of a
+// rate of errors in n requests ([0, 1] when n is 0).
+func Bounds(errors, n float64) (lower, upper float64) {
 	if n <= 0 {
-		return 1
+		return 0, 1
 	}
 	p := min(max(errors/n, 0), 1)
 	z2 := z95 * z95
 	centre := p + z2/(2*n)
 	spread := z95 * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
-	return min((centre+spread)/(1+z2/n), 1)
-}
-
-// LowerBound is the lower end of the same interval.
-func LowerBound(errors, n float64) float64 {
-	if n <= 0 {
-		return 0
-	}
-	p := min(max(errors/n, 0), 1)
-	z2 := z95 * z95
-	centre := p + z2/(2*n)
-	spread := z95 * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
-	return max((centre-spread)/(1+z2/n), 0)
+	return max((centre-spread)/(1+z2/n), 0), min((centre+spread)/(1+z2/n), 1)
 }
 
 // CountedRate polls the counts since it began and passes as soon as they
@@ -297,15 +305,10 @@ func LowerBound(errors, n float64) float64 {
 func CountedRate(ctx context.Context, p metrics.Provider, th Counts, now func() time.Time) (Result, error) {
 	r := Result{Check: "error-rate"}
 	start := now()
-	deadline := start.Add(th.Within)
-	every := th.Every
-	if every <= 0 {
-		every = 5 * time.Second
-	}
 	pct := func(v float64) string { return fmt.Sprintf("%.3f%%", 100*v) }
-	for {
+	failures := 0
+	return poll(ctx, &r, th.Within, th.Every, now, func(qctx context.Context) bool {
 		window := fmt.Sprintf("%ds", max(int(math.Ceil(now().Sub(start).Seconds())), 1))
-		qctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
 		n, err := p.Query(qctx, strings.ReplaceAll(th.Requests, "$window", window), now())
 		var e float64
 		if err == nil {
@@ -314,43 +317,28 @@ func CountedRate(ctx context.Context, p metrics.Provider, th Counts, now func() 
 				e, err = 0, nil // no failed request has been counted
 			}
 		}
-		cancel()
+		if err != nil {
+			queryFailed(&r, err, &failures)
+			return false
+		}
+		n, e = math.Round(n), math.Round(e)
+		lo, up := Bounds(e, n)
+		rate := 0.0
+		if n > 0 {
+			rate = e / n
+		}
+		r.Measured = fmt.Sprintf("%s (%.0f of %.0f requests in %s; 95%% upper bound %s)", pct(rate), e, n, window, pct(up))
 		switch {
-		case ctx.Err() != nil:
-			return r, ctx.Err()
-		case errors.Is(err, metrics.ErrNoData) || errors.Is(err, metrics.ErrNaN):
-			r.Measured, r.Message = "no data", err.Error()
-		case err != nil:
-			r.Measured, r.Message = "unreachable", err.Error()
+		case n > 0 && up <= th.Max:
+			r.Passed, r.Message = true, "upper bound at most "+pct(th.Max)
+			return true
+		case lo > th.Max:
+			r.Message = "over " + pct(th.Max) + " with 95% confidence"
 		default:
-			n, e = math.Round(n), math.Round(e)
-			up := UpperBound(e, n)
-			rate := 0.0
-			if n > 0 {
-				rate = e / n
-			}
-			r.Measured = fmt.Sprintf("%s (%.0f of %.0f requests in %s; 95%% upper bound %s)", pct(rate), e, n, window, pct(up))
-			if n > 0 && up <= th.Max {
-				r.Passed, r.Message = true, "upper bound at most "+pct(th.Max)
-				return r, nil
-			}
-			if LowerBound(e, n) > th.Max {
-				r.Message = "over " + pct(th.Max) + " with 95% confidence"
-			} else {
-				r.Message = fmt.Sprintf("not enough requests yet to show the rate is under %s with 95%% confidence", pct(th.Max))
-			}
+			r.Message = fmt.Sprintf("not enough requests yet to show the rate is under %s with 95%% confidence", pct(th.Max))
 		}
-		left := deadline.Sub(now())
-		if left <= 0 {
-			r.Message += fmt.Sprintf(" (still, after %s)", th.Within)
-			return r, nil
-		}
-		select {
-		case <-ctx.Done():
-			return r, ctx.Err()
-		case <-time.After(min(every, left)):
-		}
-	}
+		return false
+	})
 }
 
 func plural(n int, one, many string) string {

@@ -200,11 +200,11 @@ func TestUpperBound(t *testing.T) {
 	}{
 		{0, 800, false}, {0, 3000, true}, {1, 10000, true}, {3, 1000, false}, {0, 0, false},
 	} {
-		if got := UpperBound(tc.e, tc.n) <= 0.001; got != tc.under001 {
-			t.Errorf("%g of %g: upper bound %.5f", tc.e, tc.n, UpperBound(tc.e, tc.n))
+		if _, up := Bounds(tc.e, tc.n); (up <= 0.001) != tc.under001 {
+			t.Errorf("%g of %g: upper bound %.5f", tc.e, tc.n, up)
 		}
 	}
-	if lb := LowerBound(30, 1000); lb <= 0.01 || lb >= 0.03 {
+	if lb, _ := Bounds(30, 1000); lb <= 0.01 || lb >= 0.03 {
 		t.Errorf("lower bound of 3%%: %g", lb)
 	}
 }
