@@ -319,7 +319,10 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 	}
 	var mu sync.Mutex
 	var failed []string
-	work := func(t kube.Target) {
+	// The slots bound the API work (plan, pin, undo); a workload waiting
+	// for its rollout gives its slot to the next one.
+	sem := make(chan struct{}, x.r.Parallel)
+	work := func(t kube.Target, release func()) {
 		ref := t.String()
 		if done[ref] {
 			it := pinned[ref]
@@ -349,7 +352,8 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 			x.journal(ctx, sc, wideTarget+ref, store.PhaseNote, "pinned "+ref+" → "+it.Good, it)
 		}
 		res, err := kube.Rollback(ctx, x.r.Client, t, kube.RollbackOptions{Timeout: x.r.Timeout, Now: e.Now, ToObject: it.To, FromObject: it.From, Resume: true,
-			Events: func(ev progress.Event) { e.Events.Emit(ev.Time, ref+" "+ev.Step, ev.Phase, ev.Message, ev.Err) }})
+			Settling: release,
+			Events:   func(ev progress.Event) { e.Events.Emit(ev.Time, ref+" "+ev.Step, ev.Phase, ev.Message, ev.Err) }})
 		if err != nil {
 			x.fail(ctx, sc, &mu, &failed, it, err)
 			return
@@ -358,20 +362,21 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 		x.set(it)
 		x.journal(ctx, sc, wideDone+ref, store.PhaseNote, fmt.Sprintf("%s rolled back to %s (%d ready)", ref, it.Good, res.ReadyPods), it)
 	}
-	sem := make(chan struct{}, x.r.Parallel)
 	var wg sync.WaitGroup
 	for _, t := range targets {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			var once sync.Once
+			release := func() { once.Do(func() { <-sem }) }
+			defer release()
 			defer func() {
 				if v := recover(); v != nil {
 					x.fail(ctx, sc, &mu, &failed, WideItem{Workload: t.String()}, fmt.Errorf("panic: %v", v))
 				}
 			}()
-			work(t)
+			work(t, release)
 		}()
 	}
 	wg.Wait()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/rollback-dev/rollback/internal/kube"
@@ -83,3 +84,20 @@ func TestHelmRollbackFailsAfterRecording(t *testing.T) {
 }
 
 var helmApp = kube.Target{Namespace: "shop", Name: "app", Kind: kube.KindHelm}
+
+// Settling is called once, after the undo is applied and before the wait:
+// a wide rollback frees its slot there.
+func TestSettlingComesAfterTheUndo(t *testing.T) {
+	ctx := context.Background()
+	cluster := kubetest.Deployment("shop", "web")
+	calls, appliedFirst := 0, false
+	_, err := kube.Rollback(ctx, cluster, kube.Target{Namespace: "shop", Name: "web"}, kube.RollbackOptions{Timeout: 5 * time.Second,
+		Settling: func() {
+			calls++
+			d, _ := cluster.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
+			appliedFirst = strings.HasSuffix(d.Spec.Template.Spec.Containers[0].Image, ":v1")
+		}})
+	if err != nil || calls != 1 || !appliedFirst {
+		t.Errorf("err %v, %d call(s), undo applied before: %v", err, calls, appliedFirst)
+	}
+}

@@ -35,6 +35,11 @@ type RollbackOptions struct {
 	// Resume: when the workload already matches the target (the undo
 	// happened before an interruption), still wait, verify and mark.
 	Resume bool
+	// Settling, if set, is called once the undo is applied and the wait
+	// for it to take effect begins (a caller bounding its API work, as a
+	// wide rollback does, frees a slot: waiting costs the API server
+	// little).
+	Settling func()
 }
 
 // ErrAborted means the user declined the confirmation (asked by the CLI
@@ -165,6 +170,9 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	}
 
 	var after *settled
+	if o.Settling != nil {
+		o.Settling()
+	}
 	if err := step(StepRollout, func() (string, error) {
 		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
 		defer cancel()
