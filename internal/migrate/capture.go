@@ -251,8 +251,9 @@ func (d *Destruction) captureQuery(ti *tableInfo) (string, error) {
 			sel.TargetList = append(sel.TargetList, pgq.MakeResTargetNodeWithNameAndVal(fmt.Sprintf("c%d", i+1), colRef(c), -1))
 		}
 	}
-	if d.Kind == DestroyUpdate && !d.Scoped {
-		// Unscoped: every row's value, for a person to restore.
+	if !d.Scoped {
+		// Unscoped (its WHERE may name a WITH query): every row, for a
+		// person to restore.
 		sel.WhereClause, sel.FromClause = nil, sel.FromClause[:1]
 	}
 	return pg_query.Deparse(&pgq.ParseResult{Stmts: []*pgq.RawStmt{{Stmt: &pgq.Node{Node: &pgq.Node_SelectStmt{SelectStmt: sel}}}}})

@@ -505,3 +505,21 @@ INSERT INTO accounts (id, email) VALUES (1000, 'new');`
 	}
 	t.Logf("kill at every boundary: %d boundaries, %d converged", len(boundaries), converged)
 }
+
+// A statement the grammar cannot scope is captured whole and left to a
+// person, said so at record and in the undo's evidence.
+func TestUnscopedIsCapturedWhole(t *testing.T) {
+	const up = "WITH old AS (SELECT id FROM accounts WHERE id > 90) DELETE FROM accounts WHERE id IN (SELECT id FROM old);"
+	conn, _, src := releaseWithCapture(t, up, "SELECT 1;")
+	var rows int64
+	if err := conn.QueryRow(context.Background(), `SELECT rows FROM rollback.captures WHERE NOT scoped`).Scan(&rows); err != nil || rows != 100 {
+		t.Fatalf("captured %d rows (%v), want the whole table's 100", rows, err)
+	}
+	res, err := undoRelease(t, conn, src.Dir)
+	if err != nil || len(res.Merged) != 1 || res.Merged[0].ByHand != 100 || !strings.Contains(MergeSummary(res.Merged), "restore by hand") {
+		t.Errorf("undo: %v %+v", err, res)
+	}
+	if got := one(t, conn, `SELECT count(*) FROM accounts`); got != "90" {
+		t.Errorf("an unscoped capture was merged: %s rows", got)
+	}
+}
