@@ -9,8 +9,12 @@
 // "Traffic back" is the moment no Ready pod of the broken version is left
 // to serve; it is timed from the image change and from the canary's start
 // (its first pod Ready, when Flagger has scaled it up: before that no
-// request reaches it, on either path). It prints a table. Run it with `make bench-canary` (after the
-// synthetic detector comparison); it needs `make build peers`.
+// request reaches it, on either path). It runs each setting (-settings:
+// the seed's interval 1m over a 1m window, and Flagger's fastest practical
+// one, 10s over 30s) -repeats times, alternating their order, each trial
+// in fresh namespaces with its own Prometheus, and prints medians and
+// spread. Run it with `make bench-canary` (after the synthetic detector
+// comparison); it needs `make build peers`.
 package main
 
 import (
@@ -22,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -34,14 +39,31 @@ var (
 	kubeconfig string
 )
 
+// setting is one Flagger analysis: its interval and its metric's window.
+type setting struct{ interval, window time.Duration }
+
+func (s setting) String() string { return fmt.Sprintf("interval %s, window %s", s.interval, s.window) }
+
 func main() {
 	errRate := flag.Float64("error-rate", 0.05, "5xx share of the broken version")
-	interval := flag.Duration("interval", time.Minute, "the Canary's analysis interval (the seed's 1m)")
+	settings := flag.String("settings", "1m/1m,10s/30s", "Flagger analysis settings INTERVAL/WINDOW: the seed's, and its fastest practical")
+	repeats := flag.Int("repeats", 5, "trials per setting (medians and spread)")
 	watchEvery := flag.Duration("watch-interval", 5*time.Second, "rollback watch's --interval")
 	flag.Parse()
+	var ss []setting
+	for _, f := range strings.Split(*settings, ",") {
+		i, w, _ := strings.Cut(f, "/")
+		iv, err1 := time.ParseDuration(i)
+		wv, err2 := time.ParseDuration(w)
+		if err1 != nil || err2 != nil {
+			fmt.Fprintf(os.Stderr, "flaggerbench: -settings %q: expected INTERVAL/WINDOW pairs such as 1m/1m,10s/30s\n", *settings)
+			os.Exit(2)
+		}
+		ss = append(ss, setting{iv, wv})
+	}
 	root, _ := os.Getwd()
 	bin = filepath.Join(root, "bin")
-	if err := run(*errRate, *interval, *watchEvery); err != nil {
+	if err := run(*errRate, ss, *repeats, *watchEvery); err != nil {
 		fmt.Fprintln(os.Stderr, "flaggerbench:", err)
 		os.Exit(1)
 	}
@@ -100,7 +122,7 @@ func (p *procs) stop() {
 	}
 }
 
-func run(errRate float64, interval, watchEvery time.Duration) error {
+func run(errRate float64, settings []setting, repeats int, watchEvery time.Duration) error {
 	dir, err := os.MkdirTemp("", "flaggerbench-")
 	if err != nil {
 		return err
@@ -114,74 +136,153 @@ func run(errRate float64, interval, watchEvery time.Duration) error {
 	defer func() { _, _ = sh(sbx, "down", "--dir", dir) }()
 	var ps procs
 	defer ps.stop()
+	if _, err := kubectl("apply", "--server-side", "-f", filepath.Join(bin, "crds", "flagger")); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second) // the CRDs become established
+	// Each trial's MetricTemplate names its own Prometheus; Flagger's
+	// global metrics server is one with nothing to scrape.
+	global, err := startPrometheus(&ps, dir, "global", nil)
+	if err != nil {
+		return err
+	}
+	if _, err := ps.start(dir, filepath.Join(bin, "flagger"), "-kubeconfig", kubeconfig, "-mesh-provider", "kubernetes",
+		"-metrics-server", global, "-port", strings.Split(freeAddr(), ":")[1], "-log-level", "info", "-zap-encoding", "console"); err != nil {
+		return err
+	}
+	fmt.Printf("sandbox up; Flagger v1.41.0 (kubernetes provider), threshold 3, request-success-rate min 99; broken v1.2.0 at %.0f%% 5xx; rollback watch every %s; %d trials per setting, settings alternated\n",
+		100*errRate, watchEvery, repeats)
+	type times struct{ flagger, watch, flaggerCanary, watchCanary []time.Duration }
+	got := map[setting]*times{}
+	trial := 0
+	for r := 0; r < repeats; r++ {
+		order := append([]setting(nil), settings...)
+		if r%2 == 1 {
+			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+				order[i], order[j] = order[j], order[i]
+			}
+		}
+		for _, st := range order {
+			trial++
+			f, w, err := runTrial(dir, trial, st, errRate, watchEvery)
+			if err != nil {
+				return fmt.Errorf("trial %d (%s): %w", trial, st, err)
+			}
+			if got[st] == nil {
+				got[st] = &times{}
+			}
+			t := got[st]
+			t.flagger, t.flaggerCanary = append(t.flagger, f[0]), append(t.flaggerCanary, f[1])
+			t.watch, t.watchCanary = append(t.watch, w[0]), append(t.watchCanary, w[1])
+			fmt.Fprintf(os.Stderr, "flaggerbench: trial %d (%s): traffic back after %.1fs with Flagger alone, %.1fs with rollback watch\n", trial, st, f[0].Seconds(), w[0].Seconds())
+		}
+	}
+	fmt.Printf("\ntraffic back on v1.1.5, seconds after the image change (after the canary's start): median (min–max) of %d\n\n", repeats)
+	fmt.Println("| Flagger setting | Flagger alone | rollback watch beside it | ratio of medians |")
+	fmt.Println("|---|---|---|---:|")
+	for _, st := range settings {
+		t := got[st]
+		fmt.Printf("| %s | %s (%s) | %s (%s) | %.3f |\n", st, span(t.flagger), span(t.flaggerCanary), span(t.watch), span(t.watchCanary),
+			median(t.watch).Seconds()/median(t.flagger).Seconds())
+	}
+	return nil
+}
 
-	namespaces := []string{"flagger-alone", "rollback-watch"}
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func span(d []time.Duration) string {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return fmt.Sprintf("%.1f (%.1f–%.1f)", median(s).Seconds(), s[0].Seconds(), s[len(s)-1].Seconds())
+}
+
+// startPrometheus starts a Prometheus scraping targets (job name ->
+// address) every second and returns its URL once it answers.
+func startPrometheus(ps *procs, dir, name string, targets map[string]string) (string, error) {
+	addr := freeAddr()
+	cfg := "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
+	if len(targets) == 0 {
+		cfg = "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs: []\n"
+	}
+	for job, t := range targets {
+		cfg += fmt.Sprintf("  - job_name: %s\n    static_configs: [{targets: ['%s']}]\n", job, t)
+	}
+	path := filepath.Join(dir, "prometheus-"+name+".yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return "", err
+	}
+	if _, err := ps.start(dir, "prometheus", "--config.file="+path, "--storage.tsdb.path="+filepath.Join(dir, "prom-"+name), "--web.listen-address="+addr); err != nil {
+		return "", fmt.Errorf("prometheus (make deps installs it): %w", err)
+	}
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "http://" + addr, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", fmt.Errorf("prometheus %s did not answer", name)
+}
+
+// runTrial is one trial in fresh namespaces: Flagger alone in one, rollback
+// watch beside Flagger in the other, the canary started in both at once.
+// It returns, for each, the time from the image change to traffic back and
+// from the canary's first Ready pod to traffic back.
+func runTrial(dir string, k int, st setting, errRate float64, watchEvery time.Duration) (flaggerT, watchT [2]time.Duration, err error) {
+	alone, beside := fmt.Sprintf("flagger-alone-%d", k), fmt.Sprintf("rollback-watch-%d", k)
+	namespaces := []string{alone, beside}
+	var ps procs
+	defer ps.stop()
+	sbx := filepath.Join(bin, "rollback-sandbox")
 	demos := map[string]string{}
 	for _, ns := range namespaces {
 		if _, err := kubectl("create", "namespace", ns); err != nil {
-			return err
+			return flaggerT, watchT, err
 		}
 		if err := apply(deployment(ns)); err != nil {
-			return err
+			return flaggerT, watchT, err
 		}
 		cmd := exec.Command(sbx, "demo-service", "--dir", dir, "-n", ns, "--selector", "app in ("+app+", "+app+"-primary)",
 			"--broken", "v1.2.0", "--error-rate", fmt.Sprint(errRate), "--rps", "50")
 		out, err := cmd.StdoutPipe()
 		if err != nil {
-			return err
+			return flaggerT, watchT, err
 		}
 		if err := cmd.Start(); err != nil {
-			return err
+			return flaggerT, watchT, err
 		}
 		ps.list = append(ps.list, cmd)
 		line, err := bufio.NewReader(out).ReadString('\n')
 		if err != nil {
-			return fmt.Errorf("demo-service: %v", err)
+			return flaggerT, watchT, fmt.Errorf("demo-service: %v", err)
 		}
 		demos[ns] = strings.TrimPrefix(strings.Fields(line)[3], "http://")
 	}
-	// Prometheus scrapes both demo services, a job per namespace.
-	promAddr := freeAddr()
-	cfg := "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
-	for _, ns := range namespaces {
-		cfg += fmt.Sprintf("  - job_name: %s\n    static_configs: [{targets: ['%s']}]\n", ns, demos[ns])
-	}
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	if _, err := ps.start(dir, "prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "prom"), "--web.listen-address="+promAddr); err != nil {
-		return fmt.Errorf("prometheus (make deps installs it): %w", err)
-	}
-	prom := "http://" + promAddr
-	if _, err := kubectl("apply", "--server-side", "-f", filepath.Join(bin, "crds", "flagger")); err != nil {
-		return err
-	}
-	time.Sleep(3 * time.Second) // the CRDs become established
-	if _, err := ps.start(dir, filepath.Join(bin, "flagger"), "-kubeconfig", kubeconfig, "-mesh-provider", "kubernetes",
-		"-metrics-server", prom, "-port", strings.Split(freeAddr(), ":")[1], "-log-level", "info", "-zap-encoding", "console"); err != nil {
-		return err
+	prom, err := startPrometheus(&ps, dir, fmt.Sprint(k), demos)
+	if err != nil {
+		return flaggerT, watchT, err
 	}
 	for _, ns := range namespaces {
-		if err := apply(canary(ns, prom, interval)); err != nil {
-			return err
+		if err := apply(canary(ns, prom, st)); err != nil {
+			return flaggerT, watchT, err
 		}
 	}
-	fmt.Printf("sandbox up; Flagger v1.41.0 (kubernetes provider), Canary interval %s, threshold 3, request-success-rate min 99; broken v1.2.0 at %.0f%% 5xx\n", interval, 100*errRate)
 	for _, ns := range namespaces {
 		if err := waitPhase(ns, 5*time.Minute, "Initialized"); err != nil {
-			return err
+			return flaggerT, watchT, err
 		}
 	}
-
-	// The canary starts in both namespaces at once.
+	limit := 20*st.interval + 5*time.Minute
 	t0 := time.Now()
 	for _, ns := range namespaces {
 		if _, err := kubectl("set", "image", "deployment/"+app, app+"=registry.local/transaction-service:v1.2.0", "-n", ns); err != nil {
-			return err
+			return flaggerT, watchT, err
 		}
 	}
-	fmt.Println("canary v1.2.0 started in both namespaces; waiting for traffic back on v1.1.5 (Flagger alone takes several analysis intervals)")
 	var wg sync.WaitGroup
 	results := map[string][2]time.Duration{}
 	errs := map[string]error{}
@@ -190,7 +291,7 @@ func run(errRate float64, interval, watchEvery time.Duration) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, err := trafficBack(ns, t0, 20*interval)
+			d, err := trafficBack(ns, t0, limit)
 			d[1] = d[0] - d[1]
 			mu.Lock()
 			results[ns], errs[ns] = d, err
@@ -199,37 +300,27 @@ func run(errRate float64, interval, watchEvery time.Duration) error {
 	}
 	// rollback watch joins once Flagger has scaled the canary up (before
 	// that no request reaches v1.2.0, and no data is never healthy).
-	if err := waitPhase("rollback-watch", 3*interval, "Progressing"); err != nil {
-		return err
+	if err := waitPhase(beside, 3*st.interval+time.Minute, "Progressing"); err != nil {
+		return flaggerT, watchT, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*interval)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	st := filepath.Join(dir, "rollback.db")
+	stPath := filepath.Join(dir, fmt.Sprintf("rollback-%d.db", k))
 	q := func(code string) string {
-		return `sum(increase(http_requests_total{job="rollback-watch",version="{{version}}"` + code + `}[{{interval}}]))`
+		return `sum(increase(http_requests_total{job="` + beside + `",version="{{version}}"` + code + `}[{{interval}}]))`
 	}
-	watch := exec.CommandContext(ctx, filepath.Join(bin, "rollback"), "watch", "canary/"+app, "-n", "rollback-watch",
-		"--kubeconfig", kubeconfig, "--store", st, "--prometheus", prom, "--interval", watchEvery.String(),
-		"--requests-query", q(""), "--errors-query", q(`,code=~"5.."`), "--for", (15 * interval).String(), "-o", "json")
+	watch := exec.CommandContext(ctx, filepath.Join(bin, "rollback"), "watch", "canary/"+app, "-n", beside,
+		"--kubeconfig", kubeconfig, "--store", stPath, "--prometheus", prom, "--interval", watchEvery.String(),
+		"--requests-query", q(""), "--errors-query", q(`,code=~"5.."`), "--for", limit.String(), "-o", "json")
 	watchOut, watchErr := watch.CombinedOutput()
 	wg.Wait()
 	for _, ns := range namespaces {
 		if errs[ns] != nil {
-			return fmt.Errorf("%s: %w\nrollback watch: %v\n%s", ns, errs[ns], watchErr, watchOut)
+			return flaggerT, watchT, fmt.Errorf("%s: %w\nrollback watch: %v\n%s", ns, errs[ns], watchErr, watchOut)
 		}
+		go func() { _, _ = kubectl("delete", "namespace", ns, "--wait=false") }()
 	}
-	detector := "?"
-	for _, l := range strings.Split(string(watchOut), "\n") {
-		if strings.Contains(l, `"detector"`) {
-			detector = strings.Trim(strings.TrimSpace(strings.SplitN(l, ":", 2)[1]), `",`)
-		}
-	}
-	f, r := results["flagger-alone"], results["rollback-watch"]
-	fmt.Printf("\n%-52s %16s %22s\n", "traffic back on v1.1.5, seconds after", "the image change", "the canary's start")
-	fmt.Printf("%-52s %16.1f %22.1f\n", "Flagger's own analysis (flagger-alone)", f[0].Seconds(), f[1].Seconds())
-	fmt.Printf("%-52s %16.1f %22.1f\n", "rollback watch, "+detector+" detector (rollback-watch)", r[0].Seconds(), r[1].Seconds())
-	fmt.Printf("%-52s %16.3f %22.3f\n", "ratio rollback / Flagger (target <= 0.1)", r[0].Seconds()/f[0].Seconds(), r[1].Seconds()/f[1].Seconds())
-	return nil
+	return results[alone], results[beside], nil
 }
 
 // trafficBack waits until v1.2.0 has had Ready pods and then has none:
@@ -294,15 +385,16 @@ spec:
 // canary is the seed's Flagger analysis on the kubernetes provider (which
 // takes iterations, not maxWeight/stepWeight: its canary gets traffic by
 // its share of the pods).
-func canary(ns, prom string, interval time.Duration) string {
+func canary(ns, prom string, st setting) string {
+	window := promDuration(st.window)
 	return `apiVersion: flagger.app/v1beta1
 kind: MetricTemplate
 metadata: {name: request-success-rate, namespace: ` + ns + `}
 spec:
   provider: {type: prometheus, address: "` + prom + `"}
   query: |
-    100 * sum(rate(http_requests_total{job="` + ns + `",version="v1.2.0",code!~"5.."}[1m]))
-      / sum(rate(http_requests_total{job="` + ns + `",version="v1.2.0"}[1m]))
+    100 * sum(rate(http_requests_total{job="` + ns + `",version="v1.2.0",code!~"5.."}[` + window + `]))
+      / sum(rate(http_requests_total{job="` + ns + `",version="v1.2.0"}[` + window + `]))
 ---
 apiVersion: flagger.app/v1beta1
 kind: Canary
@@ -313,13 +405,25 @@ spec:
   progressDeadlineSeconds: 600
   service: {port: 80, targetPort: 8080}
   analysis:
-    interval: ` + interval.String() + `
+    interval: ` + promDuration(st.interval) + `
     threshold: 3
     iterations: 10
     metrics:
     - name: request-success-rate
       templateRef: {name: request-success-rate}
       thresholdRange: {min: 99}
-      interval: 1m
+      interval: ` + window + `
 `
+}
+
+// promDuration is d as Prometheus and Flagger write it (1m, 30s, 1m30s).
+func promDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
