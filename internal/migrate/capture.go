@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -75,6 +76,7 @@ func Destructions(file, script string) (out []Destruction, err error) {
 			out, err = nil, fmt.Errorf("%s: cannot analyze (%v); please report this statement", file, r)
 		}
 	}()
+	written := map[string]bool{}
 	for _, st := range Split(script) {
 		tree, err := pg_query.Parse(st.SQL)
 		if err != nil {
@@ -83,11 +85,48 @@ func Destructions(file, script string) (out []Destruction, err error) {
 		for _, raw := range tree.GetStmts() {
 			for _, d := range destructionsOf(raw.GetStmt()) {
 				d.File, d.Line = file, st.Line
+				// What is captured is the table before the release: a
+				// statement after another that changed the table would be
+				// captured wrong.
+				if written[d.Table] && d.Scoped {
+					d.Scoped, d.Reason, d.post = false, "an earlier statement of the release changes "+d.Table+" first", nil
+				}
 				out = append(out, d)
+			}
+			for _, t := range writtenBy(raw.GetStmt()) {
+				written[t] = true
 			}
 		}
 	}
 	return out, nil
+}
+
+// writtenBy are the tables a statement changes the rows or columns of.
+func writtenBy(n *pgq.Node) []string {
+	switch {
+	case n.GetInsertStmt() != nil:
+		return []string{relName(n.GetInsertStmt().GetRelation())}
+	case n.GetUpdateStmt() != nil:
+		return []string{relName(n.GetUpdateStmt().GetRelation())}
+	case n.GetDeleteStmt() != nil:
+		return []string{relName(n.GetDeleteStmt().GetRelation())}
+	case n.GetAlterTableStmt() != nil:
+		// A dropped column changes no value the later statements read; a
+		// type change rewrites them.
+		for _, c := range n.GetAlterTableStmt().GetCmds() {
+			if c.GetAlterTableCmd().GetSubtype() == pgq.AlterTableType_AT_AlterColumnType {
+				return []string{relName(n.GetAlterTableStmt().GetRelation())}
+			}
+		}
+		return nil
+	case n.GetTruncateStmt() != nil:
+		var out []string
+		for _, r := range n.GetTruncateStmt().GetRelations() {
+			out = append(out, relName(r.GetRangeVar()))
+		}
+		return out
+	}
+	return nil
 }
 
 func destructionsOf(n *pgq.Node) []Destruction {
@@ -151,6 +190,8 @@ func destructionsOf(n *pgq.Node) []Destruction {
 				x.Scoped, x.Reason = false, "it sets part of a column (an array element or field)"
 			case rt.GetVal().GetMultiAssignRef() != nil:
 				x.Scoped, x.Reason = false, "a multi-column assignment"
+			case rt.GetVal().GetSetToDefault() != nil:
+				x.Scoped, x.Reason, x.post = false, "it sets the column's default", nil
 			}
 			out = append(out, x)
 		}
@@ -163,6 +204,15 @@ func relName(rv *pgq.RangeVar) string {
 		return rv.GetSchemaname() + "." + rv.GetRelname()
 	}
 	return rv.GetRelname()
+}
+
+// regclass is the relation as to_regclass must see it: quoted, so a
+// mixed-case or dotted name is the table the script named.
+func (d *Destruction) regclass() string {
+	if d.rel.GetSchemaname() != "" {
+		return pgx.Identifier{d.rel.GetSchemaname(), d.rel.GetRelname()}.Sanitize()
+	}
+	return pgx.Identifier{d.rel.GetRelname()}.Sanitize()
 }
 
 // ErrNoKey is a table whose destroyed data cannot be given back by key.
@@ -239,6 +289,9 @@ func (d *Destruction) captureQuery(ti *tableInfo) (string, error) {
 	sel := &pgq.SelectStmt{FromClause: append([]*pgq.Node{{Node: &pgq.Node_RangeVar{RangeVar: d.rel}}}, d.from...), WhereClause: d.where}
 	for i, k := range ti.keys {
 		sel.TargetList = append(sel.TargetList, pgq.MakeResTargetNodeWithNameAndVal(fmt.Sprintf("k%d", i+1), colRef(k), -1))
+		// A join (UPDATE ... FROM, DELETE ... USING) may meet a row
+		// twice: each key once.
+		sel.DistinctClause = append(sel.DistinctClause, colRef(k))
 	}
 	switch d.Kind {
 	case DestroyColumn, DestroyType, DestroyUpdate:
@@ -321,11 +374,21 @@ func Capture(ctx context.Context, conn *pgx.Conn, release string, src *Source, s
 	if src == nil {
 		return nil, errors.New("capture: the migration scripts are needed (--dir)")
 	}
-	tx, err := conn.Begin(ctx)
+	if pending, err := pendingMerges(ctx, conn); err != nil {
+		return nil, err
+	} else if len(pending) > 0 {
+		return nil, fmt.Errorf("the merge of what version %s destroyed is not finished: run 'rollback db undo' (or resume the incident) before recording a release", pending[0].Version)
+	}
+	// One consistent view of every table captured; never queued behind a
+	// lock for long (the reads take none that stall writers).
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+		return nil, err
+	}
 	if _, err := tx.Exec(ctx, captureDDL); err != nil {
 		return nil, fmt.Errorf("create rollback.captures: %w", err)
 	}
@@ -349,7 +412,7 @@ func Capture(ctx context.Context, conn *pgx.Conn, release string, src *Source, s
 		}
 		for i, d := range ds {
 			c := Captured{Destruction: d, Version: v, Seq: i + 1}
-			ti, exists, err := readTable(ctx, tx, d.Table)
+			ti, exists, err := readTable(ctx, tx, d.regclass())
 			if err != nil {
 				return nil, err
 			}
@@ -366,6 +429,10 @@ func Capture(ctx context.Context, conn *pgx.Conn, release string, src *Source, s
 			if len(ti.keys) == 0 {
 				refused = append(refused, noKey(d, ti.ident))
 				continue
+			}
+			if d.Column != "" && slices.Contains(ti.keys, d.Column) && d.Scoped {
+				d.Scoped, d.Reason = false, "it changes the table's key"
+				c.Destruction = d
 			}
 			c.keys, c.cols, c.colType = ti.keys, ti.cols, ti.types[d.Column]
 			c.Table, c.ident = ti.ident, ti.ident
@@ -432,7 +499,7 @@ func (p *Plan) LoadCaptures(ctx context.Context, db DB) error {
 	}
 	p.captures, p.Captured = caps, nil
 	for _, s := range p.Steps {
-		p.Captured = append(p.Captured, caps[s.VersionText]...)
+		p.Captured = append(p.Captured, caps[s.Version.String()]...)
 	}
 	p.Destroyed = destroyedBy(p, caps)
 	return nil
@@ -477,9 +544,9 @@ func destroyedBy(p *Plan, caps map[string][]*Captured) []Destroyed {
 			continue
 		}
 		for i, d := range ds {
-			x := Destroyed{Destruction: d, Version: s.VersionText,
+			x := Destroyed{Destruction: d, Version: s.Version.String(),
 				Note: "not captured (no 'rollback db record --release' before the release migrated): the down script recreates the shape only; the data is in the snapshot"}
-			for _, c := range caps[s.VersionText] {
+			for _, c := range caps[s.Version.String()] {
 				if c.Seq == i+1 {
 					x.Captured, x.Store, x.Rows, x.Note = true, c.Store, c.Rows, ""
 				}
@@ -497,7 +564,7 @@ func loadCaptures(ctx context.Context, db DB, p *Plan) (map[string][]*Captured, 
 	}
 	var versions []string
 	for _, s := range p.Steps {
-		versions = append(versions, s.VersionText)
+		versions = append(versions, s.Version.String())
 	}
 	caps, err := queryCaptures(ctx, db, `version = ANY($1) AND merged_at IS NULL ORDER BY version, seq DESC`, versions)
 	if err != nil {
@@ -523,11 +590,23 @@ func queryCaptures(ctx context.Context, db DB, where string, args ...any) ([]*Ca
 		if err := rows.Scan(&c.Version, &c.Seq, &c.Kind, &c.ident, &c.Column, &c.colType, &c.keys, &c.cols, &c.Scoped, &c.Reason, &c.Store, &c.Rows, &c.Checksum, &c.File, &c.Line); err != nil {
 			return nil, err
 		}
+		// What the catalog names goes into SQL: it must be what rollback
+		// wrote there (a capture table of its own; a table as format('%I.%I')
+		// quoted it).
+		if !storeName.MatchString(c.Store) || !quotedTable.MatchString(c.ident) {
+			return nil, fmt.Errorf("rollback.captures names %q and %q: not what rollback wrote", c.Store, c.ident)
+		}
 		c.Table = c.ident
 		out = append(out, c)
 	}
 	return out, rows.Err()
 }
+
+var (
+	storeName   = regexp.MustCompile(`^rollback_capture\.v[0-9_]+$`)
+	ident       = `([a-z_][a-z0-9_$]*|"([^"]|"")+")`
+	quotedTable = regexp.MustCompile(`^` + ident + `\.` + ident + `$`)
+)
 
 // Merged counts what a capture's merge did.
 type Merged struct {
@@ -586,7 +665,9 @@ func (c *Captured) mergeSQL(ctx context.Context, tx pgx.Tx) (count, put string, 
 		// the statement left: the cast or the SET value, or, for a column
 		// the down script recreated, its default. Anything else was
 		// written since, and wins.
-		untouched := fmt.Sprintf("t.%s IS NOT DISTINCT FROM CAST(c.post AS %s)", col, c.colType)
+		// Compared as text in the column's type: json, xml or point have
+		// no equality operator, and the same value prints the same.
+		untouched := fmt.Sprintf("t.%s::text IS NOT DISTINCT FROM CAST(c.post AS %s)::text", col, c.colType)
 		if c.Kind == DestroyColumn {
 			var def *string
 			err := tx.QueryRow(ctx, `SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
@@ -615,7 +696,7 @@ func (c *Captured) mergeSQL(ctx context.Context, tx pgx.Tx) (count, put string, 
 		for i, name := range c.cols {
 			cols[i], vals[i] = pgx.Identifier{name}.Sanitize(), fmt.Sprintf("c.c%d", i+1)
 		}
-		put = fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s t WHERE %s)`,
+		put = fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s c WHERE %s AND NOT EXISTS (SELECT 1 FROM %s t WHERE %s) ON CONFLICT DO NOTHING`,
 			c.Table, strings.Join(cols, ", "), strings.Join(vals, ", "), c.Store, rng, c.Table, on)
 	}
 	return count, put, nil
@@ -660,6 +741,18 @@ func (c *Captured) mergeRange(ctx context.Context, tx pgx.Tx, count, put string,
 	tag, err := tx.Exec(ctx, put, lo, hi)
 	if err != nil {
 		return fmt.Errorf("merge %s: %w", m.Capture, err)
+	}
+	// Only the batch: later statements of an inline segment plan as usual.
+	if _, err := tx.Exec(ctx, "RESET enable_seqscan; RESET enable_hashjoin; RESET enable_mergejoin"); err != nil {
+		return err
+	}
+	if c.Column == "" {
+		// A row kept out by another unique index (ON CONFLICT DO
+		// NOTHING) is a conflict too: a new row holds what it would.
+		inRange := min(hi, c.Rows) - lo + 1
+		if extra := inRange - conflicts - tag.RowsAffected(); extra > 0 {
+			m.Conflicts += extra
+		}
 	}
 	m.Restored += tag.RowsAffected()
 	m.NotResurrected += gone
@@ -915,7 +1008,7 @@ func Assess(ctx context.Context, db DB, src *Source, since Version) (ds []Destru
 			if db == nil {
 				continue
 			}
-			ti, exists, err := readTable(ctx, db, d.Table)
+			ti, exists, err := readTable(ctx, db, d.regclass())
 			if err != nil {
 				return nil, nil, err
 			}
@@ -970,14 +1063,23 @@ func sampleWrites(ctx context.Context, conn *pgx.Conn, caps []Captured) (sample,
 			match = append(match, fmt.Sprintf("t.%s = c.k%d", pgx.Identifier{k}.Sanitize(), i+1))
 			keyText = append(keyText, fmt.Sprintf("c.k%d::text", i+1))
 		}
-		rows, err := conn.Query(ctx, fmt.Sprintf(`DELETE FROM %s t USING (SELECT * FROM %s ORDER BY rn LIMIT 2) c WHERE %s RETURNING concat_ws(',', %s)`,
-			ti.ident, c.Store, strings.Join(match, " AND "), strings.Join(keyText, ", ")))
+		dtx, err := conn.Begin(ctx)
 		if err != nil {
-			return s, fmt.Errorf("sample delete from %s: %w", ti.ident, err)
+			return s, err
 		}
-		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		rows, err := dtx.Query(ctx, fmt.Sprintf(`DELETE FROM %s t USING (SELECT * FROM %s ORDER BY rn LIMIT 2) c WHERE %s RETURNING concat_ws(',', %s)`,
+			ti.ident, c.Store, strings.Join(match, " AND "), strings.Join(keyText, ", ")))
+		var keys []string
+		if err == nil {
+			keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
 		if err != nil {
-			return s, fmt.Errorf("sample delete from %s: %w", ti.ident, err)
+			// A foreign key to these rows, say: no sample deletes here.
+			_ = dtx.Rollback(ctx)
+			s.notes = append(s.notes, fmt.Sprintf("no sample deletes from %s (%v)", ti.ident, err))
+			keys = nil
+		} else if err := dtx.Commit(ctx); err != nil {
+			return s, err
 		}
 		s.deleted[c.Store] = keys
 		if _, done := s.inserted[ti.ident]; done {

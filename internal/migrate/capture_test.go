@@ -420,8 +420,10 @@ CREATE TABLE fine (id int);`)
 func TestKillAtEveryBoundaryConverges(t *testing.T) {
 	t.Run("inline", func(t *testing.T) { killEverywhere(t, opts(), 7) })
 	// 2 statements, the undone mark, the history fix, the commit; then a
-	// transaction per batch of 30 and a last one per capture.
-	t.Run("batched", func(t *testing.T) { o := batched(t); killEverywhere(t, o, 5+2+2+5) })
+	// transaction per batch of 30 and a last one per capture (the UPDATE,
+	// after the release's DELETE changed the table, is captured whole:
+	// one transaction).
+	t.Run("batched", func(t *testing.T) { o := batched(t); killEverywhere(t, o, 5+1+2+4) })
 }
 
 func killEverywhere(t *testing.T, mode UndoOptions, wantBoundaries int) {
@@ -521,5 +523,84 @@ func TestUnscopedIsCapturedWhole(t *testing.T) {
 	}
 	if got := one(t, conn, `SELECT count(*) FROM accounts`); got != "90" {
 		t.Errorf("an unscoped capture was merged: %s rows", got)
+	}
+}
+
+// From the review: a mixed-case table is the table the script named; a
+// json column (no equality operator) is compared as text; a DELETE whose
+// USING join meets a row twice captures it once; a statement after
+// another that changed its table is captured whole; recording again while
+// a merge is unfinished is refused.
+func TestCaptureEdges(t *testing.T) {
+	ctx := context.Background()
+	conn, dsn := newDB(t)
+	dir := writeFiles(t, map[string]string{
+		"V1__base.sql": `CREATE TABLE "Orders" (id int PRIMARY KEY, doc json, memo text);
+CREATE TABLE orders (id int PRIMARY KEY, memo text);
+CREATE TABLE tags (order_id int, tag text);
+CREATE TABLE items (id int PRIMARY KEY, n numeric);`,
+		"rollback/V1__Undo__base.sql": `DROP TABLE "Orders"; DROP TABLE orders; DROP TABLE tags; DROP TABLE items;`,
+		"V2__release.sql": `ALTER TABLE "Orders" DROP COLUMN memo;
+UPDATE "Orders" SET doc = '{"v": 2}' WHERE id <= 10;
+DELETE FROM orders o USING tags g WHERE g.order_id = o.id;
+ALTER TABLE items ALTER COLUMN n TYPE int;
+UPDATE items SET n = 0;`,
+		"rollback/V2__Undo__release.sql": `ALTER TABLE "Orders" ADD COLUMN memo text;
+ALTER TABLE items ALTER COLUMN n TYPE numeric;`,
+	})
+	src, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flywayApply(t, conn, src, "1")
+	mustExec(t, conn, `INSERT INTO "Orders" SELECT i, '{"v": 1}', 'big ' || i FROM generate_series(1, 20) i;
+INSERT INTO orders SELECT i, 'small ' || i FROM generate_series(1, 20) i;
+INSERT INTO tags VALUES (3, 'a'), (3, 'b'), (4, 'c');
+INSERT INTO items SELECT i, i + 0.5 FROM generate_series(1, 5) i;`)
+	p := &Provider{DSN: dsn, Conn: conn, Source: src, Format: Flyway}
+	_, caps, err := p.RecordRelease(ctx, "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range caps {
+		got[fmt.Sprintf("%d %s", c.Line, c.Kind)] = fmt.Sprintf("%s %d %v", c.Table, c.Rows, c.Scoped)
+	}
+	want := map[string]string{
+		"1 drop-column": `public."Orders" 20 true`,
+		"2 update":      `public."Orders" 10 true`,
+		"3 delete":      "public.orders 2 true", // orders 3 and 4, each once
+		"4 type-change": "public.items 5 true",
+		"5 update":      "public.items 5 false", // after the type change: captured whole
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("capture %s: %q, want %q", k, got[k], w)
+		}
+	}
+	flywayApply(t, conn, src, "2")
+	mustExec(t, conn, `UPDATE "Orders" SET doc = '{"v": 3}' WHERE id = 1`)
+	res, err := undoRelease(t, conn, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM "Orders" WHERE memo = 'big ' || id AND (doc::text = '{"v": 1}' OR id = 1)`); n != "20" {
+		t.Errorf("\"Orders\": %s of 20 rows back; merged %v", n, res.Merged)
+	}
+	if d := one(t, conn, `SELECT doc::text FROM "Orders" WHERE id = 1`); d != `{"v": 3}` {
+		t.Errorf("the json written since was overwritten: %s", d)
+	}
+	if n := one(t, conn, `SELECT count(*) FROM orders WHERE id IN (3, 4)`); n != "2" {
+		t.Errorf("the joined DELETE's rows: %s of 2 back", n)
+	}
+	// The type change is undone by its capture; the UPDATE after it was
+	// captured whole and left to a person (n stays 0).
+	if n := one(t, conn, `SELECT string_agg(n::text, ',' ORDER BY id) FROM items`); n != "0,0,0,0,0" {
+		t.Errorf("items: %s", n)
+	}
+	// A record while a merge is unfinished is refused.
+	mustExec(t, conn, `UPDATE rollback.captures SET undone_at = now(), merged_at = NULL WHERE seq = 1`)
+	if _, _, err := p.RecordRelease(ctx, "v3"); err == nil || !strings.Contains(err.Error(), "not finished") {
+		t.Errorf("record with a merge pending: %v", err)
 	}
 }

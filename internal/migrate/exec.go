@@ -99,6 +99,10 @@ type action struct {
 type segment struct {
 	actions []action
 	nonTx   bool
+	// mergeAfter: a step of this segment has captures merged in batches
+	// once it commits, before the next step's down script can change the
+	// table they go back into.
+	mergeAfter bool
 }
 
 // AdvisoryLockID is the key golang-migrate's PostgreSQL driver locks with
@@ -193,16 +197,21 @@ func (p *Plan) segments(o UndoOptions) ([]segment, []string, error) {
 		// newest statement first: in its transaction when small, else in
 		// batches once it has committed (marked undone here).
 		var rows int64
-		for _, c := range caps[s.VersionText] {
+		v := s.Version.String() // captures are keyed by the parsed version
+		for _, c := range caps[v] {
 			rows += c.Rows
 		}
 		if o.inline(rows) {
-			for _, c := range caps[s.VersionText] {
+			for _, c := range caps[v] {
 				cur.actions = append(cur.actions, action{merge: c, where: fmt.Sprintf("merge of %s:%d", c.File, c.Line)})
 			}
-		} else if len(caps[s.VersionText]) > 0 {
+		} else if len(caps[v]) > 0 {
 			cur.actions = append(cur.actions, action{sql: `UPDATE rollback.captures SET undone_at = now() WHERE version = $1 AND merged_at IS NULL`,
-				args: []any{s.VersionText}, where: fmt.Sprintf("%d captured row(s) of %s to merge after the commit, in batches", rows, s.VersionText)})
+				args: []any{v}, where: fmt.Sprintf("%d captured row(s) of %s to merge after the commit, in batches", rows, s.VersionText)})
+			cur.actions = append(cur.actions, p.historyFix(i)...)
+			cur.mergeAfter = true
+			flush()
+			continue
 		}
 		cur.actions = append(cur.actions, p.historyFix(i)...)
 	}
@@ -322,7 +331,16 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 		}
 	}
 	if len(p.Steps) == 0 && !o.DryRun {
-		// Nothing left to undo; a merge a kill interrupted is finished.
+		// Nothing left to undo; a merge a kill interrupted is finished,
+		// under the migration tool's lock (the application must not
+		// migrate between batches).
+		if !o.Locked {
+			unlock, err := LockMigrations(ctx, conn, p.Format, p.Table, o)
+			if err != nil {
+				return nil, err
+			}
+			defer unlock()
+		}
 		versions, err := finishMerges(ctx, conn, o, logf)
 		if err == nil {
 			res.Merged, err = reportMerges(ctx, conn, versions)
@@ -377,14 +395,19 @@ func Undo(ctx context.Context, conn *pgx.Conn, p *Plan, o UndoOptions) (*UndoRes
 		res.Segments++
 		res.Statements += len(s.actions)
 		logf("segment %d/%d applied (%d statements)", i+1, len(segs), len(s.actions))
+		if s.mergeAfter {
+			if _, err := finishMerges(ctx, conn, o, logf); err != nil {
+				return res, err
+			}
+		}
 	}
 	versions, err := finishMerges(ctx, conn, o, logf)
 	if err != nil {
 		return res, err
 	}
 	for _, s := range p.Steps {
-		if !slices.Contains(versions, s.VersionText) {
-			versions = append(versions, s.VersionText)
+		if !slices.Contains(versions, s.Version.String()) {
+			versions = append(versions, s.Version.String())
 		}
 	}
 	if res.Merged, err = reportMerges(ctx, conn, versions); err != nil {
