@@ -613,7 +613,8 @@ type Merged struct {
 	Capture string `json:"capture"` // what it gives back: TABLE.COLUMN (kind)
 	// Restored rows got their destroyed values back (or came back whole).
 	Restored int64 `json:"restored"`
-	// Kept rows were written since the release (not captured): unchanged.
+	// Kept rows are the table's rows the capture does not hold (written
+	// since the release, or never touched by it): unchanged.
 	Kept int64 `json:"kept"`
 	// NotResurrected rows were deleted since the release: still deleted.
 	NotResurrected int64 `json:"notResurrected"`
