@@ -22,6 +22,7 @@ type VerifyOptions struct {
 	ErrorQuery    string
 	RequestsQuery string
 	ErrorsQuery   string
+	SlowQuery     string
 	MaxErrorRate  float64
 	LatencyQuery  string
 	MaxLatency    time.Duration
@@ -73,6 +74,7 @@ Exit code 0 when every check passes, 5 when one fails.`,
 	fl.StringVar(&o.ErrorQuery, "error-rate-query", "", "PromQL: the 5xx share (0..1)")
 	fl.StringVar(&o.RequestsQuery, "requests-query", "", "PromQL: requests over $window (with --errors-query: the rate's 95% confidence bound decides)")
 	fl.StringVar(&o.ErrorsQuery, "errors-query", "", "PromQL: failed requests over $window")
+	fl.StringVar(&o.SlowQuery, "slow-query", "", "PromQL: requests over $window slower than the latency limit (with --requests-query: p99 as a slow share of at most 1%, 95% confidence)")
 	fl.Float64Var(&o.MaxErrorRate, "max-error-rate", 0.001, "largest acceptable error rate (the runbook: < 0.1%)")
 	fl.StringVar(&o.LatencyQuery, "latency-query", "", "PromQL: p99 latency in seconds")
 	fl.DurationVar(&o.MaxLatency, "max-latency", 0, "largest acceptable p99 latency")
@@ -111,6 +113,12 @@ func (o *VerifyOptions) spec(f *Factory, w *Workload) (verify.Spec, error) {
 			return s, usagef("--requests-query and --errors-query go together, each a count over $window, e.g. 'sum(increase(http_requests_total[$window]))'")
 		}
 		s.RequestsQuery, s.ErrorsQuery = o.RequestsQuery, o.ErrorsQuery
+	}
+	if set("slow-query") {
+		if !strings.Contains(o.SlowQuery, "$window") || s.RequestsQuery == "" {
+			return s, usagef("--slow-query counts requests over $window slower than the limit, with --requests-query")
+		}
+		s.SlowQuery = o.SlowQuery
 	}
 	if set("max-error-rate") {
 		s.MaxErrorRate = o.MaxErrorRate

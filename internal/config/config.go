@@ -161,11 +161,16 @@ type Verify struct {
 	// over $window (replaced with the time since verification began):
 	// with them the error-rate check passes only when the data shows,
 	// with 95% confidence, that the rate is under maxErrorRate.
-	RequestsQuery string        `yaml:"requestsQuery,omitempty" json:"requestsQuery,omitempty"`
-	ErrorsQuery   string        `yaml:"errorsQuery,omitempty" json:"errorsQuery,omitempty"`
-	MaxErrorRate  float64       `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
-	LatencyQuery  string        `yaml:"latencyQuery,omitempty" json:"latencyQuery,omitempty"`
-	MaxLatency    time.Duration `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
+	RequestsQuery string `yaml:"requestsQuery,omitempty" json:"requestsQuery,omitempty"`
+	ErrorsQuery   string `yaml:"errorsQuery,omitempty" json:"errorsQuery,omitempty"`
+	// SlowQuery counts the requests over $window slower than the latency
+	// limit (a histogram's count less its bucket at the limit): with
+	// requestsQuery, p99 passes when the slow share's 95% upper bound is
+	// at most 1%.
+	SlowQuery    string        `yaml:"slowQuery,omitempty" json:"slowQuery,omitempty"`
+	MaxErrorRate float64       `yaml:"maxErrorRate,omitempty" json:"maxErrorRate,omitempty"`
+	LatencyQuery string        `yaml:"latencyQuery,omitempty" json:"latencyQuery,omitempty"`
+	MaxLatency   time.Duration `yaml:"maxLatency,omitempty" json:"maxLatency,omitempty"`
 	// LatencyFactor bounds p99 latency as a multiple of its pre-release
 	// baseline (measured just before the abandoned revision was created).
 	LatencyFactor float64 `yaml:"latencyFactor,omitempty" json:"latencyFactor,omitempty"`

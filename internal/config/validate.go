@@ -236,7 +236,7 @@ func (v *validator) fraction(n *yaml.Node, path, example string) float64 {
 
 func (v *validator) verify(n *yaml.Node, path string) *Verify {
 	out := &Verify{}
-	v.fields(n, path, []string{"prometheus", "errorRateQuery", "requestsQuery", "errorsQuery", "maxErrorRate", "latencyQuery", "maxLatency", "latencyFactor", "podWindow", "within", "smoke"}, func(key string, val *yaml.Node) {
+	v.fields(n, path, []string{"prometheus", "errorRateQuery", "requestsQuery", "errorsQuery", "slowQuery", "maxErrorRate", "latencyQuery", "maxLatency", "latencyFactor", "podWindow", "within", "smoke"}, func(key string, val *yaml.Node) {
 		fp := join(path, key)
 		switch key {
 		case "prometheus":
@@ -248,15 +248,18 @@ func (v *validator) verify(n *yaml.Node, path string) *Verify {
 			}
 		case "errorRateQuery":
 			out.ErrorRateQuery, _ = v.str(val, fp)
-		case "requestsQuery", "errorsQuery":
+		case "requestsQuery", "errorsQuery", "slowQuery":
 			q, ok := v.str(val, fp)
 			if ok && !strings.Contains(q, "$window") {
 				v.add(val, fp, "a count over the time since verification began needs $window, e.g. sum(increase(http_requests_total[$window]))")
 			}
-			if key == "requestsQuery" {
+			switch key {
+			case "requestsQuery":
 				out.RequestsQuery = q
-			} else {
+			case "errorsQuery":
 				out.ErrorsQuery = q
+			default:
+				out.SlowQuery = q
 			}
 		case "latencyQuery":
 			out.LatencyQuery, _ = v.str(val, fp)
@@ -286,6 +289,9 @@ func (v *validator) verify(n *yaml.Node, path string) *Verify {
 	})
 	if (out.RequestsQuery == "") != (out.ErrorsQuery == "") {
 		v.add(n, path, "requestsQuery and errorsQuery go together: the error rate's confidence needs both counts")
+	}
+	if out.SlowQuery != "" && out.RequestsQuery == "" {
+		v.add(n, path, "slowQuery needs requestsQuery: the slow share is of the requests counted")
 	}
 	return out
 }

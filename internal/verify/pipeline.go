@@ -29,9 +29,13 @@ type Spec struct {
 	// failures since verification began; with them the error-rate check
 	// is CountedRate's (a confidence bound), not the ratio query's.
 	RequestsQuery, ErrorsQuery string
-	MaxErrorRate               float64 // default 0.001 (the runbook's < 0.1%)
-	LatencyQuery               string
-	MaxLatency                 time.Duration
+	// SlowQuery (with RequestsQuery) counts requests slower than the
+	// latency limit: p99 is checked as a slow share of at most 1%, with
+	// the same confidence bound.
+	SlowQuery    string
+	MaxErrorRate float64 // default 0.001 (the runbook's < 0.1%)
+	LatencyQuery string
+	MaxLatency   time.Duration
 	// LatencyFactor bounds p99 as a multiple of its pre-release baseline,
 	// measured at BaselineAt (zero: just before the newest revision
 	// marked bad was created).
@@ -60,7 +64,7 @@ func SpecFor(v *config.Verify, getenv func(string) string, now func() time.Time)
 		s.Smoke = v.Smoke
 		s.Prometheus = v.Prometheus
 		s.ErrorQuery, s.LatencyQuery = v.ErrorRateQuery, v.LatencyQuery
-		s.RequestsQuery, s.ErrorsQuery = v.RequestsQuery, v.ErrorsQuery
+		s.RequestsQuery, s.ErrorsQuery, s.SlowQuery = v.RequestsQuery, v.ErrorsQuery, v.SlowQuery
 		if v.MaxErrorRate > 0 {
 			s.MaxErrorRate = v.MaxErrorRate
 		}
@@ -81,7 +85,7 @@ var ErrNoPrometheus = errors.New("metric checks need a Prometheus: verify.promet
 
 // HasMetrics reports whether the spec has metric checks.
 func (s *Spec) HasMetrics() bool {
-	return s.ErrorQuery != "" || s.LatencyQuery != "" || s.RequestsQuery != ""
+	return s.ErrorQuery != "" || s.LatencyQuery != "" || s.RequestsQuery != "" || s.SlowQuery != ""
 }
 
 // Validate rejects a spec that cannot be run as asked.
@@ -146,6 +150,13 @@ func (s *Spec) Metrics(ctx context.Context, cs kubernetes.Interface, t kube.Targ
 			return nil, err
 		}
 		out = append(out, r)
+	}
+	if s.SlowQuery != "" && s.RequestsQuery != "" {
+		r, err := CountedRate(ctx, p, Counts{Check: "p99-latency", What: "slow", Requests: s.RequestsQuery, Errors: s.SlowQuery, Max: 0.01, Within: s.Within}, s.now)
+		if err != nil {
+			return nil, err
+		}
+		return append(out, r), nil
 	}
 	if s.LatencyQuery == "" {
 		return out, nil

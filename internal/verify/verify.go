@@ -5,6 +5,7 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -274,6 +275,9 @@ func Metric(ctx context.Context, p metrics.Provider, th Threshold, now func() ti
 // when the upper bound of the rate's one-sided 95% confidence interval
 // (Wilson's score interval) is at most Max.
 type Counts struct {
+	// Check names the result (default error-rate); What the counted
+	// requests are (default errors).
+	Check, What string
 	// Requests and Errors are PromQL counts over $window, replaced with
 	// the time since the check began (whole seconds).
 	Requests, Errors string
@@ -303,7 +307,8 @@ func Bounds(errors, n float64) (lower, upper float64) {
 // th.Within and then says how many requests it had and what bound they
 // allow. The result carries the measured rate, the bound and the count.
 func CountedRate(ctx context.Context, p metrics.Provider, th Counts, now func() time.Time) (Result, error) {
-	r := Result{Check: "error-rate"}
+	r := Result{Check: cmp.Or(th.Check, "error-rate")}
+	what := cmp.Or(th.What, "errors")
 	start := now()
 	pct := func(v float64) string { return fmt.Sprintf("%.3f%%", 100*v) }
 	failures := 0
@@ -327,7 +332,7 @@ func CountedRate(ctx context.Context, p metrics.Provider, th Counts, now func() 
 		if n > 0 {
 			rate = e / n
 		}
-		r.Measured = fmt.Sprintf("%s (%.0f of %.0f requests in %s; 95%% upper bound %s)", pct(rate), e, n, window, pct(up))
+		r.Measured = fmt.Sprintf("%s %s (%.0f of %.0f requests in %s; 95%% upper bound %s)", pct(rate), what, e, n, window, pct(up))
 		switch {
 		case n > 0 && up <= th.Max:
 			r.Passed, r.Message = true, "upper bound at most "+pct(th.Max)

@@ -260,4 +260,15 @@ func TestCountedRate(t *testing.T) {
 	if r.Passed || !strings.Contains(r.Message, "over 0.100% with 95% confidence") || !strings.Contains(r.Measured, "3.000%") {
 		t.Errorf("over: %+v", r)
 	}
+	// p99 from a histogram: at most 1% of the requests slower than the
+	// limit, with the same bound.
+	p99 := Counts{Check: "p99-latency", What: "slow", Requests: th.Requests, Errors: th.Errors, Max: 0.01, Within: 60 * time.Millisecond, Every: 10 * time.Millisecond}
+	r, _ = CountedRate(ctx, &counts{requests: []float64{10000}, errs: []float64{30}}, p99, time.Now)
+	if !r.Passed || r.Check != "p99-latency" || !strings.Contains(r.Measured, "0.300% slow (30 of 10000") {
+		t.Errorf("p99 within: %+v", r)
+	}
+	r, _ = CountedRate(ctx, &counts{requests: []float64{10000}, errs: []float64{200}}, p99, time.Now)
+	if r.Passed || !strings.Contains(r.Message, "over 1.000% with 95% confidence") {
+		t.Errorf("p99 over: %+v", r)
+	}
 }

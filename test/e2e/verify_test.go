@@ -168,8 +168,10 @@ services:
 	if r.code != cli.ExitFailed || !strings.Contains(r.stdout, "not enough requests") {
 		t.Errorf("a few seconds of traffic: exit %d\n%s", r.code, r.stdout)
 	}
-	r = rollback(t, append(counted, "--within", "3m")...)
-	if r.code != 0 || !regexp.MustCompile(`0\.000% \(0 of \d+ requests in \d+s; 95% upper bound 0\.0\d\d%\)`).MatchString(r.stdout) {
+	slow := `sum(increase(http_request_duration_seconds_count[$window])) - sum(increase(http_request_duration_seconds_bucket{le="0.1"}[$window]))`
+	r = rollback(t, append(counted, "--within", "3m", "--slow-query", slow)...)
+	if r.code != 0 || !regexp.MustCompile(`0\.000% errors \(0 of \d+ requests in \d+s; 95% upper bound 0\.0\d\d%\)`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`p99-latency\s+pass\s+\d+\.\d+% slow \(\d+ of \d+ requests`).MatchString(r.stdout) {
 		t.Errorf("given time: exit %d\n%s", r.code, r.stdout)
 	}
 }
