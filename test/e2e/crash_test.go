@@ -263,8 +263,20 @@ services:
 
 			sl.mu.Lock()
 			defer sl.mu.Unlock()
-			if len(sl.channels) != 1 || len(sl.posts) != 2 || !strings.HasPrefix(sl.posts[0], "🔴") || !strings.HasPrefix(sl.posts[1], "✅") {
-				t.Errorf("slack: channels %v, %d posts %q; want one channel, the start message and the summary once each", sl.channels, len(sl.posts), sl.posts)
+			// A kill that lands after the summary's intent is journaled and
+			// before its request leaves leaves the post uncertain: it is not
+			// repeated (at most once), and the close says so. Otherwise the
+			// summary was posted exactly once.
+			uncertain := false
+			for _, ev := range evs {
+				uncertain = uncertain || ev.Step == incident.StepClose && ev.Phase == store.PhaseDone && strings.Contains(ev.Evidence, "uncertain")
+			}
+			wantPosts := 2
+			if uncertain && len(sl.posts) == 1 {
+				wantPosts = 1
+			}
+			if len(sl.channels) != 1 || len(sl.posts) != wantPosts || !strings.HasPrefix(sl.posts[0], "🔴") || (wantPosts == 2 && !strings.HasPrefix(sl.posts[1], "✅")) {
+				t.Errorf("slack: channels %v, %d posts %q (summary uncertain: %v); want one channel, the start message and the summary at most once, and once unless uncertain", sl.channels, len(sl.posts), sl.posts, uncertain)
 			}
 			var deletes int
 			var versions string
