@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -461,4 +462,124 @@ func (l DrillLog) Tested(database, version, undoScript string) (bool, time.Time,
 		}
 	}
 	return ok, when, nil
+}
+
+// sample is what a drill wrote after the forward migration, per capture:
+// rows deleted (which must stay deleted) and rows inserted (which must be
+// kept).
+type sample struct {
+	deleted  map[string][]string // capture store -> keys
+	inserted map[string]int64    // table -> rows
+	notes    []string
+}
+
+func (s sample) String() string {
+	var parts []string
+	for store, keys := range s.deleted {
+		parts = append(parts, fmt.Sprintf("%d captured row(s) of %s deleted", len(keys), store))
+	}
+	for table, n := range s.inserted {
+		parts = append(parts, fmt.Sprintf("%d row(s) inserted into %s", n, table))
+	}
+	return strings.Join(append(parts, s.notes...), "; ")
+}
+
+// sampleWrites writes what customers would after the release: for each
+// capture whose table still exists, it deletes two captured rows and
+// inserts two rows copied from others (their key from its default; a
+// table whose key has none, or whose copy breaks a constraint, gets no
+// inserts and the sample says so).
+func sampleWrites(ctx context.Context, conn *pgx.Conn, caps []Captured) (sample, error) {
+	s := sample{deleted: map[string][]string{}, inserted: map[string]int64{}}
+	for _, c := range caps {
+		if c.Store == "" || !c.Scoped {
+			continue
+		}
+		ti, exists, err := readTable(ctx, conn, c.ident)
+		if err != nil {
+			return s, err
+		}
+		if !exists {
+			continue // dropped by the release
+		}
+		on, key := c.keyMatch()
+		dtx, err := conn.Begin(ctx)
+		if err != nil {
+			return s, err
+		}
+		rows, err := dtx.Query(ctx, fmt.Sprintf(`DELETE FROM %s t USING (SELECT * FROM %s ORDER BY rn LIMIT 2) c WHERE %s RETURNING %s`,
+			ti.ident, c.Store, on, key))
+		var keys []string
+		if err == nil {
+			keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			// A foreign key to these rows, say: no sample deletes here.
+			_ = dtx.Rollback(ctx)
+			s.notes = append(s.notes, fmt.Sprintf("no sample deletes from %s (%v)", ti.ident, err))
+			keys = nil
+		} else if err := dtx.Commit(ctx); err != nil {
+			return s, err
+		}
+		s.deleted[c.Store] = keys
+		if _, done := s.inserted[ti.ident]; done {
+			continue
+		}
+		var cols []string
+		for _, col := range ti.cols {
+			if !slices.Contains(ti.keys, col) {
+				cols = append(cols, pgx.Identifier{col}.Sanitize())
+			}
+		}
+		list := strings.Join(cols, ", ")
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return s, err
+		}
+		tag, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM %s LIMIT 2`, ti.ident, list, list, ti.ident))
+		if err != nil {
+			_ = tx.Rollback(ctx)
+			s.notes = append(s.notes, fmt.Sprintf("no sample inserts into %s (%v)", ti.ident, err))
+			s.inserted[ti.ident] = 0
+			continue
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return s, err
+		}
+		s.inserted[ti.ident] = tag.RowsAffected()
+	}
+	return s, nil
+}
+
+// check: every captured row is accounted for (restored, not resurrected
+// or a conflict), the rows the sample deleted stayed deleted and the rows
+// it inserted were kept.
+func (s sample) check(ctx context.Context, conn *pgx.Conn, caps []Captured, merged []Merged) error {
+	byCapture := map[string]Merged{}
+	for _, m := range merged {
+		byCapture[m.Capture] = m
+	}
+	for _, c := range caps {
+		if c.Store == "" || !c.Scoped {
+			continue
+		}
+		name := c.Table
+		if c.Column != "" {
+			name += "." + c.Column
+		}
+		m, ok := byCapture[name+" ("+c.Kind+")"]
+		if !ok {
+			return fmt.Errorf("the capture of %s was not merged", name)
+		}
+		if got := m.Restored + m.NotResurrected + m.Conflicts; got != c.Rows {
+			return fmt.Errorf("merge of %s accounts for %d of %d captured row(s): %s", name, got, c.Rows, m)
+		}
+		if d := int64(len(s.deleted[c.Store])); c.Column != "" && m.NotResurrected < d {
+			return fmt.Errorf("merge of %s: %d row(s) deleted after the release, %d counted as not resurrected", name, d, m.NotResurrected)
+		}
+		if n := s.inserted[c.Table]; m.Kept < n {
+			return fmt.Errorf("merge of %s: %d row(s) inserted after the release, %d kept", name, n, m.Kept)
+		}
+	}
+	return nil
 }
