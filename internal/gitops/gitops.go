@@ -12,8 +12,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -111,7 +112,7 @@ func or(a, b string) string {
 	return b
 }
 
-type object struct {
+type ownerObject struct {
 	Metadata metav1.ObjectMeta `json:"metadata"`
 	Spec     struct {
 		Suspend    bool `json:"suspend,omitempty"`
@@ -128,7 +129,7 @@ type object struct {
 // and whether the owner is now paused by rollback (false when nothing was
 // re-applying Git by itself).
 func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
-	obj, err := kube.GetCustom[object](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
+	obj, err := kube.GetCustom[ownerObject](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
 	if apierrors.IsForbidden(err) {
 		// Not allowed to look is not "not there": a reconciler left
 		// running would undo the rollback. Say which rule is missing.
@@ -193,7 +194,7 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 
 // Resume puts back what Pause changed.
 func Resume(ctx context.Context, cs kubernetes.Interface, o Owner) (string, error) {
-	obj, err := kube.GetCustom[object](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
+	obj, err := kube.GetCustom[ownerObject](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
 	if err != nil {
 		return "", err
 	}
