@@ -6,6 +6,7 @@
 #   bin/flagger, bin/crds/flagger/
 #   bin/helm
 #   bin/crds/gitops/          Argo CD's Application and Flux's Kustomization CRDs
+#   bin/source-controller, bin/kustomize-controller, bin/crds/flux/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GATEWAY_API_VERSION=v1.4.1
@@ -86,9 +87,10 @@ fi
 cp -f "$vg/versitygw" bin/versitygw
 
 # GitOps CRDs: Argo CD's Application and Flux's Kustomization, from their
-# modules (the reconcilers themselves are played by the tests).
+# modules (the Kustomization of the same release as the Flux controllers
+# below, which the tests run for real).
 ARGOCD_VERSION=v3.1.0
-FLUX_KUSTOMIZE_VERSION=v1.6.0
+FLUX_KUSTOMIZE_VERSION=v1.9.6
 go_crds="$cache_root/gitops-crds/$ARGOCD_VERSION-$FLUX_KUSTOMIZE_VERSION"
 if [ ! -d "$go_crds" ]; then
   echo "build-peers: fetching the Argo CD $ARGOCD_VERSION and Flux kustomize-controller $FLUX_KUSTOMIZE_VERSION CRDs"
@@ -99,3 +101,34 @@ if [ ! -d "$go_crds" ]; then
   rm -rf "$go_crds" && mv "$go_crds.tmp" "$go_crds"
 fi
 rm -rf bin/crds/gitops && cp -r "$go_crds" bin/crds/gitops
+
+# Flux: the real source-controller and kustomize-controller, which reconcile
+# the GitOps tests' app from a local Git server while the rollback runs.
+# Their go.mod has 'replace .../api => ./api', so no 'go install': the
+# module is copied from the module cache, that line dropped (the api module
+# of the same version is served), and built. source-controller asks for a
+# github.com/fluxcd/pkg/artifact version the proxy does not serve; v0.18.0
+# builds. ~6-10 min each the first time on 2 cores.
+FLUX_VERSION=v1.9.6
+fx="$cache_root/flux/$FLUX_VERSION"
+if [ ! -x "$fx/source-controller" ] || [ ! -x "$fx/kustomize-controller" ]; then
+  rm -rf "$fx.tmp" && mkdir -p "$fx.tmp/crds"
+  for c in source-controller kustomize-controller; do
+    echo "build-peers: building Flux $c $FLUX_VERSION (several minutes the first time)"
+    src=$(go mod download -json "github.com/fluxcd/$c@$FLUX_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    [ -f "$src/go.mod" ] || { echo "build-peers: no module source for $c" >&2; exit 1; }
+    work="$fx.tmp/src-$c"
+    cp -r "$src" "$work" && chmod -R u+w "$work"
+    sed -i '/=> \.\/api/d' "$work/go.mod"
+    if [ "$c" = source-controller ]; then
+      echo 'replace github.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.0' >>"$work/go.mod"
+    fi
+    (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true)
+    (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$fx.tmp/$c" .)
+    cp "$work"/config/crd/bases/*.yaml "$fx.tmp/crds/"
+    rm -rf "$work"
+  done
+  rm -rf "$fx" && mv "$fx.tmp" "$fx"
+fi
+cp -f "$fx/source-controller" "$fx/kustomize-controller" bin/
+rm -rf bin/crds/flux && cp -r "$fx/crds" bin/crds/flux

@@ -46,7 +46,50 @@ type Service struct {
 	LoadBalancer *LoadBalancer `yaml:"loadBalancer,omitempty" json:"loadBalancer,omitempty"`
 	// Automation is what `rollback serve` may do for the service.
 	Automation *Automation `yaml:"automation,omitempty" json:"automation,omitempty"`
+	// GitOps says how the rollback is written back to Git when Argo CD or
+	// Flux applies the service (nil: found from the reconciler's objects,
+	// pushed to its branch).
+	GitOps *GitOps `yaml:"gitops,omitempty" json:"gitops,omitempty"`
 }
+
+// GitOps is where and how a rollback lands in Git after the undo, so the
+// paused reconciler can be resumed on the good version. Where the
+// reconciler's own objects say it (a Kustomization's GitRepository, an
+// Application's source), repo, branch and path may be left out.
+type GitOps struct {
+	// Revert is push (default: a commit on the tracked branch), pull-request
+	// (a branch and a pull/merge request; the reconciler stays paused
+	// until it merges), or off (leave the reconciler paused for a person).
+	Revert string `yaml:"revert,omitempty" json:"revert,omitempty"`
+	Repo   string `yaml:"repo,omitempty" json:"repo,omitempty"`
+	Branch string `yaml:"branch,omitempty" json:"branch,omitempty"`
+	Path   string `yaml:"path,omitempty" json:"path,omitempty"`
+	// TokenEnv names the variable holding a token that may push (else
+	// the GitRepository's secretRef); Username goes with it (default git).
+	TokenEnv string `yaml:"tokenEnv,omitempty" json:"tokenEnv,omitempty"`
+	Username string `yaml:"username,omitempty" json:"username,omitempty"`
+	// Forge opens the pull request (with revert: pull-request, or when
+	// the branch refuses the push).
+	Forge *Forge `yaml:"forge,omitempty" json:"forge,omitempty"`
+	// Wait bounds the wait for the reconciler's source to have the revert
+	// before it is resumed (default 5m; the reconciler stays paused after).
+	Wait time.Duration `yaml:"wait,omitempty" json:"wait,omitempty"`
+}
+
+// Forge is a GitHub or GitLab project that takes pull (merge) requests.
+type Forge struct {
+	Type     string `yaml:"type" json:"type"` // github, gitlab
+	URL      string `yaml:"url,omitempty" json:"url,omitempty"`
+	Project  string `yaml:"project" json:"project"`
+	TokenEnv string `yaml:"tokenEnv" json:"tokenEnv"`
+}
+
+// Revert modes.
+const (
+	RevertPush        = "push"
+	RevertPullRequest = "pull-request"
+	RevertOff         = "off"
+)
 
 // LoadBalancer is an AWS Application Load Balancer listener whose default
 // forward action switches between blue/green target groups. Credentials

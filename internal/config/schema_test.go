@@ -58,4 +58,6 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	check("automation", reflect.TypeOf(Automation{}), s.Defs["automation"].Properties)
 	check("autoWatch", reflect.TypeOf(AutoWatch{}), s.Defs["autoWatch"].Properties)
 	check("staging", reflect.TypeOf(Staging{}), s.Defs["staging"].Properties)
+	check("gitops", reflect.TypeOf(GitOps{}), s.Defs["gitops"].Properties)
+	check("forge", reflect.TypeOf(Forge{}), s.Defs["forge"].Properties)
 }

@@ -112,7 +112,7 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 		}
 		svc := &Service{}
 		svc.Kubernetes = Kubernetes{Kind: "Deployment", Name: k.Value}
-		v.fields(val, path, []string{"kubernetes", "verify", "notify", "flag", "database", "decide", "loadBalancer", "automation"}, func(key string, kn *yaml.Node) {
+		v.fields(val, path, []string{"kubernetes", "verify", "notify", "flag", "database", "decide", "loadBalancer", "automation", "gitops"}, func(key string, kn *yaml.Node) {
 			switch key {
 			case "kubernetes":
 				svc.Kubernetes = v.kubernetes(kn, path+".kubernetes", k.Value)
@@ -130,6 +130,8 @@ func (v *validator) services(n *yaml.Node) map[string]*Service {
 				svc.LoadBalancer = v.loadBalancer(kn, path+".loadBalancer")
 			case "automation":
 				svc.Automation = v.automation(kn, path+".automation")
+			case "gitops":
+				svc.GitOps = v.gitops(kn, path+".gitops")
 			}
 		})
 		if val.Kind == yaml.MappingNode && !v.has(val, "kubernetes") && !v.has(val, "loadBalancer") {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/gitops"
 	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/kube"
@@ -62,26 +63,21 @@ func pauseGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 	return msg, nil
 }
 
-// ResumeGitOps resumes the reconciler the incident paused, once the revert
-// is in Git, and journals it.
+// ResumeGitOps finishes what the run's revert step left: when the revert
+// waits in a pull request, it resumes once that has merged and the
+// reconciler's source has the merge; when the push was made but the source
+// did not have it in time, once it has; with no revert journaled (gitops
+// revert off, or an incident from before reverts were written), at once,
+// on the operator's word that Git is reverted.
 func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
-	evs, err := e.Store.Events(ctx, id)
+	st, err := e.gitopsState(ctx, id)
 	if err != nil {
 		return "", err
 	}
-	var o *gitops.Owner
-	for _, ev := range evs {
-		if ev.Key == incident.KeyGitOpsOwner {
-			o = &gitops.Owner{}
-			if err := json.Unmarshal([]byte(ev.Evidence), o); err != nil {
-				return "", fmt.Errorf("incident %s: the journaled reconciler is unreadable: %w", id, err)
-			}
-		}
-		if ev.Key == incident.KeyGitOpsResumed {
-			return "", fmt.Errorf("incident %s: the reconciler was resumed already: %s", id, ev.Evidence)
-		}
+	if st.resumed != "" {
+		return "", fmt.Errorf("incident %s: the reconciler was resumed already: %s", id, st.resumed)
 	}
-	if o == nil {
+	if st.owner == nil {
 		return "", fmt.Errorf("incident %s paused no GitOps reconciler", id)
 	}
 	t, err := e.target(ctx, id)
@@ -95,7 +91,31 @@ func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	msg, err := gitops.Resume(ctx, cs, *o)
+	if st.revert != nil {
+		svc := e.service(t.Service)
+		commit := st.revert.Result.Commit
+		if st.revert.Result.Unchanged {
+			commit = st.revert.Result.Base
+		}
+		if st.pr != nil {
+			var cfg *config.GitOps
+			if svc != nil {
+				cfg = svc.GitOps
+			}
+			ps, err := e.prState(ctx, cfg, *st.pr)
+			switch {
+			case err != nil:
+				return "", err
+			case ps.Closed:
+				return "", fmt.Errorf("pull request %s was closed without a merge: %s STAYS PAUSED; revert in Git another way and resume it by hand", st.pr.URL, st.owner)
+			case !ps.Merged:
+				return "", fmt.Errorf("pull request %s is not merged yet: %s STAYS PAUSED until it is", st.pr.URL, st.owner)
+			}
+			commit = ps.MergeCommit
+		}
+		return e.awaitAndResume(ctx, cs, id, *st.owner, &st.revert.Source, e.gitAuthFor(ctx, cs, svc, *st.owner), commit, gitopsWait(svc))
+	}
+	msg, err := gitops.Resume(ctx, cs, *st.owner)
 	if err != nil {
 		return "", err
 	}

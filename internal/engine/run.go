@@ -31,6 +31,10 @@ type Target struct {
 	To      string `json:"to"`
 	From    string `json:"from"`
 	Timeout string `json:"timeout"`
+	// ToImages and FromImages are the images of the target and the
+	// abandoned revision (what a revert in Git writes back).
+	ToImages   []string `json:"toImages,omitempty"`
+	FromImages []string `json:"fromImages,omitempty"`
 	// PagerDuty is the PagerDuty incident that paged on-call, whose status
 	// the run sets through the REST API.
 	PagerDuty string `json:"pagerduty,omitempty"`
@@ -217,9 +221,9 @@ func (e *Engine) StartIncident(ctx context.Context, w *Workload, p *kube.Plan, d
 		return nil, nil, err
 	}
 	t := &Target{Service: w.Key(), Namespace: w.Target.Namespace, Name: w.Target.Name, Kind: w.Target.Of(), ColorLabel: w.Target.ColorLabel, Context: w.Context,
-		To: p.To.Object, Timeout: timeout.String(), PagerDuty: pagerDuty}
+		To: p.To.Object, Timeout: timeout.String(), PagerDuty: pagerDuty, ToImages: p.To.Images}
 	if p.From != nil {
-		t.From = p.From.Object
+		t.From, t.FromImages = p.From.Object, p.From.Images
 	}
 	b, _ = json.Marshal(t)
 	if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: inc.ID, Time: e.now(), Step: "run", Phase: store.PhaseNote, Key: targetKey, Evidence: string(b)}); err != nil {

@@ -76,6 +76,14 @@ var bodies = map[string]body{
 		}},
 	incident.StepBlock: {Run: block, Why: "after the undo: nothing may deploy the broken version again",
 		Deadline: func(*config.Service, time.Duration) time.Duration { return time.Minute }},
+	incident.StepGitOpsRevert: {Background: true, Run: revertGitOps, Deadline: gitopsDeadline,
+		Applies: func(svc *config.Service) string {
+			if svc != nil && svc.GitOps != nil && svc.GitOps.Revert == config.RevertOff {
+				return "skipped: gitops.revert is off (the reconciler stays paused for a person)"
+			}
+			return "when the reconciler was paused"
+		},
+		Why: "beside the steps after the undo: Git gets the version the cluster now runs; the reconciler resumes once its source has it"},
 	incident.StepDownMig: {Applies: dbApplies, Run: downMigrate, Why: "after the undo and the snapshot"},
 	incident.StepSmoke:   {Applies: smokeApplies, Run: smoke, Why: "after the undo: it checks the rolled-back pods"},
 	incident.StepMetrics: {Deadline: metricsDeadline, Applies: metricsApplies, Run: checkMetrics, Why: "after the undo: it measures the recovery"},

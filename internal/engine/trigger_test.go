@@ -4,9 +4,10 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"context"
-	"github.com/rollback-dev/rollback/internal/kube/kubetest"
 	"strings"
 	"testing"
+
+	"github.com/rollback-dev/rollback/internal/kube/kubetest"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 

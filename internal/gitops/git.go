@@ -566,3 +566,34 @@ func editTree(wt *git.Worktree, req RevertRequest) ([]Edit, error) {
 	}
 	return edits, visit("")
 }
+
+// Contains says whether commit is in the history of revision on the
+// repository's branch (the reconciler fetched the revert or something
+// after it). A revision equal to commit needs no clone.
+func Contains(ctx context.Context, repo Repo, auth Auth, revision, commit string, tempDir string) (bool, error) {
+	if revision == "" || commit == "" {
+		return false, nil
+	}
+	if revision == commit {
+		return true, nil
+	}
+	dir, err := os.MkdirTemp(tempDir, "rollback-git-")
+	if err != nil {
+		return false, err
+	}
+	defer os.RemoveAll(dir)
+	r, err := git.PlainCloneContext(ctx, dir, true, &git.CloneOptions{URL: repo.URL, Auth: auth.method(),
+		ReferenceName: plumbing.NewBranchReferenceName(repo.Branch), SingleBranch: true, NoCheckout: true})
+	if err != nil {
+		return false, gitErr("clone "+repo.String(), err)
+	}
+	rc, err := r.CommitObject(plumbing.NewHash(revision))
+	if err != nil {
+		return false, nil // not on the branch (yet): not containing it
+	}
+	c, err := r.CommitObject(plumbing.NewHash(commit))
+	if err != nil {
+		return false, nil
+	}
+	return c.IsAncestor(rc)
+}

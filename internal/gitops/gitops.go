@@ -5,7 +5,10 @@
 // pause is recorded on the reconciler's own object (annotations) with the
 // incident and what was there before, so it is never left without a
 // record, a resumed run finds it done, and Resume puts it back once the
-// revert is in Git.
+// revert is in Git. The revert itself is written here too (git.go: a
+// 'git revert' of the release commit or an edit of exactly the image
+// fields, pushed or proposed through a forge, forge.go), to the repository
+// the reconciler's own objects name (source.go).
 package gitops
 
 import (
@@ -189,7 +192,7 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 	if err := kube.PatchCustom(ctx, cs, o.path(), types.JSONPatchType, b); err != nil {
 		return "", false, fmt.Errorf("pause %s: %w", o, err)
 	}
-	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED: revert the release in Git, then 'rollback gitops resume %s' (or '%s')", o, did, incident, incident, resume), true, nil
+	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED until Git has the rollback: the gitops-revert step writes it and resumes it (or revert by hand, then 'rollback gitops resume %s', or '%s')", o, did, incident, incident, resume), true, nil
 }
 
 // Resume puts back what Pause changed.

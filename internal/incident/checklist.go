@@ -160,7 +160,9 @@ func ReviewState(inc *store.Incident, events []store.Event, now time.Time) strin
 }
 
 // ReconcilerPaused is the pause of a GitOps reconciler that the incident
-// left in place ("" when none or resumed): what the pause step said.
+// left in place ("" when none or resumed): what the revert step said (a
+// pull request waiting to merge, a source that did not have the revert in
+// time), else what the pause step said.
 func ReconcilerPaused(evs []store.Event) string {
 	paused, said := false, ""
 	for _, ev := range evs {
@@ -171,6 +173,11 @@ func ReconcilerPaused(evs []store.Event) string {
 			return ""
 		case ev.Step == StepGitOps && ev.Phase == store.PhaseDone:
 			said = ev.Evidence
+		case ev.Step == StepGitOpsRevert && (ev.Phase == store.PhaseDone || ev.Phase == store.PhaseFailed):
+			said = ev.Evidence
+			if ev.Phase == store.PhaseFailed {
+				said = "the revert in Git failed: " + ev.Message
+			}
 		}
 	}
 	if !paused {

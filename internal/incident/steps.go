@@ -12,18 +12,25 @@ const (
 	StepGitOps   = "gitops-pause"
 	StepKube     = "kube-undo"
 	StepBlock    = "block"
-	StepDownMig  = "down-migrate"
-	StepSmoke    = "smoke"
-	StepMetrics  = "metrics"
-	StepFlagOff  = "flag-off"
-	StepClose    = "close"
-	StepReview   = "schedule-review"
+	// StepGitOpsRevert writes the rollback to Git and resumes the
+	// reconciler once its source has it.
+	StepGitOpsRevert = "gitops-revert"
+	StepDownMig      = "down-migrate"
+	StepSmoke        = "smoke"
+	StepMetrics      = "metrics"
+	StepFlagOff      = "flag-off"
+	StepClose        = "close"
+	StepReview       = "schedule-review"
 	// StepReviewDone is journaled when the review took place.
 	StepReviewDone = "review-done"
 	// KeyGitOpsOwner journals the reconciler a run paused (JSON), and
 	// KeyGitOpsResumed that it was resumed.
 	KeyGitOpsOwner   = "gitops-owner"
 	KeyGitOpsResumed = "gitops-resumed"
+	// KeyGitOpsRevert journals the revert written to Git (JSON), and
+	// KeyGitOpsPR the pull request it waits in (JSON).
+	KeyGitOpsRevert = "gitops-revert"
+	KeyGitOpsPR     = "gitops-pr"
 )
 
 // Def is one step of the runbook as every part of rollback names it: its
@@ -60,6 +67,7 @@ var Runbook = []Def{
 	{Name: StepGitOps, Title: "Pause the GitOps reconciler"},
 	{Name: StepKube, Title: "Kubernetes rollback", Checklist: "Kubernetes rollback executed (kubectl rollout undo)", Budget: BudgetKube},
 	{Name: StepBlock, Title: "Block the broken version", Checklist: "Broken version blocked in CI/CD pipeline"},
+	{Name: StepGitOpsRevert, Title: "Revert in Git and resume the reconciler"},
 	{Name: StepSnapshot, Title: "Database snapshot", Checklist: "Database snapshot taken (if migration involved)"},
 	{Name: StepDownMig, Title: "Database down migration", Checklist: "Down migration run and verified (if applicable)"},
 	{Name: StepSmoke, Title: "Verify pods and smoke tests", Checklist: "Inflight smoke tests passed on rolled-back version", Budget: BudgetVerify},

@@ -91,6 +91,11 @@ func startPeer(t *testing.T, name string, start func() error) {
 // sandbox directory (killed with this run), and polls its health URL
 // until it answers 200; an exit before that is the error, with its log.
 func runPeer(bin, health string, args ...string) error {
+	return runPeerEnv(bin, health, nil, args...)
+}
+
+// runPeerEnv is runPeer with extra environment variables.
+func runPeerEnv(bin, health string, env []string, args ...string) error {
 	path := filepath.Join(binDir, bin)
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("%s is missing: run 'make test' (scripts/build-peers.sh builds it)", path)
@@ -100,6 +105,7 @@ func runPeer(bin, health string, args ...string) error {
 		return err
 	}
 	cmd := reaper.Child(exec.Command(path, args...))
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return err

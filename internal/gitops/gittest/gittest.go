@@ -27,8 +27,11 @@ type Server struct {
 	Token string
 	// PushDelay makes each push wait before it is taken (a slow forge).
 	PushDelay atomic.Int64
-	pushes    atomic.Int64
-	fetches   atomic.Int64
+	// OnPush, when set, runs after a push is in the repository and before
+	// the pusher hears so (a test kills the pusher there).
+	OnPush  func()
+	pushes  atomic.Int64
+	fetches atomic.Int64
 }
 
 // Start serves an empty root until the test ends. It fails the test when
@@ -63,6 +66,17 @@ func Start(t testing.TB) *Server {
 			r.Header.Del("Authorization")
 			hh := *h
 			hh.Env = append(append([]string(nil), h.Env...), "REMOTE_USER=rollback")
+			if s.OnPush != nil && strings.HasSuffix(r.URL.Path, "/git-receive-pack") {
+				rec := httptest.NewRecorder()
+				hh.ServeHTTP(rec, r)
+				s.OnPush()
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(rec.Code)
+				_, _ = w.Write(rec.Body.Bytes())
+				return
+			}
 			hh.ServeHTTP(w, r)
 			return
 		}
