@@ -87,14 +87,14 @@ fi
 cp -f "$vg/versitygw" bin/versitygw
 
 # GitOps CRDs: Argo CD's Application and Flux's Kustomization, from their
-# modules (the Kustomization of the same release as the Flux controllers
-# below, which the tests run for real).
-ARGOCD_VERSION=v3.1.0
+# modules (of the same releases as the Argo CD and Flux controllers below,
+# which the tests run for real).
+ARGOCD_VERSION=v2.14.21
 FLUX_KUSTOMIZE_VERSION=v1.9.6
 go_crds="$cache_root/gitops-crds/$ARGOCD_VERSION-$FLUX_KUSTOMIZE_VERSION"
 if [ ! -d "$go_crds" ]; then
   echo "build-peers: fetching the Argo CD $ARGOCD_VERSION and Flux kustomize-controller $FLUX_KUSTOMIZE_VERSION CRDs"
-  adir=$(go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  adir=$(go mod download -json "github.com/argoproj/argo-cd/v2@$ARGOCD_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
   fdir=$(go mod download -json "github.com/fluxcd/kustomize-controller@$FLUX_KUSTOMIZE_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
   mkdir -p "$go_crds.tmp"
   cp "$adir/manifests/crds/application-crd.yaml" "$fdir/config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" "$go_crds.tmp/"
@@ -132,3 +132,29 @@ if [ ! -x "$fx/source-controller" ] || [ ! -x "$fx/kustomize-controller" ]; then
 fi
 cp -f "$fx/source-controller" "$fx/kustomize-controller" bin/
 rm -rf bin/crds/flux && cp -r "$fx/crds" bin/crds/flux
+
+# Argo CD: the real application-controller and repo-server (one binary that
+# acts by the name it is run as), v2.14 (argo-cd/gitops-engine v3, which
+# v3.x needs, does not build with this Go). Its go.mod's replace lines are
+# its own, so the module is copied from the module cache and built as is.
+# Redis (Debian's redis-server) runs beside it in the tests. ~5 min the
+# first time.
+ARGOCD_RUN_VERSION=v2.14.21
+ac="$cache_root/argocd/$ARGOCD_RUN_VERSION"
+if [ ! -x "$ac/argocd" ]; then
+  echo "build-peers: building Argo CD $ARGOCD_RUN_VERSION (application-controller, repo-server; several minutes the first time)"
+  rm -rf "$ac.tmp" && mkdir -p "$ac.tmp/crds"
+  src=$(go mod download -json "github.com/argoproj/argo-cd/v2@$ARGOCD_RUN_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -f "$src/go.mod" ] || { echo "build-peers: no module source for Argo CD" >&2; exit 1; }
+  work="$ac.tmp/src"
+  cp -r "$src" "$work" && chmod -R u+w "$work"
+  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-X github.com/argoproj/argo-cd/v2/common.version=${ARGOCD_RUN_VERSION#v}" -o "$ac.tmp/argocd" ./cmd)
+  cp "$work"/manifests/crds/application-crd.yaml "$work"/manifests/crds/appproject-crd.yaml "$ac.tmp/crds/"
+  rm -rf "$work"
+  rm -rf "$ac" && mv "$ac.tmp" "$ac"
+fi
+cp -f "$ac/argocd" bin/argocd
+ln -sf argocd bin/argocd-application-controller
+ln -sf argocd bin/argocd-repo-server
+rm -rf bin/crds/argocd && cp -r "$ac/crds" bin/crds/argocd

@@ -3,7 +3,8 @@
 # may lack: Debian's etcd-server (the sandbox's etcd), PostgreSQL and Prometheus, and
 # checks that kubectl is there. Go modules are fetched by the go command itself.
 # 'install-deps.sh demo' installs only what the demo uses; the tests' own
-# peers (Alertmanager, a headless Chromium) come with the default, 'test'.
+# peers (Alertmanager, a headless Chromium, Redis for Argo CD) come with the
+# default, 'test'. git (with its http-backend) serves the GitOps tests' repositories.
 set -euo pipefail
 profile=${1:-test}
 
@@ -21,6 +22,8 @@ if [ "$profile" = test ]; then
   command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
   # Headless Chromium for the dashboard's browser tests.
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  # Redis, which the real Argo CD controllers of the GitOps tests use.
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -115,7 +115,7 @@ func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
 		}
 		return e.awaitAndResume(ctx, cs, id, *st.owner, &st.revert.Source, e.gitAuthFor(ctx, cs, svc, *st.owner), commit, gitopsWait(svc))
 	}
-	msg, err := gitops.Resume(ctx, cs, *st.owner)
+	msg, err := gitops.Resume(ctx, cs, *st.owner, id)
 	if err != nil {
 		return "", err
 	}

@@ -378,7 +378,7 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 		}
 	}
 	agreed := e.now()
-	msg, err := gitops.Resume(ctx, cs, o)
+	msg, err := gitops.Resume(ctx, cs, o, id)
 	if err != nil {
 		return "", err
 	}

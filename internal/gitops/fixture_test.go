@@ -64,7 +64,21 @@ spec: {interval: 1m}
 		if msg, paused, err := Pause(ctx, cs, tc.owner, "INC-1"); err != nil || !paused || !strings.Contains(msg, "already") {
 			t.Errorf("%s: second pause: %q %v %v", tc.owner, msg, paused, err)
 		}
-		if msg, err := Resume(ctx, cs, tc.owner); err != nil || !strings.Contains(msg, "resumed (paused by INC-1)") {
+		// A second incident joins the pause: the first one's resume only
+		// releases its hold.
+		if msg, paused, err := Pause(ctx, cs, tc.owner, "INC-2"); err != nil || !paused || !strings.Contains(msg, "INC-2 holds the pause too") {
+			t.Errorf("%s: second incident's pause: %q %v %v", tc.owner, msg, paused, err)
+		}
+		if msg, err := Resume(ctx, cs, tc.owner, "INC-1"); err != nil || !strings.Contains(msg, "INC-2 still holds it") {
+			t.Fatalf("%s: first resume: %q %v", tc.owner, msg, err)
+		}
+		if v, found, _ := unstructured.NestedFieldNoCopy(get().Object, tc.field...); !tc.want(v, found) {
+			t.Errorf("%s: resumed while INC-2 still holds the pause", tc.owner)
+		}
+		if msg, err := Resume(ctx, cs, tc.owner, "INC-3"); err != nil || !strings.Contains(msg, "not by INC-3: left paused") {
+			t.Errorf("%s: a stranger's resume: %q %v", tc.owner, msg, err)
+		}
+		if msg, err := Resume(ctx, cs, tc.owner, "INC-2"); err != nil || !strings.Contains(msg, "resumed (paused by INC-2)") {
 			t.Fatalf("%s: resume: %q %v", tc.owner, msg, err)
 		}
 		after := get()

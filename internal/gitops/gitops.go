@@ -156,7 +156,7 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 	case "argocd":
 		if obj.Spec.SyncPolicy == nil || len(obj.Spec.SyncPolicy.Automated) == 0 || string(obj.Spec.SyncPolicy.Automated) == "null" {
 			if by != "" {
-				return fmt.Sprintf("%s already paused by %s", o, by), true, nil
+				return join(ctx, cs, o, obj, incident)
 			}
 			return fmt.Sprintf("%s has no automated sync: nothing re-applies Git by itself", o), false, nil
 		}
@@ -167,7 +167,7 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 	default:
 		if obj.Spec.Suspend {
 			if by != "" {
-				return fmt.Sprintf("%s already paused by %s", o, by), true, nil
+				return join(ctx, cs, o, obj, incident)
 			}
 			return fmt.Sprintf("%s is already suspended", o), false, nil
 		}
@@ -195,37 +195,93 @@ func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident strin
 	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED until Git has the rollback: the gitops-revert step writes it and resumes it (or revert by hand, then 'rollback gitops resume %s', or '%s')", o, did, incident, incident, resume), true, nil
 }
 
-// Resume puts back what Pause changed.
-func Resume(ctx context.Context, cs kubernetes.Interface, o Owner) (string, error) {
+// pausers is the incidents that hold a pause (the annotation's list).
+func pausers(by string) []string {
+	var out []string
+	for _, id := range strings.Split(by, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// join adds the incident to an owner another incident paused: the owner
+// resumes only when the last of them resumes it, so one incident's revert
+// landing in Git never lets the reconciler re-apply another's broken
+// version.
+func join(ctx context.Context, cs kubernetes.Interface, o Owner, obj *ownerObject, incident string) (string, bool, error) {
+	by := pausers(obj.Metadata.Annotations[PausedByAnnotation])
+	for _, id := range by {
+		if id == incident {
+			return fmt.Sprintf("%s already paused by %s", o, strings.Join(by, ", ")), true, nil
+		}
+	}
+	b, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": obj.Metadata.ResourceVersion,
+		"annotations": map[string]any{PausedByAnnotation: strings.Join(append(by, incident), ",")}}})
+	if err != nil {
+		return "", false, err
+	}
+	if err := kube.PatchCustom(ctx, cs, o.path(), types.MergePatchType, b); err != nil {
+		return "", false, fmt.Errorf("pause %s: %w", o, err)
+	}
+	return fmt.Sprintf("%s already paused by %s; %s holds the pause too (it resumes when the last of them has its revert in Git)", o, strings.Join(by, ", "), incident), true, nil
+}
+
+// Resume puts back what Pause changed, for the incident (""; whoever
+// paused it: an operator's word). While another incident still holds the
+// pause, only this one's hold is released.
+func Resume(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, error) {
 	obj, err := kube.GetCustom[ownerObject](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
 	if err != nil {
 		return "", err
 	}
-	by, ok := obj.Metadata.Annotations[PausedByAnnotation]
+	raw, ok := obj.Metadata.Annotations[PausedByAnnotation]
 	if !ok {
 		return fmt.Sprintf("%s was not paused by rollback", o), nil
 	}
+	by := pausers(raw)
+	var rest []string
+	for _, id := range by {
+		if id != incident {
+			rest = append(rest, id)
+		}
+	}
+	meta := map[string]any{"resourceVersion": obj.Metadata.ResourceVersion}
+	if incident != "" && len(rest) > 0 {
+		if len(rest) == len(by) {
+			return fmt.Sprintf("%s is paused by %s, not by %s: left paused", o, raw, incident), nil
+		}
+		meta["annotations"] = map[string]any{PausedByAnnotation: strings.Join(rest, ",")}
+		b, err := json.Marshal(map[string]any{"metadata": meta})
+		if err != nil {
+			return "", err
+		}
+		if err := kube.PatchCustom(ctx, cs, o.path(), types.MergePatchType, b); err != nil {
+			return "", fmt.Errorf("resume %s: %w", o, err)
+		}
+		return fmt.Sprintf("%s left paused: %s released its hold, %s still holds it", o, incident, strings.Join(rest, ", ")), nil
+	}
 	was := obj.Metadata.Annotations[PausedWasAnnotation]
-	var ops []map[string]any
+	spec := map[string]any{}
 	switch o.Tool {
 	case "argocd":
 		var automated any
 		if err := json.Unmarshal([]byte(was), &automated); err != nil {
 			return "", fmt.Errorf("%s: the recorded automated sync %q is not JSON: %w", o, was, err)
 		}
-		ops = append(ops, map[string]any{"op": "add", "path": "/spec/syncPolicy/automated", "value": automated})
+		// A merge patch: the syncPolicy the pause emptied may be gone.
+		spec["syncPolicy"] = map[string]any{"automated": automated}
 	default:
-		ops = append(ops, map[string]any{"op": "add", "path": "/spec/suspend", "value": was == "true"})
+		spec["suspend"] = was == "true"
 	}
-	for _, k := range []string{PausedByAnnotation, PausedWasAnnotation} {
-		ops = append(ops, map[string]any{"op": "remove", "path": "/metadata/annotations/" + strings.ReplaceAll(k, "/", "~1")})
-	}
-	b, err := json.Marshal(ops)
+	meta["annotations"] = map[string]any{PausedByAnnotation: nil, PausedWasAnnotation: nil}
+	b, err := json.Marshal(map[string]any{"metadata": meta, "spec": spec})
 	if err != nil {
 		return "", err
 	}
-	if err := kube.PatchCustom(ctx, cs, o.path(), types.JSONPatchType, b); err != nil {
+	if err := kube.PatchCustom(ctx, cs, o.path(), types.MergePatchType, b); err != nil {
 		return "", fmt.Errorf("resume %s: %w", o, err)
 	}
-	return fmt.Sprintf("%s resumed (paused by %s)", o, by), nil
+	return fmt.Sprintf("%s resumed (paused by %s)", o, raw), nil
 }
