@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net"
 	"net/url"
 	"strings"
 
@@ -29,11 +30,18 @@ func (v *validator) gitops(n *yaml.Node, path string) *GitOps {
 					v.add(val, fp, "%q is not an http(s) Git URL (SSH remotes are not supported: use the HTTPS one with gitops.tokenEnv)", s)
 				case u.User != nil:
 					v.add(val, fp, "the URL carries credentials: remove them and name the token's variable in gitops.tokenEnv")
+				case !secureURL(u):
+					v.add(val, fp, "%q: plain http would send the token in clear; use https (http is accepted on loopback only)", s)
 				}
 				g.Repo = s
 			}
 		case "branch":
-			g.Branch, _ = v.str(val, fp)
+			if s, ok := v.str(val, fp); ok {
+				if strings.HasPrefix(s, "refs/") || strings.ContainsAny(s, " ~^:?*[\\") || strings.Contains(s, "..") || s == "" || strings.HasSuffix(s, "/") {
+					v.add(val, fp, "%q is not a branch name (write main, not refs/heads/main)", s)
+				}
+				g.Branch = s
+			}
 		case "path":
 			if s, ok := v.str(val, fp); ok {
 				if strings.Contains("/"+s+"/", "/../") {
@@ -51,6 +59,9 @@ func (v *validator) gitops(n *yaml.Node, path string) *GitOps {
 			g.Wait = v.duration(val, fp)
 		}
 	})
+	if g.Username != "" && g.TokenEnv == "" && n.Kind == yaml.MappingNode {
+		v.add(n, path+".tokenEnv", "missing; username goes with the token it names")
+	}
 	if g.Revert == RevertPullRequest && g.Forge == nil && n.Kind == yaml.MappingNode {
 		v.add(n, path+".forge", "missing; revert: pull-request needs the forge that takes it (type, project, tokenEnv)")
 	}
@@ -73,6 +84,8 @@ func (v *validator) forge(n *yaml.Node, path string) *Forge {
 			if s, ok := v.str(val, fp); ok {
 				if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 					v.add(val, fp, "%q is not an http(s) URL", s)
+				} else if !secureURL(u) {
+					v.add(val, fp, "%q: plain http would send the token in clear; use https (http is accepted on loopback only)", s)
 				}
 				f.URL = s
 			}
@@ -93,4 +106,17 @@ func (v *validator) forge(n *yaml.Node, path string) *Forge {
 		}
 	}
 	return f
+}
+
+// secureURL: https, or http to this machine only.
+func secureURL(u *url.URL) bool {
+	if u.Scheme == "https" {
+		return true
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rollback-dev/rollback/internal/config"
 	"github.com/rollback-dev/rollback/internal/gitops"
@@ -113,7 +114,18 @@ func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
 			}
 			commit = ps.MergeCommit
 		}
-		return e.awaitAndResume(ctx, cs, id, *st.owner, &st.revert.Source, e.gitAuthFor(ctx, cs, svc, *st.owner), commit, gitopsWait(svc))
+		auth, err := e.gitAuthFor(ctx, cs, svc, *st.owner)
+		if err != nil {
+			return "", err
+		}
+		swaps, err := e.revertSwaps(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		wait := gitopsWait(svc)
+		ctx, cancel := context.WithTimeout(ctx, wait+2*time.Minute)
+		defer cancel()
+		return e.awaitAndResume(ctx, cs, id, *st.owner, &st.revert.Source, auth, commit, swaps, wait)
 	}
 	msg, err := gitops.Resume(ctx, cs, *st.owner, id)
 	if err != nil {

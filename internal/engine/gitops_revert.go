@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -76,6 +77,9 @@ func (e *Engine) gitopsState(ctx context.Context, id string) (*gitopsState, erro
 			}
 		}
 	}
+	if st.revert != nil && st.revert.Result == nil {
+		return nil, fmt.Errorf("incident %s: the journaled revert has no result", id)
+	}
 	return st, nil
 }
 
@@ -115,12 +119,21 @@ func (e *Engine) gitSource(ctx context.Context, cs kubernetes.Interface, o gitop
 		return nil, gitops.Auth{}, fmt.Errorf("%s: no branch to revert on: set gitops.branch in rollback.yaml", o)
 	}
 	var auth gitops.Auth
+	// Credentials written into the reconciler's URL go to the auth, never
+	// into the journal with the source.
+	if u, err := url.Parse(src.Repo.URL); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			auth = gitops.Auth{Username: u.User.Username(), Password: p}
+		}
+		src.Repo.URL = gitops.Redact(src.Repo.URL)
+	}
 	switch {
 	case cfg != nil && cfg.TokenEnv != "":
 		auth = gitops.Auth{Username: cfg.Username, Password: e.getenv(cfg.TokenEnv)}
 		if auth.Password == "" {
 			return nil, auth, fmt.Errorf("gitops.tokenEnv names %s, which is empty: export the token that may push to %s", cfg.TokenEnv, gitops.Redact(src.Repo.URL))
 		}
+	case auth.Password != "":
 	case src.SecretRef != "":
 		if auth, err = gitops.SecretAuth(ctx, cs, src.SecretRef); err != nil {
 			return nil, auth, err
@@ -129,28 +142,36 @@ func (e *Engine) gitSource(ctx context.Context, cs kubernetes.Interface, o gitop
 	return src, auth, nil
 }
 
-// revertImages are the abandoned and the restored image, as journaled
-// when the incident opened.
-func (e *Engine) revertImages(ctx context.Context, id string) (image.Ref, image.Ref, error) {
+// revertSwaps are the abandoned and the restored image of each container
+// the release changed, as journaled when the incident opened (matched by
+// position; a container the release added has no image to go back to).
+func (e *Engine) revertSwaps(ctx context.Context, id string) ([]gitops.Swap, error) {
 	t, err := e.target(ctx, id)
 	if err != nil {
-		return image.Ref{}, image.Ref{}, err
+		return nil, err
 	}
 	if len(t.FromImages) == 0 || len(t.ToImages) == 0 {
-		return image.Ref{}, image.Ref{}, errors.New("the abandoned and restored images are not journaled (an incident from before reverts were written to Git): revert by hand, then 'rollback gitops resume'")
+		return nil, errors.New("the abandoned and restored images are not journaled (an incident from before reverts were written to Git): revert by hand, then 'rollback gitops resume'")
 	}
-	// The first container whose image changed is the release's.
+	var swaps []gitops.Swap
 	for i := range t.FromImages {
-		if i < len(t.ToImages) && t.FromImages[i] != t.ToImages[i] {
-			bad, err := image.Parse(t.FromImages[i])
-			if err != nil {
-				return image.Ref{}, image.Ref{}, err
-			}
-			good, err := image.Parse(t.ToImages[i])
-			return bad, good, err
+		if i >= len(t.ToImages) || t.FromImages[i] == t.ToImages[i] {
+			continue
 		}
+		bad, err := image.Parse(t.FromImages[i])
+		if err != nil {
+			return nil, err
+		}
+		good, err := image.Parse(t.ToImages[i])
+		if err != nil {
+			return nil, err
+		}
+		swaps = append(swaps, gitops.Swap{Bad: bad, Good: good})
 	}
-	return image.Ref{}, image.Ref{}, fmt.Errorf("the abandoned and restored revisions run the same images (%s): nothing to revert in Git", strings.Join(t.ToImages, ", "))
+	if len(swaps) == 0 {
+		return nil, fmt.Errorf("the abandoned and restored revisions run the same images (%s): nothing to revert in Git", strings.Join(t.ToImages, ", "))
+	}
+	return swaps, nil
 }
 
 // revertGitOps writes the rollback to the repository the paused reconciler
@@ -205,22 +226,29 @@ func revertGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (s
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl)-10*time.Second < wait {
 		wait = time.Until(dl) - 10*time.Second
 	}
-	msg, err := e.awaitAndResume(ctx, cs, id, *st.owner, &rec.Source, e.gitAuthFor(ctx, cs, x.svc, *st.owner), commit, wait)
+	auth, err := e.gitAuthFor(ctx, cs, x.svc, *st.owner)
+	if err != nil {
+		return "", err
+	}
+	swaps, err := e.revertSwaps(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	msg, err := e.awaitAndResume(ctx, cs, id, *st.owner, &rec.Source, auth, commit, swaps, wait)
 	if err != nil {
 		return "", fmt.Errorf("%s; %w", rec.Result.Summary(), err)
 	}
 	return rec.Result.Summary() + "; " + msg, nil
 }
 
-// gitAuthFor is the push credential again (for the ancestry check),
-// empty when it cannot be had.
-func (e *Engine) gitAuthFor(ctx context.Context, cs kubernetes.Interface, svc *config.Service, o gitops.Owner) gitops.Auth {
+// gitAuthFor is the credential again (for reading the source's revision).
+func (e *Engine) gitAuthFor(ctx context.Context, cs kubernetes.Interface, svc *config.Service, o gitops.Owner) (gitops.Auth, error) {
 	var cfg *config.GitOps
 	if svc != nil {
 		cfg = svc.GitOps
 	}
-	_, auth, _ := e.gitSource(ctx, cs, o, cfg)
-	return auth
+	_, auth, err := e.gitSource(ctx, cs, o, cfg)
+	return auth, err
 }
 
 // writeRevert pushes the revert (or finds it pushed) and, when the branch
@@ -238,10 +266,11 @@ func (e *Engine) writeRevert(ctx context.Context, cs kubernetes.Interface, id st
 	if err != nil {
 		return nil, nil, err
 	}
-	bad, good, err := e.revertImages(ctx, id)
+	swaps, err := e.revertSwaps(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
+	bad, good := swaps[0].Bad, swaps[0].Good
 	inc, err := e.Store.GetIncident(ctx, id)
 	if err != nil {
 		return nil, nil, err
@@ -256,7 +285,7 @@ func (e *Engine) writeRevert(ctx context.Context, cs kubernetes.Interface, id st
 	if err != nil {
 		return nil, nil, err
 	}
-	req := gitops.RevertRequest{Repo: src.Repo, Auth: auth, Incident: id, Bad: bad, Good: good, Body: body, TempDir: tmp}
+	req := gitops.RevertRequest{Repo: src.Repo, Auth: auth, Incident: id, Swaps: swaps, Body: body, TempDir: tmp}
 	wantPR := cfg != nil && cfg.Revert == config.RevertPullRequest
 	var res *gitops.RevertResult
 	if !wantPR {
@@ -337,7 +366,7 @@ func (e *Engine) prState(ctx context.Context, cfg *config.GitOps, pr gitops.Pull
 // commit (or a later commit containing it), resumes it, and waits for it to
 // apply that revision, journaling each. Resuming before the source has the
 // revert would re-apply the broken version, so a timeout leaves it paused.
-func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id string, o gitops.Owner, src *gitops.Source, auth gitops.Auth, commit string, wait time.Duration) (string, error) {
+func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id string, o gitops.Owner, src *gitops.Source, auth gitops.Auth, commit string, swaps []gitops.Swap, wait time.Duration) (string, error) {
 	tmp, err := e.gitTempDir()
 	if err != nil {
 		return "", err
@@ -354,11 +383,17 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 		}
 		h := gitops.Commit(rev.Source)
 		if h != "" && !checked[h] {
-			ok, err := gitops.Contains(ctx, src.Repo, auth, h, commit, tmp)
+			sc, err := gitops.CheckSource(ctx, src.Repo, auth, h, commit, swaps, tmp)
 			if err != nil {
 				return "", err
 			}
-			if ok {
+			if sc.Contains && len(sc.StillBad) > 0 {
+				// A later commit released it again (image automation,
+				// CI): resuming would apply it.
+				return "", fmt.Errorf("%s's source is at %s, which has the revert %s but names the abandoned version again in %s: it STAYS PAUSED; revert that too, then 'rollback gitops resume %s'",
+					o, rev.Source, short(commit), strings.Join(sc.StillBad, ", "), id)
+			}
+			if sc.Contains {
 				break
 			}
 			checked[h] = h != commit // a revision not containing it never will
@@ -407,4 +442,11 @@ func or(a, b string) string {
 		return a
 	}
 	return b
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
 }

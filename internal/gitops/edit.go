@@ -57,6 +57,11 @@ func EditImages(file string, content []byte, bad, good image.Ref) ([]byte, []Edi
 	if len(found) == 0 {
 		return content, nil, nil
 	}
+	for _, f := range found {
+		if f.err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", file, f.err)
+		}
+	}
 	out, err := replaceScalars(content, found)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", file, err)
@@ -72,6 +77,7 @@ type scalarEdit struct {
 	node  *yaml.Node
 	field string
 	to    string
+	err   error // a field that names the bad image and cannot be edited
 }
 
 func walk(n *yaml.Node, mapping func(*yaml.Node)) {
@@ -116,11 +122,26 @@ func imageFields(m *yaml.Node, bad, good image.Ref) []scalarEdit {
 			repo = nn.Value
 		}
 		if sameRepo(repo, bad) {
-			if t := get(m, "newTag"); t != nil && bad.Tag != "" && t.Value == bad.Tag && good.Tag != "" {
-				out = append(out, scalarEdit{node: t, field: "newTag", to: good.Tag})
-			}
-			if d := get(m, "digest"); d != nil && bad.Digest != "" && d.Value == bad.Digest && good.Digest != "" {
-				out = append(out, scalarEdit{node: d, field: "digest", to: good.Digest})
+			t, d := get(m, "newTag"), get(m, "digest")
+			tagBad := t != nil && bad.Tag != "" && t.Value == bad.Tag
+			digestBad := d != nil && bad.Digest != "" && d.Value == bad.Digest
+			if tagBad || digestBad {
+				// Both fields must name the good image afterwards: a
+				// digest left beside a reverted tag still pulls the bad
+				// bits, and a field the good image lacks cannot be
+				// emptied by an edit in place.
+				for _, f := range []struct {
+					n          *yaml.Node
+					field, val string
+				}{{t, "newTag", good.Tag}, {d, "digest", good.Digest}} {
+					switch {
+					case f.n == nil:
+					case f.val == "":
+						out = append(out, scalarEdit{node: f.n, field: f.field, err: fmt.Errorf("line %d: kustomize images: %s has %s %s and the good image %s none: edit by hand", f.n.Line, repo, f.field, f.n.Value, good.Version())})
+					case f.n.Value != f.val:
+						out = append(out, scalarEdit{node: f.n, field: f.field, to: f.val})
+					}
+				}
 			}
 		}
 	}
@@ -241,9 +262,24 @@ func scalarExtent(src []byte, off int, n *yaml.Node, to string) (int, string, er
 		return 0, "", errors.New("unterminated single-quoted scalar")
 	case 0:
 		if !bytes.HasPrefix(src[off:], []byte(n.Value)) {
-			return 0, "", fmt.Errorf("plain scalar %q not where the parser put it", n.Value)
+			return 0, "", fmt.Errorf("plain scalar %q not where the parser put it (an anchor or a tag before it): edit by hand", n.Value)
+		}
+		// A plain scalar that would read as a number, a bool or null
+		// (tag 1.10 is the float 1.1) is written quoted.
+		if !isString(to) {
+			return off + len(n.Value), fmt.Sprintf("%q", to), nil
 		}
 		return off + len(n.Value), to, nil
 	}
 	return 0, "", fmt.Errorf("scalar %q in a block or folded style: edit it by hand", n.Value)
+}
+
+// isString says whether to, written plain, reads back as that string.
+func isString(to string) bool {
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte("v: "+to), &m); err != nil {
+		return false
+	}
+	got, ok := m["v"].(string)
+	return ok && got == to
 }

@@ -43,6 +43,10 @@ func TestEditImages(t *testing.T) {
 		{"a port is not a tag", "registry.local:5000/web:v1.2.0", "registry.local:5000/web:v1.1.5",
 			"image: registry.local:5000/web\n", "image: registry.local:5000/web\n", 0},
 		{"nothing to do", "web:v1.2.0", "web:v1.1.5", "image: web:v1.1.5\n", "image: web:v1.1.5\n", 0},
+		{"a tag that reads as a number is quoted", "web:1.11", "web:1.10", "image:\n  repository: web\n  tag: 1.11\n", "image:\n  repository: web\n  tag: \"1.10\"\n", 1},
+		{"kustomize digest beside the tag follows it", "web:v2@sha256:" + strings.Repeat("b", 64), "web:v1@sha256:" + strings.Repeat("a", 64),
+			"images:\n- name: web\n  newTag: v2\n  digest: sha256:" + strings.Repeat("b", 64) + "\n",
+			"images:\n- name: web\n  newTag: v1\n  digest: sha256:" + strings.Repeat("a", 64) + "\n", 2},
 	} {
 		got, edits, err := EditImages("f.yaml", []byte(tc.in), mustRef(t, tc.bad), mustRef(t, tc.good))
 		if err != nil {
@@ -53,8 +57,17 @@ func TestEditImages(t *testing.T) {
 			t.Errorf("%s: got %d edits %v\n%s\nwant %d\n%s", tc.name, len(edits), edits, got, tc.edits, tc.want)
 		}
 	}
-	if _, _, err := EditImages("bad.yaml", []byte("a: [\n"), mustRef(t, "web:v2"), mustRef(t, "web:v1")); err == nil || !strings.Contains(err.Error(), "bad.yaml: not YAML") {
-		t.Errorf("broken YAML: %v", err)
+	for _, tc := range []struct{ name, bad, good, in, want string }{
+		{"broken YAML", "web:v2", "web:v1", "a: [\n", "bad.yaml: not YAML"},
+		// A digest the good image lacks cannot be emptied in place: the
+		// bad bits would still be pulled.
+		{"digest without a good digest", "web:v2@sha256:" + strings.Repeat("b", 64), "web:v1",
+			"images:\n- name: web\n  newTag: v2\n  digest: sha256:" + strings.Repeat("b", 64) + "\n", "digest sha256:bbbb"},
+		{"an anchor before the tag", "web:v2", "web:v1", "image:\n  repository: web\n  tag: &t v2\n", "edit by hand"},
+	} {
+		if _, _, err := EditImages("bad.yaml", []byte(tc.in), mustRef(t, tc.bad), mustRef(t, tc.good)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
 	}
 }
 

@@ -157,5 +157,13 @@ func (g *gitlabForge) State(ctx context.Context, pr PullRequest) (PRState, error
 	if err != nil {
 		return PRState{}, fmt.Errorf("gitlab: read merge request %s: %w", pr.URL, err)
 	}
-	return PRState{Merged: m.State == "merged", Closed: m.State == "closed", MergeCommit: m.MergeCommitSHA}, nil
+	// A fast-forward merge makes no merge commit; a squash makes its own.
+	commit := m.MergeCommitSHA
+	if commit == "" {
+		commit = m.SquashCommitSHA
+	}
+	if commit == "" {
+		commit = m.SHA
+	}
+	return PRState{Merged: m.State == "merged", Closed: m.State == "closed", MergeCommit: commit}, nil
 }

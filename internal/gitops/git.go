@@ -1,6 +1,7 @@
 package gitops
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -65,13 +66,43 @@ func Redact(raw string) string {
 // commit by it and never pushes twice.
 const TrailerKey = "Rollback-Incident"
 
+// Swap is one container's abandoned (Bad) and restored (Good) image.
+type Swap struct {
+	Bad, Good image.Ref
+}
+
+// editAll applies every swap to a file's content.
+func editAll(name string, content []byte, swaps []Swap) ([]byte, []Edit, error) {
+	var all []Edit
+	for _, sw := range swaps {
+		out, es, err := EditImages(name, content, sw.Bad, sw.Good)
+		if err != nil {
+			return nil, nil, err
+		}
+		content, all = out, append(all, es...)
+	}
+	return content, all, nil
+}
+
+// mentions says whether content spells any swap's bad version next to its
+// repository's name: a file rollback must be able to read.
+func mentions(content []byte, swaps []Swap) bool {
+	for _, sw := range swaps {
+		if bytes.Contains(content, []byte(path.Base(sw.Bad.Name))) && bytes.Contains(content, []byte(sw.Bad.Version())) {
+			return true
+		}
+	}
+	return false
+}
+
 // RevertRequest is one incident's revert.
 type RevertRequest struct {
 	Repo     Repo
 	Auth     Auth
 	Incident string
-	// Bad and Good are the abandoned and the restored image.
-	Bad, Good image.Ref
+	// Swaps are the abandoned and the restored image of each container
+	// the release changed (the first one names the commit).
+	Swaps []Swap
 	// Body is the message's explanation: the decision and a link to the
 	// incident.
 	Body string
@@ -137,6 +168,9 @@ var (
 	ErrRejected = errors.New("push rejected")
 	// ErrAuth: the server refused the credentials.
 	ErrAuth = errors.New("git authentication failed")
+	// ErrNotFound: the repository does not say the bad version where
+	// rollback can edit it, nor the good one.
+	ErrNotFound = errors.New("the release is not found in Git")
 )
 
 // Revert writes the rollback to Git: on a fresh clone of the branch the
@@ -152,6 +186,9 @@ func Revert(ctx context.Context, req RevertRequest) (*RevertResult, error) {
 	}
 	if req.PushTo == "" {
 		req.PushTo = req.Repo.Branch
+	}
+	if len(req.Swaps) == 0 {
+		return nil, errors.New("revert: no image to put back")
 	}
 	if u, err := url.Parse(req.Repo.URL); err == nil && u.User != nil {
 		// Credentials in the URL move to the auth, out of every message.
@@ -213,7 +250,7 @@ func revertOnce(ctx context.Context, req RevertRequest) (*RevertResult, error) {
 	}
 	subject := ""
 	if release != nil {
-		if ok, err := revertCleanly(release, headCommit, wt); err != nil {
+		if ok, err := revertCleanly(release, headCommit, wt, req.Repo.Path); err != nil {
 			return nil, err
 		} else if ok {
 			res.Reverted = release.Hash.String()
@@ -243,11 +280,23 @@ func revertOnce(ctx context.Context, req RevertRequest) (*RevertResult, error) {
 		return nil, err
 	}
 	if st.IsClean() {
+		// Nothing names the bad image: Git has the good one already, or
+		// the release is written where rollback cannot see it (a base
+		// outside the path, a HelmRelease's values, a substitution).
+		// Only the first lets the reconciler resume.
+		good, err := namesGood(wt, req)
+		if err != nil {
+			return nil, err
+		}
+		if !good {
+			return nil, fmt.Errorf("%w: nothing under %s names %s or %s; the release is written where rollback does not edit (a base outside the path, the reconciler's own values or images, a substitution): revert it by hand, then 'rollback gitops resume %s'",
+				ErrNotFound, req.Repo, req.Swaps[0].Bad.Name+":"+req.Swaps[0].Bad.Version(), req.Swaps[0].Good.Version(), req.Incident)
+		}
 		res.Unchanged, res.Edits = true, nil
 		return res, nil
 	}
 	if subject == "" {
-		subject = fmt.Sprintf("Roll back %s to %s", path.Base(req.Bad.Name), req.Good.Version())
+		subject = fmt.Sprintf("Roll back %s to %s", path.Base(req.Swaps[0].Bad.Name), req.Swaps[0].Good.Version())
 	}
 	msg := subject + "\n\n"
 	if res.Reverted != "" {
@@ -373,7 +422,7 @@ func namesBad(name, content string, req RevertRequest) bool {
 	if !isYAML(name) {
 		return false
 	}
-	_, edits, err := EditImages(name, []byte(content), req.Bad, req.Good)
+	_, edits, err := editAll(name, []byte(content), req.Swaps[:1])
 	return err == nil && len(edits) > 0
 }
 
@@ -436,7 +485,7 @@ func fileAt(c *object.Commit, name string) (string, bool) {
 // still has every file as release left it (what 'git revert' does without a
 // conflict). It reports false, changing nothing, when a later commit
 // touched one of them.
-func revertCleanly(release, head *object.Commit, wt *git.Worktree) (bool, error) {
+func revertCleanly(release, head *object.Commit, wt *git.Worktree, path string) (bool, error) {
 	if release.NumParents() != 1 {
 		return false, nil // a merge: edit instead of choosing a mainline
 	}
@@ -458,6 +507,11 @@ func revertCleanly(release, head *object.Commit, wt *git.Worktree) (bool, error)
 		for _, name := range dedupe(ch.From.Name, ch.To.Name) {
 			if name == "" {
 				continue
+			}
+			if !under(name, path) {
+				// The release commit changed more than this service
+				// (a monorepo's release of several): revert only ours.
+				return false, nil
 			}
 			atRelease, inRelease := fileAt(release, name)
 			atHead, inHead := fileAt(head, name)
@@ -503,35 +557,32 @@ func revertCleanly(release, head *object.Commit, wt *git.Worktree) (bool, error)
 	return true, nil
 }
 
-// editTree edits every regular YAML file under the path in the worktree
-// that names the bad image.
-func editTree(wt *git.Worktree, req RevertRequest) ([]Edit, error) {
-	var edits []Edit
+// walkYAML calls fn with each regular YAML file under the path in the
+// worktree (symlinks are followed where they point, if that is under the
+// path too).
+func walkYAML(wt *git.Worktree, dir string, fn func(name string, content []byte, mode os.FileMode) error) error {
 	fs := wt.Filesystem
-	var visit func(dir string) error
-	visit = func(dir string) error {
-		entries, err := fs.ReadDir(dir)
+	var visit func(d string) error
+	visit = func(d string) error {
+		entries, err := fs.ReadDir(d)
 		if err != nil {
 			return err
 		}
 		for _, e := range entries {
-			name := path.Join(dir, e.Name())
-			if dir == "" || dir == "." {
+			name := path.Join(d, e.Name())
+			if d == "" || d == "." {
 				name = e.Name()
 			}
-			if name == ".git" {
-				continue
-			}
 			switch {
-			case e.Mode()&os.ModeSymlink != 0:
-				continue // a symlink is edited where it points, if under the path
+			case name == ".git" || e.Mode()&os.ModeSymlink != 0:
+				continue
 			case e.IsDir():
-				if under(name, req.Repo.Path) || under(req.Repo.Path, name) {
+				if under(name, dir) || under(dir, name) {
 					if err := visit(name); err != nil {
 						return err
 					}
 				}
-			case isYAML(name) && under(name, req.Repo.Path):
+			case isYAML(name) && under(name, dir):
 				f, err := fs.Open(name)
 				if err != nil {
 					return err
@@ -541,59 +592,123 @@ func editTree(wt *git.Worktree, req RevertRequest) ([]Edit, error) {
 				if err != nil {
 					return err
 				}
-				out, es, err := EditImages(name, b, req.Bad, req.Good)
-				if err != nil || len(es) == 0 {
-					continue // not YAML the reconciler could apply either: left alone
-				}
-				w, err := fs.OpenFile(name, os.O_TRUNC|os.O_WRONLY, e.Mode().Perm())
-				if err != nil {
+				if err := fn(name, b, e.Mode().Perm()); err != nil {
 					return err
 				}
-				if _, err := w.Write(out); err != nil {
-					w.Close()
-					return err
-				}
-				if err := w.Close(); err != nil {
-					return err
-				}
-				if _, err := wt.Add(name); err != nil {
-					return err
-				}
-				edits = append(edits, es...)
 			}
 		}
 		return nil
 	}
-	return edits, visit("")
+	return visit("")
 }
 
-// Contains says whether commit is in the history of revision on the
-// repository's branch (the reconciler fetched the revert or something
-// after it). A revision equal to commit needs no clone.
-func Contains(ctx context.Context, repo Repo, auth Auth, revision, commit string, tempDir string) (bool, error) {
+// editTree edits every regular YAML file under the path that names a bad
+// image. A file that names one in a way rollback cannot edit is an error,
+// never skipped: a reconciler resumed on it would re-apply the release.
+func editTree(wt *git.Worktree, req RevertRequest) ([]Edit, error) {
+	var edits []Edit
+	err := walkYAML(wt, req.Repo.Path, func(name string, b []byte, mode os.FileMode) error {
+		out, es, err := editAll(name, b, req.Swaps)
+		if err != nil {
+			if mentions(b, req.Swaps) {
+				return fmt.Errorf("%s names the release in a way rollback cannot edit: %w", name, err)
+			}
+			return nil // not YAML the reconciler could apply either
+		}
+		if len(es) == 0 {
+			return nil
+		}
+		w, err := wt.Filesystem.OpenFile(name, os.O_TRUNC|os.O_WRONLY, mode)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(out); err != nil {
+			w.Close()
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+		if _, err := wt.Add(name); err != nil {
+			return err
+		}
+		edits = append(edits, es...)
+		return nil
+	})
+	return edits, err
+}
+
+// namesGood says whether a file under the path names the first swap's good
+// image (Git has the good version).
+func namesGood(wt *git.Worktree, req RevertRequest) (bool, error) {
+	found := false
+	back := []Swap{{Bad: req.Swaps[0].Good, Good: req.Swaps[0].Bad}}
+	err := walkYAML(wt, req.Repo.Path, func(name string, b []byte, _ os.FileMode) error {
+		if _, es, err := editAll(name, b, back); err == nil && len(es) > 0 {
+			found = true
+		}
+		return nil
+	})
+	return found, err
+}
+
+// SourceCheck is what a reconciler's source revision has.
+type SourceCheck struct {
+	// Contains: the revert commit is in the revision's history.
+	Contains bool
+	// StillBad lists files under the path that name a bad image at that
+	// revision (a later commit released it again).
+	StillBad []string
+}
+
+// CheckSource says whether revision has commit in its history and, if so,
+// whether its tree under the path names a bad image again. A revision
+// equal to commit is checked for content too.
+func CheckSource(ctx context.Context, repo Repo, auth Auth, revision, commit string, swaps []Swap, tempDir string) (SourceCheck, error) {
+	var sc SourceCheck
 	if revision == "" || commit == "" {
-		return false, nil
-	}
-	if revision == commit {
-		return true, nil
+		return sc, nil
 	}
 	dir, err := os.MkdirTemp(tempDir, "rollback-git-")
 	if err != nil {
-		return false, err
+		return sc, err
 	}
 	defer os.RemoveAll(dir)
 	r, err := git.PlainCloneContext(ctx, dir, true, &git.CloneOptions{URL: repo.URL, Auth: auth.method(),
 		ReferenceName: plumbing.NewBranchReferenceName(repo.Branch), SingleBranch: true, NoCheckout: true})
 	if err != nil {
-		return false, gitErr("clone "+repo.String(), err)
+		return sc, gitErr("clone "+repo.String(), err)
 	}
 	rc, err := r.CommitObject(plumbing.NewHash(revision))
 	if err != nil {
-		return false, nil // not on the branch (yet): not containing it
+		return sc, nil // not on the branch (yet)
 	}
-	c, err := r.CommitObject(plumbing.NewHash(commit))
+	if revision != commit {
+		c, err := r.CommitObject(plumbing.NewHash(commit))
+		if err != nil {
+			return sc, nil
+		}
+		if sc.Contains, err = c.IsAncestor(rc); err != nil || !sc.Contains {
+			return sc, err
+		}
+	}
+	sc.Contains = true
+	files, err := rc.Files()
 	if err != nil {
-		return false, nil
+		return sc, err
 	}
-	return c.IsAncestor(rc)
+	err = files.ForEach(func(f *object.File) error {
+		if !under(f.Name, repo.Path) || !isYAML(f.Name) || !f.Mode.IsFile() {
+			return nil
+		}
+		content, err := f.Contents()
+		if err != nil {
+			return err
+		}
+		if _, es, err := editAll(f.Name, []byte(content), swaps); err == nil && len(es) > 0 {
+			sc.StillBad = append(sc.StillBad, f.Name)
+		}
+		return nil
+	})
+	return sc, err
 }

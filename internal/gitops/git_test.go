@@ -22,7 +22,7 @@ func manifest(img string, replicas int) *string {
 
 func request(s *gittest.Server, url, incident string, t *testing.T) RevertRequest {
 	return RevertRequest{Repo: Repo{URL: url, Branch: "main", Path: "./deploy"}, Auth: Auth{Username: "rollback", Password: s.Token},
-		Incident: incident, Bad: mustRef(t, badImage), Good: mustRef(t, goodImage), Body: "Decision: roll back.\nIncident: http://rollback.local/incidents/" + incident}
+		Incident: incident, Swaps: []Swap{{Bad: mustRef(t, badImage), Good: mustRef(t, goodImage)}}, Body: "Decision: roll back.\nIncident: http://rollback.local/incidents/" + incident}
 }
 
 // The release commit is reverted when nothing touched its files since;
@@ -159,5 +159,59 @@ func TestRevertRacesAPush(t *testing.T) {
 	log := s.Log(t, "shop", "main")
 	if log[0].Hash != res.Commit || log[1].Hash != theirs || s.Pushes() != 2 {
 		t.Errorf("history %v, result %+v, %d pushes; want the revert on top of the racing commit, pushed twice", log[:2], res, s.Pushes())
+	}
+}
+
+// What rollback cannot find or must not touch: a release written outside
+// the path is an error (never "unchanged", which would resume the
+// reconciler on it); a release commit that also released another service
+// is not reverted whole, only this service's field is edited.
+func TestRevertRefusesWhatItCannotSee(t *testing.T) {
+	s := gittest.Start(t)
+	url := s.Create(t, "mono")
+	s.Commit(t, "mono", "main", map[string]*string{"deploy/deployment.yaml": manifest(goodImage, 3), "other/deployment.yaml": manifest("registry.local:5000/shop/api:v3", 1),
+		"base/deployment.yaml": manifest(goodImage, 1)}, "initial")
+	s.Commit(t, "mono", "main", map[string]*string{"deploy/deployment.yaml": manifest(badImage, 3), "other/deployment.yaml": manifest("registry.local:5000/shop/api:v4", 1)}, "Release web v1.2.0 and api v4")
+	res, err := Revert(context.Background(), request(s, url, "INC-20", t))
+	if err != nil || res.Reverted != "" || len(res.Edits) != 1 {
+		t.Fatalf("got %+v %v, want one field edit, not a revert of both services", res, err)
+	}
+	if got := s.Read(t, "mono", "main", "other/deployment.yaml"); got != *manifest("registry.local:5000/shop/api:v4", 1) {
+		t.Errorf("the other service was touched:\n%s", got)
+	}
+	// The release is in base/, outside the path: not found, not
+	// "unchanged".
+	s.Commit(t, "mono", "main", map[string]*string{"base/deployment.yaml": manifest(badImage, 1), "deploy/deployment.yaml": gittest.Str("resources: [../base]\n")}, "move to a base")
+	pushes := s.Pushes()
+	_, err = Revert(context.Background(), request(s, url, "INC-21", t))
+	if !errors.Is(err, ErrNotFound) || s.Pushes() != pushes {
+		t.Errorf("release outside the path: %v, %d pushes; want ErrNotFound and no push", err, s.Pushes()-pushes)
+	}
+}
+
+// The source's revision contains the revert but a later commit released
+// the bad image again: the check says so (the reconciler must not resume).
+func TestCheckSourceSeesARerelease(t *testing.T) {
+	s := gittest.Start(t)
+	url := s.Create(t, "shop")
+	s.Commit(t, "shop", "main", map[string]*string{"deploy/deployment.yaml": manifest(goodImage, 3)}, "v1.1.5")
+	s.Commit(t, "shop", "main", map[string]*string{"deploy/deployment.yaml": manifest(badImage, 3)}, "Release v1.2.0")
+	req := request(s, url, "INC-30", t)
+	res, err := Revert(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := CheckSource(context.Background(), req.Repo, req.Auth, res.Commit, res.Commit, req.Swaps, "")
+	if err != nil || !sc.Contains || len(sc.StillBad) != 0 {
+		t.Fatalf("at the revert: %+v %v", sc, err)
+	}
+	later := s.Commit(t, "shop", "main", map[string]*string{"deploy/deployment.yaml": manifest(badImage, 4)}, "image automation: v1.2.0")
+	sc, err = CheckSource(context.Background(), req.Repo, req.Auth, later, res.Commit, req.Swaps, "")
+	if err != nil || !sc.Contains || len(sc.StillBad) != 1 {
+		t.Errorf("after a re-release: %+v %v, want contains and still bad", sc, err)
+	}
+	sc, err = CheckSource(context.Background(), req.Repo, req.Auth, res.Base, res.Commit, req.Swaps, "")
+	if err != nil || sc.Contains {
+		t.Errorf("before the revert: %+v %v, want not contained", sc, err)
 	}
 }

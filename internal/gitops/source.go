@@ -40,9 +40,10 @@ type ownerSpec struct {
 		// Flux HelmRelease
 		Chart *struct {
 			Spec struct {
-				Chart       string   `json:"chart"`
-				SourceRef   fluxRef  `json:"sourceRef"`
-				ValuesFiles []string `json:"valuesFiles"`
+				Chart             string   `json:"chart"`
+				ReconcileStrategy string   `json:"reconcileStrategy"`
+				SourceRef         fluxRef  `json:"sourceRef"`
+				ValuesFiles       []string `json:"valuesFiles"`
 			} `json:"spec"`
 		} `json:"chart"`
 		// Argo CD Application
@@ -57,6 +58,11 @@ type ownerSpec struct {
 		Sync                struct {
 			Revision string `json:"revision"`
 		} `json:"sync"`
+		OperationState *struct {
+			SyncResult *struct {
+				Revision string `json:"revision"`
+			} `json:"syncResult"`
+		} `json:"operationState"`
 	} `json:"status"`
 }
 
@@ -116,6 +122,12 @@ func FindSource(ctx context.Context, cs kubernetes.Interface, o Owner) (*Source,
 	if o.Kind == "HelmRelease" {
 		if spec.Spec.Chart == nil {
 			return nil, fmt.Errorf("%s has no spec.chart (a chartRef): set gitops.repo in rollback.yaml", o)
+		}
+		// With Flux's default ChartVersion strategy the chart artifact is
+		// rebuilt only when Chart.yaml's version changes: a reverted
+		// values file would never reach the cluster.
+		if spec.Spec.Chart.Spec.ReconcileStrategy != "Revision" {
+			return nil, fmt.Errorf("%s builds its chart with reconcileStrategy %s: an edited values file is not picked up until the chart's version changes; set spec.chart.spec.reconcileStrategy: Revision, or gitops.repo and gitops.path in rollback.yaml where the release is written", o, or(spec.Spec.Chart.Spec.ReconcileStrategy, "ChartVersion"))
 		}
 		ref, path = spec.Spec.Chart.Spec.SourceRef, spec.Spec.Chart.Spec.Chart
 	}
@@ -184,7 +196,11 @@ func ReadRevisions(ctx context.Context, cs kubernetes.Interface, o Owner, src *S
 		return Revisions{}, forbidden("read "+o.String(), o.resource(), o.Namespace, err)
 	}
 	if o.Tool == "argocd" {
-		return Revisions{Source: spec.Status.Sync.Revision, Applied: spec.Status.Sync.Revision}, nil
+		r := Revisions{Source: spec.Status.Sync.Revision}
+		if op := spec.Status.OperationState; op != nil && op.SyncResult != nil {
+			r.Applied = op.SyncResult.Revision // what its last sync applied
+		}
+		return r, nil
 	}
 	r := Revisions{Applied: spec.Status.LastAppliedRevision}
 	if src != nil && src.GitRepository != "" {

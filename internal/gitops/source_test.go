@@ -34,6 +34,10 @@ status: {artifact: {revision: "main@sha1:bbb"}}
 `, `apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
 metadata: {name: web, namespace: shop}
+spec: {chart: {spec: {chart: ./charts/web, reconcileStrategy: Revision, sourceRef: {kind: GitRepository, name: charts}}}}
+`, `apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: versioned, namespace: shop}
 spec: {chart: {spec: {chart: ./charts/web, sourceRef: {kind: GitRepository, name: charts}}}}
 `, `apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository
@@ -74,6 +78,7 @@ spec: {source: {repoURL: "https://git.example.com/apps.git", targetRevision: HEA
 		{Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: "web"},
 			Source{Repo: Repo{URL: "https://git.example.com/apps.git", Branch: "release", Path: "web"}}, ""},
 		{Owner{Tool: "flux", Kind: "Kustomization", Namespace: "shop", Name: "oci"}, Source{}, "reads a OCIRepository, not Git: set gitops.repo"},
+		{Owner{Tool: "flux", Kind: "HelmRelease", Namespace: "shop", Name: "versioned"}, Source{}, "reconcileStrategy ChartVersion: an edited values file is not picked up"},
 		{Owner{Tool: "flux", Kind: "Kustomization", Namespace: "shop", Name: "tagged"}, Source{}, "tracks a tag, semver or commit, not a branch"},
 		{Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: "head"}, Source{}, `tracks "HEAD", not a branch: set gitops.branch`},
 	} {
