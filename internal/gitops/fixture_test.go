@@ -6,10 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/rollback-dev/rollback/internal/kube/kubetest"
 )
@@ -90,5 +93,34 @@ spec: {interval: 1m}
 		if !reflect.DeepEqual(bs, as) || after.GetAnnotations()[PausedByAnnotation] != "" {
 			t.Errorf("%s: not as it was: spec %v (was %v), annotations %v", tc.owner, as, bs, after.GetAnnotations())
 		}
+	}
+}
+
+// The reconciler writes its object's status all the time: a pause or
+// resume whose conditional patch lost that race is made again on a fresh
+// read, not failed (the real Argo CD controller made the first e2e run's
+// pause fail this way).
+func TestPauseResumeRetryAReconcilersWrite(t *testing.T) {
+	ctx := context.Background()
+	cs, dyn := kubetest.Clients(t, fake.NewClientset(), `apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: web, namespace: argocd, resourceVersion: "3"}
+spec: {syncPolicy: {automated: {prune: true, selfHeal: true}}}
+`)
+	lost := 0
+	dyn.PrependReactor("patch", "applications", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if lost < 2 {
+			lost++
+			return true, nil, apierrors.NewInvalid(schema.GroupKind{Group: "argoproj.io", Kind: "Application"}, "web", nil)
+		}
+		return false, nil, nil
+	})
+	o := Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: "web"}
+	if _, paused, err := Pause(ctx, cs, o, "INC-1"); err != nil || !paused || lost != 2 {
+		t.Fatalf("pause after two lost races: paused %v, %v (lost %d)", paused, err, lost)
+	}
+	lost = 0
+	if msg, err := Resume(ctx, cs, o, "INC-1"); err != nil || !strings.Contains(msg, "resumed") || lost != 2 {
+		t.Fatalf("resume after two lost races: %q %v (lost %d)", msg, err, lost)
 	}
 }

@@ -131,7 +131,26 @@ type ownerObject struct {
 // one already paused by the incident changes nothing. It says what it did,
 // and whether the owner is now paused by rollback (false when nothing was
 // re-applying Git by itself).
+//
+// The patch is conditional on the object's resourceVersion; the reconciler
+// writes its object's status all the time, so a patch that lost that race
+// is made again on a fresh read.
 func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
+	for attempt := 1; ; attempt++ {
+		msg, paused, err := pauseOnce(ctx, cs, o, incident)
+		if !raced(err) || attempt == 5 || ctx.Err() != nil {
+			return msg, paused, err
+		}
+	}
+}
+
+// raced says whether a conditional patch lost to another writer: a
+// conflict, or a JSON patch whose resourceVersion test failed.
+func raced(err error) bool {
+	return err != nil && (apierrors.IsConflict(err) || apierrors.IsInvalid(err))
+}
+
+func pauseOnce(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
 	obj, err := kube.GetCustom[ownerObject](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
 	if apierrors.IsForbidden(err) {
 		// Not allowed to look is not "not there": a reconciler left
@@ -232,6 +251,15 @@ func join(ctx context.Context, cs kubernetes.Interface, o Owner, obj *ownerObjec
 // paused it: an operator's word). While another incident still holds the
 // pause, only this one's hold is released.
 func Resume(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, error) {
+	for attempt := 1; ; attempt++ {
+		msg, err := resumeOnce(ctx, cs, o, incident)
+		if !raced(err) || attempt == 5 || ctx.Err() != nil {
+			return msg, err
+		}
+	}
+}
+
+func resumeOnce(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, error) {
 	obj, err := kube.GetCustom[ownerObject](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
 	if err != nil {
 		return "", err

@@ -57,6 +57,7 @@ type ownerSpec struct {
 		LastAppliedRevision string `json:"lastAppliedRevision"`
 		Sync                struct {
 			Revision string `json:"revision"`
+			Status   string `json:"status"`
 		} `json:"sync"`
 		OperationState *struct {
 			SyncResult *struct {
@@ -197,8 +198,13 @@ func ReadRevisions(ctx context.Context, cs kubernetes.Interface, o Owner, src *S
 	}
 	if o.Tool == "argocd" {
 		r := Revisions{Source: spec.Status.Sync.Revision}
-		if op := spec.Status.OperationState; op != nil && op.SyncResult != nil {
-			r.Applied = op.SyncResult.Revision // what its last sync applied
+		switch {
+		case spec.Status.Sync.Status == "Synced":
+			// The live objects match that revision (applied, or already
+			// there: the undo put them so).
+			r.Applied = spec.Status.Sync.Revision
+		case spec.Status.OperationState != nil && spec.Status.OperationState.SyncResult != nil:
+			r.Applied = spec.Status.OperationState.SyncResult.Revision // what its last sync applied
 		}
 		return r, nil
 	}
