@@ -15,6 +15,10 @@ import (
 	"github.com/rollback-dev/rollback/internal/store"
 )
 
+// pauseSettle bounds the wait for the reconciler to acknowledge the pause
+// (a reconcile in flight finishing) before the undo.
+const pauseSettle = 30 * time.Second
+
 // pauseGitOps pauses the Argo CD Application or Flux object that applies
 // the workload before the undo: without it the reconciler re-applies the
 // broken version from Git, after the rollback has verified and closed.
@@ -47,7 +51,7 @@ func pauseGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 	if o == nil {
 		return "", fmt.Errorf("%s is not applied by Argo CD or Flux: %w", t.Ref(), runbook.ErrSkip)
 	}
-	msg, paused, err := gitops.Pause(ctx, w.Client, *o, x.inc.ID)
+	msg, paused, err := gitops.Pause(ctx, w.Client, *o, x.inc.ID, pauseSettle)
 	if err != nil || !paused {
 		return msg, err
 	}

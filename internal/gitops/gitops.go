@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -117,7 +118,13 @@ func or(a, b string) string {
 
 type ownerObject struct {
 	Metadata metav1.ObjectMeta `json:"metadata"`
-	Spec     struct {
+	Status   struct {
+		LastHandledReconcileAt string `json:"lastHandledReconcileAt"`
+		OperationState         *struct {
+			Phase string `json:"phase"`
+		} `json:"operationState"`
+	} `json:"status"`
+	Spec struct {
 		Suspend    bool `json:"suspend,omitempty"`
 		SyncPolicy *struct {
 			Automated json.RawMessage `json:"automated,omitempty"`
@@ -135,11 +142,44 @@ type ownerObject struct {
 // The patch is conditional on the object's resourceVersion; the reconciler
 // writes its object's status all the time, so a patch that lost that race
 // is made again on a fresh read.
-func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
+//
+// A reconcile already under way when the pause lands still applies what it
+// read: settle bounds the wait for the reconciler to acknowledge the pause
+// (Flux: its status handles the reconcile request sent with the pause,
+// which it can only do after the one in flight; Argo CD: no sync operation
+// running), so the undo is not overwritten by it. 0 does not wait.
+func Pause(ctx context.Context, cs kubernetes.Interface, o Owner, incident string, settle time.Duration) (string, bool, error) {
 	for attempt := 1; ; attempt++ {
-		msg, paused, err := pauseOnce(ctx, cs, o, incident)
+		msg, paused, token, err := pauseOnce(ctx, cs, o, incident)
 		if !raced(err) || attempt == 5 || ctx.Err() != nil {
+			if err == nil && token != "" && settle > 0 {
+				msg += "; " + awaitQuiet(ctx, cs, o, token, settle)
+			}
 			return msg, paused, err
+		}
+	}
+}
+
+// awaitQuiet waits until the reconciler has nothing in flight that could
+// still apply the broken version, and says how it went.
+func awaitQuiet(ctx context.Context, cs kubernetes.Interface, o Owner, token string, settle time.Duration) string {
+	start := time.Now()
+	for {
+		obj, err := kube.GetCustom[ownerObject](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
+		if err == nil {
+			switch {
+			case o.Tool == "argocd" && (obj.Status.OperationState == nil || (obj.Status.OperationState.Phase != "Running" && obj.Status.OperationState.Phase != "Terminating")):
+				return fmt.Sprintf("no sync operation in flight (checked in %.1fs)", time.Since(start).Seconds())
+			case o.Tool != "argocd" && obj.Status.LastHandledReconcileAt == token:
+				return fmt.Sprintf("the controller acknowledged the pause in %.1fs (any reconcile in flight has finished)", time.Since(start).Seconds())
+			}
+		}
+		if time.Since(start) > settle || ctx.Err() != nil {
+			return fmt.Sprintf("the controller did not acknowledge the pause within %s (is it running?): a reconcile in flight may still apply; the undo's image check will say", settle)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -150,21 +190,28 @@ func raced(err error) bool {
 	return err != nil && (apierrors.IsConflict(err) || apierrors.IsInvalid(err))
 }
 
-func pauseOnce(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, error) {
+// ReconcileRequestAnnotation asks a Flux controller to reconcile now; its
+// status's lastHandledReconcileAt says when it has.
+const ReconcileRequestAnnotation = "reconcile.fluxcd.io/requestedAt"
+
+// pauseOnce pauses the owner by a patch conditional on what it read, and
+// returns the token its acknowledgement will carry ("" when nothing was
+// newly paused).
+func pauseOnce(ctx context.Context, cs kubernetes.Interface, o Owner, incident string) (string, bool, string, error) {
 	obj, err := kube.GetCustom[ownerObject](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
 	if apierrors.IsForbidden(err) {
 		// Not allowed to look is not "not there": a reconciler left
 		// running would undo the rollback. Say which rule is missing.
-		return "", false, fmt.Errorf("pause %s: forbidden: %w; grant get and patch on %s in namespace %s (deploy/workloads-role.yaml, role rollback-gitops)",
+		return "", false, "", fmt.Errorf("pause %s: forbidden: %w; grant get and patch on %s in namespace %s (deploy/workloads-role.yaml, role rollback-gitops)",
 			o, err, o.resource(), o.Namespace)
 	}
 	if err != nil && o.Weak {
 		// app.kubernetes.io/instance without an Application of that
 		// name: a Helm release or a plain label, not Argo CD.
-		return fmt.Sprintf("no Argo CD Application %s/%s for the app.kubernetes.io/instance label: not applied by Argo CD", o.Namespace, o.Name), false, nil
+		return fmt.Sprintf("no Argo CD Application %s/%s for the app.kubernetes.io/instance label: not applied by Argo CD", o.Namespace, o.Name), false, "", nil
 	}
 	if err != nil {
-		return "", false, err
+		return "", false, "", err
 	}
 	// Whether it is paused is read from the spec (someone may have
 	// resumed it by hand since an earlier pause was recorded).
@@ -175,9 +222,10 @@ func pauseOnce(ctx context.Context, cs kubernetes.Interface, o Owner, incident s
 	case "argocd":
 		if obj.Spec.SyncPolicy == nil || len(obj.Spec.SyncPolicy.Automated) == 0 || string(obj.Spec.SyncPolicy.Automated) == "null" {
 			if by != "" {
-				return join(ctx, cs, o, obj, incident)
+				m, p, err := join(ctx, cs, o, obj, incident)
+				return m, p, "", err
 			}
-			return fmt.Sprintf("%s has no automated sync: nothing re-applies Git by itself", o), false, nil
+			return fmt.Sprintf("%s has no automated sync: nothing re-applies Git by itself", o), false, "", nil
 		}
 		was = string(obj.Spec.SyncPolicy.Automated)
 		ops = append(ops, map[string]any{"op": "remove", "path": "/spec/syncPolicy/automated"})
@@ -186,9 +234,10 @@ func pauseOnce(ctx context.Context, cs kubernetes.Interface, o Owner, incident s
 	default:
 		if obj.Spec.Suspend {
 			if by != "" {
-				return join(ctx, cs, o, obj, incident)
+				m, p, err := join(ctx, cs, o, obj, incident)
+				return m, p, "", err
 			}
-			return fmt.Sprintf("%s is already suspended", o), false, nil
+			return fmt.Sprintf("%s is already suspended", o), false, "", nil
 		}
 		was = "false"
 		ops = append(ops, map[string]any{"op": "add", "path": "/spec/suspend", "value": true})
@@ -196,22 +245,29 @@ func pauseOnce(ctx context.Context, cs kubernetes.Interface, o Owner, incident s
 		resume = fmt.Sprintf("flux resume %s %s -n %s", strings.ToLower(o.Kind), o.Name, o.Namespace)
 	}
 	set := map[string]string{PausedByAnnotation: incident, PausedWasAnnotation: was}
+	keys := []string{PausedByAnnotation, PausedWasAnnotation}
+	token := "argocd"
+	if o.Tool != "argocd" {
+		token = fmt.Sprintf("rollback-pause-%s-%d", incident, time.Now().UnixNano())
+		set[ReconcileRequestAnnotation] = token
+		keys = append(keys, ReconcileRequestAnnotation)
+	}
 	if obj.Metadata.Annotations == nil {
 		ops = append(ops, map[string]any{"op": "add", "path": "/metadata/annotations", "value": set})
 	} else {
-		for _, k := range []string{PausedByAnnotation, PausedWasAnnotation} {
+		for _, k := range keys {
 			ops = append(ops, map[string]any{"op": "add", "path": "/metadata/annotations/" + strings.ReplaceAll(k, "/", "~1"), "value": set[k]})
 		}
 	}
 	ops = append([]map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": obj.Metadata.ResourceVersion}}, ops...)
 	b, err := json.Marshal(ops)
 	if err != nil {
-		return "", false, err
+		return "", false, "", err
 	}
 	if err := kube.PatchCustom(ctx, cs, o.path(), types.JSONPatchType, b); err != nil {
-		return "", false, fmt.Errorf("pause %s: %w", o, err)
+		return "", false, "", fmt.Errorf("pause %s: %w", o, err)
 	}
-	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED until Git has the rollback: the gitops-revert step writes it and resumes it (or revert by hand, then 'rollback gitops resume %s', or '%s')", o, did, incident, incident, resume), true, nil
+	return fmt.Sprintf("%s %s by %s. IT STAYS PAUSED until Git has the rollback: the gitops-revert step writes it and resumes it (or revert by hand, then 'rollback gitops resume %s', or '%s')", o, did, incident, incident, resume), true, token, nil
 }
 
 // pausers is the incidents that hold a pause (the annotation's list).

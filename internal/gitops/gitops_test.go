@@ -50,7 +50,7 @@ func TestPauseForbiddenNamesTheRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, weak := range []bool{true, false} {
-		_, paused, err := Pause(context.Background(), cs, Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: "shop", Weak: weak}, "INC-1")
+		_, paused, err := Pause(context.Background(), cs, Owner{Tool: "argocd", Kind: "Application", Namespace: "argocd", Name: "shop", Weak: weak}, "INC-1", 0)
 		if err == nil || paused || !strings.Contains(err.Error(), "grant get and patch on applications.argoproj.io in namespace argocd") {
 			t.Errorf("weak %v: paused %v, %v; want a failure naming the rule", weak, paused, err)
 		}
