@@ -24,14 +24,8 @@ func (v *validator) gitops(n *yaml.Node, path string) *GitOps {
 			}
 		case "repo":
 			if s, ok := v.str(val, fp); ok {
-				u, err := url.Parse(s)
-				switch {
-				case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-					v.add(val, fp, "%q is not an http(s) Git URL (SSH remotes are not supported: use the HTTPS one with gitops.tokenEnv)", s)
-				case u.User != nil:
+				if u := v.tokenURL(val, fp, s, "Git URL (SSH remotes are not supported: use the HTTPS one with gitops.tokenEnv)"); u != nil && u.User != nil {
 					v.add(val, fp, "the URL carries credentials: remove them and name the token's variable in gitops.tokenEnv")
-				case !secureURL(u):
-					v.add(val, fp, "%q: plain http would send the token in clear; use https (http is accepted on loopback only)", s)
 				}
 				g.Repo = s
 			}
@@ -82,11 +76,7 @@ func (v *validator) forge(n *yaml.Node, path string) *Forge {
 			}
 		case "url":
 			if s, ok := v.str(val, fp); ok {
-				if u, err := url.Parse(s); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-					v.add(val, fp, "%q is not an http(s) URL", s)
-				} else if !secureURL(u) {
-					v.add(val, fp, "%q: plain http would send the token in clear; use https (http is accepted on loopback only)", s)
-				}
+				v.tokenURL(val, fp, s, "URL")
 				f.URL = s
 			}
 		case "project":
@@ -106,6 +96,20 @@ func (v *validator) forge(n *yaml.Node, path string) *Forge {
 		}
 	}
 	return f
+}
+
+// tokenURL checks a URL rollback sends a token to: http(s), and https
+// unless it is this machine. It returns the URL when it parses as http(s).
+func (v *validator) tokenURL(n *yaml.Node, path, s, what string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		v.add(n, path, "%q is not an http(s) %s", s, what)
+		return nil
+	}
+	if !secureURL(u) {
+		v.add(n, path, "%q: plain http would send the token in clear; use https (http is accepted on loopback only)", s)
+	}
+	return u
 }
 
 // secureURL: https, or http to this machine only.

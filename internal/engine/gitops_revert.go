@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -275,7 +276,7 @@ func (e *Engine) writeRevert(ctx context.Context, cs kubernetes.Interface, id st
 	if err != nil {
 		return nil, nil, err
 	}
-	body := fmt.Sprintf("Rolled back by rollback in incident %s: %s from %s to %s.\nDecision: %s.\n", id, inc.Service, bad.Version(), good.Version(), or(inc.Decision, "roll back"))
+	body := fmt.Sprintf("Rolled back by rollback in incident %s: %s from %s to %s.\nDecision: %s.\n", id, inc.Service, bad.Version(), good.Version(), cmp.Or(inc.Decision, "roll back"))
 	if u := strings.TrimRight(e.getenv("ROLLBACK_URL"), "/"); u != "" {
 		body += "Incident: " + u + "/incidents/" + id + "\n"
 	} else {
@@ -391,7 +392,7 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 				// A later commit released it again (image automation,
 				// CI): resuming would apply it.
 				return "", fmt.Errorf("%s's source is at %s, which has the revert %s but names the abandoned version again in %s: it STAYS PAUSED; revert that too, then 'rollback gitops resume %s'",
-					o, rev.Source, short(commit), strings.Join(sc.StillBad, ", "), id)
+					o, rev.Source, gitops.ShortHash(commit), strings.Join(sc.StillBad, ", "), id)
 			}
 			if sc.Contains {
 				break
@@ -435,18 +436,4 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 		}
 	}
 	return msg + "; not yet applied (the reconciler applies it at its next reconcile)", nil
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-func short(h string) string {
-	if len(h) > 12 {
-		return h[:12]
-	}
-	return h
 }

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,7 +34,7 @@ type Repo struct {
 }
 
 func (r Repo) String() string {
-	return fmt.Sprintf("%s (branch %s, path %s)", Redact(r.URL), r.Branch, or(strings.Trim(r.Path, "./"), "."))
+	return fmt.Sprintf("%s (branch %s, path %s)", Redact(r.URL), r.Branch, cmp.Or(strings.Trim(r.Path, "./"), "."))
 }
 
 // Auth is the credential for cloning and pushing over HTTP(S): a token as
@@ -49,7 +50,7 @@ func (a Auth) method() transport.AuthMethod {
 	if a.Password == "" {
 		return nil
 	}
-	return &githttp.BasicAuth{Username: or(a.Username, "git"), Password: a.Password}
+	return &githttp.BasicAuth{Username: cmp.Or(a.Username, "git"), Password: a.Password}
 }
 
 // Redact is a repository URL without any user information it carries.
@@ -141,20 +142,21 @@ type RevertResult struct {
 func (r *RevertResult) Summary() string {
 	switch {
 	case r.Unchanged:
-		return fmt.Sprintf("Git already has the good version at %s (%s): nothing to push", short(r.Base), r.Branch)
+		return fmt.Sprintf("Git already has the good version at %s (%s): nothing to push", ShortHash(r.Base), r.Branch)
 	case r.Already:
-		return fmt.Sprintf("revert %s already on %s (pushed by an earlier run)", short(r.Commit), r.Branch)
+		return fmt.Sprintf("revert %s already on %s (pushed by an earlier run)", ShortHash(r.Commit), r.Branch)
 	case r.Reverted != "":
-		return fmt.Sprintf("pushed %s to %s: git revert of release commit %s", short(r.Commit), r.Branch, short(r.Reverted))
+		return fmt.Sprintf("pushed %s to %s: git revert of release commit %s", ShortHash(r.Commit), r.Branch, ShortHash(r.Reverted))
 	}
 	var es []string
 	for _, e := range r.Edits {
 		es = append(es, e.String())
 	}
-	return fmt.Sprintf("pushed %s to %s: edited %s", short(r.Commit), r.Branch, strings.Join(es, "; "))
+	return fmt.Sprintf("pushed %s to %s: edited %s", ShortHash(r.Commit), r.Branch, strings.Join(es, "; "))
 }
 
-func short(h string) string {
+// ShortHash is a commit hash as people read it (12 characters).
+func ShortHash(h string) string {
 	if len(h) > 12 {
 		return h[:12]
 	}

@@ -12,6 +12,7 @@
 package gitops
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -91,9 +92,9 @@ func Detect(m metav1.Object, argoNamespace string) *Owner {
 	ann, lab := m.GetAnnotations(), m.GetLabels()
 	switch {
 	case lab[FluxKsName] != "":
-		return &Owner{Tool: "flux", Kind: "Kustomization", Namespace: or(lab[FluxKsNamespace], m.GetNamespace()), Name: lab[FluxKsName]}
+		return &Owner{Tool: "flux", Kind: "Kustomization", Namespace: cmp.Or(lab[FluxKsNamespace], m.GetNamespace()), Name: lab[FluxKsName]}
 	case lab[FluxHelmName] != "":
-		return &Owner{Tool: "flux", Kind: "HelmRelease", Namespace: or(lab[FluxHelmNamespace], m.GetNamespace()), Name: lab[FluxHelmName]}
+		return &Owner{Tool: "flux", Kind: "HelmRelease", Namespace: cmp.Or(lab[FluxHelmNamespace], m.GetNamespace()), Name: lab[FluxHelmName]}
 	case ann[ArgoTrackingID] != "":
 		app, _, _ := strings.Cut(ann[ArgoTrackingID], ":")
 		ns := argoNamespace
@@ -107,13 +108,6 @@ func Detect(m metav1.Object, argoNamespace string) *Owner {
 		return &Owner{Tool: "argocd", Kind: "Application", Namespace: argoNamespace, Name: lab[AppInstanceLabel], Weak: true}
 	}
 	return nil
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 type ownerObject struct {

@@ -1,6 +1,7 @@
 package gitops
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -115,7 +116,7 @@ func FindSource(ctx context.Context, cs kubernetes.Interface, o Owner) (*Source,
 		}
 		branch := s.TargetRevision
 		if branch == "" || branch == "HEAD" {
-			return nil, fmt.Errorf("%s tracks %q, not a branch: set gitops.branch in rollback.yaml", o, or(s.TargetRevision, "HEAD"))
+			return nil, fmt.Errorf("%s tracks %q, not a branch: set gitops.branch in rollback.yaml", o, cmp.Or(s.TargetRevision, "HEAD"))
 		}
 		return &Source{Repo: Repo{URL: s.RepoURL, Branch: branch, Path: s.Path}}, nil
 	}
@@ -128,14 +129,14 @@ func FindSource(ctx context.Context, cs kubernetes.Interface, o Owner) (*Source,
 		// rebuilt only when Chart.yaml's version changes: a reverted
 		// values file would never reach the cluster.
 		if spec.Spec.Chart.Spec.ReconcileStrategy != "Revision" {
-			return nil, fmt.Errorf("%s builds its chart with reconcileStrategy %s: an edited values file is not picked up until the chart's version changes; set spec.chart.spec.reconcileStrategy: Revision, or gitops.repo and gitops.path in rollback.yaml where the release is written", o, or(spec.Spec.Chart.Spec.ReconcileStrategy, "ChartVersion"))
+			return nil, fmt.Errorf("%s builds its chart with reconcileStrategy %s: an edited values file is not picked up until the chart's version changes; set spec.chart.spec.reconcileStrategy: Revision, or gitops.repo and gitops.path in rollback.yaml where the release is written", o, cmp.Or(spec.Spec.Chart.Spec.ReconcileStrategy, "ChartVersion"))
 		}
 		ref, path = spec.Spec.Chart.Spec.SourceRef, spec.Spec.Chart.Spec.Chart
 	}
 	if ref.Kind != "GitRepository" {
-		return nil, fmt.Errorf("%s reads a %s, not Git: set gitops.repo in rollback.yaml where the release is written", o, or(ref.Kind, "source of no kind"))
+		return nil, fmt.Errorf("%s reads a %s, not Git: set gitops.repo in rollback.yaml where the release is written", o, cmp.Or(ref.Kind, "source of no kind"))
 	}
-	ns := or(ref.Namespace, o.Namespace)
+	ns := cmp.Or(ref.Namespace, o.Namespace)
 	gr, err := kube.GetCustom[gitRepository](ctx, cs, gitRepoPath(ns, ref.Name), kube.Target{Namespace: ns, Name: ref.Name, Kind: "gitrepository"}, "Flux source CRDs")
 	if err != nil {
 		return nil, forbidden("read GitRepository "+ns+"/"+ref.Name, "gitrepositories.source.toolkit.fluxcd.io", ns, err)
