@@ -131,10 +131,30 @@ func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
 		defer cancel()
 		return e.awaitAndResume(ctx, cs, id, *st.owner, &st.revert.Source, auth, commit, swaps, wait)
 	}
+	// Reverted by hand: the reconciler resumes once its source no longer
+	// names the abandoned version (resumed before its source fetched the
+	// revert, Argo CD's self-heal re-applied the release in the e2e test).
+	svc := e.service(t.Service)
+	var cfg *config.GitOps
+	if svc != nil {
+		cfg = svc.GitOps
+	}
+	src, auth, gerr := e.gitSource(ctx, cs, *st.owner, cfg)
+	if gerr == nil {
+		swaps, err := e.revertSwaps(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		wait := gitopsWait(svc)
+		ctx, cancel := context.WithTimeout(ctx, wait+2*time.Minute)
+		defer cancel()
+		return e.awaitAndResume(ctx, cs, id, *st.owner, src, auth, "", swaps, wait)
+	}
 	msg, err := gitops.Resume(ctx, cs, *st.owner, id)
 	if err != nil {
 		return "", err
 	}
+	msg += " on the operator's word, Git not read (" + gerr.Error() + ")"
 	if _, err := e.Store.AppendEvent(ctx, store.Event{Incident: id, Time: e.now(), Step: incident.StepGitOps, Phase: store.PhaseNote,
 		Key: incident.KeyGitOpsResumed, Evidence: msg}); err != nil {
 		return "", err

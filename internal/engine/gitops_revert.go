@@ -388,6 +388,11 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 			if err != nil {
 				return "", err
 			}
+			if sc.Contains && len(sc.StillBad) > 0 && commit == "" {
+				// Reverted by hand, the source not there yet: wait.
+				checked[h] = true
+				sc.Contains = false
+			}
 			if sc.Contains && len(sc.StillBad) > 0 {
 				// A later commit released it again (image automation,
 				// CI): resuming would apply it.
@@ -401,7 +406,7 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%s's source is at %q after %s, without the revert %s: it STAYS PAUSED; 'rollback gitops resume %s' once it has it",
-				o, rev.Source, wait.Round(time.Second), commit, id)
+				o, rev.Source, wait.Round(time.Second), cmp.Or(commit, "(a revision no longer naming the abandoned version)"), id)
 		}
 		if time.Since(lastAsk) > 10*time.Second {
 			_ = gitops.RequestReconcile(ctx, cs, o, src, e.now())

@@ -665,10 +665,11 @@ type SourceCheck struct {
 
 // CheckSource says whether revision has commit in its history and, if so,
 // whether its tree under the path names a bad image again. A revision
-// equal to commit is checked for content too.
+// equal to commit is checked for content too; commit "" (a revert made by
+// hand, commit unknown) checks the content only.
 func CheckSource(ctx context.Context, repo Repo, auth Auth, revision, commit string, swaps []Swap, tempDir string) (SourceCheck, error) {
 	var sc SourceCheck
-	if revision == "" || commit == "" {
+	if revision == "" {
 		return sc, nil
 	}
 	dir, err := os.MkdirTemp(tempDir, "rollback-git-")
@@ -685,7 +686,7 @@ func CheckSource(ctx context.Context, repo Repo, auth Auth, revision, commit str
 	if err != nil {
 		return sc, nil // not on the branch (yet)
 	}
-	if revision != commit {
+	if commit != "" && revision != commit {
 		c, err := r.CommitObject(plumbing.NewHash(commit))
 		if err != nil {
 			return sc, nil

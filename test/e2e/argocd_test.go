@@ -128,19 +128,15 @@ stringData:
 	})
 }
 
-// With the real Argo CD application-controller auto-syncing with
-// self-heal from a local Git server, 'rollback run' turns the automated
-// sync off, undoes, reverts the release commit in Git and puts the sync
-// policy back once the Application's sync revision is the revert: no
-// sample on the broken version after the undo, no rollout after the run.
-func TestGitOpsArgoCDRevertsInGit(t *testing.T) {
-	t.Parallel()
-	startArgoCD(t)
-	git := gittest.Start(t)
+// newArgoApp commits v1.1.5 to a repository on git, has the real Argo CD
+// auto-sync it with self-heal, releases v1.2.0 by a commit and waits until
+// Argo CD has rolled it out.
+func newArgoApp(t *testing.T, git *gittest.Server) *fluxApp {
+	t.Helper()
 	ns := namespace(t)
-	repo := "argo-" + ns
-	url := git.Create(t, repo)
-	git.Commit(t, repo, "main", map[string]*string{"deploy/deployment.yaml": fluxManifest(ns, image("v1.1.5"))}, "transaction-service v1.1.5")
+	a := &fluxApp{ns: ns, repo: "argo-" + ns, git: git, svc: ns}
+	url := git.Create(t, a.repo)
+	git.Commit(t, a.repo, "main", map[string]*string{"deploy/deployment.yaml": fluxManifest(ns, image("v1.1.5"))}, "transaction-service v1.1.5")
 	kubectlApply(t, `apiVersion: argoproj.io/v1alpha1
 kind: Application
 metadata: {name: `+ns+`, namespace: argocd}
@@ -151,11 +147,90 @@ spec:
   syncPolicy:
     automated: {prune: true, selfHeal: true}
 `)
-	a := &fluxApp{ns: ns, repo: repo, git: git, svc: ns}
 	a.waitImage(t, image("v1.1.5"))
-	release := git.Commit(t, repo, "main", map[string]*string{"deploy/deployment.yaml": fluxManifest(ns, image("v1.2.0"))}, "Release transaction-service v1.2.0")
+	a.release = git.Commit(t, a.repo, "main", map[string]*string{"deploy/deployment.yaml": fluxManifest(ns, image("v1.2.0"))}, "Release transaction-service v1.2.0")
 	kubectl(t, "annotate", "application", ns, "-n", "argocd", "argocd.argoproj.io/refresh=normal", "--overwrite")
 	a.waitImage(t, image("v1.2.0"))
+	return a
+}
+
+// selfHealing reads whether the Application's automated sync heals.
+func selfHealing(t *testing.T, app string) bool {
+	return kubectl(t, "get", "application", app, "-n", "argocd", "-o", "jsonpath={.spec.syncPolicy.automated.selfHeal}") == "true"
+}
+
+// The real Argo CD with self-heal re-applies the broken version seconds
+// after a plain 'kubectl rollout undo'. 'rollback run' pauses it first
+// (acknowledged: no sync in flight), and with gitops.revert off it stays
+// paused, said by 'rollback status', while the controller keeps resyncing;
+// once a person has reverted Git, 'rollback gitops resume' puts self-heal
+// back and the workload stays on the good version.
+func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
+	t.Parallel()
+	startArgoCD(t)
+	git := gittest.Start(t)
+
+	bare := newArgoApp(t, git)
+	kubectl(t, "rollout", "undo", "deployment/"+app, "-n", bare.ns)
+	start := time.Now()
+	for runningImage(t, bare.ns) != image("v1.2.0") {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("Argo CD's self-heal did not re-apply v1.2.0 within 60s of a plain undo (running %s)", runningImage(t, bare.ns))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("without the pause the real Argo CD re-applied the broken version %.1fs after 'kubectl rollout undo'", time.Since(start).Seconds())
+
+	a := newArgoApp(t, git)
+	cfg := a.config(t, "{revert: \"off\"}")
+	s := sample(a.ns)
+	r := rollbackEnv(t, nil, "run", a.svc, "--config", cfg, "--yes")
+	if r.code != 0 || !strings.Contains(r.stderr, "automated sync (and self-heal) turned off") || !strings.Contains(r.stderr, "no sync operation in flight") ||
+		!strings.Contains(r.stderr, "gitops.revert is off") {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	id := incidentID.FindString(r.stderr)
+	time.Sleep(20 * time.Second) // four resyncs of the real controller, paused
+	if selfHealing(t, a.ns) || runningImage(t, a.ns) != image("v1.1.5") {
+		t.Fatalf("after 20s: self-heal %v, running %s", selfHealing(t, a.ns), runningImage(t, a.ns))
+	}
+	if by := kubectl(t, "get", "application", a.ns, "-n", "argocd", "-o", "jsonpath={.metadata.annotations.rollback/paused-by}|{.metadata.annotations.rollback/paused-was}"); by != id+`|{"prune":true,"selfHeal":true}` {
+		t.Errorf("the pause is not recorded on the Application: %q", by)
+	}
+	if st := rollbackEnv(t, nil, "status", id, "--config", cfg); !strings.Contains(st.stdout, "WARNING: GitOps reconciler paused") {
+		t.Errorf("status does not show the paused reconciler:\n%s", st.stdout)
+	}
+	if st := rollbackEnv(t, nil, "status", "--config", cfg); !strings.Contains(st.stdout, "WARNING: "+id+" paused a GitOps reconciler") {
+		t.Errorf("the status list does not show the paused reconciler:\n%s", st.stdout)
+	}
+	git.Commit(t, a.repo, "main", map[string]*string{"deploy/deployment.yaml": fluxManifest(a.ns, image("v1.1.5"))}, "Revert v1.2.0 by hand")
+	if res := rollbackEnv(t, nil, "gitops", "resume", id, "--config", cfg); res.code != 0 || !strings.Contains(res.stdout, "resumed") {
+		t.Fatalf("gitops resume: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if !selfHealing(t, a.ns) {
+		t.Error("self-heal not restored by 'rollback gitops resume'")
+	}
+	kubectl(t, "annotate", "application", a.ns, "-n", "argocd", "argocd.argoproj.io/refresh=normal", "--overwrite")
+	time.Sleep(10 * time.Second)
+	if bad, total := s.badAfterUndo(); bad != 0 {
+		t.Errorf("%d of %d samples on v1.2.0 after the undo", bad, total)
+	}
+	if st := rollbackEnv(t, nil, "status", id, "--config", cfg); strings.Contains(st.stdout, "WARNING") {
+		t.Errorf("status still warns after the resume:\n%s", st.stdout)
+	}
+}
+
+// With the real Argo CD application-controller auto-syncing with
+// self-heal from a local Git server, 'rollback run' turns the automated
+// sync off, undoes, reverts the release commit in Git and puts the sync
+// policy back once the Application's sync revision is the revert: no
+// sample on the broken version after the undo, no rollout after the run.
+func TestGitOpsArgoCDRevertsInGit(t *testing.T) {
+	t.Parallel()
+	startArgoCD(t)
+	git := gittest.Start(t)
+	a := newArgoApp(t, git)
+	ns, repo, release := a.ns, a.repo, a.release
 
 	cfg := a.config(t, "{tokenEnv: TEST_GIT_TOKEN}")
 	s := sample(ns)

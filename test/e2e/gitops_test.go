@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-
 	"github.com/rollback-dev/rollback/internal/gitops"
 )
 
@@ -29,30 +26,6 @@ func installGitOps(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// selfHeal plays a GitOps reconciler with self-heal: each reconcile, unless
-// the owner is paused, it re-applies Git's version (the broken v1.2.0) to
-// the Deployment. It returns how many times it re-applied.
-type selfHeal struct {
-	ns     string
-	paused func() bool
-}
-
-func (s selfHeal) reconcile(ctx context.Context) (bool, error) {
-	if s.paused() {
-		return false, nil
-	}
-	d, err := cs.AppsV1().Deployments(s.ns).Get(ctx, app, metav1.GetOptions{})
-	if err != nil {
-		return false, err
-	}
-	if d.Spec.Template.Spec.Containers[0].Image == image("v1.2.0") {
-		return false, nil
-	}
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":%q,"image":%q}]}}}}`, app, image("v1.2.0"))
-	_, err = cs.AppsV1().Deployments(s.ns).Patch(ctx, app, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "argocd-controller"})
-	return err == nil, err
 }
 
 // argoApp creates an Application with automated sync and self-heal for
@@ -82,79 +55,6 @@ spec:
 			} `json:"spec"`
 		}
 		return err == nil && json.Unmarshal(raw, &a) == nil && (a.Spec.SyncPolicy.Automated == nil || !a.Spec.SyncPolicy.Automated.SelfHeal)
-	}
-}
-
-// Without the pause, a self-healing reconciler re-applies the broken
-// version right after a plain undo; 'rollback run' pauses the Argo CD
-// Application first (journaled, recorded on the Application), and ten
-// minutes of simulated reconciliation later the rollback still holds.
-func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
-	t.Parallel()
-	installGitOps(t)
-	ctx := context.Background()
-
-	// Without the pause: kubectl's undo, then the reconciler.
-	bare := namespace(t)
-	deploy(t, bare, "v1.1.5", "v1.2.0")
-	rh := selfHeal{ns: bare, paused: argoApp(t, bare)}
-	kubectl(t, "rollout", "undo", "deployment/"+app, "-n", bare)
-	start := time.Now()
-	reverted := false
-	for !reverted && time.Since(start) < 30*time.Second {
-		var err error
-		if reverted, err = rh.reconcile(ctx); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if !reverted || runningImage(t, bare) != image("v1.2.0") {
-		t.Fatalf("the reconciler did not re-apply v1.2.0 after a plain undo (reverted %v, running %s)", reverted, runningImage(t, bare))
-	}
-	t.Logf("without the pause the broken version was re-applied %.1fs after the undo", time.Since(start).Seconds())
-
-	// With rollback: paused before the undo.
-	ns := namespace(t)
-	deploy(t, ns, "v1.1.5", "v1.2.0")
-	h := selfHeal{ns: ns, paused: argoApp(t, ns)}
-	r := rollback(t, "run", "deployment/"+app, "-n", ns, "--yes")
-	if r.code != 0 || !strings.Contains(r.stderr, "automated sync (and self-heal) turned off") || !strings.Contains(r.stderr, "IT STAYS PAUSED") {
-		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
-	}
-	for i := 0; i < 600; i++ { // ten minutes at one reconcile a second
-		if did, err := h.reconcile(ctx); err != nil || did {
-			t.Fatalf("reconcile %d re-applied the broken version (%v)", i, err)
-		}
-	}
-	if got := runningImage(t, ns); got != image("v1.1.5") {
-		t.Errorf("after ten simulated minutes: %s", got)
-	}
-	var appObj struct {
-		Metadata metav1.ObjectMeta `json:"metadata"`
-	}
-	if err := json.Unmarshal([]byte(kubectl(t, "get", "application", ns, "-n", "argocd", "-o", "json")), &appObj); err != nil {
-		t.Fatal(err)
-	}
-	if by := appObj.Metadata.Annotations[gitops.PausedByAnnotation]; !strings.HasPrefix(by, "INC-") || appObj.Metadata.Annotations[gitops.PausedWasAnnotation] != `{"prune":true,"selfHeal":true}` {
-		t.Errorf("the pause is not recorded on the Application: %v", appObj.Metadata.Annotations)
-	}
-	// The pause stays visible after the incident closed, until it is
-	// resumed (once the revert is in Git), which puts self-heal back.
-	id := appObj.Metadata.Annotations[gitops.PausedByAnnotation]
-	if s := rollback(t, "status", id); !strings.Contains(s.stdout, "WARNING: GitOps reconciler paused") {
-		t.Errorf("status does not show the paused reconciler:\n%s", s.stdout)
-	}
-	if s := rollback(t, "status"); !strings.Contains(s.stdout, "WARNING: "+id+" paused a GitOps reconciler") {
-		t.Errorf("the status list does not show the paused reconciler:\n%s", s.stdout)
-	}
-	if res := rollback(t, "gitops", "resume", id); res.code != 0 || !strings.Contains(res.stdout, "resumed") {
-		t.Fatalf("gitops resume: exit %d\n%s%s", res.code, res.stdout, res.stderr)
-	}
-	if h.paused() {
-		t.Error("self-heal not restored by 'rollback gitops resume'")
-	}
-	if s := rollback(t, "status", id); strings.Contains(s.stdout, "WARNING") {
-		t.Errorf("status still warns after the resume:\n%s", s.stdout)
 	}
 }
 
