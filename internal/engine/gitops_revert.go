@@ -423,7 +423,7 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 	if err != nil {
 		return "", err
 	}
-	msg = fmt.Sprintf("%s at source revision %s (Git agreed %.1fs after the push)", msg, rev.Source, agreed.Sub(start).Seconds())
+	msg = fmt.Sprintf("%s at source revision %s (its source had the revert %.1fs into the wait)", msg, rev.Source, agreed.Sub(start).Seconds())
 	if _, err := e.Store.AppendEvent(context.WithoutCancel(ctx), store.Event{Incident: id, Time: e.now(), Step: incident.StepGitOpsRevert, Phase: store.PhaseNote,
 		Key: incident.KeyGitOpsResumed, Evidence: msg}); err != nil {
 		return "", err
