@@ -7,6 +7,8 @@
 #   bin/helm
 #   bin/crds/gitops/          Argo CD's Application and Flux's Kustomization CRDs
 #   bin/source-controller, bin/kustomize-controller, bin/crds/flux/
+#   bin/helm-controller, bin/crds/flux-helm/
+#   bin/argocd (application-controller, repo-server), bin/crds/argocd/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GATEWAY_API_VERSION=v1.4.1
@@ -158,3 +160,25 @@ cp -f "$ac/argocd" bin/argocd
 ln -sf argocd bin/argocd-application-controller
 ln -sf argocd bin/argocd-repo-server
 rm -rf bin/crds/argocd && cp -r "$ac/crds" bin/crds/argocd
+
+# Flux helm-controller, for a HelmRelease whose chart and values are in Git
+# (the release the GitOps tests revert in a values file). Built like the
+# other Flux controllers; its go.mod's other replace lines stay.
+FLUX_HELM_VERSION=v1.4.3
+fh="$cache_root/flux-helm/$FLUX_HELM_VERSION"
+if [ ! -x "$fh/helm-controller" ]; then
+  echo "build-peers: building Flux helm-controller $FLUX_HELM_VERSION (several minutes the first time)"
+  rm -rf "$fh.tmp" && mkdir -p "$fh.tmp/crds"
+  src=$(go mod download -json "github.com/fluxcd/helm-controller@$FLUX_HELM_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -f "$src/go.mod" ] || { echo "build-peers: no module source for helm-controller" >&2; exit 1; }
+  work="$fh.tmp/src"
+  cp -r "$src" "$work" && chmod -R u+w "$work"
+  sed -i '/=> \.\/api/d' "$work/go.mod"
+  (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true)
+  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$fh.tmp/helm-controller" .)
+  cp "$work"/config/crd/bases/*.yaml "$fh.tmp/crds/"
+  rm -rf "$work"
+  rm -rf "$fh" && mv "$fh.tmp" "$fh"
+fi
+cp -f "$fh/helm-controller" bin/
+rm -rf bin/crds/flux-helm && cp -r "$fh/crds" bin/crds/flux-helm

@@ -432,7 +432,7 @@ func (e *Engine) awaitAndResume(ctx context.Context, cs kubernetes.Interface, id
 	// The applied revision, for the record (bounded: the resume is done).
 	applyBy := time.Now().Add(min(time.Minute, max(time.Until(deadline), 10*time.Second)))
 	for time.Now().Before(applyBy) && ctx.Err() == nil {
-		if r, err := gitops.ReadRevisions(ctx, cs, o, src); err == nil && r.Applied != "" && gitops.Commit(r.Applied) == gitops.Commit(rev.Source) {
+		if r, err := gitops.ReadRevisions(ctx, cs, o, src); err == nil && gitops.Applied(r.Applied, rev.Source) {
 			return fmt.Sprintf("%s; applied %s at %s", msg, r.Applied, e.now().UTC().Format(time.RFC3339)), nil
 		}
 		select {

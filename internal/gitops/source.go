@@ -56,6 +56,10 @@ type ownerSpec struct {
 	} `json:"spec"`
 	Status struct {
 		LastAppliedRevision string `json:"lastAppliedRevision"`
+		// HelmRelease: the releases it made, newest first.
+		History []struct {
+			ChartVersion string `json:"chartVersion"`
+		} `json:"history"`
 		Sync                struct {
 			Revision string `json:"revision"`
 			Status   string `json:"status"`
@@ -191,6 +195,22 @@ func Commit(revision string) string {
 	return revision
 }
 
+// Applied says whether an applied revision is the source revision: the
+// same commit, or a chart version built from it (VERSION+COMMIT12).
+func Applied(applied, source string) bool {
+	a, c := Commit(applied), Commit(source)
+	if a == "" || c == "" {
+		return false
+	}
+	if a == c {
+		return true
+	}
+	if i := strings.LastIndex(applied, "+"); i >= 0 && len(applied)-i-1 >= 7 {
+		return strings.HasPrefix(c, applied[i+1:])
+	}
+	return false
+}
+
 // ReadRevisions reads the owner's source and applied revisions.
 func ReadRevisions(ctx context.Context, cs kubernetes.Interface, o Owner, src *Source) (Revisions, error) {
 	spec, err := kube.GetCustom[ownerSpec](ctx, cs, o.path(), kube.Target{Namespace: o.Namespace, Name: o.Name, Kind: kube.Kind(strings.ToLower(o.Kind))}, o.Tool+" CRDs")
@@ -210,6 +230,10 @@ func ReadRevisions(ctx context.Context, cs kubernetes.Interface, o Owner, src *S
 		return r, nil
 	}
 	r := Revisions{Applied: spec.Status.LastAppliedRevision}
+	if o.Kind == "HelmRelease" && len(spec.Status.History) > 0 {
+		// A chart built from Git by revision is versioned VERSION+COMMIT12.
+		r.Applied = spec.Status.History[0].ChartVersion
+	}
 	if src != nil && src.GitRepository != "" {
 		ns, name, _ := strings.Cut(src.GitRepository, "/")
 		gr, err := kube.GetCustom[gitRepository](ctx, cs, gitRepoPath(ns, name), kube.Target{Namespace: ns, Name: name, Kind: "gitrepository"}, "Flux source CRDs")

@@ -126,3 +126,22 @@ func TestFindSourceForbiddenNamesTheRule(t *testing.T) {
 		t.Errorf("got %v, want a failure naming the rule", err)
 	}
 }
+
+func TestApplied(t *testing.T) {
+	h := "0eee7c4ad95c1234567890abcdef1234567890ab"
+	for _, tc := range []struct {
+		applied, source string
+		want            bool
+	}{
+		{"main@sha1:" + h, "main@sha1:" + h, true},
+		{h, h, true},
+		{"0.1.0+0eee7c4ad95c", "main@sha1:" + h, true},
+		{"0.1.0+1eee7c4ad95c", "main@sha1:" + h, false},
+		{"0.1.0", "main@sha1:" + h, false},
+		{"", "main@sha1:" + h, false},
+	} {
+		if got := Applied(tc.applied, tc.source); got != tc.want {
+			t.Errorf("Applied(%q, %q) = %v, want %v", tc.applied, tc.source, got, tc.want)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rollback-dev/rollback/internal/gitops"
 )
@@ -93,22 +92,7 @@ func TestGitOpsFluxHelmReleaseIsSuspended(t *testing.T) {
 	t.Parallel()
 	installGitOps(t)
 	startPeer(t, "helmrelease-crd", func() error {
-		out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "testdata/helmrelease-crd.yaml").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			out, _ := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "crd", "helmreleases.helm.toolkit.fluxcd.io", "-o",
-				`jsonpath={.status.conditions[?(@.type=="Established")].status}`).Output()
-			if string(out) == "True" {
-				return nil
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("the HelmRelease CRD is not Established")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		return applyCRDs("flux-helm", "helmreleases.helm.toolkit.fluxcd.io")
 	})
 	ns := namespace(t)
 	helmRelease(t, ns)
