@@ -111,25 +111,29 @@ rm -rf bin/crds/gitops && cp -r "$go_crds" bin/crds/gitops
 # of the same version is served), and built. source-controller asks for a
 # github.com/fluxcd/pkg/artifact version the proxy does not serve; v0.18.0
 # builds. ~6-10 min each the first time on 2 cores.
+#
+# flux_build NAME VERSION OUT [LINE]: builds github.com/fluxcd/NAME@VERSION
+# into OUT/NAME (LINE appended to its go.mod) and copies its CRDs to OUT/crds.
+flux_build() {
+  local c=$1 v=$2 out=$3 extra=${4:-} src work
+  echo "build-peers: building Flux $c $v (several minutes the first time)"
+  src=$(go mod download -json "github.com/fluxcd/$c@$v" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -f "$src/go.mod" ] || { echo "build-peers: no module source for $c" >&2; exit 1; }
+  work="$out/src-$c"
+  cp -r "$src" "$work" && chmod -R u+w "$work"
+  sed -i '/=> \.\/api/d' "$work/go.mod"
+  [ -z "$extra" ] || echo "$extra" >>"$work/go.mod"
+  (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true)
+  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out/$c" .)
+  mkdir -p "$out/crds" && cp "$work"/config/crd/bases/*.yaml "$out/crds/"
+  rm -rf "$work"
+}
 FLUX_VERSION=v1.9.6
 fx="$cache_root/flux/$FLUX_VERSION"
 if [ ! -x "$fx/source-controller" ] || [ ! -x "$fx/kustomize-controller" ]; then
-  rm -rf "$fx.tmp" && mkdir -p "$fx.tmp/crds"
-  for c in source-controller kustomize-controller; do
-    echo "build-peers: building Flux $c $FLUX_VERSION (several minutes the first time)"
-    src=$(go mod download -json "github.com/fluxcd/$c@$FLUX_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    [ -f "$src/go.mod" ] || { echo "build-peers: no module source for $c" >&2; exit 1; }
-    work="$fx.tmp/src-$c"
-    cp -r "$src" "$work" && chmod -R u+w "$work"
-    sed -i '/=> \.\/api/d' "$work/go.mod"
-    if [ "$c" = source-controller ]; then
-      echo 'replace github.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.0' >>"$work/go.mod"
-    fi
-    (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true)
-    (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$fx.tmp/$c" .)
-    cp "$work"/config/crd/bases/*.yaml "$fx.tmp/crds/"
-    rm -rf "$work"
-  done
+  rm -rf "$fx.tmp" && mkdir -p "$fx.tmp"
+  flux_build source-controller "$FLUX_VERSION" "$fx.tmp" 'replace github.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.0'
+  flux_build kustomize-controller "$FLUX_VERSION" "$fx.tmp"
   rm -rf "$fx" && mv "$fx.tmp" "$fx"
 fi
 cp -f "$fx/source-controller" "$fx/kustomize-controller" bin/
@@ -167,17 +171,8 @@ rm -rf bin/crds/argocd && cp -r "$ac/crds" bin/crds/argocd
 FLUX_HELM_VERSION=v1.4.3
 fh="$cache_root/flux-helm/$FLUX_HELM_VERSION"
 if [ ! -x "$fh/helm-controller" ]; then
-  echo "build-peers: building Flux helm-controller $FLUX_HELM_VERSION (several minutes the first time)"
-  rm -rf "$fh.tmp" && mkdir -p "$fh.tmp/crds"
-  src=$(go mod download -json "github.com/fluxcd/helm-controller@$FLUX_HELM_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-  [ -f "$src/go.mod" ] || { echo "build-peers: no module source for helm-controller" >&2; exit 1; }
-  work="$fh.tmp/src"
-  cp -r "$src" "$work" && chmod -R u+w "$work"
-  sed -i '/=> \.\/api/d' "$work/go.mod"
-  (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true)
-  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$fh.tmp/helm-controller" .)
-  cp "$work"/config/crd/bases/*.yaml "$fh.tmp/crds/"
-  rm -rf "$work"
+  rm -rf "$fh.tmp" && mkdir -p "$fh.tmp"
+  flux_build helm-controller "$FLUX_HELM_VERSION" "$fh.tmp"
   rm -rf "$fh" && mv "$fh.tmp" "$fh"
 fi
 cp -f "$fh/helm-controller" bin/

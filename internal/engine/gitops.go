@@ -96,17 +96,28 @@ func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	svc := e.service(t.Service)
+	var cfg *config.GitOps
+	if svc != nil {
+		cfg = svc.GitOps
+	}
+	// resume waits, bounded, for the source to agree, then resumes.
+	resume := func(src *gitops.Source, auth gitops.Auth, commit string) (string, error) {
+		swaps, err := e.revertSwaps(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		wait := gitopsWait(svc)
+		ctx, cancel := context.WithTimeout(ctx, wait+2*time.Minute)
+		defer cancel()
+		return e.awaitAndResume(ctx, cs, id, *st.owner, src, auth, commit, swaps, wait)
+	}
 	if st.revert != nil {
-		svc := e.service(t.Service)
 		commit := st.revert.Result.Commit
 		if st.revert.Result.Unchanged {
 			commit = st.revert.Result.Base
 		}
 		if st.pr != nil {
-			var cfg *config.GitOps
-			if svc != nil {
-				cfg = svc.GitOps
-			}
 			ps, err := e.prState(ctx, cfg, *st.pr)
 			switch {
 			case err != nil:
@@ -122,33 +133,14 @@ func (e *Engine) ResumeGitOps(ctx context.Context, id string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		swaps, err := e.revertSwaps(ctx, id)
-		if err != nil {
-			return "", err
-		}
-		wait := gitopsWait(svc)
-		ctx, cancel := context.WithTimeout(ctx, wait+2*time.Minute)
-		defer cancel()
-		return e.awaitAndResume(ctx, cs, id, *st.owner, &st.revert.Source, auth, commit, swaps, wait)
+		return resume(&st.revert.Source, auth, commit)
 	}
 	// Reverted by hand: the reconciler resumes once its source no longer
 	// names the abandoned version (resumed before its source fetched the
 	// revert, Argo CD's self-heal re-applied the release in the e2e test).
-	svc := e.service(t.Service)
-	var cfg *config.GitOps
-	if svc != nil {
-		cfg = svc.GitOps
-	}
 	src, auth, gerr := e.gitSource(ctx, cs, *st.owner, cfg)
 	if gerr == nil {
-		swaps, err := e.revertSwaps(ctx, id)
-		if err != nil {
-			return "", err
-		}
-		wait := gitopsWait(svc)
-		ctx, cancel := context.WithTimeout(ctx, wait+2*time.Minute)
-		defer cancel()
-		return e.awaitAndResume(ctx, cs, id, *st.owner, src, auth, "", swaps, wait)
+		return resume(src, auth, "")
 	}
 	msg, err := gitops.Resume(ctx, cs, *st.owner, id)
 	if err != nil {

@@ -64,13 +64,7 @@ spec:
       - name: ` + app + `
         image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
 `)}, "web chart, transaction-service v1.1.5")
-	kubectlApply(t, `apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {name: shop, namespace: `+ns+`}
-spec:
-  interval: 2s
-  url: `+url+`
-  ref: {branch: main}
+	kubectlApply(t, gitRepository(ns, url)+`
 ---
 apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease

@@ -98,13 +98,7 @@ func newFluxApp(t *testing.T, git *gittest.Server, layout string) *fluxApp {
 	case "kustomize":
 		git.Commit(t, a.repo, "main", map[string]*string{"deploy/deployment.yaml": fluxManifest(ns, image("v1.0.0")), "deploy/kustomization.yaml": kust("v1.1.5", "")}, "transaction-service v1.1.5")
 	}
-	kubectlApply(t, `apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {name: shop, namespace: `+ns+`}
-spec:
-  interval: `+fluxInterval()+`
-  url: `+url+`
-  ref: {branch: main}
+	kubectlApply(t, gitRepository(ns, url)+`
 ---
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
@@ -127,6 +121,17 @@ spec:
 	}
 	a.waitImage(t, image("v1.2.0"))
 	return a
+}
+
+// gitRepository is the GitRepository "shop" of ns, tracking main of url.
+func gitRepository(ns, url string) string {
+	return `apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: shop, namespace: ` + ns + `}
+spec:
+  interval: ` + fluxInterval() + `
+  url: ` + url + `
+  ref: {branch: main}`
 }
 
 // waitImage waits until Flux has rolled the Deployment out at img.
