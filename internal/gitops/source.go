@@ -60,7 +60,7 @@ type ownerSpec struct {
 		History []struct {
 			ChartVersion string `json:"chartVersion"`
 		} `json:"history"`
-		Sync                struct {
+		Sync struct {
 			Revision string `json:"revision"`
 			Status   string `json:"status"`
 		} `json:"sync"`
