@@ -117,6 +117,9 @@ type RevertRequest struct {
 	// MaxCommits bounds the history searched for the release commit and
 	// an earlier run's revert (default 500).
 	MaxCommits int
+	// MaxBytes bounds what the clone may write (default
+	// DefaultMaxCloneBytes).
+	MaxBytes int64
 }
 
 // RevertResult is what a revert did.
@@ -216,7 +219,7 @@ func revertOnce(ctx context.Context, req RevertRequest) (*RevertResult, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	repo, err := git.PlainCloneContext(ctx, dir, false, &git.CloneOptions{
+	repo, err := cloneBounded(ctx, dir, false, req.MaxBytes, &git.CloneOptions{
 		URL: req.Repo.URL, Auth: req.Auth.method(), ReferenceName: plumbing.NewBranchReferenceName(req.Repo.Branch), SingleBranch: true,
 	})
 	if err != nil {
@@ -677,7 +680,7 @@ func CheckSource(ctx context.Context, repo Repo, auth Auth, revision, commit str
 		return sc, err
 	}
 	defer os.RemoveAll(dir)
-	r, err := git.PlainCloneContext(ctx, dir, true, &git.CloneOptions{URL: repo.URL, Auth: auth.method(),
+	r, err := cloneBounded(ctx, dir, true, 0, &git.CloneOptions{URL: repo.URL, Auth: auth.method(),
 		ReferenceName: plumbing.NewBranchReferenceName(repo.Branch), SingleBranch: true, NoCheckout: true})
 	if err != nil {
 		return sc, gitErr("clone "+repo.String(), err)

@@ -215,3 +215,33 @@ func TestCheckSourceSeesARerelease(t *testing.T) {
 		t.Errorf("before the revert: %+v %v, want not contained", sc, err)
 	}
 }
+
+// A clone writes at most its bound: past it the revert fails with
+// ErrTooLarge and nothing is pushed.
+func TestRevertCloneIsBounded(t *testing.T) {
+	s := gittest.Start(t)
+	url := s.Create(t, "big")
+	s.Commit(t, "big", "main", map[string]*string{"deploy/deployment.yaml": manifest(goodImage, 3), "blob.txt": gittest.Str(randomText(200000))}, "v1.1.5")
+	s.Commit(t, "big", "main", map[string]*string{"deploy/deployment.yaml": manifest(badImage, 3)}, "Release v1.2.0")
+	req := request(s, url, "INC-40", t)
+	req.MaxBytes = 64 << 10
+	if _, err := Revert(context.Background(), req); !errors.Is(err, ErrTooLarge) || s.Pushes() != 0 {
+		t.Fatalf("got %v after %d pushes, want ErrTooLarge and no push", err, s.Pushes())
+	}
+	req.MaxBytes = 0
+	if _, err := Revert(context.Background(), req); err != nil {
+		t.Fatalf("within the default bound: %v", err)
+	}
+}
+
+func randomText(n int) string {
+	b := make([]byte, n)
+	x := uint32(2463534242)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = 'a' + byte(x%26)
+	}
+	return string(b)
+}
