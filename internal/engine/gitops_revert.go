@@ -204,7 +204,17 @@ func revertGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (s
 		return "", fmt.Errorf("no cluster client: %w", runbook.ErrSkip)
 	}
 	cs := x.w.Client
-	rec, pr, err := e.writeRevert(ctx, cs, id, x.svc, *st.owner, st)
+	// Where Git is, the credential and the images: read once, for the
+	// revert and for reading the source's revision after it.
+	src, auth, err := e.gitSource(ctx, cs, *st.owner, cfg)
+	if err != nil {
+		return "", err
+	}
+	swaps, err := e.revertSwaps(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	rec, pr, err := e.writeRevert(ctx, id, cfg, src, auth, swaps, st)
 	if err != nil {
 		return "", err
 	}
@@ -227,14 +237,6 @@ func revertGitOps(ctx context.Context, x *execution, sc *runbook.StepContext) (s
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl)-10*time.Second < wait {
 		wait = time.Until(dl) - 10*time.Second
 	}
-	auth, err := e.gitAuthFor(ctx, cs, x.svc, *st.owner)
-	if err != nil {
-		return "", err
-	}
-	swaps, err := e.revertSwaps(ctx, id)
-	if err != nil {
-		return "", err
-	}
 	msg, err := e.awaitAndResume(ctx, cs, id, *st.owner, &rec.Source, auth, commit, swaps, wait)
 	if err != nil {
 		return "", fmt.Errorf("%s; %w", rec.Result.Summary(), err)
@@ -255,21 +257,9 @@ func (e *Engine) gitAuthFor(ctx context.Context, cs kubernetes.Interface, svc *c
 // writeRevert pushes the revert (or finds it pushed) and, when the branch
 // refuses it or the service asks for one, opens the pull request; both
 // journaled.
-func (e *Engine) writeRevert(ctx context.Context, cs kubernetes.Interface, id string, svc *config.Service, o gitops.Owner, st *gitopsState) (*revertRecord, *gitops.PullRequest, error) {
+func (e *Engine) writeRevert(ctx context.Context, id string, cfg *config.GitOps, src *gitops.Source, auth gitops.Auth, swaps []gitops.Swap, st *gitopsState) (*revertRecord, *gitops.PullRequest, error) {
 	if st.revert != nil && (st.pr != nil || st.revert.Result.Branch == st.revert.Source.Repo.Branch) {
 		return st.revert, st.pr, nil
-	}
-	var cfg *config.GitOps
-	if svc != nil {
-		cfg = svc.GitOps
-	}
-	src, auth, err := e.gitSource(ctx, cs, o, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	swaps, err := e.revertSwaps(ctx, id)
-	if err != nil {
-		return nil, nil, err
 	}
 	bad, good := swaps[0].Bad, swaps[0].Good
 	inc, err := e.Store.GetIncident(ctx, id)

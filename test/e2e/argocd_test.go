@@ -210,8 +210,18 @@ func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
 	if !selfHealing(t, a.ns) {
 		t.Error("self-heal not restored by 'rollback gitops resume'")
 	}
+	// Until Argo CD reports the hand-made revert synced, then the samples.
+	revert := git.Log(t, a.repo, "main")[0].Hash
 	kubectl(t, "annotate", "application", a.ns, "-n", "argocd", "argocd.argoproj.io/refresh=normal", "--overwrite")
-	time.Sleep(10 * time.Second)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		got := kubectl(t, "get", "application", a.ns, "-n", "argocd", "-o", "jsonpath={.status.sync.revision}|{.status.sync.status}")
+		if got == revert+"|Synced" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Argo CD not synced to the revert %s after 60s: %q", revert, got)
+		}
+	}
 	if bad, total := s.badAfterUndo(); bad != 0 {
 		t.Errorf("%d of %d samples on v1.2.0 after the undo", bad, total)
 	}

@@ -377,12 +377,19 @@ func TestGitOpsFluxPullRequest(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "resumed") {
 		t.Fatalf("resume after the merge: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	time.Sleep(10 * time.Second)
+	// Until Flux has applied the merge (the resume waited for its
+	// source, the apply follows), then the samples are read.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		suspend, by, applied := a.kustomization(t)
+		if suspend != "true" && by == "" && applied == "main@sha1:"+merge {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kustomization: suspend %q, paused-by %q, applied %q after 60s; want resumed at the merge %s", suspend, by, applied, merge)
+		}
+	}
 	if bad, total := s.badAfterUndo(); bad != 0 {
 		t.Errorf("%d of %d samples on v1.2.0 after the undo", bad, total)
-	}
-	if suspend, by, applied := a.kustomization(t); suspend == "true" || by != "" || applied != "main@sha1:"+merge {
-		t.Errorf("kustomization: suspend %q, paused-by %q, applied %q; want resumed at the merge %s", suspend, by, applied, merge)
 	}
 	if got := runningImage(t, a.ns); got != image("v1.1.5") {
 		t.Errorf("running %s after the merge", got)
