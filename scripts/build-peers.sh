@@ -9,6 +9,7 @@
 #   bin/source-controller, bin/kustomize-controller, bin/crds/flux/
 #   bin/helm-controller, bin/crds/flux-helm/
 #   bin/argocd (application-controller, repo-server), bin/crds/argocd/
+#   bin/migrate (golang-migrate's CLI, with its MySQL and PostgreSQL drivers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GATEWAY_API_VERSION=v1.4.1
@@ -75,6 +76,18 @@ if [ ! -x "$hl/helm" ]; then
   rm -rf "$hl" && mv "$hl.tmp" "$hl"
 fi
 cp -f "$hl/helm" bin/helm
+
+# golang-migrate's own CLI, built with its MySQL and PostgreSQL drivers, to
+# check that the history rollback leaves is the one the tool reads.
+MIGRATE_VERSION=v4.19.1
+mg="$cache_root/golang-migrate/$MIGRATE_VERSION"
+if [ ! -x "$mg/migrate" ]; then
+  echo "build-peers: building golang-migrate $MIGRATE_VERSION (about a minute the first time)"
+  mkdir -p "$mg.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$mg.tmp" go install -tags 'mysql postgres' "github.com/golang-migrate/migrate/v4/cmd/migrate@$MIGRATE_VERSION"
+  rm -rf "$mg" && mv "$mg.tmp" "$mg"
+fi
+cp -f "$mg/migrate" bin/migrate
 
 # versitygw: a real S3-compatible server (POSIX backend) for the snapshot
 # store's tests.

@@ -4,7 +4,7 @@
 # checks that kubectl is there. Go modules are fetched by the go command itself.
 # 'install-deps.sh demo' installs only what the demo uses; the tests' own
 # peers (Alertmanager, a headless Chromium, Redis for Argo CD) come with the
-# default, 'test'. git (with its http-backend) serves the GitOps tests' repositories.
+# default, 'test', with MariaDB for the MySQL-family tests. git (with its http-backend) serves the GitOps tests' repositories.
 set -euo pipefail
 profile=${1:-test}
 
@@ -15,6 +15,11 @@ command -v git >/dev/null 2>&1 || need+=(git)
 # tests and the postgres user the test server runs as.
 { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; } || need+=(postgresql-15)
 command -v pg_dump >/dev/null 2>&1 || need+=(postgresql-client-15)
+# MariaDB 10.11 (mariadbd, mariadb-install-db, mariadb-dump) for the MySQL-family
+# down migrations' tests; the tests start their own server.
+if [ "$profile" = test ]; then
+  command -v mariadb-install-db >/dev/null 2>&1 && { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } || need+=(mariadb-server mariadb-client)
+fi
 # Prometheus for the metrics provider's tests.
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 if [ "$profile" = test ]; then

@@ -241,7 +241,10 @@ func (e *Engine) checkDestroyed(ctx context.Context, r CheckRequest, dsnEnv stri
 			res.Status, res.Detail = check.Fail, err.Error()
 			return res
 		}
-		since, db = st.Current, p.Conn
+		since = st.Current
+		if p.Conn != nil {
+			db = p.Conn // PostgreSQL: row counts and table sizes from its catalog
+		}
 	} else if r.Since != "" {
 		if since, err = migrate.ParseVersion(r.Since); err != nil {
 			res.Status, res.Detail = check.Fail, "--since-version: "+err.Error()

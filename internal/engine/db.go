@@ -72,7 +72,7 @@ func (e *Engine) prepareDB(ctx context.Context, svc *config.Service, inc *store.
 	if err != nil {
 		return fail(err)
 	}
-	if d.plan, err = migrate.PlanUndo(p.Source, st, d.to); err != nil {
+	if d.plan, err = p.PlanFrom(st, d.to); err != nil {
 		return fail(err)
 	}
 	if len(d.plan.Steps) == 0 {

@@ -148,7 +148,7 @@ func (e *Engine) dbFacts(ctx context.Context, r FactsRequest, dsnEnv string) (ra
 	}
 	ran = decide.Bool{Source: decide.Measured, Value: st.Current.Compare(from) > 0,
 		Evidence: fmt.Sprintf("history at %s; release %s started from %s", orNone(st.Current.String()), rel.Name, orNone(rel.Version))}
-	plan, err := migrate.PlanUndo(p.Source, st, from)
+	plan, err := p.PlanFrom(st, from)
 	if err != nil {
 		reason := err.Error()
 		if !errors.Is(err, migrate.ErrUnsafe) {

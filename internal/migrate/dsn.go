@@ -108,6 +108,9 @@ func (c *connString) String() string {
 // password in the user info, password= and sslpassword= parameters in
 // either form. A string pgx cannot parse prints as Unparseable.
 func SafeDSN(dsn string) string {
+	if IsMySQL(dsn) {
+		return mysqlSafeDSN(dsn)
+	}
 	c, err := parseConnString(dsn)
 	if err != nil {
 		return Unparseable
@@ -117,6 +120,12 @@ func SafeDSN(dsn string) string {
 
 // DatabaseName is the database pgx connects to for dsn ("" when none).
 func DatabaseName(dsn string) string {
+	if IsMySQL(dsn) {
+		if cfg, err := mysqlConfig(dsn); err == nil {
+			return cfg.DBName
+		}
+		return ""
+	}
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return ""
@@ -161,6 +170,9 @@ func childConn(dsn, db string) (arg string, env []string, err error) {
 func Redact(s, dsn string) string {
 	if dsn != "" {
 		s = strings.ReplaceAll(s, dsn, SafeDSN(dsn))
+	}
+	if IsMySQL(dsn) {
+		return mysqlRedact(s, dsn)
 	}
 	if cfg, err := pgconn.ParseConfig(dsn); err == nil {
 		for _, secret := range []string{cfg.Password, sslPassword(dsn)} {

@@ -43,6 +43,9 @@ type UndoOptions struct {
 	// boundary, in tests, is called before each statement, merge and
 	// commit of a transaction (where a kill can land).
 	boundary func(where string)
+	// executed, in tests, is called after each statement took effect
+	// (MySQL: a DDL statement ran, a DML statement committed).
+	executed func(where string)
 }
 
 func (o UndoOptions) inline(rows int64) bool {
@@ -79,6 +82,9 @@ type UndoResult struct {
 	Duration   time.Duration `json:"-"`
 	Seconds    float64       `json:"seconds"`
 	DryRun     bool          `json:"dryRun"`
+	// Resumed counts the statements (MySQL) an earlier, stopped run had
+	// finished: found in the journal or the schema, not run again.
+	Resumed int `json:"resumed,omitempty"`
 	// Merged is what each capture of the release's destroyed data gave
 	// back, merged in its step's transaction.
 	Merged []Merged `json:"merged,omitempty"`
@@ -284,6 +290,9 @@ func firstLine(s string) string {
 // Describe returns the SQL the undo would run, segment by segment, with
 // the checks it makes: what --dry-run prints.
 func (p *Plan) Describe(o UndoOptions) (string, error) {
+	if p.my != nil {
+		return p.describeMySQL(o), nil
+	}
 	segs, warnings, err := p.segments(o)
 	if err != nil {
 		return "", err

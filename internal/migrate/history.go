@@ -112,6 +112,13 @@ func ReadState(ctx context.Context, db DB, format Format, table string) (*State,
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	replayFlyway(st, all)
+	return st, nil
+}
+
+// replayFlyway fills st from flyway_schema_history's rows in
+// installed_rank order.
+func replayFlyway(st *State, all []Applied) {
 	// Replay: versioned rows apply, UNDO_SQL rows (Flyway Teams) and
 	// DELETE markers take a version back out.
 	inEffect := map[string]int{}
@@ -145,5 +152,4 @@ func ReadState(ctx context.Context, db DB, format Format, table string) (*State,
 		}
 	}
 	st.Applied = kept
-	return st, nil
 }

@@ -16,7 +16,13 @@ import (
 
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, "migrate", &pg)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m, "migrate", &pg)
+	if mySrv != nil {
+		mySrv.Stop()
+	}
+	os.Exit(code)
+}
 
 var dbSeq atomic.Int64
 

@@ -41,9 +41,14 @@ type Plan struct {
 	// its capture or why there is none.
 	Destroyed []Destroyed `json:"destroyed,omitempty"`
 
+	// Engine is the database engine the plan runs on ("" for
+	// PostgreSQL; "MariaDB 10.11.9" or "MySQL 8.0.36").
+	Engine string `json:"engine,omitempty"`
+
 	to       Version
 	after    Version
 	captures map[string][]*Captured
+	my       *MySQL
 }
 
 // PlanUndo lists the applied migrations newer than to, newest first, each

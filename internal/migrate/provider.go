@@ -49,8 +49,11 @@ type ProviderOptions struct {
 // table, resolved once; plan, snapshot, undo, verify and drill all take
 // them from here.
 type Provider struct {
-	DSN    string
+	DSN string
+	// Conn is PostgreSQL's connection; My, a MariaDB or MySQL database
+	// (the DSN's scheme chooses).
 	Conn   *pgx.Conn
+	My     *MySQL
 	Source *Source // nil when not loaded
 	Format Format
 	Table  string
@@ -86,6 +89,14 @@ func Open(ctx context.Context, o ProviderOptions) (*Provider, error) {
 	if p.DSN == "" {
 		return nil, ErrNoDSN
 	}
+	if IsMySQL(p.DSN) {
+		my, err := openMySQL(ctx, p.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %s", SafeDSN(p.DSN), Redact(err.Error(), p.DSN))
+		}
+		p.My = my
+		return p, nil
+	}
 	conn, err := pgx.Connect(ctx, p.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %s", SafeDSN(p.DSN), Redact(err.Error(), p.DSN))
@@ -99,10 +110,16 @@ func (p *Provider) Close() {
 	if p != nil && p.Conn != nil {
 		p.Conn.Close(context.Background())
 	}
+	if p != nil && p.My != nil {
+		p.My.close()
+	}
 }
 
 // State reads the history table.
 func (p *Provider) State(ctx context.Context) (*State, error) {
+	if p.My != nil {
+		return p.My.state(ctx, p.Format, p.Table)
+	}
 	return ReadState(ctx, p.Conn, p.Format, p.Table)
 }
 
@@ -116,12 +133,29 @@ func (p *Provider) Plan(ctx context.Context, to Version) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if p.My != nil {
+		plan.mysql(p.My)
+		return plan, nil
+	}
 	return plan, plan.LoadCaptures(ctx, p.Conn)
+}
+
+// PlanFrom plans undoing every applied migration newer than to from a
+// state already read (captures are loaded by the undo).
+func (p *Provider) PlanFrom(st *State, to Version) (*Plan, error) {
+	plan, err := PlanUndo(p.Source, st, to)
+	if err == nil && p.My != nil {
+		plan.mysql(p.My)
+	}
+	return plan, err
 }
 
 // Verify checks the history is at want and, with a release record, that
 // the schema equals the one recorded before the release.
 func (p *Provider) Verify(ctx context.Context, want Version, rel *Release) (*Verification, error) {
+	if p.My != nil {
+		return p.My.verify(ctx, p.Format, p.Table, want, rel)
+	}
 	return Verify(ctx, p.Conn, p.Format, p.Table, want, rel)
 }
 
@@ -134,6 +168,13 @@ func (p *Provider) RecordRelease(ctx context.Context, release string) (*Release,
 	if err != nil {
 		return nil, nil, err
 	}
+	if p.My != nil {
+		if _, err := PlanUndo(p.Source, st, st.Current); err != nil {
+			return nil, nil, err
+		}
+		rel, err := p.My.record(ctx, release, st)
+		return rel, nil, err
+	}
 	caps, err := Capture(ctx, p.Conn, release, p.Source, st)
 	if err != nil {
 		return nil, nil, err
@@ -145,13 +186,20 @@ func (p *Provider) RecordRelease(ctx context.Context, release string) (*Release,
 // PendingMerges counts the captures whose step was undone and whose merge
 // has not finished (a kill stopped it): Undo finishes them.
 func (p *Provider) PendingMerges(ctx context.Context) (int, error) {
+	if p.My != nil {
+		return 0, nil // no captures on MySQL
+	}
 	caps, err := pendingMerges(ctx, p.Conn)
 	return len(caps), err
 }
 
 // Lock takes the migration tool's lock until unlock; o.Locked is set.
 func (p *Provider) Lock(ctx context.Context, o *UndoOptions) (unlock func(), err error) {
-	unlock, err = LockMigrations(ctx, p.Conn, p.Format, p.Table, *o)
+	if p.My != nil {
+		unlock, err = p.My.lock(ctx, p.Format, p.Table, *o)
+	} else {
+		unlock, err = LockMigrations(ctx, p.Conn, p.Format, p.Table, *o)
+	}
 	if err == nil {
 		o.Locked = true
 	}
@@ -161,7 +209,13 @@ func (p *Provider) Lock(ctx context.Context, o *UndoOptions) (unlock func(), err
 // Release is the target of undoing release: the version it started from,
 // as 'rollback db record --release' stored it (ErrNoRecord when none).
 func (p *Provider) Release(ctx context.Context, release string) (Version, *Release, error) {
-	rel, err := LoadRelease(ctx, p.Conn, release)
+	var rel *Release
+	var err error
+	if p.My != nil {
+		rel, err = p.My.loadRelease(ctx, release)
+	} else {
+		rel, err = LoadRelease(ctx, p.Conn, release)
+	}
 	if err != nil {
 		return Version{}, nil, err
 	}
@@ -198,11 +252,17 @@ func (v *Verification) Summary() string {
 // Snapshot saves what the plan's undo touches (or the whole database) to
 // dir before the undo.
 func (p *Provider) Snapshot(ctx context.Context, plan *Plan, mode SnapshotMode, dir string, now time.Time) (*Snapshot, error) {
+	if p.My != nil {
+		return p.My.snapshot(ctx, p.DSN, plan, mode, dir, now)
+	}
 	return TakeSnapshot(ctx, p.DSN, plan, mode, dir, now)
 }
 
 // Undo runs the plan's undo scripts and fixes the history (see Undo).
 func (p *Provider) Undo(ctx context.Context, plan *Plan, o UndoOptions) (*UndoResult, error) {
+	if p.My != nil {
+		return p.My.undo(ctx, plan, o)
+	}
 	return Undo(ctx, p.Conn, plan, o)
 }
 
@@ -243,5 +303,8 @@ func (p *Provider) UndoAndVerify(ctx context.Context, plan *Plan, rel *Release, 
 
 // Drill runs the undo/redo/undo round trip on a clone (see Drill).
 func (p *Provider) Drill(ctx context.Context, o DrillOptions) (*DrillResult, error) {
+	if p.My != nil {
+		return p.My.drill(ctx, p.DSN, p.Source, p.Format, p.Table, o)
+	}
 	return Drill(ctx, p.DSN, p.Source, p.Format, p.Table, o)
 }

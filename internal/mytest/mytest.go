@@ -1,0 +1,182 @@
+// Package mytest starts a real, throw-away MariaDB server for tests:
+// mariadb-install-db in a temporary directory, mariadbd on a free loopback
+// port, root without a password. A killed test run's server is stopped by
+// the reaper's watchdog.
+package mytest
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/rollback-dev/rollback/internal/reaper"
+)
+
+// Server is a running MariaDB.
+type Server struct {
+	Dir     string
+	Port    int
+	Version string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	release func()
+}
+
+// Options configure StartWith.
+type Options struct {
+	// Durable keeps MariaDB's production durability (a log flush per
+	// commit, the doublewrite buffer); tests run without it.
+	Durable bool
+}
+
+// Programs finds the server's programs.
+func Programs() (installDB, server string, err error) {
+	for _, p := range [][2]string{{"mariadb-install-db", "mariadbd"}, {"mysql_install_db", "mysqld"}} {
+		i, err1 := exec.LookPath(p[0])
+		s, err2 := exec.LookPath(p[1])
+		if err2 != nil {
+			if _, err := os.Stat("/usr/sbin/" + p[1]); err == nil {
+				s, err2 = "/usr/sbin/"+p[1], nil
+			}
+		}
+		if err1 == nil && err2 == nil {
+			return i, s, nil
+		}
+	}
+	return "", "", fmt.Errorf("MariaDB server programs (mariadb-install-db, mariadbd) not found: install Debian's mariadb-server (make deps does)")
+}
+
+// Start starts a server for tests (no flush per commit). Stop it with Stop.
+func Start(ctx context.Context) (*Server, error) { return StartWith(ctx, Options{}) }
+
+// StartWith initializes and starts a server.
+func StartWith(ctx context.Context, o Options) (*Server, error) {
+	installDB, server, err := Programs()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "rollback-my-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Dir: dir, exited: make(chan struct{})}
+	data := filepath.Join(dir, "data")
+	pid := filepath.Join(dir, "mariadbd.pid")
+	if s.release, err = reaper.Guard(dir, reaper.Stop{PIDFile: pid, Program: filepath.Base(server)}); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	user := []string{}
+	if os.Geteuid() == 0 {
+		user = []string{"--user=root"}
+	}
+	args := append([]string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}, user...)
+	if out, err := exec.CommandContext(ctx, installDB, args...).CombinedOutput(); err != nil {
+		s.Stop()
+		return nil, fmt.Errorf("%s: %w\n%s", filepath.Base(installDB), err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	s.Port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	sargs := append([]string{"--no-defaults", "--datadir=" + data, "--socket=" + filepath.Join(dir, "sock"),
+		fmt.Sprintf("--port=%d", s.Port), "--bind-address=127.0.0.1", "--pid-file=" + pid,
+		"--log-error=" + filepath.Join(dir, "log"), "--max-connections=300", "--innodb-buffer-pool-size=128M",
+		"--skip-name-resolve"}, user...)
+	if !o.Durable {
+		sargs = append(sargs, "--innodb-flush-log-at-trx-commit=0", "--skip-innodb-doublewrite", "--innodb-flush-method=nosync")
+	}
+	s.cmd = exec.Command(server, sargs...)
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		db, err := sql.Open("mysql", s.config("").FormatDSN())
+		if err == nil {
+			err = db.PingContext(ctx)
+			if err == nil {
+				err = db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&s.Version)
+			}
+			db.Close()
+		}
+		if err == nil {
+			return s, nil
+		}
+		select {
+		case <-s.exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			s.Stop()
+			return nil, fmt.Errorf("mariadbd exited at start:\n%s", log)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			s.Stop()
+			return nil, fmt.Errorf("mariadbd did not answer in 60s: %v\n%s", err, log)
+		}
+	}
+}
+
+func (s *Server) config(db string) *mysql.Config {
+	c := mysql.NewConfig()
+	c.User, c.Net, c.Addr, c.DBName = "root", "tcp", fmt.Sprintf("127.0.0.1:%d", s.Port), db
+	c.ParseTime = true
+	return c
+}
+
+// DSN is rollback's connection string for a database on the server, in
+// golang-migrate's form.
+func (s *Server) DSN(db string) string {
+	return fmt.Sprintf("mysql://root@tcp(127.0.0.1:%d)/%s", s.Port, db)
+}
+
+// Open connects to a database on the server.
+func (s *Server) Open(db string) (*sql.DB, error) {
+	return sql.Open("mysql", s.config(db).FormatDSN())
+}
+
+// CreateDB creates a fresh database and returns rollback's DSN for it.
+func (s *Server) CreateDB(ctx context.Context, name string) (string, error) {
+	db, err := s.Open("")
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE `"+strings.ReplaceAll(name, "`", "``")+"`"); err != nil {
+		return "", err
+	}
+	return s.DSN(name), nil
+}
+
+// Stop stops the server and removes its files.
+func (s *Server) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
+		}
+	}
+	_ = os.RemoveAll(s.Dir)
+	if s.release != nil {
+		s.release()
+	}
+}
