@@ -37,7 +37,9 @@ func (m *MySQL) drill(ctx context.Context, dsn string, src *Source, format Forma
 		return nil, fmt.Errorf("clone %s: %w", dbName, err)
 	}
 	if !o.Keep {
-		defer func() { _, _ = m.db.ExecContext(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+quoteIdent(clone)) }()
+		defer func() {
+			_, _ = m.db.ExecContext(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+quoteIdent(clone))
+		}()
 	}
 	cfg, err := mysqlConnConfig(dsn, clone)
 	if err != nil {

@@ -106,4 +106,3 @@ func onlyMySQLComments(s string) bool {
 	}
 	return true
 }
-

@@ -374,7 +374,7 @@ func TestMySQLUndoTriesOnlineForms(t *testing.T) {
 	}
 	all := strings.Join(log, "\n")
 	for _, want := range []string{
-		"statement 1): ALGORITHM=INSTANT not possible",  // INT from BIGINT: a copy
+		"statement 1): ALGORITHM=INSTANT not possible",        // INT from BIGINT: a copy
 		"statement 1): neither ALGORITHM=INSTANT nor INPLACE", // ran as written
 	} {
 		if !strings.Contains(all, want) {
