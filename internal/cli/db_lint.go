@@ -10,23 +10,43 @@ import (
 )
 
 func newDBLintCmd(f *Factory) *cobra.Command {
-	var dir, output string
+	var dir, output, engine string
 	var strict bool
 	cmd := &cobra.Command{
 		Use:   "lint [FILE.sql ...]",
-		Short: "Check undo scripts with the PostgreSQL grammar: destructive statements, locks, re-run safety",
-		Long: `Parse every undo script of --dir (or the files given) with PostgreSQL's own
-grammar (libpg_query) and report: destructive statements; UPDATE … SET col =
-NULL before DROP COLUMN col (a full-table rewrite the drop makes pointless);
-DROP without IF EXISTS; statements that take ACCESS EXCLUSIVE locks; statements
-that cannot run in a transaction; migrations without an undo script (errors).
-Exits 5 on errors, and on warnings with --strict.`,
+		Short: "Check undo scripts for the target engine: destructive statements, locks, re-run safety",
+		Long: `PostgreSQL (--engine postgres, the default): parse every undo script of --dir
+(or the files given) with PostgreSQL's own grammar (libpg_query) and report:
+destructive statements; UPDATE … SET col = NULL before DROP COLUMN col (a
+full-table rewrite the drop makes pointless); DROP without IF EXISTS;
+statements that take ACCESS EXCLUSIVE locks; statements that cannot run in a
+transaction.
+
+MariaDB 10.11 (--engine mariadb) or MySQL 8 (--engine mysql): statements that
+cannot run online there: a table copy (ALGORITHM=COPY: a column type change,
+CONVERT TO CHARACTER SET, a primary key dropped, an AUTO_INCREMENT or STORED
+column, a foreign key added with checks on), a shared lock (FULLTEXT, SPATIAL),
+a rebuild, LOCK TABLES (an error); scripts of several DDL statements, which
+commit one by one.
+
+Both: migrations without an undo script (errors). The engine defaults to the
+scheme of $ROLLBACK_DB_DSN or $DATABASE_URL (mariadb://, mysql://), else
+postgres. Exits 5 on errors, and on warnings with --strict.`,
 		Example: `  rollback db lint --dir migrations
-  rollback db lint migrations/rollback/V1_2_0__Undo__add_transaction_category.sql --strict`,
+  rollback db lint migrations/rollback/V1_2_0__Undo__add_transaction_category.sql --strict
+  rollback db lint --dir migrations --engine mariadb`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			format, err := outputFormat(output)
 			if err != nil {
 				return err
+			}
+			switch engine {
+			case "":
+				dsn, _ := migrate.LookupDSN("", "", f.IO.Getenv)
+				engine = migrate.LintEngine(dsn)
+			case migrate.LintPostgres, migrate.LintMariaDB, migrate.LintMySQL:
+			default:
+				return usagef("--engine %q: expected postgres, mariadb or mysql", engine)
 			}
 			var fs []migrate.Finding
 			if len(args) > 0 {
@@ -35,7 +55,7 @@ Exits 5 on errors, and on warnings with --strict.`,
 					if err != nil {
 						return usageError{err: err}
 					}
-					got, err := migrate.LintScript(a, string(b))
+					got, err := migrate.LintScriptFor(a, string(b), engine)
 					if err != nil {
 						return usageError{err: err}
 					}
@@ -46,7 +66,7 @@ Exits 5 on errors, and on warnings with --strict.`,
 				if err != nil {
 					return usagef("%v (pass the directory with --dir, or files)", err)
 				}
-				if fs, err = migrate.LintSource(src); err != nil {
+				if fs, err = migrate.LintSourceFor(src, engine); err != nil {
 					return usageError{err: err}
 				}
 			}
@@ -82,6 +102,7 @@ Exits 5 on errors, and on warnings with --strict.`,
 	}
 	cmd.Flags().StringVar(&dir, "dir", "migrations", "directory of migration scripts")
 	cmd.Flags().BoolVar(&strict, "strict", false, "fail on warnings too")
+	cmd.Flags().StringVar(&engine, "engine", "", "target engine: postgres, mariadb (10.11) or mysql (8); default from $ROLLBACK_DB_DSN's scheme, else postgres")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml")
 	return cmd
 }

@@ -84,8 +84,20 @@ func LintScript(file, script string) ([]Finding, error) {
 	return out, nil
 }
 
-// LintSource lints every undo script of a directory.
-func LintSource(src *Source) ([]Finding, error) {
+// LintSource lints every undo script of a directory for PostgreSQL.
+func LintSource(src *Source) ([]Finding, error) { return LintSourceFor(src, LintPostgres) }
+
+// LintScriptFor lints one script for engine (LintPostgres, LintMariaDB or
+// LintMySQL).
+func LintScriptFor(file, script, engine string) ([]Finding, error) {
+	if engine == LintMariaDB || engine == LintMySQL {
+		return LintMySQLScript(file, script, engine), nil
+	}
+	return LintScript(file, script)
+}
+
+// LintSourceFor lints every undo script of a directory for engine.
+func LintSourceFor(src *Source, engine string) ([]Finding, error) {
 	var out []Finding
 	for _, m := range src.Migrations {
 		if m.Undo == nil {
@@ -97,7 +109,7 @@ func LintSource(src *Source) ([]Finding, error) {
 		if err != nil {
 			return nil, err
 		}
-		fs, err := LintScript(m.Undo.Path, string(b))
+		fs, err := LintScriptFor(m.Undo.Path, string(b), engine)
 		if err != nil {
 			return nil, err
 		}

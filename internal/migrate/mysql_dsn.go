@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -67,6 +68,9 @@ func mysqlConfig(dsn string) (*mysql.Config, error) {
 		cfg.Net, cfg.Addr = "unix", socket
 	default:
 		host, port := u.Hostname(), u.Port()
+		if !hostRe.MatchString(host) {
+			return nil, errUnparseable
+		}
 		if port == "" {
 			port = "3306"
 		}
@@ -78,6 +82,8 @@ func mysqlConfig(dsn string) (*mysql.Config, error) {
 	}
 	return cfg, nil
 }
+
+var hostRe = regexp.MustCompile(`^[A-Za-z0-9._:%-]+$`)
 
 // dropCustomParams removes golang-migrate's x-* query parameters from a
 // driver DSN.
