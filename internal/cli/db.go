@@ -28,13 +28,25 @@ type DBOptions struct {
 func newDBCmd(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "db",
-		Short: "Database down migrations on PostgreSQL: plan, record, undo, verify, drill, lint",
-		Long: `Down-migrate a PostgreSQL database the way the runbook's Step 3 says, but
-ordered, locked and verified: plan which applied migrations to undo (newest
-first, each with its undo script), snapshot what the undo touches, run it in
-one transaction under lock_timeout with retries while holding golang-migrate's
-advisory lock, fix the history in the same transaction, and verify version
-and schema fingerprint.
+		Short: "Database down migrations on PostgreSQL, MariaDB and MySQL: plan, record, undo, verify, drill, lint",
+		Long: `Down-migrate a database the way the runbook's Step 3 says, but ordered,
+locked and verified: plan which applied migrations to undo (newest first, each
+with its undo script), snapshot what the undo touches, run it while holding
+the migration tool's lock, fix the history, and verify version and schema
+fingerprint.
+
+PostgreSQL (postgres://): the whole undo and the history fix in one
+transaction under lock_timeout with retries.
+
+MariaDB and MySQL (mariadb:// or mysql://, then user:pass@tcp(host:3306)/db as
+golang-migrate writes it, or user:pass@host:3306/db): DDL commits statement by
+statement there, so each statement is journaled (table rollback_undo_journal)
+before and after it runs; a killed or failed undo resumes at the next
+statement and never repeats a finished one (a statement caught half-way is
+judged from information_schema); the history is fixed after the last
+statement. Lock waits are cut at --lock-timeout (the server itself only counts
+whole seconds) and the long transaction that blocks the ALTER is named;
+ALTER TABLE is tried with ALGORITHM=INSTANT, then INPLACE with LOCK=NONE.
 
 Migrations are read from --dir: Flyway (V<ver>__<desc>.sql, U<ver>__<desc>.sql,
 R__<desc>.sql, and the runbook's rollback/V<ver>__Undo__<desc>.sql) or
@@ -49,7 +61,8 @@ database.dsnEnv before $ROLLBACK_DB_DSN). Passwords are never printed.`,
   rollback db undo --dir migrations --release v1.2.0 --dry-run
   rollback db undo --dir migrations --to-version 1.1.0 --yes
   rollback db drill --dir migrations
-  rollback db lint --dir migrations`,
+  rollback db lint --dir migrations
+  rollback db undo --dsn 'mysql://app@tcp(db:3306)/payments' --dir migrations --release v1.2.0 --yes`,
 	}
 	cmd.AddCommand(newDBPlanCmd(f), newDBRecordCmd(f), newDBUndoCmd(f), newDBVerifyCmd(f), newDBDrillCmd(f), newDBLintCmd(f))
 	return cmd
@@ -58,7 +71,7 @@ database.dsnEnv before $ROLLBACK_DB_DSN). Passwords are never printed.`,
 // addDBFlags registers the shared flags; target adds --to-version and --release.
 func addDBFlags(cmd *cobra.Command, o *DBOptions, target bool) {
 	fl := cmd.Flags()
-	fl.StringVar(&o.DSN, "dsn", "", "PostgreSQL connection string (default $ROLLBACK_DB_DSN, then $DATABASE_URL)")
+	fl.StringVar(&o.DSN, "dsn", "", "connection string: postgres://…, mariadb://… or mysql://… (default $ROLLBACK_DB_DSN, then $DATABASE_URL)")
 	fl.StringVar(&o.Dir, "dir", "migrations", "directory of migration scripts")
 	fl.StringVar(&o.Format, "format", "auto", "migration layout: auto (from --dir), flyway or golang-migrate")
 	fl.StringVar(&o.Table, "table", "", "history table (default flyway_schema_history or schema_migrations)")

@@ -89,15 +89,17 @@ func newDBRecordCmd(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "record --release NAME",
 		Short: "Before a release migrates: store the schema version and fingerprint it starts from",
-		Long: `Store, in the database itself (schema "rollback"), the current migration
-version and the schema fingerprint, under the release's name. Before that,
+		Long: `Store, in the database itself (PostgreSQL: schema "rollback"; MariaDB and
+MySQL: table rollback_releases), the current migration version and the
+schema fingerprint, under the release's name. On PostgreSQL, before that,
 the pending up scripts are read with the PostgreSQL grammar, and what each
 statement will destroy (a dropped column or table, a type change, an UPDATE,
 DELETE or TRUNCATE) is captured with its table's key into the schema
 rollback_capture; 'db undo' merges it back by key after the down script, so
 customers' writes since the release are kept. A table without a primary key
 (or a unique index on NOT NULL columns) whose data the release destroys is
-refused, and nothing is recorded. 'db plan',
+refused, and nothing is recorded. (On MariaDB and MySQL nothing is captured:
+the snapshot before the undo is the copy.) 'db plan',
 'db undo' and 'db verify' with --release use it: the target version, and the
 schema the undo must restore. Run it in the deploy pipeline right before the
 migration step.`,
@@ -155,18 +157,23 @@ func newDBUndoCmd(f *Factory) *cobra.Command {
 	o := &DBUndoOptions{}
 	cmd := &cobra.Command{
 		Use:   "undo",
-		Short: "Snapshot, then run the down migration in one transaction, fix the history, verify",
+		Short: "Snapshot, then run the down migration, fix the history, verify",
 		Long: `Run the planned down migration:
-  1. snapshot (pg_dump) the tables the undo touches (--snapshot=full: the whole
+  1. snapshot (pg_dump; mariadb-dump or mysqldump) the tables the undo touches (--snapshot=full: the whole
      database; --snapshot=none only when asked); a failed snapshot stops here;
-  2. take golang-migrate's advisory lock, so the application cannot migrate
-     meanwhile;
-  3. run every undo script and the history fix in one transaction with
-     lock_timeout (default 2s) and statement_timeout; a lock timeout rolls back
+  2. take the migration tool's lock (golang-migrate's or Flyway's advisory or
+     named lock), so the application cannot migrate meanwhile;
+  3. PostgreSQL: run every undo script and the history fix in one transaction with
+     lock_timeout (--lock-timeout) and statement_timeout; a lock timeout rolls back
      and retries with backoff, any other failure rolls back and leaves schema
      and history exactly as they were. Statements PostgreSQL cannot run in a
      transaction (… CONCURRENTLY) run alone, after a warning, guarded with
-     IF [NOT] EXISTS;
+     IF [NOT] EXISTS.
+     MariaDB and MySQL: run the statements one by one, each journaled before
+     and after; a DML statement commits with its journal row; run again after
+     a kill or a failure, the undo resumes at the first statement not done.
+     Lock waits are cut at --lock-timeout and retried; an ALTER TABLE is tried
+     with ALGORITHM=INSTANT, then INPLACE with LOCK=NONE, then as written;
   4. verify that the history shows the target version and, with --release, that
      the schema fingerprint equals the one recorded before the release.`,
 		Example: `  rollback db undo --dir migrations --release v1.2.0 --dry-run
@@ -284,11 +291,7 @@ func runDBUndo(ctx context.Context, f *Factory, o *DBUndoOptions) error {
 		if err != nil {
 			return "", err
 		}
-		msg := fmt.Sprintf("%d migration(s) undone, %d statement(s) in %d transaction(s), %d lock retries", len(p.Steps), res.Statements, res.Segments, res.Retries)
-		if m := migrate.MergeSummary(res.Merged); m != "" {
-			msg += "; " + m
-		}
-		return msg, nil
+		return res.Summary(p), nil
 	})
 	if err != nil {
 		return err

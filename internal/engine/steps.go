@@ -295,11 +295,7 @@ func downMigrate(ctx context.Context, x *execution, sc *runbook.StepContext) (st
 	if err != nil {
 		return "", err
 	}
-	ev := fmt.Sprintf("%d migration(s) undone in %d transaction(s); %s", len(d.plan.Steps), res.Segments, v.Summary())
-	if m := migrate.MergeSummary(res.Merged); m != "" {
-		ev += "; " + m
-	}
-	return ev, nil
+	return res.Summary(d.plan) + "; " + v.Summary(), nil
 }
 
 // verifySpec is the run's verification: the service's verify section,

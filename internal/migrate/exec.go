@@ -555,3 +555,23 @@ func lockWhere(err error) string {
 	}
 	return err.Error()
 }
+
+// Summary is the undo in one line, as 'db undo' and the runbook's step
+// report it: migrations, statements, how they ran, lock retries, and what
+// the merge gave back.
+func (r *UndoResult) Summary(p *Plan) string {
+	var msg string
+	if p.my != nil {
+		msg = fmt.Sprintf("%d migration(s) undone, %d statement(s) run one by one, journaled", len(p.Steps), r.Statements)
+		if r.Resumed > 0 {
+			msg += fmt.Sprintf(" (%d done by an earlier, stopped run: not run again)", r.Resumed)
+		}
+	} else {
+		msg = fmt.Sprintf("%d migration(s) undone, %d statement(s) in %d transaction(s)", len(p.Steps), r.Statements, r.Segments)
+	}
+	msg += fmt.Sprintf(", %d lock retries", r.Retries)
+	if m := MergeSummary(r.Merged); m != "" {
+		msg += "; " + m
+	}
+	return msg
+}

@@ -303,8 +303,15 @@ func (p *Provider) UndoAndVerify(ctx context.Context, plan *Plan, rel *Release, 
 
 // Drill runs the undo/redo/undo round trip on a clone (see Drill).
 func (p *Provider) Drill(ctx context.Context, o DrillOptions) (*DrillResult, error) {
-	if p.My != nil {
-		return p.My.drill(ctx, p.DSN, p.Source, p.Format, p.Table, o)
+	if IsMySQL(p.DSN) {
+		// A connection of its own: the caller may have closed the
+		// provider's (PostgreSQL's clone by TEMPLATE needs that).
+		my, err := openMySQL(ctx, p.DSN)
+		if err != nil {
+			return nil, err
+		}
+		defer my.close()
+		return my.drill(ctx, p.DSN, p.Source, p.Format, p.Table, o)
 	}
 	return Drill(ctx, p.DSN, p.Source, p.Format, p.Table, o)
 }

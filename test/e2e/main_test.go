@@ -105,6 +105,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer pg.Stop()
+	defer stopMariaDB()
 	defer stopPeers()
 	kubeconfig = filepath.Join(dir, "kubeconfig")
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
