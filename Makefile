@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps deps-demo peers test unit e2e demo bench bench-db bench-merge bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
+.PHONY: all build deps deps-demo peers test unit e2e demo bench bench-db bench-mdl bench-merge bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
 
 all: build
 
@@ -56,6 +56,10 @@ bench: deps build peers
 ## bench-db: down-migration timings and query latency under load (real PostgreSQL)
 bench-db: deps
 	$(GO) run ./bench/dbbench
+
+## bench-mdl: readers' worst latency while a long transaction holds a metadata lock, rollback vs the mariadb client (real MariaDB)
+bench-mdl: deps
+	$(GO) run ./bench/mdlbench
 
 ## bench-merge: the undo that gives back what a release destroyed: rows lost under writes against
 ## pg_restore, merge time and readers' latency, capture against pg_dump (real PostgreSQL, durable)
