@@ -36,7 +36,11 @@ func mariadb(t *testing.T) *mytest.Server {
 // newMyDB creates a fresh database and returns its DSN and a handle.
 func newMyDB(t *testing.T) (string, *sql.DB) {
 	t.Helper()
-	s := mariadb(t)
+	return newMyDBOn(t, mariadb(t))
+}
+
+func newMyDBOn(t *testing.T, s *mytest.Server) (string, *sql.DB) {
+	t.Helper()
 	name := fmt.Sprintf("t%d_%s", dbSeq.Add(1), strings.ToLower(strings.NewReplacer("/", "_", "-", "_").Replace(t.Name())))
 	if len(name) > 40 {
 		name = name[:40]
@@ -76,9 +80,13 @@ func runMigrate(t *testing.T, dir, dsn string, args ...string) string {
 // statements, its down script undoes them in five (a DML among them).
 func myFiles() map[string]string {
 	return map[string]string{
-		"1_init.up.sql": "CREATE TABLE orders (id INT PRIMARY KEY, total INT NOT NULL, note VARCHAR(50));\n" +
-			"INSERT INTO orders VALUES (1, 5, 'a'), (2, 50, 'b;c'), (3, 500, 'it''s');\n",
-		"1_init.down.sql": "DROP TABLE orders;\n",
+		"1_init.up.sql": "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(50));\n" +
+			"CREATE TABLE orders (id INT PRIMARY KEY, total INT NOT NULL, note VARCHAR(50), customer_id INT,\n" +
+			"  CONSTRAINT orders_customer FOREIGN KEY (customer_id) REFERENCES customers (id));\n" +
+			"CREATE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 100;\n" +
+			"INSERT INTO customers VALUES (7, 'ann');\n" +
+			"INSERT INTO orders VALUES (1, 5, 'a', 7), (2, 50, 'b;c', NULL), (3, 500, 'it''s', 7);\n",
+		"1_init.down.sql": "DROP VIEW big_orders;\nDROP TABLE orders;\nDROP TABLE customers;\n",
 		"2_release.up.sql": "ALTER TABLE orders ADD COLUMN status VARCHAR(20) NOT NULL DEFAULT 'new';\n" +
 			"CREATE INDEX orders_status ON orders (status);\n" +
 			"CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, msg TEXT);\n" +
@@ -97,7 +105,12 @@ func myFiles() map[string]string {
 // start, then migrated to 2 by the real golang-migrate CLI.
 func myReleased(t *testing.T) (dsn, dir string, db *sql.DB) {
 	t.Helper()
-	dsn, db = newMyDB(t)
+	return myReleasedOn(t, mariadb(t))
+}
+
+func myReleasedOn(t *testing.T, s *mytest.Server) (dsn, dir string, db *sql.DB) {
+	t.Helper()
+	dsn, db = newMyDBOn(t, s)
 	dir = writeFiles(t, myFiles())
 	runMigrate(t, dir, dsn, "up", "1")
 	p := openMy(t, dsn, dir)
@@ -520,5 +533,100 @@ func TestMySQLLockIsGolangMigratesLock(t *testing.T) {
 	out, err := exec.Command(migrateCLI(t), "-path", dir, "-database", dsn, "down", "1").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "can't acquire lock") {
 		t.Errorf("golang-migrate ran while rollback held its lock: %v\n%s", err, out)
+	}
+}
+
+// A server of the test's own, for faults that would disturb the others.
+func ownMariaDB(t *testing.T) *mytest.Server {
+	t.Helper()
+	s, err := mytest.Start(context.Background())
+	if err != nil {
+		t.Fatalf("MariaDB: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// The database restarts in the middle of the undo (after a DDL statement
+// ran, before its journal row says so): the run fails, and the next one
+// converges without repeating the statement.
+func TestMySQLUndoSurvivesADatabaseRestart(t *testing.T) {
+	srv := ownMariaDB(t)
+	dsn, dir, _ := myReleasedOn(t, srv)
+	p := openMy(t, dsn, dir)
+	plan, rel := planRelease(t, p)
+	ran := map[string]int{}
+	o := fastUndo()
+	o.executed = func(w string) { ran[w]++ }
+	o.boundary = func(w string) {
+		if strings.HasPrefix(w, "ran ") && strings.Contains(w, "statement 3") {
+			if err := srv.Restart(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := p.Undo(context.Background(), plan, o); err == nil {
+		t.Fatal("the undo went on through a restart")
+	}
+	p2 := openMy(t, dsn, dir)
+	plan2, _ := planRelease(t, p2)
+	o2 := fastUndo()
+	o2.executed = o.executed
+	res, v, err := p2.UndoAndVerify(context.Background(), plan2, rel, o2)
+	if err != nil || !v.OK {
+		t.Fatalf("after the restart: %v %v", err, v)
+	}
+	if res.Resumed != 3 {
+		t.Errorf("resumed %d statements, want 3 (two journaled done, one judged from the schema)", res.Resumed)
+	}
+	for w, n := range ran {
+		if n != 1 {
+			t.Errorf("%s ran %d times", w, n)
+		}
+	}
+	if got := runMigrate(t, dir, dsn, "version"); got != "1" {
+		t.Errorf("golang-migrate reads %q", got)
+	}
+}
+
+// The database hangs (its process stopped) while a statement runs: the
+// undo returns at its deadline instead of waiting, and once the database
+// is back the next run converges.
+func TestMySQLUndoReturnsWhenTheDatabaseHangs(t *testing.T) {
+	srv := ownMariaDB(t)
+	dsn, dir, _ := myReleasedOn(t, srv)
+	p := openMy(t, dsn, dir)
+	plan, rel := planRelease(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	o := fastUndo()
+	paused := false
+	o.boundary = func(w string) {
+		if strings.HasPrefix(w, "run ") && strings.Contains(w, "statement 4") {
+			if err := srv.Pause(); err != nil {
+				t.Fatal(err)
+			}
+			paused = true
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := p.Undo(ctx, plan, o); done <- err }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		srv.Continue()
+		t.Fatal("the undo did not return from a hung database")
+	}
+	if err := srv.Continue(); err != nil {
+		t.Fatal(err)
+	}
+	if !paused || err == nil {
+		t.Fatalf("paused %v; undo error %v", paused, err)
+	}
+	p2 := openMy(t, dsn, dir)
+	plan2, _ := planRelease(t, p2)
+	if _, v, err := p2.UndoAndVerify(context.Background(), plan2, rel, fastUndo()); err != nil || !v.OK {
+		t.Fatalf("after the hang: %v %v", err, v)
 	}
 }

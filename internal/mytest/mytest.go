@@ -104,8 +104,17 @@ func StartWith(ctx context.Context, o Options) (*Server, error) {
 		s.Stop()
 		return nil, err
 	}
-	go func() { _ = s.cmd.Wait(); close(s.exited) }()
-	deadline := time.Now().Add(60 * time.Second)
+	exited := s.exited
+	go func() { _ = s.cmd.Wait(); close(exited) }()
+	if err := s.waitReady(ctx, time.Now().Add(60*time.Second)); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitReady waits until the server answers.
+func (s *Server) waitReady(ctx context.Context, deadline time.Time) error {
 	for {
 		db, err := sql.Open("mysql", s.config("").FormatDSN())
 		if err == nil {
@@ -116,19 +125,17 @@ func StartWith(ctx context.Context, o Options) (*Server, error) {
 			db.Close()
 		}
 		if err == nil {
-			return s, nil
+			return nil
 		}
 		select {
 		case <-s.exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			s.Stop()
-			return nil, fmt.Errorf("mariadbd exited at start:\n%s", log)
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "log"))
+			return fmt.Errorf("mariadbd exited at start:\n%s", log)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "log"))
-			s.Stop()
-			return nil, fmt.Errorf("mariadbd did not answer in 60s: %v\n%s", err, log)
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "log"))
+			return fmt.Errorf("mariadbd did not answer in 60s: %v\n%s", err, log)
 		}
 	}
 }
@@ -163,6 +170,36 @@ func (s *Server) CreateDB(ctx context.Context, name string) (string, error) {
 	}
 	return s.DSN(name), nil
 }
+
+// Restart stops the server (every connection is dropped) and starts it
+// again on the same port and data, as a database restart in production
+// would.
+func (s *Server) Restart(ctx context.Context) error {
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("mariadbd did not stop in 30s")
+	}
+	s.exited = make(chan struct{})
+	s.cmd = exec.Command(s.cmd.Path, s.cmd.Args[1:]...)
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	exited := s.exited
+	go func() { _ = s.cmd.Wait(); close(exited) }()
+	return s.waitReady(ctx, time.Now().Add(60*time.Second))
+}
+
+// Pause stops the server's process (SIGSTOP): connections stay open and
+// nothing answers, as a hung database. Resume with Continue.
+func (s *Server) Pause() error { return s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Continue resumes a paused server.
+func (s *Server) Continue() error { return s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Stop stops the server and removes its files.
 func (s *Server) Stop() {
