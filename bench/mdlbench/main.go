@@ -247,4 +247,3 @@ func mustVersion(s string) migrate.Version {
 	}
 	return v
 }
-
