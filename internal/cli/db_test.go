@@ -17,7 +17,13 @@ import (
 
 var pg *pgtest.Server
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, "cli", &pg)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Main(m, "cli", &pg)
+	if mySrv != nil {
+		mySrv.Stop()
+	}
+	os.Exit(code)
+}
 
 // runCLI runs rollback with the given environment, no terminal.
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {

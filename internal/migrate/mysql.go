@@ -36,7 +36,7 @@ type MySQL struct {
 func openMySQL(ctx context.Context, dsn string) (*MySQL, error) {
 	cfg, err := mysqlConnConfig(dsn, "")
 	if err != nil {
-		return nil, fmt.Errorf("%w: connection string %s cannot be parsed (expected mysql://user:pass@tcp(host:3306)/db or mysql://user:pass@host:3306/db)", ErrBadOptions, SafeDSN(dsn))
+		return nil, fmt.Errorf("%w: the connection string cannot be parsed (expected mysql://user:pass@tcp(host:3306)/db, mysql://user:pass@host:3306/db or mariadb://…)", ErrBadOptions)
 	}
 	if cfg.DBName == "" {
 		return nil, fmt.Errorf("%w: connection string %s names no database", ErrBadOptions, SafeDSN(dsn))

@@ -91,6 +91,9 @@ func Open(ctx context.Context, o ProviderOptions) (*Provider, error) {
 	}
 	if IsMySQL(p.DSN) {
 		my, err := openMySQL(ctx, p.DSN)
+		if errors.Is(err, ErrBadOptions) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("connect to %s: %s", SafeDSN(p.DSN), Redact(err.Error(), p.DSN))
 		}
