@@ -109,8 +109,9 @@ services:
       requestsQuery: sum(increase(http_requests_total[\$window]))
       errorsQuery: sum(increase(http_requests_total{code=~"5.."}[\$window]))
       maxErrorRate: 0.001
-      latencyQuery: histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[20s])))
-      maxLatency: 100ms
+      # p99 under 100 ms the same way: the requests slower than the histogram's
+      # 0.1 s bucket are at most 1 % of them, with 95% confidence.
+      slowQuery: sum(increase(http_request_duration_seconds_count[\$window])) - sum(increase(http_request_duration_seconds_bucket{le="0.1"}[\$window]))
       within: 2m
       smoke:
         - {name: transactions-api, url: "http://127.0.0.1:$svc_port/", expectStatus: 200, maxLatency: 1s}

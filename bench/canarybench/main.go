@@ -2,7 +2,11 @@
 // streams: the time to detect a broken canary (median and p95) and the
 // false-rollback rate on healthy canaries, for rollback's sequential test
 // and for Flagger's default analysis (interval 1m, threshold 3, success
-// rate min 99%). It prints a table. Run it with `make bench-canary`.
+// rate min 99%), on clean streams and under weather production has:
+// traffic bursts shared by both streams, error blips on each (a healthy
+// canary's too), and Prometheus' scrape interval and lag between the
+// traffic and what a detector sees. It prints a table per weather. Run it
+// with `make bench-canary`.
 package main
 
 import (
@@ -44,40 +48,55 @@ func main() {
 	}
 	fmt.Printf("streams: %.0f req/s to the canary and %.0f to the baseline; broken canary %.1f%% errors, baseline and healthy canary %.1f%%; %d runs each, seeds from %d\n",
 		*rps, *rps, 100**brokenRate, 100**baseRate, *runs, *seed)
-	fmt.Printf("Flagger's row is this project's model of its analysis on the same synthetic streams, with no scrape lag and no bursts; the real Flagger is bench/flaggerbench's\n\n")
-	fmt.Printf("%-62s %12s %12s %12s %18s\n", "detector", "median TTD", "p95 TTD", "missed (1h)", "false rollbacks")
-	for _, d := range dets {
-		var ttd []int
-		missed := 0
-		for i := 0; i < *runs; i++ {
-			rng := rand.New(rand.NewPCG(*seed+uint64(i), 1))
-			obs := d.new()
-			got := -1
-			for sec := 1; sec <= 3600; sec++ {
-				if obs(broken.Next(rng), base.Next(rng)) {
-					got = sec
-					break
+	fmt.Printf("Flagger's row is this project's model of its analysis on the same synthetic streams; the real Flagger is bench/flaggerbench's\n")
+	weathers := []struct {
+		name string
+		w    canary.Weather
+	}{
+		{"clean: Poisson traffic, binomial errors", canary.Weather{}},
+		{"bursts: traffic ×5 for 30 s about every 10 min (both streams); error blips of 10% for 10 s about every 30 min (each stream)",
+			canary.Weather{BurstEvery: 600, BurstLength: 30, BurstFactor: 5, BlipEvery: 1800, BlipLength: 10, BlipRate: 0.10}},
+		{"scrape lag: counts seen at 15 s scrapes, 15 s after each", canary.Weather{ScrapeEvery: 15, ScrapeLag: 15}},
+		{"bursts, blips and scrape lag together", canary.Weather{BurstEvery: 600, BurstLength: 30, BurstFactor: 5, BlipEvery: 1800, BlipLength: 10, BlipRate: 0.10, ScrapeEvery: 15, ScrapeLag: 15}},
+	}
+	for _, wt := range weathers {
+		fmt.Printf("\n%s\n", wt.name)
+		fmt.Printf("%-62s %12s %12s %12s %18s\n", "detector", "median TTD", "p95 TTD", "missed (1h)", "false rollbacks")
+		for _, d := range dets {
+			var ttd []int
+			missed := 0
+			for i := 0; i < *runs; i++ {
+				rng := rand.New(rand.NewPCG(*seed+uint64(i), 1))
+				w := wt.w
+				obs := d.new()
+				got := -1
+				for sec := 1; sec <= 3600; sec++ {
+					if obs(w.Next(rng, broken, base)) {
+						got = sec
+						break
+					}
+				}
+				if got < 0 {
+					missed++
+					continue
+				}
+				ttd = append(ttd, got)
+			}
+			falses := 0
+			for i := 0; i < *runs; i++ {
+				rng := rand.New(rand.NewPCG(*seed+uint64(i), 2))
+				w := wt.w
+				obs := d.new()
+				for sec := 1; sec <= *healthySecs; sec++ {
+					if obs(w.Next(rng, base, base)) {
+						falses++
+						break
+					}
 				}
 			}
-			if got < 0 {
-				missed++
-				continue
-			}
-			ttd = append(ttd, got)
+			sort.Ints(ttd)
+			fmt.Printf("%-62s %11ds %11ds %12d %10d/%d (%d h)\n", d.name, pct(ttd, 0.5), pct(ttd, 0.95), missed, falses, *runs, *healthySecs/3600)
 		}
-		falses := 0
-		for i := 0; i < *runs; i++ {
-			rng := rand.New(rand.NewPCG(*seed+uint64(i), 2))
-			obs := d.new()
-			for sec := 1; sec <= *healthySecs; sec++ {
-				if obs(base.Next(rng), base.Next(rng)) {
-					falses++
-					break
-				}
-			}
-		}
-		sort.Ints(ttd)
-		fmt.Printf("%-62s %11ds %11ds %12d %10d/%d (%d h)\n", d.name, pct(ttd, 0.5), pct(ttd, 0.95), missed, falses, *runs, *healthySecs/3600)
 	}
 }
 

@@ -71,3 +71,81 @@ func (f *FlaggerDefault) Observe(c Counts) bool {
 	f.acc = Counts{}
 	return f.failed >= thr
 }
+
+// Weather is what makes real request streams unkind to a detector, shared
+// by the canary and the baseline where production shares it:
+//   - traffic bursts (both streams): RPS times BurstFactor for BurstLength
+//     seconds, starting each second with probability 1/BurstEvery;
+//   - error blips (each stream on its own, a healthy one too: a pod
+//     restarting, a dependency timing out): BlipRate errors for BlipLength
+//     seconds, starting with probability 1/BlipEvery;
+//   - scrape lag: counts reach the detector only at each ScrapeEvery-th
+//     second's scrape, ScrapeLag seconds after it.
+type Weather struct {
+	BurstEvery, BurstLength int
+	BurstFactor             float64
+	BlipEvery, BlipLength   int
+	BlipRate                float64
+	ScrapeEvery, ScrapeLag  int
+
+	burst      int
+	blip       [2]int
+	pending []pendingScrape
+	acc     [2]Counts
+	sec     int
+}
+
+type pendingScrape struct {
+	at     int
+	counts [2]Counts
+}
+
+// Next draws one second of canary and baseline traffic under the weather
+// and returns what the detector sees this second (zero counts between
+// scrapes).
+func (w *Weather) Next(rng *rand.Rand, canary, base Stream) (Counts, Counts) {
+	w.sec++
+	if w.burst > 0 {
+		w.burst--
+	} else if w.BurstEvery > 0 && rng.IntN(w.BurstEvery) == 0 {
+		w.burst = w.BurstLength
+	}
+	factor := 1.0
+	if w.burst > 0 {
+		factor = w.BurstFactor
+	}
+	var got [2]Counts
+	for i, s := range []Stream{canary, base} {
+		if w.blip[i] > 0 {
+			w.blip[i]--
+		} else if w.BlipEvery > 0 && rng.IntN(w.BlipEvery) == 0 {
+			w.blip[i] = w.BlipLength
+		}
+		s.RPS *= factor
+		if w.blip[i] > 0 && w.BlipRate > s.ErrorRate {
+			s.ErrorRate = w.BlipRate
+		}
+		got[i] = s.Next(rng)
+	}
+	if w.ScrapeEvery <= 1 && w.ScrapeLag <= 0 {
+		return got[0], got[1]
+	}
+	for i := range got {
+		w.acc[i].Requests += got[i].Requests
+		w.acc[i].Errors += got[i].Errors
+	}
+	every := max(w.ScrapeEvery, 1)
+	if w.sec%every == 0 {
+		w.pending = append(w.pending, pendingScrape{at: w.sec + w.ScrapeLag, counts: w.acc})
+		w.acc = [2]Counts{}
+	}
+	var seen [2]Counts
+	for len(w.pending) > 0 && w.pending[0].at <= w.sec {
+		for i := range seen {
+			seen[i].Requests += w.pending[0].counts[i].Requests
+			seen[i].Errors += w.pending[0].counts[i].Errors
+		}
+		w.pending = w.pending[1:]
+	}
+	return seen[0], seen[1]
+}

@@ -162,6 +162,11 @@ func PlanRollback(ctx context.Context, w *Workload, toRevision int64) (*kube.Pla
 	if err != nil {
 		return nil, err
 	}
+	return PlanRollbackFrom(ctx, w, h, toRevision)
+}
+
+// PlanRollbackFrom is PlanRollback from a history already read.
+func PlanRollbackFrom(ctx context.Context, w *Workload, h *kube.History, toRevision int64) (*kube.Plan, error) {
 	p, err := kube.PlanUndo(h, toRevision)
 	if err != nil || !h.BlueGreen() || p.NoOp {
 		return p, err

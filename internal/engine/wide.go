@@ -134,6 +134,12 @@ func (e *Engine) Wide(ctx context.Context, r WideRequest) (*WideOutcome, error) 
 		r.Started(inc.ID)
 	}
 	x := &wideRun{e: e, r: r, inc: inc, targets: targets}
+	// Every Deployment's history with two LISTs, not a namespace-wide
+	// ReplicaSet LIST per workload; a workload missing here (or changed
+	// since: the undo's generation guard) is read on its own.
+	if x.hist, err = kube.DeploymentHistories(ctx, r.Client, r.Namespace, sel); err != nil {
+		x.hist = nil
+	}
 	err = ex.Run(ctx, inc.ID, x.plan(key))
 	out.Items = x.items()
 	return out, err
@@ -218,6 +224,8 @@ type wideRun struct {
 	r       WideRequest
 	inc     *store.Incident
 	targets []kube.Target
+	// hist holds the Deployments' histories read up front (nil: none).
+	hist map[string]*kube.History
 
 	mu    sync.Mutex
 	state map[string]*WideItem
@@ -331,9 +339,16 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 			return
 		}
 		it, ok := pinned[ref]
+		h := x.hist[ref]
 		if !ok {
 			w := &Workload{Target: t, Client: x.r.Client, Context: x.r.Context}
-			p, err := PlanRollback(ctx, w, 0)
+			var p *kube.Plan
+			var err error
+			if h != nil {
+				p, err = PlanRollbackFrom(ctx, w, h, 0)
+			} else {
+				p, err = PlanRollback(ctx, w, 0)
+			}
 			if err != nil {
 				x.fail(ctx, sc, &mu, &failed, WideItem{Workload: ref}, err)
 				return
@@ -351,7 +366,10 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 			}
 			x.journal(ctx, sc, wideTarget+ref, store.PhaseNote, "pinned "+ref+" → "+it.Good, it)
 		}
-		res, err := kube.Rollback(ctx, x.r.Client, t, kube.RollbackOptions{Timeout: x.r.Timeout, Now: e.Now, ToObject: it.To, FromObject: it.From, Resume: true,
+		if ok {
+			h = nil // pinned by an earlier run: read it as it is now
+		}
+		res, err := kube.Rollback(ctx, x.r.Client, t, kube.RollbackOptions{Timeout: x.r.Timeout, Now: e.Now, ToObject: it.To, FromObject: it.From, Resume: true, History: h,
 			Settling: release,
 			Events:   func(ev progress.Event) { e.Events.Emit(ev.Time, ref+" "+ev.Step, ev.Phase, ev.Message, ev.Err) }})
 		if err != nil {

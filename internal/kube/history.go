@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -199,6 +200,71 @@ func getDeploymentHistory(ctx context.Context, cs kubernetes.Interface, t Target
 		return nil, fmt.Errorf("list replicasets of %s: %w", t, err)
 	}
 	return buildHistory(dep, list.Items), nil
+}
+
+// DeploymentHistories reads the histories of every Deployment in ns that
+// sel matches with two LISTs (the Deployments, and all the namespace's
+// ReplicaSets grouped by owner), keyed by Target.String(). Reading each
+// Deployment's on its own costs a ReplicaSet LIST each, which the API
+// server answers by reading the whole namespace's (N² over a wide
+// rollback).
+func DeploymentHistories(ctx context.Context, cs kubernetes.Interface, ns string, sel labels.Selector) (map[string]*History, error) {
+	deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
+	}
+	rss, err := cs.AppsV1().ReplicaSets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list replicasets: %w", err)
+	}
+	byOwner := map[types.UID][]appsv1.ReplicaSet{}
+	for _, rs := range rss.Items {
+		if ref := metav1.GetControllerOf(&rs); ref != nil {
+			byOwner[ref.UID] = append(byOwner[ref.UID], rs)
+		}
+	}
+	out := make(map[string]*History, len(deps.Items))
+	for i := range deps.Items {
+		dep := &deps.Items[i]
+		if _, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector); err != nil {
+			continue // its own read says why
+		}
+		h := buildHistory(dep, byOwner[dep.UID])
+		out[h.Target.String()] = h
+	}
+	return out, nil
+}
+
+// rereadHistory reads a history again after a rollout. A Deployment's is
+// read by name (the Deployment and each ReplicaSet the earlier read
+// found: a GET each), not with a ReplicaSet LIST, which the API server
+// answers by reading every ReplicaSet of the namespace; when none of
+// them is the current revision (the rollout made a new one), it is read
+// in full.
+func rereadHistory(ctx context.Context, cs kubernetes.Interface, before *History) (*History, error) {
+	t := before.Target
+	if t.Kind != KindDeployment || len(before.Revisions) == 0 {
+		return GetHistory(ctx, cs, t)
+	}
+	dep, err := cs.AppsV1().Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return nil, notFound(t, err)
+	}
+	var rss []appsv1.ReplicaSet
+	for _, r := range before.Revisions {
+		rs, err := cs.AppsV1().ReplicaSets(t.Namespace).Get(ctx, r.Object, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			continue // cleaned up by revisionHistoryLimit
+		case err != nil:
+			return nil, fmt.Errorf("get replicaset %s of %s: %w", r.Object, t, err)
+		}
+		rss = append(rss, *rs)
+	}
+	if h := buildHistory(dep, rss); h.Current() != nil {
+		return h, nil
+	}
+	return GetHistory(ctx, cs, t)
 }
 
 func buildHistory(dep *appsv1.Deployment, rss []appsv1.ReplicaSet) *History {

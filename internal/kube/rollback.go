@@ -32,6 +32,11 @@ type RollbackOptions struct {
 	// across renumbering), so a resumed run finishes the rollback it
 	// started instead of choosing anew.
 	ToObject, FromObject string
+	// History, when not nil, is the workload's history read beforehand
+	// (a wide rollback reads all of a namespace's with one LIST): the plan
+	// step uses it instead of reading it again. The undo's generation
+	// guard still refuses a workload that changed since.
+	History *History
 	// Resume: when the workload already matches the target (the undo
 	// happened before an interruption), still wait, verify and mark.
 	Resume bool
@@ -89,7 +94,9 @@ func Rollback(ctx context.Context, cs kubernetes.Interface, t Target, o Rollback
 	var h *History
 	if err := step(StepPlan, func() (string, error) {
 		var err error
-		if h, err = GetHistory(ctx, cs, t); err != nil {
+		if o.History != nil && o.History.Target == t {
+			h = o.History
+		} else if h, err = GetHistory(ctx, cs, t); err != nil {
 			return "", err
 		}
 		to := o.ToRevision

@@ -277,7 +277,7 @@ func settlePlain(ctx context.Context, s *settling, out *settled, mode settle, po
 			return "", err
 		}
 	}
-	h, err := GetHistory(ctx, s.cs, t)
+	h, err := rereadHistory(ctx, s.cs, s.h)
 	if err != nil {
 		return "", err
 	}
