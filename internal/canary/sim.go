@@ -88,8 +88,8 @@ type Weather struct {
 	BlipRate                float64
 	ScrapeEvery, ScrapeLag  int
 
-	burst      int
-	blip       [2]int
+	burst   int
+	blip    [2]int
 	pending []pendingScrape
 	acc     [2]Counts
 	sec     int
