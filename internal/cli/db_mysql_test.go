@@ -5,25 +5,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rollback-dev/rollback/internal/mytest"
 )
 
-var (
-	myOnce sync.Once
-	mySrv  *mytest.Server
-	myErr  error
-)
+var myLazy mytest.Lazy
 
 // The db commands on MariaDB, chosen by the DSN: plan, the dry run's
 // statement-by-statement text, the undo and its summary, lint for the
 // engine; bad and unreachable DSNs are clear errors without the password.
 func TestDBCommandsOnMariaDB(t *testing.T) {
-	myOnce.Do(func() { mySrv, myErr = mytest.Start(context.Background()) })
-	if myErr != nil {
-		t.Fatalf("MariaDB (make deps installs it): %v", myErr)
+	mySrv, err := myLazy.Get()
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx := context.Background()
 	dsn, err := mySrv.CreateDB(ctx, "cli_db")

@@ -19,9 +19,7 @@ var pg *pgtest.Server
 
 func TestMain(m *testing.M) {
 	code := pgtest.Main(m, "cli", &pg)
-	if mySrv != nil {
-		mySrv.Stop()
-	}
+	myLazy.Stop()
 	os.Exit(code)
 }
 

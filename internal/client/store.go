@@ -126,6 +126,7 @@ func (Store) UpdateIncident(context.Context, *store.Incident) error { return Err
 func (Store) AppendEvent(context.Context, store.Event) (bool, error) {
 	return false, ErrRemote
 }
+func (Store) AppendEvents(context.Context, []store.Event) error { return ErrRemote }
 func (Store) AcquireLease(context.Context, string, string, time.Duration) (*store.Lease, error) {
 	return nil, ErrRemote
 }

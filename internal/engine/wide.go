@@ -327,47 +327,104 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 	}
 	var mu sync.Mutex
 	var failed []string
-	// The slots bound the API work (plan, pin, undo); a workload waiting
-	// for its rollout gives its slot to the next one.
+	// The slots bound the API work; a workload waiting for its rollout
+	// gives its slot to the next one.
 	sem := make(chan struct{}, x.r.Parallel)
-	work := func(t kube.Target, release func()) {
+	each := func(list []kube.Target, fn func(t kube.Target, release func())) {
+		var wg sync.WaitGroup
+		for _, t := range list {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				var once sync.Once
+				release := func() { once.Do(func() { <-sem }) }
+				defer release()
+				defer func() {
+					if v := recover(); v != nil {
+						x.fail(ctx, sc, &mu, &failed, WideItem{Workload: t.String()}, fmt.Errorf("panic: %v", v))
+					}
+				}()
+				fn(t, release)
+			}()
+		}
+		wg.Wait()
+	}
+	// First every target is planned (from the histories read up front
+	// where there are, else each read on its own) and all are pinned in
+	// one journal transaction, before anything changes.
+	var toPlan []kube.Target
+	for _, t := range targets {
+		if _, ok := pinned[t.String()]; !ok && !done[t.String()] {
+			toPlan = append(toPlan, t)
+		}
+	}
+	var pins []store.Event
+	each(toPlan, func(t kube.Target, _ func()) {
 		ref := t.String()
-		if done[ref] {
-			it := pinned[ref]
-			it.State = "done"
-			x.set(it)
+		w := &Workload{Target: t, Client: x.r.Client, Context: x.r.Context}
+		var p *kube.Plan
+		var err error
+		if h := x.hist[ref]; h != nil {
+			p, err = PlanRollbackFrom(ctx, w, h, 0)
+		} else {
+			p, err = PlanRollback(ctx, w, 0)
+		}
+		if err != nil {
+			x.fail(ctx, sc, &mu, &failed, WideItem{Workload: ref}, err)
 			return
 		}
-		it, ok := pinned[ref]
-		h := x.hist[ref]
-		if !ok {
-			w := &Workload{Target: t, Client: x.r.Client, Context: x.r.Context}
-			var p *kube.Plan
-			var err error
-			if h != nil {
-				p, err = PlanRollbackFrom(ctx, w, h, 0)
-			} else {
-				p, err = PlanRollback(ctx, w, 0)
-			}
-			if err != nil {
-				x.fail(ctx, sc, &mu, &failed, WideItem{Workload: ref}, err)
-				return
-			}
-			it = WideItem{Workload: ref, Good: versionOf(p.To), Bad: versionOf(p.From)}
-			if p.NoOp {
-				it.State = "skipped"
-				x.set(it)
-				x.journal(ctx, sc, wideDone+ref, store.PhaseNote, "skipped: already on revision "+fmt.Sprint(p.To.Number), it)
-				return
-			}
+		it := WideItem{Workload: ref, Good: versionOf(p.To), Bad: versionOf(p.From)}
+		key, msg := wideTarget+ref, "pinned "+ref+" → "+it.Good
+		if p.NoOp {
+			it.State = "skipped"
+			key, msg = wideDone+ref, "skipped: already on revision "+fmt.Sprint(p.To.Number)
+		} else {
 			it.To = p.To.Object
 			if p.From != nil {
 				it.From = p.From.Object
 			}
-			x.journal(ctx, sc, wideTarget+ref, store.PhaseNote, "pinned "+ref+" → "+it.Good, it)
 		}
-		if ok {
-			h = nil // pinned by an earlier run: read it as it is now
+		b, _ := json.Marshal(it)
+		mu.Lock()
+		pins = append(pins, store.Event{Incident: x.inc.ID, Time: e.now(), Step: sc.Step, Phase: store.PhaseNote, Key: key, Message: msg, Evidence: string(b)})
+		mu.Unlock()
+	})
+	if len(pins) > 0 {
+		sort.Slice(pins, func(i, j int) bool { return pins[i].Key < pins[j].Key })
+		if err := e.Store.AppendEvents(context.WithoutCancel(ctx), pins); err != nil {
+			return "", fmt.Errorf("journal the %d pinned targets (nothing was rolled back): %w", len(pins), err)
+		}
+		for _, ev := range pins {
+			var it WideItem
+			_ = json.Unmarshal([]byte(ev.Evidence), &it)
+			if ref, ok := strings.CutPrefix(ev.Key, wideDone); ok {
+				done[ref] = true
+				x.set(it)
+			} else {
+				pinned[it.Workload] = it
+			}
+		}
+	}
+	each(targets, func(t kube.Target, release func()) {
+		ref := t.String()
+		it, ok := pinned[ref]
+		if done[ref] {
+			if it, ok := pinned[ref]; ok {
+				it.State = "done"
+				x.set(it)
+			}
+			return
+		}
+		if !ok {
+			return // its plan failed (journaled above)
+		}
+		// Planned in this run from the history read up front: the plan
+		// step need not read it again (the undo's guard refuses a change
+		// since). Pinned by an earlier run: read it as it is now.
+		var h *kube.History
+		if _, fresh := x.hist[ref]; fresh && !x.resumedPin(ref, evs) {
+			h = x.hist[ref]
 		}
 		res, err := kube.Rollback(ctx, x.r.Client, t, kube.RollbackOptions{Timeout: x.r.Timeout, Now: e.Now, ToObject: it.To, FromObject: it.From, Resume: true, History: h,
 			Settling: release,
@@ -379,25 +436,7 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 		it.State = "done"
 		x.set(it)
 		x.journal(ctx, sc, wideDone+ref, store.PhaseNote, fmt.Sprintf("%s rolled back to %s (%d ready)", ref, it.Good, res.ReadyPods), it)
-	}
-	var wg sync.WaitGroup
-	for _, t := range targets {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			var once sync.Once
-			release := func() { once.Do(func() { <-sem }) }
-			defer release()
-			defer func() {
-				if v := recover(); v != nil {
-					x.fail(ctx, sc, &mu, &failed, WideItem{Workload: t.String()}, fmt.Errorf("panic: %v", v))
-				}
-			}()
-			work(t, release)
-		}()
-	}
-	wg.Wait()
+	})
 	n := len(targets)
 	if len(failed) > 0 {
 		sort.Strings(failed)
@@ -413,6 +452,17 @@ func (x *wideRun) fail(ctx context.Context, sc *runbook.StepContext, mu *sync.Mu
 	*failed = append(*failed, it.Workload+": "+err.Error())
 	mu.Unlock()
 	_ = sc.Note(ctx, it.Workload+" failed: "+err.Error())
+}
+
+// resumedPin reports whether ref was pinned by an earlier run (in evs,
+// the journal as this run found it).
+func (x *wideRun) resumedPin(ref string, evs []store.Event) bool {
+	for _, ev := range evs {
+		if ev.Key == wideTarget+ref {
+			return true
+		}
+	}
+	return false
 }
 
 // journal appends a keyed entry; a key already there is kept as it was.

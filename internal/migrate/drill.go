@@ -151,9 +151,31 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 	if err != nil {
 		return nil, err
 	}
+	if err := roundTrips(ctx, pgDrill{cc}, src, st, plan, res, logf, DefaultUndoOptions()); err != nil {
+		return nil, err
+	}
+	res.Seconds = now().Sub(start).Seconds()
+	return res, nil
+}
+
+// drillTarget is what the drill's round trips need of a database clone;
+// each engine has one (pgDrill, and MySQL's).
+type drillTarget interface {
+	fingerprint(ctx context.Context) (*Fingerprint, error)
+	undoPlan(ctx context.Context, p *Plan, o UndoOptions) (*UndoResult, error)
+	run(ctx context.Context, path string) error
+	// dataLoss counts, before an undo runs, the rows it destroys.
+	dataLoss(ctx context.Context, s *Step) ([]DataLoss, error)
+	// forwardAndBack runs a pending migration (forward) and its undo
+	// (back), with whatever checks the engine makes around them.
+	forwardAndBack(ctx context.Context, m *Migration, ds *DrillStep, forward func() error, back func() (*UndoResult, error)) error
+}
+
+// roundTrips proves, on the clone, each applied step of plan (newest
+// first: undo, re-apply, undo) and each pending migration of src (oldest
+// first: apply, undo) restore the schema they started from.
+func roundTrips(ctx context.Context, db drillTarget, src *Source, st *State, plan *Plan, res *DrillResult, logf func(string, ...any), uo UndoOptions) error {
 	res.Passed = true
-	uo := DefaultUndoOptions()
-	// Applied migrations, newest first: undo, re-apply, undo.
 	for i, s := range plan.Steps {
 		one := &Plan{Format: plan.Format, Table: plan.Table, From: s.VersionText, Steps: []*Step{s}, after: plan.after}
 		if i+1 < len(plan.Steps) {
@@ -161,25 +183,25 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 		}
 		ds := DrillStep{Version: s.VersionText, Applied: true, UndoHash: hashString(s.Script)}
 		err := func() error {
-			before, err := TakeFingerprint(ctx, cc)
+			before, err := db.fingerprint(ctx)
 			if err != nil {
 				return err
 			}
-			if ds.DataLoss, err = measureLoss(ctx, cc, s); err != nil {
+			if ds.DataLoss, err = db.dataLoss(ctx, s); err != nil {
 				return err
 			}
-			if _, err := Undo(ctx, cc, one, uo); err != nil {
+			if _, err := db.undoPlan(ctx, one, uo); err != nil {
 				return fmt.Errorf("undo: %w", err)
 			}
-			if err := runScript(ctx, cc, s.Up.Path); err != nil {
+			if err := db.run(ctx, s.Up.Path); err != nil {
 				return fmt.Errorf("re-apply %s after the undo: %w", s.Up.Name(), err)
 			}
-			again, err := TakeFingerprint(ctx, cc)
+			again, err := db.fingerprint(ctx)
 			if err != nil {
 				return err
 			}
 			ds.Diff = again.Diff(before)
-			if _, err := Undo(ctx, cc, one, uo); err != nil {
+			if _, err := db.undoPlan(ctx, one, uo); err != nil {
 				return fmt.Errorf("second undo: %w", err)
 			}
 			return nil
@@ -196,8 +218,8 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 	}
 	if pending {
 		for i := len(plan.Steps) - 1; i >= 0; i-- {
-			if err := runScript(ctx, cc, plan.Steps[i].Up.Path); err != nil {
-				return nil, fmt.Errorf("drill: re-applying %s before the pending migrations: %w", plan.Steps[i].Up.Name(), err)
+			if err := db.run(ctx, plan.Steps[i].Up.Path); err != nil {
+				return fmt.Errorf("drill: re-applying %s before the pending migrations: %w", plan.Steps[i].Up.Name(), err)
 			}
 		}
 	}
@@ -214,51 +236,85 @@ func Drill(ctx context.Context, dsn string, src *Source, format Format, table st
 		}
 		undo, err := os.ReadFile(m.Undo.Path)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s := &Step{Version: m.Version, VersionText: m.Version.String(), Up: m.Up, Undo: m.Undo, Script: string(undo), Statements: Split(string(undo))}
 		ds.UndoHash = hashString(s.Script)
 		err = func() error {
-			before, err := TakeFingerprint(ctx, cc)
+			before, err := db.fingerprint(ctx)
 			if err != nil {
 				return err
 			}
-			// What the migration destroys is captured as 'db record'
-			// would, the sample writes land after it, and the undo must
-			// account for every captured row.
-			caps, err := Capture(ctx, cc, "drill", &Source{Migrations: []*Migration{m}}, &State{})
-			if err != nil {
-				return fmt.Errorf("capture what %s destroys: %w", m.Up.Name(), err)
-			}
-			if err := runScript(ctx, cc, m.Up.Path); err != nil {
-				return fmt.Errorf("apply %s: %w", m.Up.Name(), err)
-			}
-			sample, err := sampleWrites(ctx, cc, caps)
+			one := &Plan{Format: st.Format, Table: st.Table, Steps: []*Step{s}, after: st.Current}
+			err = db.forwardAndBack(ctx, m, &ds,
+				func() error {
+					if err := db.run(ctx, m.Up.Path); err != nil {
+						return fmt.Errorf("apply %s: %w", m.Up.Name(), err)
+					}
+					return nil
+				},
+				func() (*UndoResult, error) {
+					r, err := db.undoPlan(ctx, one, uo)
+					if err != nil {
+						return nil, fmt.Errorf("undo: %w", err)
+					}
+					return r, nil
+				})
 			if err != nil {
 				return err
 			}
-			ds.Sample = sample.String()
-			one := &Plan{Format: format, Table: st.Table, Steps: []*Step{s}, after: st.Current}
-			res, err := Undo(ctx, cc, one, uo)
-			if err != nil {
-				return fmt.Errorf("undo: %w", err)
-			}
-			ds.Merged = res.Merged
-			if err := sample.check(ctx, cc, caps, res.Merged); err != nil {
-				return err
-			}
-			after, err := TakeFingerprint(ctx, cc)
+			after, err := db.fingerprint(ctx)
 			if err != nil {
 				return err
 			}
 			ds.Diff = after.Diff(before)
-			return runScript(ctx, cc, m.Up.Path) // later pending migrations build on it
+			return db.run(ctx, m.Up.Path) // later pending migrations build on it
 		}()
 		finishStep(res, &ds, err)
 		logf("version %s (pending): apply, undo: %s", ds.Version, verdict(ds))
 	}
-	res.Seconds = now().Sub(start).Seconds()
-	return res, nil
+	return nil
+}
+
+// pgDrill is a PostgreSQL clone: each script in one transaction; the
+// rows an undo destroys counted; a pending migration that destroys data
+// captured as 'db record' would, sample writes made after it, and the
+// undo required to account for every captured row.
+type pgDrill struct{ cc *pgx.Conn }
+
+func (d pgDrill) fingerprint(ctx context.Context) (*Fingerprint, error) {
+	return TakeFingerprint(ctx, d.cc)
+}
+
+func (d pgDrill) undoPlan(ctx context.Context, p *Plan, o UndoOptions) (*UndoResult, error) {
+	return Undo(ctx, d.cc, p, o)
+}
+
+func (d pgDrill) run(ctx context.Context, path string) error { return runScript(ctx, d.cc, path) }
+
+func (d pgDrill) dataLoss(ctx context.Context, s *Step) ([]DataLoss, error) {
+	return measureLoss(ctx, d.cc, s)
+}
+
+func (d pgDrill) forwardAndBack(ctx context.Context, m *Migration, ds *DrillStep, forward func() error, back func() (*UndoResult, error)) error {
+	caps, err := Capture(ctx, d.cc, "drill", &Source{Migrations: []*Migration{m}}, &State{})
+	if err != nil {
+		return fmt.Errorf("capture what %s destroys: %w", m.Up.Name(), err)
+	}
+	if err := forward(); err != nil {
+		return err
+	}
+	sample, err := sampleWrites(ctx, d.cc, caps)
+	if err != nil {
+		return err
+	}
+	ds.Sample = sample.String()
+	res, err := back()
+	if err != nil {
+		return err
+	}
+	ds.Merged = res.Merged
+	return sample.check(ctx, d.cc, caps, res.Merged)
 }
 
 func finishStep(res *DrillResult, ds *DrillStep, err error) {

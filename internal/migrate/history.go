@@ -82,8 +82,7 @@ func ReadState(ctx context.Context, db DB, format Format, table string) (*State,
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", table, err)
 		}
-		st.Current = Version{parts: []uint64{uint64(v)}}
-		st.Applied = []Applied{{Version: st.Current, VersionText: st.Current.String(), Success: !st.Dirty, Type: "SQL"}}
+		st.at(v)
 		return st, nil
 	}
 	rows, err := db.Query(ctx, `SELECT installed_rank, version, description, type, script, checksum,
@@ -152,4 +151,11 @@ func replayFlyway(st *State, all []Applied) {
 		}
 	}
 	st.Applied = kept
+}
+
+// at is golang-migrate's history: one row, its version and dirty flag
+// (st.Dirty, already read).
+func (st *State) at(v int64) {
+	st.Current = Version{parts: []uint64{uint64(v)}}
+	st.Applied = []Applied{{Version: st.Current, VersionText: st.Current.String(), Success: !st.Dirty, Type: "SQL"}}
 }

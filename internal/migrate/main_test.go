@@ -18,9 +18,7 @@ var pg *pgtest.Server
 
 func TestMain(m *testing.M) {
 	code := pgtest.Main(m, "migrate", &pg)
-	if mySrv != nil {
-		mySrv.Stop()
-	}
+	myLazy.Stop()
 	os.Exit(code)
 }
 

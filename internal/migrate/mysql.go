@@ -113,8 +113,7 @@ func (m *MySQL) state(ctx context.Context, format Format, table string) (*State,
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", table, err)
 		}
-		st.Current = Version{parts: []uint64{uint64(v)}}
-		st.Applied = []Applied{{Version: st.Current, VersionText: st.Current.String(), Success: !st.Dirty, Type: "SQL"}}
+		st.at(v)
 		return st, nil
 	}
 	rows, err := m.conn.QueryContext(ctx, `SELECT installed_rank, version, description, type, script, checksum,

@@ -70,90 +70,36 @@ func (m *MySQL) drill(ctx context.Context, dsn string, src *Source, format Forma
 		return nil, err
 	}
 	plan.mysql(cm)
-	res.Passed = true
 	uo := DefaultUndoOptions()
 	uo.Log = func(s string) { logf("  %s", s) }
-	for i, s := range plan.Steps {
-		one := &Plan{Format: plan.Format, Table: plan.Table, From: s.VersionText, Steps: []*Step{s}, after: plan.after, my: cm}
-		if i+1 < len(plan.Steps) {
-			one.after = plan.Steps[i+1].Version
-		}
-		ds := DrillStep{Version: s.VersionText, Applied: true, UndoHash: hashString(s.Script)}
-		err := func() error {
-			before, err := cm.fingerprint(ctx)
-			if err != nil {
-				return err
-			}
-			if _, err := cm.undo(ctx, one, uo); err != nil {
-				return fmt.Errorf("undo: %w", err)
-			}
-			if err := cm.runScript(ctx, s.Up.Path); err != nil {
-				return fmt.Errorf("re-apply %s after the undo: %w", s.Up.Name(), err)
-			}
-			again, err := cm.fingerprint(ctx)
-			if err != nil {
-				return err
-			}
-			ds.Diff = again.Diff(before)
-			if _, err := cm.undo(ctx, one, uo); err != nil {
-				return fmt.Errorf("second undo: %w", err)
-			}
-			return nil
-		}()
-		finishStep(res, &ds, err)
-		logf("version %s (applied): undo, re-apply, undo: %s", s.VersionText, verdict(ds))
-	}
-	pending := false
-	for _, mg := range src.Migrations {
-		pending = pending || mg.Version.Compare(st.Current) > 0
-	}
-	if pending {
-		for i := len(plan.Steps) - 1; i >= 0; i-- {
-			if err := cm.runScript(ctx, plan.Steps[i].Up.Path); err != nil {
-				return nil, fmt.Errorf("drill: re-applying %s before the pending migrations: %w", plan.Steps[i].Up.Name(), err)
-			}
-		}
-	}
-	for _, mg := range src.Migrations {
-		if mg.Version.Compare(st.Current) <= 0 {
-			continue
-		}
-		ds := DrillStep{Version: mg.Version.String()}
-		if mg.Undo == nil {
-			ds.Error = fmt.Sprintf("%s has no undo script", mg.Up.Path)
-			finishStep(res, &ds, nil)
-			continue
-		}
-		undo, err := os.ReadFile(mg.Undo.Path)
-		if err != nil {
-			return nil, err
-		}
-		s := &Step{Version: mg.Version, VersionText: mg.Version.String(), Up: mg.Up, Undo: mg.Undo, Script: string(undo), Statements: SplitMySQL(string(undo))}
-		ds.UndoHash = hashString(s.Script)
-		err = func() error {
-			before, err := cm.fingerprint(ctx)
-			if err != nil {
-				return err
-			}
-			if err := cm.runScript(ctx, mg.Up.Path); err != nil {
-				return fmt.Errorf("apply %s: %w", mg.Up.Name(), err)
-			}
-			one := &Plan{Format: format, Table: st.Table, Steps: []*Step{s}, after: st.Current, my: cm}
-			if _, err := cm.undo(ctx, one, uo); err != nil {
-				return fmt.Errorf("undo: %w", err)
-			}
-			after, err := cm.fingerprint(ctx)
-			if err != nil {
-				return err
-			}
-			ds.Diff = after.Diff(before)
-			return cm.runScript(ctx, mg.Up.Path)
-		}()
-		finishStep(res, &ds, err)
-		logf("version %s (pending): apply, undo: %s", ds.Version, verdict(ds))
+	if err := roundTrips(ctx, myDrill{cm}, src, st, plan, res, logf, uo); err != nil {
+		return nil, err
 	}
 	res.Seconds = now().Sub(start).Seconds()
 	return res, nil
+}
+
+// myDrill is a MySQL clone: scripts statement by statement, the undo
+// journaled as 'db undo' runs it; data loss is not measured and nothing is
+// captured (PostgreSQL's).
+type myDrill struct{ m *MySQL }
+
+func (d myDrill) fingerprint(ctx context.Context) (*Fingerprint, error) { return d.m.fingerprint(ctx) }
+
+func (d myDrill) undoPlan(ctx context.Context, p *Plan, o UndoOptions) (*UndoResult, error) {
+	return d.m.undo(ctx, p, o)
+}
+
+func (d myDrill) run(ctx context.Context, path string) error { return d.m.runScript(ctx, path) }
+
+func (myDrill) dataLoss(context.Context, *Step) ([]DataLoss, error) { return nil, nil }
+
+func (myDrill) forwardAndBack(_ context.Context, _ *Migration, _ *DrillStep, forward func() error, back func() (*UndoResult, error)) error {
+	if err := forward(); err != nil {
+		return err
+	}
+	_, err := back()
+	return err
 }
 
 // cloneInto copies the database's tables (rows included) and views into

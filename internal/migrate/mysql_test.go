@@ -9,28 +9,23 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/mytest"
 )
 
-var (
-	myOnce sync.Once
-	mySrv  *mytest.Server
-	myErr  error
-)
+var myLazy mytest.Lazy
 
 // mariadb is the package's MariaDB server, started by the first test that
 // needs it (TestMain stops it). Missing, it fails the test.
 func mariadb(t *testing.T) *mytest.Server {
 	t.Helper()
-	myOnce.Do(func() { mySrv, myErr = mytest.Start(context.Background()) })
-	if myErr != nil {
-		t.Fatalf("the MySQL-family tests need MariaDB (make deps installs it): %v", myErr)
+	s, err := myLazy.Get()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return mySrv
+	return s
 }
 
 // newMyDB creates a fresh database and returns its DSN and a handle.

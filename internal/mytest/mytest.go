@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -215,5 +216,29 @@ func (s *Server) Stop() {
 	_ = os.RemoveAll(s.Dir)
 	if s.release != nil {
 		s.release()
+	}
+}
+
+// Lazy is one server for a test binary, started by the first test that
+// asks (Get) and stopped by TestMain (Stop).
+type Lazy struct {
+	once sync.Once
+	srv  *Server
+	err  error
+}
+
+// Get starts the server on first use.
+func (l *Lazy) Get() (*Server, error) {
+	l.once.Do(func() { l.srv, l.err = Start(context.Background()) })
+	if l.err != nil {
+		return nil, fmt.Errorf("MariaDB (make deps installs it): %w", l.err)
+	}
+	return l.srv, nil
+}
+
+// Stop stops the server if it was started.
+func (l *Lazy) Stop() {
+	if l.srv != nil {
+		l.srv.Stop()
 	}
 }

@@ -335,6 +335,44 @@ func (s *sqlStore) AppendEvent(ctx context.Context, ev Event) (bool, error) {
 	return false, fmt.Errorf("journal %s/%s: too much contention", ev.Incident, ev.Step)
 }
 
+func (s *sqlStore) AppendEvents(ctx context.Context, evs []Event) error {
+	for try := 0; try < 20; try++ {
+		err := s.appendEvents(ctx, evs)
+		if err != nil && isUnique(err) { // a concurrent append took a seq
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("journal %d events: too much contention", len(evs))
+}
+
+func (s *sqlStore) appendEvents(ctx context.Context, evs []Event) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, ev := range evs {
+		if ev.Time.IsZero() {
+			ev.Time = time.Now()
+		}
+		var key any
+		if ev.Key != "" {
+			key = ev.Key
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO events (incident, seq, at, step, phase, key, message, evidence)
+			SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ?, ? FROM events WHERE incident = ?
+			ON CONFLICT (incident, key) DO NOTHING`),
+			ev.Incident, ts(ev.Time), ev.Step, ev.Phase, key, ev.Message, ev.Evidence, ev.Incident); err != nil {
+			if isUnique(err) {
+				return err
+			}
+			return fmt.Errorf("journal %s/%s: %w", ev.Incident, ev.Step, err)
+		}
+	}
+	return tx.Commit()
+}
+
 func (s *sqlStore) Events(ctx context.Context, incident string) ([]Event, error) {
 	m, err := s.EventsOf(ctx, []string{incident})
 	return m[incident], err

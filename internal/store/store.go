@@ -215,6 +215,9 @@ type Store interface {
 	// AppendEvent journals ev; with a Key already journaled for the
 	// incident it changes nothing and returns added = false.
 	AppendEvent(ctx context.Context, ev Event) (added bool, err error)
+	// AppendEvents journals evs in one transaction: all or none (an
+	// event whose Key is already journaled is kept as it was).
+	AppendEvents(ctx context.Context, evs []Event) error
 	Events(ctx context.Context, incident string) ([]Event, error)
 	// EventsOf is the journals of several incidents in one read (a page
 	// of a listing), by incident.

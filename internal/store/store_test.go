@@ -148,6 +148,25 @@ func testJournal(t *testing.T, s Store) {
 			t.Errorf("event %d has seq %d", i, ev.Seq)
 		}
 	}
+	// A batch is one transaction: in order, keys already there kept as
+	// they were; a failing batch leaves nothing.
+	batch := []Event{{Incident: inc.ID, Step: "undo", Key: "pin:a", Message: "a"}, {Incident: inc.ID, Step: "undo", Key: "k1", Message: "not again"},
+		{Incident: inc.ID, Step: "undo", Key: "pin:b", Message: "b"}}
+	if err := s.AppendEvents(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ = s.Events(ctx, inc.ID)
+	if len(evs) != 15 || evs[13].Key != "pin:a" || evs[14].Key != "pin:b" || evs[14].Seq != 15 {
+		t.Fatalf("after the batch: %d events, last %+v", len(evs), evs[len(evs)-1])
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.AppendEvents(cctx, []Event{{Incident: inc.ID, Step: "undo", Key: "pin:c"}}); err == nil {
+		t.Error("a cancelled batch was journaled")
+	}
+	if evs, _ = s.Events(ctx, inc.ID); len(evs) != 15 {
+		t.Errorf("a failed batch left %d events", len(evs)-15)
+	}
 }
 
 func testLeases(t *testing.T, s Store) {

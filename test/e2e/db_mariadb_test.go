@@ -7,34 +7,25 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rollback-dev/rollback/internal/mytest"
 )
 
-var (
-	myOnce sync.Once
-	mySrv  *mytest.Server
-	myErr  error
-)
+var myLazy mytest.Lazy
 
 // mariadb is the run's MariaDB server, started by the first test that
 // needs it; a missing server fails the test.
 func mariadb(t *testing.T) *mytest.Server {
 	t.Helper()
-	myOnce.Do(func() { mySrv, myErr = mytest.Start(context.Background()) })
-	if myErr != nil {
-		t.Fatalf("MariaDB: %v (make deps installs it)", myErr)
+	s, err := myLazy.Get()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return mySrv
+	return s
 }
 
-func stopMariaDB() {
-	if mySrv != nil {
-		mySrv.Stop()
-	}
-}
+func stopMariaDB() { myLazy.Stop() }
 
 // TestRunbookDownMigratesMariaDB: the runbook's Step 3 inside 'rollback
 // run' on MariaDB, with golang-migrate's layout applied by its real CLI:
