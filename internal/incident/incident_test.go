@@ -120,10 +120,10 @@ func TestSummaryOutcomes(t *testing.T) {
 	// The metric step's error-rate part is picked out; skipped steps say why.
 	at := t0.Add(time.Hour)
 	evs = append(evs,
-		store.Event{Step: StepMetrics, Phase: "done", Time: at, Evidence: "error-rate: 0.000%; p99-latency: 25ms"},
+		store.Event{Step: StepMetrics, Phase: "done", Time: at, Evidence: "error-rate: 0.000% errors (0 of 2841 requests in 71s; 95% upper bound 0.095%); p99-latency: 25ms"},
 		store.Event{Step: StepDownMig, Phase: "done", Time: at, Evidence: "skipped: no database configured"})
 	o = SummaryOutcomes(Checklist(inc, evs))
-	if o.ErrorRate != "0.000% ✅" || o.DownMigration != "not needed (no database configured)" {
+	if o.ErrorRate != "0.000% errors (0 of 2841 requests in 71s; 95% upper bound 0.095%) ✅" || o.DownMigration != "not needed (no database configured)" {
 		t.Errorf("got %+v", o)
 	}
 	if o := SummaryOutcomes(nil); o.ErrorRate != "not verified (pending)" || o.SmokeTests != "pending" {

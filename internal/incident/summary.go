@@ -29,7 +29,7 @@ func SummaryOutcomes(items []Item) Outcomes {
 	switch m.Status {
 	case Done:
 		o.ErrorRate = m.Evidence
-		for _, part := range strings.Split(m.Evidence, "; ") {
+		for _, part := range topLevel(m.Evidence) {
 			if strings.HasPrefix(part, "error-rate: ") {
 				o.ErrorRate = strings.TrimPrefix(part, "error-rate: ") + " ✅"
 			}
@@ -81,4 +81,25 @@ func CloseByHand(ctx context.Context, s store.Store, id, reason, by string, now 
 		return nil, false, err
 	}
 	return inc, true, nil
+}
+
+// topLevel splits evidence into its checks at "; " outside parentheses
+// (a check's own detail may hold "; ").
+func topLevel(s string) []string {
+	var out []string
+	depth, start := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case ';':
+			if depth == 0 && strings.HasPrefix(s[i:], "; ") {
+				out = append(out, s[start:i])
+				start = i + 2
+			}
+		}
+	}
+	return append(out, s[start:])
 }
