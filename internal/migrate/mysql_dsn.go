@@ -189,5 +189,7 @@ func mysqlClientArgs(dsn, db string) (args []string, cleanup func(), err error) 
 	if db == "" {
 		db = cfg.DBName
 	}
-	return []string{"--defaults-extra-file=" + f.Name(), db}, cleanup, nil
+	// --defaults-file: this file only, so a [client] section of the
+	// user's ~/.my.cnf cannot point the client elsewhere.
+	return []string{"--defaults-file=" + f.Name(), db}, cleanup, nil
 }

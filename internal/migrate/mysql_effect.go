@@ -42,8 +42,21 @@ const (
 
 var (
 	dmlRe     = regexp.MustCompile(`(?is)^(insert|update|delete|replace)\b`)
-	sessionRe = regexp.MustCompile(`(?is)^(set\s+(session\s+|local\s+|@@session\.|@@local\.|@|names\b|character\s+set\b|foreign_key_checks|unique_checks|sql_mode|time_zone)|use\s)`)
+	setRe     = regexp.MustCompile(`(?is)^set\s`)
+	globalRe  = regexp.MustCompile(`(?is)^set\s+(global\s|@@global\.|persist\s|persist_only\s|@@persist)`)
+	refusedRe = regexp.MustCompile(`(?is)^(use\s|set\s+(session\s+|@@session\.|@@)?autocommit\b|(start\s+transaction|begin|commit|rollback)\b|lock\s+tables?\b)`)
 )
+
+// RefusedInUndo says why a statement cannot be part of a journaled undo
+// ("" when it can): USE would move the journal and the history fix to
+// another database; autocommit and transaction control would leave the
+// journal's own writes uncommitted or commit them early.
+func RefusedInUndo(stmt string) string {
+	if refusedRe.MatchString(stripMySQLComments(stmt)) {
+		return "rollback runs a MySQL down script statement by statement in the connection string's database, each with its own journal entry: remove USE, autocommit, transaction control and LOCK TABLES from it"
+	}
+	return ""
+}
 
 // ClassifyMySQL says how stmt runs in an undo.
 func ClassifyMySQL(stmt string) StatementKind {
@@ -51,8 +64,8 @@ func ClassifyMySQL(stmt string) StatementKind {
 	switch {
 	case dmlRe.MatchString(s):
 		return KindDML
-	case sessionRe.MatchString(s):
-		return KindSession
+	case setRe.MatchString(s) && !globalRe.MatchString(s):
+		return KindSession // SET of anything but the server's: this session's
 	}
 	return KindDDL
 }
@@ -94,12 +107,12 @@ const myQualified = "((?:" + myIdent + `\s*\.\s*)?` + myIdent + ")"
 
 var (
 	createTableRe = regexp.MustCompile(`(?is)^create\s+(?:temporary\s+)?table\s+(?:if\s+not\s+exists\s+)?` + myQualified)
-	dropTableRe   = regexp.MustCompile(`(?is)^drop\s+(?:temporary\s+)?table\s+(?:if\s+exists\s+)?(.+?)\s*(?:restrict|cascade)?$`)
+	dropTableRe   = regexp.MustCompile(`(?is)^drop\s+(?:temporary\s+)?tables?\s+(?:if\s+exists\s+)?(.+?)(?:\s+(?:restrict|cascade))?$`)
 	renameTableRe = regexp.MustCompile(`(?is)^rename\s+tables?\s+(.+)$`)
 	createIndexRe = regexp.MustCompile(`(?is)^create\s+(?:or\s+replace\s+)?(?:unique\s+|fulltext\s+|spatial\s+)?index\s+(?:if\s+not\s+exists\s+)?` + myIdent + `\s+(?:using\s+\w+\s+)?on\s+` + myQualified)
 	dropIndexRe   = regexp.MustCompile(`(?is)^drop\s+index\s+(?:if\s+exists\s+)?` + myIdent + `\s+on\s+` + myQualified)
 	createViewRe  = regexp.MustCompile(`(?is)^create\s+(?:algorithm\s*=\s*\w+\s+)?(?:definer\s*=\s*\S+\s+)?(?:sql\s+security\s+\w+\s+)?view\s+(?:if\s+not\s+exists\s+)?` + myQualified)
-	dropViewRe    = regexp.MustCompile(`(?is)^drop\s+view\s+(?:if\s+exists\s+)?(.+?)\s*(?:restrict|cascade)?$`)
+	dropViewRe    = regexp.MustCompile(`(?is)^drop\s+view\s+(?:if\s+exists\s+)?(.+?)(?:\s+(?:restrict|cascade))?$`)
 	alterTableRe  = regexp.MustCompile(`(?is)^alter\s+(?:online\s+)?(?:ignore\s+)?table\s+(?:if\s+exists\s+)?` + myQualified + `\s+(.*)$`)
 
 	addIndexRe      = regexp.MustCompile(`(?is)^add\s+(?:unique\s+|fulltext\s+|spatial\s+)?(?:index|key)\s+(?:if\s+not\s+exists\s+)?` + myIdent)
@@ -118,18 +131,29 @@ var (
 	algoClauseRe    = regexp.MustCompile(`(?is)^(algorithm|lock)\s*=?\s*\w+$`)
 )
 
+// keywordName: a bare keyword where a name may stand (ADD UNIQUE KEY (c),
+// ADD CONSTRAINT FOREIGN KEY …): the object is unnamed and its effect
+// cannot be looked up.
+var keywordName = regexp.MustCompile(`(?i)^(key|index|foreign|check|unique|primary|constraint|using|fulltext|spatial)$`)
+
+func named(id string) bool { return !keywordName.MatchString(id) }
+
 func unquote(id string) string {
-	if strings.HasPrefix(id, "`") {
+	if len(id) >= 2 && strings.HasPrefix(id, "`") && strings.HasSuffix(id, "`") {
 		return strings.ReplaceAll(id[1:len(id)-1], "``", "`")
 	}
 	return id
 }
 
-// lastPart is the table of a possibly database-myQualified name.
+// lastPart is the table of a possibly database-qualified name.
 func lastPart(q string) string {
 	parts := splitTop(q, '.')
 	return unquote(strings.TrimSpace(parts[len(parts)-1]))
 }
+
+// qualifiedElsewhere: the name is qualified with a database (its effect
+// would be looked up in the wrong one).
+func qualifiedElsewhere(q string) bool { return len(splitTop(q, '.')) > 1 }
 
 // splitTop splits s at sep outside parentheses, quotes and backticks.
 func splitTop(s string, sep byte) []string {
@@ -162,17 +186,26 @@ func splitTop(s string, sep byte) []string {
 // effectChecks lists the facts stmt leaves in the schema; ok is false
 // when they cannot be read from it.
 func effectChecks(stmt string) (checks []check, ok bool) {
-	s := strings.TrimRight(stripMySQLComments(stmt), "; \t\r\n")
+	s := strings.TrimRight(stripAllMySQLComments(stmt), "; \t\r\n")
+	qualified := false
 	names := func(list string) []string {
 		var out []string
 		for _, n := range splitTop(list, ',') {
+			qualified = qualified || qualifiedElsewhere(strings.TrimSpace(n))
 			out = append(out, lastPart(n))
 		}
 		return out
 	}
+	defer func() {
+		if qualified {
+			checks, ok = nil, false
+		}
+	}()
 	switch {
 	case createTableRe.MatchString(s):
-		return []check{{what: "table", table: lastPart(createTableRe.FindStringSubmatch(s)[1]), want: true}}, true
+		m := createTableRe.FindStringSubmatch(s)[1]
+		qualified = qualifiedElsewhere(m)
+		return []check{{what: "table", table: lastPart(m), want: true}}, true
 	case dropTableRe.MatchString(s):
 		for _, t := range names(dropTableRe.FindStringSubmatch(s)[1]) {
 			checks = append(checks, check{what: "table", table: t})
@@ -184,17 +217,22 @@ func effectChecks(stmt string) (checks []check, ok bool) {
 			if !found {
 				return nil, false
 			}
+			qualified = qualified || qualifiedElsewhere(strings.TrimSpace(from)) || qualifiedElsewhere(strings.TrimSpace(to))
 			checks = append(checks, check{what: "table", table: lastPart(from)}, check{what: "table", table: lastPart(to), want: true})
 		}
 		return checks, true
 	case createIndexRe.MatchString(s):
 		m := createIndexRe.FindStringSubmatch(s)
-		return []check{{what: "index", name: unquote(m[1]), table: lastPart(m[2]), want: true}}, true
+		qualified = qualifiedElsewhere(m[2])
+		return []check{{what: "index", name: unquote(m[1]), table: lastPart(m[2]), want: true}}, named(m[1])
 	case dropIndexRe.MatchString(s):
 		m := dropIndexRe.FindStringSubmatch(s)
+		qualified = qualifiedElsewhere(m[2])
 		return []check{{what: "index", name: unquote(m[1]), table: lastPart(m[2])}}, true
 	case createViewRe.MatchString(s) && !regexp.MustCompile(`(?i)^create\s+or\s+replace`).MatchString(s):
-		return []check{{what: "table", table: lastPart(createViewRe.FindStringSubmatch(s)[1]), want: true}}, true
+		m := createViewRe.FindStringSubmatch(s)[1]
+		qualified = qualifiedElsewhere(m)
+		return []check{{what: "table", table: lastPart(m), want: true}}, true
 	case dropViewRe.MatchString(s):
 		for _, t := range names(dropViewRe.FindStringSubmatch(s)[1]) {
 			checks = append(checks, check{what: "table", table: t})
@@ -202,6 +240,7 @@ func effectChecks(stmt string) (checks []check, ok bool) {
 		return checks, true
 	case alterTableRe.MatchString(s):
 		m := alterTableRe.FindStringSubmatch(s)
+		qualified = qualifiedElsewhere(m[1])
 		table := lastPart(m[1])
 		for _, cl := range splitTop(m[len(m)-1], ',') {
 			cl = strings.TrimSpace(cl)
@@ -235,11 +274,14 @@ func clauseCheck(table, cl string) ([]check, bool) {
 	case algoClauseRe.MatchString(cl):
 		return nil, true // ALGORITHM=…, LOCK=…: no fact of its own
 	case addIndexRe.MatchString(cl):
-		return []check{{what: "index", table: table, name: unquote(addIndexRe.FindStringSubmatch(cl)[1]), want: true}}, true
+		n := addIndexRe.FindStringSubmatch(cl)[1]
+		return []check{{what: "index", table: table, name: unquote(n), want: true}}, named(n)
 	case addUniqueRe.MatchString(cl):
-		return []check{{what: "index", table: table, name: unquote(addUniqueRe.FindStringSubmatch(cl)[1]), want: true}}, true
+		n := addUniqueRe.FindStringSubmatch(cl)[1]
+		return []check{{what: "index", table: table, name: unquote(n), want: true}}, named(n)
 	case addConstraintRe.MatchString(cl):
-		return []check{{what: "constraint", table: table, name: unquote(addConstraintRe.FindStringSubmatch(cl)[1]), want: true}}, true
+		n := addConstraintRe.FindStringSubmatch(cl)[1]
+		return []check{{what: "constraint", table: table, name: unquote(n), want: true}}, named(n)
 	case dropIndexCl.MatchString(cl):
 		return []check{{what: "index", table: table, name: unquote(dropIndexCl.FindStringSubmatch(cl)[1])}}, true
 	case dropConstrRe.MatchString(cl):
@@ -253,10 +295,12 @@ func clauseCheck(table, cl string) ([]check, bool) {
 		if !strings.EqualFold(from, to) {
 			return []check{{what: "column", table: table, name: from}, {what: "column", table: table, name: to, want: true}}, true
 		}
-		return []check{{what: "type", table: table, name: to, want: true, detail: m[3]}}, true
+		// Only a bare type change can be read back: NULL, DEFAULT and the
+		// rest of a definition are not compared.
+		return []check{{what: "type", table: table, name: to, want: true, detail: m[3]}}, bareType(cl, m[0])
 	case modifyColRe.MatchString(cl):
 		m := modifyColRe.FindStringSubmatch(cl)
-		return []check{{what: "type", table: table, name: unquote(m[1]), want: true, detail: m[2]}}, true
+		return []check{{what: "type", table: table, name: unquote(m[1]), want: true, detail: m[2]}}, bareType(cl, m[0])
 	case alterDefaultRe.MatchString(cl):
 		m := alterDefaultRe.FindStringSubmatch(cl)
 		if m[3] == "" {
@@ -275,6 +319,47 @@ func clauseCheck(table, cl string) ([]check, bool) {
 		return []check{{what: "column", table: table, name: unquote(dropColumnRe.FindStringSubmatch(cl)[1])}}, true
 	}
 	return nil, false
+}
+
+// bareType: the clause ends with its type (nothing after what matched).
+func bareType(clause, matched string) bool { return strings.TrimSpace(clause[len(matched):]) == "" }
+
+// stripAllMySQLComments removes -- , # and /* */ comments (not /*! */)
+// outside quotes.
+func stripAllMySQLComments(sql string) string {
+	var b strings.Builder
+	var quote byte
+	for i := 0; i < len(sql); i++ {
+		c := sql[i]
+		switch {
+		case quote != 0:
+			b.WriteByte(c)
+			if c == '\\' && quote != '`' && i+1 < len(sql) {
+				i++
+				b.WriteByte(sql[i])
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"' || c == '`':
+			quote = c
+			b.WriteByte(c)
+		case c == '#' || c == '-' && strings.HasPrefix(sql[i:], "-- ") || c == '-' && strings.HasPrefix(sql[i:], "--\n"):
+			for i < len(sql) && sql[i] != '\n' {
+				i++
+			}
+			b.WriteByte('\n')
+		case c == '/' && strings.HasPrefix(sql[i:], "/*") && !strings.HasPrefix(sql[i:], "/*!"):
+			end := strings.Index(sql[i+2:], "*/")
+			if end < 0 {
+				return strings.TrimSpace(b.String())
+			}
+			i += 2 + end + 1
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // effect reads stmt's effect from the live schema.
@@ -344,7 +429,10 @@ func (m *MySQL) fact(ctx context.Context, c check) (bool, error) {
 		if err == sql.ErrNoRows {
 			return false, nil
 		}
-		return sameColumnType(typ, c.detail), err
+		if err != nil {
+			return false, err
+		}
+		return sameColumnType(typ, c.detail), nil
 	case "default":
 		var def sql.NullString
 		err = m.conn.QueryRowContext(ctx, `SELECT COLUMN_DEFAULT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?`, c.table, c.name).Scan(&def)
@@ -371,7 +459,9 @@ func sameColumnType(got, want string) bool {
 	if !strings.Contains(w, "(") {
 		g = intDisplayWidth.ReplaceAllString(g, "$1")
 	}
-	g = strings.Fields(g + " ")[0]
+	if f := strings.Fields(g); len(f) > 0 {
+		g = f[0]
+	}
 	if w == "integer" {
 		w = "int"
 	}

@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 var dmlTableRe = regexp.MustCompile(`(?is)^(?:insert\s+(?:ignore\s+)?into|replace\s+(?:into\s+)?|update\s+(?:ignore\s+)?|delete\s+(?:ignore\s+)?from)\s*` + myQualified)
@@ -157,13 +159,25 @@ func (m *MySQL) userTables(ctx context.Context) ([]string, error) {
 // nativeDump writes tables' definitions and rows as SQL, read in one
 // consistent snapshot on a connection of its own.
 func (m *MySQL) nativeDump(ctx context.Context, tables []string, path string) error {
-	c, err := m.db.Conn(ctx)
+	// Values as the server writes them (ParseTime off: a DATETIME stays
+	// '2024-01-02 03:04:05', not Go's time format), in UTC.
+	cfg := *m.cfg
+	cfg.ParseTime = false
+	connector, err := mysql.NewConnector(&cfg)
+	if err != nil {
+		return err
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	c, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if _, err := c.ExecContext(ctx, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"); err != nil {
-		return err
+	for _, q := range []string{"SET SESSION time_zone = '+00:00'", "SET NAMES utf8mb4", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"} {
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			return err
+		}
 	}
 	if _, err := c.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"); err != nil {
 		return err
@@ -175,7 +189,7 @@ func (m *MySQL) nativeDump(ctx context.Context, tables []string, path string) er
 	}
 	defer f.Close()
 	w := bufio.NewWriter(f)
-	fmt.Fprintf(w, "-- rollback snapshot of %d table(s)\nSET FOREIGN_KEY_CHECKS=0;\n", len(tables))
+	fmt.Fprintf(w, "-- rollback snapshot of %d table(s)\nSET NAMES utf8mb4;\nSET time_zone = '+00:00';\nSET FOREIGN_KEY_CHECKS=0;\n", len(tables))
 	for _, t := range tables {
 		var name, ddl string
 		if err := c.QueryRowContext(ctx, "SHOW CREATE TABLE "+quoteIdent(t)).Scan(&name, &ddl); err != nil {
@@ -194,7 +208,28 @@ func (m *MySQL) nativeDump(ctx context.Context, tables []string, path string) er
 }
 
 func dumpRows(ctx context.Context, c *sql.Conn, table string, w *bufio.Writer) error {
-	rows, err := c.QueryContext(ctx, "SELECT * FROM "+quoteIdent(table))
+	// Generated columns cannot be inserted: the stored ones are computed
+	// again on restore.
+	var cols []string
+	crows, err := c.QueryContext(ctx, `SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?
+		AND EXTRA NOT LIKE '%GENERATED%' AND EXTRA NOT IN ('VIRTUAL', 'PERSISTENT', 'STORED') ORDER BY ORDINAL_POSITION`, table)
+	if err != nil {
+		return err
+	}
+	for crows.Next() {
+		var n string
+		if err := crows.Scan(&n); err != nil {
+			crows.Close()
+			return err
+		}
+		cols = append(cols, quoteIdent(n))
+	}
+	crows.Close()
+	if len(cols) == 0 {
+		return fmt.Errorf("no columns to copy")
+	}
+	list := strings.Join(cols, ", ")
+	rows, err := c.QueryContext(ctx, "SELECT "+list+" FROM "+quoteIdent(table))
 	if err != nil {
 		return err
 	}
@@ -212,7 +247,7 @@ func dumpRows(ctx context.Context, c *sql.Conn, table string, w *bufio.Writer) e
 		if err := rows.Scan(ptrs...); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "INSERT INTO %s VALUES (", quoteIdent(table))
+		fmt.Fprintf(w, "INSERT INTO %s (%s) VALUES (", quoteIdent(table), list)
 		for i, v := range vals {
 			if i > 0 {
 				w.WriteString(", ")

@@ -105,6 +105,13 @@ func (m *MySQL) undo(ctx context.Context, p *Plan, o UndoOptions) (*UndoResult, 
 	if o.DryRun || len(p.Steps) == 0 {
 		return done()
 	}
+	for _, step := range p.Steps {
+		for _, st := range myStatements(step.Script) {
+			if why := RefusedInUndo(st.SQL); why != "" {
+				return nil, fmt.Errorf("%w: %s: %q: %s; nothing was run", ErrUnsafe, st.where(step), firstLine(st.SQL), why)
+			}
+		}
+	}
 	if !o.Locked {
 		unlock, err := m.lock(ctx, p.Format, p.Table, o)
 		if err != nil {
@@ -168,9 +175,21 @@ func (m *MySQL) undoStep(ctx context.Context, p *Plan, i int, o UndoOptions, res
 			}
 			continue
 		case seen && row.state == "done":
+			if st.kind == KindDDL {
+				// The journal's word, checked against the schema: a
+				// journal left by an undo stopped long ago, after which
+				// the schema moved on, must not skip a statement.
+				if eff, why, err := m.effect(ctx, st.SQL); err != nil {
+					return err
+				} else if eff == EffectNotRun {
+					return m.halfway(ctx, step, stmts, j, journal, fmt.Errorf("%s is journaled as done by an earlier undo, but its effect is not in the schema (%s): the journal is stale (the schema changed since that undo stopped); if so, clear it with DELETE FROM %s WHERE version = '%s' and run the undo again", where, why, myJournal, step.VersionText))
+				}
+			}
 			logf("%s: done by an earlier run (journal): not run again", where)
 			res.Resumed++
 			continue
+		case seen && row.state == "failed":
+			logf("%s: failed in an earlier run, which the server rolled back: running it again", where)
 		case seen && row.state == "started":
 			eff, why, err := m.effect(ctx, st.SQL)
 			if err != nil {
@@ -211,6 +230,16 @@ func (m *MySQL) undoStep(ctx context.Context, p *Plan, i int, o UndoOptions, res
 		boundary("run " + where)
 		ranAs, err := m.runDDL(ctx, st, where, o, logf, &res.Retries)
 		if err != nil {
+			// An error the server reported (a lock wait cut short, the
+			// statement refused) applied nothing: one DDL statement is
+			// atomic on MariaDB 10.6+ and MySQL 8. A lost connection or a
+			// cancelled run leaves it "started", judged on resume.
+			if myErrNo(err) != 0 || errors.Is(err, ErrLockBudget) || errors.Is(err, errLockWatch) {
+				if _, jerr := m.conn.ExecContext(context.WithoutCancel(ctx), `UPDATE rollback_undo_journal SET state = 'failed' WHERE version = ? AND stmt_sha = ? AND nth = ?`,
+					step.VersionText, st.sha, st.nth); jerr == nil {
+					journal[[2]any{st.sha, st.nth}] = journalRow{state: "failed"}
+				}
+			}
 			return m.halfway(ctx, step, stmts, j, journal, err)
 		}
 		if o.executed != nil {
@@ -331,12 +360,14 @@ var (
 // an ALTER TABLE that names no algorithm is tried with ALGORITHM=INSTANT,
 // then INPLACE with LOCK=NONE, then as written.
 func onlineForms(stmt string) []string {
-	s := strings.TrimRight(stripMySQLComments(stmt), "; \t\r\n")
+	s := strings.TrimRight(stripAllMySQLComments(stmt), "; \t\r\n")
 	if !alterOnline.MatchString(s) || hasAlgoRe.MatchString(s) || strings.Contains(strings.ToLower(s), " partition") {
 		return []string{stmt}
 	}
-	return []string{s + ", ALGORITHM=INSTANT", s + ", ALGORITHM=INPLACE, LOCK=NONE", stmt}
+	return []string{s + ", " + onlineLabels[0], s + ", " + onlineLabels[1], stmt}
 }
+
+var onlineLabels = []string{"ALGORITHM=INSTANT", "ALGORITHM=INPLACE, LOCK=NONE"}
 
 // MySQL error numbers the undo acts on.
 const (
@@ -377,7 +408,7 @@ func (m *MySQL) runDDL(ctx context.Context, st myStmt, where string, o UndoOptio
 			return form, nil
 		}
 		if n := myErrNo(err); !last && (n == erAlterNotSupp || n == erAlterNotSuppWhy || n == erParse) {
-			logf("%s: %s not possible (%v); trying the next form", where, strings.TrimPrefix(form[len(strings.TrimRight(stripMySQLComments(st.SQL), "; \t\r\n")):], ", "), err)
+			logf("%s: %s not possible (%v); trying the next form", where, onlineLabels[k], err)
 			continue
 		}
 		return "", fmt.Errorf("%s: %w", where, err)
@@ -393,7 +424,7 @@ func (m *MySQL) runDDL(ctx context.Context, st myStmt, where string, o UndoOptio
 // short wait returns errLockWatch.
 func (m *MySQL) execBounded(ctx context.Context, q string, limit time.Duration) error {
 	wctx, stop := context.WithCancel(ctx)
-	var killed bool
+	var killed, finished bool
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -408,28 +439,37 @@ func (m *MySQL) execBounded(ctx context.Context, q string, limit time.Duration) 
 				return
 			case <-tick.C:
 			}
-			var state sql.NullString
+			var state, info sql.NullString
 			qctx, cancel := context.WithTimeout(wctx, time.Second)
-			err := m.db.QueryRowContext(qctx, `SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?`, m.connID).Scan(&state)
+			err := m.db.QueryRowContext(qctx, `SELECT STATE, INFO FROM information_schema.PROCESSLIST WHERE ID = ?`, m.connID).Scan(&state, &info)
 			cancel()
-			waiting := err == nil && strings.Contains(strings.ToLower(state.String), "waiting for") && strings.Contains(strings.ToLower(state.String), "lock")
+			// Only this statement, seen waiting for a lock, is cut short.
+			waiting := err == nil && strings.Contains(strings.ToLower(state.String), "waiting for") && strings.Contains(strings.ToLower(state.String), "lock") &&
+				strings.HasPrefix(info.String, q[:min(len(q), 48)])
 			switch {
 			case !waiting:
 				since = time.Time{}
 			case since.IsZero():
 				since = time.Now()
 			case time.Since(since) >= limit:
+				// Under mu: the statement cannot finish and the next one
+				// start while the kill is on its way.
 				mu.Lock()
-				killed = true
+				if !finished {
+					killed = true
+					kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+					_, _ = m.db.ExecContext(kctx, fmt.Sprintf("KILL QUERY %d", m.connID))
+					cancel()
+				}
 				mu.Unlock()
-				kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-				_, _ = m.db.ExecContext(kctx, fmt.Sprintf("KILL QUERY %d", m.connID))
-				cancel()
 				return
 			}
 		}
 	}()
 	_, err := m.conn.ExecContext(ctx, q)
+	mu.Lock()
+	finished = true
+	mu.Unlock()
 	stop()
 	wg.Wait()
 	mu.Lock()

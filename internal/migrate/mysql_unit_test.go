@@ -59,7 +59,7 @@ func TestMySQLClientArgsKeepThePasswordOffArgv(t *testing.T) {
 	if strings.Contains(strings.Join(args, " "), "secret") || args[len(args)-1] != "payments" {
 		t.Fatalf("argv %v", args)
 	}
-	file := strings.TrimPrefix(args[0], "--defaults-extra-file=")
+	file := strings.TrimPrefix(args[0], "--defaults-file=")
 	fi, err := os.Stat(file)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("option file %v %v", fi, err)
@@ -70,7 +70,7 @@ func TestMySQLClientArgsKeepThePasswordOffArgv(t *testing.T) {
 	}
 	// The real client reads the file as written.
 	if p, err := exec.LookPath("my_print_defaults"); err == nil {
-		out, err := exec.Command(p, "--defaults-extra-file="+file, "client").Output()
+		out, err := exec.Command(p, "--defaults-file="+file, "client").Output()
 		if err != nil || !strings.Contains(string(out), `--password=top"secret`) {
 			t.Errorf("my_print_defaults: %v %s", err, out)
 		}
@@ -156,14 +156,23 @@ func TestEffectChecks(t *testing.T) {
 		want string // "" for cannot tell
 	}{
 		{"CREATE TABLE IF NOT EXISTS `a``b` (id int)", "table a`b present"},
-		{"DROP TABLE IF EXISTS db.x, `y`", "table x absent; table y absent"},
+		{"DROP TABLE IF EXISTS x, `y`", "table x absent; table y absent"},
+		{"DROP TABLE IF EXISTS db.x, `y`", ""}, // another database's: not looked up in this one
 		{"RENAME TABLE a TO b, c TO d", "table a absent; table b present; table c absent; table d present"},
 		{"CREATE UNIQUE INDEX i ON t (c)", "index t.i present"},
-		{"DROP INDEX `i` ON `db`.`t`", "index t.i absent"},
+		{"DROP INDEX `i` ON `t`", "index t.i absent"},
 		{"ALTER TABLE t ADD COLUMN c INT, DROP COLUMN d, ADD INDEX ix (c), ALGORITHM=INSTANT", "column t.c present; column t.d absent; index t.ix present"},
 		{"ALTER TABLE t RENAME COLUMN a TO b", "column t.a absent; column t.b present"},
 		{"ALTER TABLE t CHANGE COLUMN a b INT", "column t.a absent; column t.b present"},
-		{"ALTER TABLE t MODIFY c VARCHAR(20) NOT NULL", "column t.c of type VARCHAR(20)"},
+		{"ALTER TABLE t MODIFY c VARCHAR(20)", "column t.c of type VARCHAR(20)"},
+		{"ALTER TABLE t MODIFY c VARCHAR(20) NOT NULL", ""}, // NULL-ness is not compared
+		{"DROP TABLE foo_cascade", "table foo_cascade absent"},
+		{"DROP TABLE t CASCADE", "table t absent"},
+		{"DROP TABLE other.t", ""},
+		{"ALTER TABLE t ADD UNIQUE KEY (c)", ""},
+		{"ALTER TABLE t ADD CONSTRAINT FOREIGN KEY (a) REFERENCES u (id)", ""},
+		{"ALTER TABLE t DROP COLUMN c -- why; it goes\n", "column t.c absent"},
+		{"ALTER TABLE `we``ird.t` DROP COLUMN `a.b`", "column we`ird.t.a.b absent"},
 		{"ALTER TABLE t DROP FOREIGN KEY fk, ADD CONSTRAINT fk2 FOREIGN KEY (a) REFERENCES u (id)", "constraint t.fk absent; constraint t.fk2 present"},
 		{"ALTER TABLE t ALTER COLUMN c SET DEFAULT 'x'", "column t.c default 'x'"},
 		{"ALTER TABLE t ALTER c DROP DEFAULT", "column t.c without a default"},
@@ -189,7 +198,30 @@ func TestEffectChecks(t *testing.T) {
 	}
 }
 
+func TestClassifyAndRefuse(t *testing.T) {
+	for sql, want := range map[string]StatementKind{"SET sql_log_bin = 0": KindSession, "SET foreign_key_checks=0": KindSession, "SET GLOBAL max_connections = 10": KindDDL,
+		"UPDATE t SET a = 1": KindDML, "/* x */ DELETE FROM t": KindDML, "ALTER TABLE t ADD c INT": KindDDL} {
+		if got := ClassifyMySQL(sql); got != want {
+			t.Errorf("%s: kind %d, want %d", sql, got, want)
+		}
+	}
+	for _, sql := range []string{"USE other", "SET autocommit = 0", "SET @@autocommit=0", "START TRANSACTION", "COMMIT", "LOCK TABLES t WRITE"} {
+		if RefusedInUndo(sql) == "" {
+			t.Errorf("%s is not refused", sql)
+		}
+	}
+	if RefusedInUndo("UPDATE users SET committed = 1") != "" {
+		t.Error("an UPDATE was refused")
+	}
+	if unquote("`") != "`" {
+		t.Error("unquote of a lone backtick")
+	}
+}
+
 func TestOnlineForms(t *testing.T) {
+	if f := onlineForms("ALTER TABLE t DROP COLUMN c -- a note"); f[0] != "ALTER TABLE t DROP COLUMN c, ALGORITHM=INSTANT" {
+		t.Errorf("a trailing comment swallowed the algorithm: %q", f[0])
+	}
 	if f := onlineForms("ALTER TABLE t DROP COLUMN c"); len(f) != 3 || f[0] != "ALTER TABLE t DROP COLUMN c, ALGORITHM=INSTANT" || f[1] != "ALTER TABLE t DROP COLUMN c, ALGORITHM=INPLACE, LOCK=NONE" {
 		t.Errorf("forms %q", f)
 	}
