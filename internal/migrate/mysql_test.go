@@ -532,7 +532,7 @@ func TestMySQLSnapshot(t *testing.T) {
 		var out []string
 		for _, tb := range []string{"orders", "ev"} {
 			var ignored, sum string
-			db.QueryRow("CHECKSUM TABLE " + tb).Scan(&ignored, &sum)
+			db.QueryRow("CHECKSUM TABLE "+tb).Scan(&ignored, &sum)
 			out = append(out, sum)
 		}
 		return strings.Join(out, ",")
