@@ -59,12 +59,7 @@ var ErrNoHistory = errors.New("no migration history table")
 // ReadState reads the history table of the given format (table "" means
 // the format's default).
 func ReadState(ctx context.Context, db DB, format Format, table string) (*State, error) {
-	if table == "" {
-		table = FlywayTable
-		if format == GolangMigrate {
-			table = GolangMigrateTable
-		}
-	}
+	table = historyTable(format, table)
 	st := &State{Format: format, Table: table}
 	var exists bool
 	if err := db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&exists); err != nil {
@@ -102,22 +97,28 @@ func ReadState(ctx context.Context, db DB, format Format, table string) (*State,
 		}
 		if ver != nil {
 			a.VersionText = *ver
-			if a.Version, err = ParseVersion(*ver); err != nil {
-				return nil, fmt.Errorf("%s row %d: %w", table, a.Rank, err)
-			}
 		}
 		all = append(all, a)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	replayFlyway(st, all)
-	return st, nil
+	return st, replayFlyway(st, all)
 }
 
 // replayFlyway fills st from flyway_schema_history's rows in
-// installed_rank order.
-func replayFlyway(st *State, all []Applied) {
+// installed_rank order (VersionText read, Version parsed here).
+func replayFlyway(st *State, all []Applied) error {
+	for i := range all {
+		if all[i].VersionText == "" {
+			continue // repeatables and the schema marker
+		}
+		v, err := ParseVersion(all[i].VersionText)
+		if err != nil {
+			return fmt.Errorf("%s row %d: %w", st.Table, all[i].Rank, err)
+		}
+		all[i].Version = v
+	}
 	// Replay: versioned rows apply, UNDO_SQL rows (Flyway Teams) and
 	// DELETE markers take a version back out.
 	inEffect := map[string]int{}
@@ -151,6 +152,7 @@ func replayFlyway(st *State, all []Applied) {
 		}
 	}
 	st.Applied = kept
+	return nil
 }
 
 // at is golang-migrate's history: one row, its version and dirty flag

@@ -134,19 +134,13 @@ func (m *MySQL) state(ctx context.Context, format Format, table string) (*State,
 		if sum.Valid {
 			a.Checksum = &sum.Int32
 		}
-		if ver.Valid {
-			a.VersionText = ver.String
-			if a.Version, err = ParseVersion(ver.String); err != nil {
-				return nil, fmt.Errorf("%s row %d: %w", table, a.Rank, err)
-			}
-		}
+		a.VersionText = ver.String
 		all = append(all, a)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	replayFlyway(st, all)
-	return st, nil
+	return st, replayFlyway(st, all)
 }
 
 func historyTable(format Format, table string) string {

@@ -57,15 +57,7 @@ func (m *MySQL) drill(ctx context.Context, dsn string, src *Source, format Forma
 	if st.Dirty || len(st.Failed) > 0 {
 		return nil, fmt.Errorf("%w: the history shows a failed or dirty migration; repair it before a drill", ErrUnsafe)
 	}
-	to := o.To
-	if to.IsZero() && len(st.Applied) > 0 {
-		for _, a := range st.Applied {
-			if a.Version.Compare(st.Current) < 0 && a.Version.Compare(to) > 0 {
-				to = a.Version
-			}
-		}
-	}
-	plan, err := PlanUndo(src, st, to)
+	plan, err := PlanUndo(src, st, drillTo(st, o.To))
 	if err != nil {
 		return nil, err
 	}
