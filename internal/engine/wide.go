@@ -353,6 +353,11 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 	// First every target is planned (from the histories read up front
 	// where there are, else each read on its own) and all are pinned in
 	// one journal transaction, before anything changes.
+	// Pinned by an earlier run (before this one pins anything).
+	earlier := make(map[string]bool, len(pinned))
+	for ref := range pinned {
+		earlier[ref] = true
+	}
 	var toPlan []kube.Target
 	for _, t := range targets {
 		if _, ok := pinned[t.String()]; !ok && !done[t.String()] {
@@ -423,7 +428,7 @@ func (x *wideRun) undo(ctx context.Context, sc *runbook.StepContext) (string, er
 		// step need not read it again (the undo's guard refuses a change
 		// since). Pinned by an earlier run: read it as it is now.
 		var h *kube.History
-		if _, fresh := x.hist[ref]; fresh && !x.resumedPin(ref, evs) {
+		if _, read := x.hist[ref]; read && !earlier[ref] {
 			h = x.hist[ref]
 		}
 		res, err := kube.Rollback(ctx, x.r.Client, t, kube.RollbackOptions{Timeout: x.r.Timeout, Now: e.Now, ToObject: it.To, FromObject: it.From, Resume: true, History: h,
@@ -452,17 +457,6 @@ func (x *wideRun) fail(ctx context.Context, sc *runbook.StepContext, mu *sync.Mu
 	*failed = append(*failed, it.Workload+": "+err.Error())
 	mu.Unlock()
 	_ = sc.Note(ctx, it.Workload+" failed: "+err.Error())
-}
-
-// resumedPin reports whether ref was pinned by an earlier run (in evs,
-// the journal as this run found it).
-func (x *wideRun) resumedPin(ref string, evs []store.Event) bool {
-	for _, ev := range evs {
-		if ev.Key == wideTarget+ref {
-			return true
-		}
-	}
-	return false
 }
 
 // journal appends a keyed entry; a key already there is kept as it was.

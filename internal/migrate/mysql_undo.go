@@ -63,18 +63,25 @@ func myStatements(script string) []myStmt {
 	return out
 }
 
+// journalKey is a statement's place in the journal: its text's hash and
+// how many earlier statements of the script have the same text.
+type journalKey struct {
+	sha string
+	nth int
+}
+
 type journalRow struct {
 	state string
 	ranAs string
 }
 
-func (m *MySQL) journal(ctx context.Context, version string) (map[[2]any]journalRow, error) {
+func (m *MySQL) journal(ctx context.Context, version string) (map[journalKey]journalRow, error) {
 	rows, err := m.conn.QueryContext(ctx, `SELECT stmt_sha, nth, state, COALESCE(ran_as, '') FROM rollback_undo_journal WHERE version = ?`, version)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := map[[2]any]journalRow{}
+	out := map[journalKey]journalRow{}
 	for rows.Next() {
 		var sha string
 		var nth int
@@ -82,7 +89,7 @@ func (m *MySQL) journal(ctx context.Context, version string) (map[[2]any]journal
 		if err := rows.Scan(&sha, &nth, &r.state, &r.ranAs); err != nil {
 			return nil, err
 		}
-		out[[2]any{sha, nth}] = r
+		out[journalKey{sha, nth}] = r
 	}
 	return out, rows.Err()
 }
@@ -162,7 +169,7 @@ func (m *MySQL) undoStep(ctx context.Context, p *Plan, i int, o UndoOptions, res
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		row, seen := journal[[2]any{st.sha, st.nth}]
+		row, seen := journal[journalKey{st.sha, st.nth}]
 		switch {
 		case st.kind == KindSession:
 			if _, err := m.conn.ExecContext(ctx, st.SQL); err != nil {
@@ -212,7 +219,7 @@ func (m *MySQL) undoStep(ctx context.Context, p *Plan, i int, o UndoOptions, res
 			if o.executed != nil {
 				o.executed(where)
 			}
-			journal[[2]any{st.sha, st.nth}] = journalRow{state: "done", ranAs: st.SQL}
+			journal[journalKey{st.sha, st.nth}] = journalRow{state: "done", ranAs: st.SQL}
 			res.Statements++
 			continue
 		}
@@ -221,7 +228,7 @@ func (m *MySQL) undoStep(ctx context.Context, p *Plan, i int, o UndoOptions, res
 			step.VersionText, st.sha, st.nth, st.no, st.SQL); err != nil {
 			return fmt.Errorf("journal %s: %w", where, err)
 		}
-		journal[[2]any{st.sha, st.nth}] = journalRow{state: "started"}
+		journal[journalKey{st.sha, st.nth}] = journalRow{state: "started"}
 		boundary("run " + where)
 		ranAs, err := m.runDDL(ctx, st, where, o, logf, &res.Retries)
 		if err != nil {
@@ -232,7 +239,7 @@ func (m *MySQL) undoStep(ctx context.Context, p *Plan, i int, o UndoOptions, res
 			if myErrNo(err) != 0 || errors.Is(err, ErrLockBudget) || errors.Is(err, errLockWatch) {
 				if _, jerr := m.conn.ExecContext(context.WithoutCancel(ctx), `UPDATE rollback_undo_journal SET state = 'failed' WHERE version = ? AND stmt_sha = ? AND nth = ?`,
 					step.VersionText, st.sha, st.nth); jerr == nil {
-					journal[[2]any{st.sha, st.nth}] = journalRow{state: "failed"}
+					journal[journalKey{st.sha, st.nth}] = journalRow{state: "failed"}
 				}
 			}
 			return m.halfway(ctx, step, stmts, j, journal, err)
@@ -244,7 +251,7 @@ func (m *MySQL) undoStep(ctx context.Context, p *Plan, i int, o UndoOptions, res
 		if err := m.markDone(ctx, step.VersionText, st, ranAs); err != nil {
 			return err
 		}
-		journal[[2]any{st.sha, st.nth}] = journalRow{state: "done", ranAs: ranAs}
+		journal[journalKey{st.sha, st.nth}] = journalRow{state: "done", ranAs: ranAs}
 		res.Statements++
 	}
 	boundary("history " + step.VersionText)
@@ -308,7 +315,7 @@ func (m *MySQL) fixHistory(ctx context.Context, p *Plan, i int) error {
 
 // halfway explains a stopped step: which statements ran, which did not,
 // the tables it touches as they are now, and what to do.
-func (m *MySQL) halfway(ctx context.Context, step *Step, stmts []myStmt, at int, journal map[[2]any]journalRow, cause error) error {
+func (m *MySQL) halfway(ctx context.Context, step *Step, stmts []myStmt, at int, journal map[journalKey]journalRow, cause error) error {
 	if ctx.Err() != nil {
 		return cause
 	}
@@ -317,7 +324,7 @@ func (m *MySQL) halfway(ctx context.Context, step *Step, stmts []myStmt, at int,
 	tables := map[string]bool{}
 	for j, st := range stmts {
 		state := "not run"
-		if r, ok := journal[[2]any{st.sha, st.nth}]; ok {
+		if r, ok := journal[journalKey{st.sha, st.nth}]; ok {
 			state = r.state
 		}
 		if st.kind == KindSession {
