@@ -311,6 +311,22 @@ func (s *sqlStore) QueryIncidents(ctx context.Context, q IncidentQuery) ([]Incid
 }
 
 func (s *sqlStore) AppendEvent(ctx context.Context, ev Event) (bool, error) {
+	for try := 0; try < 20; try++ {
+		added, err := s.insertEvent(ctx, s.db, ev)
+		if err != nil && isUnique(err) { // a concurrent append took this seq
+			continue
+		}
+		return added, err
+	}
+	return false, fmt.Errorf("journal %s/%s: too much contention", ev.Incident, ev.Step)
+}
+
+// insertEvent journals ev with the next seq of its incident (added false:
+// its Key is already there). A unique-violation error means a concurrent
+// append took the seq: try again.
+func (s *sqlStore) insertEvent(ctx context.Context, db interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+}, ev Event) (bool, error) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
@@ -318,21 +334,18 @@ func (s *sqlStore) AppendEvent(ctx context.Context, ev Event) (bool, error) {
 	if ev.Key != "" {
 		key = ev.Key
 	}
-	for try := 0; try < 20; try++ {
-		res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO events (incident, seq, at, step, phase, key, message, evidence)
-			SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ?, ? FROM events WHERE incident = ?
-			ON CONFLICT (incident, key) DO NOTHING`),
-			ev.Incident, ts(ev.Time), ev.Step, ev.Phase, key, ev.Message, ev.Evidence, ev.Incident)
-		if err != nil {
-			if isUnique(err) { // a concurrent append took this seq
-				continue
-			}
-			return false, fmt.Errorf("journal %s/%s: %w", ev.Incident, ev.Step, err)
+	res, err := db.ExecContext(ctx, s.q(`INSERT INTO events (incident, seq, at, step, phase, key, message, evidence)
+		SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ?, ? FROM events WHERE incident = ?
+		ON CONFLICT (incident, key) DO NOTHING`),
+		ev.Incident, ts(ev.Time), ev.Step, ev.Phase, key, ev.Message, ev.Evidence, ev.Incident)
+	if err != nil {
+		if isUnique(err) {
+			return false, err
 		}
-		n, _ := res.RowsAffected()
-		return n == 1, nil
+		return false, fmt.Errorf("journal %s/%s: %w", ev.Incident, ev.Step, err)
 	}
-	return false, fmt.Errorf("journal %s/%s: too much contention", ev.Incident, ev.Step)
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }
 
 func (s *sqlStore) AppendEvents(ctx context.Context, evs []Event) error {
@@ -353,21 +366,8 @@ func (s *sqlStore) appendEvents(ctx context.Context, evs []Event) error {
 	}
 	defer func() { _ = tx.Rollback() }()
 	for _, ev := range evs {
-		if ev.Time.IsZero() {
-			ev.Time = time.Now()
-		}
-		var key any
-		if ev.Key != "" {
-			key = ev.Key
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO events (incident, seq, at, step, phase, key, message, evidence)
-			SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ?, ?, ? FROM events WHERE incident = ?
-			ON CONFLICT (incident, key) DO NOTHING`),
-			ev.Incident, ts(ev.Time), ev.Step, ev.Phase, key, ev.Message, ev.Evidence, ev.Incident); err != nil {
-			if isUnique(err) {
-				return err
-			}
-			return fmt.Errorf("journal %s/%s: %w", ev.Incident, ev.Step, err)
+		if _, err := s.insertEvent(ctx, tx, ev); err != nil {
+			return err
 		}
 	}
 	return tx.Commit()
