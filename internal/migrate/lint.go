@@ -84,9 +84,6 @@ func LintScript(file, script string) ([]Finding, error) {
 	return out, nil
 }
 
-// LintSource lints every undo script of a directory for PostgreSQL.
-func LintSource(src *Source) ([]Finding, error) { return LintSourceFor(src, LintPostgres) }
-
 // LintScriptFor lints one script for engine (LintPostgres, LintMariaDB or
 // LintMySQL).
 func LintScriptFor(file, script, engine string) ([]Finding, error) {

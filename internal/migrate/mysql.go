@@ -39,7 +39,7 @@ func openMySQL(ctx context.Context, dsn string) (*MySQL, error) {
 		return nil, fmt.Errorf("%w: the connection string cannot be parsed (expected mysql://user:pass@tcp(host:3306)/db, mysql://user:pass@host:3306/db or mariadb://…)", ErrBadOptions)
 	}
 	if cfg.DBName == "" {
-		return nil, fmt.Errorf("%w: connection string %s names no database", ErrBadOptions, SafeDSN(dsn))
+		return nil, fmt.Errorf("%w: connection string %s names no database: end it with /DATABASE (mysql://user@tcp(host:3306)/payments)", ErrBadOptions, SafeDSN(dsn))
 	}
 	return openMySQLConfig(ctx, cfg)
 }

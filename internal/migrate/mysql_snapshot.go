@@ -19,8 +19,8 @@ import (
 
 var dmlTableRe = regexp.MustCompile(`(?is)^(?:insert\s+(?:ignore\s+)?into|replace\s+(?:into\s+)?|update\s+(?:ignore\s+)?|delete\s+(?:ignore\s+)?from)\s*` + myQualified)
 
-// touchedTables lists the tables the plan's down scripts name (those that
-// exist now); ok is false when a statement's reach cannot be read.
+// myTouchedTables lists the tables the plan's down scripts name; opaque
+// names the first statement whose reach cannot be read ("" when none).
 func (p *Plan) myTouchedTables() (tables []string, opaque string) {
 	seen := map[string]bool{}
 	for _, s := range p.Steps {
