@@ -16,10 +16,7 @@ var myLazy mytest.Lazy
 // statement-by-statement text, the undo and its summary, lint for the
 // engine; bad and unreachable DSNs are clear errors without the password.
 func TestDBCommandsOnMariaDB(t *testing.T) {
-	mySrv, err := myLazy.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mySrv := myLazy.For(t)
 	ctx := context.Background()
 	dsn, err := mySrv.CreateDB(ctx, "cli_db")
 	if err != nil {

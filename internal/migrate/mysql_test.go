@@ -18,14 +18,7 @@ var myLazy mytest.Lazy
 
 // mariadb is the package's MariaDB server, started by the first test that
 // needs it (TestMain stops it). Missing, it fails the test.
-func mariadb(t *testing.T) *mytest.Server {
-	t.Helper()
-	s, err := myLazy.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func mariadb(t *testing.T) *mytest.Server { t.Helper(); return myLazy.For(t) }
 
 // newMyDB creates a fresh database and returns its DSN and a handle.
 func newMyDB(t *testing.T) (string, *sql.DB) {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -234,6 +235,17 @@ func (l *Lazy) Get() (*Server, error) {
 		return nil, fmt.Errorf("MariaDB (make deps installs it): %w", l.err)
 	}
 	return l.srv, nil
+}
+
+// For is Get in a test: a server that cannot start fails it (it never
+// skips).
+func (l *Lazy) For(t testing.TB) *Server {
+	t.Helper()
+	s, err := l.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // Stop stops the server if it was started.

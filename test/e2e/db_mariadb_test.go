@@ -16,14 +16,7 @@ var myLazy mytest.Lazy
 
 // mariadb is the run's MariaDB server, started by the first test that
 // needs it; a missing server fails the test.
-func mariadb(t *testing.T) *mytest.Server {
-	t.Helper()
-	s, err := myLazy.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func mariadb(t *testing.T) *mytest.Server { t.Helper(); return myLazy.For(t) }
 
 func stopMariaDB() { myLazy.Stop() }
 
