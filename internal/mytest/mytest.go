@@ -82,9 +82,26 @@ func StartWith(ctx context.Context, o Options) (*Server, error) {
 		user = []string{"--user=root"}
 	}
 	args := append([]string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}, user...)
-	if out, err := exec.CommandContext(ctx, installDB, args...).CombinedOutput(); err != nil {
+	// mariadb-install-db fails when another runs at the same time (test
+	// packages start their servers in parallel): one at a time, across
+	// processes.
+	unlock, err := installLock()
+	if err != nil {
+		s.Stop()
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, installDB, args...).CombinedOutput()
+	unlock()
+	if err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("%s: %w\n%s", filepath.Base(installDB), err, out)
+	}
+	// Its own temporary directory: servers of parallel test packages
+	// sharing /tmp delete each other's internal temporary tables.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		s.Stop()
+		return nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,7 +113,7 @@ func StartWith(ctx context.Context, o Options) (*Server, error) {
 	sargs := append([]string{"--no-defaults", "--datadir=" + data, "--socket=" + filepath.Join(dir, "sock"),
 		fmt.Sprintf("--port=%d", s.Port), "--bind-address=127.0.0.1", "--pid-file=" + pid,
 		"--log-error=" + filepath.Join(dir, "log"), "--max-connections=300", "--innodb-buffer-pool-size=128M",
-		"--skip-name-resolve"}, user...)
+		"--skip-name-resolve", "--tmpdir=" + tmp}, user...)
 	if !o.Durable {
 		sargs = append(sargs, "--innodb-flush-log-at-trx-commit=0", "--skip-innodb-doublewrite", "--innodb-flush-method=nosync")
 	}
@@ -171,6 +188,20 @@ func (s *Server) CreateDB(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	return s.DSN(name), nil
+}
+
+// installLock takes an exclusive lock on a file in the temporary
+// directory until the returned function is called.
+func installLock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "rollback-mytest-install.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // Restart stops the server (every connection is dropped) and starts it
