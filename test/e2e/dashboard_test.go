@@ -159,10 +159,13 @@ func checkDashboard(t *testing.T, srv *served, incident string) {
 // the browser lands on the run's incident, and that page follows the run
 // by itself until it is closed, with the cluster back on the good version.
 func TestDashboardApproveFollowsTheRun(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
-	slowRollout(t, ns) // the run lasts a few seconds: its page is seen live
+	// The run's rollout does not finish until the test has seen its page
+	// live (a loaded machine may take longer to show it than any fixed
+	// rollout lasts).
+	setMinReady(t, ns, 300)
 	cfg := serviceConfig(t, "ts", ns, "    automation:\n      severity: P1\n      alerts:\n        - {alertname: TransactionErrors}\n")
 	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
 	alert := `{"version":"4","groupKey":"{}:{alertname=\"TransactionErrors\"}","status":"firing","receiver":"rollback",
@@ -200,10 +203,14 @@ func TestDashboardApproveFollowsTheRun(t *testing.T) {
 	}
 	// The page reloads itself while the run is open: nothing navigates
 	// here, yet the page comes to show the incident closed.
-	live, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('live') !== null`))
+	live := false
+	for wait := time.Now().Add(20 * time.Second); !live && time.Now().Before(wait); time.Sleep(200 * time.Millisecond) {
+		live, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('live') !== null`))
+	}
 	if !live {
 		t.Error("the run's page did not say it follows the run while it was open")
 	}
+	setMinReady(t, ns, 0) // now the rollout finishes and the run closes
 	deadline := time.Now().Add(90 * time.Second)
 	closed := false
 	for !closed && time.Now().Before(deadline) {
