@@ -17,22 +17,25 @@ deps:
 	@scripts/install-deps.sh
 
 ## build: bin/rollback, bin/kubectl-rollback, bin/rollback-sandbox, bin/kwok
+# (the sandbox after rollback: it reuses the Kubernetes client packages
+# rollback's build compiled; kwok, which shares none, beside rollback)
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rollback ./cmd/rollback
+	scripts/build-sandbox.sh kwok & kwok=$$!; \
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rollback ./cmd/rollback; rc=$$?; \
+	wait $$kwok && [ $$rc -eq 0 ]
 	ln -sf rollback bin/kubectl-rollback
-	scripts/build-sandbox.sh
+	scripts/build-sandbox.sh sandbox
 
 ## peers: the real peers the end-to-end tests run (Gateway API CRDs, ...), cached by version
 peers:
 	scripts/build-peers.sh
 
-## test: everything, against a real sandbox (the README's test command)
-test: deps build peers
-	$(GO) vet ./...
-	cd sandbox && $(GO) vet ./...
-	# -parallel 6: the end-to-end tests mostly wait on the sandbox, not the CPU.
-	$(GO) test -count=1 -parallel 6 -timeout 30m ./...
-	cd sandbox && $(GO) test -count=1 ./...
+## test: everything, against a real sandbox (the README's test command); the
+## peers build in the background while the tests that need none of them run
+# (apt-get beside the build: a fresh machine's downloads and compiles overlap)
+test:
+	@$(MAKE) --no-print-directory -j2 deps build
+	scripts/test.sh
 
 ## unit: the tests that need no sandbox (PostgreSQL is started for internal/migrate and internal/cli)
 unit:
@@ -42,7 +45,8 @@ unit:
 # Only what the drill needs is installed and built (the tests' peers and
 # browser come with 'make test', which reuses the binaries, the sandbox's
 # cache and the Go build cache from here).
-demo: deps-demo build
+demo:
+	@$(MAKE) --no-print-directory -j2 deps-demo build
 	scripts/demo.sh
 
 ## deps-demo: what the demo needs and a fresh machine lacks (no test-only peers)

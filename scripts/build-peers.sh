@@ -16,7 +16,22 @@ GATEWAY_API_VERSION=v1.4.1
 cache_root="${ROLLBACK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rollback}"
 mkdir -p bin/crds
 
+# Status for the tests (internal/peerbuild), which 'make test' runs while
+# this builds: bin/.peers/building (this process), then one file per group
+# as soon as it is in bin/, then done, or failed with the group it was on.
+# The groups go cheapest and most needed first.
+status=bin/.peers
+rm -rf "$status" "$status.new" && mkdir -p "$status.new" && echo $$ >"$status.new/building" && mv "$status.new" "$status"
+group=""
+trap 'rc=$?; if [ $rc -eq 0 ]; then : >"$status/done"; else echo "${group:-starting}: exit status $rc" >"$status/failed"; fi' EXIT
+trap 'exit 130' INT TERM
+start() { group=$1; }
+built() { : >"$status/$group"; }
+# The peers are test tools: no symbol table or DWARF (quicker links).
+strip="-s -w"
+
 # Gateway API CRDs, from the sigs.k8s.io/gateway-api module.
+start gateway-api
 gw="$cache_root/gateway-api-crds/$GATEWAY_API_VERSION"
 if [ ! -d "$gw" ]; then
   echo "build-peers: fetching the Gateway API $GATEWAY_API_VERSION CRDs"
@@ -27,83 +42,12 @@ if [ ! -d "$gw" ]; then
   rm -rf "$gw" && mv "$gw.tmp" "$gw"
 fi
 rm -rf bin/crds/gateway-api && cp -r "$gw" bin/crds/gateway-api
-
-# Argo Rollouts: the real controller and kubectl plugin, built in the
-# wrapper module peers/argo-rollouts (its package main files are copied from
-# the module cache at build time, never committed), and its CRDs.
-ARGO_ROLLOUTS_VERSION=v1.8.5
-akey=$(cat peers/argo-rollouts/go.mod peers/argo-rollouts/go.sum | sha256sum | cut -c1-12)
-ar="$cache_root/argo-rollouts/$ARGO_ROLLOUTS_VERSION-$akey"
-if [ ! -x "$ar/rollouts-controller" ] || [ ! -x "$ar/kubectl-argo-rollouts" ]; then
-  echo "build-peers: building argo-rollouts $ARGO_ROLLOUTS_VERSION (controller and kubectl plugin; a few minutes the first time)"
-  src=$(cd peers/argo-rollouts && go mod download -json "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-  mkdir -p "$ar.tmp/crds" peers/argo-rollouts/cmd/rollouts-controller peers/argo-rollouts/cmd/kubectl-argo-rollouts
-  for c in rollouts-controller kubectl-argo-rollouts; do
-    install -m 0644 "$src/cmd/$c/main.go" "peers/argo-rollouts/cmd/$c/main.go"
-    (cd peers/argo-rollouts && CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}" -o "$ar.tmp/$c" "./cmd/$c")
-  done
-  cp "$src"/manifests/crds/*-crd.yaml "$ar.tmp/crds/"
-  rm -rf "$ar" && mv "$ar.tmp" "$ar"
-fi
-mkdir -p bin/crds/argo-rollouts
-cp -f "$ar/rollouts-controller" "$ar/kubectl-argo-rollouts" bin/
-rm -rf bin/crds/argo-rollouts && cp -r "$ar/crds" bin/crds/argo-rollouts
-
-# Flagger: the real controller (go install works for this release) and its
-# CRDs (canaries, metrictemplates, alertproviders).
-FLAGGER_VERSION=v1.41.0
-fl="$cache_root/flagger/$FLAGGER_VERSION"
-if [ ! -x "$fl/flagger" ]; then
-  echo "build-peers: building flagger $FLAGGER_VERSION (a few minutes the first time)"
-  mkdir -p "$fl.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$fl.tmp" go install "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION"
-  fsrc=$(go mod download -json "github.com/fluxcd/flagger@$FLAGGER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-  cp "$fsrc/artifacts/flagger/crd.yaml" "$fl.tmp/crd.yaml"
-  rm -rf "$fl" && mv "$fl.tmp" "$fl"
-fi
-cp -f "$fl/flagger" bin/flagger
-rm -rf bin/crds/flagger && mkdir -p bin/crds/flagger && cp "$fl/crd.yaml" bin/crds/flagger/
-
-# helm: the real CLI, to check that 'helm history' and 'helm status' agree
-# with what rollback did through Helm's Go SDK.
-HELM_VERSION=v3.22.0
-hl="$cache_root/helm/$HELM_VERSION"
-if [ ! -x "$hl/helm" ]; then
-  echo "build-peers: building helm $HELM_VERSION (a few minutes the first time)"
-  mkdir -p "$hl.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$hl.tmp" go install -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  rm -rf "$hl" && mv "$hl.tmp" "$hl"
-fi
-cp -f "$hl/helm" bin/helm
-
-# golang-migrate's own CLI, built with its MySQL and PostgreSQL drivers, to
-# check that the history rollback leaves is the one the tool reads.
-MIGRATE_VERSION=v4.19.1
-mg="$cache_root/golang-migrate/$MIGRATE_VERSION"
-if [ ! -x "$mg/migrate" ]; then
-  echo "build-peers: building golang-migrate $MIGRATE_VERSION (about a minute the first time)"
-  mkdir -p "$mg.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$mg.tmp" go install -tags 'mysql postgres' "github.com/golang-migrate/migrate/v4/cmd/migrate@$MIGRATE_VERSION"
-  rm -rf "$mg" && mv "$mg.tmp" "$mg"
-fi
-cp -f "$mg/migrate" bin/migrate
-
-# versitygw: a real S3-compatible server (POSIX backend) for the snapshot
-# store's tests.
-VERSITYGW_VERSION=v1.8.0
-vg="$cache_root/versitygw/$VERSITYGW_VERSION"
-if [ ! -x "$vg/versitygw" ]; then
-  echo "build-peers: building versitygw $VERSITYGW_VERSION (a minute or two the first time)"
-  mkdir -p "$vg.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$vg.tmp" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
-  rm -rf "$vg" && mv "$vg.tmp" "$vg"
-fi
-cp -f "$vg/versitygw" bin/versitygw
+built
 
 # GitOps CRDs: Argo CD's Application and Flux's Kustomization, from their
 # modules (of the same releases as the Argo CD and Flux controllers below,
 # which the tests run for real).
+start gitops-crds
 ARGOCD_VERSION=v2.14.21
 FLUX_KUSTOMIZE_VERSION=v1.9.6
 go_crds="$cache_root/gitops-crds/$ARGOCD_VERSION-$FLUX_KUSTOMIZE_VERSION"
@@ -116,6 +60,90 @@ if [ ! -d "$go_crds" ]; then
   rm -rf "$go_crds" && mv "$go_crds.tmp" "$go_crds"
 fi
 rm -rf bin/crds/gitops && cp -r "$go_crds" bin/crds/gitops
+built
+
+# golang-migrate's own CLI, built with its MySQL and PostgreSQL drivers, to
+# check that the history rollback leaves is the one the tool reads.
+start migrate
+MIGRATE_VERSION=v4.19.1
+mg="$cache_root/golang-migrate/$MIGRATE_VERSION"
+if [ ! -x "$mg/migrate" ]; then
+  echo "build-peers: building golang-migrate $MIGRATE_VERSION (about a minute the first time)"
+  mkdir -p "$mg.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$mg.tmp" go install -ldflags "$strip" -tags 'mysql postgres' "github.com/golang-migrate/migrate/v4/cmd/migrate@$MIGRATE_VERSION"
+  rm -rf "$mg" && mv "$mg.tmp" "$mg"
+fi
+cp -f "$mg/migrate" bin/migrate
+built
+
+# versitygw: a real S3-compatible server (POSIX backend) for the snapshot
+# store's tests.
+start versitygw
+VERSITYGW_VERSION=v1.8.0
+vg="$cache_root/versitygw/$VERSITYGW_VERSION"
+if [ ! -x "$vg/versitygw" ]; then
+  echo "build-peers: building versitygw $VERSITYGW_VERSION (a minute or two the first time)"
+  mkdir -p "$vg.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$vg.tmp" go install -ldflags "$strip" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  rm -rf "$vg" && mv "$vg.tmp" "$vg"
+fi
+cp -f "$vg/versitygw" bin/versitygw
+built
+
+# helm: the real CLI, to check that 'helm history' and 'helm status' agree
+# with what rollback did through Helm's Go SDK.
+start helm
+HELM_VERSION=v3.22.0
+hl="$cache_root/helm/$HELM_VERSION"
+if [ ! -x "$hl/helm" ]; then
+  echo "build-peers: building helm $HELM_VERSION (a few minutes the first time)"
+  mkdir -p "$hl.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$hl.tmp" go install -ldflags "$strip -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  rm -rf "$hl" && mv "$hl.tmp" "$hl"
+fi
+cp -f "$hl/helm" bin/helm
+built
+
+# Flagger: the real controller (go install works for this release) and its
+# CRDs (canaries, metrictemplates, alertproviders).
+start flagger
+FLAGGER_VERSION=v1.41.0
+fl="$cache_root/flagger/$FLAGGER_VERSION"
+if [ ! -x "$fl/flagger" ]; then
+  echo "build-peers: building flagger $FLAGGER_VERSION (a few minutes the first time)"
+  mkdir -p "$fl.tmp"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$fl.tmp" go install -ldflags "$strip" "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION"
+  fsrc=$(go mod download -json "github.com/fluxcd/flagger@$FLAGGER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  cp "$fsrc/artifacts/flagger/crd.yaml" "$fl.tmp/crd.yaml"
+  rm -rf "$fl" && mv "$fl.tmp" "$fl"
+fi
+cp -f "$fl/flagger" bin/flagger
+rm -rf bin/crds/flagger && mkdir -p bin/crds/flagger && cp "$fl/crd.yaml" bin/crds/flagger/
+built
+
+# Argo Rollouts: the real controller and kubectl plugin, built in the
+# wrapper module peers/argo-rollouts (its package main files are copied from
+# the module cache at build time, never committed), and its CRDs.
+start argo-rollouts
+ARGO_ROLLOUTS_VERSION=v1.8.5
+akey=$(cat peers/argo-rollouts/go.mod peers/argo-rollouts/go.sum | sha256sum | cut -c1-12)
+ar="$cache_root/argo-rollouts/$ARGO_ROLLOUTS_VERSION-$akey"
+if [ ! -x "$ar/rollouts-controller" ] || [ ! -x "$ar/kubectl-argo-rollouts" ]; then
+  echo "build-peers: building argo-rollouts $ARGO_ROLLOUTS_VERSION (controller and kubectl plugin; a few minutes the first time)"
+  src=$(cd peers/argo-rollouts && go mod download -json "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$ar.tmp/crds" peers/argo-rollouts/cmd/rollouts-controller peers/argo-rollouts/cmd/kubectl-argo-rollouts
+  for c in rollouts-controller kubectl-argo-rollouts; do
+    install -m 0644 "$src/cmd/$c/main.go" "peers/argo-rollouts/cmd/$c/main.go"
+    (cd peers/argo-rollouts && CGO_ENABLED=0 go build -trimpath \
+      -ldflags "$strip -X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}" -o "$ar.tmp/$c" "./cmd/$c")
+  done
+  cp "$src"/manifests/crds/*-crd.yaml "$ar.tmp/crds/"
+  rm -rf "$ar" && mv "$ar.tmp" "$ar"
+fi
+mkdir -p bin/crds/argo-rollouts
+cp -f "$ar/rollouts-controller" "$ar/kubectl-argo-rollouts" bin/
+rm -rf bin/crds/argo-rollouts && cp -r "$ar/crds" bin/crds/argo-rollouts
+built
 
 # Flux: the real source-controller and kustomize-controller, which reconcile
 # the GitOps tests' app from a local Git server while the rollback runs.
@@ -137,10 +165,11 @@ flux_build() {
   sed -i '/=> \.\/api/d' "$work/go.mod"
   [ -z "$extra" ] || echo "$extra" >>"$work/go.mod"
   (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true)
-  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out/$c" .)
+  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "$strip" -o "$out/$c" .)
   mkdir -p "$out/crds" && cp "$work"/config/crd/bases/*.yaml "$out/crds/"
   rm -rf "$work"
 }
+start flux
 FLUX_VERSION=v1.9.6
 fx="$cache_root/flux/$FLUX_VERSION"
 if [ ! -x "$fx/source-controller" ] || [ ! -x "$fx/kustomize-controller" ]; then
@@ -151,6 +180,23 @@ if [ ! -x "$fx/source-controller" ] || [ ! -x "$fx/kustomize-controller" ]; then
 fi
 cp -f "$fx/source-controller" "$fx/kustomize-controller" bin/
 rm -rf bin/crds/flux && cp -r "$fx/crds" bin/crds/flux
+built
+
+# Flux helm-controller, for a HelmRelease whose chart and values are in Git
+# (the release the GitOps tests revert in a values file). Built like the
+# other Flux controllers; its go.mod's other replace lines stay.
+start flux-helm
+FLUX_HELM_VERSION=v1.4.3
+fh="$cache_root/flux-helm/$FLUX_HELM_VERSION"
+if [ ! -x "$fh/helm-controller" ]; then
+  rm -rf "$fh.tmp" && mkdir -p "$fh.tmp"
+  flux_build helm-controller "$FLUX_HELM_VERSION" "$fh.tmp"
+  rm -rf "$fh" && mv "$fh.tmp" "$fh"
+fi
+cp -f "$fh/helm-controller" bin/
+rm -rf bin/crds/flux-helm && cp -r "$fh/crds" bin/crds/flux-helm
+
+built
 
 # Argo CD: the real application-controller and repo-server (one binary that
 # acts by the name it is run as), v2.14 (argo-cd/gitops-engine v3, which
@@ -158,6 +204,7 @@ rm -rf bin/crds/flux && cp -r "$fx/crds" bin/crds/flux
 # its own, so the module is copied from the module cache and built as is.
 # Redis (Debian's redis-server) runs beside it in the tests. ~5 min the
 # first time.
+start argocd
 ARGOCD_RUN_VERSION=v2.14.21
 ac="$cache_root/argocd/$ARGOCD_RUN_VERSION"
 if [ ! -x "$ac/argocd" ]; then
@@ -168,7 +215,7 @@ if [ ! -x "$ac/argocd" ]; then
   work="$ac.tmp/src"
   cp -r "$src" "$work" && chmod -R u+w "$work"
   (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath \
-    -ldflags "-X github.com/argoproj/argo-cd/v2/common.version=${ARGOCD_RUN_VERSION#v}" -o "$ac.tmp/argocd" ./cmd)
+    -ldflags "$strip -X github.com/argoproj/argo-cd/v2/common.version=${ARGOCD_RUN_VERSION#v}" -o "$ac.tmp/argocd" ./cmd)
   cp "$work"/manifests/crds/application-crd.yaml "$work"/manifests/crds/appproject-crd.yaml "$ac.tmp/crds/"
   rm -rf "$work"
   rm -rf "$ac" && mv "$ac.tmp" "$ac"
@@ -177,16 +224,4 @@ cp -f "$ac/argocd" bin/argocd
 ln -sf argocd bin/argocd-application-controller
 ln -sf argocd bin/argocd-repo-server
 rm -rf bin/crds/argocd && cp -r "$ac/crds" bin/crds/argocd
-
-# Flux helm-controller, for a HelmRelease whose chart and values are in Git
-# (the release the GitOps tests revert in a values file). Built like the
-# other Flux controllers; its go.mod's other replace lines stay.
-FLUX_HELM_VERSION=v1.4.3
-fh="$cache_root/flux-helm/$FLUX_HELM_VERSION"
-if [ ! -x "$fh/helm-controller" ]; then
-  rm -rf "$fh.tmp" && mkdir -p "$fh.tmp"
-  flux_build helm-controller "$FLUX_HELM_VERSION" "$fh.tmp"
-  rm -rf "$fh" && mv "$fh.tmp" "$fh"
-fi
-cp -f "$fh/helm-controller" bin/
-rm -rf bin/crds/flux-helm && cp -r "$fh/crds" bin/crds/flux-helm
+built

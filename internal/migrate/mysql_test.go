@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/mytest"
+	"github.com/rollback-dev/rollback/internal/peerbuild"
 )
 
 var myLazy mytest.Lazy
@@ -48,6 +49,7 @@ func newMyDBOn(t *testing.T, s *mytest.Server) (string, *sql.DB) {
 func migrateCLI(t *testing.T) string {
 	t.Helper()
 	bin, _ := filepath.Abs(filepath.Join("..", "..", "bin", "migrate"))
+	peerbuild.Need(t, filepath.Dir(bin), "migrate")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("golang-migrate's CLI is not built (run make peers): %v", err)
 	}

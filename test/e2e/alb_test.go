@@ -57,7 +57,7 @@ func albRun(t *testing.T, st, cfg string, args ...string) (string, int) {
 // 0) and tagged bad, verifies, blocks the green version and closes the
 // incident. The secret key never reaches output, journal or store.
 func TestALBListenerRunbook(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := albtest.Start(albRegion, albKey, albListener, albGreen,
 		&albtest.TargetGroup{ARN: albBlue, Targets: []string{"healthy", "healthy"}},
 		&albtest.TargetGroup{ARN: albGreen, Targets: []string{"healthy", "healthy"}})

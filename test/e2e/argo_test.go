@@ -16,6 +16,7 @@ import (
 // controller (v1.8.5, built by scripts/build-peers.sh) beside the sandbox.
 func startArgoRollouts(t *testing.T) {
 	t.Helper()
+	waitBuilt(t, "argo-rollouts")
 	startPeer(t, "argo-rollouts", func() error {
 		if err := applyCRDs("argo-rollouts", "rollouts.argoproj.io", "analysisruns.argoproj.io"); err != nil {
 			return err
@@ -131,7 +132,7 @@ func checkRolledBack(t *testing.T, ns string) {
 // stable template back; Argo fast-tracks the return to the stable
 // ReplicaSet, so the Rollout is Healthy on v1.1.5 without any step.
 func TestArgoRolloutAbortMidCanary(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startArgoRollouts(t)
 	ns := namespace(t)
 	argoCanary(t, ns, 0)
@@ -150,14 +151,14 @@ func TestArgoRolloutAbortMidCanary(t *testing.T) {
 // pause); rollback promotes it fully instead, or, within the Rollout's
 // rollbackWindow, Argo fast-tracks it by itself.
 func TestArgoRolloutAfterBadPromotion(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startArgoRollouts(t)
 	for _, tc := range []struct {
 		window int
 		how    string
 	}{{0, "fully promoted (status.promoteFull)"}, {3, "fast-tracked by Argo Rollouts: within spec.rollbackWindow"}} {
 		t.Run(fmt.Sprintf("window-%d", tc.window), func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			ns := namespace(t)
 			argoCanary(t, ns, tc.window)
 			plugin(t, "promote", app, "-n", ns, "--full")
@@ -186,7 +187,7 @@ func TestArgoRolloutAfterBadPromotion(t *testing.T) {
 // 'rollback watch rollout/NAME' reads the Rollout's split (current against
 // stable ReplicaSet) mid-canary and, on the breach, aborts and undoes.
 func TestWatchArgoRollout(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startArgoRollouts(t)
 	ns := namespace(t)
 	argoRollout(t, ns, "v1.1.5", 0)

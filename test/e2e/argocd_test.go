@@ -27,6 +27,7 @@ var argoServer string
 // the sandbox, resyncing every 5 seconds.
 func startArgoCD(t *testing.T) {
 	t.Helper()
+	waitBuilt(t, "argocd")
 	installGitOps(t)
 	startPeer(t, "argocd", func() error {
 		if err := applyCRDs("argocd", "applications.argoproj.io", "appprojects.argoproj.io"); err != nil {
@@ -166,7 +167,7 @@ func selfHealing(t *testing.T, app string) bool {
 // once a person has reverted Git, 'rollback gitops resume' puts self-heal
 // back and the workload stays on the good version.
 func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startArgoCD(t)
 	git := gittest.Start(t)
 
@@ -236,7 +237,7 @@ func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
 // policy back once the Application's sync revision is the revert: no
 // sample on the broken version after the undo, no rollout after the run.
 func TestGitOpsArgoCDRevertsInGit(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startArgoCD(t)
 	git := gittest.Start(t)
 	a := newArgoApp(t, git)

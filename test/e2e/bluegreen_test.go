@@ -81,7 +81,7 @@ func endpointPods(t *testing.T, ns string) string {
 // pods, leaves green running marked bad for inspection, and never
 // switches back to it.
 func TestBlueGreenSwitchBack(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	blueGreen(t, ns, 2)
 	r := rollback(t, "run", "service/"+app, "-n", ns, "--yes", "-o", "json")
@@ -118,7 +118,7 @@ func TestBlueGreenSwitchBack(t *testing.T) {
 // A standby that cannot take the traffic (blue scaled to 0) is refused
 // before anything changes: no incident, the selector stays on green.
 func TestBlueGreenStandbyNotReady(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	blueGreen(t, ns, 0)
 	r := rollback(t, "run", "service/"+app, "-n", ns, "--yes")

@@ -56,7 +56,7 @@ func putConfig(t *testing.T, ns, cm, level, sec, password string) {
 // time, before the pods restart, keeps the abandoned revision's, never
 // puts Secret content in its own store or output, and says what it did.
 func TestConfigRestoredWithTheRevision(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	const oldPw, newPw = "pw-v115-canary-secret", "pw-v120-canary-secret"
 	putConfig(t, ns, "app-config", "strict", "app-creds", oldPw)
@@ -97,7 +97,7 @@ func TestConfigRestoredWithTheRevision(t *testing.T) {
 // kustomize's hash-suffixed names change with the content: rolling back
 // needs no restore while the old objects exist, and the run says so.
 func TestConfigKustomizeHashSuffix(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	putConfig(t, ns, "app-config-7g5kbh2f8t", "strict", "app-creds-2k9m4c7bdf", "a")
 	configDeployment(t, ns, "v1.1.5", "app-config-7g5kbh2f8t", "app-creds-2k9m4c7bdf")

@@ -52,7 +52,7 @@ func resumeOK(t *testing.T, st, id string) string {
 // run finishes the same rollback (the target pinned by its ReplicaSet):
 // Healthy on v1.1.5, marks set, the incident closed.
 func TestKilledArgoRolloutResumes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startArgoRollouts(t)
 	ns := namespace(t)
 	argoCanary(t, ns, 0)
@@ -71,7 +71,7 @@ func TestKilledArgoRolloutResumes(t *testing.T) {
 // Killed right after an HTTPRoute's switch, the resumed run does not
 // switch again (one switch recorded) and finishes.
 func TestKilledHTTPRouteSwitchResumes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := routedColours(t, 2)
 	st := filepath.Join(t.TempDir(), "r.db")
 	id := killAt(t, st, "httproute/"+app, ns, "Kubernetes undo: done")

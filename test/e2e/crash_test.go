@@ -139,7 +139,7 @@ func dbService(t *testing.T, ns string, undo ...string) (dsn, mig string, conn *
 // posts, one history delete, the column gone, the flag off, the version
 // blocked.
 func TestKilledAnywhereResumesOnce(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	points := []struct {
 		name   string
 		after  string // kill when stderr shows this line
@@ -158,7 +158,7 @@ func TestKilledAnywhereResumesOnce(t *testing.T) {
 	}
 	for _, p := range points {
 		t.Run(p.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			ns := namespace(t)
 			deploy(t, ns, "v1.1.5")
 			dsn, mig, conn := dbService(t, ns)

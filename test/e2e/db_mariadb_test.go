@@ -26,7 +26,7 @@ func stopMariaDB() { myLazy.Stop() }
 // statement, the schema is the one recorded before it, and golang-migrate
 // reads the version the run left.
 func TestRunbookDownMigratesMariaDB(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5")
 	srv := mariadb(t)
@@ -48,6 +48,7 @@ func TestRunbookDownMigratesMariaDB(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	waitBuilt(t, "migrate")
 	migrateCLI := func(args ...string) string {
 		out, err := exec.Command(filepath.Join(binDir, "migrate"), append([]string{"-path", mig, "-database", dsn}, args...)...).CombinedOutput()
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 // TestRunbookDownMigrates: a service with a database snapshots it and
 // down-migrates the abandoned release's migration inside 'rollback run'.
 func TestRunbookDownMigrates(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	// The runbook's own layout: rollback/V…__Undo__….sql, which fixes the
 	// history itself.
@@ -29,6 +29,7 @@ func TestRunbookDownMigrates(t *testing.T) {
 	dir := t.TempDir()
 	// The snapshot is kept in a bucket (a real S3-compatible server), where
 	// a replica resuming the run would find it.
+	waitBuilt(t, "versitygw")
 	s3url, s3c := snapstoretest.Start(t, filepath.Join(binDir, "versitygw"), "snapshots")
 	cfg := filepath.Join(dir, "rollback.yaml")
 	_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1

@@ -104,11 +104,11 @@ func allOn(t *testing.T, ns, v string) {
 // for the stuck pod to become Ready before replacing it, so the rollback
 // replaces it, and says so.
 func TestRollsBackOutOfFailingPods(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, kind := range []kube.Kind{kube.KindDeployment, kube.KindStatefulSet, kube.KindDaemonSet} {
 		for _, fm := range failModes {
 			t.Run(string(kind)+"-"+fm.suffix, func(t *testing.T) {
-				t.Parallel()
+				parallel(t)
 				ns := namespace(t)
 				releaseBroken(t, ns, kind, fm.suffix, fm.status)
 				r := rollback(t, "run", string(kind)+"/"+app, "-n", ns, "--yes", "--timeout", "90s")
@@ -133,10 +133,10 @@ func TestRollsBackOutOfFailingPods(t *testing.T) {
 // wait out its progressDeadlineSeconds (600 s here, its default) before
 // rolling back by itself.
 func TestCanaryRollsBackOutOfFailingPods(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, fm := range []struct{ suffix, status string }{failModes[0], failModes[2]} {
 		t.Run("argo-"+fm.suffix, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			startArgoRollouts(t)
 			ns := namespace(t)
 			argoRollout(t, ns, "v1.1.5", 0)
@@ -156,7 +156,7 @@ func TestCanaryRollsBackOutOfFailingPods(t *testing.T) {
 			allOn(t, ns, "v1.1.5")
 		})
 		t.Run("flagger-"+fm.suffix, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			startFlagger(t)
 			ns := namespace(t)
 			flaggerCanary(t, ns, 1000)
@@ -189,7 +189,7 @@ func TestCanaryRollsBackOutOfFailingPods(t *testing.T) {
 // moves; a Helm release upgraded (without --wait, as CD often does) to
 // pods that cannot pull their image is rolled back through Helm.
 func TestTrafficAndHelmRollBackOutOfFailingPods(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	breakColour := func(t *testing.T, ns, colour, suffix, status string) {
 		t.Helper()
 		kubectl(t, "patch", "deployment", app+"-"+colour, "-n", ns, "--type", "merge", "-p", `{"spec":{"strategy":{"type":"Recreate","rollingUpdate":null}}}`)
@@ -197,7 +197,7 @@ func TestTrafficAndHelmRollBackOutOfFailingPods(t *testing.T) {
 		waitPodTrouble(t, ns, status)
 	}
 	t.Run("bluegreen-active-crashloop", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		ns := namespace(t)
 		blueGreen(t, ns, 2)
 		breakColour(t, ns, "green", "crashloop", "CrashLoopBackOff")
@@ -213,7 +213,7 @@ func TestTrafficAndHelmRollBackOutOfFailingPods(t *testing.T) {
 		}
 	})
 	t.Run("bluegreen-standby-crashloop", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		ns := namespace(t)
 		blueGreen(t, ns, 2)
 		breakColour(t, ns, "blue", "crashloop", "CrashLoopBackOff")
@@ -226,7 +226,7 @@ func TestTrafficAndHelmRollBackOutOfFailingPods(t *testing.T) {
 		}
 	})
 	t.Run("helm-pullfail", func(t *testing.T) {
-		t.Parallel()
+		parallel(t)
 		ns := namespace(t)
 		chart := filepath.Join("testdata", "chart")
 		helmCLI(t, "install", "app", chart, "-n", ns, "--set", "image.tag=v1.1.5", "--wait", "--timeout", "90s")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/rollback-dev/rollback/internal/cli"
 	"github.com/rollback-dev/rollback/internal/incident"
@@ -190,7 +191,7 @@ func runComms(t *testing.T, ns, url string, extra ...string) (result, []store.Ev
 // with none configured, the version is blocked, and the checklist says
 // nobody was notified instead of "done".
 func TestFaultCommunicationNeverDelaysRecovery(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// Baseline: nothing configured.
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
@@ -212,7 +213,7 @@ func TestFaultCommunicationNeverDelaysRecovery(t *testing.T) {
 		{"every comms/flag endpoint refuses connections", closedPort(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			ns := namespace(t)
 			deploy(t, ns, "v1.1.5", "v1.2.0")
 			start := time.Now()
@@ -272,13 +273,13 @@ func TestFaultCommunicationNeverDelaysRecovery(t *testing.T) {
 // but the broken version was blocked before, right after the undo; the
 // incident stays open and resumable.
 func TestFaultPrometheusUnreachable(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, tc := range []struct{ name, url string }{
 		{"Prometheus refuses connections", closedPort(t)},
 		{"Prometheus never answers", hungServer(t)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			ns := namespace(t)
 			deploy(t, ns, "v1.1.5", "v1.2.0")
 			st := filepath.Join(t.TempDir(), "r.db")
@@ -324,7 +325,7 @@ func TestFaultPrometheusUnreachable(t *testing.T) {
 // abandoned revision was marked bad before the undo, the good version is
 // not blocked, and --resume finishes the rollback.
 func TestFaultInterruptedThenRerun(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	slowRollout(t, ns)
@@ -381,9 +382,20 @@ func TestFaultInterruptedThenRerun(t *testing.T) {
 // (each new pod must stay Ready 3 s), so a fault can land in the middle.
 func slowRollout(t *testing.T, ns string) {
 	t.Helper()
-	d := getDeployment(t, ns)
-	d.Spec.MinReadySeconds = 3
-	if _, err := cs.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{}); err != nil {
+	setMinReady(t, ns, 3)
+}
+
+// setMinReady sets the Deployment's minReadySeconds: a rollout under a
+// long one does not finish until it is lowered.
+func setMinReady(t *testing.T, ns string, seconds int32) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d := getDeployment(t, ns)
+		d.Spec.MinReadySeconds = seconds
+		_, err := cs.AppsV1().Deployments(ns).Update(context.Background(), d, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }

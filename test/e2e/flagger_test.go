@@ -22,6 +22,7 @@ var flaggerProm string
 // scripts/build-peers.sh) with the kubernetes provider.
 func startFlagger(t *testing.T) {
 	t.Helper()
+	waitBuilt(t, "flagger")
 	startPeer(t, "flagger", func() error {
 		if err := applyCRDs("flagger", "canaries.flagger.app", "metrictemplates.flagger.app"); err != nil {
 			return err
@@ -157,7 +158,7 @@ func checkFlaggerRolledBack(t *testing.T, ns, phase string) {
 // never roll back), then has Flagger promote v1.1.5 back without a new
 // analysis.
 func TestFlaggerFailsAnalysisAtOnce(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startFlagger(t)
 	ns := namespace(t)
 	flaggerCanary(t, ns, 1000)
@@ -183,7 +184,7 @@ func TestFlaggerFailsAnalysisAtOnce(t *testing.T) {
 // on the primary without a new analysis: the Canary's 1000 iterations
 // would otherwise hold it for over half an hour.
 func TestFlaggerRollsBackABadPromotion(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startFlagger(t)
 	ns := namespace(t)
 	flaggerCanary(t, ns, 1)
@@ -214,7 +215,7 @@ func TestFlaggerRollsBackABadPromotion(t *testing.T) {
 // analysis against the primary), so the sequential test has the primary's
 // traffic as its baseline; on the breach it fails the analysis at once.
 func TestWatchFlaggerCanary(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startFlagger(t)
 	ns := namespace(t)
 	flaggerCanary(t, ns, 1000)

@@ -15,6 +15,7 @@ import (
 // scripts/build-peers.sh) beside the source- and kustomize-controller.
 func startFluxHelm(t *testing.T) {
 	t.Helper()
+	waitBuilt(t, "flux-helm")
 	startFlux(t)
 	startPeer(t, "flux-helm", func() error {
 		if err := applyCRDs("flux-helm", "helmreleases.helm.toolkit.fluxcd.io"); err != nil {
@@ -39,7 +40,7 @@ func chartValues(tag string) *string {
 // resumes once the GitRepository has it; helm-controller upgrades to the
 // chart built from the revert, and no sample shows v1.2.0 after the undo.
 func TestGitOpsFluxHelmValuesRevert(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startFluxHelm(t)
 	git := gittest.Start(t)
 	ns := namespace(t)

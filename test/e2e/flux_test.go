@@ -24,6 +24,7 @@ import (
 // (v1.9.6, built by scripts/build-peers.sh) against the sandbox.
 func startFlux(t *testing.T) {
 	t.Helper()
+	waitBuilt(t, "flux")
 	startPeer(t, "flux", func() error {
 		if err := applyCRDs("flux", "gitrepositories.source.toolkit.fluxcd.io", "kustomizations.kustomize.toolkit.fluxcd.io"); err != nil {
 			return err
@@ -264,7 +265,7 @@ func (a *fluxApp) reverts(t *testing.T, branch, id string) []gittest.Commit {
 // prints the time from 'rollback run' to "Git agrees and Flux resumed"
 // with its median.
 func TestGitOpsFluxRevertsInGit(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startFlux(t)
 	git := gittest.Start(t)
 	layouts := []string{"plain", "kustomize"}
@@ -286,7 +287,7 @@ func TestGitOpsFluxRevertsInGit(t *testing.T) {
 	for _, name := range layouts {
 		layout, _, _ := strings.Cut(name, "-")
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			a := newFluxApp(t, git, layout)
 			cfg := a.config(t, "{tokenEnv: TEST_GIT_TOKEN, username: rollback}")
 			s := sample(a.ns)
@@ -344,7 +345,7 @@ func TestGitOpsFluxRevertsInGit(t *testing.T) {
 // until the pull request merges, and 'rollback gitops resume' resumes it
 // only then, at the merge.
 func TestGitOpsFluxPullRequest(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startFlux(t)
 	git := gittest.Start(t)
 	a := newFluxApp(t, git, "plain")
@@ -400,7 +401,7 @@ func TestGitOpsFluxPullRequest(t *testing.T) {
 // run's resume finds its commit by the incident's trailer: no second
 // commit, no second push; Flux is resumed on it.
 func TestGitOpsFluxKilledAfterPush(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	startFlux(t)
 	git := gittest.Start(t)
 	a := newFluxApp(t, git, "plain")

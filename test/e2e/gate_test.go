@@ -16,7 +16,7 @@ import (
 // adversarial version strings among the blocks (quotes, backslashes, CEL
 // keywords) neither disable nor break it.
 func TestAdmissionPolicyRefusesTheBlockedImage(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5")
 	st := filepath.Join(t.TempDir(), "r.db")
@@ -91,7 +91,7 @@ spec:
 }
 
 func TestCheckAgainstTheCluster(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	st := filepath.Join(t.TempDir(), "r.db")
 	deploy(t, ns, "v1.1.5")

@@ -15,6 +15,7 @@ import (
 // Kustomization CRDs, and Argo CD's namespace.
 func installGitOps(t *testing.T) {
 	t.Helper()
+	waitBuilt(t, "gitops-crds")
 	startPeer(t, "gitops-crds", func() error {
 		if err := applyCRDs("gitops", "applications.argoproj.io", "kustomizations.kustomize.toolkit.fluxcd.io"); err != nil {
 			return err
@@ -59,7 +60,7 @@ spec:
 
 // A Flux Kustomization is suspended before the undo.
 func TestGitOpsFluxIsSuspended(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	installGitOps(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
@@ -89,8 +90,9 @@ spec:
 // Helm, with the HelmRelease suspended first (its workload carries Flux's
 // labels).
 func TestGitOpsFluxHelmReleaseIsSuspended(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	installGitOps(t)
+	waitBuilt(t, "flux-helm")
 	startPeer(t, "helmrelease-crd", func() error {
 		return applyCRDs("flux-helm", "helmreleases.helm.toolkit.fluxcd.io")
 	})

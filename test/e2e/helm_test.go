@@ -22,6 +22,7 @@ import (
 // helmCLI runs the real helm (v3.22.0, built by scripts/build-peers.sh).
 func helmCLI(t *testing.T, args ...string) string {
 	t.Helper()
+	waitBuilt(t, "helm")
 	path := filepath.Join(binDir, "helm")
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("%s is missing: run 'make test' (scripts/build-peers.sh builds it)", path)
@@ -92,7 +93,7 @@ func checkHelmRolledBack(t *testing.T, ns string) {
 // revision with --wait, which the real helm CLI reads back; a second run
 // has nowhere to go (revision 2 is bad, revision 3 is revision 1).
 func TestHelmReleaseRollback(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	helmRelease(t, ns)
 	r := rollback(t, "run", "helm/app", "-n", ns, "--yes", "-o", "json")
@@ -108,7 +109,7 @@ func TestHelmReleaseRollback(t *testing.T) {
 // A Deployment Helm manages is rolled back as its release: a kubectl-style
 // undo would leave Helm's history on the broken revision.
 func TestHelmOwnedDeploymentGoesThroughHelm(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	helmRelease(t, ns)
 	r := rollback(t, "run", "deployment/app-web", "-n", ns, "--yes")
@@ -160,7 +161,7 @@ func setHelmStatus(t *testing.T, ns string, rev int, status string, at time.Time
 // pending state (an upgrade that may still run) is refused, unchanged; an
 // old one is marked failed and the rollback goes on.
 func TestHelmStuckPendingUpgrade(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	helmRelease(t, ns)
 	setHelmStatus(t, ns, 2, "pending-upgrade", time.Now())

@@ -21,7 +21,7 @@ import (
 // db undo' snapshots what the undo touches (through the driver) into
 // /state and runs the down migration.
 func TestImageRunsTheDownMigration(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	root, _ := repoRoot()
 	work := t.TempDir()
 	bin := filepath.Join(work, "rollback")

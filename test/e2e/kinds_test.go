@@ -92,7 +92,7 @@ func TestStatefulSetAndDaemonSetRollback(t *testing.T) {
 		{"daemonset", kube.KindDaemonSet, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			ns := namespace(t)
 			deployKind(t, ns, tc.kind, tc.onDelete, tc.partition)
 			ref := string(tc.kind) + "/" + app

@@ -21,7 +21,7 @@ import (
 // holder, and the time from a kill to the resume of each orphaned run is
 // measured.
 func TestServeLeaderChurnDuringManyRuns(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const runs = 20
 	ctx := context.Background()
 	var cfg strings.Builder

@@ -118,6 +118,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
+	takeParallel()
 	return m.Run()
 }
 

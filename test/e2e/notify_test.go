@@ -17,7 +17,7 @@ import (
 // stand-in for Slack's Web API), turns the flagd flag off, and never lets
 // the token reach output, journal or store.
 func TestRunbookNotifiesAndTurnsTheFlagOff(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	const token = "xoxb-SECRET-4242-do-not-leak"

@@ -1,16 +1,22 @@
 package e2e
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rollback-dev/rollback/internal/peerbuild"
 	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
@@ -131,5 +137,77 @@ func runPeerEnv(bin, health string, env []string, args ...string) error {
 			return fmt.Errorf("%s not healthy at %s after 60s:\n%s", bin, health, b)
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// slots are the tests running at once: go test's -parallel, taken over
+// (takeParallel) so that a test waiting for a peer's build gives its place
+// to one that needs no peer ('make test' builds the peers while the tests
+// run; with go test's own limit, tests waiting for them would fill every
+// place and stop the rest).
+var (
+	slots chan struct{}
+	// holding: the tests holding a slot, by name.
+	holding sync.Map
+)
+
+// takeParallel sizes slots from -test.parallel and lifts go test's own
+// limit (parallel takes a place instead).
+func takeParallel() {
+	flag.Parse()
+	n := runtime.GOMAXPROCS(0)
+	if f := flag.Lookup("test.parallel"); f != nil {
+		if v, err := strconv.Atoi(f.Value.String()); err == nil && v > 0 {
+			n = v
+		}
+	}
+	slots = make(chan struct{}, n)
+	_ = flag.Set("test.parallel", "10000")
+}
+
+// parallel is t.Parallel with a place in slots, held until the test and
+// its subtests end, as go test's own limit works: a parallel subtest
+// starts only once its parent's function has returned, so the first one
+// to start frees its parent's place.
+func parallel(t *testing.T) {
+	t.Parallel()
+	name := t.Name()
+	for i := strings.LastIndexByte(name, '/'); i > 0; i = strings.LastIndexByte(name[:i], '/') {
+		if _, held := holding.LoadAndDelete(name[:i]); held {
+			<-slots
+			break
+		}
+	}
+	take(t)
+	t.Cleanup(func() { release(t) })
+}
+
+func take(t *testing.T) {
+	slots <- struct{}{}
+	holding.Store(t.Name(), true)
+}
+
+func release(t *testing.T) bool {
+	if _, held := holding.LoadAndDelete(t.Name()); held {
+		<-slots
+		return true
+	}
+	return false
+}
+
+// waitBuilt waits until scripts/build-peers.sh has built group (running
+// beside the tests in 'make test'), giving this test's place up meanwhile.
+func waitBuilt(t *testing.T, group string) {
+	t.Helper()
+	gaveUp := false
+	err := peerbuild.Wait(context.Background(), binDir, group, func() {
+		t.Logf("waiting for scripts/build-peers.sh to build %s", group)
+		gaveUp = release(t)
+	})
+	if gaveUp {
+		take(t)
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }

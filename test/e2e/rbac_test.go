@@ -67,7 +67,7 @@ func saKubeconfig(t *testing.T, ns, sa string) (path, token string) {
 // account token with TokenReview (read-only role), and may do nothing the
 // manifests do not grant.
 func TestServeWithTheManifestsRBAC(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	sys := ns + "-sys"
 	ctx := context.Background()
@@ -182,7 +182,7 @@ func TestServeWithTheManifestsRBAC(t *testing.T) {
 // (never "not Argo CD" and an undo the reconciler reverts); with it bound,
 // the resumed run pauses the Application and rolls back.
 func TestGitOpsRoleAsTheServiceAccount(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	installGitOps(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
@@ -226,7 +226,7 @@ func TestGitOpsRoleAsTheServiceAccount(t *testing.T) {
 // plain-workloads Role the switch is refused (forbidden) and the Service
 // stays where it was; with rollback-bluegreen bound it switches to blue.
 func TestBlueGreenRoleAsTheServiceAccount(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	blueGreen(t, ns, 2)
 	sys, asSA := asServiceAccount(t, ns)
@@ -280,7 +280,7 @@ func asServiceAccount(t *testing.T, ns string) (sys string, run func(args ...str
 // object is as it was (a 403 is never read as "nothing there"); with the
 // manifest's binding applied, the resumed run rolls back.
 func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	for _, tc := range []struct {
 		name, binding, target string
 		manifest              string // what grants it: workloads-role.yaml's binding, or a file of its own
@@ -332,7 +332,7 @@ func TestFeatureRolesAsTheServiceAccount(t *testing.T) {
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			ns := namespace(t)
 			tc.setup(t, ns)
 			sys, asSA := asServiceAccount(t, ns)

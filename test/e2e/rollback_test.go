@@ -71,7 +71,7 @@ func agreeWithKubectl(t *testing.T, ns string) {
 }
 
 func TestUndoToPrevious(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	r := rollback(t, "run", "deployment/"+app, "-n", ns, "-o", "json")
@@ -109,7 +109,7 @@ func TestUndoToPrevious(t *testing.T) {
 }
 
 func TestToRevision(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.0.0", "v1.1.5", "v1.2.0")
 	r := rollback(t, "run", "deployment/"+app, "-n", ns, "--to-revision", "1")
@@ -123,7 +123,7 @@ func TestToRevision(t *testing.T) {
 }
 
 func TestUnknownRevision(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	before := getDeployment(t, ns)
@@ -138,7 +138,7 @@ func TestUnknownRevision(t *testing.T) {
 }
 
 func TestPausedDeploymentRefused(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	kubectl(t, "rollout", "pause", "deployment/"+app, "-n", ns)
@@ -154,7 +154,7 @@ func TestPausedDeploymentRefused(t *testing.T) {
 }
 
 func TestTemplateAlreadyMatches(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	before := getDeployment(t, ns)
@@ -172,7 +172,7 @@ func TestTemplateAlreadyMatches(t *testing.T) {
 // undo, the undone revision is "previous", so a second undo brings the
 // broken version back. rollback marks it bad and skips it.
 func TestDoubleRollbackNeverReturnsToBroken(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.0.0", "v1.1.5", "v1.2.0")
 	if r := rollback(t, "run", "deployment/"+app, "-n", ns); r.code != cli.ExitOK {
@@ -216,7 +216,7 @@ func TestDoubleRollbackNeverReturnsToBroken(t *testing.T) {
 }
 
 func TestDryRunChangesNothing(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	for _, mode := range []string{"client", "server"} {
@@ -236,7 +236,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 }
 
 func TestRolloutTimeout(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.0.0!unschedulable", "v1.1.5")
 	r := rollback(t, "run", "deployment/"+app, "-n", ns, "--to-revision", "1", "--timeout", "3s")
@@ -261,7 +261,7 @@ func TestRolloutTimeout(t *testing.T) {
 }
 
 func TestMarkAndTargetSelection(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.0.0", "v1.1.5", "v1.2.0")
 	// Marking v1.0.0 good makes it the target over the unmarked v1.1.5.
@@ -289,7 +289,7 @@ func TestMarkAndTargetSelection(t *testing.T) {
 }
 
 func TestConfiguredService(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	cfg := filepath.Join(t.TempDir(), "rollback.yaml")
@@ -317,7 +317,7 @@ services:
 }
 
 func TestKubectlPlugin(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	out := kubectl(t, "rollback", "history", "deployment/"+app, "-n", ns)

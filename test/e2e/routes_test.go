@@ -20,6 +20,7 @@ import (
 // installGatewayAPI applies the real Gateway API CRDs to the sandbox once.
 func installGatewayAPI(t *testing.T) {
 	t.Helper()
+	waitBuilt(t, "gateway-api")
 	startPeer(t, "gateway-api", func() error { return applyCRDs("gateway-api", "httproutes.gateway.networking.k8s.io") })
 }
 
@@ -72,7 +73,7 @@ func routeWeights(t *testing.T, ns string) string {
 // blue can take it, green kept running marked bad, the switch recorded so
 // a second rollback does not go back to green.
 func TestHTTPRouteSwitchBack(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := routedColours(t, 2)
 	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes", "-o", "json")
 	if r.code != 0 || !strings.Contains(r.stdout, `"outcome": "rolled-back"`) {
@@ -97,7 +98,7 @@ func TestHTTPRouteSwitchBack(t *testing.T) {
 // A standby that cannot take the traffic is refused with the route
 // unchanged and no incident.
 func TestHTTPRouteStandbyNotReady(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := routedColours(t, 0)
 	before := routeWeights(t, ns)
 	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes")
@@ -112,7 +113,7 @@ func TestHTTPRouteStandbyNotReady(t *testing.T) {
 // An AWS Load Balancer Controller Ingress: the forward action's target
 // group weights move to blue; the rest of the action is kept.
 func TestALBIngressSwitchBack(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	colours(t, ns, 2)
 	action := `{"type":"forward","forwardConfig":{"targetGroups":[{"serviceName":"` + app + `-blue","servicePort":"80","weight":0},{"serviceName":"` + app + `-green","servicePort":"80","weight":100}],"targetGroupStickinessConfig":{"enabled":true,"durationSeconds":200}}}`
@@ -147,7 +148,7 @@ func TestALBIngressSwitchBack(t *testing.T) {
 // the test: it accepts each new generation a second late), the switch is
 // done only when the controller has accepted the switched generation.
 func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := routedColours(t, 2)
 	accept := func(gen string) error {
 		patch := `{"status":{"parents":[{"parentRef":{"name":"public"},"controllerName":"example.com/gateway","conditions":[` +
@@ -193,7 +194,7 @@ func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
 // tests the planned generation), and says so; a status update by its
 // Gateway controller in between is no conflict.
 func TestHTTPRouteChangedAfterPlan(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := routedColours(t, 2)
 	ctx := context.Background()
 	tgt := kube.Target{Namespace: ns, Name: app, Kind: kube.KindHTTPRoute}

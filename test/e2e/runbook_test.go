@@ -100,7 +100,7 @@ func checkFinished(t *testing.T, st, id, ns string, na ...string) {
 }
 
 func TestWholeRunbook(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	st := filepath.Join(t.TempDir(), "r.db")
@@ -125,7 +125,7 @@ func TestWholeRunbook(t *testing.T) {
 // TestKilledRunResumes kills the run (SIGKILL) right after the Kubernetes
 // undo and resumes it: it converges, and nothing finished is done twice.
 func TestKilledRunResumes(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	st := filepath.Join(t.TempDir(), "r.db")
@@ -171,12 +171,12 @@ func TestKilledRunResumes(t *testing.T) {
 }
 
 func TestConcurrentRunsOneProceeds(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// With the SQLite store the lease decides; with PostgreSQL the
 	// advisory lock as well.
 	for _, kind := range []string{"sqlite", "postgres"} {
 		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
+			parallel(t)
 			ns := namespace(t)
 			deploy(t, ns, "v1.1.5", "v1.2.0")
 			st := filepath.Join(t.TempDir(), "r.db")
@@ -240,7 +240,7 @@ func TestConcurrentRunsOneProceeds(t *testing.T) {
 // hotfix minutes away means roll forward, so the run refuses and changes
 // nothing; --force rolls back and records the operator overruling it.
 func TestRunWalksTheDecision(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	dir := t.TempDir()

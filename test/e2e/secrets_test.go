@@ -19,7 +19,7 @@ import (
 // lines of the client programs rollback starts (pg_dump, through a
 // wrapper that records its arguments).
 func TestSecretCanary(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	const canary = "CANARY7x9"
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")

@@ -212,7 +212,7 @@ receivers:
 // closed with the alert as its trigger, and the alert group's repeated
 // notifications (every 5 s) never start a second rollback.
 func TestServeAlertmanagerRollsBack(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5")
 	st := filepath.Join(t.TempDir(), "serve.db")
@@ -340,7 +340,7 @@ func TestServeSIGTERMMidRunResumes(t *testing.T) {
 }
 
 func leaderDiesMidRun(t *testing.T, sig syscall.Signal, args ...string) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	ctx := context.Background()
@@ -396,7 +396,7 @@ func leaderDiesMidRun(t *testing.T, sig syscall.Signal, args ...string) {
 // environment): the run is the server's, the CLI follows it to its
 // checklist; status, gate and unblock read and write the server's store.
 func TestCLIThroughServer(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), serviceConfig(t, "ts", ns, ""))
@@ -431,7 +431,7 @@ func TestCLIThroughServer(t *testing.T) {
 // Prometheus and rolled back through the runbook, with nobody running
 // 'rollback watch'.
 func TestServeSupervisedWatchRollsBack(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5")
 	_, prom := startDemo(t, ns)
@@ -457,7 +457,7 @@ func TestServeSupervisedWatchRollsBack(t *testing.T) {
 // runbook runs (fire drill); detection and recovery times are recorded
 // and the schedule shows them passed.
 func TestServeChaosAndFireDrills(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	prod := namespace(t)
 	staging := namespace(t)
 	deploy(t, prod, "v1.1.5")
@@ -507,7 +507,7 @@ func TestServeChaosAndFireDrills(t *testing.T) {
 // side effect attempted by one holder only (an attempt that failed
 // aside), and the undo done once.
 func TestServeStorePausedLongerThanTheLease(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ctx := context.Background()
 	db, err := pgtest.Start(ctx)
 	if err != nil {

@@ -114,7 +114,7 @@ func waitForBaseline(t *testing.T, promURL string) {
 }
 
 func TestVerifyMeasuresTheRollback(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5")
 	svc, prom := startDemo(t, ns)
@@ -194,7 +194,7 @@ func watchRollsBack(t *testing.T, ref, ns, prom string) result {
 }
 
 func TestWatchRollsBackABrokenRelease(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ns := namespace(t)
 	deploy(t, ns, "v1.1.5", "v1.2.0")
 	_, prom := startDemo(t, ns)

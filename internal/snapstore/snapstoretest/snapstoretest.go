@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/rollback-dev/rollback/internal/peerbuild"
 	"github.com/rollback-dev/rollback/internal/reaper"
 )
 
@@ -29,6 +31,7 @@ const (
 // missing binary fails the test: it never skips.
 func Start(t testing.TB, bin, bucket string) (endpoint string, c *s3.Client) {
 	t.Helper()
+	peerbuild.Need(t, filepath.Dir(bin), "versitygw")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("%s is missing: run 'make peers' (scripts/build-peers.sh builds it)", bin)
 	}
