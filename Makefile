@@ -8,7 +8,7 @@ GO      ?= go
 # compile the Kubernetes packages a second time.
 export GOFLAGS := -trimpath $(GOFLAGS)
 
-.PHONY: all build deps deps-demo peers test unit e2e demo bench bench-db bench-mdl bench-merge bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
+.PHONY: all build deps deps-demo peers peers-optimized test unit e2e demo bench bench-db bench-mdl bench-merge bench-canary bench-wide bench-serve bench-fail dist dist-check fuzz lint clean
 
 all: build
 
@@ -29,6 +29,10 @@ build:
 ## peers: the real peers the end-to-end tests run (Gateway API CRDs, ...), cached by version
 peers:
 	scripts/build-peers.sh
+
+## peers-optimized: the peers compiled with optimisation, for the benchmarks that time them
+peers-optimized:
+	PEERS_OPTIMIZE=1 scripts/build-peers.sh
 
 ## test: everything, against a real sandbox (the README's test command); the
 ## peers build in the background while the tests that need none of them run
@@ -54,7 +58,7 @@ deps-demo:
 	@scripts/install-deps.sh demo
 
 ## bench: rollback run against kubectl rollout undo, and sandbox start times
-bench: deps build peers
+bench: deps build peers-optimized
 	scripts/bench.sh
 
 ## bench-db: down-migration timings and query latency under load (real PostgreSQL)
@@ -72,7 +76,7 @@ bench-merge: deps
 
 ## bench-canary: time to detect and false rollbacks, sequential test vs Flagger's default
 ## (synthetic streams), then the live comparison with the real Flagger on the sandbox
-bench-canary: deps build peers
+bench-canary: deps build peers-optimized
 	$(GO) run ./bench/canarybench
 	$(GO) run ./bench/flaggerbench
 

@@ -27,8 +27,16 @@ trap 'rc=$?; if [ $rc -eq 0 ]; then : >"$status/done"; else echo "${group:-start
 trap 'exit 130' INT TERM
 start() { group=$1; }
 built() { : >"$status/$group"; }
-# The peers are test tools: no symbol table or DWARF (quicker links).
+# The peers are test tools: no symbol table or DWARF (quicker links), and
+# compiled without optimisation (-N -l: helm's cold build 65 s instead of
+# 92 s here), unless PEERS_OPTIMIZE=1 (the benchmarks, which time a peer
+# against rollback); the two variants are cached apart.
 strip="-s -w"
+if [ "${PEERS_OPTIMIZE:-}" = 1 ]; then
+  gcflags=() variant=""
+else
+  gcflags=(-gcflags "all=-N -l") variant="-noopt"
+fi
 
 # Gateway API CRDs, from the sigs.k8s.io/gateway-api module.
 start gateway-api
@@ -66,11 +74,11 @@ built
 # check that the history rollback leaves is the one the tool reads.
 start migrate
 MIGRATE_VERSION=v4.19.1
-mg="$cache_root/golang-migrate/$MIGRATE_VERSION"
+mg="$cache_root/golang-migrate/$MIGRATE_VERSION$variant"
 if [ ! -x "$mg/migrate" ]; then
   echo "build-peers: building golang-migrate $MIGRATE_VERSION (about a minute the first time)"
   mkdir -p "$mg.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$mg.tmp" go install -ldflags "$strip" -tags 'mysql postgres' "github.com/golang-migrate/migrate/v4/cmd/migrate@$MIGRATE_VERSION"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$mg.tmp" go install "${gcflags[@]}" -ldflags "$strip" -tags 'mysql postgres' "github.com/golang-migrate/migrate/v4/cmd/migrate@$MIGRATE_VERSION"
   rm -rf "$mg" && mv "$mg.tmp" "$mg"
 fi
 cp -f "$mg/migrate" bin/migrate
@@ -80,11 +88,11 @@ built
 # store's tests.
 start versitygw
 VERSITYGW_VERSION=v1.8.0
-vg="$cache_root/versitygw/$VERSITYGW_VERSION"
+vg="$cache_root/versitygw/$VERSITYGW_VERSION$variant"
 if [ ! -x "$vg/versitygw" ]; then
   echo "build-peers: building versitygw $VERSITYGW_VERSION (a minute or two the first time)"
   mkdir -p "$vg.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$vg.tmp" go install -ldflags "$strip" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$vg.tmp" go install "${gcflags[@]}" -ldflags "$strip" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
   rm -rf "$vg" && mv "$vg.tmp" "$vg"
 fi
 cp -f "$vg/versitygw" bin/versitygw
@@ -94,11 +102,11 @@ built
 # with what rollback did through Helm's Go SDK.
 start helm
 HELM_VERSION=v3.22.0
-hl="$cache_root/helm/$HELM_VERSION"
+hl="$cache_root/helm/$HELM_VERSION$variant"
 if [ ! -x "$hl/helm" ]; then
   echo "build-peers: building helm $HELM_VERSION (a few minutes the first time)"
   mkdir -p "$hl.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$hl.tmp" go install -ldflags "$strip -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$hl.tmp" go install "${gcflags[@]}" -ldflags "$strip -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   rm -rf "$hl" && mv "$hl.tmp" "$hl"
 fi
 cp -f "$hl/helm" bin/helm
@@ -108,11 +116,11 @@ built
 # CRDs (canaries, metrictemplates, alertproviders).
 start flagger
 FLAGGER_VERSION=v1.41.0
-fl="$cache_root/flagger/$FLAGGER_VERSION"
+fl="$cache_root/flagger/$FLAGGER_VERSION$variant"
 if [ ! -x "$fl/flagger" ]; then
   echo "build-peers: building flagger $FLAGGER_VERSION (a few minutes the first time)"
   mkdir -p "$fl.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$fl.tmp" go install -ldflags "$strip" "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION"
+  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$fl.tmp" go install "${gcflags[@]}" -ldflags "$strip" "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION"
   fsrc=$(go mod download -json "github.com/fluxcd/flagger@$FLAGGER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
   cp "$fsrc/artifacts/flagger/crd.yaml" "$fl.tmp/crd.yaml"
   rm -rf "$fl" && mv "$fl.tmp" "$fl"
@@ -127,7 +135,7 @@ built
 start argo-rollouts
 ARGO_ROLLOUTS_VERSION=v1.8.5
 akey=$(cat peers/argo-rollouts/go.mod peers/argo-rollouts/go.sum | sha256sum | cut -c1-12)
-ar="$cache_root/argo-rollouts/$ARGO_ROLLOUTS_VERSION-$akey"
+ar="$cache_root/argo-rollouts/$ARGO_ROLLOUTS_VERSION-$akey$variant"
 if [ ! -x "$ar/rollouts-controller" ] || [ ! -x "$ar/kubectl-argo-rollouts" ]; then
   echo "build-peers: building argo-rollouts $ARGO_ROLLOUTS_VERSION (controller and kubectl plugin; a few minutes the first time)"
   src=$(cd peers/argo-rollouts && go mod download -json "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
@@ -135,7 +143,7 @@ if [ ! -x "$ar/rollouts-controller" ] || [ ! -x "$ar/kubectl-argo-rollouts" ]; t
   for c in rollouts-controller kubectl-argo-rollouts; do
     install -m 0644 "$src/cmd/$c/main.go" "peers/argo-rollouts/cmd/$c/main.go"
     (cd peers/argo-rollouts && CGO_ENABLED=0 go build -trimpath \
-      -ldflags "$strip -X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}" -o "$ar.tmp/$c" "./cmd/$c")
+      "${gcflags[@]}" -ldflags "$strip -X github.com/argoproj/argo-rollouts/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}" -o "$ar.tmp/$c" "./cmd/$c")
   done
   cp "$src"/manifests/crds/*-crd.yaml "$ar.tmp/crds/"
   rm -rf "$ar" && mv "$ar.tmp" "$ar"
@@ -165,13 +173,13 @@ flux_build() {
   sed -i '/=> \.\/api/d' "$work/go.mod"
   [ -z "$extra" ] || echo "$extra" >>"$work/go.mod"
   (cd "$work" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || true)
-  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "$strip" -o "$out/$c" .)
+  (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath "${gcflags[@]}" -ldflags "$strip" -o "$out/$c" .)
   mkdir -p "$out/crds" && cp "$work"/config/crd/bases/*.yaml "$out/crds/"
   rm -rf "$work"
 }
 start flux
 FLUX_VERSION=v1.9.6
-fx="$cache_root/flux/$FLUX_VERSION"
+fx="$cache_root/flux/$FLUX_VERSION$variant"
 if [ ! -x "$fx/source-controller" ] || [ ! -x "$fx/kustomize-controller" ]; then
   rm -rf "$fx.tmp" && mkdir -p "$fx.tmp"
   flux_build source-controller "$FLUX_VERSION" "$fx.tmp" 'replace github.com/fluxcd/pkg/artifact => github.com/fluxcd/pkg/artifact v0.18.0'
@@ -187,7 +195,7 @@ built
 # other Flux controllers; its go.mod's other replace lines stay.
 start flux-helm
 FLUX_HELM_VERSION=v1.4.3
-fh="$cache_root/flux-helm/$FLUX_HELM_VERSION"
+fh="$cache_root/flux-helm/$FLUX_HELM_VERSION$variant"
 if [ ! -x "$fh/helm-controller" ]; then
   rm -rf "$fh.tmp" && mkdir -p "$fh.tmp"
   flux_build helm-controller "$FLUX_HELM_VERSION" "$fh.tmp"
@@ -206,7 +214,7 @@ built
 # first time.
 start argocd
 ARGOCD_RUN_VERSION=v2.14.21
-ac="$cache_root/argocd/$ARGOCD_RUN_VERSION"
+ac="$cache_root/argocd/$ARGOCD_RUN_VERSION$variant"
 if [ ! -x "$ac/argocd" ]; then
   echo "build-peers: building Argo CD $ARGOCD_RUN_VERSION (application-controller, repo-server; several minutes the first time)"
   rm -rf "$ac.tmp" && mkdir -p "$ac.tmp/crds"
@@ -215,7 +223,7 @@ if [ ! -x "$ac/argocd" ]; then
   work="$ac.tmp/src"
   cp -r "$src" "$work" && chmod -R u+w "$work"
   (cd "$work" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath \
-    -ldflags "$strip -X github.com/argoproj/argo-cd/v2/common.version=${ARGOCD_RUN_VERSION#v}" -o "$ac.tmp/argocd" ./cmd)
+    "${gcflags[@]}" -ldflags "$strip -X github.com/argoproj/argo-cd/v2/common.version=${ARGOCD_RUN_VERSION#v}" -o "$ac.tmp/argocd" ./cmd)
   cp "$work"/manifests/crds/application-crd.yaml "$work"/manifests/crds/appproject-crd.yaml "$ac.tmp/crds/"
   rm -rf "$work"
   rm -rf "$ac" && mv "$ac.tmp" "$ac"

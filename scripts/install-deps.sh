@@ -11,6 +11,7 @@ profile=${1:-test}
 need=()
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v curl >/dev/null 2>&1 || need+=(curl) # the demo asks Prometheus when the errors show
 # PostgreSQL 15 (initdb, pg_ctl, pg_dump, pg_restore, pgbench) for the database
 # tests and the postgres user the test server runs as.
 { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && id postgres >/dev/null 2>&1; } || need+=(postgresql-15)
