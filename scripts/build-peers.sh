@@ -38,6 +38,21 @@ else
   gcflags=(-gcflags "all=-N -l") variant="-noopt"
 fi
 
+# install_peer DIR NAME PKG@VERSION [FLAG...]: 'go install' PKG into the
+# cache directory DIR once (the variant's compiler flags, FLAGs added),
+# then copies DIR/NAME into bin/.
+install_peer() {
+  local dir=$1 name=$2 pkg=$3
+  shift 3
+  if [ ! -x "$dir/$name" ]; then
+    echo "build-peers: building $name ${pkg##*@}"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$dir.tmp" go install "${gcflags[@]}" "$@" "$pkg"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  cp -f "$dir/$name" bin/
+}
+
 # Gateway API CRDs, from the sigs.k8s.io/gateway-api module.
 start gateway-api
 gw="$cache_root/gateway-api-crds/$GATEWAY_API_VERSION"
@@ -74,58 +89,37 @@ built
 # check that the history rollback leaves is the one the tool reads.
 start migrate
 MIGRATE_VERSION=v4.19.1
-mg="$cache_root/golang-migrate/$MIGRATE_VERSION$variant"
-if [ ! -x "$mg/migrate" ]; then
-  echo "build-peers: building golang-migrate $MIGRATE_VERSION (about a minute the first time)"
-  mkdir -p "$mg.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$mg.tmp" go install "${gcflags[@]}" -ldflags "$strip" -tags 'mysql postgres' "github.com/golang-migrate/migrate/v4/cmd/migrate@$MIGRATE_VERSION"
-  rm -rf "$mg" && mv "$mg.tmp" "$mg"
-fi
-cp -f "$mg/migrate" bin/migrate
+install_peer "$cache_root/golang-migrate/$MIGRATE_VERSION$variant" migrate \
+  "github.com/golang-migrate/migrate/v4/cmd/migrate@$MIGRATE_VERSION" -ldflags "$strip" -tags 'mysql postgres'
 built
 
 # versitygw: a real S3-compatible server (POSIX backend) for the snapshot
 # store's tests.
 start versitygw
 VERSITYGW_VERSION=v1.8.0
-vg="$cache_root/versitygw/$VERSITYGW_VERSION$variant"
-if [ ! -x "$vg/versitygw" ]; then
-  echo "build-peers: building versitygw $VERSITYGW_VERSION (a minute or two the first time)"
-  mkdir -p "$vg.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$vg.tmp" go install "${gcflags[@]}" -ldflags "$strip" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
-  rm -rf "$vg" && mv "$vg.tmp" "$vg"
-fi
-cp -f "$vg/versitygw" bin/versitygw
+install_peer "$cache_root/versitygw/$VERSITYGW_VERSION$variant" versitygw \
+  "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" -ldflags "$strip"
 built
 
 # helm: the real CLI, to check that 'helm history' and 'helm status' agree
 # with what rollback did through Helm's Go SDK.
 start helm
 HELM_VERSION=v3.22.0
-hl="$cache_root/helm/$HELM_VERSION$variant"
-if [ ! -x "$hl/helm" ]; then
-  echo "build-peers: building helm $HELM_VERSION (a few minutes the first time)"
-  mkdir -p "$hl.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$hl.tmp" go install "${gcflags[@]}" -ldflags "$strip -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  rm -rf "$hl" && mv "$hl.tmp" "$hl"
-fi
-cp -f "$hl/helm" bin/helm
+install_peer "$cache_root/helm/$HELM_VERSION$variant" helm \
+  "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" -ldflags "$strip -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 built
 
 # Flagger: the real controller (go install works for this release) and its
 # CRDs (canaries, metrictemplates, alertproviders).
 start flagger
 FLAGGER_VERSION=v1.41.0
-fl="$cache_root/flagger/$FLAGGER_VERSION$variant"
-if [ ! -x "$fl/flagger" ]; then
-  echo "build-peers: building flagger $FLAGGER_VERSION (a few minutes the first time)"
-  mkdir -p "$fl.tmp"
-  GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="$fl.tmp" go install "${gcflags[@]}" -ldflags "$strip" "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION"
+fl="$cache_root/flagger-crds/$FLAGGER_VERSION"
+install_peer "$cache_root/flagger/$FLAGGER_VERSION$variant" flagger \
+  "github.com/fluxcd/flagger/cmd/flagger@$FLAGGER_VERSION" -ldflags "$strip"
+if [ ! -f "$fl/crd.yaml" ]; then
   fsrc=$(go mod download -json "github.com/fluxcd/flagger@$FLAGGER_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-  cp "$fsrc/artifacts/flagger/crd.yaml" "$fl.tmp/crd.yaml"
-  rm -rf "$fl" && mv "$fl.tmp" "$fl"
+  mkdir -p "$fl" && cp "$fsrc/artifacts/flagger/crd.yaml" "$fl/crd.yaml.tmp" && mv "$fl/crd.yaml.tmp" "$fl/crd.yaml"
 fi
-cp -f "$fl/flagger" bin/flagger
 rm -rf bin/crds/flagger && mkdir -p bin/crds/flagger && cp "$fl/crd.yaml" bin/crds/flagger/
 built
 
