@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -215,7 +216,13 @@ func TestLockContention(t *testing.T) {
 		t.Errorf("schema changed after a failed undo: %s", got)
 	}
 	// Once the long transaction ends, a retry gets through.
-	go func() { time.Sleep(150 * time.Millisecond); _ = tx.Rollback(context.Background()) }()
+	// It ends as the undo logs its first retry: the undo has waited.
+	var release sync.Once
+	o.Log = func(s string) {
+		if strings.Contains(s, "; retry ") {
+			release.Do(func() { go func() { _ = tx.Rollback(context.Background()) }() })
+		}
+	}
 	o.Retries = 10
 	res, err := Undo(ctx, conn, p, o)
 	if err != nil {

@@ -213,6 +213,7 @@ services:
 			}
 			killed := make(chan struct{})
 			id := ""
+			var lockErr error
 			go func() {
 				defer close(killed)
 				sc := bufio.NewScanner(stderr)
@@ -222,7 +223,7 @@ services:
 					}
 					if p.after != "" && strings.Contains(sc.Text(), p.after) {
 						if p.inside == "db-lock" {
-							time.Sleep(500 * time.Millisecond) // inside the undo's lock wait
+							lockErr = waitLockWaiter(dsn, "transactions") // inside the undo's lock wait
 						}
 						_ = cmd.Process.Signal(syscall.SIGKILL)
 						return
@@ -238,6 +239,9 @@ services:
 				}
 			}
 			<-killed
+			if lockErr != nil {
+				t.Errorf("killed without seeing the undo wait for the lock: %v", lockErr)
+			}
 			err := cmd.Wait()
 			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 				t.Fatalf("the run was not killed (%v); it ended before the kill point", err)
@@ -295,5 +299,28 @@ services:
 				t.Errorf("flag file: %s", b)
 			}
 		})
+	}
+}
+
+// waitLockWaiter polls PostgreSQL until a session waits for a lock on
+// table (a lock not granted), for up to 30 seconds.
+func waitLockWaiter(dsn, table string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	for {
+		var n int
+		err := c.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = $1 AND NOT l.granted`, table).Scan(&n)
+		if err == nil && n > 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("no session waited for a lock on %s in 30s (last: %d waiting, %v)", table, n, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rollback-dev/rollback/internal/gitops/gittest"
 )
@@ -94,7 +93,10 @@ spec:
 		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
 	}
 	id := incidentID.FindString(r.stderr)
-	time.Sleep(min(watchWindow(), time.Minute))
+	// helm-controller, resumed, reconciles the release three times over
+	// (each an upgrade to the chart as Git has it, were it to differ).
+	fluxReconciled(t, "helmrelease", ns, "web", 3)
+	s.atLeast(t, 100)
 	if bad, total := s.badAfterUndo(); bad != 0 || total < 100 {
 		t.Errorf("%d of %d samples on v1.2.0 after the undo", bad, total)
 	}

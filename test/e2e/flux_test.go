@@ -372,7 +372,9 @@ func TestGitOpsFluxPullRequest(t *testing.T) {
 	if res := rollbackEnv(t, env, "gitops", "resume", id, "--config", cfg); res.code == 0 || !strings.Contains(res.stderr, "not merged yet") {
 		t.Fatalf("resume before the merge: exit %d\n%s", res.code, res.stderr)
 	}
-	time.Sleep(5 * time.Second) // Flux reconciles twice more, paused
+	// Flux's source fetches main twice more while the Kustomization stays
+	// suspended (the sampler sees any apply of v1.2.0).
+	fluxReconciled(t, "gitrepository", a.ns, "shop", 2)
 	merge := forge.MergePR(t, prs[0].Number)
 	res := rollbackEnv(t, env, "gitops", "resume", id, "--config", cfg)
 	if res.code != 0 || !strings.Contains(res.stdout, "resumed") {
