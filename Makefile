@@ -17,8 +17,10 @@ deps:
 	@scripts/install-deps.sh
 
 ## build: bin/rollback, bin/kubectl-rollback, bin/rollback-sandbox, bin/kwok
-# (the sandbox after rollback: it reuses the Kubernetes client packages
-# rollback's build compiled; kwok, which shares none, beside rollback)
+# (the sandbox after rollback: its module keeps rollback's versions of the
+# modules both use, so it reuses the ~600 packages rollback's build
+# compiled, test/modules checks; kwok, whose Kubernetes libraries are
+# older and compile apart, beside rollback)
 build:
 	scripts/build-sandbox.sh kwok & kwok=$$!; \
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rollback ./cmd/rollback; rc=$$?; \

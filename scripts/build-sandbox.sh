@@ -3,6 +3,11 @@
 # and bin/kwok, caching both (the sandbox by the hash of its module's go.sum
 # and sources, kwok by version), so a second build is a copy.
 # 'build-sandbox.sh kwok' or 'build-sandbox.sh sandbox' builds one of them.
+# The sandbox's module resolves every module it shares with rollback's to
+# rollback's version (test/modules checks), so after rollback's build only
+# what rollback lacks compiles. kwok v0.7.0 does not compile against the
+# sandbox's Kubernetes libraries (it uses an apimachinery constant 0.34
+# removed) and builds apart, from its own module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KWOK_VERSION=v0.7.0
