@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -272,6 +273,18 @@ func mergeCase(t *testing.T, tc captureCase, mode string) {
 				}
 			}()
 			res, err := undoRelease(t, conn, src.Dir, o)
+			// A dropped table takes writes only once the undo has put it
+			// back, which a loaded machine may not schedule the writer in
+			// before the undo ends: it writes on until it has one
+			// acknowledged write, so the check below is never empty.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				mu.Lock()
+				n := len(emails) + len(gone)
+				mu.Unlock()
+				if n > 0 {
+					break
+				}
+			}
 			close(stop)
 			wg.Wait()
 			if err != nil {

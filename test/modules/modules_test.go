@@ -4,7 +4,6 @@ package modules
 import (
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -39,8 +38,12 @@ func deps(t *testing.T, dir string, pkgs ...string) map[string]string {
 // A dependency bumped in one module and not the other fails here, with
 // the 'go get' that aligns them.
 func TestSandboxBuildsWithRollbacksVersions(t *testing.T) {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
+	// go test runs a test in its package's directory (the source file's
+	// own path is a module path under -trimpath).
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
 	main := deps(t, root, "./cmd/rollback")
 	sbx := deps(t, filepath.Join(root, "sandbox"), "./cmd/rollback-sandbox")
 	differ := map[string]string{}
