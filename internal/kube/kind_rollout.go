@@ -258,6 +258,7 @@ func fastTracked(h *History, to *Revision) (bool, string) {
 func waitRolloutHealthy(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, progress func(string)) (string, error) {
 	fast, why := fastTracked(h, to)
 	promoted := false
+	var promotedAt time.Time
 	last := ""
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -290,12 +291,20 @@ func waitRolloutHealthy(ctx context.Context, cs kubernetes.Interface, h *History
 			}
 			return "promoted", nil
 		}
-		if onTarget && !fast && !promoted && ro.InProgress() {
+		// Promoted again when a later read shows the controller still
+		// stepping without status.promoteFull (a status write of its own,
+		// from a copy older than the promotion, can drop it: seen under
+		// load with the real controller, paused at a step for a minute).
+		if onTarget && !fast && ro.InProgress() && !ro.Status.PromoteFull && (!promoted || time.Since(promotedAt) >= 2*time.Second) {
 			if err := setRolloutStatus(ctx, cs, h.Target, "promoteFull", DryRunNone); err != nil {
 				return "", fmt.Errorf("promote %s fully: %w", h.Target.Ref(), err)
 			}
-			promoted = true
-			msg += "; outside the rollback window: promoted fully (steps and analysis skipped)"
+			if promoted {
+				msg += "; status.promoteFull was gone while the controller still stepped: promoted fully again"
+			} else {
+				msg += "; outside the rollback window: promoted fully (steps and analysis skipped)"
+			}
+			promoted, promotedAt = true, time.Now()
 		}
 		if progress != nil && msg != last {
 			progress(msg)
