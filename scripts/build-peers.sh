@@ -23,7 +23,8 @@ mkdir -p bin/crds
 status=bin/.peers
 rm -rf "$status" "$status.new" && mkdir -p "$status.new" && echo $$ >"$status.new/building" && mv "$status.new" "$status"
 group=""
-trap 'rc=$?; if [ $rc -eq 0 ]; then : >"$status/done"; else echo "${group:-starting}: exit status $rc" >"$status/failed"; fi' EXIT
+# (failed is written whole, then renamed into place: a reader never sees it empty)
+trap 'rc=$?; if [ $rc -eq 0 ]; then : >"$status/done"; else echo "${group:-starting}: exit status $rc" >"$status/failed.tmp" && mv "$status/failed.tmp" "$status/failed"; fi' EXIT
 trap 'exit 130' INT TERM
 start() { group=$1; }
 built() { : >"$status/$group"; }

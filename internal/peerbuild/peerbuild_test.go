@@ -56,8 +56,9 @@ func TestWaitsUntilTheGroupIsBuilt(t *testing.T) {
 
 func TestWaitEndsWithTheBuild(t *testing.T) {
 	for name, end := range map[string]func(dir string, stop func()){
-		"failed": func(dir string, _ func()) {
-			_ = os.WriteFile(filepath.Join(dir, "failed"), []byte("argocd: exit status 1\n"), 0o644)
+		"failed": func(dir string, _ func()) { // as build-peers.sh writes it: whole, then renamed
+			_ = os.WriteFile(filepath.Join(dir, "failed.tmp"), []byte("argocd: exit status 1\n"), 0o644)
+			_ = os.Rename(filepath.Join(dir, "failed.tmp"), filepath.Join(dir, "failed"))
 		},
 		"done":   func(dir string, _ func()) { _ = os.WriteFile(filepath.Join(dir, "done"), nil, 0o644) },
 		"killed": func(_ string, stop func()) { stop() },
