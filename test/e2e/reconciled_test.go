@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -51,7 +52,7 @@ func argoReconciled(t *testing.T, app string, n int) {
 		eventually(t, 60*time.Second, func() (bool, string) {
 			at, pending, phase := read()
 			return at.After(before) && !pending && phase != "Running",
-				"reconciledAt " + at.String() + " (before " + before.String() + "), refresh pending " + map[bool]string{true: "yes", false: "no"}[pending] + ", operation " + phase
+				fmt.Sprintf("reconciledAt %s (before %s), refresh pending %t, operation %q", at, before, pending, phase)
 		}, "Argo CD never finished refreshing Application %s", app)
 	}
 }
