@@ -133,14 +133,14 @@ func (e *Engine) pagerduty(ctx context.Context, sc *runbook.StepContext, client 
 		return notify.Outcome{Text: fmt.Sprintf("pagerduty: $%s is not set; no %s sent", cfg.RoutingKeyEnv, action)}
 	}
 	pd := &notify.PagerDuty{EventsURL: cfg.EventsURL, RoutingKey: key, Client: client}
-	ev, err := sc.Once(ctx, "pagerduty-"+action, func() (string, error) {
+	// An event under the incident's dedup_key sets the alert's state
+	// (PagerDuty merges a repeated trigger into the open alert): an
+	// interrupted send is sent again.
+	_, err := sc.Converge(ctx, "pagerduty-"+action, func() (string, error) {
 		return action + " sent", pd.Send(ctx, action, inc, notify.StartText(inc, nil))
 	})
 	if err != nil {
 		return notify.Outcome{Text: fmt.Sprintf("pagerduty %s failed: %v", action, err)}
-	}
-	if ev == runbook.Uncertain {
-		return notify.Outcome{Text: "pagerduty " + action + ": " + ev}
 	}
 	return notify.Outcome{Text: "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")", Delivered: true}
 }
@@ -160,14 +160,12 @@ func (e *Engine) pagerdutyStatus(ctx context.Context, sc *runbook.StepContext, c
 		return []notify.Outcome{{Text: fmt.Sprintf("pagerduty incident %s: $%s is not set; status not set", inc.PagerDutyID, cfg.APITokenEnv)}}
 	}
 	rest := &notify.PagerDutyREST{BaseURL: cfg.APIURL, Token: token, From: cfg.From, Client: client}
-	ev, err := sc.Once(ctx, "pagerduty-rest-"+status, func() (string, error) {
+	// Setting a status is a PUT of a state: an interrupted one is sent again.
+	_, err := sc.Converge(ctx, "pagerduty-rest-"+status, func() (string, error) {
 		return status, rest.SetStatus(ctx, inc.PagerDutyID, status)
 	})
 	if err != nil {
 		return []notify.Outcome{{Text: fmt.Sprintf("pagerduty incident %s -> %s failed: %v", inc.PagerDutyID, status, err)}}
-	}
-	if ev == runbook.Uncertain {
-		return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + " " + status + ": " + ev}}
 	}
 	return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + " " + status, Delivered: true}}
 }

@@ -345,7 +345,10 @@ func flagOff(ctx context.Context, x *execution, sc *runbook.StepContext) (string
 	if err != nil {
 		return "", err
 	}
-	return sc.Once(ctx, "flag-off", func() (string, error) {
+	// Turning a flag off converges: a kill between the journaled intent
+	// and the provider's answer leaves it on, so the resumed run turns it
+	// off again rather than call it uncertain.
+	return sc.Converge(ctx, "flag-off", func() (string, error) {
 		if err := flags.TurnOffAndConfirm(ctx, p, svc.Flag.Key, x.inc.ID+": rolled back "+x.inc.BadVersion); err != nil {
 			return "", err
 		}

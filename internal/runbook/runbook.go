@@ -193,15 +193,37 @@ const Uncertain = "uncertain: started before an interruption and not confirmed; 
 // recorded is not repeated (a duplicate Slack post or history delete is
 // worse than a missing one) and returns Uncertain, journaled as a note.
 func (sc *StepContext) Once(ctx context.Context, key string, fn func() (string, error)) (string, error) {
+	return sc.effect(ctx, key, false, fn)
+}
+
+// Repeated is the note journaled when an interrupted convergent effect is
+// performed again.
+const Repeated = "started before an interruption and not confirmed; done again (it sets a state, so doing it twice is safe)"
+
+// Converge performs a side effect that sets a state rather than adds one
+// (a feature flag turned off, an alert resolved under its dedup key, an
+// incident's status set): journaled like Once, and a finished effect is
+// not repeated, but one that was started and never confirmed is done
+// again, since leaving it undone is the worse outcome.
+func (sc *StepContext) Converge(ctx context.Context, key string, fn func() (string, error)) (string, error) {
+	return sc.effect(ctx, key, true, fn)
+}
+
+func (sc *StepContext) effect(ctx context.Context, key string, converges bool, fn func() (string, error)) (string, error) {
 	if ev, ok := sc.journal.get(keyDone + key); ok {
 		return ev.Evidence, nil
 	}
 	if sc.journal.isPending(key) {
-		note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseNote,
-			Key: keyDone + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
-		err := sc.ex.append(context.WithoutCancel(ctx), note)
-		sc.journal.put(note)
-		return Uncertain, err
+		if !converges {
+			note := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseNote,
+				Key: keyDone + key, Evidence: Uncertain, Message: key + ": " + Uncertain}
+			err := sc.ex.append(context.WithoutCancel(ctx), note)
+			sc.journal.put(note)
+			return Uncertain, err
+		}
+		if err := sc.Note(ctx, key+": "+Repeated); err != nil {
+			return "", err
+		}
 	}
 	// Fencing: no side effect starts once the hold is lost.
 	if err := sc.ex.Lost(); err != nil {

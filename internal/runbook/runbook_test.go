@@ -469,6 +469,70 @@ func TestFailedEffectAcrossRuns(t *testing.T) {
 	}
 }
 
+// An effect that converges (a flag turned off) and was interrupted
+// between its intent and its outcome is done again on resume, with a
+// note saying so; once confirmed it is not done a third time. An
+// at-most-once effect interrupted the same way is not repeated.
+func TestInterruptedConvergentEffectIsDoneAgain(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	id := newIncident(t, s)
+	for _, ev := range []store.Event{
+		{Incident: id, Step: "flag", Phase: "intent", Key: "intent:flag-off#1"},
+		{Incident: id, Step: "flag", Phase: "intent", Key: "intent:slack-summary#1"},
+	} {
+		ev.Time = time.Now()
+		if _, err := s.AppendEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flagOffs, posts := 0, 0
+	p := Plan{Service: "svc", Steps: []Step{{Name: "flag", Run: func(ctx context.Context, sc *StepContext) (string, error) {
+		ev, err := sc.Converge(ctx, "flag-off", func() (string, error) { flagOffs++; return "off", nil })
+		if err != nil {
+			return "", err
+		}
+		post, err := sc.Once(ctx, "slack-summary", func() (string, error) { posts++; return "posted", nil })
+		return ev + "; " + post, err
+	}}}}
+	if err := (&Executor{Store: s, Holder: "h"}).Run(ctx, id, p); err != nil {
+		t.Fatal(err)
+	}
+	if flagOffs != 1 || posts != 0 {
+		t.Errorf("flag turned off %d times, summary posted %d times; want the flag once more and no post", flagOffs, posts)
+	}
+	ph := phases(t, s, id)
+	if d := ph["flag/done"]; len(d) != 1 || !strings.HasPrefix(d[0].Evidence, "off; "+Uncertain) {
+		t.Errorf("step evidence: %v", d)
+	}
+	repeated := false
+	for _, n := range ph["flag/note"] {
+		repeated = repeated || n.Message == "flag-off: "+Repeated
+	}
+	if !repeated {
+		t.Errorf("no note that the flag was turned off again: %v", ph["flag/note"])
+	}
+	// A flag-off confirmed before the interruption is not done again.
+	id2 := newIncident(t, s)
+	for _, ev := range []store.Event{
+		{Incident: id2, Step: "flag", Phase: "intent", Key: "intent:flag-off#1"},
+		{Incident: id2, Step: "flag", Phase: "effect", Key: "done:flag-off", Evidence: "off"},
+		{Incident: id2, Step: "flag", Phase: "effect", Key: "done:slack-summary", Evidence: "posted"},
+	} {
+		ev.Time = time.Now()
+		if _, err := s.AppendEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flagOffs = 0
+	if err := (&Executor{Store: s, Holder: "h"}).Run(ctx, id2, p); err != nil {
+		t.Fatal(err)
+	}
+	if flagOffs != 0 {
+		t.Errorf("a confirmed flag-off was done again (%d)", flagOffs)
+	}
+}
+
 // outageStore refuses journal writes while down is set, like a store
 // that restarts mid-run.
 type outageStore struct {

@@ -74,6 +74,61 @@ func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ldStandIn is LaunchDarkly's flag API for one flag that starts on: a
+// semantic-patch PATCH with turnFlagOff turns it off, a GET reads it. With
+// hold set, the first PATCH is held unanswered and never applied (it was
+// in flight when its sender died).
+type ldStandIn struct {
+	mu      sync.Mutex
+	on      bool
+	patches int
+	hold    chan struct{}
+	arrived chan struct{}
+}
+
+func (s *ldStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/api/v2/flags/default/transaction-category" || r.Header.Get("Authorization") != "api-crash" {
+		http.Error(w, `{"code":"not_found"}`, http.StatusNotFound)
+		return
+	}
+	switch r.Method {
+	case http.MethodPatch:
+		var body struct {
+			EnvironmentKey string              `json:"environmentKey"`
+			Instructions   []map[string]string `json:"instructions"`
+		}
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json; domain-model=launchdarkly.semanticpatch") ||
+			json.NewDecoder(r.Body).Decode(&body) != nil || body.EnvironmentKey != "production" ||
+			len(body.Instructions) != 1 || body.Instructions[0]["kind"] != "turnFlagOff" {
+			http.Error(w, `{"code":"invalid_request"}`, http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.patches++
+		first := s.patches == 1 && s.hold != nil
+		if first {
+			close(s.arrived)
+		}
+		s.mu.Unlock()
+		if first {
+			<-s.hold
+			http.Error(w, "", http.StatusServiceUnavailable)
+			return
+		}
+		s.mu.Lock()
+		s.on = false
+		s.mu.Unlock()
+		_, _ = w.Write([]byte(`{}`))
+	case http.MethodGet:
+		s.mu.Lock()
+		on := s.on
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"key": "transaction-category", "environments": map[string]any{"production": map[string]any{"on": on}}})
+	default:
+		http.Error(w, "", http.StatusMethodNotAllowed)
+	}
+}
+
 // dbService makes a database with the v1.1.0 schema, the v1.2.0 migration
 // recorded and applied, and a trigger counting deletes from the history
 // (a repeated down migration would delete twice).
@@ -143,7 +198,7 @@ func TestKilledAnywhereResumesOnce(t *testing.T) {
 	points := []struct {
 		name   string
 		after  string // kill when stderr shows this line
-		inside string // "db-lock" or "slack-summary"
+		inside string // "db-lock", "slack-summary" or "flag-off"
 	}{
 		{name: "after-declare", after: "Declare incident and notify: done"},
 		{name: "after-snapshot", after: "Database snapshot: done"},
@@ -155,6 +210,9 @@ func TestKilledAnywhereResumesOnce(t *testing.T) {
 		{name: "after-block", after: "Block the broken version: done"},
 		{name: "inside-down-migration", after: "Database down migration: started", inside: "db-lock"},
 		{name: "inside-slack-summary", inside: "slack-summary"},
+		// The flag service never got the change: the resumed run turns
+		// the flag off again (it converges), not "uncertain".
+		{name: "inside-flag-off", inside: "flag-off"},
 	}
 	for _, p := range points {
 		t.Run(p.name, func(t *testing.T) {
@@ -176,9 +234,24 @@ func TestKilledAnywhereResumesOnce(t *testing.T) {
 					close(sl.hold)
 				}
 			}()
+			ld := &ldStandIn{on: true}
+			if p.inside == "flag-off" {
+				ld.hold, ld.arrived = make(chan struct{}), make(chan struct{})
+			}
+			ldSrv := httptest.NewServer(ld)
+			defer ldSrv.Close()
+			defer func() {
+				if ld.hold != nil {
+					close(ld.hold)
+				}
+			}()
 			dir := t.TempDir()
 			flagFile := filepath.Join(dir, "flags.json")
 			_ = os.WriteFile(flagFile, []byte(`{"flags": {"transaction-category": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}`), 0o644)
+			flag := fmt.Sprintf("{provider: flagd, key: transaction-category, path: %s}", flagFile)
+			if p.inside == "flag-off" {
+				flag = fmt.Sprintf("{provider: launchdarkly, key: transaction-category, project: default, environment: production, url: %s, tokenEnv: LD_TOKEN}", ldSrv.URL)
+			}
 			cfg := filepath.Join(dir, "rollback.yaml")
 			_ = os.WriteFile(cfg, []byte(fmt.Sprintf(`apiVersion: rollback/v1
 kind: Config
@@ -188,10 +261,10 @@ services:
     database: {dsnEnv: TEST_DSN, dir: %s}
     notify:
       slack: {tokenEnv: TEST_SLACK_TOKEN, apiURL: %s/api}
-    flag: {provider: flagd, key: transaction-category, path: %s}
-`, ns, app, mig, srv.URL, flagFile)), 0o644)
+    flag: %s
+`, ns, app, mig, srv.URL, flag)), 0o644)
 			st := filepath.Join(dir, "r.db")
-			env := []string{"TEST_DSN=" + dsn, "TEST_SLACK_TOKEN=xoxb-crash", "XDG_STATE_HOME=" + filepath.Join(dir, "xdg")}
+			env := []string{"TEST_DSN=" + dsn, "TEST_SLACK_TOKEN=xoxb-crash", "LD_TOKEN=api-crash", "XDG_STATE_HOME=" + filepath.Join(dir, "xdg")}
 			cmd := rollbackCmd(st, "run", "ledger", "--config", cfg, "--yes")
 			cmd.Env = append(cmd.Env, env...)
 
@@ -230,12 +303,20 @@ services:
 					}
 				}
 			}()
-			if p.inside == "slack-summary" {
+			switch p.inside {
+			case "slack-summary":
 				select {
 				case <-sl.arrived:
 					_ = cmd.Process.Signal(syscall.SIGKILL)
 				case <-time.After(90 * time.Second):
 					t.Fatal("the closing post never arrived")
+				}
+			case "flag-off":
+				select {
+				case <-ld.arrived:
+					_ = cmd.Process.Signal(syscall.SIGKILL)
+				case <-time.After(90 * time.Second):
+					t.Fatal("the flag change never arrived")
 				}
 			}
 			<-killed
@@ -295,7 +376,18 @@ services:
 			if col != 0 {
 				t.Error("the category column is still there")
 			}
-			if b, _ := os.ReadFile(flagFile); !strings.Contains(string(b), `"defaultVariant": "off"`) {
+			if p.inside == "flag-off" {
+				ld.mu.Lock()
+				on, patches := ld.on, ld.patches
+				ld.mu.Unlock()
+				again := false
+				for _, ev := range evs {
+					again = again || ev.Step == incident.StepFlagOff && strings.Contains(ev.Message, "done again")
+				}
+				if on || patches != 2 || !again {
+					t.Errorf("LaunchDarkly: flag on %v after %d PATCHes, journal says done again: %v; want it off by the resumed run's second PATCH, and said", on, patches, again)
+				}
+			} else if b, _ := os.ReadFile(flagFile); !strings.Contains(string(b), `"defaultVariant": "off"`) {
 				t.Errorf("flag file: %s", b)
 			}
 		})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	stdimage "image"
 	"image/png"
 	"os"
@@ -167,7 +168,8 @@ func TestDashboardApproveFollowsTheRun(t *testing.T) {
 	// rollout lasts).
 	setMinReady(t, ns, 300)
 	cfg := serviceConfig(t, "ts", ns, "    automation:\n      severity: P1\n      alerts:\n        - {alertname: TransactionErrors}\n")
-	srv := startServe(t, filepath.Join(t.TempDir(), "serve.db"), cfg)
+	st := filepath.Join(t.TempDir(), "serve.db")
+	srv := startServe(t, st, cfg)
 	alert := `{"version":"4","groupKey":"{}:{alertname=\"TransactionErrors\"}","status":"firing","receiver":"rollback",
 "alerts":[{"status":"firing","labels":{"alertname":"TransactionErrors"},"startsAt":"` + time.Now().UTC().Format(time.RFC3339) + `","fingerprint":"e2e"}]}`
 	if code, b := srv.api(t, "POST", "/hooks/alertmanager", alert); code != 202 {
@@ -219,8 +221,17 @@ func TestDashboardApproveFollowsTheRun(t *testing.T) {
 	}
 	if !closed {
 		// Which of the two: the run still open, or the page not following it.
+		// The run's journal and serve's log say where it stood.
 		_, inc := srv.api(t, "GET", "/api/v1/incidents?service=ts", "")
-		t.Fatalf("the run's page never showed it closed in 3 min (it should follow the run); the incidents by the API:\n%s", inc)
+		run := url[strings.LastIndex(url, "/")+1:]
+		var evs strings.Builder
+		for _, ev := range journal(t, st, run) {
+			fmt.Fprintf(&evs, "  %s %s %s %s %s\n", ev.Time.Format("15:04:05.000"), ev.Step, ev.Phase, ev.Message, ev.Evidence)
+		}
+		logs := srv.lines()
+		logs = logs[max(0, len(logs)-60):]
+		t.Fatalf("the run's page never showed it closed in 3 min (it should follow the run); the incidents by the API:\n%s\n%s's journal:\n%s\nserve's log (its end):\n%s",
+			inc, run, evs.String(), strings.Join(logs, "\n"))
 	}
 	if got := runningImage(t, ns); got != image("v1.1.5") {
 		t.Errorf("after the approval: %s, want %s", got, image("v1.1.5"))
