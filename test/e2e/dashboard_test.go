@@ -29,7 +29,10 @@ func browser(t *testing.T) context.Context {
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelT := context.WithTimeout(ctx, 2*time.Minute)
+	// Longer than any wait of a test on the page (the approved run's is
+	// 6 minutes): a browser that outlived its context would fail every
+	// later check with the context's error, not the check's.
+	ctx, cancelT := context.WithTimeout(ctx, 10*time.Minute)
 	t.Cleanup(func() { cancelT(); cancel(); cancelA() })
 	return ctx
 }
@@ -221,6 +224,9 @@ func TestDashboardApproveFollowsTheRun(t *testing.T) {
 	for !closed && time.Now().Before(deadline) {
 		time.Sleep(time.Second)
 		closed, _ = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('h1 .s-closed') !== null`))
+		if ctx.Err() != nil {
+			t.Fatalf("the browser's context ended while the test waited on the page: %v", ctx.Err())
+		}
 	}
 	if !closed {
 		// Which of the two: the run still open, or the page not following it.

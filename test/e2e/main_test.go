@@ -264,7 +264,9 @@ func rollbackEnv(t *testing.T, env map[string]string, args ...string) result {
 		}
 		return os.Getenv(k)
 	}}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Longer than a run's own default timeout (5 minutes) and its step's
+	// grace: the command's limits are what is tested, not this one's.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	code := cli.Main(ctx, "rollback", append(args, "--kubeconfig", kubeconfig), io)
 	r := result{code: code, stdout: out.String(), stderr: errOut.String()}
