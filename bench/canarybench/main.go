@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"time"
 
 	"github.com/rollback-dev/rollback/internal/canary"
 )
@@ -27,6 +28,7 @@ func main() {
 	// The sequential test's parameters were chosen on seeds 0..199; the
 	// default scores it on seeds it was not tuned on.
 	seed := flag.Uint64("seed", 1_000_000, "first seed of the runs (0 reproduces the seeds the detector was tuned on)")
+	span := flag.Duration("span", canary.DefaultMinSpan, "the sequential test's MinSpan (evidence reaches the threshold no faster than over it)")
 	flag.Parse()
 
 	base := canary.Stream{RPS: *rps, ErrorRate: *baseRate}
@@ -37,10 +39,8 @@ func main() {
 		new  func() func(c, b canary.Counts) bool
 	}
 	dets := []detector{
-		{"rollback sequential test (ratio 5, α 1e-4, β 0.01, floor 1%)", func() func(c, b canary.Counts) bool {
-			s := &canary.Sequential{}
-			return func(c, b canary.Counts) bool { return s.Observe(c, b).Breach }
-		}},
+		{fmt.Sprintf("rollback sequential test (ratio 5, α 1e-4, β 0.01, floor 1%%, span %s)", *span), sequential(*span)},
+		{"  the same without the span limit (before)", sequential(-1)},
 		{"Flagger default (interval 1m, threshold 3, success ≥ 99%)", func() func(c, b canary.Counts) bool {
 			f := &canary.FlaggerDefault{}
 			return func(c, _ canary.Counts) bool { return f.Observe(c) }
@@ -96,6 +96,25 @@ func main() {
 			}
 			sort.Ints(ttd)
 			fmt.Printf("%-62s %11ds %11ds %12d %10d/%d (%d h)\n", d.name, pct(ttd, 0.5), pct(ttd, 0.95), missed, falses, *runs, *healthySecs/3600)
+		}
+	}
+}
+
+// sequential is rollback's test with the given MinSpan, fed one second at
+// a time; counts seen after seconds with none (between scrapes) cover the
+// seconds since the last counts seen.
+func sequential(span time.Duration) func() func(c, b canary.Counts) bool {
+	return func() func(c, b canary.Counts) bool {
+		s := &canary.Sequential{MinSpan: span}
+		since := 0
+		return func(c, b canary.Counts) bool {
+			since++
+			if c.Requests <= 0 {
+				return false
+			}
+			d := time.Duration(since) * time.Second
+			since = 0
+			return s.Observe(c, b, d).Breach
 		}
 	}
 }

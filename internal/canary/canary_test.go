@@ -16,7 +16,7 @@ func timeToDetect(seed uint64, canary, baseline Stream, limit int) int {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	s := &Sequential{}
 	for sec := 1; sec <= limit; sec++ {
-		if s.Observe(canary.Next(rng), baseline.Next(rng)).Breach {
+		if s.Observe(canary.Next(rng), baseline.Next(rng), time.Second).Breach {
 			return sec
 		}
 	}
@@ -50,8 +50,44 @@ func TestSequentialNeedsTheAbsoluteFloor(t *testing.T) {
 
 func TestSequentialIgnoresEmptyIntervals(t *testing.T) {
 	s := &Sequential{}
-	if v := s.Observe(Counts{}, Counts{Requests: 10}); v.Breach || v.LLR != 0 {
+	if v := s.Observe(Counts{}, Counts{Requests: 10}, time.Second); v.Breach || v.LLR != 0 {
 		t.Errorf("no canary traffic moved the test: %+v", v)
+	}
+}
+
+// A blip (10 seconds of 10% errors on a healthy canary, one interval a
+// second or one 15-second scrape) is not a breach; the same errors for
+// longer are, as soon as they have lasted about two thirds of MinSpan.
+// Without the span limit the blip alone rolls back.
+func TestSequentialRidesOutABlip(t *testing.T) {
+	feed := func(s *Sequential, every, blipFrom, blipTo, until int) int {
+		var c, b Counts
+		for sec := 1; sec <= until; sec++ {
+			c.Requests, b.Requests = c.Requests+20, b.Requests+20
+			if sec >= blipFrom && sec < blipTo {
+				c.Errors += 2
+			}
+			if sec%every == 0 {
+				if s.Observe(c, b, time.Duration(every)*time.Second).Breach {
+					return sec
+				}
+				c, b = Counts{}, Counts{}
+			}
+		}
+		return -1
+	}
+	for _, every := range []int{1, 5, 15} {
+		if got := feed(&Sequential{}, every, 16, 26, 600); got >= 0 {
+			t.Errorf("every %ds: a 10-second blip breached at %ds", every, got)
+		}
+		if got := feed(&Sequential{}, every, 16, 600, 600); got < 0 || got > 16+45 {
+			t.Errorf("every %ds: lasting errors breached at %ds, want within 45 s of their start", every, got)
+		} else if got < 16+15 {
+			t.Errorf("every %ds: lasting errors breached at %ds, sooner than the span allows", every, got)
+		}
+		if got := feed(&Sequential{MinSpan: -1}, every, 16, 26, 600); got < 0 {
+			t.Errorf("every %ds: without the span limit the blip did not breach (the test above proves nothing)", every)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package canary
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // Counts are the requests and errors one side served in one interval.
@@ -20,6 +21,18 @@ type Counts struct {
 // H0 and the test starts over, so a long healthy canary keeps being
 // watched. Traffic changes between intervals are handled because p0 and p1
 // are recomputed per interval.
+//
+// Errors in production are not independent: a healthy canary has blips (a
+// pod restarting, a dependency timing out for seconds) whose few seconds
+// of errors are, to a test that assumes independence, strong evidence.
+// So evidence against the canary is rationed: it accrues as credit at the
+// whole threshold per MinSpan of data, an interval spends at most the
+// credit it has, and the credit never exceeds a third of the threshold. A
+// breach then needs an excess seen in at least three intervals and over
+// about two thirds of MinSpan; a 10-second blip supplies at most 1/3 +
+// 10 s/MinSpan of the threshold and cannot roll back a canary alone.
+// Evidence for the canary (its share of errors under its share of
+// traffic) is not rationed.
 type Sequential struct {
 	Ratio float64 // error-rate ratio to detect (default 5)
 	Alpha float64 // false breach probability per test (default 1e-4)
@@ -28,9 +41,14 @@ type Sequential struct {
 	// over the current test to reach this (default 0.01, the runbook's 1%),
 	// so a canary at 0.3% against a perfect baseline is not rolled back.
 	MinErrorRate float64
+	// MinSpan: the shortest span of data over which the evidence may reach
+	// the threshold (default DefaultMinSpan; negative: no limit).
+	MinSpan time.Duration
 
 	llr        float64
 	reqs, errs float64
+	credit     float64
+	started    bool
 }
 
 // Verdict of one step of the test.
@@ -59,8 +77,18 @@ func (s *Sequential) defaults() (ratio, alpha, beta, minRate float64) {
 	return
 }
 
-// Observe adds one interval's counts and returns the test's verdict.
-func (s *Sequential) Observe(canary, baseline Counts) Verdict {
+// DefaultMinSpan is Sequential's default MinSpan: chosen on the tuning
+// seeds of bench/canarybench (a 10-second blip of 10% errors supplies at
+// most 1/3 + 10/30 of the threshold).
+const DefaultMinSpan = 30 * time.Second
+
+// burstShare is the most evidence one interval may add, as a share of the
+// threshold: a breach needs at least three intervals (scrapes) of it.
+const burstShare = 1.0 / 3
+
+// Observe adds the counts of one interval of length d (the span of
+// traffic they cover) and returns the test's verdict.
+func (s *Sequential) Observe(canary, baseline Counts, d time.Duration) Verdict {
 	ratio, alpha, beta, minRate := s.defaults()
 	upper, lower := math.Log((1-beta)/alpha), math.Log(beta/(1-alpha))
 	v := Verdict{Upper: upper, Lower: lower}
@@ -70,13 +98,31 @@ func (s *Sequential) Observe(canary, baseline Counts) Verdict {
 	}
 	p0 := canary.Requests / (canary.Requests + baseline.Requests)
 	p1 := ratio * canary.Requests / (ratio*canary.Requests + baseline.Requests)
-	s.llr += canary.Errors*math.Log(p1/p0) + baseline.Errors*math.Log((1-p1)/(1-p0))
+	step := canary.Errors*math.Log(p1/p0) + baseline.Errors*math.Log((1-p1)/(1-p0))
+	span := s.MinSpan
+	if span == 0 {
+		span = DefaultMinSpan
+	}
+	if span > 0 {
+		burst := upper * burstShare
+		if !s.started {
+			s.credit, s.started = burst, true
+		}
+		s.credit = min(burst, s.credit+upper*d.Seconds()/span.Seconds())
+		if step > s.credit {
+			step = s.credit
+		}
+		if step > 0 {
+			s.credit -= step
+		}
+	}
+	s.llr += step
 	s.reqs += canary.Requests
 	s.errs += canary.Errors
 	v.LLR = s.llr
 	rate := s.errs / s.reqs
 	switch {
-	case s.llr >= upper && rate >= minRate:
+	case s.llr >= upper*(1-1e-9) && rate >= minRate: // three capped steps reach it
 		v.Breach = true
 		v.Reason = fmt.Sprintf("canary error rate %.2f%% is at least %.0fx the baseline's (sequential test: log-likelihood ratio %.1f ≥ %.1f, α=%g)", 100*rate, ratio, s.llr, upper, alpha)
 	case s.llr <= lower:

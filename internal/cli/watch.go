@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rollback-dev/rollback/internal/canary"
 	"github.com/rollback-dev/rollback/internal/engine"
 	"github.com/rollback-dev/rollback/internal/metrics"
 	"github.com/rollback-dev/rollback/internal/store"
@@ -28,6 +29,7 @@ type WatchOptions struct {
 	Inconclusive  int
 	NoRollback    bool
 	Timeout       time.Duration
+	MinSpan       time.Duration
 	Output        string
 }
 
@@ -43,7 +45,10 @@ func newWatchCmd(f *Factory) *cobra.Command {
 (the baseline) every --interval, from Prometheus request and error counts, with
 two detectors on the same numbers:
   - a sequential test (canary error rate at least 5x the baseline's and over
-    1%), which catches a clearly broken canary in seconds;
+    1%), which catches a clearly broken canary in seconds; its evidence
+    reaches the threshold no faster than over --min-span (30s), so a
+    healthy canary's blip of errors for a few seconds (a pod restarting, a
+    dependency timing out) does not roll it back (0: no such limit);
   - Flagger's analysis: every --analysis-interval the canary's success rate
     must be at least --min-success (99); --threshold failed checks (3) roll
     back. Intervals without canary data count as inconclusive; --inconclusive
@@ -73,6 +78,7 @@ Queries are templates: {{version}} is the image tag, {{interval}} the interval.`
 	fl.StringVar(&o.ErrorsQuery, "errors-query", `sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{interval}}]))`, "PromQL template: 5xx answers of a version over the interval")
 	fl.DurationVar(&o.Interval, "interval", 10*time.Second, "how often to measure")
 	fl.DurationVar(&o.For, "for", 10*time.Minute, "how long to watch")
+	fl.DurationVar(&o.MinSpan, "min-span", canary.DefaultMinSpan, "the sequential test's evidence reaches its threshold no faster than over this (0: no limit)")
 	fl.DurationVar(&o.AnalysisEvery, "analysis-interval", time.Minute, "Flagger's check interval")
 	fl.IntVar(&o.Threshold, "threshold", 3, "Flagger's failed checks before rollback")
 	fl.Float64Var(&o.MinSuccess, "min-success", 99, "Flagger's request-success-rate thresholdRange.min, percent")
@@ -90,6 +96,13 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 	}
 	if o.Interval <= 0 || o.For <= 0 || o.AnalysisEvery < o.Interval {
 		return usagef("--interval and --for must be positive and --analysis-interval at least --interval")
+	}
+	if o.MinSpan < 0 {
+		return usagef("--min-span %s: expected a duration of 0 or more (0: no limit)", o.MinSpan)
+	}
+	minSpan := o.MinSpan
+	if minSpan == 0 {
+		minSpan = -1 // the engine's "none"; its zero is the default
 	}
 	url := cmp.Or(o.PromURL, f.IO.Getenv("ROLLBACK_PROMETHEUS_URL"))
 	if url == "" {
@@ -112,7 +125,7 @@ func runWatch(ctx context.Context, f *Factory, o *WatchOptions) error {
 		defer s.Close()
 	}
 	out, err := f.engine(s, newRenderer(f.IO, f.Now)).Watch(ctx, engine.WatchRequest{Workload: w, Prometheus: p,
-		RequestsQuery: o.RequestsQuery, ErrorsQuery: o.ErrorsQuery, Interval: o.Interval, For: o.For,
+		RequestsQuery: o.RequestsQuery, ErrorsQuery: o.ErrorsQuery, Interval: o.Interval, For: o.For, MinSpan: minSpan,
 		AnalysisEvery: o.AnalysisEvery, Threshold: o.Threshold, MinSuccess: o.MinSuccess, Inconclusive: o.Inconclusive,
 		NoRollback: o.NoRollback, Timeout: o.Timeout,
 		Log: func(line string) {

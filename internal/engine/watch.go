@@ -24,6 +24,9 @@ type WatchRequest struct {
 	// the image's version, {{interval}} the interval as a PromQL range.
 	RequestsQuery, ErrorsQuery string
 	Interval, For              time.Duration
+	// MinSpan is the sequential test's (canary.Sequential.MinSpan): 0
+	// the default, negative no limit.
+	MinSpan time.Duration
 	// Flagger's analysis: every AnalysisEvery the canary's success rate
 	// must be at least MinSuccess (percent); Threshold failures breach.
 	AnalysisEvery time.Duration
@@ -101,7 +104,7 @@ func (e *Engine) Watch(ctx context.Context, r WatchRequest) (*WatchOutcome, erro
 		}
 		return canary.Counts{Requests: req, Errors: errs}, req > 0, nil
 	}
-	seq := &canary.Sequential{}
+	seq := &canary.Sequential{MinSpan: r.MinSpan}
 	flagger := &canary.FlaggerDefault{Interval: int(r.AnalysisEvery / r.Interval), Threshold: r.Threshold, MinSuccess: r.MinSuccess}
 	noData := 0
 	deadline := e.now().Add(r.For)
@@ -134,7 +137,7 @@ func (e *Engine) Watch(ctx context.Context, r WatchRequest) (*WatchOutcome, erro
 		noData = 0
 		out.CanaryReq += c.Requests
 		out.Canary5xx += c.Errors
-		v := seq.Observe(c, b)
+		v := seq.Observe(c, b, r.Interval)
 		logf("canary %.0f req %.0f 5xx, baseline %.0f req %.0f 5xx; sequential LLR %.1f of %.1f", c.Requests, c.Errors, b.Requests, b.Errors, v.LLR, v.Upper)
 		switch {
 		case v.Breach:
