@@ -162,14 +162,16 @@ func TestArgoRolloutAfterBadPromotion(t *testing.T) {
 			ns := namespace(t)
 			argoCanary(t, ns, tc.window)
 			plugin(t, "promote", app, "-n", ns, "--full")
-			deadline := time.Now().Add(60 * time.Second)
+			// A loaded controller has sat at a pause for a minute after a
+			// full promotion (see kind_rollout.go's promoteFull).
+			deadline := time.Now().Add(180 * time.Second)
 			for rolloutField(t, ns, ".status.phase") != "Healthy" || rolloutField(t, ns, ".status.stableRS") != rolloutField(t, ns, ".status.currentPodHash") {
 				if time.Now().After(deadline) {
 					t.Fatal("v1.2.0 never became stable")
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
-			r := rollback(t, "run", "rollout/"+app, "-n", ns, "--yes", "--timeout", "60s")
+			r := rollback(t, "run", "rollout/"+app, "-n", ns, "--yes", "--timeout", "180s")
 			if r.code != 0 {
 				t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 			}

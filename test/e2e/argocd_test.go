@@ -175,8 +175,8 @@ func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
 	kubectl(t, "rollout", "undo", "deployment/"+app, "-n", bare.ns)
 	start := time.Now()
 	for runningImage(t, bare.ns) != image("v1.2.0") {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("Argo CD's self-heal did not re-apply v1.2.0 within 60s of a plain undo (running %s)", runningImage(t, bare.ns))
+		if time.Since(start) > 180*time.Second {
+			t.Fatalf("Argo CD's self-heal did not re-apply v1.2.0 within 180s of a plain undo (running %s)", runningImage(t, bare.ns))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -223,8 +223,8 @@ func TestGitOpsArgoCDSelfHealIsPaused(t *testing.T) {
 			t.Fatalf("Argo CD not synced to the revert %s after 60s: %q", revert, got)
 		}
 	}
-	if bad, total := s.badAfterUndo(); bad != 0 {
-		t.Errorf("%d of %d samples on v1.2.0 after the undo", bad, total)
+	if bad, total := s.badAfterUndo(); bad != 0 || total < 20 {
+		t.Errorf("%d of %d samples on v1.2.0 after the undo (want none of at least 20)", bad, total)
 	}
 	if st := rollbackEnv(t, nil, "status", id, "--config", cfg); strings.Contains(st.stdout, "WARNING") {
 		t.Errorf("status still warns after the resume:\n%s", st.stdout)

@@ -77,9 +77,12 @@ func closedPort(t *testing.T) string {
 // webhook whose URL holds a secret, LaunchDarkly).
 func commsConfig(t *testing.T, ns, url string) string {
 	t.Helper()
+	// The declare step's deadline (15 s) is longer than the undo takes on
+	// a loaded machine: with a hung endpoint the test asserts the undo is
+	// done before the notify gives up.
 	return webConfig(t, ns, fmt.Sprintf(`    notify:
       timeout: 1s
-      deadline: 6s
+      deadline: 15s
       slack: {tokenEnv: SLACK_TOKEN, apiURL: %s/api}
       pagerduty: {routingKeyEnv: PD_KEY, eventsURL: %s/v2/enqueue, apiTokenEnv: PD_TOKEN, from: oncall@example.com, apiURL: %s}
       webhooks:
@@ -290,7 +293,7 @@ func TestFaultPrometheusUnreachable(t *testing.T) {
 			if r.code != cli.ExitFailed || !strings.Contains(r.stderr, "unreachable") || !strings.Contains(r.stderr, "rollback resume") {
 				t.Fatalf("exit %d, want %d naming what was seen and how to resume", r.code, cli.ExitFailed)
 			}
-			if took > 40*time.Second {
+			if took > 90*time.Second {
 				t.Errorf("the run took %s with verify.within 3s", took)
 			}
 			if err := rollbackCmd(st, "gate", "web", "v1.2.0", "--config", cfg).Run(); err == nil {

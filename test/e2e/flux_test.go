@@ -382,17 +382,17 @@ func TestGitOpsFluxPullRequest(t *testing.T) {
 	}
 	// Until Flux has applied the merge (the resume waited for its
 	// source, the apply follows), then the samples are read.
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(120 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		suspend, by, applied := a.kustomization(t)
 		if suspend != "true" && by == "" && applied == "main@sha1:"+merge {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("kustomization: suspend %q, paused-by %q, applied %q after 60s; want resumed at the merge %s", suspend, by, applied, merge)
+			t.Fatalf("kustomization: suspend %q, paused-by %q, applied %q after 120s; want resumed at the merge %s", suspend, by, applied, merge)
 		}
 	}
-	if bad, total := s.badAfterUndo(); bad != 0 {
-		t.Errorf("%d of %d samples on v1.2.0 after the undo", bad, total)
+	if bad, total := s.badAfterUndo(); bad != 0 || total < 20 {
+		t.Errorf("%d of %d samples on v1.2.0 after the undo (want none of at least 20)", bad, total)
 	}
 	if got := runningImage(t, a.ns); got != image("v1.1.5") {
 		t.Errorf("running %s after the merge", got)
@@ -439,7 +439,7 @@ func TestGitOpsFluxKilledAfterPush(t *testing.T) {
 		t.Errorf("after the resume: %d commits naming %s, %d pushes; want 1 and 1", n, id, git.Pushes())
 	}
 	head := git.Log(t, a.repo, "main")[0].Hash
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		suspend, _, applied := a.kustomization(t)
 		if suspend != "true" && applied == "main@sha1:"+head {

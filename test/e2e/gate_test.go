@@ -45,7 +45,7 @@ func TestAdmissionPolicyRefusesTheBlockedImage(t *testing.T) {
 		_, _ = kubectl("", "delete", "validatingadmissionpolicy,validatingadmissionpolicybinding", "rollback-blocked-"+ns+"-"+app)
 	})
 	// The policy takes a moment to be compiled and enforced.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		out, err := kubectl("", "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 		if err != nil && strings.Contains(out, "blocked by rollback") && strings.Contains(out, "INC-1") {

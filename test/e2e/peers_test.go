@@ -57,7 +57,7 @@ func applyCRDs(name string, established ...string) error {
 	}
 	// Polled rather than 'kubectl wait': a CRD just created has no
 	// conditions yet, which kubectl wait takes for an error.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(180 * time.Second)
 	for _, crd := range established {
 		for {
 			out, _ := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "crd", crd, "-o",
@@ -66,7 +66,7 @@ func applyCRDs(name string, established ...string) error {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("CRD %s is not Established after 60s", crd)
+				return fmt.Errorf("CRD %s is not Established after 180s", crd)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -120,7 +120,7 @@ func runPeerEnv(bin, health string, env []string, args ...string) error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	hc := &http.Client{Timeout: time.Second}
-	deadline := time.After(60 * time.Second)
+	deadline := time.After(180 * time.Second)
 	for {
 		if resp, err := hc.Get(health); err == nil {
 			resp.Body.Close()
@@ -134,7 +134,7 @@ func runPeerEnv(bin, health string, env []string, args ...string) error {
 			return fmt.Errorf("%s exited before it was healthy: %v\n%s", bin, err, b)
 		case <-deadline:
 			b, _ := os.ReadFile(log.Name())
-			return fmt.Errorf("%s not healthy at %s after 60s:\n%s", bin, health, b)
+			return fmt.Errorf("%s not healthy at %s after 180s:\n%s", bin, health, b)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -362,11 +362,11 @@ func leaderDiesMidRun(t *testing.T, sig syscall.Signal, args ...string) {
 	killed := time.Now()
 	_ = a.cmd.Wait()
 	inc := b.waitClosed(t, "ts", 2*time.Minute)
-	b.waitLog(t, time.Second, `"msg":"resumed an orphaned incident"`, inc.ID)
+	b.waitLog(t, 30*time.Second, `"msg":"resumed an orphaned incident"`, inc.ID)
 	var resuming struct {
 		Time time.Time `json:"time"`
 	}
-	_ = json.Unmarshal([]byte(b.waitLog(t, time.Second, `"msg":"resuming an orphaned incident"`, inc.ID)), &resuming)
+	_ = json.Unmarshal([]byte(b.waitLog(t, 30*time.Second, `"msg":"resuming an orphaned incident"`, inc.ID)), &resuming)
 	t.Logf("MEASURE leader %s mid-run → the other replica resumed the incident after %.1fs (lease 4s), closed it after %.1fs",
 		sig, resuming.Time.Sub(killed).Seconds(), inc.ClosedAt.Sub(killed).Seconds())
 	if got := runningImage(t, ns); got != image("v1.1.5") {
