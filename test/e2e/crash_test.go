@@ -308,14 +308,14 @@ services:
 				select {
 				case <-sl.arrived:
 					_ = cmd.Process.Signal(syscall.SIGKILL)
-				case <-time.After(90 * time.Second):
+				case <-time.After(180 * time.Second):
 					t.Fatal("the closing post never arrived")
 				}
 			case "flag-off":
 				select {
 				case <-ld.arrived:
 					_ = cmd.Process.Signal(syscall.SIGKILL)
-				case <-time.After(90 * time.Second):
+				case <-time.After(180 * time.Second):
 					t.Fatal("the flag change never arrived")
 				}
 			}

@@ -22,7 +22,7 @@ func fluxReconciled(t *testing.T, kind, ns, name string, n int) {
 	for i := 0; i < n; i++ {
 		token := time.Now().UTC().Format(time.RFC3339Nano)
 		kubectl(t, "annotate", kind, name, "-n", ns, "reconcile.fluxcd.io/requestedAt="+token, "--overwrite")
-		eventually(t, 60*time.Second, func() (bool, string) {
+		eventually(t, 120*time.Second, func() (bool, string) {
 			got := kubectl(t, "get", kind, name, "-n", ns, "-o", "jsonpath={.status.lastHandledReconcileAt}")
 			return got == token, "lastHandledReconcileAt " + got + ", asked " + token
 		}, "Flux never handled the reconcile asked of %s %s/%s", kind, ns, name)
@@ -47,9 +47,18 @@ func argoReconciled(t *testing.T, app string, n int) {
 		return reconciled, parts[1] != "", parts[2]
 	}
 	for i := 0; i < n; i++ {
-		before, _, _ := read()
+		var before time.Time
+		eventually(t, 120*time.Second, func() (bool, string) {
+			before, _, _ = read()
+			return !before.IsZero(), "no status.reconciledAt yet"
+		}, "Argo CD never reconciled Application %s a first time", app)
+		// reconciledAt has whole seconds: ask in a later second than the
+		// last reconcile's, so the one asked for shows as a later time.
+		if wait := time.Until(before.Add(time.Second)); wait > 0 {
+			time.Sleep(wait)
+		}
 		kubectl(t, "annotate", "application", app, "-n", "argocd", "argocd.argoproj.io/refresh=normal", "--overwrite")
-		eventually(t, 60*time.Second, func() (bool, string) {
+		eventually(t, 120*time.Second, func() (bool, string) {
 			at, pending, phase := read()
 			return at.After(before) && !pending && phase != "Running",
 				fmt.Sprintf("reconciledAt %s (before %s), refresh pending %t, operation %q", at, before, pending, phase)

@@ -237,7 +237,7 @@ func TestServeAlertmanagerRollsBack(t *testing.T) {
 	waitForBaseline(t, prom) // the healthy version's baseline
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 	broken := time.Now()
-	inc := srv.waitClosed(t, "ts", 3*time.Minute)
+	inc := srv.waitClosed(t, "ts", 5*time.Minute)
 	if got := runningImage(t, ns); got != image("v1.1.5") {
 		t.Errorf("after the alert: %s, want %s", got, image("v1.1.5"))
 	}
@@ -440,8 +440,8 @@ func TestServeSupervisedWatchRollsBack(t *testing.T) {
 	waitForBaseline(t, prom) // the watch compares against the healthy version
 	kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.0"))
 	srv.waitLog(t, time.Minute, `"msg":"watching a new release"`, `"version":"v1.2.0"`)
-	inc := srv.waitClosed(t, "ts", 3*time.Minute)
-	srv.waitLog(t, 10*time.Second, `"msg":"canary breach: rolled back"`, inc.ID)
+	inc := srv.waitClosed(t, "ts", 5*time.Minute)
+	srv.waitLog(t, 30*time.Second, `"msg":"canary breach: rolled back"`, inc.ID)
 	if got := runningImage(t, ns); got != image("v1.1.5") {
 		t.Errorf("after the supervised watch: %s, want %s", got, image("v1.1.5"))
 	}

@@ -126,7 +126,7 @@ func TestVerifyMeasuresTheRollback(t *testing.T) {
 	waitForQuery(t, p, errQuery, func(v float64) bool { return v > 0.05 }, "the broken version's errors")
 	args := []string{"verify", "deployment/" + app, "-n", ns, "--prometheus", prom, "--error-rate-query", errQuery,
 		"--smoke-url", svc + "/", "--settle", "1s"}
-	r := rollback(t, append(args, "--within", "2s")...)
+	r := rollback(t, append(args, "--within", "10s")...)
 	m := regexp.MustCompile(`error-rate\s+FAIL\s+(\d+\.\d+)%`).FindStringSubmatch(r.stdout)
 	if r.code != cli.ExitFailed || m == nil {
 		t.Errorf("verify on the broken version: exit %d (want %d)\n%s", r.code, cli.ExitFailed, r.stdout)
