@@ -170,7 +170,9 @@ func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
 		for time.Now().Before(deadline) {
 			out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "httproute", app, "-n", ns, "-o", "jsonpath={.metadata.generation}").Output()
 			if err == nil && string(out) != gen {
-				time.Sleep(time.Second)
+				// Late enough that even a loaded machine's run has read
+				// the route unaccepted and said so.
+				time.Sleep(3 * time.Second)
 				done <- accept(string(out))
 				return
 			}
