@@ -267,6 +267,18 @@ func newIncident(t *testing.T, s store.Store) string {
 	return inc.ID
 }
 
+// journalEvents appends evs to the store, timed now: a journal an earlier
+// run left.
+func journalEvents(t *testing.T, s store.Store, evs ...store.Event) {
+	t.Helper()
+	for _, ev := range evs {
+		ev.Time = time.Now()
+		if _, err := s.AppendEvent(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func phases(t *testing.T, s store.Store, id string) map[string][]store.Event {
 	t.Helper()
 	evs, err := s.Events(context.Background(), id)
@@ -450,16 +462,11 @@ func TestFailedEffectAcrossRuns(t *testing.T) {
 	// failed, then a second attempt interrupted (intent, no outcome).
 	id2 := newIncident(t, s)
 	ctx := context.Background()
-	for _, ev := range []store.Event{
-		{Incident: id2, Step: "declare", Phase: "intent", Key: "intent:slack-start#1"},
-		{Incident: id2, Step: "declare", Phase: "effect-failed", Key: "failed:slack-start#1"},
-		{Incident: id2, Step: "declare", Phase: "intent", Key: "intent:slack-start#2"},
-	} {
-		ev.Time = time.Now()
-		if _, err := s.AppendEvent(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
+	journalEvents(t, s,
+		store.Event{Incident: id2, Step: "declare", Phase: "intent", Key: "intent:slack-start#1"},
+		store.Event{Incident: id2, Step: "declare", Phase: "effect-failed", Key: "failed:slack-start#1"},
+		store.Event{Incident: id2, Step: "declare", Phase: "intent", Key: "intent:slack-start#2"},
+	)
 	tries = 0
 	if err := (&Executor{Store: s, Holder: "h"}).Run(ctx, id2, p); err != nil {
 		t.Fatal(err)
@@ -477,15 +484,10 @@ func TestInterruptedConvergentEffectIsDoneAgain(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	id := newIncident(t, s)
-	for _, ev := range []store.Event{
-		{Incident: id, Step: "flag", Phase: "intent", Key: "intent:flag-off#1"},
-		{Incident: id, Step: "flag", Phase: "intent", Key: "intent:slack-summary#1"},
-	} {
-		ev.Time = time.Now()
-		if _, err := s.AppendEvent(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
+	journalEvents(t, s,
+		store.Event{Incident: id, Step: "flag", Phase: "intent", Key: "intent:flag-off#1"},
+		store.Event{Incident: id, Step: "flag", Phase: "intent", Key: "intent:slack-summary#1"},
+	)
 	flagOffs, posts := 0, 0
 	p := Plan{Service: "svc", Steps: []Step{{Name: "flag", Run: func(ctx context.Context, sc *StepContext) (string, error) {
 		ev, err := sc.Converge(ctx, "flag-off", func() (string, error) { flagOffs++; return "off", nil })
@@ -514,16 +516,11 @@ func TestInterruptedConvergentEffectIsDoneAgain(t *testing.T) {
 	}
 	// A flag-off confirmed before the interruption is not done again.
 	id2 := newIncident(t, s)
-	for _, ev := range []store.Event{
-		{Incident: id2, Step: "flag", Phase: "intent", Key: "intent:flag-off#1"},
-		{Incident: id2, Step: "flag", Phase: "effect", Key: "done:flag-off", Evidence: "off"},
-		{Incident: id2, Step: "flag", Phase: "effect", Key: "done:slack-summary", Evidence: "posted"},
-	} {
-		ev.Time = time.Now()
-		if _, err := s.AppendEvent(ctx, ev); err != nil {
-			t.Fatal(err)
-		}
-	}
+	journalEvents(t, s,
+		store.Event{Incident: id2, Step: "flag", Phase: "intent", Key: "intent:flag-off#1"},
+		store.Event{Incident: id2, Step: "flag", Phase: "effect", Key: "done:flag-off", Evidence: "off"},
+		store.Event{Incident: id2, Step: "flag", Phase: "effect", Key: "done:slack-summary", Evidence: "posted"},
+	)
 	flagOffs = 0
 	if err := (&Executor{Store: s, Holder: "h"}).Run(ctx, id2, p); err != nil {
 		t.Fatal(err)

@@ -303,20 +303,17 @@ services:
 					}
 				}
 			}()
-			switch p.inside {
-			case "slack-summary":
+			// Inside a held request: killed once it has arrived.
+			held := map[string]struct {
+				arrived <-chan struct{}
+				what    string
+			}{"slack-summary": {sl.arrived, "the closing post"}, "flag-off": {ld.arrived, "the flag change"}}
+			if h, ok := held[p.inside]; ok {
 				select {
-				case <-sl.arrived:
+				case <-h.arrived:
 					_ = cmd.Process.Signal(syscall.SIGKILL)
 				case <-time.After(180 * time.Second):
-					t.Fatal("the closing post never arrived")
-				}
-			case "flag-off":
-				select {
-				case <-ld.arrived:
-					_ = cmd.Process.Signal(syscall.SIGKILL)
-				case <-time.After(180 * time.Second):
-					t.Fatal("the flag change never arrived")
+					t.Fatalf("%s never arrived", h.what)
 				}
 			}
 			<-killed
