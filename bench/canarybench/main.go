@@ -28,7 +28,7 @@ func main() {
 	// The sequential test's parameters were chosen on seeds 0..199; the
 	// default scores it on seeds it was not tuned on.
 	seed := flag.Uint64("seed", 1_000_000, "first seed of the runs (0 reproduces the seeds the detector was tuned on)")
-	span := flag.Duration("span", canary.DefaultMinSpan, "the sequential test's MinSpan (evidence reaches the threshold no faster than over it)")
+	span := flag.Duration("span", canary.DefaultMinSpan, "the sequential test's MinSpan (its evidence accrues at most the threshold per span)")
 	flag.Parse()
 
 	base := canary.Stream{RPS: *rps, ErrorRate: *baseRate}

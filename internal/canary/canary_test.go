@@ -91,6 +91,38 @@ func TestSequentialRidesOutABlip(t *testing.T) {
 	}
 }
 
+// A canary relatively worse than a perfect baseline but under the 1%
+// floor (0.83% for its first 2 minutes, then clean) has its evidence
+// parked; a blip that then lifts the test's rate over the floor must not
+// roll it back alone, and the same canary failing for real is caught.
+// (A canary that stays relatively worse rebuilds its evidence, and a blip
+// on top of that can cross: it is worse, and the blip lifts it over the
+// floor.)
+func TestSequentialParkedCanaryRidesOutABlip(t *testing.T) {
+	run := func(blipFrom, blipTo, until int) int {
+		s := &Sequential{}
+		for sec := 1; sec <= until; sec++ {
+			c := Counts{Requests: 20}
+			if sec%6 == 0 && sec <= 120 {
+				c.Errors++
+			}
+			if sec >= blipFrom && sec < blipTo {
+				c.Errors += 2
+			}
+			if s.Observe(c, Counts{Requests: 20}, time.Second).Breach {
+				return sec
+			}
+		}
+		return -1
+	}
+	if got := run(130, 140, 400); got >= 0 {
+		t.Errorf("a parked canary breached at %ds on a 10-second blip", got)
+	}
+	if got := run(130, 400, 400); got < 0 || got > 130+45 {
+		t.Errorf("a parked canary failing for real breached at %ds, want within 45 s of 130 s", got)
+	}
+}
+
 func TestFlaggerDefault(t *testing.T) {
 	f := &FlaggerDefault{}
 	rng := rand.New(rand.NewPCG(1, 2))

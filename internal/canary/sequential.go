@@ -41,8 +41,10 @@ type Sequential struct {
 	// over the current test to reach this (default 0.01, the runbook's 1%),
 	// so a canary at 0.3% against a perfect baseline is not rolled back.
 	MinErrorRate float64
-	// MinSpan: the shortest span of data over which the evidence may reach
-	// the threshold (default DefaultMinSpan; negative: no limit).
+	// MinSpan: the evidence accrues at most the threshold per MinSpan of
+	// data, from a starting third, so reaching it takes at least about
+	// two thirds of MinSpan and three intervals (default DefaultMinSpan;
+	// negative: no limit).
 	MinSpan time.Duration
 
 	llr        float64
@@ -86,6 +88,10 @@ const DefaultMinSpan = 30 * time.Second
 // threshold: a breach needs at least three intervals (scrapes) of it.
 const burstShare = 1.0 / 3
 
+// parkShare is where a rationed test holds the evidence of a canary that
+// is relatively worse than the baseline but under the floor.
+const parkShare = 0.3
+
 // Observe adds the counts of one interval of length d (the span of
 // traffic they cover) and returns the test's verdict.
 func (s *Sequential) Observe(canary, baseline Counts, d time.Duration) Verdict {
@@ -103,6 +109,7 @@ func (s *Sequential) Observe(canary, baseline Counts, d time.Duration) Verdict {
 	if span == 0 {
 		span = DefaultMinSpan
 	}
+	d = max(d, 0)
 	if span > 0 {
 		burst := upper * burstShare
 		if !s.started {
@@ -129,8 +136,14 @@ func (s *Sequential) Observe(canary, baseline Counts, d time.Duration) Verdict {
 		s.reset() // healthy so far: accept H0 and keep watching
 	case s.llr >= upper:
 		// Relatively worse but under the absolute floor: keep the
-		// evidence from running away.
+		// evidence from running away. Rationed, it is parked low enough
+		// that a blip (at most the credit, a third, and a 10-second
+		// accrual, a third at the default span) cannot cross from there
+		// on its own once the rate reaches the floor.
 		s.llr = upper
+		if span > 0 {
+			s.llr = upper * parkShare
+		}
 	}
 	return v
 }

@@ -46,9 +46,11 @@ func newWatchCmd(f *Factory) *cobra.Command {
 two detectors on the same numbers:
   - a sequential test (canary error rate at least 5x the baseline's and over
     1%), which catches a clearly broken canary in seconds; its evidence
-    reaches the threshold no faster than over --min-span (30s), so a
-    healthy canary's blip of errors for a few seconds (a pod restarting, a
-    dependency timing out) does not roll it back (0: no such limit);
+    against the canary accrues at most the threshold per --min-span (30s),
+    from a starting third, so a breach needs three intervals and about 20s
+    of data, and a healthy canary's blip of errors for a few seconds (a pod
+    restarting, a dependency timing out) does not roll it back (0: no such
+    limit);
   - Flagger's analysis: every --analysis-interval the canary's success rate
     must be at least --min-success (99); --threshold failed checks (3) roll
     back. Intervals without canary data count as inconclusive; --inconclusive
@@ -78,7 +80,7 @@ Queries are templates: {{version}} is the image tag, {{interval}} the interval.`
 	fl.StringVar(&o.ErrorsQuery, "errors-query", `sum(increase(http_requests_total{version="{{version}}",code=~"5.."}[{{interval}}]))`, "PromQL template: 5xx answers of a version over the interval")
 	fl.DurationVar(&o.Interval, "interval", 10*time.Second, "how often to measure")
 	fl.DurationVar(&o.For, "for", 10*time.Minute, "how long to watch")
-	fl.DurationVar(&o.MinSpan, "min-span", canary.DefaultMinSpan, "the sequential test's evidence reaches its threshold no faster than over this (0: no limit)")
+	fl.DurationVar(&o.MinSpan, "min-span", canary.DefaultMinSpan, "the sequential test's evidence accrues at most its threshold per this span (0: no limit)")
 	fl.DurationVar(&o.AnalysisEvery, "analysis-interval", time.Minute, "Flagger's check interval")
 	fl.IntVar(&o.Threshold, "threshold", 3, "Flagger's failed checks before rollback")
 	fl.Float64Var(&o.MinSuccess, "min-success", 99, "Flagger's request-success-rate thresholdRange.min, percent")

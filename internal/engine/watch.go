@@ -81,6 +81,9 @@ func (e *Engine) Watch(ctx context.Context, r WatchRequest) (*WatchOutcome, erro
 		out.Baseline = image.VersionOf(baseImgs[0])
 	}
 	logf("canary %s against baseline %s, every %s for %s", out.Canary, orNone(out.Baseline), r.Interval, r.For)
+	if r.MinSpan >= 0 && 3*r.Interval > r.For {
+		logf("note: the sequential test rations its evidence and needs at least 3 intervals (%s) to breach, longer than the watch: only the threshold analysis can roll back", 3*r.Interval)
+	}
 	counts := func(version string) (canary.Counts, bool, error) {
 		if version == "" {
 			return canary.Counts{}, false, nil

@@ -210,8 +210,14 @@ func (sc *StepContext) Converge(ctx context.Context, key string, fn func() (stri
 }
 
 func (sc *StepContext) effect(ctx context.Context, key string, converges bool, fn func() (string, error)) (string, error) {
+	// A convergent effect that a journal written before Converge existed
+	// calls uncertain is done again, as an interrupted one is.
+	again := false
 	if ev, ok := sc.journal.get(keyDone + key); ok {
-		return ev.Evidence, nil
+		if !converges || ev.Evidence != Uncertain {
+			return ev.Evidence, nil
+		}
+		again = true
 	}
 	if sc.journal.isPending(key) {
 		if !converges {
@@ -221,13 +227,16 @@ func (sc *StepContext) effect(ctx context.Context, key string, converges bool, f
 			sc.journal.put(note)
 			return Uncertain, err
 		}
-		if err := sc.Note(ctx, key+": "+Repeated); err != nil {
-			return "", err
-		}
+		again = true
 	}
 	// Fencing: no side effect starts once the hold is lost.
 	if err := sc.ex.Lost(); err != nil {
 		return "", err
+	}
+	if again {
+		if err := sc.Note(ctx, key+": "+Repeated); err != nil {
+			return "", err
+		}
 	}
 	attempt := fmt.Sprintf("%s#%d", key, time.Now().UnixNano())
 	intent := store.Event{Incident: sc.Incident, Time: sc.ex.now(), Step: sc.Step, Phase: store.PhaseIntent, Key: keyIntent + attempt,

@@ -528,6 +528,20 @@ func TestInterruptedConvergentEffectIsDoneAgain(t *testing.T) {
 	if flagOffs != 0 {
 		t.Errorf("a confirmed flag-off was done again (%d)", flagOffs)
 	}
+	// A journal from before Converge called the interrupted flag-off
+	// uncertain: it is done again too.
+	id3 := newIncident(t, s)
+	journalEvents(t, s,
+		store.Event{Incident: id3, Step: "flag", Phase: "intent", Key: "intent:flag-off#1"},
+		store.Event{Incident: id3, Step: "flag", Phase: "note", Key: "done:flag-off", Evidence: Uncertain},
+		store.Event{Incident: id3, Step: "flag", Phase: "effect", Key: "done:slack-summary", Evidence: "posted"},
+	)
+	if err := (&Executor{Store: s, Holder: "h"}).Run(ctx, id3, p); err != nil {
+		t.Fatal(err)
+	}
+	if d := phases(t, s, id3)["flag/done"]; flagOffs != 1 || len(d) != 1 || d[0].Evidence != "off; posted" {
+		t.Errorf("an old journal's uncertain flag-off: done %d times, step evidence %v; want once more, off", flagOffs, d)
+	}
 }
 
 // outageStore refuses journal writes while down is set, like a store
