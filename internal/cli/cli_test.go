@@ -152,6 +152,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "deployment/transaction-service", "--no-such-flag"}, "unknown flag"},
 		{[]string{"run", "deployment/transaction-service", "--pagerduty-incident", "https://acme.pagerduty.com/incidents/Q1"}, "expected a PagerDuty incident ID"},
 		{[]string{"run", "deployment/transaction-service", "--force"}, "need --severity"},
+		{[]string{"watch", "deployment/transaction-service", "--prometheus", "http://127.0.0.1:9", "--min-span", "-5s"}, "--min-span -5s: expected a duration of 0 or more"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
