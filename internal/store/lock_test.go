@@ -121,6 +121,16 @@ func TestRunLockCheckRetakesOrReportsLoss(t *testing.T) {
 		if err := admin.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n); err != nil || n != 1 {
 			t.Fatalf("terminate %s: %d, %v", app, n, err)
 		}
+		// pg_terminate_backend only signals: the session (and its
+		// advisory lock) is gone once the backend has exited.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if err := admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n); err == nil && n == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the session of %s still there 30s after it was terminated (%d, %v)", app, n, err)
+			}
+		}
 	}
 	l, err := a.LockRun(ctx, "svc", "host-a:1")
 	if err != nil {
