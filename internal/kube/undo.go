@@ -102,13 +102,67 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	err = k.patch(ctx, cs, h.Target, pt, patch, opts)
-	if testFailed(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err) && changedSincePlan(ctx, cs, h) {
-		return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
+	// A workload's spec changes under a rollback for reasons that do not
+	// touch what it replaces: an autoscaler or a person scaling it, a
+	// minReadySeconds tweak, a controller's annotation. The patch's guard
+	// refuses them all; when the workload still runs the revision the plan
+	// was made from, and the target is still there, the same undo is
+	// guarded again with what is there now and sent again.
+	replans := 0
+	for conflicted(ctx, cs, h, err) {
+		now, same := samePlan(ctx, cs, h, p)
+		if !same || replans == maxReplans {
+			return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
+		}
+		replans++
+		note := fmt.Sprintf("re-guarded after %s changed but still ran revision %d", h.Target.Ref(), p.From.Number)
+		if h.Prepared == "" {
+			h.Prepared = note
+		} else if !strings.Contains(h.Prepared, note) {
+			h.Prepared += "; " + note
+		}
+		if pt, patch, err = k.undoPatch(now, p.To); err != nil {
+			return err
+		}
+		err = k.patch(ctx, cs, h.Target, pt, patch, opts)
+		h.Deployment, h.StatefulSet, h.DaemonSet, h.ResourceVersion = now.Deployment, now.StatefulSet, now.DaemonSet, now.ResourceVersion
 	}
 	if err != nil {
 		return fmt.Errorf("patch %s: %w", h.Target.Ref(), err)
 	}
 	return nil
+}
+
+// maxReplans bounds the undo's re-guarded attempts against a workload
+// whose spec keeps changing.
+const maxReplans = 5
+
+// conflicted: the patch was refused because the object is not the one the
+// plan was made from (its guard failed).
+func conflicted(ctx context.Context, cs kubernetes.Interface, h *History, err error) bool {
+	return err != nil && (testFailed(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err) && changedSincePlan(ctx, cs, h))
+}
+
+// samePlan reads the workload again and reports whether the plan still
+// holds: a Deployment, StatefulSet or DaemonSet whose current revision is
+// the one the plan rolls back from, with the target still in its history.
+// Other kinds (a route's weights, a Rollout, a canary) are never re-guarded:
+// a change of their spec is a change of what the undo replaces.
+func samePlan(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan) (*History, bool) {
+	switch h.Target.Of() {
+	case KindDeployment, KindStatefulSet, KindDaemonSet:
+	default:
+		return nil, false
+	}
+	if p.From == nil || p.To == nil {
+		return nil, false
+	}
+	now, err := GetHistory(ctx, cs, h.Target)
+	if err != nil {
+		return nil, false
+	}
+	cur := now.Current()
+	return now, cur != nil && cur.Object == p.From.Object && now.FindObject(p.To.Object) != nil
 }
 
 // testFailed: the API server refused a JSON patch because its test

@@ -223,3 +223,57 @@ func TestHTTPRouteChangedAfterPlan(t *testing.T) {
 		t.Errorf("a spec change between plan and switch: %v, want ErrConflict", err)
 	}
 }
+
+// A Deployment whose spec changed between plan and undo (scaled by an
+// autoscaler or a person, its minReadySeconds tweaked) but that still runs
+// the revision the plan rolls back from is rolled back all the same: the
+// undo is guarded again with the Deployment as it is now and sent again,
+// and says so. One whose template changed (someone deployed) is not.
+func TestUndoAfterAConcurrentSpecChange(t *testing.T) {
+	parallel(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		change func(ns string)
+		rolls  bool
+	}{
+		{"scaled", func(ns string) {
+			kubectl(t, "scale", "deployment/"+app, "-n", ns, "--replicas", "4")
+			setMinReady(t, ns, 1)
+		}, true},
+		{"deployed", func(ns string) {
+			kubectl(t, "set", "image", "deployment/"+app, "-n", ns, app+"="+image("v1.2.1"))
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parallel(t)
+			ns := namespace(t)
+			deploy(t, ns, "v1.1.5", "v1.2.0")
+			tgt := kube.Target{Namespace: ns, Name: app, Kind: kube.KindDeployment}
+			h, err := kube.GetHistory(ctx, cs, tgt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := kube.PlanUndo(h, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := getDeployment(t, ns).Generation
+			tc.change(ns)
+			if after := getDeployment(t, ns).Generation; after == before {
+				t.Fatalf("the change left the generation at %d: nothing here tests the guard", after)
+			}
+			err = kube.Undo(ctx, cs, h, p, kube.DryRunNone)
+			switch {
+			case tc.rolls && err != nil:
+				t.Fatalf("undo after a change that keeps the revision: %v", err)
+			case tc.rolls && (runningImage(t, ns) != image("v1.1.5") || !strings.Contains(h.Prepared, "re-guarded")):
+				t.Errorf("after the undo: %s, evidence %q; want %s and a word on the re-guard", runningImage(t, ns), h.Prepared, image("v1.1.5"))
+			case !tc.rolls && !errors.Is(err, kube.ErrConflict):
+				t.Errorf("undo after someone deployed: %v, want ErrConflict", err)
+			case !tc.rolls && runningImage(t, ns) != image("v1.2.1"):
+				t.Errorf("the deploy in between was overwritten: running %s", runningImage(t, ns))
+			}
+		})
+	}
+}
