@@ -331,19 +331,23 @@ func (rolloutKind) traits() traits { return traits{restoresConfig: true} }
 
 // prepare: abort the update in progress first, so the stable version
 // takes the traffic at once.
-func (rolloutKind) prepare(ctx context.Context, cs kubernetes.Interface, h *History, _ *Revision, dry DryRun) error {
+func (rolloutKind) prepare(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision, dry DryRun) error {
 	aborted, err := abortRollout(ctx, cs, h, dry)
 	if err != nil || aborted == "" || dry != DryRunNone {
 		return err
 	}
 	// The abort changed the status, so the resourceVersion: the guard is
-	// now that the spec (generation) is the planned one.
+	// now that the spec (generation) is the planned one, or that a spec
+	// changed since (scaled by an autoscaler) still has the planned
+	// revision current (Undo then guards its patch again).
 	ro, err := GetRollout(ctx, cs, h.Target)
 	if err != nil {
 		return err
 	}
 	if ro.Metadata.Generation != h.Rollout.Metadata.Generation {
-		return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
+		if _, same := stillPlanned(ctx, cs, h, to); !same {
+			return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
+		}
 	}
 	h.ResourceVersion = ro.Metadata.ResourceVersion
 	return nil

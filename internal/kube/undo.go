@@ -115,7 +115,7 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 			return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
 		}
 		replans++
-		note := fmt.Sprintf("re-guarded after %s changed but still ran revision %d", h.Target.Ref(), p.From.Number)
+		note := fmt.Sprintf("re-guarded after %s changed but still ran revision %d", h.Target.Ref(), h.Current().Number)
 		if h.Prepared == "" {
 			h.Prepared = note
 		} else if !strings.Contains(h.Prepared, note) {
@@ -125,7 +125,7 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 			return err
 		}
 		err = k.patch(ctx, cs, h.Target, pt, patch, opts)
-		h.Deployment, h.StatefulSet, h.DaemonSet, h.ResourceVersion = now.Deployment, now.StatefulSet, now.DaemonSet, now.ResourceVersion
+		h.Deployment, h.StatefulSet, h.DaemonSet, h.Rollout, h.ResourceVersion = now.Deployment, now.StatefulSet, now.DaemonSet, now.Rollout, now.ResourceVersion
 	}
 	if err != nil {
 		return fmt.Errorf("patch %s: %w", h.Target.Ref(), err)
@@ -144,17 +144,24 @@ func conflicted(ctx context.Context, cs kubernetes.Interface, h *History, err er
 }
 
 // samePlan reads the workload again and reports whether the plan still
-// holds: a Deployment, StatefulSet or DaemonSet whose current revision is
-// the one the plan rolls back from, with the target still in its history.
-// Other kinds (a route's weights, a Rollout, a canary) are never re-guarded:
-// a change of their spec is a change of what the undo replaces.
+// holds: a Deployment, StatefulSet, DaemonSet or Argo Rollout whose current
+// revision is the one the plan was made from, with the target still in its
+// history (an autoscaler's replicas or a person's minReadySeconds change
+// the spec, not what the undo replaces). Other kinds (a route's weights, a
+// Flagger canary, a Service's selector) are never re-guarded: a change of
+// their spec is a change of what the undo replaces.
 func samePlan(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan) (*History, bool) {
+	return stillPlanned(ctx, cs, h, p.To)
+}
+
+func stillPlanned(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision) (*History, bool) {
 	switch h.Target.Of() {
-	case KindDeployment, KindStatefulSet, KindDaemonSet:
+	case KindDeployment, KindStatefulSet, KindDaemonSet, KindRollout:
 	default:
 		return nil, false
 	}
-	if p.From == nil || p.To == nil {
+	was := h.Current()
+	if was == nil || to == nil {
 		return nil, false
 	}
 	now, err := GetHistory(ctx, cs, h.Target)
@@ -162,7 +169,7 @@ func samePlan(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan)
 		return nil, false
 	}
 	cur := now.Current()
-	return now, cur != nil && cur.Object == p.From.Object && now.FindObject(p.To.Object) != nil
+	return now, cur != nil && cur.Object == was.Object && now.FindObject(to.Object) != nil
 }
 
 // testFailed: the API server refused a JSON patch because its test

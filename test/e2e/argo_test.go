@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rollback-dev/rollback/internal/cli"
+	"github.com/rollback-dev/rollback/internal/kube"
 )
 
 // startArgoRollouts installs the Argo Rollouts CRDs and runs the real
@@ -199,4 +201,38 @@ func TestWatchArgoRollout(t *testing.T) {
 	waitRollout(t, ns, "Paused")
 	watchRollsBack(t, "rollout/"+app, ns, prom)
 	checkRolledBack(t, ns)
+}
+
+// An Argo Rollout scaled (as an autoscaler does) between the plan and the
+// undo, mid-canary, is rolled back all the same: the abort and the undo
+// see that it still runs the planned revision, and the patch is guarded
+// again. Its replicas stay as scaled.
+func TestArgoRolloutScaledBetweenPlanAndUndo(t *testing.T) {
+	parallel(t)
+	startArgoRollouts(t)
+	ns := namespace(t)
+	argoCanary(t, ns, 0)
+	ctx := context.Background()
+	h, err := kube.GetHistory(ctx, cs, kube.Target{Namespace: ns, Name: app, Kind: kube.KindRollout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := kube.PlanUndo(h, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := rolloutField(t, ns, ".metadata.generation")
+	kubectl(t, "scale", "rollout/"+app, "-n", ns, "--replicas", "4")
+	if now := rolloutField(t, ns, ".metadata.generation"); now == gen {
+		t.Fatalf("scaling left the generation at %s: nothing here tests the guard", now)
+	}
+	if err := kube.Undo(ctx, cs, h, p, kube.DryRunNone); err != nil {
+		t.Fatalf("undo of a Rollout scaled after the plan: %v", err)
+	}
+	if got := rolloutField(t, ns, ".spec.template.spec.containers[0].image"); got != image("v1.1.5") || !strings.Contains(h.Prepared, "re-guarded") {
+		t.Errorf("after the undo: template %s, evidence %q; want %s and a word on the re-guard", got, h.Prepared, image("v1.1.5"))
+	}
+	if got := rolloutField(t, ns, ".spec.replicas"); got != "4" {
+		t.Errorf("replicas %s after the undo, want the autoscaler's 4", got)
+	}
 }
