@@ -212,21 +212,13 @@ func TestArgoRolloutScaledBetweenPlanAndUndo(t *testing.T) {
 	startArgoRollouts(t)
 	ns := namespace(t)
 	argoCanary(t, ns, 0)
-	ctx := context.Background()
-	h, err := kube.GetHistory(ctx, cs, kube.Target{Namespace: ns, Name: app, Kind: kube.KindRollout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := kube.PlanUndo(h, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, p := planUndo(t, kube.Target{Namespace: ns, Name: app, Kind: kube.KindRollout})
 	gen := rolloutField(t, ns, ".metadata.generation")
 	kubectl(t, "scale", "rollout/"+app, "-n", ns, "--replicas", "4")
 	if now := rolloutField(t, ns, ".metadata.generation"); now == gen {
 		t.Fatalf("scaling left the generation at %s: nothing here tests the guard", now)
 	}
-	if err := kube.Undo(ctx, cs, h, p, kube.DryRunNone); err != nil {
+	if err := kube.Undo(context.Background(), cs, h, p, kube.DryRunNone); err != nil {
 		t.Fatalf("undo of a Rollout scaled after the plan: %v", err)
 	}
 	if got := rolloutField(t, ns, ".spec.template.spec.containers[0].image"); got != image("v1.1.5") || !strings.Contains(h.Prepared, "re-guarded") {

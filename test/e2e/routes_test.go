@@ -199,19 +199,7 @@ func TestHTTPRouteChangedAfterPlan(t *testing.T) {
 	parallel(t)
 	ns := routedColours(t, 2)
 	ctx := context.Background()
-	tgt := kube.Target{Namespace: ns, Name: app, Kind: kube.KindHTTPRoute}
-	plan := func() (*kube.History, *kube.Plan) {
-		h, err := kube.GetHistory(ctx, cs, tgt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := kube.PlanUndo(h, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h, p
-	}
-	h, p := plan()
+	h, p := planUndo(t, kube.Target{Namespace: ns, Name: app, Kind: kube.KindHTTPRoute})
 	kubectl(t, "patch", "httproute", app, "-n", ns, "--subresource", "status", "--type", "merge", "-p",
 		`{"status":{"parents":[{"parentRef":{"name":"public"},"controllerName":"example.com/gateway","conditions":[`+
 			`{"type":"Accepted","status":"True","reason":"Accepted","message":"ok","observedGeneration":1,"lastTransitionTime":"2026-11-27T00:00:00Z"}]}]}}`)
@@ -249,21 +237,13 @@ func TestUndoAfterAConcurrentSpecChange(t *testing.T) {
 			parallel(t)
 			ns := namespace(t)
 			deploy(t, ns, "v1.1.5", "v1.2.0")
-			tgt := kube.Target{Namespace: ns, Name: app, Kind: kube.KindDeployment}
-			h, err := kube.GetHistory(ctx, cs, tgt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := kube.PlanUndo(h, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			h, p := planUndo(t, kube.Target{Namespace: ns, Name: app, Kind: kube.KindDeployment})
 			before := getDeployment(t, ns).Generation
 			tc.change(ns)
 			if after := getDeployment(t, ns).Generation; after == before {
 				t.Fatalf("the change left the generation at %d: nothing here tests the guard", after)
 			}
-			err = kube.Undo(ctx, cs, h, p, kube.DryRunNone)
+			err := kube.Undo(ctx, cs, h, p, kube.DryRunNone)
 			switch {
 			case tc.rolls && err != nil:
 				t.Fatalf("undo after a change that keeps the revision: %v", err)
@@ -276,4 +256,18 @@ func TestUndoAfterAConcurrentSpecChange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// planUndo reads tgt's history and plans its undo to the previous revision.
+func planUndo(t *testing.T, tgt kube.Target) (*kube.History, *kube.Plan) {
+	t.Helper()
+	h, err := kube.GetHistory(context.Background(), cs, tgt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := kube.PlanUndo(h, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, p
 }
