@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -164,31 +166,34 @@ func TestHTTPRouteWaitsForTheGateway(t *testing.T) {
 	if err := accept(gen); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { // the gateway controller (never t.Fatal off the test goroutine)
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			out, err := exec.Command("kubectl", "--kubeconfig", kubeconfig, "get", "httproute", app, "-n", ns, "-o", "jsonpath={.metadata.generation}").Output()
-			if err == nil && string(out) != gen {
-				// Late enough that even a loaded machine's run has read
-				// the route unaccepted and said so.
-				time.Sleep(3 * time.Second)
-				done <- accept(string(out))
-				return
+	// The gateway controller accepts the switched route only once the run
+	// has read it unaccepted and said so: the run's own line is the cue.
+	cmd := rollbackCmd(filepath.Join(t.TempDir(), "r.db"), "run", "httproute/"+app, "-n", ns, "--yes")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(3*time.Minute, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	var log strings.Builder
+	waited := false
+	for sc := bufio.NewScanner(stderr); sc.Scan(); {
+		log.WriteString(sc.Text() + "\n")
+		if !waited && strings.Contains(sc.Text(), "example.com/gateway has not observed generation") {
+			waited = true
+			if err := accept(kubectl(t, "get", "httproute", app, "-n", ns, "-o", "jsonpath={.metadata.generation}")); err != nil {
+				t.Error(err)
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
-		done <- fmt.Errorf("the route's generation never changed")
-	}()
-	r := rollback(t, "run", "httproute/"+app, "-n", ns, "--yes")
-	if err := <-done; err != nil {
-		t.Error(err)
 	}
-	if r.code != 0 {
-		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("run: %v\n%s", err, log.String())
 	}
-	if !strings.Contains(r.stderr, "example.com/gateway has not observed generation") {
-		t.Errorf("the run did not wait for the gateway controller:\n%s", r.stderr)
+	if !waited {
+		t.Errorf("the run did not wait for the gateway controller:\n%s", log.String())
 	}
 }
 
