@@ -139,14 +139,11 @@ func (e *Engine) pagerduty(ctx context.Context, sc *runbook.StepContext, client 
 	// is sent again. The one case it is not a no-op: a trigger repeated
 	// after someone resolved the alert in PagerDuty pages again, which
 	// beats no page at all.
-	ev, err := sc.Converge(ctx, "pagerduty-"+action, func() (string, error) {
+	_, err := sc.Converge(ctx, "pagerduty-"+action, func() (string, error) {
 		return action + " sent", pd.Send(ctx, action, inc, notify.StartText(inc, nil))
 	})
 	if err != nil {
 		return notify.Outcome{Text: fmt.Sprintf("pagerduty %s failed: %v", action, err)}
-	}
-	if ev == runbook.Uncertain {
-		return notify.Outcome{Text: "pagerduty " + action + ": " + ev}
 	}
 	return notify.Outcome{Text: "pagerduty " + action + " (dedup_key " + notify.DedupKey(inc) + ")", Delivered: true}
 }
@@ -167,14 +164,11 @@ func (e *Engine) pagerdutyStatus(ctx context.Context, sc *runbook.StepContext, c
 	}
 	rest := &notify.PagerDutyREST{BaseURL: cfg.APIURL, Token: token, From: cfg.From, Client: client}
 	// Setting a status is a PUT of a state: an interrupted one is sent again.
-	ev, err := sc.Converge(ctx, "pagerduty-rest-"+status, func() (string, error) {
+	_, err := sc.Converge(ctx, "pagerduty-rest-"+status, func() (string, error) {
 		return status, rest.SetStatus(ctx, inc.PagerDutyID, status)
 	})
 	if err != nil {
 		return []notify.Outcome{{Text: fmt.Sprintf("pagerduty incident %s -> %s failed: %v", inc.PagerDutyID, status, err)}}
-	}
-	if ev == runbook.Uncertain {
-		return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + " " + status + ": " + ev}}
 	}
 	return []notify.Outcome{{Text: "pagerduty incident " + inc.PagerDutyID + " " + status, Delivered: true}}
 }

@@ -110,7 +110,7 @@ func Undo(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan, dry
 	// guarded again with what is there now and sent again.
 	replans := 0
 	for conflicted(ctx, cs, h, err) {
-		now, same := samePlan(ctx, cs, h, p)
+		now, same := stillPlanned(ctx, cs, h, p.To)
 		if !same || replans == maxReplans {
 			return fmt.Errorf("%w: %s was modified after the plan was made; run the command again", ErrConflict, h.Target.Ref())
 		}
@@ -143,17 +143,14 @@ func conflicted(ctx context.Context, cs kubernetes.Interface, h *History, err er
 	return err != nil && (testFailed(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err) && changedSincePlan(ctx, cs, h))
 }
 
-// samePlan reads the workload again and reports whether the plan still
-// holds: a Deployment, StatefulSet, DaemonSet or Argo Rollout whose current
-// revision is the one the plan was made from, with the target still in its
-// history (an autoscaler's replicas or a person's minReadySeconds change
-// the spec, not what the undo replaces). Other kinds (a route's weights, a
-// Flagger canary, a Service's selector) are never re-guarded: a change of
-// their spec is a change of what the undo replaces.
-func samePlan(ctx context.Context, cs kubernetes.Interface, h *History, p *Plan) (*History, bool) {
-	return stillPlanned(ctx, cs, h, p.To)
-}
-
+// stillPlanned reads the workload again and reports whether a plan to
+// roll back to revision to still holds: a Deployment, StatefulSet,
+// DaemonSet or Argo Rollout whose current revision is the one the plan was
+// made from, with the target still in its history (an autoscaler's
+// replicas or a person's minReadySeconds change the spec, not what the
+// undo replaces). Other kinds (a route's weights, a Flagger canary, a
+// Service's selector) never hold: a change of their spec is a change of
+// what the undo replaces.
 func stillPlanned(ctx context.Context, cs kubernetes.Interface, h *History, to *Revision) (*History, bool) {
 	switch h.Target.Of() {
 	case KindDeployment, KindStatefulSet, KindDaemonSet, KindRollout:

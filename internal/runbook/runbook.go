@@ -204,7 +204,8 @@ const Repeated = "started before an interruption and not confirmed; done again (
 // (a feature flag turned off, an alert resolved under its dedup key, an
 // incident's status set): journaled like Once, and a finished effect is
 // not repeated, but one that was started and never confirmed is done
-// again, since leaving it undone is the worse outcome.
+// again, since leaving it undone is the worse outcome. It never returns
+// Uncertain (an older journal's uncertain record of it is done again too).
 func (sc *StepContext) Converge(ctx context.Context, key string, fn func() (string, error)) (string, error) {
 	return sc.effect(ctx, key, true, fn)
 }
