@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,76 +11,24 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/rollback-dev/rollback/internal/flags/flagstest"
 )
 
-// fakeLD is LaunchDarkly's API as documented, for one flag: it checks every
-// request's shape and keeps the flag's state per environment.
-func fakeLD(t *testing.T, token string) (*httptest.Server, map[string]bool, *[]string) {
-	var mu sync.Mutex
-	state := map[string]bool{"production": true, "staging": true}
-	var comments []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		if r.Header.Get("Authorization") != token {
-			http.Error(w, `{"code":"unauthorized"}`, http.StatusUnauthorized)
-			return
-		}
-		if r.URL.Path != "/api/v2/flags/payments/transaction-category" {
-			http.Error(w, `{"code":"not_found"}`, http.StatusNotFound)
-			return
-		}
-		switch r.Method {
-		case http.MethodPatch:
-			if r.Header.Get("Content-Type") != "application/json; domain-model=launchdarkly.semanticpatch" {
-				http.Error(w, `{"code":"invalid_request","message":"not a semantic patch"}`, http.StatusBadRequest)
-				return
-			}
-			var body struct {
-				EnvironmentKey string `json:"environmentKey"`
-				Comment        string `json:"comment"`
-				Instructions   []struct {
-					Kind string `json:"kind"`
-				} `json:"instructions"`
-			}
-			b, _ := io.ReadAll(r.Body)
-			if err := json.Unmarshal(b, &body); err != nil || len(body.Instructions) != 1 || body.Instructions[0].Kind != "turnFlagOff" {
-				http.Error(w, `{"code":"invalid_request"}`, http.StatusBadRequest)
-				return
-			}
-			if _, ok := state[body.EnvironmentKey]; !ok {
-				http.Error(w, `{"code":"invalid_request","message":"unknown environment"}`, http.StatusBadRequest)
-				return
-			}
-			state[body.EnvironmentKey] = false
-			comments = append(comments, body.Comment)
-			w.Write([]byte(`{"key":"transaction-category"}`))
-		case http.MethodGet:
-			envs := map[string]any{}
-			for k, v := range state {
-				envs[k] = map[string]any{"on": v}
-			}
-			json.NewEncoder(w).Encode(map[string]any{"key": "transaction-category", "environments": envs})
-		default:
-			http.Error(w, "", http.StatusMethodNotAllowed)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv, state, &comments
-}
-
 func TestLaunchDarkly(t *testing.T) {
-	srv, state, comments := fakeLD(t, "api-secret-token")
+	fake := flagstest.NewLaunchDarkly("api-secret-token", "payments")
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
 	ld := &LaunchDarkly{BaseURL: srv.URL, Token: "api-secret-token", Project: "payments", Environment: "production"}
 	ctx := context.Background()
 	if err := TurnOffAndConfirm(ctx, ld, "transaction-category", "INC-20261126-1: rollback of v1.2.0"); err != nil {
 		t.Fatal(err)
 	}
-	if state["production"] || !state["staging"] {
-		t.Errorf("state %v: want production off, staging untouched", state)
+	if fake.On("production") || !fake.On("staging") {
+		t.Errorf("production on %v, staging on %v: want production off, staging untouched", fake.On("production"), fake.On("staging"))
 	}
-	if len(*comments) != 1 || !strings.Contains((*comments)[0], "INC-20261126-1") {
-		t.Errorf("comments %v", *comments)
+	if c := fake.Comments(); len(c) != 1 || !strings.Contains(c[0], "INC-20261126-1") {
+		t.Errorf("comments %v", c)
 	}
 	// Idempotent.
 	if err := TurnOffAndConfirm(ctx, ld, "transaction-category", "again"); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/rollback-dev/rollback/internal/flags/flagstest"
 	"github.com/rollback-dev/rollback/internal/incident"
 	"github.com/rollback-dev/rollback/internal/migrate"
 	"github.com/rollback-dev/rollback/internal/pgtest"
@@ -71,61 +72,6 @@ func (s *slackStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		s.mu.Unlock()
 		_ = json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "unknown_method"})
-	}
-}
-
-// ldStandIn is LaunchDarkly's flag API for one flag that starts on: a
-// semantic-patch PATCH with turnFlagOff turns it off, a GET reads it. With
-// hold set, the first PATCH is held unanswered and never applied (it was
-// in flight when its sender died).
-type ldStandIn struct {
-	mu      sync.Mutex
-	on      bool
-	patches int
-	hold    chan struct{}
-	arrived chan struct{}
-}
-
-func (s *ldStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/api/v2/flags/default/transaction-category" || r.Header.Get("Authorization") != "api-crash" {
-		http.Error(w, `{"code":"not_found"}`, http.StatusNotFound)
-		return
-	}
-	switch r.Method {
-	case http.MethodPatch:
-		var body struct {
-			EnvironmentKey string              `json:"environmentKey"`
-			Instructions   []map[string]string `json:"instructions"`
-		}
-		if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json; domain-model=launchdarkly.semanticpatch") ||
-			json.NewDecoder(r.Body).Decode(&body) != nil || body.EnvironmentKey != "production" ||
-			len(body.Instructions) != 1 || body.Instructions[0]["kind"] != "turnFlagOff" {
-			http.Error(w, `{"code":"invalid_request"}`, http.StatusBadRequest)
-			return
-		}
-		s.mu.Lock()
-		s.patches++
-		first := s.patches == 1 && s.hold != nil
-		if first {
-			close(s.arrived)
-		}
-		s.mu.Unlock()
-		if first {
-			<-s.hold
-			http.Error(w, "", http.StatusServiceUnavailable)
-			return
-		}
-		s.mu.Lock()
-		s.on = false
-		s.mu.Unlock()
-		_, _ = w.Write([]byte(`{}`))
-	case http.MethodGet:
-		s.mu.Lock()
-		on := s.on
-		s.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(map[string]any{"key": "transaction-category", "environments": map[string]any{"production": map[string]any{"on": on}}})
-	default:
-		http.Error(w, "", http.StatusMethodNotAllowed)
 	}
 }
 
@@ -234,15 +180,15 @@ func TestKilledAnywhereResumesOnce(t *testing.T) {
 					close(sl.hold)
 				}
 			}()
-			ld := &ldStandIn{on: true}
+			ld := flagstest.NewLaunchDarkly("api-crash", "default")
 			if p.inside == "flag-off" {
-				ld.hold, ld.arrived = make(chan struct{}), make(chan struct{})
+				ld.Hold, ld.Arrived = make(chan struct{}), make(chan struct{})
 			}
 			ldSrv := httptest.NewServer(ld)
 			defer ldSrv.Close()
 			defer func() {
-				if ld.hold != nil {
-					close(ld.hold)
+				if ld.Hold != nil {
+					close(ld.Hold)
 				}
 			}()
 			dir := t.TempDir()
@@ -307,7 +253,7 @@ services:
 			held := map[string]struct {
 				arrived <-chan struct{}
 				what    string
-			}{"slack-summary": {sl.arrived, "the closing post"}, "flag-off": {ld.arrived, "the flag change"}}
+			}{"slack-summary": {sl.arrived, "the closing post"}, "flag-off": {ld.Arrived, "the flag change"}}
 			if h, ok := held[p.inside]; ok {
 				select {
 				case <-h.arrived:
@@ -374,9 +320,7 @@ services:
 				t.Error("the category column is still there")
 			}
 			if p.inside == "flag-off" {
-				ld.mu.Lock()
-				on, patches := ld.on, ld.patches
-				ld.mu.Unlock()
+				on, patches := ld.On("production"), ld.Patches()
 				again := false
 				for _, ev := range evs {
 					again = again || ev.Step == incident.StepFlagOff && strings.Contains(ev.Message, "done again")
